@@ -1,0 +1,98 @@
+//! Runs the roles (web, worker, clock) of one process, with shutdown passed in as a signal so
+//! tests drive it exactly like SIGTERM does.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{
+    clock,
+    config::Config,
+    http::{self, AppState},
+    jobs::Deps,
+    worker,
+};
+
+/// Which roles to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub web: bool,
+    pub worker: bool,
+    pub clock: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        web: true,
+        worker: true,
+        clock: true,
+    };
+}
+
+/// Runs `roles` until `shutdown` turns true, then waits for each to finish its work.
+/// `listener` is required when `roles.web` is set.
+pub async fn run(
+    pool: PgPool,
+    config: Arc<Config>,
+    roles: Roles,
+    listener: Option<TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let deps = Deps {
+        pool: pool.clone(),
+        config: config.clone(),
+    };
+    let web = async {
+        match (roles.web, listener) {
+            (true, Some(listener)) => {
+                http::serve(
+                    listener,
+                    AppState::new(pool.clone(), config.clone()),
+                    shutdown.clone(),
+                )
+                .await?;
+                Ok(())
+            }
+            (true, None) => anyhow::bail!("the web role needs a listener"),
+            (false, _) => Ok(()),
+        }
+    };
+    let work = async {
+        if roles.worker {
+            worker::run(deps.clone(), shutdown.clone()).await;
+        }
+    };
+    let ticks = async {
+        if roles.clock {
+            let schedule = clock::Schedule::parse(clock::SCHEDULE_TOML)?;
+            clock::run(deps.clone(), schedule, shutdown.clone()).await;
+        }
+        anyhow::Ok(())
+    };
+    let (web, (), ticks) = tokio::join!(web, work, ticks);
+    web.and(ticks)
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn termination_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,112 @@
+//! The clock role: reads `jobs/schedule.toml` and, on each tick, enqueues that entry's job with
+//! the key `{job}:{tick}`. Several clocks may run; the queue's unique key lets one tick win.
+
+use std::str::FromStr;
+
+use apalis_cron::CronScheduler;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::jobs::{self, Deps, Job, prune_jobs::PruneJobs};
+
+/// The schedule shipped with this build.
+pub const SCHEDULE_TOML: &str = include_str!("../jobs/schedule.toml");
+
+#[derive(Debug, Deserialize)]
+pub struct Schedule {
+    #[serde(rename = "entry")]
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Entry {
+    pub job: String,
+    pub cron: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The jobs a schedule entry may name.
+pub const SCHEDULABLE: &[&str] = &[PruneJobs::QUEUE];
+
+impl Schedule {
+    /// Parses and checks every entry: a known job and a valid cron expression.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let schedule: Schedule = toml::from_str(text)?;
+        for e in &schedule.entries {
+            anyhow::ensure!(
+                SCHEDULABLE.contains(&e.job.as_str()),
+                "schedule entry names unknown job {:?}",
+                e.job
+            );
+            cron::Schedule::from_str(&e.cron).map_err(|err| {
+                anyhow::anyhow!("entry {:?}: bad cron {:?}: {err}", e.job, e.cron)
+            })?;
+        }
+        Ok(schedule)
+    }
+}
+
+/// The idempotency key of one tick of one entry.
+pub fn tick_key(job: &str, tick: DateTime<Utc>) -> String {
+    format!("{job}:{}", tick.format("%Y-%m-%dT%H:%M:%SZ"))
+}
+
+/// Enqueues `entry`'s job for the tick at `tick`; `Ok(false)` when another clock already did.
+pub async fn enqueue_tick(deps: &Deps, job: &str, tick: DateTime<Utc>) -> anyhow::Result<bool> {
+    let key = tick_key(job, tick);
+    let result = match job {
+        PruneJobs::QUEUE => jobs::enqueue_now(&deps.pool, &PruneJobs::default(), Some(&key)).await,
+        other => anyhow::bail!("unknown job {other:?}"),
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(apalis_postgres::Error::Database(e)) if crate::store::is_unique_violation(&e) => {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs every entry until `shutdown` turns true.
+pub async fn run(deps: Deps, schedule: Schedule, shutdown: watch::Receiver<bool>) {
+    let tasks = schedule.entries.into_iter().map(|entry| {
+        let deps = deps.clone();
+        let mut shutdown = shutdown.clone();
+        async move {
+            let Ok(cron) = cron::Schedule::from_str(&entry.cron) else {
+                return;
+            };
+            let tz = deps.config.billing_timezone;
+            tracing::info!(job = %entry.job, cron = %entry.cron, %tz, "clock entry armed");
+            let mut ticks = Box::pin(CronScheduler::new(cron).with_timezone(tz).into_stream());
+            loop {
+                let tick = tokio::select! {
+                    t = ticks.next() => t,
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                };
+                let Some(tick) = tick else { return };
+                let at = match tick {
+                    Ok(t) => DateTime::<Utc>::from_timestamp(t.get_timestamp() as i64, 0)
+                        .unwrap_or_else(Utc::now),
+                    Err(e) => {
+                        tracing::error!(job = %entry.job, error = %e, "cron stream failed");
+                        continue;
+                    }
+                };
+                match enqueue_tick(&deps, &entry.job, at).await {
+                    Ok(true) => tracing::info!(job = %entry.job, %at, "tick enqueued"),
+                    Ok(false) => {
+                        tracing::info!(job = %entry.job, %at, "tick already enqueued elsewhere")
+                    }
+                    Err(e) => {
+                        tracing::error!(job = %entry.job, %at, error = %e, "tick not enqueued")
+                    }
+                }
+            }
+        }
+    });
+    futures::future::join_all(tasks).await;
+}

@@ -1,0 +1,300 @@
+//! Every environment variable the service reads, validated once at start-up.
+//!
+//! | variable | default | secret |
+//! | --- | --- | --- |
+//! | `DATABASE_URL` | local default, see [`crate::db::resolve_database_url`] | yes (may hold a password) |
+//! | `BIND_ADDR` | `127.0.0.1:8080`; `PORT` set means `0.0.0.0:$PORT` | no |
+//! | `VAPI_WEBHOOK_SECRET` | none (legacy `X-Vapi-Secret` header) | yes |
+//! | `VAPI_HMAC_SECRET` | none (HMAC-SHA256 `x-signature`) | yes |
+//! | `VAPI_API_KEY` | none | yes |
+//! | `VAPI_BASE_URL` | `https://api.vapi.ai` | no |
+//! | `GEMINI_API_KEY` | none | yes |
+//! | `GEMINI_BASE_URL` | `https://generativelanguage.googleapis.com` | no |
+//! | `GEMINI_MODEL` | `gemini-2.5-flash` | no |
+//! | `ADWR_WELLS_URL` | the ADWR Well Registry 2024 ArcGIS layer | no |
+//! | `DISCORD_ENABLED` | `false` | no |
+//! | `OPS_TOKEN` | none (ops API disabled) | yes |
+//! | `BILLING_TIMEZONE` | `America/Phoenix` | no |
+//! | `LOG_FORMAT` | `text` (`text` or `json`) | no |
+//! | `RUST_LOG` | `info` | no |
+//! | `APP_ENV` | `development` | no |
+//! | `WEBHOOK_MAX_BODY_BYTES` | `262144` | no |
+//! | `WORKER_CONCURRENCY` | `8` | no |
+//! | `WORKER_HEARTBEAT_SECS` | `10` | no |
+//! | `WORKER_MISSED_HEARTBEATS` | `3` | no |
+//! | `JOB_TIMEOUT_SECS` | `20` (must stay under the orphan window) | no |
+
+use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use chrono_tz::Tz;
+
+/// A value that must never reach a log line or an error body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is used (a header, a MAC key).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A configuration problem, always naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn bad(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything the service needs, read from the environment once.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None` means "resolve the local default" (see `db::resolve_database_url`).
+    pub database_url: Option<Secret>,
+    pub bind_addr: SocketAddr,
+    pub vapi_webhook_secret: Option<Secret>,
+    pub vapi_hmac_secret: Option<Secret>,
+    pub vapi_api_key: Option<Secret>,
+    pub vapi_base_url: String,
+    pub gemini_api_key: Option<Secret>,
+    pub gemini_base_url: String,
+    pub gemini_model: String,
+    pub adwr_wells_url: String,
+    pub discord_enabled: bool,
+    pub ops_token: Option<Secret>,
+    pub billing_timezone: Tz,
+    pub log_format: LogFormat,
+    pub app_env: String,
+    pub webhook_max_body_bytes: usize,
+    pub worker: WorkerConfig,
+}
+
+/// Queue worker tuning; the orphan window is `heartbeat x missed_heartbeats`.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    pub job_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// How long a silent worker's jobs wait before another worker may take them.
+    pub fn orphan_window(&self) -> Duration {
+        self.heartbeat * self.missed_heartbeats as u32
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            heartbeat: Duration::from_secs(10),
+            missed_heartbeats: 3,
+            job_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment (after `.env`, loaded by `main`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars().collect())
+    }
+
+    /// Builds the configuration from an explicit map, so tests need no process env.
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let secret = |name: &str| get(name).map(Secret::new);
+        let text = |name: &str, default: &str| get(name).unwrap_or(default).to_string();
+
+        let bind_addr = match (get("PORT"), get("BIND_ADDR")) {
+            (Some(port), _) => {
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| bad("PORT", format!("not a port number: {port:?}")))?;
+                SocketAddr::from(([0, 0, 0, 0], port))
+            }
+            (None, Some(addr)) => addr
+                .parse()
+                .map_err(|_| bad("BIND_ADDR", format!("not host:port: {addr:?}")))?,
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let billing_timezone = match get("BILLING_TIMEZONE") {
+            Some(tz) => Tz::from_str(tz)
+                .map_err(|_| bad("BILLING_TIMEZONE", format!("unknown IANA time zone {tz:?}")))?,
+            None => chrono_tz::America::Phoenix,
+        };
+        let log_format = match get("LOG_FORMAT").unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(bad("LOG_FORMAT", format!("{other:?} is not text or json"))),
+        };
+        let defaults = WorkerConfig::default();
+        let worker = WorkerConfig {
+            concurrency: number(&get, "WORKER_CONCURRENCY", defaults.concurrency)?,
+            heartbeat: Duration::from_secs(number(&get, "WORKER_HEARTBEAT_SECS", 10)?),
+            missed_heartbeats: number(
+                &get,
+                "WORKER_MISSED_HEARTBEATS",
+                defaults.missed_heartbeats,
+            )?,
+            job_timeout: Duration::from_secs(number(&get, "JOB_TIMEOUT_SECS", 20)?),
+        };
+        if worker.job_timeout >= worker.orphan_window() {
+            return Err(bad(
+                "JOB_TIMEOUT_SECS",
+                "must be shorter than WORKER_HEARTBEAT_SECS x WORKER_MISSED_HEARTBEATS, \
+                 or a slow job would be run twice",
+            ));
+        }
+        for url_var in ["VAPI_BASE_URL", "GEMINI_BASE_URL", "ADWR_WELLS_URL"] {
+            if let Some(url) = get(url_var) {
+                reqwest::Url::parse(url).map_err(|e| bad(url_var, format!("not a URL: {e}")))?;
+            }
+        }
+        Ok(Self {
+            database_url: secret("DATABASE_URL"),
+            bind_addr,
+            vapi_webhook_secret: secret("VAPI_WEBHOOK_SECRET"),
+            vapi_hmac_secret: secret("VAPI_HMAC_SECRET"),
+            vapi_api_key: secret("VAPI_API_KEY"),
+            vapi_base_url: text("VAPI_BASE_URL", "https://api.vapi.ai"),
+            gemini_api_key: secret("GEMINI_API_KEY"),
+            gemini_base_url: text(
+                "GEMINI_BASE_URL",
+                "https://generativelanguage.googleapis.com",
+            ),
+            gemini_model: text("GEMINI_MODEL", "gemini-2.5-flash"),
+            adwr_wells_url: text(
+                "ADWR_WELLS_URL",
+                "https://services.arcgis.com/C34zQ7veRS0V1t04/ArcGIS/rest/services/Well_Registry_2024/FeatureServer/0",
+            ),
+            discord_enabled: boolean(&get, "DISCORD_ENABLED")?,
+            ops_token: secret("OPS_TOKEN"),
+            billing_timezone,
+            log_format,
+            app_env: text("APP_ENV", "development"),
+            webhook_max_body_bytes: number(&get, "WEBHOOK_MAX_BODY_BYTES", 256 * 1024)?,
+            worker,
+        })
+    }
+
+    /// Serving webhooks without a way to authenticate them would accept forgeries.
+    pub fn require_webhook_secret(&self) -> Result<(), ConfigError> {
+        if self.vapi_webhook_secret.is_none() && self.vapi_hmac_secret.is_none() {
+            return Err(bad(
+                "VAPI_WEBHOOK_SECRET",
+                "set VAPI_WEBHOOK_SECRET or VAPI_HMAC_SECRET (or both) to serve the webhook",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env.eq_ignore_ascii_case("production")
+    }
+}
+
+fn number<'a, T: FromStr>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| bad(var, format!("not a positive whole number: {v:?}"))),
+    }
+}
+
+fn boolean<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    var: &'static str,
+) -> Result<bool, ConfigError> {
+    match get(var).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if ["1", "true", "yes", "on"].contains(&v.as_str()) => Ok(true),
+        Some(v) if ["0", "false", "no", "off"].contains(&v.as_str()) => Ok(false),
+        Some(v) => Err(bad(var, format!("{v:?} is not true or false"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_bind_to_loopback_8080_in_phoenix() {
+        let c = Config::from_vars(vars(&[])).expect("defaults are valid");
+        assert_eq!(c.bind_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.billing_timezone, chrono_tz::America::Phoenix);
+        assert_eq!(c.worker.orphan_window(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn port_means_all_interfaces() {
+        let c = Config::from_vars(vars(&[("PORT", "5000"), ("BIND_ADDR", "127.0.0.1:1")]))
+            .expect("valid");
+        assert_eq!(c.bind_addr.to_string(), "0.0.0.0:5000");
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = Config::from_vars(vars(&[("BILLING_TIMEZONE", "Mars/Olympus")])).unwrap_err();
+        assert_eq!(e.var, "BILLING_TIMEZONE");
+        let e = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "many")])).unwrap_err();
+        assert!(e.to_string().starts_with("WORKER_CONCURRENCY:"), "{e}");
+        let e = Config::from_vars(vars(&[("LOG_FORMAT", "xml")])).unwrap_err();
+        assert_eq!(e.var, "LOG_FORMAT");
+    }
+
+    #[test]
+    fn serving_needs_a_vapi_secret_and_secrets_stay_redacted() {
+        let c = Config::from_vars(vars(&[])).expect("valid");
+        assert_eq!(
+            c.require_webhook_secret().unwrap_err().var,
+            "VAPI_WEBHOOK_SECRET"
+        );
+        let c = Config::from_vars(vars(&[("VAPI_HMAC_SECRET", "hunter2")])).expect("valid");
+        assert!(c.require_webhook_secret().is_ok());
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn job_timeout_must_fit_in_the_orphan_window() {
+        let e = Config::from_vars(vars(&[("JOB_TIMEOUT_SECS", "30")])).unwrap_err();
+        assert_eq!(e.var, "JOB_TIMEOUT_SECS");
+    }
+}

@@ -1,0 +1,227 @@
+//! The connection pool, migrations (ours and apalis's), readiness, and the local default database.
+//!
+//! With no `DATABASE_URL` the service uses `postgres://localhost/agent_meter` when a server answers
+//! there (creating the database), else it starts a private PostgreSQL under `.data/postgres` with
+//! the machine's own `initdb`/`pg_ctl`.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use sqlx::{
+    Connection, PgConnection, PgPool,
+    migrate::{MigrateError, Migrator},
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+/// Our own migrations (`migrations/`), tracked in `public._sqlx_migrations`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The name of the database used when `DATABASE_URL` is unset.
+pub const LOCAL_DATABASE: &str = "agent_meter";
+/// Where the private fallback cluster lives, relative to the working directory.
+pub const PRIVATE_CLUSTER_DIR: &str = ".data/postgres";
+const PRIVATE_PORT: u16 = 54329;
+
+/// A pool with short timeouts: a dead database must surface as a fast 503, not a hung request.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(3))
+        // After a database restart old connections fail once (57P01); test before handing out.
+        .test_before_acquire(true)
+        .connect_with(options.application_name("agent-meter"))
+        .await
+}
+
+/// Applies apalis's queue schema (schema `apalis`) and then ours. Safe to run concurrently and
+/// repeatedly: sqlx takes an advisory lock and skips applied versions.
+pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
+    apalis_postgres::PostgresStorage::migrations()
+        .run(pool)
+        .await?;
+    MIGRATOR.run(pool).await
+}
+
+/// True when the database answers and every migration we ship has been applied.
+pub async fn is_ready(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();
+    let applied: Option<i64> = sqlx::query_scalar(
+        "SELECT max(version) FROM _sqlx_migrations WHERE success
+          AND to_regclass('apalis.jobs') IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .or_else(|e| match &e {
+        // The migrations table itself is missing: reachable but not migrated.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+        _ => Err(e),
+    })?;
+    Ok(applied == Some(latest))
+}
+
+/// Which database the process ends up using, and why (logged at start-up).
+#[derive(Debug)]
+pub struct ResolvedDatabase {
+    pub url: String,
+    pub source: &'static str,
+}
+
+/// `DATABASE_URL` when given; otherwise the local default described in the module doc.
+pub async fn resolve_database_url(configured: Option<&str>) -> anyhow::Result<ResolvedDatabase> {
+    if let Some(url) = configured {
+        return Ok(ResolvedDatabase {
+            url: url.to_string(),
+            source: "DATABASE_URL",
+        });
+    }
+    let local_server = "postgres://localhost/postgres";
+    if let Ok(conn) = connect_once(local_server).await {
+        create_database_if_missing(conn, LOCAL_DATABASE).await?;
+        return Ok(ResolvedDatabase {
+            url: format!("postgres://localhost/{LOCAL_DATABASE}"),
+            source: "local server at localhost:5432",
+        });
+    }
+    let dir = std::env::current_dir()?.join(PRIVATE_CLUSTER_DIR);
+    start_private_cluster(&dir).await?;
+    let admin = format!("postgres://postgres@127.0.0.1:{PRIVATE_PORT}/postgres");
+    let conn = connect_once(&admin)
+        .await
+        .context("the private PostgreSQL started but does not accept connections")?;
+    create_database_if_missing(conn, LOCAL_DATABASE).await?;
+    Ok(ResolvedDatabase {
+        url: format!("postgres://postgres@127.0.0.1:{PRIVATE_PORT}/{LOCAL_DATABASE}"),
+        source: "private cluster under .data/postgres",
+    })
+}
+
+async fn connect_once(url: &str) -> Result<PgConnection, sqlx::Error> {
+    tokio::time::timeout(Duration::from_secs(3), PgConnection::connect(url))
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?
+}
+
+/// Creates `name` unless it exists; a concurrent creator winning the race is fine.
+pub async fn create_database_if_missing(mut conn: PgConnection, name: &str) -> anyhow::Result<()> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        // The name is quoted above; it is ours (a constant or a test database name), never user input.
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+        {
+            let duplicate =
+                matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P04"));
+            if !duplicate {
+                return Err(e).with_context(|| format!("creating database {name}"));
+            }
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// Finds a PostgreSQL server binary: on PATH, else the newest under /usr/lib/postgresql.
+fn pg_binary(name: &str) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+            .filter(|p| p.is_file())
+            .collect();
+        versions.sort();
+        versions.pop()
+    })
+}
+
+/// `initdb` and `pg_ctl` refuse to run as root: run them as the `postgres` user then.
+fn pg_command(binary: &Path, as_postgres: bool) -> tokio::process::Command {
+    if as_postgres {
+        let mut cmd = tokio::process::Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(binary);
+        cmd
+    } else {
+        tokio::process::Command::new(binary)
+    }
+}
+
+async fn run(mut cmd: tokio::process::Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd
+        .output()
+        .await
+        .with_context(|| format!("running {what}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+async fn start_private_cluster(dir: &Path) -> anyhow::Result<()> {
+    let initdb = pg_binary("initdb").context(
+        "no PostgreSQL answers on localhost:5432 and initdb was not found: \
+         install PostgreSQL or set DATABASE_URL",
+    )?;
+    let pg_ctl = pg_binary("pg_ctl").context("pg_ctl not found next to initdb")?;
+    let as_root = is_root().await;
+    if !dir.join("PG_VERSION").exists() {
+        tracing::info!(dir = %dir.display(), "initialising a private PostgreSQL cluster");
+        std::fs::create_dir_all(dir)?;
+        if as_root {
+            let mut chown = tokio::process::Command::new("chown");
+            chown
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.parent().unwrap_or(dir));
+            run(chown, "chown .data to postgres").await?;
+        }
+        let mut cmd = pg_command(&initdb, as_root);
+        cmd.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+            .arg(dir);
+        run(cmd, "initdb").await?;
+    }
+    let mut status = pg_command(&pg_ctl, as_root);
+    status.arg("status").arg("-D").arg(dir);
+    if run(status, "pg_ctl status").await.is_ok() {
+        return Ok(());
+    }
+    tracing::info!(dir = %dir.display(), port = PRIVATE_PORT, "starting the private PostgreSQL");
+    let mut start = pg_command(&pg_ctl, as_root);
+    start
+        .arg("start")
+        .arg("-w")
+        .arg("-D")
+        .arg(dir)
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .arg("-o")
+        .arg(format!(
+            "-p {PRIVATE_PORT} -c listen_addresses=127.0.0.1 -k {}",
+            dir.display()
+        ));
+    run(start, "pg_ctl start").await
+}
+
+async fn is_root() -> bool {
+    tokio::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}

@@ -1,0 +1,94 @@
+//! The web role: the Vapi webhook and health probes. It verifies, persists, enqueues and
+//! answers; it never calls an outside API inline.
+
+pub mod auth;
+pub mod error;
+pub mod webhook;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, State},
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post},
+};
+use sqlx::PgPool;
+use tokio::{net::TcpListener, sync::watch};
+use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+
+use crate::config::Config;
+pub use error::ApiError;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    pub auth: Arc<auth::VapiAuth>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, config: Arc<Config>) -> Self {
+        let auth = Arc::new(auth::VapiAuth {
+            shared_secret: config.vapi_webhook_secret.clone(),
+            hmac_secret: config.vapi_hmac_secret.clone(),
+        });
+        Self { pool, config, auth }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.webhook_max_body_bytes;
+    Router::new()
+        .route("/vapi/webhook", post(webhook::vapi_webhook))
+        // The seed deployment's path, so an existing Vapi server URL keeps working.
+        .route("/functions/v1/vapi-handler", post(webhook::vapi_webhook))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        // Bounds slow clients (a body trickled in forever) as well as slow handlers.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(15),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if crate::db::is_ready(&app.pool).await? {
+        Ok(Json(serde_json::json!({"status": "ready"})))
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_migrated",
+            "database reachable but not migrated: run `agent-meter migrate`",
+        ))
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Serves until `shutdown` turns true; requests in flight are answered before returning.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "web listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}

@@ -1,0 +1,44 @@
+//! `prune_jobs`: deletes finished queue rows older than a retention window and analyzes the
+//! table, because nothing in apalis does and fetches slow down as `apalis.jobs` grows.
+//!
+//! Keeps `Failed`/`Killed` jobs (ops may re-run them) and anything younger than 14 days, which
+//! also keeps job-level idempotency keys alive for far longer than any retry window.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Deps, Job, JobError};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct PruneJobs {
+    /// Days of finished jobs to keep; default 14.
+    #[serde(default)]
+    pub keep_days: Option<u32>,
+}
+
+impl Job for PruneJobs {
+    const QUEUE: &'static str = "prune_jobs";
+    const MAX_ATTEMPTS: usize = 3;
+
+    async fn run(self, deps: &Deps) -> Result<(), JobError> {
+        let keep_days = i32::try_from(self.keep_days.unwrap_or(14)).unwrap_or(i32::MAX);
+        let deleted = sqlx::query(
+            "DELETE FROM apalis.jobs
+              WHERE status = 'Done' AND done_at < now() - make_interval(days => $1)",
+        )
+        .bind(keep_days)
+        .execute(&deps.pool)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM apalis.workers w WHERE last_seen < now() - interval '1 day'
+                      AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)",
+        )
+        .execute(&deps.pool)
+        .await?;
+        sqlx::query("ANALYZE apalis.jobs")
+            .execute(&deps.pool)
+            .await?;
+        tracing::info!(deleted, keep_days, "pruned finished jobs");
+        Ok(())
+    }
+}

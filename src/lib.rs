@@ -1,0 +1,22 @@
+//! agent-meter: Vapi webhooks in, Postgres-backed jobs, exactly-once usage metering out.
+//!
+//! - [`config`]: every environment variable, validated once.
+//! - [`db`]: pool, migrations (ours and apalis's), the local default database.
+//! - [`http`]: the webhook receiver and probes (the `web` role).
+//! - [`jobs`]: one module per job kind; [`worker`] registers them (the `worker` role).
+//! - [`clock`]: `jobs/schedule.toml` ticks enqueue jobs (the `clock` role).
+//! - [`store`]: SQL by table family; [`money`]: exact amounts and the one rounding rule.
+//! - [`vapi`]: the Vapi server messages we read; [`seed`]: launch agents and prices.
+//! - [`app`]: runs any mix of roles in one process with graceful shutdown.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod jobs;
+pub mod money;
+pub mod seed;
+pub mod store;
+pub mod vapi;
+pub mod worker;

@@ -1,0 +1,151 @@
+//! The `agent-meter` command: one binary, one subcommand per role or chore.
+
+use std::{process::ExitCode, sync::Arc};
+
+use agent_meter::{
+    app::{self, Roles},
+    config::{Config, LogFormat},
+    db, seed,
+};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "agent-meter", version, about = "Vapi webhooks in, metered usage out: routing and billing for insurance agencies' AI phone lines.", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply database migrations (apalis's queue schema, then ours). Safe to repeat.
+    Migrate,
+    /// Insert the launch agents and default prices. Idempotent; refuses APP_ENV=production.
+    Seed,
+    /// Run web, worker and clock in one process (development, small deployments).
+    Serve {
+        /// Apply migrations before starting.
+        #[arg(long)]
+        migrate: bool,
+        /// Apply the seeds before starting (implies nothing in production: refused there).
+        #[arg(long)]
+        seed: bool,
+    },
+    /// Run only the webhook receiver and health probes.
+    Web,
+    /// Run only the job workers.
+    Worker,
+    /// Run only the clock, which enqueues the jobs in jobs/schedule.toml. Safe to run more than one.
+    Clock,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A .env file is for development; real deployments set the environment.
+    let _ = dotenvy::dotenv();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agent-meter: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agent-meter: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "agent-meter failed");
+            eprintln!("agent-meter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let roles = match &command {
+        Command::Serve { .. } => Some(Roles::ALL),
+        Command::Web => Some(Roles {
+            web: true,
+            worker: false,
+            clock: false,
+        }),
+        Command::Worker => Some(Roles {
+            web: false,
+            worker: true,
+            clock: false,
+        }),
+        Command::Clock => Some(Roles {
+            web: false,
+            worker: false,
+            clock: true,
+        }),
+        Command::Migrate | Command::Seed => None,
+    };
+    if roles.is_some_and(|r| r.web) {
+        config.require_webhook_secret()?;
+    }
+    let seeding = matches!(command, Command::Seed | Command::Serve { seed: true, .. });
+    if seeding && config.is_production() {
+        anyhow::bail!("refusing to seed: APP_ENV=production");
+    }
+    let resolved =
+        db::resolve_database_url(config.database_url.as_ref().map(|s| s.expose())).await?;
+    tracing::info!(source = resolved.source, "database chosen");
+    let max_connections = (config.worker.concurrency as u32 + 10).max(16);
+    let pool = db::connect(&resolved.url, max_connections)
+        .await
+        .context("connecting to the database")?;
+
+    let migrating = matches!(
+        command,
+        Command::Migrate | Command::Serve { migrate: true, .. }
+    );
+    if migrating {
+        db::migrate(&pool).await.context("migrating")?;
+        tracing::info!("migrations applied");
+    }
+    if seeding {
+        seed::run(&pool).await.context("seeding")?;
+        tracing::info!("seeds applied");
+    }
+    let Some(roles) = roles else { return Ok(()) };
+
+    let listener = if roles.web {
+        Some(
+            tokio::net::TcpListener::bind(config.bind_addr)
+                .await
+                .with_context(|| format!("binding BIND_ADDR {}", config.bind_addr))?,
+        )
+    } else {
+        None
+    };
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        app::termination_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight work");
+        let _ = stop.send(true);
+    });
+    app::run(pool.clone(), Arc::new(config), roles, listener, shutdown).await?;
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

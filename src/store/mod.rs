@@ -1,0 +1,13 @@
+//! SQL by table family. Functions take the caller's connection or transaction, so the caller
+//! decides what commits together; nothing here knows the web or the queue.
+
+pub mod agents;
+pub mod calls;
+pub mod pricing;
+pub mod usage;
+pub mod webhook_events;
+
+/// True when `e` is a unique violation (SQLSTATE 23505).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}

@@ -1,0 +1,223 @@
+//! The Vapi server messages we read (`POST /vapi/webhook`), lenient about fields we do not use.
+//!
+//! Shapes follow Vapi's OpenAPI `ServerMessage*` schemas; see `../shared/notes/providers.md`.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// `{"message": {...}}`, the envelope of every server message.
+#[derive(Debug, Deserialize)]
+pub struct EnvelopeIn {
+    pub message: MessageIn,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageIn {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub call: Option<CallIn>,
+    #[serde(default)]
+    pub phone_number: Option<PhoneNumberIn>,
+    #[serde(default)]
+    pub customer: Option<CustomerIn>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ended_reason: Option<String>,
+    #[serde(default, with = "rust_decimal::serde::arbitrary_precision_option")]
+    pub cost: Option<Decimal>,
+    #[serde(default, with = "rust_decimal::serde::arbitrary_precision_option")]
+    pub duration_seconds: Option<Decimal>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub tool_call_list: Option<Vec<ToolCallIn>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallIn {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub phone_number_id: Option<String>,
+    #[serde(default)]
+    pub customer: Option<CustomerIn>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PhoneNumberIn {
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CustomerIn {
+    #[serde(default)]
+    pub number: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolCallIn {
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// What the webhook needs to know about an `end-of-call-report`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallReport {
+    pub vapi_call_id: String,
+    pub customer_number: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub duration_seconds: Option<Decimal>,
+    pub ended_reason: Option<String>,
+    pub cost: Option<Decimal>,
+}
+
+impl MessageIn {
+    /// The call id, when the message is about a call.
+    pub fn call_id(&self) -> Option<&str> {
+        self.call
+            .as_ref()
+            .and_then(|c| c.id.as_deref())
+            .filter(|id| !id.is_empty())
+    }
+
+    /// The tenant key: `call.phoneNumberId`, else `phoneNumber.id`.
+    pub fn phone_number_id(&self) -> Option<&str> {
+        self.call
+            .as_ref()
+            .and_then(|c| c.phone_number_id.as_deref())
+            .or_else(|| self.phone_number.as_ref().and_then(|p| p.id.as_deref()))
+            .filter(|id| !id.is_empty())
+    }
+
+    pub fn customer_number(&self) -> Option<&str> {
+        self.call
+            .as_ref()
+            .and_then(|c| c.customer.as_ref())
+            .or(self.customer.as_ref())
+            .and_then(|c| c.number.as_deref())
+    }
+
+    /// The key that makes a redelivery of this message a duplicate. Messages that may
+    /// legitimately repeat with different content (transcript updates and the like) are keyed by
+    /// a digest of their body, so only byte-identical redeliveries collapse.
+    pub fn dedupe_key(&self, body: &[u8]) -> String {
+        let call = self.call_id().unwrap_or("-");
+        match self.kind.as_str() {
+            "end-of-call-report" | "assistant-request" => format!("{}:{call}", self.kind),
+            "status-update" => format!(
+                "status-update:{call}:{}",
+                self.status.as_deref().unwrap_or("-")
+            ),
+            "tool-calls" => {
+                let ids: Vec<&str> = self
+                    .tool_call_list
+                    .iter()
+                    .flatten()
+                    .filter_map(|t| t.id.as_deref())
+                    .collect();
+                if ids.is_empty() {
+                    format!("tool-calls:{call}:{}", digest(body))
+                } else {
+                    format!("tool-calls:{}", ids.join(","))
+                }
+            }
+            other => format!("{other}:{call}:{}", digest(body)),
+        }
+    }
+
+    /// Validates an `end-of-call-report`; the error is a message for a 400 answer.
+    pub fn call_report(&self) -> Result<CallReport, String> {
+        let vapi_call_id = self
+            .call_id()
+            .ok_or("end-of-call-report needs message.call.id")?
+            .to_string();
+        let duration_seconds = match (self.duration_seconds, self.started_at, self.ended_at) {
+            (Some(d), _, _) => Some(d),
+            (None, Some(start), Some(end)) => {
+                let millis = (end - start).num_milliseconds();
+                Some(Decimal::new(millis, 3))
+            }
+            _ => None,
+        };
+        if duration_seconds.is_some_and(|d| d.is_sign_negative()) {
+            return Err("the call's duration is negative (endedAt before startedAt)".into());
+        }
+        Ok(CallReport {
+            vapi_call_id,
+            customer_number: self.customer_number().map(str::to_string),
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            duration_seconds,
+            ended_reason: self.ended_reason.clone(),
+            cost: self.cost,
+        })
+    }
+}
+
+fn digest(body: &[u8]) -> String {
+    hex::encode(&Sha256::digest(body)[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> MessageIn {
+        serde_json::from_str::<EnvelopeIn>(json)
+            .expect("valid message")
+            .message
+    }
+
+    #[test]
+    fn report_duration_comes_from_timestamps_and_cost_stays_exact() {
+        let m = parse(
+            r#"{"message":{"type":"end-of-call-report","call":{"id":"c1","phoneNumberId":"ph1",
+            "customer":{"number":"+19285550100"}},"startedAt":"2026-11-01T10:00:00Z",
+            "endedAt":"2026-11-01T10:01:30.500Z","cost":0.1234567890123,"endedReason":"hangup"}}"#,
+        );
+        let r = m.call_report().expect("valid report");
+        assert_eq!(r.duration_seconds, Some(Decimal::new(90_500, 3)));
+        assert_eq!(r.cost, Some(Decimal::new(1_234_567_890_123, 13)));
+        assert_eq!(m.phone_number_id(), Some("ph1"));
+        assert_eq!(r.customer_number.as_deref(), Some("+19285550100"));
+    }
+
+    #[test]
+    fn duration_seconds_wins_when_given_and_negative_is_rejected() {
+        let m = parse(
+            r#"{"message":{"type":"end-of-call-report","call":{"id":"c1"},"durationSeconds":42}}"#,
+        );
+        assert_eq!(
+            m.call_report().expect("valid").duration_seconds,
+            Some(Decimal::from(42))
+        );
+        let m = parse(
+            r#"{"message":{"type":"end-of-call-report","call":{"id":"c1"},
+            "startedAt":"2026-11-01T10:00:00Z","endedAt":"2026-11-01T09:00:00Z"}}"#,
+        );
+        assert!(m.call_report().is_err());
+    }
+
+    #[test]
+    fn dedupe_keys_separate_what_differs() {
+        let a =
+            parse(r#"{"message":{"type":"status-update","status":"ringing","call":{"id":"c"}}}"#);
+        let b = parse(r#"{"message":{"type":"status-update","status":"ended","call":{"id":"c"}}}"#);
+        assert_ne!(a.dedupe_key(b"x"), b.dedupe_key(b"x"));
+        let t =
+            parse(r#"{"message":{"type":"tool-calls","toolCallList":[{"id":"t1"},{"id":"t2"}]}}"#);
+        assert_eq!(t.dedupe_key(b"anything"), "tool-calls:t1,t2");
+        let u = parse(r#"{"message":{"type":"speech-update","call":{"id":"c"}}}"#);
+        assert_ne!(u.dedupe_key(b"one"), u.dedupe_key(b"two"));
+    }
+}

@@ -1,0 +1,148 @@
+//! The worker role: every job kind registered here (the table of contents), each on its own
+//! apalis-postgres queue, each under a supervisor that restarts it with backoff and a fresh name.
+
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_postgres::{Config as QueueConfig, PostgresStorage};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::jobs::{self, Deps, Job, JobError, meter_call::MeterCall, prune_jobs::PruneJobs};
+
+/// Runs every job kind until `shutdown` turns true, then lets in-flight jobs finish.
+pub async fn run(deps: Deps, shutdown: watch::Receiver<bool>) {
+    tokio::join!(
+        supervise::<MeterCall>(deps.clone(), shutdown.clone()),
+        supervise::<PruneJobs>(deps.clone(), shutdown.clone()),
+    );
+}
+
+/// The queue names of every registered job kind (checked against `jobs/README.md` in tests).
+pub const QUEUES: &[&str] = &[MeterCall::QUEUE, PruneJobs::QUEUE];
+
+/// Keeps one worker for `J` alive. apalis ends `worker.run()` on the first database error and its
+/// own monitor restarts at once under the same name; here each restart waits (1 s doubling to
+/// 30 s) and takes a new name, so the dead worker's jobs are rescued once its heartbeat lapses.
+async fn supervise<J: Job>(deps: Deps, mut shutdown: watch::Receiver<bool>) {
+    let mut failures: u32 = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let name = format!(
+            "{}@{}-{}",
+            J::QUEUE,
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let span = tracing::info_span!("worker", queue = J::QUEUE, worker = %name);
+        let started = tokio::time::Instant::now();
+        let result = run_worker::<J>(&deps, &name, shutdown.clone())
+            .instrument(span.clone())
+            .await;
+        let stopping = *shutdown.borrow();
+        release_unstarted(&deps, &name, stopping)
+            .instrument(span.clone())
+            .await;
+        if stopping {
+            span.in_scope(|| tracing::info!("worker stopped"));
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            failures = 0;
+        }
+        failures += 1;
+        let wait = Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30));
+        span.in_scope(|| match &result {
+            Ok(()) => tracing::warn!(?wait, "worker ended; restarting"),
+            Err(e) => tracing::error!(error = %e, ?wait, "worker failed; restarting"),
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+async fn run_worker<J: Job>(
+    deps: &Deps,
+    name: &str,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    let wc = &deps.config.worker;
+    let queue = QueueConfig::default()
+        .queue(J::QUEUE)
+        .batch_size(wc.concurrency.max(1))
+        .heartbeat_interval(wc.heartbeat)
+        .missed_heartbeats(wc.missed_heartbeats);
+    let backend = PostgresStorage::<J>::new(&deps.pool)
+        .with_config(queue)
+        .with_pubsub()
+        .poll_with_interval(Duration::from_secs(1));
+    let worker = WorkerBuilder::new(name)
+        .backend(backend)
+        .data(deps.clone())
+        .concurrency(wc.concurrency.max(1))
+        .timeout(wc.job_timeout)
+        .enable_tracing()
+        .build(handle::<J>);
+    worker
+        .run_until(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            Ok::<(), WorkerError>(())
+        })
+        .await
+}
+
+/// Runs one job and turns its outcome into apalis's terms: a permanent failure aborts (the job is
+/// `Killed`, reason in `last_result`), a transient one pushes `run_at` back before apalis records
+/// the failure, so the retry really waits.
+async fn handle<J: Job>(
+    job: J,
+    deps: Data<Deps>,
+    attempt: Attempt,
+    id: TaskId,
+) -> Result<(), BoxDynError> {
+    let job_id = id.to_string();
+    match job.run(&deps).await {
+        Ok(()) => Ok(()),
+        Err(JobError::Permanent(reason)) => {
+            tracing::warn!(job.id = %job_id, queue = J::QUEUE, %reason, "job failed permanently");
+            Err(AbortError::new(reason).into())
+        }
+        Err(JobError::Transient(reason)) => {
+            let wait = jobs::backoff(attempt.current());
+            if let Err(e) = jobs::defer(&deps.pool, &job_id, wait).await {
+                tracing::warn!(job.id = %job_id, error = %e, "could not defer the retry");
+            }
+            tracing::warn!(job.id = %job_id, queue = J::QUEUE, attempt = attempt.current(), ?wait, %reason, "job failed; will retry");
+            Err(reason.into())
+        }
+    }
+}
+
+/// After a worker stops, jobs it fetched but never started are handed back at once instead of
+/// waiting for orphan rescue. After a graceful stop in-flight jobs have finished, so anything
+/// still marked `Running` was never going to be acked; after a crash only `Queued` jobs are
+/// certainly idle (a `Running` one is left to orphan rescue).
+async fn release_unstarted(deps: &Deps, worker: &str, graceful: bool) {
+    let released = sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
+          WHERE lock_by = $1 AND (status = 'Queued' OR ($2 AND status = 'Running'))",
+    )
+    .bind(worker)
+    .bind(graceful)
+    .execute(&deps.pool)
+    .await;
+    match released {
+        Ok(r) if r.rows_affected() > 0 => {
+            tracing::info!(
+                released = r.rows_affected(),
+                "handed unstarted jobs back to the queue"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not hand jobs back; orphan rescue will"),
+    }
+}
