@@ -272,11 +272,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable() {
-        let e = Config::from_vars(vars(&[("BILLING_TIMEZONE", "Mars/Olympus")])).unwrap_err();
+        let e =
+            Config::from_vars(vars(&[("BILLING_TIMEZONE", "Mars/Olympus")])).expect_err("invalid");
         assert_eq!(e.var, "BILLING_TIMEZONE");
-        let e = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "many")])).unwrap_err();
+        let e = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "many")])).expect_err("invalid");
         assert!(e.to_string().starts_with("WORKER_CONCURRENCY:"), "{e}");
-        let e = Config::from_vars(vars(&[("LOG_FORMAT", "xml")])).unwrap_err();
+        let e = Config::from_vars(vars(&[("LOG_FORMAT", "xml")])).expect_err("invalid");
         assert_eq!(e.var, "LOG_FORMAT");
     }
 
@@ -284,7 +285,7 @@ mod tests {
     fn serving_needs_a_vapi_secret_and_secrets_stay_redacted() {
         let c = Config::from_vars(vars(&[])).expect("valid");
         assert_eq!(
-            c.require_webhook_secret().unwrap_err().var,
+            c.require_webhook_secret().expect_err("invalid").var,
             "VAPI_WEBHOOK_SECRET"
         );
         let c = Config::from_vars(vars(&[("VAPI_HMAC_SECRET", "hunter2")])).expect("valid");
@@ -294,7 +295,7 @@ mod tests {
 
     #[test]
     fn job_timeout_must_fit_in_the_orphan_window() {
-        let e = Config::from_vars(vars(&[("JOB_TIMEOUT_SECS", "30")])).unwrap_err();
+        let e = Config::from_vars(vars(&[("JOB_TIMEOUT_SECS", "30")])).expect_err("invalid");
         assert_eq!(e.var, "JOB_TIMEOUT_SECS");
     }
 }

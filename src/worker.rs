@@ -24,7 +24,7 @@ pub const QUEUES: &[&str] = &[MeterCall::QUEUE, PruneJobs::QUEUE];
 /// Keeps one worker for `J` alive. apalis ends `worker.run()` on the first database error and its
 /// own monitor restarts at once under the same name; here each restart waits (1 s doubling to
 /// 30 s) and takes a new name, so the dead worker's jobs are rescued once its heartbeat lapses.
-async fn supervise<J: Job>(deps: Deps, mut shutdown: watch::Receiver<bool>) {
+pub async fn supervise<J: Job>(deps: Deps, mut shutdown: watch::Receiver<bool>) {
     let mut failures: u32 = 0;
     loop {
         if *shutdown.borrow() {
@@ -112,7 +112,8 @@ async fn handle<J: Job>(
             Err(AbortError::new(reason).into())
         }
         Err(JobError::Transient(reason)) => {
-            let wait = jobs::backoff(attempt.current());
+            // apalis counts the run in progress: the first run sees attempt 1.
+            let wait = jobs::backoff(attempt.current().saturating_sub(1));
             if let Err(e) = jobs::defer(&deps.pool, &job_id, wait).await {
                 tracing::warn!(job.id = %job_id, error = %e, "could not defer the retry");
             }

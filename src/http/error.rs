@@ -57,6 +57,18 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// No connection could be had (or it died): 503, so the sender retries.
+    pub fn unavailable(e: sqlx::Error) -> Self {
+        tracing::warn!(error = %e, "database unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable; retry later",
+        )
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         // We could not persist: the caller must retry, so never answer 2xx here.
@@ -68,14 +80,9 @@ impl From<sqlx::Error> for ApiError {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed
         ) || matches!(&e, sqlx::Error::Database(d)
-                if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57")));
+                if d.code().is_some_and(|c| ["08", "53", "57", "58"].iter().any(|class| c.starts_with(class))));
         if unavailable {
-            tracing::warn!(error = %e, "database unavailable");
-            Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
-                "the database is unavailable; retry later",
-            )
+            Self::unavailable(e)
         } else {
             tracing::error!(error = %e, "database error");
             Self::new(

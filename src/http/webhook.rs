@@ -80,7 +80,8 @@ async fn ingest(
         _ => None,
     };
 
-    let mut tx = app.pool.begin().await?;
+    // Failing to even open a transaction means no usable connection, whatever the error says.
+    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
     let phone_number_id = msg.phone_number_id();
     let agent = match phone_number_id {
         Some(id) => agents::find_by_phone_number_id(&mut tx, id).await?,

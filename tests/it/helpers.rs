@@ -1,0 +1,275 @@
+//! Test scaffolding: a fresh database per test, the app on an ephemeral port, polling helpers.
+
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+
+use agent_meter::{
+    app::{self, Roles},
+    config::Config,
+    db, seed,
+};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+pub const SHARED_SECRET: &str = "test-shared-secret";
+pub const HMAC_SECRET: &str = "test-hmac-secret";
+/// The first seeded agent's placeholder Vapi phone number id.
+pub const PHONE_1: &str = "ph_placeholder_client1";
+pub const PHONE_2: &str = "ph_placeholder_client2";
+
+/// The server that hosts test databases: `TEST_DATABASE_URL`, else the local default.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+fn url_for(database: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{database}")
+}
+
+/// A database of its own, dropped (forcibly) when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    /// An empty database: no migrations.
+    pub async fn empty() -> TestDb {
+        let name = format!("am_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("connect to the test PostgreSQL (set TEST_DATABASE_URL?)");
+        db::create_database_if_missing(admin, &name)
+            .await
+            .expect("create test database");
+        let url = url_for(&name);
+        let pool = db::connect(&url, 20).await.expect("connect test database");
+        TestDb { name, url, pool }
+    }
+
+    /// Migrated (apalis's schema and ours) and seeded.
+    pub async fn seeded() -> TestDb {
+        let t = Self::empty().await;
+        db::migrate(&t.pool).await.expect("migrate");
+        seed::run(&t.pool).await.expect("seed");
+        t
+    }
+
+    pub async fn agent_id(&self, phone_number_id: &str) -> uuid::Uuid {
+        sqlx::query_scalar("SELECT id FROM agents WHERE vapi_phone_number_id = $1")
+            .bind(phone_number_id)
+            .fetch_one(&self.pool)
+            .await
+            .expect("seeded agent")
+    }
+
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut c) = PgConnection::connect(&admin_url()).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The configuration tests run with; `extra` overrides or adds variables.
+pub fn test_config(extra: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = [
+        ("VAPI_WEBHOOK_SECRET", SHARED_SECRET),
+        ("VAPI_HMAC_SECRET", HMAC_SECRET),
+        ("WORKER_HEARTBEAT_SECS", "2"),
+        ("WORKER_MISSED_HEARTBEATS", "2"),
+        ("JOB_TIMEOUT_SECS", "3"),
+        ("WORKER_CONCURRENCY", "4"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Config::from_vars(vars).expect("test config is valid")
+}
+
+/// The service running in-process against its own database.
+pub struct TestApp {
+    pub db: TestDb,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub config: Arc<Config>,
+    stop: watch::Sender<bool>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Web and worker (no clock) on a seeded database.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(
+            Roles {
+                web: true,
+                worker: true,
+                clock: false,
+            },
+            &[],
+        )
+        .await
+    }
+
+    /// Web only: jobs stay in the queue for the test to inspect.
+    pub async fn spawn_web_only() -> TestApp {
+        Self::spawn_with(
+            Roles {
+                web: true,
+                worker: false,
+                clock: false,
+            },
+            &[],
+        )
+        .await
+    }
+
+    pub async fn spawn_with(roles: Roles, extra: &[(&str, &str)]) -> TestApp {
+        let db = TestDb::seeded().await;
+        Self::spawn_on(db, roles, extra).await
+    }
+
+    pub async fn spawn_on(db: TestDb, roles: Roles, extra: &[(&str, &str)]) -> TestApp {
+        let config = Arc::new(test_config(extra));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, shutdown) = watch::channel(false);
+        let handle = tokio::spawn(app::run(
+            db.pool.clone(),
+            config.clone(),
+            roles,
+            Some(listener),
+            shutdown,
+        ));
+        TestApp {
+            db,
+            base,
+            http: reqwest::Client::new(),
+            config,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Sends SIGTERM's equivalent and waits for every role to finish.
+    pub async fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(20), h)
+                .await
+                .expect("shutdown within 20 s")
+                .expect("app task")
+                .expect("app result");
+        }
+    }
+
+    /// POSTs `body` with the shared secret.
+    pub async fn post(&self, body: &Value) -> reqwest::Response {
+        self.post_raw(
+            body.to_string().into_bytes(),
+            &[("x-vapi-secret", SHARED_SECRET.to_string())],
+        )
+        .await
+    }
+
+    pub async fn post_raw(&self, body: Vec<u8>, headers: &[(&str, String)]) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(format!("{}/vapi/webhook", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        req.send().await.expect("request reaches the server")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+/// An `end-of-call-report` for `call_id` on `phone_number_id`: 150 s long, Vapi cost 0.42.
+pub fn end_of_call_report(call_id: &str, phone_number_id: &str) -> Value {
+    json!({"message": {
+        "type": "end-of-call-report",
+        "call": {"id": call_id, "phoneNumberId": phone_number_id,
+                 "customer": {"number": "+16025550199"}},
+        "startedAt": "2026-11-20T17:00:00.000Z",
+        "endedAt": "2026-11-20T17:02:30.000Z",
+        "endedReason": "customer-ended-call",
+        "cost": 0.42,
+        "artifact": {"transcript": "AI: Hola! ..."},
+        "analysis": {}
+    }})
+}
+
+/// Polls `check` every 50 ms until it yields `Some`, or panics after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the queue has no job left to run (every job `Done`, `Failed` past its attempts,
+/// or `Killed`).
+pub async fn drain(pool: &PgPool, secs: u64) {
+    eventually(secs, "the queue to drain", || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM apalis.jobs
+              WHERE status IN ('Pending', 'Queued', 'Running')
+                 OR (status = 'Failed' AND attempts < max_attempts)",
+        )
+        .fetch_one(pool)
+        .await
+        .ok()?;
+        (open == 0).then_some(())
+    })
+    .await
+}

@@ -1,0 +1,10 @@
+//! The integration suite: one binary, real PostgreSQL (a database per test), the real apalis
+//! queue, real HTTP over loopback.
+
+mod helpers;
+
+mod cli;
+mod reliability;
+mod schema;
+mod webhook;
+mod worker;

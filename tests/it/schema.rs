@@ -1,0 +1,222 @@
+//! The schema: tenancy shape, the seed's query, seeds, and the tested down migration.
+
+use agent_meter::{db, seed};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::helpers::*;
+
+const TENANT_TABLES: &[&str] = &[
+    "leads",
+    "properties",
+    "risk_assessments",
+    "tags",
+    "calls",
+    "webhook_events",
+    "agent_usage_metrics",
+    "invoices",
+    "invoice_lines",
+];
+
+/// The design document's "Monthly cost per agent" query, verbatim.
+const SEED_MONTHLY_COST: &str = r#"
+SELECT 
+  a.agency_name,
+  a.phone_number,
+  COUNT(*) FILTER (WHERE metric_type = 'solar_ocr_scan') as ocr_scans,
+  SUM(cost_usd) as total_cost_usd
+FROM agents a
+LEFT JOIN agent_usage_metrics aum ON a.id = aum.agent_id
+WHERE aum.created_at >= date_trunc('month', NOW())
+GROUP BY a.id, a.agency_name;
+"#;
+
+#[tokio::test]
+async fn the_seed_documents_monthly_cost_query_runs_unchanged() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    for (metric, key, qty, price) in [
+        ("solar_ocr_scan", "s1", 1, "0.075"),
+        ("solar_ocr_scan", "s2", 1, "0.075"),
+        ("solar_ocr_scan", "s3", 1, "0.075"),
+        ("vapi_call_minutes", "c1", 2, "0.20"),
+    ] {
+        sqlx::query(
+            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                              occurred_at, idempotency_key)
+             VALUES ($1, $2, $3, $4::numeric, $3 * $4::numeric, now(), $5)",
+        )
+        .bind(agent)
+        .bind(metric)
+        .bind(Decimal::from(qty))
+        .bind(price)
+        .bind(key)
+        .execute(&db.pool)
+        .await
+        .expect("usage row");
+    }
+    let rows: Vec<(String, Option<String>, i64, Option<Decimal>)> =
+        sqlx::query_as(SEED_MONTHLY_COST)
+            .fetch_all(&db.pool)
+            .await
+            .expect("seed query runs");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "Flagstaff Family Insurance");
+    assert_eq!(rows[0].1.as_deref(), Some("+19285550101"));
+    assert_eq!(rows[0].2, 3);
+    assert_eq!(rows[0].3, Some(Decimal::new(625, 3)));
+}
+
+#[tokio::test]
+async fn seeds_are_idempotent_and_hold_the_documented_prices() {
+    let db = TestDb::seeded().await;
+    seed::run(&db.pool).await.expect("second seed");
+    assert_eq!(db.count("SELECT count(*) FROM agents").await, 5);
+    assert_eq!(
+        db.count("SELECT count(*) FROM agents WHERE phone_number LIKE '+1928%' AND vapi_phone_number_id IS NOT NULL")
+            .await,
+        5
+    );
+    let prices: Vec<(String, String, Decimal, chrono::NaiveDate)> = sqlx::query_as(
+        "SELECT metric_type, unit, unit_price_usd, effective_from FROM pricing_config ORDER BY metric_type",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("prices");
+    let day = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("date");
+    let d = |s: &str| s.parse::<Decimal>().expect("decimal");
+    assert_eq!(
+        prices,
+        vec![
+            ("setup_fee".into(), "once".into(), d("500.00"), day),
+            ("solar_ocr_scan".into(), "scan".into(), d("0.075"), day),
+            ("subscription".into(), "month".into(), d("249.00"), day),
+            ("vapi_call_minutes".into(), "minute".into(), d("0.20"), day),
+            ("water_lookup".into(), "lookup".into(), d("0.00"), day),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn every_tenant_table_has_agent_id_rls_and_tenant_scoped_uniques() {
+    let db = TestDb::seeded().await;
+    for table in TENANT_TABLES.iter().chain(&["agents"]) {
+        let rls: bool =
+            sqlx::query_scalar("SELECT relrowsecurity FROM pg_class WHERE relname = $1")
+                .bind(table)
+                .fetch_one(&db.pool)
+                .await
+                .expect("table exists");
+        assert!(rls, "RLS enabled on {table}");
+    }
+    for table in TENANT_TABLES {
+        // Every UNIQUE constraint (not the primary key) includes agent_id.
+        let missing: Vec<String> = sqlx::query_scalar(
+            "SELECT c.conname::text FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+              WHERE t.relname = $1 AND c.contype = 'u'
+                AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                 WHERE a.attrelid = t.oid AND a.attname = 'agent_id'
+                                   AND a.attnum = ANY (c.conkey))",
+        )
+        .bind(table)
+        .fetch_all(&db.pool)
+        .await
+        .expect("constraints");
+        assert!(
+            missing.is_empty(),
+            "{table}: unique without agent_id: {missing:?}"
+        );
+        // Every foreign key other than the one to agents is composite and starts with agent_id.
+        let bad_fks: Vec<String> = sqlx::query_scalar(
+            "SELECT c.conname::text FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+              WHERE t.relname = $1 AND c.contype = 'f' AND c.confrelid <> 'agents'::regclass
+                AND NOT (array_length(c.conkey, 1) = 2 AND EXISTS (
+                    SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid
+                      AND a.attname = 'agent_id' AND a.attnum = c.conkey[1]))",
+        )
+        .bind(table)
+        .fetch_all(&db.pool)
+        .await
+        .expect("fks");
+        assert!(
+            bad_fks.is_empty(),
+            "{table}: non-composite foreign keys {bad_fks:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_point_at_another_tenants_row() {
+    let db = TestDb::seeded().await;
+    let a1 = db.agent_id(PHONE_1).await;
+    let a2 = db.agent_id(PHONE_2).await;
+    let lead: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO leads (agent_id, phone) VALUES ($1, '+16025550100') RETURNING id",
+    )
+    .bind(a1)
+    .fetch_one(&db.pool)
+    .await
+    .expect("lead");
+    let cross = sqlx::query("INSERT INTO tags (agent_id, lead_id, tag) VALUES ($1, $2, 'solar')")
+        .bind(a2)
+        .bind(lead)
+        .execute(&db.pool)
+        .await;
+    let err = cross.expect_err("cross-tenant reference must fail");
+    assert!(err.to_string().contains("foreign key"), "{err}");
+    // The same phone may be a lead of two agents.
+    sqlx::query("INSERT INTO leads (agent_id, phone) VALUES ($1, '+16025550100')")
+        .bind(a2)
+        .execute(&db.pool)
+        .await
+        .expect("same phone, other tenant");
+}
+
+#[tokio::test]
+async fn usage_idempotency_key_is_unique_per_agent_and_metric() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    let insert = || {
+        sqlx::query(
+            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                              occurred_at, idempotency_key, metadata)
+             VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, now(), 'tool:abc', $2)",
+        )
+        .bind(agent)
+        .bind(json!({"k": 1}))
+        .execute(&db.pool)
+    };
+    insert().await.expect("first");
+    let second = insert().await.expect_err("duplicate key");
+    assert!(agent_meter::store::is_unique_violation(&second));
+}
+
+#[tokio::test]
+async fn the_down_migration_removes_our_schema_and_up_restores_it() {
+    let db = TestDb::seeded().await;
+    db::MIGRATOR.undo(&db.pool, 0).await.expect("down");
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables
+          WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("count");
+    assert_eq!(left, 0, "down left tables behind");
+    // The queue schema is apalis's own and is untouched.
+    assert_eq!(db.count("SELECT count(*) FROM apalis.jobs").await, 0);
+    db::migrate(&db.pool).await.expect("up again");
+    seed::run(&db.pool).await.expect("seed again");
+    assert_eq!(db.count("SELECT count(*) FROM agents").await, 5);
+    assert!(db::is_ready(&db.pool).await.expect("ready check"));
+}
+
+#[tokio::test]
+async fn migrate_is_safe_to_run_twice_and_concurrently() {
+    let db = TestDb::empty().await;
+    let (a, b) = tokio::join!(db::migrate(&db.pool), db::migrate(&db.pool));
+    a.expect("first");
+    b.expect("second");
+    db::migrate(&db.pool).await.expect("third");
+    assert!(db::is_ready(&db.pool).await.expect("ready"));
+}

@@ -1,0 +1,441 @@
+//! `POST /vapi/webhook`: authentication, storage, dedupe, routing, validation, probes.
+
+use std::sync::Arc;
+
+use agent_meter::{
+    config::Config,
+    http::{self, AppState, auth::sign},
+};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::helpers::*;
+
+fn hmac_headers(body: &[u8], timestamp: i64) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-timestamp", timestamp.to_string()),
+        ("x-signature", sign(HMAC_SECRET, timestamp, body)),
+    ]
+}
+
+async fn error_code(resp: reqwest::Response) -> String {
+    let body: Value = resp.json().await.expect("JSON error body");
+    body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_string()
+}
+
+#[tokio::test]
+async fn end_of_call_report_is_stored_with_its_job_in_one_go() {
+    let app = TestApp::spawn_web_only().await;
+    let resp = app.post(&end_of_call_report("call-a", PHONE_1)).await;
+    assert_eq!(resp.status(), 200);
+
+    let agent = app.db.agent_id(PHONE_1).await;
+    let (agent_id, status, duration, reason, cost, customer): (
+        uuid::Uuid,
+        String,
+        Decimal,
+        String,
+        Decimal,
+        String,
+    ) = sqlx::query_as(
+        "SELECT agent_id, status, duration_seconds, ended_reason, vapi_cost_usd, customer_number
+           FROM calls WHERE vapi_call_id = 'call-a'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("call row");
+    assert_eq!(agent_id, agent);
+    assert_eq!(status, "ended");
+    assert_eq!(duration, Decimal::from(150));
+    assert_eq!(reason, "customer-ended-call");
+    assert_eq!(cost, Decimal::new(42, 2));
+    assert_eq!(customer, "+16025550199");
+
+    let (event_type, routing, payload): (String, String, Value) =
+        sqlx::query_as("SELECT message_type, routing, payload FROM webhook_events")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("one event");
+    assert_eq!(
+        (event_type.as_str(), routing.as_str()),
+        ("end-of-call-report", "routed")
+    );
+    assert_eq!(
+        payload["message"]["artifact"]["transcript"],
+        "AI: Hola! ..."
+    );
+
+    let (queue, max_attempts, args): (String, i32, Vec<u8>) =
+        sqlx::query_as("SELECT job_type, max_attempts, job FROM apalis.jobs")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("one job");
+    assert_eq!(queue, "meter_call");
+    assert_eq!(max_attempts, 8);
+    let args: Value = serde_json::from_slice(&args).expect("JSON job args");
+    assert_eq!(args["vapi_call_id"], "call-a");
+}
+
+#[tokio::test]
+async fn hundred_sequential_deliveries_give_one_call_one_event_one_job() {
+    let app = TestApp::spawn_web_only().await;
+    let report = end_of_call_report("call-seq", PHONE_1);
+    for i in 0..100 {
+        let resp = app.post(&report).await;
+        assert_eq!(resp.status(), 200, "delivery {i}");
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 1);
+    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 1);
+    assert_eq!(app.db.count("SELECT count(*) FROM apalis.jobs").await, 1);
+}
+
+#[tokio::test]
+async fn hundred_concurrent_deliveries_meter_once() {
+    let app = TestApp::spawn().await;
+    let report = end_of_call_report("call-conc", PHONE_1);
+    let sends = (0..100).map(|_| app.post(&report));
+    let statuses: Vec<u16> = futures::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    drain(&app.db.pool, 20).await;
+    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 1);
+    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 1);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn duplicate_delivery_answers_ok_and_says_so() {
+    let app = TestApp::spawn_web_only().await;
+    let report = end_of_call_report("call-dup", PHONE_1);
+    let first: Value = app.post(&report).await.json().await.expect("json");
+    let second: Value = app.post(&report).await.json().await.expect("json");
+    assert_eq!(first.get("duplicate"), None);
+    assert_eq!(second["duplicate"], true);
+}
+
+#[tokio::test]
+async fn missing_or_wrong_shared_secret_is_401_and_stores_nothing() {
+    let app = TestApp::spawn_web_only().await;
+    let body = end_of_call_report("c", PHONE_1).to_string().into_bytes();
+    let none = app.post_raw(body.clone(), &[]).await;
+    assert_eq!(none.status(), 401);
+    assert_eq!(error_code(none).await, "unauthorized");
+    let wrong = app
+        .post_raw(body, &[("x-vapi-secret", format!("{SHARED_SECRET}x"))])
+        .await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 0);
+}
+
+#[tokio::test]
+async fn valid_hmac_signature_is_accepted() {
+    let app = TestApp::spawn_web_only().await;
+    let body = end_of_call_report("c-hmac", PHONE_1)
+        .to_string()
+        .into_bytes();
+    let now = chrono::Utc::now().timestamp();
+    let resp = app.post_raw(body.clone(), &hmac_headers(&body, now)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 1);
+}
+
+#[tokio::test]
+async fn forged_signature_is_401() {
+    let app = TestApp::spawn_web_only().await;
+    let body = end_of_call_report("c-forged", PHONE_1)
+        .to_string()
+        .into_bytes();
+    let now = chrono::Utc::now().timestamp();
+    // Signed for another body: the signature covers the exact bytes.
+    let mut headers = hmac_headers(b"{\"message\":{}}", now);
+    let resp = app.post_raw(body.clone(), &headers).await;
+    assert_eq!(resp.status(), 401);
+    // Signed with another key.
+    headers[1].1 = sign("not-the-key", now, &body);
+    assert_eq!(app.post_raw(body, &headers).await.status(), 401);
+    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 0);
+}
+
+#[tokio::test]
+async fn stale_signature_is_401() {
+    let app = TestApp::spawn_web_only().await;
+    let body = end_of_call_report("c-stale", PHONE_1)
+        .to_string()
+        .into_bytes();
+    let old = chrono::Utc::now().timestamp() - 301;
+    let resp = app.post_raw(body.clone(), &hmac_headers(&body, old)).await;
+    assert_eq!(resp.status(), 401);
+    let future = chrono::Utc::now().timestamp() + 301;
+    assert_eq!(
+        app.post_raw(body.clone(), &hmac_headers(&body, future))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 0);
+}
+
+#[tokio::test]
+async fn unknown_phone_number_is_stored_unroutable_without_call_or_usage() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .post(&end_of_call_report("c-unknown", "ph_nobody"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["routed"], false);
+    let routing: (Option<uuid::Uuid>, String) =
+        sqlx::query_as("SELECT agent_id, routing FROM webhook_events")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("event stored");
+    assert_eq!(routing, (None, "unroutable".to_string()));
+    // A redelivery of the unroutable message is still a duplicate.
+    app.post(&end_of_call_report("c-unknown", "ph_nobody"))
+        .await;
+    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 1);
+    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 0);
+    assert_eq!(app.db.count("SELECT count(*) FROM leads").await, 0);
+    assert_eq!(app.db.count("SELECT count(*) FROM apalis.jobs").await, 0);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn status_update_sets_status_and_never_reopens_an_ended_call() {
+    let app = TestApp::spawn_web_only().await;
+    let status = |s: &str| {
+        json!({"message": {"type": "status-update", "status": s,
+               "call": {"id": "c-st", "phoneNumberId": PHONE_1}}})
+    };
+    assert_eq!(app.post(&status("ringing")).await.status(), 200);
+    let read = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM calls WHERE vapi_call_id = 'c-st'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("call")
+    };
+    assert_eq!(read().await, "ringing");
+    app.post(&status("in-progress")).await;
+    assert_eq!(read().await, "in-progress");
+    app.post(&end_of_call_report("c-st", PHONE_1)).await;
+    assert_eq!(read().await, "ended");
+    // A late, out-of-order status does not reopen the call.
+    let late = json!({"message": {"type": "status-update", "status": "forwarding",
+                       "call": {"id": "c-st", "phoneNumberId": PHONE_1}}});
+    assert_eq!(app.post(&late).await.status(), 200);
+    assert_eq!(read().await, "ended");
+}
+
+#[tokio::test]
+async fn other_message_types_are_stored_and_answered_ok() {
+    let app = TestApp::spawn_web_only().await;
+    let msg = json!({"message": {"type": "speech-update", "status": "started", "role": "assistant",
+                     "call": {"id": "c-x", "phoneNumberId": PHONE_1}}});
+    assert_eq!(app.post(&msg).await.status(), 200);
+    let never_seen = json!({"message": {"type": "brand-new-type-2027"}});
+    assert_eq!(app.post(&never_seen).await.status(), 200);
+    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 2);
+    assert_eq!(app.db.count("SELECT count(*) FROM apalis.jobs").await, 0);
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_with_a_json_error() {
+    let app = TestApp::spawn_web_only().await;
+    let resp = app
+        .post_raw(
+            b"{\"message\": ".to_vec(),
+            &[("x-vapi-secret", SHARED_SECRET.into())],
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(error_code(resp).await, "invalid_json");
+}
+
+#[tokio::test]
+async fn missing_fields_are_400() {
+    let app = TestApp::spawn_web_only().await;
+    for (body, code) in [
+        (json!({"not_message": {}}), "invalid_message"),
+        (json!({"message": {"call": {"id": "x"}}}), "invalid_message"),
+        (
+            json!({"message": {"type": "end-of-call-report", "call": {"phoneNumberId": PHONE_1}}}),
+            "invalid_message",
+        ),
+        (
+            json!({"message": {"type": "status-update", "call": {"id": "x", "phoneNumberId": PHONE_1}}}),
+            "invalid_message",
+        ),
+        (
+            json!({"message": {"type": "end-of-call-report", "call": {"id": "x"}, "startedAt": "yesterday"}}),
+            "invalid_message",
+        ),
+        (
+            json!({"message": {"type": "end-of-call-report", "call": {"id": "x", "phoneNumberId": PHONE_1},
+                "startedAt": "2026-11-20T17:00:00Z", "endedAt": "2026-11-20T16:00:00Z"}}),
+            "invalid_message",
+        ),
+        (json!([1, 2, 3]), "invalid_message"),
+    ] {
+        let resp = app.post(&body).await;
+        assert_eq!(resp.status(), 400, "{body}");
+        assert_eq!(error_code(resp).await, code, "{body}");
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 0);
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_400() {
+    let app = TestApp::spawn_web_only().await;
+    let resp = app
+        .http
+        .post(format!("{}/vapi/webhook", app.base))
+        .header("content-type", "text/plain")
+        .header("x-vapi-secret", SHARED_SECRET)
+        .body(end_of_call_report("c", PHONE_1).to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(error_code(resp).await, "unsupported_content_type");
+}
+
+#[tokio::test]
+async fn body_one_byte_over_the_limit_is_413_and_at_the_limit_is_accepted() {
+    let limit = 4096;
+    let db = TestDb::seeded().await;
+    let roles = agent_meter::app::Roles {
+        web: true,
+        worker: false,
+        clock: false,
+    };
+    let app = TestApp::spawn_on(db, roles, &[("WEBHOOK_MAX_BODY_BYTES", "4096")]).await;
+    let padded = |len: usize| {
+        let mut body = end_of_call_report("c-big", PHONE_1);
+        let base = body.to_string().len() + r#","pad":"""#.len();
+        body["message"]["pad"] = Value::String("x".repeat(len - base));
+        let bytes = body.to_string().into_bytes();
+        assert_eq!(bytes.len(), len);
+        bytes
+    };
+    let secret = [("x-vapi-secret", SHARED_SECRET.to_string())];
+    let over = app.post_raw(padded(limit + 1), &secret).await;
+    assert_eq!(over.status(), 413);
+    assert_eq!(error_code(over).await, "body_too_large");
+    assert_eq!(app.post_raw(padded(limit), &secret).await.status(), 200);
+}
+
+#[tokio::test]
+async fn seed_path_serves_the_same_webhook() {
+    let app = TestApp::spawn_web_only().await;
+    let resp = app
+        .http
+        .post(format!("{}/functions/v1/vapi-handler", app.base))
+        .header("content-type", "application/json")
+        .header("x-vapi-secret", SHARED_SECRET)
+        .body(end_of_call_report("c-seedpath", PHONE_1).to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 1);
+}
+
+#[tokio::test]
+async fn unreachable_database_is_503_never_200() {
+    // A pool pointing at a port where no PostgreSQL listens.
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:9/nowhere")
+        .expect("lazy pool");
+    let config: Arc<Config> = Arc::new(test_config(&[]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(http::serve(listener, AppState::new(pool, config), shutdown));
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{base}/vapi/webhook"))
+        .header("x-vapi-secret", SHARED_SECRET)
+        .header("content-type", "application/json")
+        .body(end_of_call_report("c", PHONE_1).to_string())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(error_code(resp).await, "database_unavailable");
+    let ready = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ready.status(), 503);
+    let health = client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn readyz_needs_migrations() {
+    let db = TestDb::empty().await;
+    let config = Arc::new(test_config(&[]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(http::serve(
+        listener,
+        AppState::new(db.pool.clone(), config),
+        shutdown,
+    ));
+    let client = reqwest::Client::new();
+    let before = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(before.status(), 503);
+    assert_eq!(error_code(before).await, "not_migrated");
+    agent_meter::db::migrate(&db.pool).await.expect("migrate");
+    let after = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(after.status(), 200);
+}
+
+#[tokio::test]
+async fn unknown_routes_get_a_json_404() {
+    let app = TestApp::spawn_web_only().await;
+    let resp = app
+        .http
+        .get(format!("{}/nope", app.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 404);
+    assert_eq!(error_code(resp).await, "not_found");
+}

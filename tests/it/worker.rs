@@ -1,0 +1,351 @@
+//! The worker: metering through the real queue, retries with real backoff, names, shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use agent_meter::{
+    jobs::{self, Deps, Job, JobError, meter_call::MeterCall},
+    worker,
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn end_of_call_report_meters_minutes_at_the_price_in_force() {
+    let app = TestApp::spawn().await;
+    app.post(&end_of_call_report("call-m", PHONE_1)).await;
+    let agent = app.db.agent_id(PHONE_1).await;
+    let row: (
+        uuid::Uuid,
+        String,
+        Decimal,
+        Decimal,
+        Decimal,
+        Option<Decimal>,
+        String,
+    ) = eventually(10, "the usage row", || async {
+        sqlx::query_as(
+            "SELECT agent_id, metric_type, quantity, unit_price_usd, cost_usd, provider_cost_usd,
+                        idempotency_key FROM agent_usage_metrics",
+        )
+        .fetch_optional(&app.db.pool)
+        .await
+        .expect("query")
+    })
+    .await;
+    assert_eq!(row.0, agent);
+    assert_eq!(row.1, "vapi_call_minutes");
+    assert_eq!(row.2, Decimal::new(25, 1), "150 s is 2.5 minutes");
+    assert_eq!(row.3, Decimal::new(20, 2));
+    assert_eq!(row.4, Decimal::new(5, 1));
+    assert_eq!(row.5, Some(Decimal::new(42, 2)));
+    assert_eq!(row.6, "vapi_call:call-m");
+}
+
+#[tokio::test]
+async fn minutes_keep_six_decimals_and_duration_seconds_is_honoured() {
+    let app = TestApp::spawn().await;
+    let mut report = end_of_call_report("call-6dp", PHONE_1);
+    report["message"]["durationSeconds"] = json!(61);
+    app.post(&report).await;
+    let quantity: Decimal = eventually(10, "the usage row", || async {
+        sqlx::query_scalar("SELECT quantity FROM agent_usage_metrics")
+            .fetch_optional(&app.db.pool)
+            .await
+            .expect("query")
+    })
+    .await;
+    assert_eq!(quantity, Decimal::new(1_016_667, 6));
+}
+
+#[tokio::test]
+async fn price_comes_from_the_call_end_time_and_agent_override_wins() {
+    let app = TestApp::spawn().await;
+    let agent2 = app.db.agent_id(PHONE_2).await;
+    // A new default price from 2026-12-01, and an override for agent 2 in November.
+    sqlx::query(
+        "UPDATE pricing_config SET effective_to = DATE '2026-12-01'
+          WHERE metric_type = 'vapi_call_minutes' AND agent_id IS NULL;
+         ",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("close price");
+    sqlx::query(
+        "INSERT INTO pricing_config (metric_type, unit, unit_price_usd, effective_from, agent_id)
+         VALUES ('vapi_call_minutes', 'minute', 0.30, DATE '2026-12-01', NULL),
+                ('vapi_call_minutes', 'minute', 0.10, DATE '2026-11-01', $1)",
+    )
+    .bind(agent2)
+    .execute(&app.db.pool)
+    .await
+    .expect("new prices");
+
+    let mut december = end_of_call_report("call-dec", PHONE_1);
+    december["message"]["startedAt"] = json!("2026-12-02T17:00:00Z");
+    december["message"]["endedAt"] = json!("2026-12-02T17:01:00Z");
+    app.post(&end_of_call_report("call-nov", PHONE_1)).await;
+    app.post(&december).await;
+    app.post(&end_of_call_report("call-agent2", PHONE_2)).await;
+    drain(&app.db.pool, 15).await;
+    let prices: Vec<(String, Decimal)> = sqlx::query_as(
+        "SELECT idempotency_key, unit_price_usd FROM agent_usage_metrics ORDER BY idempotency_key",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("rows");
+    assert_eq!(
+        prices,
+        vec![
+            ("vapi_call:call-agent2".into(), Decimal::new(10, 2)),
+            ("vapi_call:call-dec".into(), Decimal::new(30, 2)),
+            ("vapi_call:call-nov".into(), Decimal::new(20, 2)),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_same_call_metered_by_many_jobs_is_billed_once() {
+    let app = TestApp::spawn().await;
+    app.post(&end_of_call_report("call-many", PHONE_1)).await;
+    let job = MeterCall {
+        agent_id: app.db.agent_id(PHONE_1).await,
+        vapi_call_id: "call-many".into(),
+    };
+    for _ in 0..10 {
+        jobs::enqueue_now(&app.db.pool, &job, None)
+            .await
+            .expect("enqueue");
+    }
+    drain(&app.db.pool, 20).await;
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
+            .await,
+        11
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_missing_price_kills_the_job_with_its_reason_and_bills_nothing() {
+    let app = TestApp::spawn().await;
+    sqlx::query("DELETE FROM pricing_config WHERE metric_type = 'vapi_call_minutes'")
+        .execute(&app.db.pool)
+        .await
+        .expect("delete price");
+    app.post(&end_of_call_report("call-noprice", PHONE_1)).await;
+    let (status, attempts, result): (String, i32, serde_json::Value) =
+        eventually(10, "the job to be killed", || async {
+            sqlx::query_as(
+                "SELECT status, attempts, last_result FROM apalis.jobs WHERE status = 'Killed'",
+            )
+            .fetch_optional(&app.db.pool)
+            .await
+            .expect("query")
+        })
+        .await;
+    assert_eq!((status.as_str(), attempts), ("Killed", 1));
+    assert!(
+        result.to_string().contains("no vapi_call_minutes price"),
+        "{result}"
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        0
+    );
+}
+
+/// Records each run in `test_runs`; fails transiently while fewer than `fail_times` runs are recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Flaky {
+    key: String,
+    fail_times: i64,
+}
+
+impl Job for Flaky {
+    const QUEUE: &'static str = "test_flaky";
+    const MAX_ATTEMPTS: usize = 3;
+
+    async fn run(self, deps: &Deps) -> Result<(), JobError> {
+        let runs: i64 = sqlx::query_scalar(
+            "WITH ins AS (INSERT INTO test_runs (key) VALUES ($1) RETURNING 1)
+             SELECT count(*) + 1 FROM test_runs WHERE key = $1",
+        )
+        .bind(&self.key)
+        .fetch_one(&deps.pool)
+        .await?;
+        if runs <= self.fail_times {
+            return Err(JobError::Transient(format!("planned failure {runs}")));
+        }
+        Ok(())
+    }
+}
+
+/// Sleeps, then records that it finished.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Slow {
+    key: String,
+    millis: u64,
+}
+
+impl Job for Slow {
+    const QUEUE: &'static str = "test_slow";
+    const MAX_ATTEMPTS: usize = 3;
+
+    async fn run(self, deps: &Deps) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_millis(self.millis)).await;
+        sqlx::query("INSERT INTO test_runs (key) VALUES ($1)")
+            .bind(&self.key)
+            .execute(&deps.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn test_deps() -> (TestDb, Deps) {
+    let db = TestDb::seeded().await;
+    sqlx::query("CREATE TABLE test_runs (key text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+        .execute(&db.pool)
+        .await
+        .expect("test table");
+    let deps = Deps {
+        pool: db.pool.clone(),
+        config: Arc::new(test_config(&[])),
+    };
+    (db, deps)
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_after_a_real_persisted_backoff() {
+    let (db, deps) = test_deps().await;
+    let (stop, shutdown) = watch::channel(false);
+    let w = tokio::spawn(worker::supervise::<Flaky>(deps.clone(), shutdown));
+    jobs::enqueue_now(
+        &db.pool,
+        &Flaky {
+            key: "f".into(),
+            fail_times: 1,
+        },
+        None,
+    )
+    .await
+    .expect("enqueue");
+    // After the first failure the job waits with run_at in the future (5-6 s), visible to ops.
+    let delay: f64 = eventually(10, "the first failure", || async {
+        sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM run_at - now())::float8 FROM apalis.jobs
+              WHERE status = 'Failed' AND attempts = 1",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .expect("query")
+    })
+    .await;
+    assert!(
+        delay > 3.0 && delay <= 6.5,
+        "retry scheduled {delay} s ahead"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM test_runs").await,
+        1,
+        "no immediate re-run"
+    );
+    eventually(15, "the retry to succeed", || async {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
+                .fetch_one(&db.pool)
+                .await
+                .expect("query");
+        (done == 1).then_some(())
+    })
+    .await;
+    let gap: f64 =
+        sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM max(at) - min(at))::float8 FROM test_runs")
+            .fetch_one(&db.pool)
+            .await
+            .expect("gap");
+    assert!(gap >= 4.0, "second run came {gap} s after the first");
+    stop.send(true).expect("stop");
+    w.await.expect("worker task");
+}
+
+#[tokio::test]
+async fn each_worker_start_takes_a_new_name() {
+    let (db, deps) = test_deps().await;
+    for _ in 0..2 {
+        let (stop, shutdown) = watch::channel(false);
+        let w = tokio::spawn(worker::supervise::<Slow>(deps.clone(), shutdown));
+        eventually(10, "the worker to register", || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM apalis.workers WHERE worker_type = 'test_slow'",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .expect("query");
+            (n >= 1).then_some(())
+        })
+        .await;
+        stop.send(true).expect("stop");
+        w.await.expect("worker task");
+    }
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM apalis.workers WHERE worker_type = 'test_slow'")
+            .fetch_all(&db.pool)
+            .await
+            .expect("names");
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_jobs_and_leaves_nothing_running() {
+    let (db, deps) = test_deps().await;
+    let (stop, shutdown) = watch::channel(false);
+    let w = tokio::spawn(worker::supervise::<Slow>(deps.clone(), shutdown));
+    for i in 0..3 {
+        jobs::enqueue_now(
+            &db.pool,
+            &Slow {
+                key: format!("s{i}"),
+                millis: 1500,
+            },
+            None,
+        )
+        .await
+        .expect("enqueue");
+    }
+    eventually(10, "a job to be running", || async {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Running'")
+                .fetch_one(&db.pool)
+                .await
+                .expect("query");
+        (n > 0).then_some(())
+    })
+    .await;
+    stop.send(true).expect("stop");
+    tokio::time::timeout(Duration::from_secs(10), w)
+        .await
+        .expect("worker stops")
+        .expect("worker task");
+    let running = db
+        .count("SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')")
+        .await;
+    assert_eq!(running, 0);
+    let done = db
+        .count("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
+        .await;
+    let finished = db.count("SELECT count(*) FROM test_runs").await;
+    assert!(done >= 1, "the in-flight job finished");
+    assert_eq!(done, finished, "every Done job really ran to the end");
+}
