@@ -87,9 +87,7 @@ pub async fn resolve_database_url(configured: Option<&str>) -> anyhow::Result<Re
             source: "local server at localhost:5432",
         });
     }
-    let dir = std::env::current_dir()?.join(PRIVATE_CLUSTER_DIR);
-    start_private_cluster(&dir).await?;
-    let admin = format!("postgres://postgres@127.0.0.1:{PRIVATE_PORT}/postgres");
+    let admin = private_cluster_admin_url().await?;
     let conn = connect_once(&admin)
         .await
         .context("the private PostgreSQL started but does not accept connections")?;
@@ -98,6 +96,25 @@ pub async fn resolve_database_url(configured: Option<&str>) -> anyhow::Result<Re
         url: format!("postgres://postgres@127.0.0.1:{PRIVATE_PORT}/{LOCAL_DATABASE}"),
         source: "private cluster under .data/postgres",
     })
+}
+
+/// Starts (initialising on first use) the private cluster under `./.data/postgres` and returns
+/// the URL of its `postgres` database. Idempotent: an already running cluster is reused.
+pub async fn private_cluster_admin_url() -> anyhow::Result<String> {
+    let dir = std::env::current_dir()?.join(PRIVATE_CLUSTER_DIR);
+    start_private_cluster(&dir).await?;
+    Ok(format!("postgres://postgres@127.0.0.1:{PRIVATE_PORT}/postgres"))
+}
+
+/// True when a PostgreSQL server accepts a connection at `url` within 3 s.
+pub async fn answers(url: &str) -> bool {
+    match connect_once(url).await {
+        Ok(conn) => {
+            conn.close().await.ok();
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 async fn connect_once(url: &str) -> Result<PgConnection, sqlx::Error> {

@@ -17,10 +17,39 @@ pub const HMAC_SECRET: &str = "test-hmac-secret";
 pub const PHONE_1: &str = "ph_placeholder_client1";
 pub const PHONE_2: &str = "ph_placeholder_client2";
 
-/// The server that hosts test databases: `TEST_DATABASE_URL`, else the local default.
+/// The server that hosts test databases, resolved once per run: `TEST_DATABASE_URL`; else the
+/// first local server that answers (`postgres@127.0.0.1:5432`, then `localhost` as the OS user);
+/// else the private cluster under `.data/postgres`, started on demand, as `serve` would.
 pub fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    static ADMIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ADMIN
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
+                return url;
+            }
+            std::thread::spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    for url in [
+                        "postgres://postgres@127.0.0.1:5432/postgres",
+                        "postgres://localhost/postgres",
+                    ] {
+                        if db::answers(url).await {
+                            return url.to_string();
+                        }
+                    }
+                    db::private_cluster_admin_url()
+                        .await
+                        .expect("no PostgreSQL answers and the private cluster did not start")
+                })
+            })
+            .join()
+            .expect("resolving the test database server")
+        })
+        .clone()
 }
 
 fn url_for(database: &str) -> String {

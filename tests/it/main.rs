@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod catalogue;
 mod cli;
 mod reliability;
 mod schema;

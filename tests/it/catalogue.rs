@@ -1,0 +1,77 @@
+//! The job catalogue (`jobs/README.md`, `jobs/schedule.toml`) agrees with the code.
+
+use agent_meter::{clock, worker};
+
+#[test]
+fn jobs_readme_lists_every_queue() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/README.md"))
+        .expect("jobs/README.md");
+    let listed: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    let mut registered = worker::QUEUES.to_vec();
+    let mut documented = listed.clone();
+    registered.sort_unstable();
+    documented.sort_unstable();
+    assert_eq!(documented, registered, "jobs/README.md rows vs src/worker.rs");
+}
+
+#[test]
+fn schedule_parses_and_names_registered_jobs() {
+    let schedule = clock::Schedule::parse(clock::SCHEDULE_TOML).expect("schedule.toml is valid");
+    assert!(!schedule.entries.is_empty());
+    for e in &schedule.entries {
+        assert!(worker::QUEUES.contains(&e.job.as_str()), "{} is not registered", e.job);
+    }
+    assert!(clock::Schedule::parse("[[entry]]\njob = \"nope\"\ncron = \"0 0 * * * *\"").is_err());
+    assert!(clock::Schedule::parse("[[entry]]\njob = \"prune_jobs\"\ncron = \"every day\"").is_err());
+}
+
+#[tokio::test]
+async fn two_clocks_ticking_at_once_enqueue_one_job() {
+    let db = crate::helpers::TestDb::seeded().await;
+    let deps = agent_meter::jobs::Deps {
+        pool: db.pool.clone(),
+        config: std::sync::Arc::new(crate::helpers::test_config(&[])),
+    };
+    let tick = chrono::DateTime::parse_from_rfc3339("2026-11-28T11:30:00Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let (a, b) = tokio::join!(
+        clock::enqueue_tick(&deps, "prune_jobs", tick),
+        clock::enqueue_tick(&deps, "prune_jobs", tick)
+    );
+    let mut wins = [a.expect("first clock"), b.expect("second clock")];
+    wins.sort_unstable();
+    assert_eq!(wins, [false, true]);
+    assert_eq!(db.count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'prune_jobs'").await, 1);
+    // The next tick is a new job.
+    assert!(clock::enqueue_tick(&deps, "prune_jobs", tick + chrono::Duration::days(1)).await.expect("next"));
+}
+
+#[tokio::test]
+async fn prune_jobs_deletes_only_old_finished_jobs() {
+    let db = crate::helpers::TestDb::seeded().await;
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, done_at)
+         VALUES ('old-done', 'x', '\\x7b7d', 'Done', 1, 3, now(), now() - interval '30 days'),
+                ('new-done', 'x', '\\x7b7d', 'Done', 1, 3, now(), now() - interval '1 day'),
+                ('old-failed', 'x', '\\x7b7d', 'Failed', 3, 3, now(), now() - interval '30 days')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("jobs");
+    let deps = agent_meter::jobs::Deps {
+        pool: db.pool.clone(),
+        config: std::sync::Arc::new(crate::helpers::test_config(&[])),
+    };
+    use agent_meter::jobs::Job;
+    agent_meter::jobs::prune_jobs::PruneJobs::default().run(&deps).await.expect("prune");
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM apalis.jobs ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("ids");
+    assert_eq!(left, vec!["new-done".to_string(), "old-failed".to_string()]);
+}
