@@ -103,7 +103,9 @@ pub async fn resolve_database_url(configured: Option<&str>) -> anyhow::Result<Re
 pub async fn private_cluster_admin_url() -> anyhow::Result<String> {
     let dir = std::env::current_dir()?.join(PRIVATE_CLUSTER_DIR);
     start_private_cluster(&dir).await?;
-    Ok(format!("postgres://postgres@127.0.0.1:{PRIVATE_PORT}/postgres"))
+    Ok(format!(
+        "postgres://postgres@127.0.0.1:{PRIVATE_PORT}/postgres"
+    ))
 }
 
 /// True when a PostgreSQL server accepts a connection at `url` within 3 s.

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod routing;
 pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
@@ -27,6 +28,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub auth: Arc<auth::VapiAuth>,
+    pub routing: Arc<routing::RoutingCache>,
 }
 
 impl AppState {
@@ -35,7 +37,12 @@ impl AppState {
             shared_secret: config.vapi_webhook_secret.clone(),
             hmac_secret: config.vapi_hmac_secret.clone(),
         });
-        Self { pool, config, auth }
+        Self {
+            pool,
+            config,
+            auth,
+            routing: Arc::default(),
+        }
     }
 }
 

@@ -8,14 +8,13 @@ use axum::{
     http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{AppState, error::ApiError};
 use crate::{
     jobs::{self, meter_call::MeterCall},
     store::{
-        agents, calls,
+        calls,
         webhook_events::{self, NewEvent, Routing},
     },
     vapi::{EnvelopeIn, MessageIn},
@@ -32,11 +31,18 @@ pub async fn vapi_webhook(
         return Err(ApiError::unauthorized());
     }
     check_content_type(&headers)?;
-    let payload: Value = serde_json::from_slice(&body).map_err(ApiError::bad_json)?;
-    let envelope = EnvelopeIn::deserialize(&payload).map_err(|e| {
-        ApiError::bad_request("invalid_message", format!("not a Vapi server message: {e}"))
+    // One parse: syntax errors are `invalid_json`, a wrong shape is `invalid_message`.
+    let envelope: EnvelopeIn = serde_json::from_slice(&body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::bad_json(e)
+        } else {
+            ApiError::bad_request("invalid_message", format!("not a Vapi server message: {e}"))
+        }
     })?;
-    let answer = ingest(&app, &envelope.message, &payload, &body).await?;
+    // Valid JSON, so valid UTF-8: stored as received.
+    let raw = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_json", "request body is not UTF-8"))?;
+    let answer = ingest(&app, &envelope.message, raw).await?;
     Ok(Json(answer).into_response())
 }
 
@@ -59,12 +65,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Stores the message (once) and does what its type asks, all in one transaction.
-async fn ingest(
-    app: &AppState,
-    msg: &MessageIn,
-    payload: &Value,
-    body: &[u8],
-) -> Result<Value, ApiError> {
+async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, ApiError> {
     // Validate before touching the database, so bad input is a 400 and nothing is stored.
     let report = match msg.kind.as_str() {
         "end-of-call-report" => Some(
@@ -80,28 +81,33 @@ async fn ingest(
         _ => None,
     };
 
-    // Failing to even open a transaction means no usable connection, whatever the error says.
-    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
     let phone_number_id = msg.phone_number_id();
     let agent = match phone_number_id {
-        Some(id) => agents::find_by_phone_number_id(&mut tx, id).await?,
+        // The lookup is a fixed, valid query: any failure is the database being unreachable.
+        Some(id) => app
+            .routing
+            .agent_for(&app.pool, id)
+            .await
+            .map_err(ApiError::unavailable)?,
         None => None,
     };
+    // Failing to even open a transaction means no usable connection, whatever the error says.
+    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
     let routing = match (phone_number_id, &agent) {
         (_, Some(_)) => Routing::Routed,
         (Some(_), None) => Routing::Unroutable,
         (None, None) => Routing::NoCall,
     };
-    let dedupe_key = msg.dedupe_key(body);
+    let dedupe_key = msg.dedupe_key(raw.as_bytes());
     let event_id = webhook_events::insert_new(
         &mut tx,
         &NewEvent {
-            agent_id: agent.as_ref().map(|a| a.id),
+            agent_id: agent,
             dedupe_key: &dedupe_key,
             message_type: &msg.kind,
             vapi_call_id: msg.call_id(),
             routing,
-            payload,
+            payload: raw,
         },
     )
     .await?;
@@ -122,9 +128,9 @@ async fn ingest(
 
     match (msg.kind.as_str(), report) {
         ("end-of-call-report", Some(report)) => {
-            calls::upsert_report(&mut tx, agent.id, &report).await?;
+            calls::upsert_report(&mut tx, agent, &report).await?;
             let job = MeterCall {
-                agent_id: agent.id,
+                agent_id: agent,
                 vapi_call_id: report.vapi_call_id.clone(),
             };
             jobs::enqueue(&mut tx, &job, None).await?;
@@ -138,7 +144,7 @@ async fn ingest(
             };
             calls::update_status(
                 &mut tx,
-                agent.id,
+                agent,
                 call_id,
                 msg.customer_number(),
                 status,
@@ -149,6 +155,6 @@ async fn ingest(
         _ => {}
     }
     tx.commit().await?;
-    tracing::info!(agent.id = %agent.id, message.type = %msg.kind, event.id = event_id, call.id = msg.call_id(), "webhook stored");
+    tracing::info!(agent.id = %agent, message.type = %msg.kind, event.id = event_id, call.id = msg.call_id(), "webhook stored");
     Ok(json!({"received": true}))
 }

@@ -30,7 +30,8 @@ pub struct NewEvent<'a> {
     pub message_type: &'a str,
     pub vapi_call_id: Option<&'a str>,
     pub routing: Routing,
-    pub payload: &'a serde_json::Value,
+    /// The message body exactly as received (valid JSON).
+    pub payload: &'a str,
 }
 
 /// Inserts the event unless its key was seen; `Some(id)` only for a new event. A concurrent
@@ -41,7 +42,7 @@ pub async fn insert_new(
 ) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO webhook_events (agent_id, dedupe_key, message_type, vapi_call_id, routing, payload)
-         VALUES ($1, $2, $3, $4, $5, $6)
+         VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)
          ON CONFLICT (agent_id, dedupe_key) DO NOTHING
          RETURNING id",
     )

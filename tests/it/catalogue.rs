@@ -15,7 +15,10 @@ fn jobs_readme_lists_every_queue() {
     let mut documented = listed.clone();
     registered.sort_unstable();
     documented.sort_unstable();
-    assert_eq!(documented, registered, "jobs/README.md rows vs src/worker.rs");
+    assert_eq!(
+        documented, registered,
+        "jobs/README.md rows vs src/worker.rs"
+    );
 }
 
 #[test]
@@ -23,10 +26,16 @@ fn schedule_parses_and_names_registered_jobs() {
     let schedule = clock::Schedule::parse(clock::SCHEDULE_TOML).expect("schedule.toml is valid");
     assert!(!schedule.entries.is_empty());
     for e in &schedule.entries {
-        assert!(worker::QUEUES.contains(&e.job.as_str()), "{} is not registered", e.job);
+        assert!(
+            worker::QUEUES.contains(&e.job.as_str()),
+            "{} is not registered",
+            e.job
+        );
     }
     assert!(clock::Schedule::parse("[[entry]]\njob = \"nope\"\ncron = \"0 0 * * * *\"").is_err());
-    assert!(clock::Schedule::parse("[[entry]]\njob = \"prune_jobs\"\ncron = \"every day\"").is_err());
+    assert!(
+        clock::Schedule::parse("[[entry]]\njob = \"prune_jobs\"\ncron = \"every day\"").is_err()
+    );
 }
 
 #[tokio::test]
@@ -46,9 +55,17 @@ async fn two_clocks_ticking_at_once_enqueue_one_job() {
     let mut wins = [a.expect("first clock"), b.expect("second clock")];
     wins.sort_unstable();
     assert_eq!(wins, [false, true]);
-    assert_eq!(db.count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'prune_jobs'").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'prune_jobs'")
+            .await,
+        1
+    );
     // The next tick is a new job.
-    assert!(clock::enqueue_tick(&deps, "prune_jobs", tick + chrono::Duration::days(1)).await.expect("next"));
+    assert!(
+        clock::enqueue_tick(&deps, "prune_jobs", tick + chrono::Duration::days(1))
+            .await
+            .expect("next")
+    );
 }
 
 #[tokio::test]
@@ -68,7 +85,10 @@ async fn prune_jobs_deletes_only_old_finished_jobs() {
         config: std::sync::Arc::new(crate::helpers::test_config(&[])),
     };
     use agent_meter::jobs::Job;
-    agent_meter::jobs::prune_jobs::PruneJobs::default().run(&deps).await.expect("prune");
+    agent_meter::jobs::prune_jobs::PruneJobs::default()
+        .run(&deps)
+        .await
+        .expect("prune");
     let left: Vec<String> = sqlx::query_scalar("SELECT id FROM apalis.jobs ORDER BY id")
         .fetch_all(&db.pool)
         .await
