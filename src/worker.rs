@@ -84,7 +84,6 @@ async fn run_worker<J: Job>(
         .backend(backend)
         .data(deps.clone())
         .concurrency(wc.concurrency.max(1))
-        .timeout(wc.job_timeout)
         .enable_tracing()
         .build(handle::<J>);
     worker
@@ -105,7 +104,13 @@ async fn handle<J: Job>(
     id: TaskId,
 ) -> Result<(), BoxDynError> {
     let job_id = id.to_string();
-    match job.run(&deps).await {
+    // The timeout lives here rather than in apalis's layer so a timed-out run is a transient
+    // failure with a real backoff like any other (apalis would re-fetch it at once).
+    let timeout = deps.config.worker.job_timeout;
+    let outcome = tokio::time::timeout(timeout, job.run(&deps))
+        .await
+        .unwrap_or_else(|_| Err(JobError::Transient(format!("timed out after {timeout:?}"))));
+    match outcome {
         Ok(()) => Ok(()),
         Err(JobError::Permanent(reason)) => {
             tracing::warn!(job.id = %job_id, queue = J::QUEUE, %reason, "job failed permanently");

@@ -349,3 +349,36 @@ async fn graceful_shutdown_finishes_in_flight_jobs_and_leaves_nothing_running() 
     assert!(done >= 1, "the in-flight job finished");
     assert_eq!(done, finished, "every Done job really ran to the end");
 }
+
+#[tokio::test]
+async fn a_job_that_outlives_its_timeout_is_retried_later_not_at_once() {
+    let (db, deps) = test_deps().await;
+    let (stop, shutdown) = watch::channel(false);
+    let w = tokio::spawn(worker::supervise::<Slow>(deps.clone(), shutdown));
+    // The test config's JOB_TIMEOUT_SECS is 3.
+    jobs::enqueue_now(
+        &db.pool,
+        &Slow {
+            key: "hung".into(),
+            millis: 60_000,
+        },
+        None,
+    )
+    .await
+    .expect("enqueue");
+    let (result, ahead): (serde_json::Value, f64) =
+        eventually(10, "the timeout to be recorded", || async {
+            sqlx::query_as(
+                "SELECT last_result, EXTRACT(EPOCH FROM run_at - now())::float8 FROM apalis.jobs
+              WHERE status = 'Failed'",
+            )
+            .fetch_optional(&db.pool)
+            .await
+            .expect("query")
+        })
+        .await;
+    assert!(result.to_string().contains("timed out"), "{result}");
+    assert!(ahead > 3.0, "retry scheduled {ahead} s ahead");
+    stop.send(true).expect("stop");
+    w.await.expect("worker task");
+}
