@@ -27,16 +27,3 @@ pub async fn find_by_phone_number_id(
     .fetch_optional(conn)
     .await
 }
-
-pub async fn find_by_email(
-    conn: &mut PgConnection,
-    email: &str,
-) -> Result<Option<Agent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, agency_name, email, phone_number, vapi_phone_number_id, status
-           FROM agents WHERE email = $1",
-    )
-    .bind(email)
-    .fetch_optional(conn)
-    .await
-}

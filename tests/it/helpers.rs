@@ -302,3 +302,14 @@ pub async fn drain(pool: &PgPool, secs: u64) {
     })
     .await
 }
+
+/// Only the web role, on any pool (even one whose database is gone), at an ephemeral port.
+/// Returns the base URL and the sender that stops it.
+pub async fn serve_web_on(pool: PgPool) -> (String, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, shutdown) = watch::channel(false);
+    let state = agent_meter::http::AppState::new(pool, Arc::new(test_config(&[])));
+    tokio::spawn(agent_meter::http::serve(listener, state, shutdown));
+    (base, stop)
+}

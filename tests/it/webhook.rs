@@ -1,11 +1,6 @@
 //! `POST /vapi/webhook`: authentication, storage, dedupe, routing, validation, probes.
 
-use std::sync::Arc;
-
-use agent_meter::{
-    config::Config,
-    http::{self, AppState, auth::sign},
-};
+use agent_meter::http::auth::sign;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
@@ -364,13 +359,7 @@ async fn unreachable_database_is_503_never_200() {
         .acquire_timeout(std::time::Duration::from_millis(500))
         .connect_lazy("postgres://postgres@127.0.0.1:9/nowhere")
         .expect("lazy pool");
-    let config: Arc<Config> = Arc::new(test_config(&[]));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(http::serve(listener, AppState::new(pool, config), shutdown));
+    let (base, _stop) = serve_web_on(pool).await;
     let client = reqwest::Client::new();
     let resp = client
         .post(format!("{base}/vapi/webhook"))
@@ -399,17 +388,7 @@ async fn unreachable_database_is_503_never_200() {
 #[tokio::test]
 async fn readyz_needs_migrations() {
     let db = TestDb::empty().await;
-    let config = Arc::new(test_config(&[]));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(http::serve(
-        listener,
-        AppState::new(db.pool.clone(), config),
-        shutdown,
-    ));
+    let (base, _stop) = serve_web_on(db.pool.clone()).await;
     let client = reqwest::Client::new();
     let before = client
         .get(format!("{base}/readyz"))
