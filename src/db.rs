@@ -79,11 +79,12 @@ pub async fn resolve_database_url(configured: Option<&str>) -> anyhow::Result<Re
             source: "DATABASE_URL",
         });
     }
-    let local_server = "postgres://localhost/postgres";
-    if let Ok(conn) = connect_once(local_server).await {
+    // libpq would connect as the OS user; sqlx's own guess fails in some containers, so say it.
+    let user = local_user().await;
+    if let Ok(conn) = connect_once(&format!("postgres://{user}@localhost/postgres")).await {
         create_database_if_missing(conn, LOCAL_DATABASE).await?;
         return Ok(ResolvedDatabase {
-            url: format!("postgres://localhost/{LOCAL_DATABASE}"),
+            url: format!("postgres://{user}@localhost/{LOCAL_DATABASE}"),
             source: "local server at localhost:5432",
         });
     }
@@ -117,6 +118,26 @@ pub async fn answers(url: &str) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// The role libpq would use by default: `PGUSER`, else the OS user.
+pub async fn local_user() -> String {
+    for var in ["PGUSER", "USER", "LOGNAME"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            return v;
+        }
+    }
+    let from_id = tokio::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .await
+        .ok();
+    from_id
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres".to_string())
 }
 
 async fn connect_once(url: &str) -> Result<PgConnection, sqlx::Error> {

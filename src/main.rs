@@ -109,7 +109,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
     let resolved =
         db::resolve_database_url(config.database_url.as_ref().map(|s| s.expose())).await?;
-    tracing::info!(source = resolved.source, "database chosen");
+    if resolved.source == "DATABASE_URL" {
+        tracing::info!(source = resolved.source, "database chosen");
+    } else {
+        // A local default carries no password, so the URL itself is safe to show.
+        tracing::info!(source = resolved.source, url = %resolved.url, "database chosen");
+    }
     let max_connections = (config.worker.concurrency as u32 + 10).max(16);
     let pool = db::connect(&resolved.url, max_connections)
         .await

@@ -33,12 +33,13 @@ pub fn admin_url() -> String {
                     .build()
                     .expect("runtime");
                 rt.block_on(async {
+                    let user = db::local_user().await;
                     for url in [
-                        "postgres://postgres@127.0.0.1:5432/postgres",
-                        "postgres://localhost/postgres",
+                        "postgres://postgres@127.0.0.1:5432/postgres".to_string(),
+                        format!("postgres://{user}@localhost/postgres"),
                     ] {
-                        if db::answers(url).await {
-                            return url.to_string();
+                        if db::answers(&url).await {
+                            return url;
                         }
                     }
                     db::private_cluster_admin_url()
