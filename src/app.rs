@@ -39,10 +39,7 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let deps = Deps {
-        pool: pool.clone(),
-        config: config.clone(),
-    };
+    let deps = Deps::new(pool.clone(), config.clone());
     let web = async {
         match (roles.web, listener) {
             (true, Some(listener)) => {

@@ -23,10 +23,16 @@
 //! | `WORKER_HEARTBEAT_SECS` | `10` | no |
 //! | `WORKER_MISSED_HEARTBEATS` | `3` | no |
 //! | `JOB_TIMEOUT_SECS` | `20` (must stay under the orphan window) | no |
+//! | `JOB_BACKOFF_BASE_MS` | `5000` (first retry wait; doubles per attempt) | no |
+//! | `TOOL_RESULT_WAIT_MS` | `3000` (how long a tool-call answer waits for its job) | no |
+//! | `IMAGE_MAX_BYTES` | `10485760` (images fetched for solar scans) | no |
+//! | `GEMINI_INPUT_USD_PER_MTOK` | none (Gemini prompt token price, for provider cost) | no |
+//! | `GEMINI_OUTPUT_USD_PER_MTOK` | none (Gemini output token price) | no |
 
 use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
 
 use chrono_tz::Tz;
+use rust_decimal::Decimal;
 
 /// A value that must never reach a log line or an error body.
 #[derive(Clone, PartialEq, Eq)]
@@ -89,6 +95,10 @@ pub struct Config {
     pub log_format: LogFormat,
     pub app_env: String,
     pub webhook_max_body_bytes: usize,
+    pub tool_result_wait: Duration,
+    pub image_max_bytes: usize,
+    /// Gemini token prices (USD per million tokens); both set means scans carry a provider cost.
+    pub gemini_usd_per_mtok: Option<(Decimal, Decimal)>,
     pub worker: WorkerConfig,
 }
 
@@ -99,6 +109,8 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
     pub job_timeout: Duration,
+    /// The wait before the first retry; each later retry doubles it (capped, with jitter).
+    pub backoff_base: Duration,
 }
 
 impl WorkerConfig {
@@ -115,6 +127,7 @@ impl Default for WorkerConfig {
             heartbeat: Duration::from_secs(10),
             missed_heartbeats: 3,
             job_timeout: Duration::from_secs(20),
+            backoff_base: Duration::from_secs(5),
         }
     }
 }
@@ -163,6 +176,30 @@ impl Config {
                 defaults.missed_heartbeats,
             )?,
             job_timeout: Duration::from_secs(number(&get, "JOB_TIMEOUT_SECS", 20)?),
+            backoff_base: Duration::from_millis(number(&get, "JOB_BACKOFF_BASE_MS", 5000)?),
+        };
+        let price = |var: &'static str| -> Result<Option<Decimal>, ConfigError> {
+            get(var)
+                .map(|v| {
+                    Decimal::from_str(v)
+                        .ok()
+                        .filter(|d| !d.is_sign_negative())
+                        .ok_or_else(|| bad(var, format!("not a non-negative decimal: {v:?}")))
+                })
+                .transpose()
+        };
+        let gemini_usd_per_mtok = match (
+            price("GEMINI_INPUT_USD_PER_MTOK")?,
+            price("GEMINI_OUTPUT_USD_PER_MTOK")?,
+        ) {
+            (Some(input), Some(output)) => Some((input, output)),
+            (None, None) => None,
+            _ => {
+                return Err(bad(
+                    "GEMINI_INPUT_USD_PER_MTOK",
+                    "set both GEMINI_INPUT_USD_PER_MTOK and GEMINI_OUTPUT_USD_PER_MTOK, or neither",
+                ));
+            }
         };
         if worker.job_timeout >= worker.orphan_window() {
             return Err(bad(
@@ -199,6 +236,9 @@ impl Config {
             log_format,
             app_env: text("APP_ENV", "development"),
             webhook_max_body_bytes: number(&get, "WEBHOOK_MAX_BODY_BYTES", 256 * 1024)?,
+            tool_result_wait: Duration::from_millis(number(&get, "TOOL_RESULT_WAIT_MS", 3000)?),
+            image_max_bytes: number(&get, "IMAGE_MAX_BYTES", 10 * 1024 * 1024)?,
+            gemini_usd_per_mtok,
             worker,
         })
     }

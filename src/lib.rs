@@ -7,16 +7,22 @@
 //! - [`clock`]: `jobs/schedule.toml` ticks enqueue jobs (the `clock` role).
 //! - [`store`]: SQL by table family; [`money`]: exact amounts and the one rounding rule.
 //! - [`vapi`]: the Vapi server messages we read; [`seed`]: launch agents and prices.
+//! - [`assistant`]: answers to assistant-request; [`tools`]: tool-call parsing.
+//! - [`providers`]: Gemini, ArcGIS, Vapi and Discord clients that classify their failures.
 //! - [`app`]: runs any mix of roles in one process with graceful shutdown.
 
 pub mod app;
+pub mod assistant;
+pub mod cli_agents;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod jobs;
 pub mod money;
+pub mod providers;
 pub mod seed;
 pub mod store;
+pub mod tools;
 pub mod vapi;
 pub mod worker;

@@ -4,6 +4,7 @@ use std::{process::ExitCode, sync::Arc};
 
 use agent_meter::{
     app::{self, Roles},
+    cli_agents::{self, AgentsCommand},
     config::{Config, LogFormat},
     db, seed,
 };
@@ -39,6 +40,9 @@ enum Command {
     Worker,
     /// Run only the clock, which enqueues the jobs in jobs/schedule.toml. Safe to run more than one.
     Clock,
+    /// List, add and change agents (tenants) and their personas.
+    #[command(subcommand)]
+    Agents(Box<AgentsCommand>),
 }
 
 fn main() -> ExitCode {
@@ -98,7 +102,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             worker: false,
             clock: true,
         }),
-        Command::Migrate | Command::Seed => None,
+        Command::Migrate | Command::Seed | Command::Agents(_) => None,
     };
     if roles.is_some_and(|r| r.web) {
         config.require_webhook_secret()?;
@@ -131,6 +135,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     if seeding {
         seed::run(&pool).await.context("seeding")?;
         tracing::info!("seeds applied");
+    }
+    if let Command::Agents(cmd) = command {
+        return cli_agents::run(&pool, *cmd).await;
     }
     let Some(roles) = roles else { return Ok(()) };
 

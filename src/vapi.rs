@@ -164,6 +164,27 @@ impl MessageIn {
     }
 }
 
+impl CallReport {
+    /// The same facts from Vapi's REST API (`GET /call/{id}`).
+    pub fn from_api(call: &crate::providers::vapi::CallOut) -> Self {
+        let duration_seconds = match (call.started_at, call.ended_at) {
+            (Some(start), Some(end)) if end >= start => {
+                Some(Decimal::new((end - start).num_milliseconds(), 3))
+            }
+            _ => None,
+        };
+        Self {
+            vapi_call_id: call.id.clone(),
+            customer_number: call.customer.as_ref().and_then(|c| c.number.clone()),
+            started_at: call.started_at,
+            ended_at: call.ended_at,
+            duration_seconds,
+            ended_reason: call.ended_reason.clone(),
+            cost: call.cost,
+        }
+    }
+}
+
 fn digest(body: &[u8]) -> String {
     hex::encode(&Sha256::digest(body)[..12])
 }

@@ -8,18 +8,30 @@ use apalis_postgres::{Config as QueueConfig, PostgresStorage};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::jobs::{self, Deps, Job, JobError, meter_call::MeterCall, prune_jobs::PruneJobs};
+use crate::jobs::{
+    Deps, Job, JobError, meter_call::MeterCall, notify_discord::NotifyDiscord,
+    prune_jobs::PruneJobs, solar_ocr_scan::SolarOcrScan, water_lookup::WaterLookup,
+};
 
 /// Runs every job kind until `shutdown` turns true, then lets in-flight jobs finish.
 pub async fn run(deps: Deps, shutdown: watch::Receiver<bool>) {
     tokio::join!(
         supervise::<MeterCall>(deps.clone(), shutdown.clone()),
+        supervise::<SolarOcrScan>(deps.clone(), shutdown.clone()),
+        supervise::<WaterLookup>(deps.clone(), shutdown.clone()),
+        supervise::<NotifyDiscord>(deps.clone(), shutdown.clone()),
         supervise::<PruneJobs>(deps.clone(), shutdown.clone()),
     );
 }
 
 /// The queue names of every registered job kind (checked against `jobs/README.md` in tests).
-pub const QUEUES: &[&str] = &[MeterCall::QUEUE, PruneJobs::QUEUE];
+pub const QUEUES: &[&str] = &[
+    MeterCall::QUEUE,
+    SolarOcrScan::QUEUE,
+    WaterLookup::QUEUE,
+    NotifyDiscord::QUEUE,
+    PruneJobs::QUEUE,
+];
 
 /// Keeps one worker for `J` alive. apalis ends `worker.run()` on the first database error and its
 /// own monitor restarts at once under the same name; here each restart waits (1 s doubling to
@@ -116,10 +128,12 @@ async fn handle<J: Job>(
             tracing::warn!(job.id = %job_id, queue = J::QUEUE, %reason, "job failed permanently");
             Err(AbortError::new(reason).into())
         }
-        Err(JobError::Transient(reason)) => {
+        Err(error) => {
             // apalis counts the run in progress: the first run sees attempt 1.
-            let wait = jobs::backoff(attempt.current().saturating_sub(1));
-            if let Err(e) = jobs::defer(&deps.pool, &job_id, wait).await {
+            let base = deps.config.worker.backoff_base;
+            let wait = error.retry_wait(attempt.current().saturating_sub(1), base);
+            let reason = error.to_string();
+            if let Err(e) = crate::jobs::defer(&deps.pool, &job_id, wait).await {
                 tracing::warn!(job.id = %job_id, error = %e, "could not defer the retry");
             }
             tracing::warn!(job.id = %job_id, queue = J::QUEUE, attempt = attempt.current(), ?wait, %reason, "job failed; will retry");

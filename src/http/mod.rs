@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod error;
 pub mod routing;
+pub mod tool_calls;
+pub mod tool_results;
 pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
@@ -29,6 +31,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub auth: Arc<auth::VapiAuth>,
     pub routing: Arc<routing::RoutingCache>,
+    pub tool_results: Arc<tool_results::ToolResults>,
 }
 
 impl AppState {
@@ -42,6 +45,7 @@ impl AppState {
             config,
             auth,
             routing: Arc::default(),
+            tool_results: Arc::default(),
         }
     }
 }
@@ -93,6 +97,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "web listening");
+    tokio::spawn(
+        state
+            .tool_results
+            .clone()
+            .listen(state.pool.clone(), shutdown.clone()),
+    );
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -5,14 +5,13 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
-use crate::store::agents;
+use crate::store::agents::{self, Agent};
 
 /// How long a routing answer is trusted.
 pub const ROUTING_TTL: Duration = Duration::from_secs(2);
@@ -20,9 +19,12 @@ pub const ROUTING_TTL: Duration = Duration::from_secs(2);
 /// stranger sending random phone number ids).
 const MAX_ENTRIES: usize = 10_000;
 
+/// When the answer was read, and the agent (or `None`: no agent owns the number).
+type Entry = (Instant, Option<Arc<Agent>>);
+
 #[derive(Default)]
 pub struct RoutingCache {
-    entries: Mutex<HashMap<String, (Instant, Option<Uuid>)>>,
+    entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl RoutingCache {
@@ -31,26 +33,26 @@ impl RoutingCache {
         &self,
         pool: &PgPool,
         phone_number_id: &str,
-    ) -> Result<Option<Uuid>, sqlx::Error> {
+    ) -> Result<Option<Arc<Agent>>, sqlx::Error> {
         if let Some(hit) = self.cached(phone_number_id) {
             return Ok(hit);
         }
         let mut conn = pool.acquire().await?;
         let agent = agents::find_by_phone_number_id(&mut conn, phone_number_id)
             .await?
-            .map(|a| a.id);
+            .map(Arc::new);
         if let Ok(mut map) = self.entries.lock() {
             if map.len() >= MAX_ENTRIES {
                 map.clear();
             }
-            map.insert(phone_number_id.to_string(), (Instant::now(), agent));
+            map.insert(phone_number_id.to_string(), (Instant::now(), agent.clone()));
         }
         Ok(agent)
     }
 
-    fn cached(&self, phone_number_id: &str) -> Option<Option<Uuid>> {
+    fn cached(&self, phone_number_id: &str) -> Option<Option<Arc<Agent>>> {
         let map = self.entries.lock().ok()?;
         let (at, agent) = map.get(phone_number_id)?;
-        (at.elapsed() < ROUTING_TTL).then_some(*agent)
+        (at.elapsed() < ROUTING_TTL).then(|| agent.clone())
     }
 }

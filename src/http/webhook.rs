@@ -1,6 +1,8 @@
 //! `POST /vapi/webhook`: authenticate the raw bytes, then store the message and enqueue its jobs
 //! in one transaction, then answer. A redelivery answers 2xx and changes nothing.
 
+use std::sync::Arc;
+
 use axum::{
     Json,
     body::Bytes,
@@ -9,12 +11,15 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
-use super::{AppState, error::ApiError};
+use super::{AppState, error::ApiError, tool_calls};
 use crate::{
-    jobs::{self, meter_call::MeterCall},
+    assistant,
+    jobs::{self, meter_call::MeterCall, notify_discord::NotifyDiscord},
     store::{
-        calls,
+        agents::Agent,
+        calls, leads,
         webhook_events::{self, NewEvent, Routing},
     },
     vapi::{EnvelopeIn, MessageIn},
@@ -31,7 +36,7 @@ pub async fn vapi_webhook(
         return Err(ApiError::unauthorized());
     }
     check_content_type(&headers)?;
-    // One parse: syntax errors are `invalid_json`, a wrong shape is `invalid_message`.
+    // One typed parse: syntax errors are `invalid_json`, a wrong shape is `invalid_message`.
     let envelope: EnvelopeIn = serde_json::from_slice(&body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             ApiError::bad_json(e)
@@ -42,7 +47,12 @@ pub async fn vapi_webhook(
     // Valid JSON, so valid UTF-8: stored as received.
     let raw = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_json", "request body is not UTF-8"))?;
-    let answer = ingest(&app, &envelope.message, raw).await?;
+    let msg = &envelope.message;
+    let answer = match msg.kind.as_str() {
+        "assistant-request" => assistant_request(&app, msg, raw).await?,
+        "tool-calls" | "function-call" => tool_calls::answer(&app, msg, raw).await?,
+        _ => ingest(&app, msg, raw).await?,
+    };
     Ok(Json(answer).into_response())
 }
 
@@ -64,7 +74,106 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Stores the message (once) and does what its type asks, all in one transaction.
+/// The agent owning the message's phone number, and how the message is routed.
+pub async fn route(
+    app: &AppState,
+    msg: &MessageIn,
+) -> Result<(Routing, Option<Arc<Agent>>), ApiError> {
+    let Some(phone_number_id) = msg.phone_number_id() else {
+        return Ok((Routing::NoCall, None));
+    };
+    // The lookup is a fixed, valid query: any failure is the database being unreachable.
+    let agent = app
+        .routing
+        .agent_for(&app.pool, phone_number_id)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let routing = if agent.is_some() {
+        Routing::Routed
+    } else {
+        Routing::Unroutable
+    };
+    if agent.is_none() {
+        tracing::warn!(message.type = %msg.kind, phone_number_id, "no agent owns this phone number");
+    }
+    Ok((routing, agent))
+}
+
+/// Stores the message once; `Some(event id)` only the first time.
+pub async fn record(
+    tx: &mut PgConnection,
+    agent: Option<&Agent>,
+    routing: Routing,
+    msg: &MessageIn,
+    raw: &str,
+) -> Result<Option<i64>, ApiError> {
+    let dedupe_key = msg.dedupe_key(raw.as_bytes());
+    let id = webhook_events::insert_new(
+        tx,
+        &NewEvent {
+            agent_id: agent.map(|a| a.id),
+            dedupe_key: &dedupe_key,
+            message_type: &msg.kind,
+            vapi_call_id: msg.call_id(),
+            routing,
+            payload: raw,
+        },
+    )
+    .await?;
+    if id.is_none() {
+        tracing::info!(message.type = %msg.kind, %dedupe_key, "duplicate delivery");
+    }
+    Ok(id)
+}
+
+/// Finds or creates the caller's lead; a new lead is announced on Discord (when enabled).
+pub async fn caller_lead(
+    tx: &mut PgConnection,
+    app: &AppState,
+    agent: &Agent,
+    msg: &MessageIn,
+) -> Result<Option<uuid::Uuid>, ApiError> {
+    let Some(number) = msg.customer_number().filter(|n| !n.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let (lead, created) = leads::upsert_by_phone(tx, agent.id, number).await?;
+    if created && app.config.discord_enabled && agent.discord_webhook_url.is_some() {
+        let note = format!(
+            "📞 New lead for {}: {number} is calling.",
+            agent.agency_name
+        );
+        jobs::enqueue(
+            tx,
+            &NotifyDiscord {
+                agent_id: agent.id,
+                content: note,
+            },
+            None,
+        )
+        .await?;
+    }
+    Ok(Some(lead))
+}
+
+/// `assistant-request`: answered inline from memory and one short transaction (lead upsert).
+/// A redelivered request gets the same answer again: Vapi needs one to take the call.
+async fn assistant_request(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, ApiError> {
+    let (routing, agent) = route(app, msg).await?;
+    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
+    record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
+    let Some(agent) = agent.filter(|a| a.status == "active") else {
+        tx.commit().await?;
+        return Ok(json!({
+            "error": "Sorry, this number is not in service with an agency right now. Please call back later."
+        }));
+    };
+    let lead = caller_lead(&mut tx, app, &agent, msg).await?;
+    tx.commit().await?;
+    tracing::info!(agent.id = %agent.id, call.id = msg.call_id(), "assistant-request answered");
+    Ok(assistant::answer(&agent, lead, msg.customer_number()))
+}
+
+/// Every other message: store it (once) and do what its type asks, all in one transaction.
 async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, ApiError> {
     // Validate before touching the database, so bad input is a 400 and nothing is stored.
     let report = match msg.kind.as_str() {
@@ -81,44 +190,15 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
         _ => None,
     };
 
-    let phone_number_id = msg.phone_number_id();
-    let agent = match phone_number_id {
-        // The lookup is a fixed, valid query: any failure is the database being unreachable.
-        Some(id) => app
-            .routing
-            .agent_for(&app.pool, id)
-            .await
-            .map_err(ApiError::unavailable)?,
-        None => None,
-    };
+    let (routing, agent) = route(app, msg).await?;
     // Failing to even open a transaction means no usable connection, whatever the error says.
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let routing = match (phone_number_id, &agent) {
-        (_, Some(_)) => Routing::Routed,
-        (Some(_), None) => Routing::Unroutable,
-        (None, None) => Routing::NoCall,
-    };
-    let dedupe_key = msg.dedupe_key(raw.as_bytes());
-    let event_id = webhook_events::insert_new(
-        &mut tx,
-        &NewEvent {
-            agent_id: agent,
-            dedupe_key: &dedupe_key,
-            message_type: &msg.kind,
-            vapi_call_id: msg.call_id(),
-            routing,
-            payload: raw,
-        },
-    )
-    .await?;
-    let Some(event_id) = event_id else {
+    let Some(event_id) = record(&mut tx, agent.as_deref(), routing, msg, raw).await? else {
         tx.commit().await?;
-        tracing::info!(message.type = %msg.kind, %dedupe_key, "duplicate delivery ignored");
         return Ok(json!({"received": true, "duplicate": true}));
     };
     let Some(agent) = agent else {
         tx.commit().await?;
-        tracing::warn!(message.type = %msg.kind, event.id = event_id, phone_number_id, "unroutable webhook stored");
         return Ok(json!({
             "received": true,
             "routed": false,
@@ -128,9 +208,9 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
 
     match (msg.kind.as_str(), report) {
         ("end-of-call-report", Some(report)) => {
-            calls::upsert_report(&mut tx, agent, &report).await?;
+            calls::upsert_report(&mut tx, agent.id, &report).await?;
             let job = MeterCall {
-                agent_id: agent,
+                agent_id: agent.id,
                 vapi_call_id: report.vapi_call_id.clone(),
             };
             jobs::enqueue(&mut tx, &job, None).await?;
@@ -144,7 +224,7 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
             };
             calls::update_status(
                 &mut tx,
-                agent,
+                agent.id,
                 call_id,
                 msg.customer_number(),
                 status,
@@ -155,6 +235,6 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
         _ => {}
     }
     tx.commit().await?;
-    tracing::info!(agent.id = %agent, message.type = %msg.kind, event.id = event_id, call.id = msg.call_id(), "webhook stored");
+    tracing::info!(agent.id = %agent.id, message.type = %msg.kind, event.id = event_id, call.id = msg.call_id(), "webhook stored");
     Ok(json!({"received": true}))
 }

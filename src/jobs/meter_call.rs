@@ -10,6 +10,7 @@ use super::{Deps, Job, JobError};
 use crate::{
     money,
     store::{calls, pricing, usage, usage::metric},
+    vapi::CallReport,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -30,12 +31,25 @@ impl Job for MeterCall {
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         let mut tx = deps.pool.begin().await?;
-        let call = calls::find(&mut tx, self.agent_id, &self.vapi_call_id)
+        let mut call = calls::find(&mut tx, self.agent_id, &self.vapi_call_id)
             .await?
             .ok_or_else(|| JobError::Permanent(format!("call {} not found", self.vapi_call_id)))?;
+        if call.duration_seconds.is_none() {
+            // The report lacked timing: ask Vapi (outside the transaction), record, carry on.
+            tx.rollback().await?;
+            let fetched = deps.providers.vapi.get_call(&self.vapi_call_id).await?;
+            let report = CallReport::from_api(&fetched);
+            tx = deps.pool.begin().await?;
+            calls::upsert_report(&mut tx, self.agent_id, &report).await?;
+            call = calls::find(&mut tx, self.agent_id, &self.vapi_call_id)
+                .await?
+                .ok_or_else(|| {
+                    JobError::Permanent(format!("call {} not found", self.vapi_call_id))
+                })?;
+        }
         let seconds = call.duration_seconds.ok_or_else(|| {
             JobError::Permanent(format!(
-                "call {} has no duration (no startedAt/endedAt or durationSeconds)",
+                "call {} has no duration, not even from the Vapi API (not ended yet?)",
                 self.vapi_call_id
             ))
         })?;

@@ -4,8 +4,12 @@
 //! A job's `run` says at the call site which failures retry ([`JobError::Transient`]) and which
 //! stop at once with the reason stored ([`JobError::Permanent`]).
 
+pub mod effects;
 pub mod meter_call;
+pub mod notify_discord;
 pub mod prune_jobs;
+pub mod solar_ocr_scan;
+pub mod water_lookup;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -13,13 +17,28 @@ use apalis::prelude::TaskBuilder;
 use serde::{Serialize, de::DeserializeOwned};
 use sqlx::{PgConnection, PgPool};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    providers::{ProviderError, Providers},
+};
 
-/// What every job may use: the pool and the configuration.
+/// What every job may use: the pool, the configuration and the provider clients.
 #[derive(Clone)]
 pub struct Deps {
     pub pool: PgPool,
     pub config: Arc<Config>,
+    pub providers: Providers,
+}
+
+impl Deps {
+    pub fn new(pool: PgPool, config: Arc<Config>) -> Self {
+        let providers = Providers::from_config(&config);
+        Self {
+            pool,
+            config,
+            providers,
+        }
+    }
 }
 
 /// Why a job run failed, and so whether to run it again.
@@ -31,6 +50,41 @@ pub enum JobError {
     /// Retrying cannot help (bad payload, missing price); stored and not retried.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// Transient, and the other side said when to come back (`Retry-After`, `retryDelay`).
+    #[error("throttled: {reason}")]
+    Throttled {
+        reason: String,
+        retry_after: Duration,
+    },
+}
+
+impl From<ProviderError> for JobError {
+    fn from(e: ProviderError) -> Self {
+        match (&e, e.retry_after()) {
+            (ProviderError::Permanent { .. }, _) => JobError::Permanent(e.to_string()),
+            (_, Some(retry_after)) => JobError::Throttled {
+                reason: e.to_string(),
+                retry_after,
+            },
+            (_, None) => JobError::Transient(e.to_string()),
+        }
+    }
+}
+
+/// The longest wait a provider's `Retry-After` may impose on one retry.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+
+impl JobError {
+    /// How long to wait before the next attempt, given the attempt just failed (0-based).
+    pub fn retry_wait(&self, attempt: usize, base: Duration) -> Duration {
+        let wait = backoff(attempt, base);
+        match self {
+            JobError::Throttled { retry_after, .. } => {
+                wait.max((*retry_after).min(RETRY_AFTER_CAP))
+            }
+            _ => wait,
+        }
+    }
 }
 
 impl From<sqlx::Error> for JobError {
@@ -76,12 +130,14 @@ pub async fn enqueue_now<J: Job>(
     enqueue(&mut conn, job, idempotency_key).await
 }
 
-/// The wait before attempt `attempt + 1`: 5 s doubling to at most 30 min, with up to 20 %
-/// jitter so a burst of failures does not come back as a burst.
-pub fn backoff(attempt: usize) -> Duration {
-    let base = 5u64.saturating_mul(1u64 << attempt.min(20)).min(30 * 60);
-    let jitter_ms = rand_fraction_permille() * base * 200 / 1000;
-    Duration::from_secs(base) + Duration::from_millis(jitter_ms)
+/// The wait before attempt `attempt + 1`: `base` doubling per attempt to at most 30 min, plus up
+/// to 20 % jitter so a burst of failures does not come back as a burst.
+pub fn backoff(attempt: usize, base: Duration) -> Duration {
+    let cap_ms: u64 = 30 * 60 * 1000;
+    let base_ms = u64::try_from(base.as_millis()).unwrap_or(cap_ms);
+    let wait_ms = base_ms.saturating_mul(1u64 << attempt.min(20)).min(cap_ms);
+    let jitter_ms = rand_fraction_permille() * wait_ms / 5000;
+    Duration::from_millis(wait_ms + jitter_ms)
 }
 
 /// A cheap random number in 0..1000 (jitter needs no cryptography).
@@ -107,13 +163,26 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
-        let first = backoff(0);
+        let base = Duration::from_secs(5);
+        let first = backoff(0, base);
         assert!(
             first >= Duration::from_secs(5) && first <= Duration::from_secs(6),
             "{first:?}"
         );
-        let second = backoff(1);
+        let second = backoff(1, base);
         assert!(second >= Duration::from_secs(10) && second <= Duration::from_secs(12));
-        assert!(backoff(60) <= Duration::from_secs(36 * 60));
+        assert!(backoff(60, base) <= Duration::from_secs(36 * 60));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_a_cap() {
+        let base = Duration::from_millis(100);
+        let throttled = |secs| JobError::Throttled {
+            reason: "429".into(),
+            retry_after: Duration::from_secs(secs),
+        };
+        assert!(throttled(2).retry_wait(0, base) >= Duration::from_secs(2));
+        assert_eq!(throttled(3600).retry_wait(0, base), RETRY_AFTER_CAP);
+        assert!(JobError::Transient("x".into()).retry_wait(0, base) < Duration::from_secs(1));
     }
 }

@@ -11,19 +11,133 @@ pub struct Agent {
     pub email: String,
     pub phone_number: Option<String>,
     pub vapi_phone_number_id: Option<String>,
+    pub vapi_assistant_id: Option<String>,
+    pub discord_webhook_url: Option<String>,
+    pub greeting: Option<String>,
+    pub system_prompt: Option<String>,
     pub status: String,
 }
+
+const COLUMNS: &str =
+    "id, agency_name, email, phone_number, vapi_phone_number_id, vapi_assistant_id,
+                       discord_webhook_url, greeting, system_prompt, status";
 
 /// The agent that owns a Vapi phone number, if any.
 pub async fn find_by_phone_number_id(
     conn: &mut PgConnection,
     phone_number_id: &str,
 ) -> Result<Option<Agent>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, agency_name, email, phone_number, vapi_phone_number_id, status
-           FROM agents WHERE vapi_phone_number_id = $1",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agents WHERE vapi_phone_number_id = $1"
+    )))
     .bind(phone_number_id)
     .fetch_optional(conn)
     .await
+}
+
+/// Every agent, by agency name.
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<Agent>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agents ORDER BY agency_name, email"
+    )))
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn find(conn: &mut PgConnection, agent_id: Uuid) -> Result<Option<Agent>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agents WHERE id = $1"
+    )))
+    .bind(agent_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn find_by_email(
+    conn: &mut PgConnection,
+    email: &str,
+) -> Result<Option<Agent>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agents WHERE email = $1"
+    )))
+    .bind(email)
+    .fetch_optional(conn)
+    .await
+}
+
+/// A new agent; the email and Vapi phone number id must be unused.
+pub struct NewAgent {
+    pub agency_name: String,
+    pub email: String,
+    pub phone_number: Option<String>,
+    pub vapi_phone_number_id: Option<String>,
+    pub vapi_assistant_id: Option<String>,
+    pub discord_webhook_url: Option<String>,
+    pub greeting: Option<String>,
+    pub system_prompt: Option<String>,
+}
+
+pub async fn insert(conn: &mut PgConnection, a: &NewAgent) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO agents (agency_name, email, phone_number, vapi_phone_number_id, vapi_assistant_id,
+                             discord_webhook_url, greeting, system_prompt)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(&a.agency_name)
+    .bind(&a.email)
+    .bind(&a.phone_number)
+    .bind(&a.vapi_phone_number_id)
+    .bind(&a.vapi_assistant_id)
+    .bind(&a.discord_webhook_url)
+    .bind(&a.greeting)
+    .bind(&a.system_prompt)
+    .fetch_one(conn)
+    .await
+}
+
+/// Changes to an agent; `None` leaves a field as it is, `Some("")` clears it.
+#[derive(Default)]
+pub struct AgentChanges {
+    pub agency_name: Option<String>,
+    pub phone_number: Option<String>,
+    pub vapi_phone_number_id: Option<String>,
+    pub vapi_assistant_id: Option<String>,
+    pub discord_webhook_url: Option<String>,
+    pub greeting: Option<String>,
+    pub system_prompt: Option<String>,
+    pub status: Option<String>,
+}
+
+/// Applies `changes` to the agent with `email`; `false` when no such agent.
+pub async fn update(
+    conn: &mut PgConnection,
+    email: &str,
+    c: &AgentChanges,
+) -> Result<bool, sqlx::Error> {
+    // COALESCE keeps unchanged fields; NULLIF turns an explicit "" into NULL (cleared).
+    let rows = sqlx::query(
+        "UPDATE agents SET
+            agency_name          = COALESCE($2, agency_name),
+            phone_number         = CASE WHEN $3::text IS NULL THEN phone_number ELSE NULLIF($3, '') END,
+            vapi_phone_number_id = CASE WHEN $4::text IS NULL THEN vapi_phone_number_id ELSE NULLIF($4, '') END,
+            vapi_assistant_id    = CASE WHEN $5::text IS NULL THEN vapi_assistant_id ELSE NULLIF($5, '') END,
+            discord_webhook_url  = CASE WHEN $6::text IS NULL THEN discord_webhook_url ELSE NULLIF($6, '') END,
+            greeting             = CASE WHEN $7::text IS NULL THEN greeting ELSE NULLIF($7, '') END,
+            system_prompt        = CASE WHEN $8::text IS NULL THEN system_prompt ELSE NULLIF($8, '') END,
+            status               = COALESCE($9, status)
+          WHERE email = $1",
+    )
+    .bind(email)
+    .bind(&c.agency_name)
+    .bind(&c.phone_number)
+    .bind(&c.vapi_phone_number_id)
+    .bind(&c.vapi_assistant_id)
+    .bind(&c.discord_webhook_url)
+    .bind(&c.greeting)
+    .bind(&c.system_prompt)
+    .bind(&c.status)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(rows == 1)
 }

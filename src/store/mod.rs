@@ -3,6 +3,8 @@
 
 pub mod agents;
 pub mod calls;
+pub mod findings;
+pub mod leads;
 pub mod pricing;
 pub mod usage;
 pub mod webhook_events;

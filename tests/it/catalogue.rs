@@ -41,10 +41,10 @@ fn schedule_parses_and_names_registered_jobs() {
 #[tokio::test]
 async fn two_clocks_ticking_at_once_enqueue_one_job() {
     let db = crate::helpers::TestDb::seeded().await;
-    let deps = agent_meter::jobs::Deps {
-        pool: db.pool.clone(),
-        config: std::sync::Arc::new(crate::helpers::test_config(&[])),
-    };
+    let deps = agent_meter::jobs::Deps::new(
+        db.pool.clone(),
+        std::sync::Arc::new(crate::helpers::test_config(&[])),
+    );
     let tick = chrono::DateTime::parse_from_rfc3339("2026-11-28T11:30:00Z")
         .expect("time")
         .with_timezone(&chrono::Utc);
@@ -80,10 +80,10 @@ async fn prune_jobs_deletes_only_old_finished_jobs() {
     .execute(&db.pool)
     .await
     .expect("jobs");
-    let deps = agent_meter::jobs::Deps {
-        pool: db.pool.clone(),
-        config: std::sync::Arc::new(crate::helpers::test_config(&[])),
-    };
+    let deps = agent_meter::jobs::Deps::new(
+        db.pool.clone(),
+        std::sync::Arc::new(crate::helpers::test_config(&[])),
+    );
     use agent_meter::jobs::Job;
     agent_meter::jobs::prune_jobs::PruneJobs::default()
         .run(&deps)

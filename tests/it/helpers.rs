@@ -314,3 +314,102 @@ pub async fn serve_web_on(pool: PgPool) -> (String, watch::Sender<bool>) {
     tokio::spawn(agent_meter::http::serve(listener, state, shutdown));
     (base, stop)
 }
+
+/// Local stand-ins for every outside API, and the configuration that points the app at them.
+pub struct Mocks {
+    pub gemini: wiremock::MockServer,
+    pub arcgis: wiremock::MockServer,
+    pub vapi: wiremock::MockServer,
+    pub discord: wiremock::MockServer,
+}
+
+pub const GEMINI_PATH: &str = "/v1beta/models/gemini-test:generateContent";
+pub const ARCGIS_QUERY_PATH: &str = "/layer/0/query";
+
+impl Mocks {
+    pub async fn start() -> Mocks {
+        Mocks {
+            gemini: wiremock::MockServer::start().await,
+            arcgis: wiremock::MockServer::start().await,
+            vapi: wiremock::MockServer::start().await,
+            discord: wiremock::MockServer::start().await,
+        }
+    }
+
+    pub fn config(&self) -> Vec<(String, String)> {
+        vec![
+            ("GEMINI_BASE_URL".into(), self.gemini.uri()),
+            ("GEMINI_API_KEY".into(), "test-gemini-key".into()),
+            ("GEMINI_MODEL".into(), "gemini-test".into()),
+            (
+                "ADWR_WELLS_URL".into(),
+                format!("{}/layer/0", self.arcgis.uri()),
+            ),
+            ("VAPI_BASE_URL".into(), self.vapi.uri()),
+            ("VAPI_API_KEY".into(), "test-vapi-key".into()),
+            ("DISCORD_ENABLED".into(), "true".into()),
+            ("JOB_BACKOFF_BASE_MS".into(), "200".into()),
+        ]
+    }
+
+    /// The Discord webhook URL an agent would hold.
+    pub fn discord_url(&self) -> String {
+        format!("{}/api/webhooks/123/secret-token", self.discord.uri())
+    }
+}
+
+impl TestApp {
+    /// Web and worker on a seeded database, every provider pointed at `mocks`.
+    pub async fn spawn_with_mocks(mocks: &Mocks, extra: &[(&str, &str)]) -> TestApp {
+        let mut vars = mocks.config();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let borrowed: Vec<(&str, &str)> =
+            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::spawn_with(
+            Roles {
+                web: true,
+                worker: true,
+                clock: false,
+            },
+            &borrowed,
+        )
+        .await
+    }
+}
+
+/// Gemini's answer for a roof with 18 owned panels.
+pub fn gemini_solar_answer() -> Value {
+    let finding = json!({"has_solar": true, "panel_count": 18, "ownership": "owned",
+                         "installer": "SunPower", "confidence": 0.93});
+    json!({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": finding.to_string()}]},
+                        "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 1290, "candidatesTokenCount": 40, "totalTokenCount": 1330},
+        "modelVersion": "gemini-test"
+    })
+}
+
+/// One ArcGIS feature (a well) near Flagstaff.
+pub fn well(id: u64, lat: f64, lon: f64) -> Value {
+    json!({"attributes": {"REGISTRY_ID": id, "OWNER_NAME": "SMITH", "WELL_DEPTH": 420,
+                          "WATER_LEVEL": 260, "WATER_USE": "DOMESTIC", "INSTALLED": 946684800000i64,
+                          "WELL_CANCELLED": "N"},
+           "geometry": {"x": lon, "y": lat}})
+}
+
+/// A `tool-calls` message from a caller on `phone_number_id`.
+pub fn tool_calls(call_id: &str, phone_number_id: &str, calls: Value) -> Value {
+    json!({"message": {
+        "type": "tool-calls",
+        "call": {"id": call_id, "phoneNumberId": phone_number_id, "customer": {"number": "+16025550199"}},
+        "toolCallList": calls
+    }})
+}
+
+/// An `assistant-request` from `caller` to `phone_number_id`.
+pub fn assistant_request(call_id: &str, phone_number_id: &str, caller: &str) -> Value {
+    json!({"message": {
+        "type": "assistant-request",
+        "call": {"id": call_id, "phoneNumberId": phone_number_id, "customer": {"number": caller}}
+    }})
+}

@@ -3,8 +3,10 @@
 
 mod helpers;
 
+mod calls;
 mod catalogue;
 mod cli;
+mod providers;
 mod reliability;
 mod schema;
 mod webhook;

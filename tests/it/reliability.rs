@@ -30,10 +30,7 @@ async fn jobs_of_a_dead_worker_are_rescued_after_the_orphan_window() {
 
     let config = app.config.clone();
     assert_eq!(config.worker.orphan_window(), Duration::from_secs(4));
-    let deps = agent_meter::jobs::Deps {
-        pool: app.db.pool.clone(),
-        config,
-    };
+    let deps = agent_meter::jobs::Deps::new(app.db.pool.clone(), config);
     let (stop, shutdown) = watch::channel(false);
     let started = tokio::time::Instant::now();
     let w = tokio::spawn(agent_meter::worker::supervise::<

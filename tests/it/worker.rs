@@ -219,10 +219,7 @@ async fn test_deps() -> (TestDb, Deps) {
         .execute(&db.pool)
         .await
         .expect("test table");
-    let deps = Deps {
-        pool: db.pool.clone(),
-        config: Arc::new(test_config(&[])),
-    };
+    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
     (db, deps)
 }
 
@@ -283,7 +280,7 @@ async fn a_transient_failure_is_retried_after_a_real_persisted_backoff() {
 #[tokio::test]
 async fn each_worker_start_takes_a_new_name() {
     let (db, deps) = test_deps().await;
-    for _ in 0..2 {
+    for started in 1..=2i64 {
         let (stop, shutdown) = watch::channel(false);
         let w = tokio::spawn(worker::supervise::<Slow>(deps.clone(), shutdown));
         eventually(10, "the worker to register", || async {
@@ -293,7 +290,7 @@ async fn each_worker_start_takes_a_new_name() {
             .fetch_one(&db.pool)
             .await
             .expect("query");
-            (n >= 1).then_some(())
+            (n >= started).then_some(())
         })
         .await;
         stop.send(true).expect("stop");

@@ -1,0 +1,169 @@
+//! `agent-meter agents ...`: list, add and change agents (tenants), including their greeting and
+//! system prompt (the per-agent persona the assistant-request answer uses).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use sqlx::PgPool;
+
+use crate::store::agents::{self, AgentChanges, NewAgent};
+
+#[derive(Subcommand)]
+pub enum AgentsCommand {
+    /// Show every agent (a table, or JSON with --json).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an agent.
+    Add(AddArgs),
+    /// Change an agent, found by email. An empty value ("") clears a field.
+    Set(SetArgs),
+}
+
+#[derive(Args)]
+pub struct AddArgs {
+    /// The agency's name, as callers hear it.
+    #[arg(long)]
+    pub agency_name: String,
+    /// Unique login/contact email.
+    #[arg(long)]
+    pub email: String,
+    /// The agency's phone number (E.164, e.g. +19285550106).
+    #[arg(long)]
+    pub phone_number: Option<String>,
+    /// Vapi's id of that phone number (routes calls to this agent).
+    #[arg(long)]
+    pub vapi_phone_number_id: Option<String>,
+    #[command(flatten)]
+    pub persona: PersonaArgs,
+}
+
+#[derive(Args)]
+pub struct SetArgs {
+    /// The agent's email.
+    pub email: String,
+    #[arg(long)]
+    pub agency_name: Option<String>,
+    #[arg(long)]
+    pub phone_number: Option<String>,
+    #[arg(long)]
+    pub vapi_phone_number_id: Option<String>,
+    /// active, paused or cancelled.
+    #[arg(long, value_parser = ["active", "paused", "cancelled"])]
+    pub status: Option<String>,
+    #[command(flatten)]
+    pub persona: PersonaArgs,
+}
+
+#[derive(Args)]
+pub struct PersonaArgs {
+    /// The first sentence callers hear.
+    #[arg(long)]
+    pub greeting: Option<String>,
+    /// A file holding the agent's system prompt ({agency_name} is filled in).
+    #[arg(long)]
+    pub system_prompt_file: Option<PathBuf>,
+    /// Use this Vapi assistant (with per-call overrides) instead of a transient one.
+    #[arg(long)]
+    pub vapi_assistant_id: Option<String>,
+    /// The agent's Discord webhook for notes on leads and findings.
+    #[arg(long)]
+    pub discord_webhook_url: Option<String>,
+}
+
+impl PersonaArgs {
+    fn system_prompt(&self) -> anyhow::Result<Option<String>> {
+        self.system_prompt_file
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
+            .transpose()
+    }
+}
+
+pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    match command {
+        AgentsCommand::List { json } => {
+            let list = agents::list(&mut conn).await?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!({
+                            "id": a.id, "agency_name": a.agency_name, "email": a.email,
+                            "phone_number": a.phone_number, "vapi_phone_number_id": a.vapi_phone_number_id,
+                            "vapi_assistant_id": a.vapi_assistant_id, "status": a.status,
+                            "greeting": a.greeting, "has_system_prompt": a.system_prompt.is_some(),
+                            "has_discord": a.discord_webhook_url.is_some(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<30} {:<32} {:<14} {:<26} {:<9} PERSONA",
+                    "AGENCY", "EMAIL", "PHONE", "VAPI PHONE ID", "STATUS"
+                );
+                for a in &list {
+                    let persona = match (&a.vapi_assistant_id, &a.system_prompt) {
+                        (Some(id), _) => format!("assistant {id}"),
+                        (None, Some(_)) => "own prompt".to_string(),
+                        (None, None) => "default".to_string(),
+                    };
+                    println!(
+                        "{:<30} {:<32} {:<14} {:<26} {:<9} {}",
+                        a.agency_name,
+                        a.email,
+                        a.phone_number.as_deref().unwrap_or("-"),
+                        a.vapi_phone_number_id.as_deref().unwrap_or("-"),
+                        a.status,
+                        persona
+                    );
+                }
+            }
+        }
+        AgentsCommand::Add(a) => {
+            let new = NewAgent {
+                system_prompt: a.persona.system_prompt()?,
+                agency_name: a.agency_name,
+                email: a.email,
+                phone_number: a.phone_number,
+                vapi_phone_number_id: a.vapi_phone_number_id,
+                vapi_assistant_id: a.persona.vapi_assistant_id,
+                discord_webhook_url: a.persona.discord_webhook_url,
+                greeting: a.persona.greeting,
+            };
+            match agents::insert(&mut conn, &new).await {
+                Ok(id) => println!("added agent {id} ({})", new.email),
+                Err(e) if crate::store::is_unique_violation(&e) => {
+                    anyhow::bail!("an agent with that email or Vapi phone number id already exists")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        AgentsCommand::Set(s) => {
+            let changes = AgentChanges {
+                system_prompt: s.persona.system_prompt()?,
+                agency_name: s.agency_name,
+                phone_number: s.phone_number,
+                vapi_phone_number_id: s.vapi_phone_number_id,
+                vapi_assistant_id: s.persona.vapi_assistant_id,
+                discord_webhook_url: s.persona.discord_webhook_url,
+                greeting: s.persona.greeting,
+                status: s.status,
+            };
+            match agents::update(&mut conn, &s.email, &changes).await {
+                Ok(true) => println!("updated {}", s.email),
+                Ok(false) => anyhow::bail!("no agent with email {}", s.email),
+                Err(e) if crate::store::is_unique_violation(&e) => {
+                    anyhow::bail!("that Vapi phone number id belongs to another agent")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}

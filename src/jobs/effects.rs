@@ -1,0 +1,79 @@
+//! The tail every billable tool job shares: price, meter once, announce, wake the webhook.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Deps, JobError, notify_discord::NotifyDiscord};
+use crate::store::{pricing, usage};
+
+/// The LISTEN/NOTIFY channel on which finished tool calls are announced (payload: the id).
+pub const TOOL_RESULTS_CHANNEL: &str = "agent_meter_tool_results";
+
+/// The business key of everything a tool call causes (finding, usage row).
+pub fn tool_call_key(tool_call_id: &str) -> String {
+    format!("tool_call:{tool_call_id}")
+}
+
+pub struct Metered<'a> {
+    pub agent_id: Uuid,
+    pub metric: &'a str,
+    pub key: &'a str,
+    pub occurred_at: DateTime<Utc>,
+    pub provider_cost_usd: Option<Decimal>,
+    pub metadata: serde_json::Value,
+    /// Posted to the agent's Discord once, when the usage row is first written.
+    pub discord_note: Option<String>,
+    /// Woken on commit, so a webhook waiting on this tool call can answer with the finding.
+    pub tool_call_id: Option<&'a str>,
+}
+
+/// Writes the usage row at the price in force (once per key) on the caller's transaction.
+/// Returns whether this run wrote it. No price in force is permanent: ops fix prices, then re-run.
+pub async fn meter_and_announce(
+    tx: &mut PgConnection,
+    deps: &Deps,
+    m: Metered<'_>,
+) -> Result<bool, JobError> {
+    let tz = deps.config.billing_timezone;
+    let price = pricing::price_at(tx, m.agent_id, m.metric, m.occurred_at, tz)
+        .await?
+        .ok_or_else(|| {
+            JobError::Permanent(format!(
+                "no {} price in force on {} ({tz})",
+                m.metric,
+                m.occurred_at.with_timezone(&tz).date_naive()
+            ))
+        })?;
+    let mut metadata = m.metadata;
+    if let Some(obj) = metadata.as_object_mut() {
+        obj.insert("pricing_config_id".into(), price.id.into());
+    }
+    let written = usage::insert_once(
+        tx,
+        &usage::NewUsage {
+            agent_id: m.agent_id,
+            metric_type: m.metric,
+            quantity: Decimal::ONE,
+            unit_price_usd: price.unit_price_usd,
+            provider_cost_usd: m.provider_cost_usd,
+            occurred_at: m.occurred_at,
+            idempotency_key: m.key,
+            metadata,
+        },
+    )
+    .await?;
+    if written && let Some(note) = m.discord_note {
+        NotifyDiscord::enqueue_if_enabled(tx, deps, m.agent_id, note).await?;
+    }
+    if let Some(id) = m.tool_call_id {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(TOOL_RESULTS_CHANNEL)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tracing::info!(agent.id = %m.agent_id, metric = m.metric, key = m.key, written, "metered");
+    Ok(written)
+}

@@ -1,0 +1,168 @@
+//! `solar_ocr_scan`: a property photo or document through Gemini Vision, one `solar_ocr_scan`
+//! usage row per tool call (key `tool_call:{id}`).
+//!
+//! Steps: reuse a saved answer if a previous run paid for one; else fetch the image (size-capped)
+//! and ask Gemini; save the answer (committed on its own, before anything else can fail); then,
+//! in one transaction, update the property, tag the lead, meter, queue the Discord note and wake
+//! the webhook waiting for this tool call.
+
+use base64::Engine as _;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Deps, Job, JobError, effects};
+use crate::{
+    providers::{self, gemini::SolarScan},
+    store::{findings, leads, usage::metric},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SolarOcrScan {
+    pub agent_id: Uuid,
+    pub lead_id: Option<Uuid>,
+    pub tool_call_id: String,
+    pub image_url: Option<String>,
+    pub image_base64: Option<String>,
+    pub mime_type: Option<String>,
+    pub address: Option<String>,
+}
+
+impl SolarOcrScan {
+    pub fn idempotency_key(&self) -> String {
+        effects::tool_call_key(&self.tool_call_id)
+    }
+
+    async fn image(&self, deps: &Deps) -> Result<(Vec<u8>, String), JobError> {
+        if let Some(data) = self.image_base64.as_deref().filter(|d| !d.is_empty()) {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| JobError::Permanent(format!("image_base64 is not base64: {e}")))?;
+            if bytes.len() > deps.config.image_max_bytes {
+                return Err(JobError::Permanent("image exceeds IMAGE_MAX_BYTES".into()));
+            }
+            let mime = self
+                .mime_type
+                .clone()
+                .unwrap_or_else(|| "image/jpeg".into());
+            return Ok((bytes, mime));
+        }
+        let url = self
+            .image_url
+            .as_deref()
+            .ok_or_else(|| JobError::Permanent("no image_url or image_base64".into()))?;
+        Ok(providers::fetch_image(&deps.providers.http, url, deps.config.image_max_bytes).await?)
+    }
+
+    /// Gemini's cost for this scan, when token prices are configured.
+    fn provider_cost(scan: &SolarScan, deps: &Deps) -> Option<Decimal> {
+        let (input, output) = deps.config.gemini_usd_per_mtok?;
+        let million = Decimal::from(1_000_000);
+        Some(
+            (Decimal::from(scan.usage.prompt_tokens) * input
+                + Decimal::from(scan.usage.candidates_tokens) * output)
+                / million,
+        )
+    }
+}
+
+impl Job for SolarOcrScan {
+    const QUEUE: &'static str = "solar_ocr_scan";
+    const MAX_ATTEMPTS: usize = 8;
+
+    async fn run(self, deps: &Deps) -> Result<(), JobError> {
+        let key = self.idempotency_key();
+        let mut conn = deps.pool.acquire().await?;
+        let saved = findings::find(&mut conn, self.agent_id, findings::SOLAR, &key).await?;
+        drop(conn);
+        let finding = match saved {
+            Some(f) => f,
+            None => {
+                let (image, mime) = self.image(deps).await?;
+                let scan = deps
+                    .providers
+                    .gemini
+                    .scan_solar(&image, &mime, self.address.as_deref())
+                    .await?;
+                let mut tx = deps.pool.begin().await?;
+                let property = leads::property_for(
+                    &mut tx,
+                    self.agent_id,
+                    self.lead_id,
+                    self.address.as_deref(),
+                )
+                .await?;
+                let f = findings::save_once(
+                    &mut tx,
+                    &findings::NewFinding {
+                        agent_id: self.agent_id,
+                        lead_id: self.lead_id,
+                        property_id: property,
+                        kind: findings::SOLAR,
+                        idempotency_key: &key,
+                        result: json!({"scan": scan, "address": self.address}),
+                    },
+                )
+                .await?;
+                tx.commit().await?;
+                f
+            }
+        };
+        let scan: SolarScan = serde_json::from_value(finding.result["scan"].clone())
+            .map_err(|e| JobError::Permanent(format!("saved solar finding is unreadable: {e}")))?;
+        let has_solar = scan.finding.has_solar;
+
+        let mut tx = deps.pool.begin().await?;
+        if let Some(property) = finding.property_id {
+            leads::update_property(&mut tx, self.agent_id, property, Some(has_solar), None).await?;
+        }
+        if let (true, Some(lead)) = (has_solar, finding.lead_id) {
+            leads::tag(&mut tx, self.agent_id, lead, "solar").await?;
+        }
+        let note = format!("☀️ Solar check: {}", describe(&scan));
+        effects::meter_and_announce(
+            &mut tx,
+            deps,
+            effects::Metered {
+                agent_id: self.agent_id,
+                metric: metric::SOLAR_OCR_SCAN,
+                key: &key,
+                occurred_at: finding.created_at,
+                provider_cost_usd: Self::provider_cost(&scan, deps),
+                metadata: json!({"tool_call_id": self.tool_call_id, "risk_assessment_id": finding.id,
+                                 "has_solar": has_solar, "tokens": scan.usage}),
+                discord_note: Some(note),
+                tool_call_id: Some(&self.tool_call_id),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// What the assistant says about a solar finding.
+pub fn describe(scan: &SolarScan) -> String {
+    let f = &scan.finding;
+    if !f.has_solar {
+        return format!("no solar panels found (confidence {:.2})", f.confidence);
+    }
+    let panels = f
+        .panel_count
+        .map(|n| format!("{n} panels"))
+        .unwrap_or_else(|| "panels".into());
+    let ownership = serde_json::to_value(f.ownership)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    let installer = f
+        .installer
+        .as_deref()
+        .map(|i| format!(", installer {i}"))
+        .unwrap_or_default();
+    format!(
+        "solar found: {panels}, ownership {ownership}{installer} (confidence {:.2})",
+        f.confidence
+    )
+}

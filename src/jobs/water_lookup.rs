@@ -1,0 +1,139 @@
+//! `water_lookup`: registered wells near the property from the ADWR well registry (ArcGIS), one
+//! `water_lookup` usage row per tool call (price 0.00, still metered; key `tool_call:{id}`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Deps, Job, JobError, effects};
+use crate::{
+    providers::arcgis::{self, WaterSummary},
+    store::{findings, leads, usage::metric},
+};
+
+/// A registered well this close is taken as the property's own water source.
+const OWN_WELL_WITHIN_M: f64 = 150.0;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WaterLookup {
+    pub agent_id: Uuid,
+    pub lead_id: Option<Uuid>,
+    pub tool_call_id: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub radius_m: u32,
+    pub address: Option<String>,
+}
+
+impl WaterLookup {
+    pub fn idempotency_key(&self) -> String {
+        effects::tool_call_key(&self.tool_call_id)
+    }
+}
+
+impl Job for WaterLookup {
+    const QUEUE: &'static str = "water_lookup";
+    const MAX_ATTEMPTS: usize = 8;
+
+    async fn run(self, deps: &Deps) -> Result<(), JobError> {
+        let key = self.idempotency_key();
+        let mut conn = deps.pool.acquire().await?;
+        let saved = findings::find(&mut conn, self.agent_id, findings::WATER, &key).await?;
+        drop(conn);
+        let finding = match saved {
+            Some(f) => f,
+            None => {
+                let wells = deps
+                    .providers
+                    .arcgis
+                    .wells_near(self.latitude, self.longitude, self.radius_m)
+                    .await?;
+                let summary = arcgis::summarize(&wells, self.latitude, self.longitude);
+                let mut tx = deps.pool.begin().await?;
+                let property = leads::property_for(
+                    &mut tx,
+                    self.agent_id,
+                    self.lead_id,
+                    self.address.as_deref(),
+                )
+                .await?;
+                let f = findings::save_once(
+                    &mut tx,
+                    &findings::NewFinding {
+                        agent_id: self.agent_id,
+                        lead_id: self.lead_id,
+                        property_id: property,
+                        kind: findings::WATER,
+                        idempotency_key: &key,
+                        result: json!({"summary": summary, "latitude": self.latitude,
+                                       "longitude": self.longitude, "radius_m": self.radius_m,
+                                       "address": self.address}),
+                    },
+                )
+                .await?;
+                tx.commit().await?;
+                f
+            }
+        };
+        let summary: WaterSummary = serde_json::from_value(finding.result["summary"].clone())
+            .map_err(|e| JobError::Permanent(format!("saved water finding is unreadable: {e}")))?;
+
+        let mut tx = deps.pool.begin().await?;
+        if let Some(property) = finding.property_id {
+            leads::update_property(
+                &mut tx,
+                self.agent_id,
+                property,
+                None,
+                Some(water_source(&summary)),
+            )
+            .await?;
+        }
+        effects::meter_and_announce(
+            &mut tx,
+            deps,
+            effects::Metered {
+                agent_id: self.agent_id,
+                metric: metric::WATER_LOOKUP,
+                key: &key,
+                occurred_at: finding.created_at,
+                provider_cost_usd: None,
+                metadata: json!({"tool_call_id": self.tool_call_id, "risk_assessment_id": finding.id,
+                                 "well_count": summary.well_count}),
+                discord_note: Some(format!("💧 Water check: {}", describe(&summary, self.radius_m))),
+                tool_call_id: Some(&self.tool_call_id),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The property's water source as far as the registry tells.
+pub fn water_source(summary: &WaterSummary) -> &'static str {
+    match &summary.nearest {
+        Some(n) if n.distance_m <= OWN_WELL_WITHIN_M => "private_well",
+        _ => "no_registered_well",
+    }
+}
+
+/// What the assistant says about a water finding.
+pub fn describe(summary: &WaterSummary, radius_m: u32) -> String {
+    let Some(n) = &summary.nearest else {
+        return format!("no registered wells within {radius_m} m");
+    };
+    let opt = |v: &Option<rust_decimal::Decimal>| {
+        v.map(|d| format!("{d} ft"))
+            .unwrap_or_else(|| "unknown".into())
+    };
+    format!(
+        "{} registered well(s) within {radius_m} m; nearest {} at {:.0} m, depth {}, water level {}, use {}",
+        summary.well_count,
+        n.registry_id.as_deref().unwrap_or("(no id)"),
+        n.distance_m,
+        opt(&n.well_depth_ft),
+        opt(&n.water_level_ft),
+        n.water_use.as_deref().unwrap_or("unknown"),
+    )
+}

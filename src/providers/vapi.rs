@@ -1,0 +1,195 @@
+//! The Vapi REST API for the daily reconciliation: one call by id, or every call of a phone
+//! number created in a time window. Costs are read exactly, never through `f64`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, de::DeserializeOwned};
+
+use super::{CircuitBreaker, ProviderError, classify_reqwest, read_limited, status_error};
+use crate::config::Secret;
+
+/// The provider name in errors.
+pub const PROVIDER: &str = "vapi";
+/// Calls asked for per `GET /call` page (Vapi's maximum).
+pub const PAGE_LIMIT: usize = 1000;
+/// Pages followed before giving up (a million calls in one window is not a real tenant).
+const MAX_PAGES: usize = 1000;
+/// A page of 1000 full call objects (transcripts, messages) can be large.
+const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A call as `GET /call` and `GET /call/{id}` return it (the fields we use).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallOut {
+    pub id: String,
+    #[serde(default)]
+    pub phone_number_id: Option<String>,
+    #[serde(default)]
+    pub customer: Option<CustomerOut>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub ended_reason: Option<String>,
+    /// USD, exact.
+    #[serde(default, with = "rust_decimal::serde::arbitrary_precision_option")]
+    pub cost: Option<Decimal>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// The caller.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CustomerOut {
+    #[serde(default)]
+    pub number: Option<String>,
+}
+
+/// The Vapi REST client; cheap to share behind an `Arc`.
+pub struct VapiClient {
+    base_url: String,
+    api_key: Option<Secret>,
+    http: reqwest::Client,
+    breaker: CircuitBreaker,
+}
+
+impl VapiClient {
+    /// `base_url` like `https://api.vapi.ai`. A missing key makes every call fail permanently.
+    pub fn new(
+        base_url: String,
+        api_key: Option<Secret>,
+        http: reqwest::Client,
+        breaker: CircuitBreaker,
+    ) -> Self {
+        Self {
+            base_url,
+            api_key,
+            http,
+            breaker,
+        }
+    }
+
+    /// `GET /call/{id}`; 404 is permanent.
+    pub async fn get_call(&self, id: &str) -> Result<CallOut, ProviderError> {
+        if id.trim().is_empty() {
+            return Err(ProviderError::permanent(PROVIDER, "empty call id"));
+        }
+        let url = self.url(&["call", id])?;
+        self.get_json(url, &[]).await
+    }
+
+    /// `GET /call?phoneNumberId=..&createdAtGe=..&createdAtLt=..&limit=1000` (a bare JSON
+    /// array). Pages by narrowing `createdAtLt` to just after the oldest `createdAt` seen (one
+    /// millisecond later, so calls sharing that instant are not skipped) until a page is short;
+    /// deduplicates by id; returns the calls oldest first. Assumes Vapi lists newest first.
+    pub async fn list_calls(
+        &self,
+        phone_number_id: &str,
+        created_at_ge: DateTime<Utc>,
+        created_at_lt: DateTime<Utc>,
+    ) -> Result<Vec<CallOut>, ProviderError> {
+        let url = self.url(&["call"])?;
+        let mut seen: HashMap<String, CallOut> = HashMap::new();
+        let mut lt = created_at_lt;
+        for _ in 0..MAX_PAGES {
+            if lt <= created_at_ge {
+                break;
+            }
+            let query = [
+                ("phoneNumberId", phone_number_id.to_string()),
+                ("createdAtGe", timestamp(created_at_ge)),
+                ("createdAtLt", timestamp(lt)),
+                ("limit", PAGE_LIMIT.to_string()),
+            ];
+            let page: Vec<CallOut> = self.get_json(url.clone(), &query).await?;
+            let full = page.len() >= PAGE_LIMIT;
+            let oldest = page.iter().filter_map(|c| c.created_at).min();
+            for call in page {
+                seen.entry(call.id.clone()).or_insert(call);
+            }
+            if !full {
+                return Ok(oldest_first(seen));
+            }
+            let next = oldest
+                .ok_or_else(|| {
+                    ProviderError::permanent(PROVIDER, "cannot page: calls lack createdAt")
+                })?
+                .checked_add_signed(TimeDelta::milliseconds(1))
+                .unwrap_or(lt);
+            if next >= lt {
+                return Err(ProviderError::permanent(
+                    PROVIDER,
+                    format!("cannot page: {PAGE_LIMIT} calls created within one millisecond"),
+                ));
+            }
+            lt = next;
+        }
+        if lt <= created_at_ge {
+            return Ok(oldest_first(seen));
+        }
+        Err(ProviderError::permanent(
+            PROVIDER,
+            format!("more than {MAX_PAGES} pages of calls; narrow the window"),
+        ))
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<reqwest::Url, ProviderError> {
+        let mut url = reqwest::Url::parse(&self.base_url)
+            .map_err(|e| ProviderError::permanent(PROVIDER, format!("invalid base URL: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|()| ProviderError::permanent(PROVIDER, "invalid base URL"))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: reqwest::Url,
+        query: &[(&str, String)],
+    ) -> Result<T, ProviderError> {
+        let Some(key) = &self.api_key else {
+            return Err(ProviderError::permanent(
+                PROVIDER,
+                "API key not configured (VAPI_API_KEY)",
+            ));
+        };
+        self.breaker.check()?;
+        let result = async {
+            let response = self
+                .http
+                .get(url)
+                .query(query)
+                .bearer_auth(key.expose())
+                .send()
+                .await
+                .map_err(|e| classify_reqwest(PROVIDER, e))?;
+            if !response.status().is_success() {
+                return Err(status_error(PROVIDER, response).await);
+            }
+            let body = read_limited(PROVIDER, response, MAX_PAGE_BYTES).await?;
+            serde_json::from_slice(&body)
+                .map_err(|e| ProviderError::permanent(PROVIDER, format!("malformed response: {e}")))
+        }
+        .await;
+        self.breaker.record(&result);
+        result
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn oldest_first(calls: HashMap<String, CallOut>) -> Vec<CallOut> {
+    let mut calls: Vec<CallOut> = calls.into_values().collect();
+    calls.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    calls
+}

@@ -1,0 +1,660 @@
+//! The call flow: assistant-request, tool calls through Gemini and ArcGIS, Discord, metering.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{header, method, path, query_param},
+};
+
+use crate::helpers::*;
+
+const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+fn solar_call(id: &str) -> Value {
+    json!({"id": id, "name": "solar_ocr_scan",
+           "arguments": {"image_base64": PNG_BASE64, "mime_type": "image/png", "address": "1 Elm St, Flagstaff"}})
+}
+
+fn water_call(id: &str) -> Value {
+    json!({"id": id, "type": "function", "function": {"name": "adwr-lookup",
+           "arguments": "{\"latitude\": 35.1983, \"longitude\": -111.6513, \"address\": \"1 Elm St, Flagstaff\"}"}})
+}
+
+async fn usage_rows(app: &TestApp, metric: &str) -> Vec<(String, Decimal, Decimal)> {
+    sqlx::query_as(
+        "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics
+          WHERE metric_type = $1 ORDER BY idempotency_key",
+    )
+    .bind(metric)
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("usage rows")
+}
+
+async fn mount_gemini_ok(mocks: &Mocks) {
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .and(header("x-goog-api-key", "test-gemini-key"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(gemini_solar_answer()))
+        .mount(&mocks.gemini)
+        .await;
+}
+
+async fn wait_for_job_status(app: &TestApp, status: &str) -> (i32, Value) {
+    eventually(20, &format!("a job to be {status}"), || async {
+        sqlx::query_as("SELECT attempts, last_result FROM apalis.jobs WHERE status = $1 AND job_type <> 'notify_discord'")
+            .bind(status)
+            .fetch_optional(&app.db.pool)
+            .await
+            .expect("query")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn assistant_request_answers_with_the_default_persona_and_creates_the_lead_once() {
+    let app = TestApp::spawn_web_only().await;
+    let resp = app
+        .post(&assistant_request("c1", PHONE_1, "+16025550111"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    let prompt = body["assistant"]["model"]["messages"][0]["content"]
+        .as_str()
+        .expect("prompt");
+    assert!(
+        prompt.contains("Flagstaff Family Insurance") && prompt.contains("Spanish"),
+        "{prompt}"
+    );
+    assert!(
+        body["assistant"]["firstMessage"]
+            .as_str()
+            .expect("greeting")
+            .contains("Flagstaff Family Insurance")
+    );
+    assert_eq!(
+        body["assistant"]["model"]["tools"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // A second call from the same number, and a redelivery, find the same lead.
+    app.post(&assistant_request("c2", PHONE_1, "+16025550111"))
+        .await;
+    let again: Value = app
+        .post(&assistant_request("c2", PHONE_1, "+16025550111"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        again.get("assistant").is_some(),
+        "a redelivered request still gets its assistant"
+    );
+    assert_eq!(app.db.count("SELECT count(*) FROM leads").await, 1);
+    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 2);
+}
+
+#[tokio::test]
+async fn assistant_request_uses_the_agents_own_assistant_or_prompt() {
+    let app = TestApp::spawn_web_only().await;
+    sqlx::query(
+        "UPDATE agents SET vapi_assistant_id = 'asst_123', greeting = '¡Hola! Prescott Valley.'
+          WHERE vapi_phone_number_id = $1",
+    )
+    .bind(PHONE_2)
+    .execute(&app.db.pool)
+    .await
+    .expect("assistant id");
+    sqlx::query("UPDATE agents SET system_prompt = 'Solo español, para {agency_name}.' WHERE vapi_phone_number_id = 'ph_placeholder_client3'")
+        .execute(&app.db.pool)
+        .await
+        .expect("prompt");
+
+    let own: Value = app
+        .post(&assistant_request("c1", PHONE_2, "+1602"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(own["assistantId"], "asst_123");
+    assert_eq!(
+        own["assistantOverrides"]["firstMessage"],
+        "¡Hola! Prescott Valley."
+    );
+    assert_eq!(
+        own["assistantOverrides"]["variableValues"]["agency_name"],
+        "Prescott Valley Insurance"
+    );
+
+    let prompt: Value = app
+        .post(&assistant_request("c2", "ph_placeholder_client3", "+1602"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        prompt["assistant"]["model"]["messages"][0]["content"],
+        "Solo español, para Sedona Red Rock Insurance."
+    );
+}
+
+#[tokio::test]
+async fn assistant_request_for_an_unknown_number_is_a_clear_error_and_stored_unroutable() {
+    let app = TestApp::spawn_web_only().await;
+    let resp = app
+        .post(&assistant_request("c1", "ph_unknown", "+1602"))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not in service")),
+        "{body}"
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM webhook_events WHERE routing = 'unroutable'")
+            .await,
+        1
+    );
+    assert_eq!(app.db.count("SELECT count(*) FROM leads").await, 0);
+}
+
+#[tokio::test]
+async fn solar_tool_call_answers_with_the_finding_and_meters_one_scan() {
+    let mocks = Mocks::start().await;
+    mount_gemini_ok(&mocks).await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
+    let resp = app
+        .post(&tool_calls(
+            "call-s",
+            PHONE_1,
+            json!([solar_call("tc-solar")]),
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["results"][0]["toolCallId"], "tc-solar");
+    let said = body["results"][0]["result"].as_str().expect("result");
+    assert!(
+        said.contains("18 panels") && said.contains("owned"),
+        "{said}"
+    );
+
+    drain(&app.db.pool, 15).await;
+    assert_eq!(
+        usage_rows(&app, "solar_ocr_scan").await,
+        vec![(
+            "tool_call:tc-solar".into(),
+            Decimal::ONE,
+            Decimal::new(75, 3)
+        )]
+    );
+    let (tag, has_solar): (String, Option<bool>) = sqlx::query_as(
+        "SELECT t.tag, p.has_solar FROM tags t JOIN properties p ON p.lead_id = t.lead_id",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("tag and property");
+    assert_eq!((tag.as_str(), has_solar), ("solar", Some(true)));
+    let sent: Value =
+        serde_json::from_slice(&mocks.gemini.received_requests().await.expect("recorded")[0].body)
+            .expect("json request");
+    assert_eq!(
+        sent["contents"][0]["parts"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(sent["generationConfig"]["responseSchema"].is_object());
+}
+
+#[tokio::test]
+async fn solar_scan_fetches_an_image_url() {
+    let mocks = Mocks::start().await;
+    mount_gemini_ok(&mocks).await;
+    Mock::given(method("GET"))
+        .and(path("/roof.png"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "image/png")
+                .set_body_bytes(vec![137u8, 80, 78, 71]),
+        )
+        .mount(&mocks.arcgis)
+        .await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
+    let call = json!({"id": "tc-url", "name": "solar-ocr-scanner",
+                      "arguments": {"image_url": format!("{}/roof.png", mocks.arcgis.uri())}});
+    app.post(&tool_calls("call-u", PHONE_1, json!([call])))
+        .await;
+    drain(&app.db.pool, 15).await;
+    assert_eq!(usage_rows(&app, "solar_ocr_scan").await.len(), 1);
+}
+
+#[tokio::test]
+async fn water_tool_call_follows_paging_and_meters_a_free_lookup() {
+    let mocks = Mocks::start().await;
+    let page = |offset: &str, wells: Vec<Value>, more: bool| {
+        Mock::given(method("GET"))
+            .and(path(ARCGIS_QUERY_PATH))
+            .and(query_param("resultOffset", offset))
+            .and(query_param("f", "json"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"features": wells, "exceededTransferLimit": more})),
+            )
+    };
+    // The service pages by the count it received, whatever page size it asked for.
+    let first: Vec<Value> = (0..3)
+        .map(|i| well(550_000 + i, 35.21 + i as f64 * 0.001, -111.66))
+        .collect();
+    page("0", first, true).mount(&mocks.arcgis).await;
+    page("3", vec![well(559_999, 35.1984, -111.6513)], false)
+        .mount(&mocks.arcgis)
+        .await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
+
+    let body: Value = app
+        .post(&tool_calls(
+            "call-w",
+            PHONE_1,
+            json!([water_call("tc-water")]),
+        ))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["results"][0]["name"], "adwr-lookup");
+    let said = body["results"][0]["result"].as_str().expect("result");
+    assert!(
+        said.contains("4 registered well(s)") && said.contains("559999"),
+        "{said}"
+    );
+    drain(&app.db.pool, 15).await;
+    assert_eq!(
+        usage_rows(&app, "water_lookup").await,
+        vec![("tool_call:tc-water".into(), Decimal::ONE, Decimal::ZERO)]
+    );
+    let source: Option<String> = sqlx::query_scalar("SELECT water_source FROM properties")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("property");
+    assert_eq!(source.as_deref(), Some("private_well"));
+    let summary: Value =
+        sqlx::query_scalar("SELECT result->'summary' FROM risk_assessments WHERE kind = 'water'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("finding");
+    assert_eq!(summary["well_count"], 4);
+    assert_eq!(
+        mocks
+            .arcgis
+            .received_requests()
+            .await
+            .expect("recorded")
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn gemini_503_503_200_makes_three_requests_and_one_usage_row() {
+    let mocks = Mocks::start().await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(ResponseTemplate::new(503).set_body_json(
+            json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}),
+        ))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&mocks.gemini)
+        .await;
+    mount_gemini_ok(&mocks).await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await;
+    let body: Value = app
+        .post(&tool_calls(
+            "call-r",
+            PHONE_1,
+            json!([solar_call("tc-retry")]),
+        ))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        body["results"][0]["result"]
+            .as_str()
+            .expect("result")
+            .contains("running")
+    );
+    drain(&app.db.pool, 20).await;
+    assert_eq!(
+        mocks
+            .gemini
+            .received_requests()
+            .await
+            .expect("recorded")
+            .len(),
+        3
+    );
+    assert_eq!(usage_rows(&app, "solar_ocr_scan").await.len(), 1);
+    let (attempts, _) = wait_for_job_status(&app, "Done").await;
+    assert_eq!(attempts, 3);
+}
+
+#[tokio::test]
+async fn gemini_400_fails_the_job_at_once_with_its_reason_and_meters_nothing() {
+    let mocks = Mocks::start().await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"code": 400, "message": "Image is not valid", "status": "INVALID_ARGUMENT"}})))
+        .mount(&mocks.gemini)
+        .await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await;
+    app.post(&tool_calls(
+        "call-b",
+        PHONE_1,
+        json!([solar_call("tc-bad")]),
+    ))
+    .await;
+    let (attempts, result) = wait_for_job_status(&app, "Killed").await;
+    assert_eq!(attempts, 1);
+    assert!(result.to_string().contains("400"), "{result}");
+    assert_eq!(
+        mocks
+            .gemini
+            .received_requests()
+            .await
+            .expect("recorded")
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM risk_assessments").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn gemini_429_with_retry_after_waits_at_least_that_long() {
+    let mocks = Mocks::start().await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "2").set_body_json(json!({"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&mocks.gemini)
+        .await;
+    mount_gemini_ok(&mocks).await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await;
+    let started = tokio::time::Instant::now();
+    app.post(&tool_calls(
+        "call-t",
+        PHONE_1,
+        json!([solar_call("tc-429")]),
+    ))
+    .await;
+    eventually(20, "the scan to be metered", || async {
+        (app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "retried after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        mocks
+            .gemini
+            .received_requests()
+            .await
+            .expect("recorded")
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_slow_provider_times_out_and_the_job_retries() {
+    let mocks = Mocks::start().await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(gemini_solar_answer())
+                .set_delay(Duration::from_secs(10)),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&mocks.gemini)
+        .await;
+    mount_gemini_ok(&mocks).await;
+    // JOB_TIMEOUT_SECS is 3 in tests: the first attempt is cut off there.
+    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await;
+    app.post(&tool_calls(
+        "call-slow",
+        PHONE_1,
+        json!([solar_call("tc-slow")]),
+    ))
+    .await;
+    eventually(20, "the retried scan to be metered", || async {
+        (app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        mocks
+            .gemini
+            .received_requests()
+            .await
+            .expect("recorded")
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn arcgis_error_inside_http_200_is_classified_by_its_code() {
+    let mocks = Mocks::start().await;
+    Mock::given(method("GET"))
+        .and(path(ARCGIS_QUERY_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"error": {"code": 400, "message": "Invalid geometry", "details": []}}),
+        ))
+        .mount(&mocks.arcgis)
+        .await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await;
+    app.post(&tool_calls(
+        "call-e",
+        PHONE_1,
+        json!([water_call("tc-arc-err")]),
+    ))
+    .await;
+    let (attempts, result) = wait_for_job_status(&app, "Killed").await;
+    assert_eq!(attempts, 1);
+    assert!(result.to_string().contains("Invalid geometry"), "{result}");
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_tool_call_enqueues_and_meters_nothing_new() {
+    let mocks = Mocks::start().await;
+    mount_gemini_ok(&mocks).await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
+    let msg = tool_calls("call-d", PHONE_1, json!([solar_call("tc-dup")]));
+    let first: Value = app.post(&msg).await.json().await.expect("json");
+    // The same message again, and the same tool call inside a different message.
+    let second: Value = app.post(&msg).await.json().await.expect("json");
+    let other = tool_calls(
+        "call-d",
+        PHONE_1,
+        json!([solar_call("tc-dup"), {"id": "tc-x", "name": "nope", "arguments": {}}]),
+    );
+    let third: Value = app.post(&other).await.json().await.expect("json");
+    assert_eq!(
+        first["results"][0]["result"],
+        second["results"][0]["result"]
+    );
+    assert_eq!(third["results"][0]["result"], first["results"][0]["result"]);
+    assert!(
+        third["results"][1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown tool"))
+    );
+    drain(&app.db.pool, 15).await;
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'solar_ocr_scan'")
+            .await,
+        1
+    );
+    assert_eq!(
+        mocks
+            .gemini
+            .received_requests()
+            .await
+            .expect("recorded")
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn bad_arguments_and_unknown_tools_get_an_error_per_call_not_an_http_error() {
+    let app = TestApp::spawn_web_only().await;
+    let calls = json!([
+        {"id": "a", "name": "crystal_ball", "arguments": {}},
+        {"id": "b", "name": "water_lookup", "arguments": {"latitude": "north"}},
+        {"id": "c", "name": "solar_ocr_scan", "arguments": "{broken"}
+    ]);
+    let resp = app.post(&tool_calls("call-x", PHONE_1, calls)).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    let results = body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["error"].is_string() && r.get("result").is_none()),
+        "{body}"
+    );
+    assert_eq!(app.db.count("SELECT count(*) FROM apalis.jobs").await, 0);
+}
+
+#[tokio::test]
+async fn legacy_function_call_is_answered_with_a_result() {
+    let mocks = Mocks::start().await;
+    mount_gemini_ok(&mocks).await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
+    let msg = json!({"message": {"type": "function-call",
+        "call": {"id": "call-f", "phoneNumberId": PHONE_1},
+        "functionCall": {"name": "solar-ocr-scanner", "parameters": {"image_base64": PNG_BASE64, "mime_type": "image/png"}}}});
+    let body: Value = app.post(&msg).await.json().await.expect("json");
+    assert!(
+        body["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("18 panels")),
+        "{body}"
+    );
+    drain(&app.db.pool, 15).await;
+    assert_eq!(usage_rows(&app, "solar_ocr_scan").await.len(), 1);
+}
+
+#[tokio::test]
+async fn meter_call_asks_vapi_for_timing_a_report_lacks() {
+    let mocks = Mocks::start().await;
+    Mock::given(method("GET"))
+        .and(path("/call/call-nt"))
+        .and(header("authorization", "Bearer test-vapi-key"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "call-nt", "phoneNumberId": PHONE_1, "status": "ended",
+            "startedAt": "2026-11-20T17:00:00Z", "endedAt": "2026-11-20T17:03:00Z", "cost": 0.5123})))
+        .mount(&mocks.vapi)
+        .await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
+    let report = json!({"message": {"type": "end-of-call-report", "endedReason": "hangup",
+                        "call": {"id": "call-nt", "phoneNumberId": PHONE_1}}});
+    assert_eq!(app.post(&report).await.status(), 200);
+    let row: (Decimal, Option<Decimal>) = eventually(15, "the usage row", || async {
+        sqlx::query_as("SELECT quantity, provider_cost_usd FROM agent_usage_metrics")
+            .fetch_optional(&app.db.pool)
+            .await
+            .expect("query")
+    })
+    .await;
+    assert_eq!(row, (Decimal::from(3), Some(Decimal::new(5123, 4))));
+}
+
+#[tokio::test]
+async fn discord_hears_of_new_leads_and_findings() {
+    let mocks = Mocks::start().await;
+    mount_gemini_ok(&mocks).await;
+    Mock::given(method("POST"))
+        .and(path("/api/webhooks/123/secret-token"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&mocks.discord)
+        .await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
+    sqlx::query("UPDATE agents SET discord_webhook_url = $1 WHERE vapi_phone_number_id = $2")
+        .bind(mocks.discord_url())
+        .bind(PHONE_1)
+        .execute(&app.db.pool)
+        .await
+        .expect("discord url");
+    app.post(&assistant_request("call-dc", PHONE_1, "+16025550199"))
+        .await;
+    app.post(&tool_calls(
+        "call-dc",
+        PHONE_1,
+        json!([solar_call("tc-dc")]),
+    ))
+    .await;
+    drain(&app.db.pool, 15).await;
+    let posts: Vec<String> = mocks
+        .discord
+        .received_requests()
+        .await
+        .expect("recorded")
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).expect("json")["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(posts.iter().any(|p| p.contains("New lead")), "{posts:?}");
+    assert!(posts.iter().any(|p| p.contains("Solar check")), "{posts:?}");
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        1
+    );
+}
