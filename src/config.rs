@@ -26,6 +26,7 @@
 //! | `JOB_BACKOFF_BASE_MS` | `5000` (first retry wait; doubles per attempt) | no |
 //! | `TOOL_RESULT_WAIT_MS` | `3000` (how long a tool-call answer waits for its job) | no |
 //! | `IMAGE_MAX_BYTES` | `10485760` (images fetched for solar scans) | no |
+//! | `IMAGE_FETCH_ALLOW_PRIVATE` | `false` (allow image URLs on private/loopback addresses; tests, demos) | no |
 //! | `GEMINI_INPUT_USD_PER_MTOK` | none (Gemini prompt token price, for provider cost) | no |
 //! | `GEMINI_OUTPUT_USD_PER_MTOK` | none (Gemini output token price) | no |
 
@@ -97,6 +98,8 @@ pub struct Config {
     pub webhook_max_body_bytes: usize,
     pub tool_result_wait: Duration,
     pub image_max_bytes: usize,
+    /// Let image URLs reach loopback/private addresses (never in production: SSRF).
+    pub image_fetch_allow_private: bool,
     /// Gemini token prices (USD per million tokens); both set means scans carry a provider cost.
     pub gemini_usd_per_mtok: Option<(Decimal, Decimal)>,
     pub worker: WorkerConfig,
@@ -238,6 +241,7 @@ impl Config {
             webhook_max_body_bytes: number(&get, "WEBHOOK_MAX_BODY_BYTES", 256 * 1024)?,
             tool_result_wait: Duration::from_millis(number(&get, "TOOL_RESULT_WAIT_MS", 3000)?),
             image_max_bytes: number(&get, "IMAGE_MAX_BYTES", 10 * 1024 * 1024)?,
+            image_fetch_allow_private: boolean(&get, "IMAGE_FETCH_ALLOW_PRIVATE")?,
             gemini_usd_per_mtok,
             worker,
         })

@@ -52,6 +52,9 @@ impl SolarOcrScan {
             .image_url
             .as_deref()
             .ok_or_else(|| JobError::Permanent("no image_url or image_base64".into()))?;
+        if !deps.config.image_fetch_allow_private {
+            providers::ensure_public_url(url).await?;
+        }
         Ok(providers::fetch_image(&deps.providers.http, url, deps.config.image_max_bytes).await?)
     }
 

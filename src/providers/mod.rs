@@ -20,7 +20,9 @@ use reqwest::{StatusCode, header::HeaderMap};
 /// Connect timeout of every client built by [`http_client`] (shortened to the total if smaller).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Total request timeout used by [`Providers::from_config`].
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(12);
+/// Total time for fetching an image. With Gemini's 12 s a scan stays inside the 20 s job timeout.
+pub const IMAGE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait we accept from a `Retry-After` header or a Gemini `RetryInfo`; larger values are
 /// clamped (the retry then simply meets another 429).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -406,6 +408,55 @@ pub async fn fetch_image(
     Ok((bytes, mime))
 }
 
+/// Refuses URLs whose host resolves to a loopback, private, link-local or otherwise non-public
+/// address: image URLs come from callers, and must not reach our own network (SSRF).
+pub async fn ensure_public_url(url: &str) -> Result<(), ProviderError> {
+    const PROVIDER: &str = "image";
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ProviderError::permanent(PROVIDER, format!("invalid image URL: {e}")))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| ProviderError::permanent(PROVIDER, "image URL has no host"))?;
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| {
+        ProviderError::transient(PROVIDER, format!("cannot resolve image host: {e}"))
+    })?;
+    for addr in addrs {
+        if !is_public(addr.ip()) {
+            return Err(ProviderError::permanent(
+                PROVIDER,
+                "image URL points at a non-public address",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(std::net::IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
 /// All four clients, built from configuration.
 #[derive(Clone)]
 pub struct Providers {
@@ -417,7 +468,8 @@ pub struct Providers {
     pub vapi: Arc<vapi::VapiClient>,
     /// Agent notifications.
     pub discord: Arc<discord::DiscordClient>,
-    /// The shared HTTP client, for [`fetch_image`].
+    /// The client for [`fetch_image`]: short timeout and no redirects (a redirect could lead a
+    /// caller-supplied URL to an internal address after [`ensure_public_url`] checked it).
     pub http: reqwest::Client,
 }
 
@@ -450,7 +502,13 @@ impl Providers {
                 http.clone(),
                 breaker(discord::PROVIDER),
             )),
-            http,
+            http: reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(IMAGE_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("agent-meter/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or(http),
         }
     }
 }
@@ -458,6 +516,22 @@ impl Providers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn image_urls_must_be_public() {
+        for url in [
+            "http://127.0.0.1/x.png",
+            "http://localhost:8080/x.png",
+            "http://10.1.2.3/x.png",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/x.png",
+            "http://192.168.0.1/x.png",
+        ] {
+            let e = ensure_public_url(url).await.expect_err(url);
+            assert!(!e.is_transient(), "{url}: {e}");
+        }
+        assert!(is_public("8.8.8.8".parse().expect("ip")));
+    }
 
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {

@@ -658,3 +658,21 @@ async fn discord_hears_of_new_leads_and_findings() {
         1
     );
 }
+
+#[tokio::test]
+async fn an_image_url_on_a_private_address_is_refused_without_calling_gemini() {
+    let mocks = Mocks::start().await;
+    mount_gemini_ok(&mocks).await;
+    let app = TestApp::spawn_with_mocks(
+        &mocks,
+        &[("IMAGE_FETCH_ALLOW_PRIVATE", "false"), ("TOOL_RESULT_WAIT_MS", "100")],
+    )
+    .await;
+    let call = json!({"id": "tc-ssrf", "name": "solar_ocr_scan",
+                      "arguments": {"image_url": "http://169.254.169.254/latest/meta-data"}});
+    app.post(&tool_calls("call-ssrf", PHONE_1, json!([call]))).await;
+    let (_, result) = wait_for_job_status(&app, "Killed").await;
+    assert!(result.to_string().contains("non-public"), "{result}");
+    assert_eq!(mocks.gemini.received_requests().await.expect("recorded").len(), 0);
+    assert_eq!(app.db.count("SELECT count(*) FROM agent_usage_metrics").await, 0);
+}

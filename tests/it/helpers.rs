@@ -349,6 +349,7 @@ impl Mocks {
             ("VAPI_API_KEY".into(), "test-vapi-key".into()),
             ("DISCORD_ENABLED".into(), "true".into()),
             ("JOB_BACKOFF_BASE_MS".into(), "200".into()),
+            ("IMAGE_FETCH_ALLOW_PRIVATE".into(), "true".into()),
         ]
     }
 
