@@ -665,14 +665,148 @@ async fn an_image_url_on_a_private_address_is_refused_without_calling_gemini() {
     mount_gemini_ok(&mocks).await;
     let app = TestApp::spawn_with_mocks(
         &mocks,
-        &[("IMAGE_FETCH_ALLOW_PRIVATE", "false"), ("TOOL_RESULT_WAIT_MS", "100")],
+        &[
+            ("IMAGE_FETCH_ALLOW_PRIVATE", "false"),
+            ("TOOL_RESULT_WAIT_MS", "100"),
+        ],
     )
     .await;
     let call = json!({"id": "tc-ssrf", "name": "solar_ocr_scan",
                       "arguments": {"image_url": "http://169.254.169.254/latest/meta-data"}});
-    app.post(&tool_calls("call-ssrf", PHONE_1, json!([call]))).await;
+    app.post(&tool_calls("call-ssrf", PHONE_1, json!([call])))
+        .await;
     let (_, result) = wait_for_job_status(&app, "Killed").await;
     assert!(result.to_string().contains("non-public"), "{result}");
-    assert_eq!(mocks.gemini.received_requests().await.expect("recorded").len(), 0);
-    assert_eq!(app.db.count("SELECT count(*) FROM agent_usage_metrics").await, 0);
+    assert_eq!(
+        mocks
+            .gemini
+            .received_requests()
+            .await
+            .expect("recorded")
+            .len(),
+        0
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        0
+    );
+}
+
+/// The issue's acceptance: a whole call on each seed agent's number, replayed as Vapi sends it
+/// (with a redelivery of every message), leaves the right leads, findings, tags, Discord posts and
+/// exactly one usage row per billable event.
+#[tokio::test]
+async fn a_whole_call_on_every_seed_number_bills_each_event_once() {
+    let mocks = Mocks::start().await;
+    mount_gemini_ok(&mocks).await;
+    Mock::given(method("GET"))
+        .and(path(ARCGIS_QUERY_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "features": [well(551_234, 35.1984, -111.6513)], "exceededTransferLimit": false})))
+        .mount(&mocks.arcgis)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&mocks.discord)
+        .await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
+    sqlx::query("UPDATE agents SET discord_webhook_url = $1")
+        .bind(mocks.discord_url())
+        .execute(&app.db.pool)
+        .await
+        .expect("discord urls");
+
+    for n in 1..=5 {
+        let phone = format!("ph_placeholder_client{n}");
+        let call = format!("call-agent-{n}");
+        let caller = format!("+1602555010{n}");
+        let status = |s: &str| {
+            json!({"message": {"type": "status-update", "status": s,
+                   "call": {"id": call, "phoneNumberId": phone, "customer": {"number": caller}}}})
+        };
+        let mut tools = tool_calls(
+            &call,
+            &phone,
+            json!([
+                solar_call(&format!("{call}-solar")),
+                water_call(&format!("{call}-water"))
+            ]),
+        );
+        tools["message"]["call"]["customer"]["number"] = json!(caller);
+        let mut report = end_of_call_report(&call, &phone);
+        report["message"]["call"]["customer"]["number"] = json!(caller);
+        let messages = [
+            assistant_request(&call, &phone, &caller),
+            status("ringing"),
+            status("in-progress"),
+            tools,
+            status("ended"),
+            report,
+        ];
+        for m in &messages {
+            for _delivery in 0..2 {
+                let resp = app.post(m).await;
+                assert_eq!(resp.status(), 200, "{m}");
+            }
+        }
+    }
+    drain(&app.db.pool, 30).await;
+
+    let per_agent: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT a.email,
+                (SELECT count(*) FROM leads l WHERE l.agent_id = a.id),
+                (SELECT count(*) FROM risk_assessments r WHERE r.agent_id = a.id),
+                (SELECT count(*) FROM tags t WHERE t.agent_id = a.id AND t.tag = 'solar'),
+                (SELECT count(*) FROM agent_usage_metrics u WHERE u.agent_id = a.id AND u.metric_type = 'solar_ocr_scan'),
+                (SELECT count(*) FROM agent_usage_metrics u WHERE u.agent_id = a.id AND u.metric_type = 'water_lookup'),
+                (SELECT count(*) FROM agent_usage_metrics u WHERE u.agent_id = a.id AND u.metric_type = 'vapi_call_minutes')
+           FROM agents a ORDER BY a.email",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("per agent");
+    assert_eq!(per_agent.len(), 5);
+    for row in &per_agent {
+        assert_eq!(
+            (row.1, row.2, row.3, row.4, row.5, row.6),
+            (1, 2, 1, 1, 1, 1),
+            "{row:?}"
+        );
+    }
+    // Each lead's call, its status and its findings belong to that agent alone.
+    let mismatched = app
+        .db
+        .count(
+            "SELECT count(*) FROM risk_assessments r JOIN leads l ON l.id = r.lead_id
+              WHERE l.agent_id <> r.agent_id",
+        )
+        .await;
+    assert_eq!(mismatched, 0);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM calls WHERE status = 'ended'")
+            .await,
+        5
+    );
+    // Discord: a new-lead note and two finding notes per agent, never more.
+    assert_eq!(
+        mocks
+            .discord
+            .received_requests()
+            .await
+            .expect("recorded")
+            .len(),
+        15
+    );
+    assert_eq!(
+        mocks
+            .gemini
+            .received_requests()
+            .await
+            .expect("recorded")
+            .len(),
+        5
+    );
 }
