@@ -93,3 +93,111 @@ async fn seed_refuses_production_and_migrate_then_seed_work() {
     }
     assert_eq!(db.count("SELECT count(*) FROM agents").await, 5);
 }
+
+#[tokio::test]
+async fn agents_add_set_and_list_manage_personas() {
+    let db = TestDb::seeded().await;
+    let run = |args: &[&str]| {
+        let out = agent_meter()
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, _, err) = run(&[
+        "agents",
+        "add",
+        "--agency-name",
+        "Page Lake Powell Insurance",
+        "--email",
+        "client6@agent-meter.example",
+        "--phone-number",
+        "+19285550106",
+        "--vapi-phone-number-id",
+        "ph_six",
+    ]);
+    assert!(ok, "{err}");
+    let prompt = std::env::temp_dir().join(format!("prompt-{}.txt", uuid::Uuid::new_v4()));
+    std::fs::write(&prompt, "Eres el asistente de {agency_name}.").expect("prompt file");
+    let prompt_arg = prompt.to_string_lossy().to_string();
+    let (ok, _, err) = run(&[
+        "agents",
+        "set",
+        "client6@agent-meter.example",
+        "--greeting",
+        "¡Bienvenidos!",
+        "--system-prompt-file",
+        &prompt_arg,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["agents", "list", "--json"]);
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json list");
+    let six = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|a| a["email"] == "client6@agent-meter.example")
+        .expect("new agent listed");
+    assert_eq!(six["greeting"], "¡Bienvenidos!");
+    assert_eq!(six["has_system_prompt"], true);
+    let (ok, table, _) = run(&["agents", "list"]);
+    assert!(
+        ok && table.contains("Page Lake Powell Insurance") && table.contains("own prompt"),
+        "{table}"
+    );
+    // Mistakes are clear errors, not panics.
+    let (ok, _, err) = run(&["agents", "set", "nobody@example.com", "--greeting", "x"]);
+    assert!(!ok && err.contains("no agent with email"), "{err}");
+    let (ok, _, err) = run(&[
+        "agents",
+        "add",
+        "--agency-name",
+        "Dup",
+        "--email",
+        "client6@agent-meter.example",
+    ]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let stored: Option<String> = sqlx::query_scalar(
+        "SELECT system_prompt FROM agents WHERE email = 'client6@agent-meter.example'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("agent");
+    assert_eq!(
+        stored.as_deref(),
+        Some("Eres el asistente de {agency_name}.")
+    );
+}
+
+#[tokio::test]
+async fn a_changed_prompt_reaches_callers_within_seconds() {
+    let app = TestApp::spawn_web_only().await;
+    let first: serde_json::Value = app
+        .post(&assistant_request("c1", PHONE_1, "+1602"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(first["assistant"].is_object());
+    sqlx::query("UPDATE agents SET vapi_assistant_id = 'asst_new' WHERE vapi_phone_number_id = $1")
+        .bind(PHONE_1)
+        .execute(&app.db.pool)
+        .await
+        .expect("update");
+    eventually(5, "the new assistant to be used", || async {
+        let body: serde_json::Value = app
+            .post(&assistant_request("c2", PHONE_1, "+1602"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        (body["assistantId"] == "asst_new").then_some(())
+    })
+    .await;
+}
