@@ -9,7 +9,13 @@ use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::jobs::{self, Deps, Job, prune_jobs::PruneJobs};
+use crate::{
+    billing::Month,
+    jobs::{
+        self, Deps, Job, invoice_rollup::InvoiceRollup, prune_jobs::PruneJobs,
+        sync_calls::SyncCalls,
+    },
+};
 
 /// The schedule shipped with this build.
 pub const SCHEDULE_TOML: &str = include_str!("../jobs/schedule.toml");
@@ -29,7 +35,7 @@ pub struct Entry {
 }
 
 /// The jobs a schedule entry may name.
-pub const SCHEDULABLE: &[&str] = &[PruneJobs::QUEUE];
+pub const SCHEDULABLE: &[&str] = &[PruneJobs::QUEUE, SyncCalls::QUEUE, InvoiceRollup::QUEUE];
 
 impl Schedule {
     /// Parses and checks every entry: a known job and a valid cron expression.
@@ -49,16 +55,30 @@ impl Schedule {
     }
 }
 
-/// The idempotency key of one tick of one entry.
-pub fn tick_key(job: &str, tick: DateTime<Utc>) -> String {
-    format!("{job}:{}", tick.format("%Y-%m-%dT%H:%M:%SZ"))
-}
-
-/// Enqueues `entry`'s job for the tick at `tick`; `Ok(false)` when another clock already did.
+/// Enqueues the job of the tick at `tick` under its period's key: `prune_jobs:{tick}`,
+/// `vapi-sync:{yesterday}` (the day that just ended, in the billing zone), or
+/// `invoice-rollup:{previous month}`. `Ok(false)` when another clock already did.
 pub async fn enqueue_tick(deps: &Deps, job: &str, tick: DateTime<Utc>) -> anyhow::Result<bool> {
-    let key = tick_key(job, tick);
+    let tz = deps.config.billing_timezone;
     let result = match job {
-        PruneJobs::QUEUE => jobs::enqueue_now(&deps.pool, &PruneJobs::default(), Some(&key)).await,
+        PruneJobs::QUEUE => {
+            let key = format!("prune_jobs:{}", tick.format("%Y-%m-%dT%H:%M:%SZ"));
+            jobs::enqueue_now(&deps.pool, &PruneJobs::default(), Some(&key)).await
+        }
+        SyncCalls::QUEUE => {
+            let today = tick.with_timezone(&tz).date_naive();
+            let job = SyncCalls {
+                date: today.pred_opt().unwrap_or(today),
+                agent_id: None,
+            };
+            jobs::enqueue_now(&deps.pool, &job, Some(&job.idempotency_key())).await
+        }
+        InvoiceRollup::QUEUE => {
+            let job = InvoiceRollup {
+                month: Month::containing(tick, tz).previous().label(),
+            };
+            jobs::enqueue_now(&deps.pool, &job, Some(&job.idempotency_key())).await
+        }
         other => anyhow::bail!("unknown job {other:?}"),
     };
     match result {
@@ -70,8 +90,32 @@ pub async fn enqueue_tick(deps: &Deps, job: &str, tick: DateTime<Utc>) -> anyhow
     }
 }
 
+/// The entry's most recent tick before `now` (in the billing zone), if the schedule has one.
+pub fn last_tick(entry: &Entry, now: DateTime<Utc>, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
+    let cron = cron::Schedule::from_str(&entry.cron).ok()?;
+    cron.after(&now.with_timezone(&tz))
+        .next_back()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// At start-up: ticks missed while no clock ran are never replayed by the cron stream, so
+/// enqueue each entry's last tick; its period key makes this a no-op when it already ran.
+pub async fn catch_up(deps: &Deps, schedule: &Schedule, now: DateTime<Utc>) {
+    for entry in &schedule.entries {
+        let Some(tick) = last_tick(entry, now, deps.config.billing_timezone) else {
+            continue;
+        };
+        match enqueue_tick(deps, &entry.job, tick).await {
+            Ok(true) => tracing::info!(job = %entry.job, %tick, "missed tick enqueued at start-up"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(job = %entry.job, error = %e, "could not check the last tick"),
+        }
+    }
+}
+
 /// Runs every entry until `shutdown` turns true.
 pub async fn run(deps: Deps, schedule: Schedule, shutdown: watch::Receiver<bool>) {
+    catch_up(&deps, &schedule, Utc::now()).await;
     let tasks = schedule.entries.into_iter().map(|entry| {
         let deps = deps.clone();
         let mut shutdown = shutdown.clone();

@@ -13,7 +13,9 @@
 
 pub mod app;
 pub mod assistant;
+pub mod billing;
 pub mod cli_agents;
+pub mod cli_billing;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -5,8 +5,11 @@ use std::{process::ExitCode, sync::Arc};
 use agent_meter::{
     app::{self, Roles},
     cli_agents::{self, AgentsCommand},
+    cli_billing::{self, Format, InvoicesCommand, MonthArgs, PricesCommand},
     config::{Config, LogFormat},
-    db, seed,
+    db,
+    jobs::Deps,
+    seed,
 };
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -43,6 +46,28 @@ enum Command {
     /// List, add and change agents (tenants) and their personas.
     #[command(subcommand)]
     Agents(Box<AgentsCommand>),
+    /// List prices, or start a new one on a date.
+    #[command(subcommand)]
+    Prices(PricesCommand),
+    /// Monthly invoices: rollup, finalize, show.
+    #[command(subcommand)]
+    Invoices(InvoicesCommand),
+    /// Usage per agent and metric for a month: count, quantity, billed, provider cost, margin.
+    Usage {
+        #[command(flatten)]
+        month: MonthArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Reconcile one day's calls with the Vapi API (what the 03:00 cron does).
+    SyncCalls {
+        /// The day, YYYY-MM-DD, in BILLING_TIMEZONE.
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        /// Only this agent (by email).
+        #[arg(long)]
+        agent: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,7 +130,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             worker: false,
             clock: true,
         }),
-        Command::Migrate | Command::Seed | Command::Agents(_) => None,
+        _ => None,
     };
     if roles.is_some_and(|r| r.web) {
         config.require_webhook_secret()?;
@@ -139,8 +164,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         seed::run(&pool).await.context("seeding")?;
         tracing::info!("seeds applied");
     }
-    if let Command::Agents(cmd) = command {
-        return cli_agents::run(&pool, *cmd).await;
+    let config = Arc::new(config);
+    let deps = || Deps::new(pool.clone(), config.clone());
+    match command {
+        Command::Agents(cmd) => return cli_agents::run(&pool, *cmd).await,
+        Command::Prices(cmd) => return cli_billing::prices(&deps(), cmd).await,
+        Command::Invoices(cmd) => return cli_billing::invoices(&deps(), cmd).await,
+        Command::Usage { month, format } => {
+            return cli_billing::usage(&deps(), month, format).await;
+        }
+        Command::SyncCalls { date, agent } => {
+            return cli_billing::sync_calls(&deps(), date, agent.as_deref()).await;
+        }
+        _ => {}
     }
     let Some(roles) = roles else { return Ok(()) };
 
@@ -159,7 +195,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         tracing::info!("shutdown requested; finishing in-flight work");
         let _ = stop.send(true);
     });
-    app::run(pool.clone(), Arc::new(config), roles, listener, shutdown).await?;
+    app::run(pool.clone(), config, roles, listener, shutdown).await?;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -9,8 +9,9 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::jobs::{
-    Deps, Job, JobError, meter_call::MeterCall, notify_discord::NotifyDiscord,
-    prune_jobs::PruneJobs, solar_ocr_scan::SolarOcrScan, water_lookup::WaterLookup,
+    Deps, Job, JobError, invoice_rollup::InvoiceRollup, meter_call::MeterCall,
+    notify_discord::NotifyDiscord, prune_jobs::PruneJobs, solar_ocr_scan::SolarOcrScan,
+    sync_calls::SyncCalls, water_lookup::WaterLookup,
 };
 
 /// Runs every job kind until `shutdown` turns true, then lets in-flight jobs finish.
@@ -20,6 +21,8 @@ pub async fn run(deps: Deps, shutdown: watch::Receiver<bool>) {
         supervise::<SolarOcrScan>(deps.clone(), shutdown.clone()),
         supervise::<WaterLookup>(deps.clone(), shutdown.clone()),
         supervise::<NotifyDiscord>(deps.clone(), shutdown.clone()),
+        supervise::<SyncCalls>(deps.clone(), shutdown.clone()),
+        supervise::<InvoiceRollup>(deps.clone(), shutdown.clone()),
         supervise::<PruneJobs>(deps.clone(), shutdown.clone()),
     );
 }
@@ -30,6 +33,8 @@ pub const QUEUES: &[&str] = &[
     SolarOcrScan::QUEUE,
     WaterLookup::QUEUE,
     NotifyDiscord::QUEUE,
+    SyncCalls::QUEUE,
+    InvoiceRollup::QUEUE,
     PruneJobs::QUEUE,
 ];
 

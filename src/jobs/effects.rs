@@ -20,6 +20,7 @@ pub struct Metered<'a> {
     pub agent_id: Uuid,
     pub metric: &'a str,
     pub key: &'a str,
+    pub quantity: Decimal,
     pub occurred_at: DateTime<Utc>,
     pub provider_cost_usd: Option<Decimal>,
     pub metadata: serde_json::Value,
@@ -29,7 +30,8 @@ pub struct Metered<'a> {
     pub tool_call_id: Option<&'a str>,
 }
 
-/// Writes the usage row at the price in force (once per key) on the caller's transaction.
+/// Writes the usage row at the price in force at `occurred_at` (once per key) on the caller's
+/// transaction.
 /// Returns whether this run wrote it. No price in force is permanent: ops fix prices, then re-run.
 pub async fn meter_and_announce(
     tx: &mut PgConnection,
@@ -55,7 +57,7 @@ pub async fn meter_and_announce(
         &usage::NewUsage {
             agent_id: m.agent_id,
             metric_type: m.metric,
-            quantity: Decimal::ONE,
+            quantity: m.quantity,
             unit_price_usd: price.unit_price_usd,
             provider_cost_usd: m.provider_cost_usd,
             occurred_at: m.occurred_at,

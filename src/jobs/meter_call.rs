@@ -4,12 +4,16 @@
 //! at the call's end time. The key makes the webhook path and the daily sync agree.
 
 use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Deps, Job, JobError};
+use super::{Deps, Job, JobError, effects};
 use crate::{
     money,
-    store::{calls, pricing, usage, usage::metric},
+    store::{
+        calls::{self, Call},
+        usage::metric,
+    },
     vapi::CallReport,
 };
 
@@ -47,50 +51,46 @@ impl Job for MeterCall {
                     JobError::Permanent(format!("call {} not found", self.vapi_call_id))
                 })?;
         }
-        let seconds = call.duration_seconds.ok_or_else(|| {
-            JobError::Permanent(format!(
-                "call {} has no duration, not even from the Vapi API (not ended yet?)",
-                self.vapi_call_id
-            ))
-        })?;
-        let occurred_at = call.ended_at.unwrap_or(call.updated_at);
-        let tz = deps.config.billing_timezone;
-        let price = pricing::price_at(
-            &mut tx,
-            self.agent_id,
-            metric::VAPI_CALL_MINUTES,
-            occurred_at,
-            tz,
-        )
-        .await?
-        .ok_or_else(|| {
-            JobError::Permanent(format!(
-                "no {} price in force on {} ({tz})",
-                metric::VAPI_CALL_MINUTES,
-                occurred_at.with_timezone(&tz).date_naive()
-            ))
-        })?;
-        let key = self.idempotency_key();
-        let written = usage::insert_once(
-            &mut tx,
-            &usage::NewUsage {
-                agent_id: self.agent_id,
-                metric_type: metric::VAPI_CALL_MINUTES,
-                quantity: money::minutes_from_seconds(seconds),
-                unit_price_usd: price.unit_price_usd,
-                provider_cost_usd: call.vapi_cost_usd,
-                occurred_at,
-                idempotency_key: &key,
-                metadata: serde_json::json!({
-                    "vapi_call_id": self.vapi_call_id,
-                    "duration_seconds": seconds.to_string(),
-                    "pricing_config_id": price.id,
-                }),
-            },
-        )
-        .await?;
+        let written = meter_minutes(&mut tx, deps, &call, &self.idempotency_key(), None).await?;
         tx.commit().await?;
-        tracing::info!(agent.id = %self.agent_id, call.id = %self.vapi_call_id, written, "metered call minutes");
+        tracing::debug!(agent.id = %self.agent_id, call.id = %self.vapi_call_id, written, "call minutes");
         Ok(())
     }
+}
+
+/// Writes the call's `vapi_call_minutes` row under `key` (once), priced at the call's end.
+/// `corrects` names the original key when this row re-bills a corrected duration.
+pub async fn meter_minutes(
+    tx: &mut PgConnection,
+    deps: &Deps,
+    call: &Call,
+    key: &str,
+    corrects: Option<&str>,
+) -> Result<bool, JobError> {
+    let seconds = call.duration_seconds.ok_or_else(|| {
+        JobError::Permanent(format!(
+            "call {} has no duration, not even from the Vapi API (not ended yet?)",
+            call.vapi_call_id
+        ))
+    })?;
+    effects::meter_and_announce(
+        tx,
+        deps,
+        effects::Metered {
+            agent_id: call.agent_id,
+            metric: metric::VAPI_CALL_MINUTES,
+            key,
+            quantity: money::minutes_from_seconds(seconds),
+            occurred_at: call.ended_at.unwrap_or(call.updated_at),
+            provider_cost_usd: call.vapi_cost_usd,
+            metadata: serde_json::json!({
+                "vapi_call_id": call.vapi_call_id,
+                "duration_seconds": seconds.to_string(),
+                "corrects": corrects,
+            }),
+            discord_note: None,
+            tool_call_id: None,
+        },
+    )
+    .await
 }

@@ -5,10 +5,12 @@
 //! stop at once with the reason stored ([`JobError::Permanent`]).
 
 pub mod effects;
+pub mod invoice_rollup;
 pub mod meter_call;
 pub mod notify_discord;
 pub mod prune_jobs;
 pub mod solar_ocr_scan;
+pub mod sync_calls;
 pub mod water_lookup;
 
 use std::{future::Future, sync::Arc, time::Duration};

@@ -131,6 +131,7 @@ impl Job for SolarOcrScan {
                 agent_id: self.agent_id,
                 metric: metric::SOLAR_OCR_SCAN,
                 key: &key,
+                quantity: rust_decimal::Decimal::ONE,
                 occurred_at: finding.created_at,
                 provider_cost_usd: Self::provider_cost(&scan, deps),
                 metadata: json!({"tool_call_id": self.tool_call_id, "risk_assessment_id": finding.id,

@@ -96,6 +96,7 @@ impl Job for WaterLookup {
                 agent_id: self.agent_id,
                 metric: metric::WATER_LOOKUP,
                 key: &key,
+                quantity: rust_decimal::Decimal::ONE,
                 occurred_at: finding.created_at,
                 provider_cost_usd: None,
                 metadata: json!({"tool_call_id": self.tool_call_id, "risk_assessment_id": finding.id,

@@ -6,6 +6,7 @@ pub mod calls;
 pub mod findings;
 pub mod leads;
 pub mod pricing;
+pub mod reports;
 pub mod usage;
 pub mod webhook_events;
 

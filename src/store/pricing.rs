@@ -41,3 +41,105 @@ pub async fn price_at(
     .fetch_optional(conn)
     .await
 }
+
+/// A price row as listed.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct PriceRow {
+    pub id: i64,
+    pub metric_type: String,
+    pub unit: String,
+    pub unit_price_usd: Decimal,
+    pub unit_cost_usd: Option<Decimal>,
+    pub effective_from: chrono::NaiveDate,
+    pub effective_to: Option<chrono::NaiveDate>,
+    pub agent_email: Option<String>,
+}
+
+pub async fn list(conn: &mut PgConnection) -> Result<Vec<PriceRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT p.id, p.metric_type, p.unit, p.unit_price_usd, p.unit_cost_usd, p.effective_from,
+                p.effective_to, a.email AS agent_email
+           FROM pricing_config p LEFT JOIN agents a ON a.id = p.agent_id
+          ORDER BY a.email NULLS FIRST, p.metric_type, p.effective_from",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Why a new price could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum SetPriceError {
+    #[error("a {0} price already starts on or after {1}: change prices in date order")]
+    LaterPriceExists(String, chrono::NaiveDate),
+    #[error("no earlier {0} price to take the unit from: pass --unit")]
+    NoUnit(String),
+    #[error("the new range overlaps an existing {0} price")]
+    Overlap(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Starts a new price on `from` and closes the range in force then (its `effective_to` = `from`),
+/// in one transaction. The database's exclusion constraint rejects any overlap that slips by.
+pub async fn set(
+    conn: &mut PgConnection,
+    agent_id: Option<Uuid>,
+    metric_type: &str,
+    unit_price: Decimal,
+    unit_cost: Option<Decimal>,
+    unit: Option<&str>,
+    from: chrono::NaiveDate,
+) -> Result<i64, SetPriceError> {
+    let later: Option<chrono::NaiveDate> = sqlx::query_scalar(
+        "SELECT max(effective_from) FROM pricing_config
+          WHERE metric_type = $1 AND agent_id IS NOT DISTINCT FROM $2 AND effective_from >= $3",
+    )
+    .bind(metric_type)
+    .bind(agent_id)
+    .bind(from)
+    .fetch_one(&mut *conn)
+    .await?;
+    if let Some(day) = later {
+        return Err(SetPriceError::LaterPriceExists(metric_type.into(), day));
+    }
+    let previous_unit: Option<String> = sqlx::query_scalar(
+        "SELECT unit FROM pricing_config WHERE metric_type = $1
+          ORDER BY agent_id IS NOT DISTINCT FROM $2 DESC, effective_from DESC LIMIT 1",
+    )
+    .bind(metric_type)
+    .bind(agent_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let unit = unit
+        .map(str::to_string)
+        .or(previous_unit)
+        .ok_or_else(|| SetPriceError::NoUnit(metric_type.into()))?;
+    sqlx::query(
+        "UPDATE pricing_config SET effective_to = $3
+          WHERE metric_type = $1 AND agent_id IS NOT DISTINCT FROM $2
+            AND effective_from < $3 AND (effective_to IS NULL OR effective_to > $3)",
+    )
+    .bind(metric_type)
+    .bind(agent_id)
+    .bind(from)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_scalar(
+        "INSERT INTO pricing_config (metric_type, unit, unit_price_usd, unit_cost_usd, effective_from, agent_id)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(metric_type)
+    .bind(unit)
+    .bind(unit_price)
+    .bind(unit_cost)
+    .bind(from)
+    .bind(agent_id)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("23P01") => {
+            SetPriceError::Overlap(metric_type.into())
+        }
+        _ => SetPriceError::Db(e),
+    })
+}

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod billing;
 mod calls;
 mod catalogue;
 mod cli;

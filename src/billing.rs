@@ -1,0 +1,461 @@
+//! Monthly invoices from the usage ledger: subscription, the one-time setup fee, one line per
+//! metric and price, and adjustment lines for usage that arrived after its month was finalized.
+//!
+//! Months are calendar months in `BILLING_TIMEZONE`. Each amount is rounded once, half away from
+//! zero, to cents; the total is the sum of the rounded lines. A draft can be rebuilt any number of
+//! times (same inputs, same invoice); a finalized invoice is never changed.
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    money,
+    store::{pricing, usage::metric},
+};
+
+/// A calendar month, `YYYY-MM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Month {
+    pub first_day: NaiveDate,
+}
+
+impl Month {
+    pub fn parse(text: &str) -> Result<Month, String> {
+        let first_day = NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d")
+            .map_err(|_| format!("{text:?} is not a month (YYYY-MM)"))?;
+        Ok(Month { first_day })
+    }
+
+    pub fn containing(at: DateTime<Utc>, tz: Tz) -> Month {
+        let local = at.with_timezone(&tz).date_naive();
+        Month {
+            first_day: local.with_day(1).unwrap_or(local),
+        }
+    }
+
+    pub fn next(self) -> Month {
+        let (y, m) = (self.first_day.year(), self.first_day.month());
+        let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        Month {
+            first_day: NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(self.first_day),
+        }
+    }
+
+    pub fn previous(self) -> Month {
+        let (y, m) = (self.first_day.year(), self.first_day.month());
+        let (y, m) = if m == 1 { (y - 1, 12) } else { (y, m - 1) };
+        Month {
+            first_day: NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(self.first_day),
+        }
+    }
+
+    /// The instant the month starts in `tz`.
+    pub fn start(self, tz: Tz) -> DateTime<Utc> {
+        let midnight = self.first_day.and_hms_opt(0, 0, 0).unwrap_or_default();
+        tz.from_local_datetime(&midnight)
+            .earliest()
+            .map(|d| d.with_timezone(&Utc))
+            .unwrap_or_else(|| Utc.from_utc_datetime(&midnight))
+    }
+
+    pub fn label(self) -> String {
+        self.first_day.format("%Y-%m").to_string()
+    }
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// One line of an invoice, its amount already rounded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Line {
+    pub kind: &'static str,
+    pub metric_type: String,
+    pub description: String,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+    pub amount: Decimal,
+}
+
+impl Line {
+    fn new(
+        kind: &'static str,
+        metric_type: &str,
+        description: String,
+        quantity: Decimal,
+        unit_price: Decimal,
+    ) -> Line {
+        Line {
+            kind,
+            metric_type: metric_type.to_string(),
+            description,
+            quantity,
+            unit_price,
+            amount: money::round_line(money::usage_cost(quantity, unit_price)),
+        }
+    }
+}
+
+/// The sum of rounded lines: the only way an invoice total is computed.
+pub fn total(lines: &[Line]) -> Decimal {
+    lines.iter().map(|l| l.amount).sum()
+}
+
+/// What happened to one agent's invoice in a rollup.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RollupOutcome {
+    pub agent_id: Uuid,
+    pub invoice_id: Uuid,
+    pub total: Decimal,
+    /// `false` when the invoice was already finalized and left untouched.
+    pub rebuilt: bool,
+}
+
+/// Agents billable in `month`: started before it ends, not cancelled before it starts.
+pub async fn billable_agents(
+    conn: &mut PgConnection,
+    month: Month,
+    only_email: Option<&str>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM agents
+          WHERE billing_starts_on < $2
+            AND (cancelled_on IS NULL OR cancelled_on >= $1)
+            AND ($3::text IS NULL OR email = $3)
+          ORDER BY id",
+    )
+    .bind(month.first_day)
+    .bind(month.next().first_day)
+    .bind(only_email)
+    .fetch_all(conn)
+    .await
+}
+
+/// Builds (or rebuilds) every billable agent's draft for `month`, one transaction per agent.
+pub async fn rollup(
+    pool: &PgPool,
+    month: Month,
+    tz: Tz,
+    only_email: Option<&str>,
+) -> Result<Vec<RollupOutcome>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let agents = billable_agents(&mut conn, month, only_email).await?;
+    drop(conn);
+    let mut outcomes = Vec::with_capacity(agents.len());
+    for agent_id in agents {
+        let mut tx = pool.begin().await?;
+        let outcome = rollup_agent(&mut tx, agent_id, month, tz).await?;
+        tx.commit().await?;
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// One agent's invoice for `month`, on the caller's transaction. Serialized per agent by an
+/// advisory lock, so concurrent rollups converge on one invoice and one setup fee.
+pub async fn rollup_agent(
+    tx: &mut PgConnection,
+    agent_id: Uuid,
+    month: Month,
+    tz: Tz,
+) -> Result<RollupOutcome, sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("invoice:{agent_id}"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO invoices (agent_id, period_start, period_end) VALUES ($1, $2, $3)
+         ON CONFLICT (agent_id, period_start) DO NOTHING",
+    )
+    .bind(agent_id)
+    .bind(month.first_day)
+    .bind(month.next().first_day)
+    .execute(&mut *tx)
+    .await?;
+    let (invoice_id, status, old_total): (Uuid, String, Decimal) = sqlx::query_as(
+        "SELECT id, status, total_usd FROM invoices WHERE agent_id = $1 AND period_start = $2 FOR UPDATE",
+    )
+    .bind(agent_id)
+    .bind(month.first_day)
+    .fetch_one(&mut *tx)
+    .await?;
+    if status != "draft" {
+        return Ok(RollupOutcome {
+            agent_id,
+            invoice_id,
+            total: old_total,
+            rebuilt: false,
+        });
+    }
+    let lines = compute_lines(tx, agent_id, invoice_id, month, tz).await?;
+    sqlx::query("DELETE FROM invoice_lines WHERE agent_id = $1 AND invoice_id = $2")
+        .bind(agent_id)
+        .bind(invoice_id)
+        .execute(&mut *tx)
+        .await?;
+    for (position, l) in lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO invoice_lines (agent_id, invoice_id, kind, metric_type, description, quantity,
+                                        unit_price_usd, amount_usd, position)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(agent_id)
+        .bind(invoice_id)
+        .bind(l.kind)
+        .bind(&l.metric_type)
+        .bind(&l.description)
+        .bind(l.quantity)
+        .bind(l.unit_price)
+        .bind(l.amount)
+        .bind(i32::try_from(position).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let total = total(&lines);
+    sqlx::query(
+        "UPDATE invoices SET total_usd = $3, updated_at = now() WHERE agent_id = $1 AND id = $2",
+    )
+    .bind(agent_id)
+    .bind(invoice_id)
+    .bind(total)
+    .execute(&mut *tx)
+    .await?;
+    Ok(RollupOutcome {
+        agent_id,
+        invoice_id,
+        total,
+        rebuilt: true,
+    })
+}
+
+async fn compute_lines(
+    tx: &mut PgConnection,
+    agent_id: Uuid,
+    invoice_id: Uuid,
+    month: Month,
+    tz: Tz,
+) -> Result<Vec<Line>, sqlx::Error> {
+    let (start, end) = (month.start(tz), month.next().start(tz));
+    let mut lines = Vec::new();
+    if let Some(p) = pricing::price_at(tx, agent_id, metric::SUBSCRIPTION, start, tz).await? {
+        let text = format!("Subscription {}", month.label());
+        lines.push(Line::new(
+            "subscription",
+            metric::SUBSCRIPTION,
+            text,
+            Decimal::ONE,
+            p.unit_price_usd,
+        ));
+    }
+    // The setup fee is billed once, ever: on this invoice only if no other invoice carries it.
+    let fee_billed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM invoice_lines
+                         WHERE agent_id = $1 AND kind = 'setup_fee' AND invoice_id <> $2)",
+    )
+    .bind(agent_id)
+    .bind(invoice_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !fee_billed
+        && let Some(p) = pricing::price_at(tx, agent_id, metric::SETUP_FEE, start, tz).await?
+    {
+        lines.push(Line::new(
+            "setup_fee",
+            metric::SETUP_FEE,
+            "One-time setup fee".into(),
+            Decimal::ONE,
+            p.unit_price_usd,
+        ));
+    }
+    let usage: Vec<(String, Decimal, Decimal, i64)> = sqlx::query_as(
+        "SELECT metric_type, unit_price_usd, sum(quantity), count(*) FROM agent_usage_metrics
+          WHERE agent_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+          GROUP BY metric_type, unit_price_usd ORDER BY metric_type, unit_price_usd",
+    )
+    .bind(agent_id)
+    .bind(start)
+    .bind(end)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (metric_type, price, quantity, count) in usage {
+        let text = format!("{metric_type}: {count} event(s) at {price}");
+        lines.push(Line::new("usage", &metric_type, text, quantity, price));
+    }
+    // Usage of earlier months that arrived after the latest finalized invoice was closed.
+    let late: Vec<(String, Decimal, Decimal, i64)> = sqlx::query_as(
+        "SELECT u.metric_type, u.unit_price_usd, sum(u.quantity), count(*)
+           FROM agent_usage_metrics u
+          WHERE u.agent_id = $1 AND u.occurred_at < $2
+            AND u.created_at > (SELECT max(finalized_at) FROM invoices
+                                 WHERE agent_id = $1 AND status = 'finalized' AND period_start < $3)
+          GROUP BY u.metric_type, u.unit_price_usd ORDER BY 1, 2",
+    )
+    .bind(agent_id)
+    .bind(start)
+    .bind(month.first_day)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (metric_type, price, quantity, count) in late {
+        let text =
+            format!("Late usage from earlier months, {metric_type}: {count} event(s) at {price}");
+        lines.push(Line::new("adjustment", &metric_type, text, quantity, price));
+    }
+    Ok(lines)
+}
+
+/// Why a month could not be finalized.
+#[derive(Debug, thiserror::Error)]
+pub enum FinalizeError {
+    #[error("{0}")]
+    Order(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Rebuilds and freezes `month`'s drafts. Metering pauses for the moment of each finalize (a SHARE
+/// lock on the ledger), so every usage row is either on this invoice or created after it closed,
+/// and then lands on the next month's invoice as an adjustment.
+pub async fn finalize(
+    pool: &PgPool,
+    month: Month,
+    tz: Tz,
+    only_email: Option<&str>,
+) -> Result<Vec<RollupOutcome>, FinalizeError> {
+    let mut conn = pool.acquire().await?;
+    let agents = billable_agents(&mut conn, month, only_email).await?;
+    drop(conn);
+    let mut done = Vec::new();
+    for agent_id in agents {
+        let mut tx = pool.begin().await?;
+        let earlier_draft: Option<NaiveDate> = sqlx::query_scalar(
+            "SELECT min(period_start) FROM invoices WHERE agent_id = $1 AND status = 'draft' AND period_start < $2",
+        )
+        .bind(agent_id)
+        .bind(month.first_day)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(earlier) = earlier_draft {
+            return Err(FinalizeError::Order(format!(
+                "agent {agent_id} has an earlier draft ({}); finalize months in order",
+                earlier.format("%Y-%m")
+            )));
+        }
+        sqlx::query("LOCK TABLE agent_usage_metrics IN SHARE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let outcome = rollup_agent(&mut tx, agent_id, month, tz).await?;
+        if outcome.rebuilt {
+            sqlx::query(
+                "UPDATE invoices SET status = 'finalized', finalized_at = clock_timestamp(), updated_at = now()
+                  WHERE agent_id = $1 AND id = $2",
+            )
+            .bind(agent_id)
+            .bind(outcome.invoice_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        done.push(outcome);
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().expect("decimal")
+    }
+
+    #[test]
+    fn a_call_ending_at_3_utc_on_december_1st_is_november_in_phoenix() {
+        let at = DateTime::parse_from_rfc3339("2026-12-01T03:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        assert_eq!(
+            Month::containing(at, chrono_tz::America::Phoenix).label(),
+            "2026-11"
+        );
+        assert_eq!(Month::containing(at, chrono_tz::UTC).label(), "2026-12");
+        let nov = Month::parse("2026-11").expect("month");
+        assert_eq!(
+            nov.start(chrono_tz::America::Phoenix).to_rfc3339(),
+            "2026-11-01T07:00:00+00:00"
+        );
+        assert_eq!(nov.next().label(), "2026-12");
+        assert_eq!(
+            Month::parse("2026-01").expect("m").previous().label(),
+            "2025-12"
+        );
+        assert!(Month::parse("2026-13").is_err());
+    }
+
+    #[test]
+    fn lines_round_once_and_the_total_is_their_sum() {
+        let scans = Line::new(
+            "usage",
+            "solar_ocr_scan",
+            String::new(),
+            Decimal::from(3),
+            d("0.075"),
+        );
+        assert_eq!(scans.amount, d("0.23"));
+        let many = Line::new(
+            "usage",
+            "solar_ocr_scan",
+            String::new(),
+            Decimal::from(1000),
+            d("0.075"),
+        );
+        assert_eq!(many.amount, d("75.00"));
+        let sub = Line::new(
+            "subscription",
+            "subscription",
+            String::new(),
+            Decimal::ONE,
+            d("249.00"),
+        );
+        assert_eq!(total(&[scans, many, sub]), d("324.23"));
+    }
+
+    #[test]
+    fn totals_always_equal_the_sum_of_rounded_lines() {
+        // A deterministic sweep in place of a property-testing crate: many quantities and prices,
+        // including half-cent midpoints, negative adjustments and 6-decimal minutes.
+        let prices = [
+            d("0.075"),
+            d("0.2"),
+            d("0.005"),
+            d("249"),
+            d("0.333333"),
+            d("0.000001"),
+        ];
+        let mut seed: u64 = 0x2545F4914F6CDD1D;
+        for _ in 0..2000 {
+            let mut lines = Vec::new();
+            for _ in 0..(seed % 7 + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let qty = Decimal::new((seed % 2_000_000) as i64 - 100_000, 6);
+                let price = prices[(seed % prices.len() as u64) as usize];
+                lines.push(Line::new("usage", "m", String::new(), qty, price));
+            }
+            let t = total(&lines);
+            let summed: Decimal = lines
+                .iter()
+                .map(|l| money::round_line(l.quantity * l.unit_price))
+                .sum();
+            assert_eq!(t, summed);
+            assert_eq!(t.round_dp(2), t, "a total has at most cents");
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Billing commands: `prices`, `invoices`, `usage` and `sync-calls`.
+
+use chrono::NaiveDate;
+use clap::{Subcommand, ValueEnum};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::{
+    billing::{self, Month},
+    jobs::{Deps, sync_calls::SyncCalls},
+    store::{agents, pricing, reports},
+};
+
+#[derive(Subcommand)]
+pub enum PricesCommand {
+    /// Every price range, defaults first, then per-agent overrides.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new price on a date; the range in force then ends that day.
+    Set {
+        /// The metric (subscription, setup_fee, solar_ocr_scan, water_lookup, vapi_call_minutes, ...).
+        metric: String,
+        /// Unit price in USD, e.g. 0.075.
+        price: Decimal,
+        /// First day of the new price (YYYY-MM-DD, in BILLING_TIMEZONE).
+        #[arg(long)]
+        from: NaiveDate,
+        /// Only for this agent (an override of the default).
+        #[arg(long)]
+        agent: Option<String>,
+        /// The unit (scan, minute, month, ...); defaults to the metric's previous unit.
+        #[arg(long)]
+        unit: Option<String>,
+        /// Our cost per unit, for margins.
+        #[arg(long)]
+        cost: Option<Decimal>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum InvoicesCommand {
+    /// Build (or rebuild) the month's draft invoices.
+    Rollup(MonthArgs),
+    /// Rebuild and freeze the month's drafts; later usage goes to the next month as adjustments.
+    Finalize(MonthArgs),
+    /// Print the month's invoices.
+    Show {
+        #[command(flatten)]
+        month: MonthArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct MonthArgs {
+    /// The month, YYYY-MM (a calendar month in BILLING_TIMEZONE).
+    #[arg(long, value_parser = parse_month)]
+    pub month: Month,
+    /// Only this agent (by email).
+    #[arg(long)]
+    pub agent: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+fn parse_month(s: &str) -> Result<Month, String> {
+    Month::parse(s)
+}
+
+async fn agent_id(deps: &Deps, email: Option<&str>) -> anyhow::Result<Option<Uuid>> {
+    let Some(email) = email else { return Ok(None) };
+    let mut conn = deps.pool.acquire().await?;
+    let agent = agents::find_by_email(&mut conn, email).await?;
+    Ok(Some(
+        agent
+            .ok_or_else(|| anyhow::anyhow!("no agent with email {email}"))?
+            .id,
+    ))
+}
+
+pub async fn prices(deps: &Deps, command: PricesCommand) -> anyhow::Result<()> {
+    let mut conn = deps.pool.acquire().await?;
+    match command {
+        PricesCommand::List { json } => {
+            let rows = pricing::list(&mut conn).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<8} {:>12} {:>10} {:<12} {:<12} AGENT",
+                "METRIC", "UNIT", "PRICE", "COST", "FROM", "TO"
+            );
+            for r in rows {
+                println!(
+                    "{:<20} {:<8} {:>12} {:>10} {:<12} {:<12} {}",
+                    r.metric_type,
+                    r.unit,
+                    r.unit_price_usd.normalize(),
+                    r.unit_cost_usd
+                        .map(|c| c.normalize().to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    r.effective_from,
+                    r.effective_to
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    r.agent_email.as_deref().unwrap_or("(default)")
+                );
+            }
+        }
+        PricesCommand::Set {
+            metric,
+            price,
+            from,
+            agent,
+            unit,
+            cost,
+        } => {
+            anyhow::ensure!(!price.is_sign_negative(), "a price cannot be negative");
+            drop(conn);
+            let agent_id = agent_id(deps, agent.as_deref()).await?;
+            let mut tx = deps.pool.begin().await?;
+            let id = pricing::set(
+                &mut tx,
+                agent_id,
+                &metric,
+                price,
+                cost,
+                unit.as_deref(),
+                from,
+            )
+            .await?;
+            tx.commit().await?;
+            println!(
+                "{metric} costs {} from {from} (price id {id})",
+                price.normalize()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<()> {
+    let tz = deps.config.billing_timezone;
+    match command {
+        InvoicesCommand::Rollup(m) => {
+            let done = billing::rollup(&deps.pool, m.month, tz, m.agent.as_deref()).await?;
+            for o in &done {
+                let state = if o.rebuilt {
+                    "draft"
+                } else {
+                    "finalized, unchanged"
+                };
+                println!(
+                    "{} {} total {} ({state})",
+                    m.month,
+                    o.agent_id,
+                    reports::cents(o.total)
+                );
+            }
+            println!("{} invoice(s) for {}", done.len(), m.month);
+        }
+        InvoicesCommand::Finalize(m) => {
+            let done = billing::finalize(&deps.pool, m.month, tz, m.agent.as_deref()).await?;
+            println!(
+                "{} invoice(s) finalized for {}",
+                done.iter().filter(|o| o.rebuilt).count(),
+                m.month
+            );
+        }
+        InvoicesCommand::Show { month, format } => {
+            let mut conn = deps.pool.acquire().await?;
+            let list =
+                reports::invoices(&mut conn, month.month.first_day, month.agent.as_deref()).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+                Format::Csv => {
+                    println!(
+                        "agent_id,agency_name,period,status,kind,metric_type,quantity,unit_price,amount,total"
+                    );
+                    for i in &list {
+                        for l in &i.lines {
+                            println!(
+                                "{},{},{},{},{},{},{},{},{},{}",
+                                i.agent_id,
+                                csv(&i.agency_name),
+                                i.period,
+                                i.status,
+                                l.kind,
+                                l.metric_type,
+                                l.quantity,
+                                l.unit_price,
+                                l.amount,
+                                i.total
+                            );
+                        }
+                    }
+                }
+                Format::Table => {
+                    for i in &list {
+                        println!("{} — {} ({})", i.agency_name, i.period, i.status);
+                        for l in &i.lines {
+                            println!(
+                                "  {:<12} {:<18} {:>14} x {:>10} = {:>10}",
+                                l.kind, l.metric_type, l.quantity, l.unit_price, l.amount
+                            );
+                        }
+                        println!("  {:<12} {:>59}\n", "TOTAL", i.total);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn usage(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<()> {
+    let tz = deps.config.billing_timezone;
+    let mut conn = deps.pool.acquire().await?;
+    let rows = reports::usage(
+        &mut conn,
+        m.month.start(tz),
+        m.month.next().start(tz),
+        m.agent.as_deref(),
+    )
+    .await?;
+    match format {
+        Format::Json => {
+            let out: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "agency_name": r.agency_name, "metric_type": r.metric_type, "count": r.events,
+                        "quantity": r.quantity.normalize().to_string(), "billed": reports::cents(r.billed_usd),
+                        "provider_cost": reports::cents(r.provider_cost_usd), "margin": reports::cents(r.margin_usd()),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Format::Csv => {
+            println!("agency_name,metric_type,count,quantity,billed,provider_cost,margin");
+            for r in &rows {
+                println!(
+                    "{},{},{},{},{},{},{}",
+                    csv(&r.agency_name),
+                    r.metric_type,
+                    r.events,
+                    r.quantity.normalize(),
+                    reports::cents(r.billed_usd),
+                    reports::cents(r.provider_cost_usd),
+                    reports::cents(r.margin_usd())
+                );
+            }
+        }
+        Format::Table => {
+            println!(
+                "{:<30} {:<18} {:>7} {:>14} {:>10} {:>10} {:>10}",
+                "AGENCY", "METRIC", "COUNT", "QUANTITY", "BILLED", "COST", "MARGIN"
+            );
+            for r in &rows {
+                println!(
+                    "{:<30} {:<18} {:>7} {:>14} {:>10} {:>10} {:>10}",
+                    r.agency_name,
+                    r.metric_type,
+                    r.events,
+                    r.quantity.normalize(),
+                    reports::cents(r.billed_usd),
+                    reports::cents(r.provider_cost_usd),
+                    reports::cents(r.margin_usd())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn sync_calls(deps: &Deps, date: NaiveDate, agent: Option<&str>) -> anyhow::Result<()> {
+    let agent_id = agent_id(deps, agent).await?;
+    let report = SyncCalls { date, agent_id }.sync(deps).await?;
+    println!(
+        "{date}: {} agent(s), {} call(s) seen, {} new, {} metered, {} corrected",
+        report.agents, report.seen, report.new, report.metered, report.corrected
+    );
+    Ok(())
+}
+
+fn csv(field: &str) -> String {
+    if field.contains([',', '"', '\n']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}

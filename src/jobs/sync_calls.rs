@@ -1,0 +1,192 @@
+//! `sync_calls`: the daily reconciliation with Vapi's API, catching webhooks that never arrived.
+//!
+//! For each agent with a Vapi number: list the day's calls (window in `BILLING_TIMEZONE`), upsert
+//! them, meter every ended call that has no usage row (`vapi_call:{id}`, the webhook's key), and
+//! when Vapi's final duration differs from what was billed, append a reversal and a new row
+//! (`vapi_call:{id}:rev{n}` / `vapi_call:{id}:v{n+1}`), never an update in place.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Deps, Job, JobError, meter_call};
+use crate::{
+    money,
+    store::{calls, usage, usage::metric},
+    vapi::CallReport,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyncCalls {
+    /// The day to reconcile, in `BILLING_TIMEZONE`.
+    pub date: NaiveDate,
+    /// Only this agent (by id); all agents when absent.
+    #[serde(default)]
+    pub agent_id: Option<Uuid>,
+}
+
+/// What a sync found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SyncReport {
+    pub agents: usize,
+    pub seen: usize,
+    pub new: usize,
+    pub metered: usize,
+    pub corrected: usize,
+}
+
+impl SyncCalls {
+    pub fn idempotency_key(&self) -> String {
+        format!("vapi-sync:{}", self.date)
+    }
+
+    /// Runs the reconciliation and reports its counts.
+    pub async fn sync(&self, deps: &Deps) -> Result<SyncReport, JobError> {
+        let tz = deps.config.billing_timezone;
+        let day_start = |d: NaiveDate| {
+            tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
+                .earliest()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let next = self.date.succ_opt().unwrap_or(self.date);
+        let (Some(start), Some(end)) = (day_start(self.date), day_start(next)) else {
+            return Err(JobError::Permanent(format!(
+                "{} has no midnight in {tz}",
+                self.date
+            )));
+        };
+        let agents: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, vapi_phone_number_id FROM agents
+              WHERE vapi_phone_number_id IS NOT NULL AND ($1::uuid IS NULL OR id = $1)
+              ORDER BY id",
+        )
+        .bind(self.agent_id)
+        .fetch_all(&deps.pool)
+        .await?;
+        let mut report = SyncReport {
+            agents: agents.len(),
+            ..SyncReport::default()
+        };
+        for (agent_id, phone_number_id) in agents {
+            let listed = deps
+                .providers
+                .vapi
+                .list_calls(&phone_number_id, start, end)
+                .await?;
+            for call in listed {
+                report.seen += 1;
+                let mut tx = deps.pool.begin().await?;
+                let known = calls::find(&mut tx, agent_id, &call.id).await?.is_some();
+                let ended =
+                    call.ended_at.is_some() && call.status.as_deref().is_none_or(|s| s == "ended");
+                if ended {
+                    calls::upsert_report(&mut tx, agent_id, &CallReport::from_api(&call)).await?;
+                } else if let Some(status) = call.status.as_deref() {
+                    let customer = call.customer.as_ref().and_then(|c| c.number.as_deref());
+                    calls::update_status(
+                        &mut tx,
+                        agent_id,
+                        &call.id,
+                        customer,
+                        status,
+                        call.ended_reason.as_deref(),
+                    )
+                    .await?;
+                }
+                report.new += usize::from(!known);
+                if ended {
+                    match reconcile(&mut tx, deps, agent_id, &call.id).await? {
+                        Reconciled::Metered => report.metered += 1,
+                        Reconciled::Corrected => report.corrected += 1,
+                        Reconciled::Unchanged => {}
+                    }
+                }
+                tx.commit().await?;
+            }
+        }
+        tracing::info!(date = %self.date, ?report, "vapi calls reconciled");
+        Ok(report)
+    }
+}
+
+enum Reconciled {
+    Metered,
+    Corrected,
+    Unchanged,
+}
+
+/// Bills the call if nothing was billed, or corrects what was billed if Vapi's duration changed.
+async fn reconcile(
+    tx: &mut PgConnection,
+    deps: &Deps,
+    agent_id: Uuid,
+    vapi_call_id: &str,
+) -> Result<Reconciled, JobError> {
+    let Some(call) = calls::find(tx, agent_id, vapi_call_id).await? else {
+        return Ok(Reconciled::Unchanged);
+    };
+    let base_key = format!("vapi_call:{vapi_call_id}");
+    let rows: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics
+          WHERE agent_id = $1 AND metric_type = $2
+            AND (idempotency_key = $3 OR metadata->>'corrects' = $3)
+          ORDER BY created_at, idempotency_key",
+    )
+    .bind(agent_id)
+    .bind(metric::VAPI_CALL_MINUTES)
+    .bind(&base_key)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        meter_call::meter_minutes(tx, deps, &call, &base_key, None).await?;
+        return Ok(Reconciled::Metered);
+    }
+    let Some(seconds) = call.duration_seconds else {
+        return Ok(Reconciled::Unchanged);
+    };
+    let billed: Decimal = rows.iter().map(|(_, q, _)| *q).sum();
+    let expected = money::minutes_from_seconds(seconds);
+    if billed == expected {
+        return Ok(Reconciled::Unchanged);
+    }
+    // The live row is the latest positive one; reverse it at its own price, then bill anew.
+    let corrections = rows.iter().filter(|(_, q, _)| q.is_sign_negative()).count() + 1;
+    let Some((live_key, live_qty, live_price)) = rows
+        .iter()
+        .rev()
+        .find(|(_, q, _)| q.is_sign_positive())
+        .cloned()
+    else {
+        return Ok(Reconciled::Unchanged);
+    };
+    let occurred_at = call.ended_at.unwrap_or(call.updated_at);
+    usage::insert_once(
+        tx,
+        &usage::NewUsage {
+            agent_id,
+            metric_type: metric::VAPI_CALL_MINUTES,
+            quantity: -live_qty,
+            unit_price_usd: live_price,
+            provider_cost_usd: None,
+            occurred_at,
+            idempotency_key: &format!("{base_key}:rev{corrections}"),
+            metadata: serde_json::json!({"corrects": base_key, "reverses": live_key,
+                                         "vapi_call_id": vapi_call_id, "reason": "vapi final duration differs"}),
+        },
+    )
+    .await?;
+    let new_key = format!("{base_key}:v{}", corrections + 1);
+    meter_call::meter_minutes(tx, deps, &call, &new_key, Some(&base_key)).await?;
+    Ok(Reconciled::Corrected)
+}
+
+impl Job for SyncCalls {
+    const QUEUE: &'static str = "sync_calls";
+    const MAX_ATTEMPTS: usize = 6;
+
+    async fn run(self, deps: &Deps) -> Result<(), JobError> {
+        self.sync(deps).await.map(|_| ())
+    }
+}

@@ -1,0 +1,574 @@
+//! Billing: prices over time, monthly invoices, finalization, the daily Vapi sync.
+
+use std::sync::Arc;
+
+use agent_meter::{
+    billing::{self, Month},
+    jobs::{Deps, sync_calls::SyncCalls},
+    store::pricing,
+};
+use chrono_tz::America::Phoenix;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{method, path, query_param},
+};
+
+use crate::helpers::*;
+
+fn d(s: &str) -> Decimal {
+    s.parse().expect("decimal")
+}
+
+fn month(s: &str) -> Month {
+    Month::parse(s).expect("month")
+}
+
+async fn add_usage(
+    db: &TestDb,
+    agent: uuid::Uuid,
+    metric: &str,
+    qty: &str,
+    price: &str,
+    at: &str,
+    key: &str,
+) {
+    sqlx::query(
+        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                          occurred_at, idempotency_key)
+         VALUES ($1, $2, $3::numeric, $4::numeric, $3::numeric * $4::numeric, $5::timestamptz, $6)",
+    )
+    .bind(agent)
+    .bind(metric)
+    .bind(qty)
+    .bind(price)
+    .bind(at)
+    .bind(key)
+    .execute(&db.pool)
+    .await
+    .expect("usage row");
+}
+
+/// (kind, metric, quantity, unit price, amount) of the agent's invoice for `m`, and its total.
+async fn invoice(
+    db: &TestDb,
+    agent: uuid::Uuid,
+    m: &str,
+) -> (
+    Vec<(String, String, Decimal, Decimal, Decimal)>,
+    Decimal,
+    String,
+) {
+    let (id, total, status): (uuid::Uuid, Decimal, String) = sqlx::query_as(
+        "SELECT id, total_usd, status FROM invoices WHERE agent_id = $1 AND period_start = $2",
+    )
+    .bind(agent)
+    .bind(month(m).first_day)
+    .fetch_one(&db.pool)
+    .await
+    .expect("invoice");
+    let lines = sqlx::query_as(
+        "SELECT kind, metric_type, quantity, unit_price_usd, amount_usd FROM invoice_lines
+          WHERE invoice_id = $1 ORDER BY position",
+    )
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await
+    .expect("lines");
+    (lines, total, status)
+}
+
+async fn only(db: &TestDb, phone: &str) -> (uuid::Uuid, String) {
+    let agent = db.agent_id(phone).await;
+    let email: String = sqlx::query_scalar("SELECT email FROM agents WHERE id = $1")
+        .bind(agent)
+        .fetch_one(&db.pool)
+        .await
+        .expect("email");
+    (agent, email)
+}
+
+#[tokio::test]
+async fn three_scans_bill_23_cents_and_the_first_invoice_carries_subscription_and_setup() {
+    let db = TestDb::seeded().await;
+    let (agent, email) = only(&db, PHONE_1).await;
+    for i in 0..3 {
+        add_usage(
+            &db,
+            agent,
+            "solar_ocr_scan",
+            "1",
+            "0.075",
+            "2026-11-20T18:00:00Z",
+            &format!("s{i}"),
+        )
+        .await;
+    }
+    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
+        .await
+        .expect("rollup");
+    let (lines, total, status) = invoice(&db, agent, "2026-11").await;
+    assert_eq!(status, "draft");
+    assert_eq!(
+        lines,
+        vec![
+            (
+                "subscription".into(),
+                "subscription".into(),
+                d("1"),
+                d("249"),
+                d("249.00")
+            ),
+            (
+                "setup_fee".into(),
+                "setup_fee".into(),
+                d("1"),
+                d("500"),
+                d("500.00")
+            ),
+            (
+                "usage".into(),
+                "solar_ocr_scan".into(),
+                d("3"),
+                d("0.075"),
+                d("0.23")
+            ),
+        ]
+    );
+    assert_eq!(total, d("749.23"));
+}
+
+#[tokio::test]
+async fn a_thousand_scans_bill_75_dollars_not_80() {
+    let db = TestDb::seeded().await;
+    let (agent, email) = only(&db, PHONE_1).await;
+    sqlx::query(
+        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd, occurred_at, idempotency_key)
+         SELECT $1, 'solar_ocr_scan', 1, 0.075, 0.075, '2026-11-15T12:00:00Z', 'scan-' || g FROM generate_series(1, 1000) g",
+    )
+    .bind(agent)
+    .execute(&db.pool)
+    .await
+    .expect("scans");
+    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
+        .await
+        .expect("rollup");
+    let (lines, _, _) = invoice(&db, agent, "2026-11").await;
+    let scans = lines
+        .iter()
+        .find(|l| l.1 == "solar_ocr_scan")
+        .expect("scan line");
+    assert_eq!((scans.2, scans.4), (d("1000"), d("75.00")));
+}
+
+#[tokio::test]
+async fn a_price_change_mid_month_gives_two_usage_lines() {
+    let db = TestDb::seeded().await;
+    let (agent, email) = only(&db, PHONE_1).await;
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let from = chrono::NaiveDate::from_ymd_opt(2026, 11, 16).expect("date");
+    pricing::set(
+        &mut conn,
+        None,
+        "vapi_call_minutes",
+        d("0.25"),
+        None,
+        None,
+        from,
+    )
+    .await
+    .expect("new price");
+    // The previous range was closed the same day; an overlapping insert is refused by the database.
+    let overlap = sqlx::query(
+        "INSERT INTO pricing_config (metric_type, unit, unit_price_usd, effective_from) VALUES ('vapi_call_minutes', 'minute', 1, '2026-11-20')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect_err("overlap rejected");
+    assert!(
+        overlap.to_string().contains("pricing_config_no_overlap"),
+        "{overlap}"
+    );
+    let earlier = pricing::set(
+        &mut conn,
+        None,
+        "vapi_call_minutes",
+        d("0.3"),
+        None,
+        None,
+        from.pred_opt().expect("d"),
+    )
+    .await;
+    assert!(earlier.is_err(), "prices change in date order");
+    drop(conn);
+
+    let app = TestApp::spawn_on(
+        db,
+        agent_meter::app::Roles {
+            web: true,
+            worker: true,
+            clock: false,
+        },
+        &[],
+    )
+    .await;
+    let mut early = end_of_call_report("call-early", PHONE_1);
+    early["message"]["startedAt"] = json!("2026-11-10T17:00:00Z");
+    early["message"]["endedAt"] = json!("2026-11-10T17:02:00Z");
+    app.post(&early).await;
+    app.post(&end_of_call_report("call-late", PHONE_1)).await; // 2026-11-20, 2.5 min
+    drain(&app.db.pool, 15).await;
+    billing::rollup(&app.db.pool, month("2026-11"), Phoenix, Some(&email))
+        .await
+        .expect("rollup");
+    let (lines, total, _) = invoice(&app.db, agent, "2026-11").await;
+    let minutes: Vec<_> = lines
+        .iter()
+        .filter(|l| l.1 == "vapi_call_minutes")
+        .collect();
+    assert_eq!(minutes.len(), 2, "{lines:?}");
+    assert_eq!(
+        (minutes[0].2, minutes[0].3, minutes[0].4),
+        (d("2"), d("0.2"), d("0.40"))
+    );
+    assert_eq!(
+        (minutes[1].2, minutes[1].3, minutes[1].4),
+        (d("2.5"), d("0.25"), d("0.63"))
+    );
+    assert_eq!(total, d("749.00") + d("0.40") + d("0.63"));
+}
+
+#[tokio::test]
+async fn the_setup_fee_appears_once_across_months_and_late_usage_becomes_an_adjustment() {
+    let db = TestDb::seeded().await;
+    let (agent, email) = only(&db, PHONE_1).await;
+    add_usage(
+        &db,
+        agent,
+        "solar_ocr_scan",
+        "1",
+        "0.075",
+        "2026-11-20T18:00:00Z",
+        "nov-1",
+    )
+    .await;
+    billing::finalize(&db.pool, month("2026-11"), Phoenix, Some(&email))
+        .await
+        .expect("finalize nov");
+    let (nov_lines, nov_total, status) = invoice(&db, agent, "2026-11").await;
+    assert_eq!((status.as_str(), nov_total), ("finalized", d("749.08")));
+
+    // A November scan that arrives after November was finalized, and December usage.
+    add_usage(
+        &db,
+        agent,
+        "solar_ocr_scan",
+        "1",
+        "0.075",
+        "2026-11-29T18:00:00Z",
+        "nov-late",
+    )
+    .await;
+    add_usage(
+        &db,
+        agent,
+        "solar_ocr_scan",
+        "1",
+        "0.075",
+        "2026-12-05T18:00:00Z",
+        "dec-1",
+    )
+    .await;
+    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
+        .await
+        .expect("rollup nov again");
+    billing::rollup(&db.pool, month("2026-12"), Phoenix, Some(&email))
+        .await
+        .expect("rollup dec");
+    assert_eq!(
+        invoice(&db, agent, "2026-11").await,
+        (nov_lines, nov_total, "finalized".into()),
+        "a finalized invoice never changes"
+    );
+    let (dec, dec_total, _) = invoice(&db, agent, "2026-12").await;
+    let kinds: Vec<&str> = dec.iter().map(|l| l.0.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec!["subscription", "usage", "adjustment"],
+        "{dec:?}"
+    );
+    assert_eq!(dec_total, d("249.00") + d("0.08") + d("0.08"));
+    let fees = db
+        .count("SELECT count(*) FROM invoice_lines WHERE kind = 'setup_fee'")
+        .await;
+    assert_eq!(fees, 1);
+    // Finalizing out of order is refused.
+    billing::rollup(&db.pool, month("2027-01"), Phoenix, Some(&email))
+        .await
+        .expect("rollup jan");
+    assert!(
+        billing::finalize(&db.pool, month("2027-01"), Phoenix, Some(&email))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_call_ending_at_3_utc_on_december_1st_is_billed_in_november_in_phoenix() {
+    let db = TestDb::seeded().await;
+    let (agent, email) = only(&db, PHONE_1).await;
+    add_usage(
+        &db,
+        agent,
+        "vapi_call_minutes",
+        "10",
+        "0.20",
+        "2026-12-01T03:00:00Z",
+        "vapi_call:x",
+    )
+    .await;
+    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
+        .await
+        .expect("nov");
+    billing::rollup(&db.pool, month("2026-12"), Phoenix, Some(&email))
+        .await
+        .expect("dec");
+    let (nov, _, _) = invoice(&db, agent, "2026-11").await;
+    let (dec, _, _) = invoice(&db, agent, "2026-12").await;
+    assert!(
+        nov.iter()
+            .any(|l| l.1 == "vapi_call_minutes" && l.4 == d("2.00")),
+        "{nov:?}"
+    );
+    assert!(!dec.iter().any(|l| l.1 == "vapi_call_minutes"), "{dec:?}");
+}
+
+#[tokio::test]
+async fn rollup_twice_and_concurrently_gives_one_identical_invoice_per_agent() {
+    let db = TestDb::seeded().await;
+    let (agent, _) = only(&db, PHONE_1).await;
+    add_usage(
+        &db,
+        agent,
+        "water_lookup",
+        "1",
+        "0",
+        "2026-11-20T18:00:00Z",
+        "w1",
+    )
+    .await;
+    let m = month("2026-11");
+    let (a, b, c) = tokio::join!(
+        billing::rollup(&db.pool, m, Phoenix, None),
+        billing::rollup(&db.pool, m, Phoenix, None),
+        billing::rollup(&db.pool, m, Phoenix, None)
+    );
+    let (a, b, c) = (a.expect("a"), b.expect("b"), c.expect("c"));
+    assert_eq!(a.len(), 5);
+    assert_eq!(a, b);
+    assert_eq!(b, c);
+    let first = invoice(&db, agent, "2026-11").await;
+    billing::rollup(&db.pool, m, Phoenix, None)
+        .await
+        .expect("again");
+    assert_eq!(invoice(&db, agent, "2026-11").await, first);
+    assert_eq!(db.count("SELECT count(*) FROM invoices").await, 5);
+    assert_eq!(
+        db.count("SELECT count(*) FROM invoice_lines WHERE kind = 'setup_fee'")
+            .await,
+        5
+    );
+}
+
+#[tokio::test]
+async fn cancelled_and_not_yet_started_agents_get_no_invoice() {
+    let db = TestDb::seeded().await;
+    sqlx::query("UPDATE agents SET cancelled_on = '2026-10-31', status = 'cancelled' WHERE vapi_phone_number_id = $1")
+        .bind(PHONE_1)
+        .execute(&db.pool)
+        .await
+        .expect("cancel");
+    sqlx::query(
+        "UPDATE agents SET billing_starts_on = '2026-12-01' WHERE vapi_phone_number_id = $1",
+    )
+    .bind(PHONE_2)
+    .execute(&db.pool)
+    .await
+    .expect("later start");
+    let done = billing::rollup(&db.pool, month("2026-11"), Phoenix, None)
+        .await
+        .expect("rollup");
+    assert_eq!(done.len(), 3);
+}
+
+fn vapi_call(id: &str, started: &str, ended: &str) -> Value {
+    json!({"id": id, "phoneNumberId": PHONE_1, "status": "ended", "customer": {"number": "+16025550123"},
+           "startedAt": started, "endedAt": ended, "endedReason": "customer-ended-call", "cost": 0.31,
+           "createdAt": started, "updatedAt": ended})
+}
+
+#[tokio::test]
+async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_duration() {
+    let mocks = Mocks::start().await;
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    let vars: Vec<(String, String)> = mocks.config();
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&borrowed)));
+    // The webhook metered call A as 2 minutes; Vapi's final record says 3. Call B never reached us.
+    add_usage(
+        &db,
+        agent,
+        "vapi_call_minutes",
+        "2",
+        "0.20",
+        "2026-11-20T17:02:00Z",
+        "vapi_call:call-a",
+    )
+    .await;
+    sqlx::query("INSERT INTO calls (agent_id, vapi_call_id, status, duration_seconds, ended_at) VALUES ($1, 'call-a', 'ended', 120, '2026-11-20T17:02:00Z')")
+        .bind(agent)
+        .execute(&db.pool)
+        .await
+        .expect("call a");
+    let day = json!([
+        vapi_call("call-b", "2026-11-20T18:00:00Z", "2026-11-20T18:01:30Z"),
+        vapi_call("call-a", "2026-11-20T17:00:00Z", "2026-11-20T17:03:00Z"),
+    ]);
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .and(query_param("phoneNumberId", PHONE_1))
+        .respond_with(ResponseTemplate::new(200).set_body_json(day))
+        .mount(&mocks.vapi)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&mocks.vapi)
+        .await;
+
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
+    let report = SyncCalls {
+        date,
+        agent_id: None,
+    }
+    .sync(&deps)
+    .await
+    .expect("sync");
+    assert_eq!(
+        (report.seen, report.new, report.metered, report.corrected),
+        (2, 1, 1, 1)
+    );
+    let rows: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics ORDER BY idempotency_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("rows");
+    assert_eq!(
+        rows,
+        vec![
+            ("vapi_call:call-a".into(), d("2"), d("0.2")),
+            ("vapi_call:call-a:rev1".into(), d("-2"), d("0.2")),
+            ("vapi_call:call-a:v2".into(), d("3"), d("0.2")),
+            ("vapi_call:call-b".into(), d("1.5"), d("0.2")),
+        ]
+    );
+    // A second sync changes nothing.
+    let again = SyncCalls {
+        date,
+        agent_id: None,
+    }
+    .sync(&deps)
+    .await
+    .expect("sync again");
+    assert_eq!(
+        (again.seen, again.new, again.metered, again.corrected),
+        (2, 0, 0, 0)
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM agent_usage_metrics").await,
+        4
+    );
+}
+
+#[tokio::test]
+async fn the_clock_enqueues_a_missed_tick_once_per_period() {
+    let db = TestDb::seeded().await;
+    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
+    let schedule =
+        agent_meter::clock::Schedule::parse(agent_meter::clock::SCHEDULE_TOML).expect("schedule");
+    let now = chrono::DateTime::parse_from_rfc3339("2026-12-15T12:00:00Z")
+        .expect("t")
+        .with_timezone(&chrono::Utc);
+    agent_meter::clock::catch_up(&deps, &schedule, now).await;
+    agent_meter::clock::catch_up(&deps, &schedule, now).await;
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT idempotency_key FROM apalis.jobs ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .expect("keys");
+    assert_eq!(
+        keys,
+        vec![
+            "invoice-rollup:2026-11".to_string(),
+            "prune_jobs:2026-12-15T11:30:00Z".to_string(),
+            "vapi-sync:2026-12-14".to_string(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn invoices_show_prints_the_documented_json_shape() {
+    let db = TestDb::seeded().await;
+    let (agent, email) = only(&db, PHONE_1).await;
+    for i in 0..3 {
+        add_usage(
+            &db,
+            agent,
+            "solar_ocr_scan",
+            "1",
+            "0.075",
+            "2026-11-20T18:00:00Z",
+            &format!("s{i}"),
+        )
+        .await;
+    }
+    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
+        .await
+        .expect("rollup");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
+        .args([
+            "invoices", "show", "--month", "2026-11", "--agent", &email, "--format", "json",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(shown[0]["period"], "2026-11");
+    assert_eq!(shown[0]["status"], "draft");
+    assert_eq!(shown[0]["agency_name"], "Flagstaff Family Insurance");
+    assert_eq!(shown[0]["total"], "749.23");
+    assert_eq!(
+        shown[0]["lines"][2],
+        json!({"kind": "usage", "metric_type": "solar_ocr_scan", "quantity": "3", "unit_price": "0.075", "amount": "0.23"})
+    );
+    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
+        .args(["usage", "--month", "2026-11", "--format", "csv"])
+        .env("DATABASE_URL", &db.url)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&usage.stdout);
+    assert!(
+        text.contains("Flagstaff Family Insurance,solar_ocr_scan,3,3,0.23,0.00,0.23"),
+        "{text}"
+    );
+}
