@@ -9,6 +9,7 @@ ALTER TABLE invoices DROP CONSTRAINT IF EXISTS invoices_status_check;
 UPDATE invoices SET status = 'issued' WHERE status = 'finalized';
 ALTER TABLE invoices ADD CONSTRAINT invoices_status_check CHECK (status IN ('draft', 'issued', 'void'));
 ALTER TABLE invoices DROP COLUMN IF EXISTS updated_at, DROP COLUMN IF EXISTS finalized_at;
+DROP INDEX IF EXISTS agent_usage_metrics_late;
 ALTER TABLE agent_usage_metrics ALTER COLUMN created_at SET DEFAULT now();
 DELETE FROM agent_usage_metrics WHERE quantity < 0;
 ALTER TABLE agent_usage_metrics ADD CONSTRAINT agent_usage_metrics_quantity_check CHECK (quantity >= 0);

@@ -25,6 +25,8 @@ ALTER TABLE agent_usage_metrics DROP CONSTRAINT IF EXISTS agent_usage_metrics_qu
 -- Wall-clock insert time (not transaction start), so "created after the invoice was finalized"
 -- is true for every row that commits after a finalize.
 ALTER TABLE agent_usage_metrics ALTER COLUMN created_at SET DEFAULT clock_timestamp();
+-- Late usage (created after an invoice was finalized) is found by insert time.
+CREATE INDEX agent_usage_metrics_late ON agent_usage_metrics (agent_id, created_at);
 
 ALTER TABLE invoices
     ADD COLUMN finalized_at timestamptz,

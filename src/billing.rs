@@ -138,7 +138,12 @@ pub async fn billable_agents(
     .await
 }
 
+/// One metric at one price: the sum of its quantities and how many rows made it.
+type UsageSum = (String, Decimal, Decimal, i64);
+
 /// Builds (or rebuilds) every billable agent's draft for `month`, one transaction per agent.
+/// The month's usage is summed for all agents in one pass over the ledger (a plain `GROUP BY`),
+/// not one index walk per agent.
 pub async fn rollup(
     pool: &PgPool,
     month: Month,
@@ -147,11 +152,30 @@ pub async fn rollup(
 ) -> Result<Vec<RollupOutcome>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let agents = billable_agents(&mut conn, month, only_email).await?;
+    let rows: Vec<(Uuid, String, Decimal, Decimal, i64)> = sqlx::query_as(
+        "SELECT agent_id, metric_type, unit_price_usd, sum(quantity), count(*)
+           FROM agent_usage_metrics
+          WHERE occurred_at >= $1 AND occurred_at < $2 AND agent_id = ANY($3)
+          GROUP BY agent_id, metric_type, unit_price_usd
+          ORDER BY agent_id, metric_type, unit_price_usd",
+    )
+    .bind(month.start(tz))
+    .bind(month.next().start(tz))
+    .bind(&agents)
+    .fetch_all(&mut *conn)
+    .await?;
     drop(conn);
+    let mut sums: std::collections::HashMap<Uuid, Vec<UsageSum>> = std::collections::HashMap::new();
+    for (agent_id, metric_type, price, quantity, count) in rows {
+        sums.entry(agent_id)
+            .or_default()
+            .push((metric_type, price, quantity, count));
+    }
     let mut outcomes = Vec::with_capacity(agents.len());
     for agent_id in agents {
         let mut tx = pool.begin().await?;
-        let outcome = rollup_agent(&mut tx, agent_id, month, tz).await?;
+        let usage = sums.remove(&agent_id).unwrap_or_default();
+        let outcome = write_invoice(&mut tx, agent_id, month, tz, Some(usage)).await?;
         tx.commit().await?;
         outcomes.push(outcome);
     }
@@ -165,6 +189,18 @@ pub async fn rollup_agent(
     agent_id: Uuid,
     month: Month,
     tz: Tz,
+) -> Result<RollupOutcome, sqlx::Error> {
+    write_invoice(tx, agent_id, month, tz, None).await
+}
+
+/// Writes the draft; `usage` are the month's sums when the caller already has them, else they
+/// are read here, inside the transaction.
+async fn write_invoice(
+    tx: &mut PgConnection,
+    agent_id: Uuid,
+    month: Month,
+    tz: Tz,
+    usage: Option<Vec<UsageSum>>,
 ) -> Result<RollupOutcome, sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(format!("invoice:{agent_id}"))
@@ -194,7 +230,7 @@ pub async fn rollup_agent(
             rebuilt: false,
         });
     }
-    let lines = compute_lines(tx, agent_id, invoice_id, month, tz).await?;
+    let lines = compute_lines(tx, agent_id, invoice_id, month, tz, usage).await?;
     sqlx::query("DELETE FROM invoice_lines WHERE agent_id = $1 AND invoice_id = $2")
         .bind(agent_id)
         .bind(invoice_id)
@@ -241,6 +277,7 @@ async fn compute_lines(
     invoice_id: Uuid,
     month: Month,
     tz: Tz,
+    usage: Option<Vec<UsageSum>>,
 ) -> Result<Vec<Line>, sqlx::Error> {
     let (start, end) = (month.start(tz), month.next().start(tz));
     let mut lines = Vec::new();
@@ -274,34 +311,45 @@ async fn compute_lines(
             p.unit_price_usd,
         ));
     }
-    let usage: Vec<(String, Decimal, Decimal, i64)> = sqlx::query_as(
-        "SELECT metric_type, unit_price_usd, sum(quantity), count(*) FROM agent_usage_metrics
-          WHERE agent_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-          GROUP BY metric_type, unit_price_usd ORDER BY metric_type, unit_price_usd",
-    )
-    .bind(agent_id)
-    .bind(start)
-    .bind(end)
-    .fetch_all(&mut *tx)
-    .await?;
+    let usage: Vec<UsageSum> = match usage {
+        Some(sums) => sums,
+        None => sqlx::query_as(
+            "SELECT metric_type, unit_price_usd, sum(quantity), count(*) FROM agent_usage_metrics
+                  WHERE agent_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+                  GROUP BY metric_type, unit_price_usd ORDER BY metric_type, unit_price_usd",
+        )
+        .bind(agent_id)
+        .bind(start)
+        .bind(end)
+        .fetch_all(&mut *tx)
+        .await?,
+    };
     for (metric_type, price, quantity, count) in usage {
         let text = format!("{metric_type}: {count} event(s) at {price}");
         lines.push(Line::new("usage", &metric_type, text, quantity, price));
     }
     // Usage of earlier months that arrived after the latest finalized invoice was closed.
-    let late: Vec<(String, Decimal, Decimal, i64)> = sqlx::query_as(
-        "SELECT u.metric_type, u.unit_price_usd, sum(u.quantity), count(*)
-           FROM agent_usage_metrics u
-          WHERE u.agent_id = $1 AND u.occurred_at < $2
-            AND u.created_at > (SELECT max(finalized_at) FROM invoices
-                                 WHERE agent_id = $1 AND status = 'finalized' AND period_start < $3)
-          GROUP BY u.metric_type, u.unit_price_usd ORDER BY 1, 2",
+    let closed: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT max(finalized_at) FROM invoices
+          WHERE agent_id = $1 AND status = 'finalized' AND period_start < $2",
     )
     .bind(agent_id)
-    .bind(start)
     .bind(month.first_day)
-    .fetch_all(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
+    let late: Vec<UsageSum> = match closed {
+        None => Vec::new(),
+        Some(closed) => sqlx::query_as(
+            "SELECT metric_type, unit_price_usd, sum(quantity), count(*) FROM agent_usage_metrics
+                  WHERE agent_id = $1 AND created_at > $2 AND occurred_at < $3
+                  GROUP BY metric_type, unit_price_usd ORDER BY 1, 2",
+        )
+        .bind(agent_id)
+        .bind(closed)
+        .bind(start)
+        .fetch_all(&mut *tx)
+        .await?,
+    };
     for (metric_type, price, quantity, count) in late {
         let text =
             format!("Late usage from earlier months, {metric_type}: {count} event(s) at {price}");
