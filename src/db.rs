@@ -265,3 +265,23 @@ async fn is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// The role tenant-facing work runs as (see `migrations/*_tenancy.up.sql`).
+pub const TENANT_ROLE: &str = "agent_meter_tenant";
+
+/// A transaction scoped to one agent: it runs as [`TENANT_ROLE`] with `app.agent_id` set for this
+/// transaction only, so Row Level Security decides what it can see and change.
+pub async fn tenant_tx(
+    pool: &PgPool,
+    agent_id: uuid::Uuid,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL ROLE agent_meter_tenant")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT set_config('app.agent_id', $1, true)")
+        .bind(agent_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}

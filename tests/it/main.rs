@@ -10,5 +10,6 @@ mod cli;
 mod providers;
 mod reliability;
 mod schema;
+mod tenancy;
 mod webhook;
 mod worker;

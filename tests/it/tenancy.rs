@@ -1,0 +1,279 @@
+//! Tenant isolation at the database: the role, the policies, and an audit of the catalog.
+
+use agent_meter::db;
+use sqlx::{PgPool, Row, postgres::PgPoolOptions};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+const TENANT_TABLES: &[&str] = &[
+    "leads",
+    "properties",
+    "risk_assessments",
+    "tags",
+    "calls",
+    "agent_usage_metrics",
+    "invoices",
+    "invoice_lines",
+];
+
+/// One row of every kind for every seeded agent, written as the owner.
+async fn populate(pool: &PgPool) -> Vec<Uuid> {
+    let agents: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM agents ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .expect("agents");
+    for (n, agent) in agents.iter().enumerate() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "WITH l AS (INSERT INTO leads (agent_id, phone) VALUES ('{agent}', '+1602555{n:04}') RETURNING id),
+                  p AS (INSERT INTO properties (agent_id, lead_id, address) SELECT '{agent}', id, '{n} Main St' FROM l RETURNING id, lead_id),
+                  r AS (INSERT INTO risk_assessments (agent_id, lead_id, property_id, kind, result, idempotency_key)
+                        SELECT '{agent}', lead_id, id, 'solar', '{{}}', 'k{n}' FROM p RETURNING id),
+                  t AS (INSERT INTO tags (agent_id, lead_id, tag) SELECT '{agent}', id, 'solar' FROM l RETURNING id),
+                  c AS (INSERT INTO calls (agent_id, vapi_call_id, lead_id) SELECT '{agent}', 'call-{n}', id FROM l RETURNING id),
+                  u AS (INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd, occurred_at, idempotency_key)
+                        VALUES ('{agent}', 'solar_ocr_scan', 1, 0.075, 0.075, now(), 'u{n}') RETURNING id),
+                  i AS (INSERT INTO invoices (agent_id, period_start, period_end) VALUES ('{agent}', '2026-11-01', '2026-12-01') RETURNING id)
+             INSERT INTO invoice_lines (agent_id, invoice_id, kind, metric_type, description, quantity, unit_price_usd, amount_usd)
+             SELECT '{agent}', id, 'subscription', 'subscription', 's', 1, 249, 249 FROM i"
+        )))
+        .execute(pool)
+        .await
+        .expect("populate");
+    }
+    agents
+}
+
+#[tokio::test]
+async fn every_tenant_sees_and_changes_only_its_own_rows() {
+    let db = TestDb::seeded().await;
+    let agents = populate(&db.pool).await;
+    for (i, agent) in agents.iter().enumerate() {
+        let other = agents[(i + 1) % agents.len()];
+        let mut tx = db::tenant_tx(&db.pool, *agent).await.expect("tenant tx");
+        let me: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("agents");
+        assert_eq!(me, 1, "an agent sees its own agents row only");
+        for table in TENANT_TABLES {
+            let seen: (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*), count(*) FILTER (WHERE agent_id <> '{agent}') FROM {table}"
+            )))
+            .fetch_one(&mut *tx)
+            .await
+            .expect("select");
+            assert_eq!(seen, (1, 0), "{table} as {agent}");
+            for (op, sql) in [
+                (
+                    "update",
+                    format!("UPDATE {table} SET agent_id = agent_id WHERE agent_id <> '{agent}'"),
+                ),
+                (
+                    "delete",
+                    format!("DELETE FROM {table} WHERE agent_id <> '{agent}'"),
+                ),
+            ] {
+                sqlx::query("SAVEPOINT op")
+                    .execute(&mut *tx)
+                    .await
+                    .expect("savepoint");
+                match sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *tx)
+                    .await
+                {
+                    Ok(r) => assert_eq!(r.rows_affected(), 0, "{op} {table} as {agent}"),
+                    Err(e) => assert!(
+                        e.to_string().contains("permission denied"),
+                        "{op} {table}: {e}"
+                    ),
+                }
+                sqlx::query("ROLLBACK TO SAVEPOINT op")
+                    .execute(&mut *tx)
+                    .await
+                    .expect("rollback");
+            }
+            // Writing a row for another agent is refused: by the policy's WITH CHECK, the grant,
+            // or the composite foreign key; never written.
+            let foreign_insert = format!(
+                "INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, to_jsonb(x) || jsonb_build_object('agent_id', '{other}'::text, 'id', gen_random_uuid()))).* FROM {table} x LIMIT 1"
+            );
+            sqlx::query("SAVEPOINT op")
+                .execute(&mut *tx)
+                .await
+                .expect("savepoint");
+            let refused = sqlx::query(sqlx::AssertSqlSafe(foreign_insert))
+                .execute(&mut *tx)
+                .await;
+            assert!(
+                refused.is_err(),
+                "foreign insert into {table} as {agent} was accepted"
+            );
+            sqlx::query("ROLLBACK TO SAVEPOINT op")
+                .execute(&mut *tx)
+                .await
+                .expect("rollback");
+        }
+        tx.rollback().await.expect("rollback");
+    }
+    // Nothing was changed by any of it.
+    for table in TENANT_TABLES {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&db.pool)
+                .await
+                .expect("count");
+        assert_eq!(n, agents.len() as i64, "{table}");
+    }
+}
+
+#[tokio::test]
+async fn no_tenant_set_means_no_rows_even_on_a_reused_connection() {
+    let db = TestDb::seeded().await;
+    let agents = populate(&db.pool).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .expect("pool");
+    // Leave the one connection with a used (now empty) app.agent_id.
+    db::tenant_tx(&pool, agents[0])
+        .await
+        .expect("tx")
+        .commit()
+        .await
+        .expect("commit");
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SET LOCAL ROLE agent_meter_tenant")
+        .execute(&mut *tx)
+        .await
+        .expect("role");
+    for table in TENANT_TABLES.iter().chain(&["agents"]) {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(&mut *tx)
+                .await
+                .expect("count");
+        assert_eq!(n, 0, "{table} without a tenant");
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_transactions_alternating_tenants_on_two_connections_never_see_a_wrong_row() {
+    let db = TestDb::seeded().await;
+    let agents = populate(&db.pool).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db.url)
+        .await
+        .expect("pool");
+    let runs = (0..1000).map(|i| {
+        let pool = pool.clone();
+        let agent = agents[i % agents.len()];
+        async move {
+            let mut tx = db::tenant_tx(&pool, agent).await.expect("tx");
+            let owners: Vec<Uuid> = sqlx::query_scalar("SELECT agent_id FROM leads")
+                .fetch_all(&mut *tx)
+                .await
+                .expect("leads");
+            tx.commit().await.expect("commit");
+            assert_eq!(owners, vec![agent], "transaction {i}");
+        }
+    });
+    futures::future::join_all(runs).await;
+}
+
+#[tokio::test]
+async fn the_catalog_keeps_every_tenant_table_isolated() {
+    let db = TestDb::seeded().await;
+    // Every table with an agent_id column (and agents itself) has RLS on and a tenant policy.
+    let unguarded: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+            AND (c.relname = 'agents' OR EXISTS (SELECT 1 FROM pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attname = 'agent_id' AND NOT a.attisdropped))
+            AND c.relname NOT IN ('pricing_config', 'webhook_events')
+            AND (NOT c.relrowsecurity OR NOT EXISTS (
+                 SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid
+                   AND 'agent_meter_tenant'::regrole = ANY (p.polroles)))",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("audit tables");
+    assert!(
+        unguarded.is_empty(),
+        "tenant tables without RLS or a policy: {unguarded:?}"
+    );
+    // The tables the tenant role must never touch.
+    for table in ["webhook_events", "apalis.jobs", "apalis.workers"] {
+        let row = sqlx::query(
+            "SELECT has_table_privilege('agent_meter_tenant', $1, 'SELECT') OR
+                    has_table_privilege('agent_meter_tenant', $1, 'INSERT') AS any",
+        )
+        .bind(table)
+        .fetch_one(&db.pool)
+        .await
+        .expect("privilege");
+        assert!(!row.get::<bool, _>("any"), "tenant role can reach {table}");
+    }
+    // No TRUNCATE or REFERENCES anywhere; no way around RLS.
+    let dangerous: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind = 'r'
+            AND (has_table_privilege('agent_meter_tenant', c.oid, 'TRUNCATE')
+                 OR has_table_privilege('agent_meter_tenant', c.oid, 'REFERENCES'))",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("audit privileges");
+    assert!(dangerous.is_empty(), "{dangerous:?}");
+    let (bypass, superuser): (bool, bool) = sqlx::query_as(
+        "SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = 'agent_meter_tenant'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("role");
+    assert!(!bypass && !superuser);
+    // Views run with the caller's rights; SECURITY DEFINER functions the tenant can call pin search_path.
+    let leaky_views: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind = 'v'
+            AND NOT COALESCE('security_invoker=true' = ANY (c.reloptions), false)",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("views");
+    assert!(leaky_views.is_empty(), "{leaky_views:?}");
+    let unpinned: Vec<String> = sqlx::query_scalar(
+        "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'public' AND p.prosecdef
+            AND has_function_privilege('agent_meter_tenant', p.oid, 'EXECUTE')
+            AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s LIKE 'search_path=%')",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("functions");
+    assert!(unpinned.is_empty(), "{unpinned:?}");
+}
+
+#[tokio::test]
+async fn a_new_tenant_table_without_a_policy_fails_the_audit() {
+    let db = TestDb::seeded().await;
+    sqlx::query(
+        "CREATE TABLE notes (id uuid PRIMARY KEY, agent_id uuid NOT NULL REFERENCES agents (id))",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("new table");
+    let unguarded: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind = 'r'
+            AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'agent_id')
+            AND c.relname NOT IN ('pricing_config', 'webhook_events')
+            AND (NOT c.relrowsecurity OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("audit");
+    assert_eq!(unguarded, vec!["notes".to_string()]);
+}
