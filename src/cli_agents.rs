@@ -21,6 +21,14 @@ pub enum AgentsCommand {
     Add(AddArgs),
     /// Change an agent, found by email. An empty value ("") clears a field.
     Set(SetArgs),
+    /// Print a new API token for the agent (shown once; only its hash is stored), or revoke all.
+    Token {
+        /// The agent's email.
+        email: String,
+        /// Revoke every live token instead of creating one.
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 #[derive(Args)]
@@ -142,6 +150,20 @@ pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
                     anyhow::bail!("an agent with that email or Vapi phone number id already exists")
                 }
                 Err(e) => return Err(e.into()),
+            }
+        }
+        AgentsCommand::Token { email, revoke } => {
+            let agent = agents::find_by_email(&mut conn, &email)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no agent with email {email}"))?;
+            if revoke {
+                let n = agents::revoke_tokens(&mut conn, agent.id).await?;
+                println!("revoked {n} token(s) of {email}");
+            } else {
+                println!("{}", agents::new_token(&mut conn, agent.id).await?);
+                eprintln!(
+                    "Store this token now: it is not shown again. Use it as `Authorization: Bearer <token>`."
+                );
             }
         }
         AgentsCommand::Set(s) => {

@@ -1,6 +1,7 @@
 //! The web role: the Vapi webhook and health probes. It verifies, persists, enqueues and
 //! answers; it never calls an outside API inline.
 
+pub mod api;
 pub mod auth;
 pub mod error;
 pub mod routing;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/functions/v1/vapi-handler", post(webhook::vapi_webhook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(api::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         // Bounds slow clients (a body trickled in forever) as well as slow handlers.

@@ -141,3 +141,44 @@ pub async fn update(
     .rows_affected();
     Ok(rows == 1)
 }
+
+/// A new API token for the agent: returned once, stored only as a SHA-256 hash.
+pub async fn new_token(conn: &mut PgConnection, agent_id: Uuid) -> Result<String, sqlx::Error> {
+    let token = format!("amk_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    sqlx::query("INSERT INTO agent_api_tokens (agent_id, token_hash) VALUES ($1, $2)")
+        .bind(agent_id)
+        .bind(token_hash(&token))
+        .execute(conn)
+        .await?;
+    Ok(token)
+}
+
+/// Revokes every live token of the agent; returns how many.
+pub async fn revoke_tokens(conn: &mut PgConnection, agent_id: Uuid) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE agent_api_tokens SET revoked_at = now() WHERE agent_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(agent_id)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// The active agent a token belongs to, if any.
+pub async fn agent_for_token(
+    conn: &mut PgConnection,
+    token: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT t.agent_id FROM agent_api_tokens t JOIN agents a ON a.id = t.agent_id
+          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND a.status <> 'cancelled'",
+    )
+    .bind(token_hash(token))
+    .fetch_optional(conn)
+    .await
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).to_vec()
+}

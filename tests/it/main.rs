@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod api;
 mod billing;
 mod calls;
 mod catalogue;
