@@ -16,6 +16,7 @@ pub mod assistant;
 pub mod billing;
 pub mod cli_agents;
 pub mod cli_billing;
+pub mod cli_jobs;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -6,6 +6,7 @@ use agent_meter::{
     app::{self, Roles},
     cli_agents::{self, AgentsCommand},
     cli_billing::{self, Format, InvoicesCommand, MonthArgs, PricesCommand},
+    cli_jobs::{self, JobsCommand},
     config::{Config, LogFormat},
     db,
     jobs::Deps,
@@ -59,6 +60,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// See, re-run and cancel jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Reconcile one day's calls with the Vapi API (what the 03:00 cron does).
     SyncCalls {
         /// The day, YYYY-MM-DD, in BILLING_TIMEZONE.
@@ -168,6 +172,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let deps = || Deps::new(pool.clone(), config.clone());
     match command {
         Command::Agents(cmd) => return cli_agents::run(&pool, *cmd).await,
+        Command::Jobs(cmd) => return cli_jobs::run(&pool, cmd).await,
         Command::Prices(cmd) => return cli_billing::prices(&deps(), cmd).await,
         Command::Invoices(cmd) => return cli_billing::invoices(&deps(), cmd).await,
         Command::Usage { month, format } => {

@@ -130,6 +130,7 @@ async fn handle<J: Job>(
     match outcome {
         Ok(()) => Ok(()),
         Err(JobError::Permanent(reason)) => {
+            record_failure::<J>(&deps, &job_id, attempt.current(), true, &reason).await;
             tracing::warn!(job.id = %job_id, queue = J::QUEUE, %reason, "job failed permanently");
             Err(AbortError::new(reason).into())
         }
@@ -138,12 +139,31 @@ async fn handle<J: Job>(
             let base = deps.config.worker.backoff_base;
             let wait = error.retry_wait(attempt.current().saturating_sub(1), base);
             let reason = error.to_string();
+            record_failure::<J>(&deps, &job_id, attempt.current(), false, &reason).await;
             if let Err(e) = crate::jobs::defer(&deps.pool, &job_id, wait).await {
                 tracing::warn!(job.id = %job_id, error = %e, "could not defer the retry");
             }
             tracing::warn!(job.id = %job_id, queue = J::QUEUE, attempt = attempt.current(), ?wait, %reason, "job failed; will retry");
             Err(reason.into())
         }
+    }
+}
+
+/// Keeps every failed attempt for `jobs show` (apalis keeps only the last result).
+async fn record_failure<J: Job>(
+    deps: &Deps,
+    job_id: &str,
+    attempt: usize,
+    permanent: bool,
+    reason: &str,
+) {
+    let recorded = async {
+        let mut conn = deps.pool.acquire().await?;
+        crate::store::ops::record_failure(&mut conn, job_id, J::QUEUE, attempt, permanent, reason)
+            .await
+    };
+    if let Err(e) = recorded.await {
+        tracing::warn!(job.id = %job_id, error = %e, "could not record the failed attempt");
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod ops;
 pub mod routing;
 pub mod tool_calls;
 pub mod tool_results;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(api::router())
+        .merge(ops::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         // Bounds slow clients (a body trickled in forever) as well as slow handlers.

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod calls;
 pub mod findings;
 pub mod leads;
+pub mod ops;
 pub mod pricing;
 pub mod reports;
 pub mod usage;

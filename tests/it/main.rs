@@ -8,6 +8,7 @@ mod billing;
 mod calls;
 mod catalogue;
 mod cli;
+mod ops;
 mod providers;
 mod reliability;
 mod schema;

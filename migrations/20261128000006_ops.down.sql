@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS job_failures;
+DROP TABLE IF EXISTS ops_audit;

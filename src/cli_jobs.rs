@@ -1,0 +1,202 @@
+//! `agent-meter jobs ...`: find failed jobs, see why, re-run or cancel them. Every action is
+//! written to `ops_audit` with who did it.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use sqlx::PgPool;
+
+use crate::store::ops::{self, JobFilter};
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: its arguments, state, timestamps and every failed attempt.
+    Show { id: String },
+    /// Re-run failed or cancelled jobs with a fresh set of attempts (metered at most once anyway).
+    Retry {
+        /// Job ids; or use --failed with filters.
+        ids: Vec<String>,
+        /// Every failed job matching the filters.
+        #[arg(long)]
+        failed: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Print what would be re-run and stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Cancel jobs that have not started yet.
+    Cancel { ids: Vec<String> },
+}
+
+#[derive(clap::Args, Default)]
+pub struct FilterArgs {
+    /// pending, running, failed, done or cancelled.
+    #[arg(long, value_parser = ["pending", "running", "failed", "done", "cancelled"])]
+    pub status: Option<String>,
+    /// The job kind (queue), e.g. solar_ocr_scan.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// The agent's email.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only jobs scheduled at or after this time (RFC 3339, e.g. 2026-11-28T00:00:00Z).
+    #[arg(long)]
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl FilterArgs {
+    fn to_filter(&self, limit: i64) -> JobFilter {
+        JobFilter {
+            status: self.status.clone(),
+            kind: self.kind.clone(),
+            agent: self.agent.clone(),
+            since: self.since,
+            limit: Some(limit),
+        }
+    }
+}
+
+/// Who is acting, for the audit trail.
+fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    match command {
+        JobsCommand::List {
+            filter,
+            limit,
+            json,
+        } => {
+            let f = filter.to_filter(limit);
+            f.validate().map_err(anyhow::Error::msg)?;
+            let rows = ops::list(&mut conn, &f).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            println!(
+                "{:<28} {:<15} {:<9} {:<30} {:>5} {:<20} LAST ERROR",
+                "ID", "KIND", "STATUS", "AGENT", "TRIES", "RUN AT"
+            );
+            for r in rows {
+                println!(
+                    "{:<28} {:<15} {:<9} {:<30} {:>2}/{:<2} {:<20} {}",
+                    r.id,
+                    r.kind,
+                    r.status,
+                    r.agent_email.as_deref().unwrap_or("-"),
+                    r.attempts,
+                    r.max_attempts,
+                    r.run_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.last_error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        JobsCommand::Show { id } => {
+            let detail = ops::show(&mut conn, &id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no job {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&detail)?);
+        }
+        JobsCommand::Retry {
+            ids,
+            failed,
+            filter,
+            dry_run,
+            yes,
+        } => {
+            let (targets, used_filter) = if failed {
+                anyhow::ensure!(ids.is_empty(), "give job ids or --failed, not both");
+                let mut f = filter.to_filter(10_000);
+                f.status = Some("failed".into());
+                let rows = ops::list(&mut conn, &f).await?;
+                for r in &rows {
+                    println!(
+                        "{} {} {} {}",
+                        r.id,
+                        r.kind,
+                        r.agent_email.as_deref().unwrap_or("-"),
+                        r.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                (rows.into_iter().map(|r| r.id).collect::<Vec<_>>(), Some(f))
+            } else {
+                anyhow::ensure!(
+                    !ids.is_empty(),
+                    "give job ids, or --failed to re-run every failed job"
+                );
+                (ids, None)
+            };
+            println!("{} job(s) to re-run", targets.len());
+            if dry_run || targets.is_empty() {
+                return Ok(());
+            }
+            if !yes && !confirm(&format!("Re-run {} job(s)?", targets.len()))? {
+                println!("nothing done");
+                return Ok(());
+            }
+            let mut done = Vec::new();
+            let progress = std::io::stderr().is_terminal();
+            for (i, chunk) in targets.chunks(500).enumerate() {
+                let mut tx = pool.begin().await?;
+                let retried = ops::retry(&mut tx, chunk).await?;
+                ops::audit(&mut tx, &actor(), "retry", &retried, used_filter.as_ref()).await?;
+                tx.commit().await?;
+                done.extend(retried);
+                let so_far = ((i + 1) * 500).min(targets.len());
+                if progress {
+                    eprint!(
+                        "\r[{:<30}] {so_far}/{}",
+                        "#".repeat(so_far * 30 / targets.len()),
+                        targets.len()
+                    );
+                } else if targets.len() > 500 {
+                    eprintln!("{so_far}/{} processed", targets.len());
+                }
+            }
+            if progress {
+                eprintln!();
+            }
+            println!("re-queued {} job(s)", done.len());
+        }
+        JobsCommand::Cancel { ids } => {
+            anyhow::ensure!(!ids.is_empty(), "give job ids to cancel");
+            let mut tx = pool.begin().await?;
+            let cancelled = ops::cancel(&mut tx, &ids, &actor()).await?;
+            ops::audit(&mut tx, &actor(), "cancel", &cancelled, None).await?;
+            tx.commit().await?;
+            println!(
+                "cancelled {} job(s); {} not pending (left as they are)",
+                cancelled.len(),
+                ids.len() - cancelled.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}

@@ -1,0 +1,312 @@
+//! Ops: find failed jobs, see why, re-run or cancel them (CLI and HTTP), with an audit trail.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{method, path},
+};
+
+use crate::helpers::*;
+
+const OPS: &str = "ops-secret-token";
+
+async fn failed_scan(mocks: &Mocks) -> TestApp {
+    // Gemini refuses once (permanent 400), then answers.
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"error": {"code": 400, "message": "bad image", "status": "INVALID_ARGUMENT"}}),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&mocks.gemini)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(gemini_solar_answer()))
+        .mount(&mocks.gemini)
+        .await;
+    let app =
+        TestApp::spawn_with_mocks(mocks, &[("OPS_TOKEN", OPS), ("TOOL_RESULT_WAIT_MS", "50")])
+            .await;
+    let call = json!({"id": "tc-ops", "name": "solar_ocr_scan",
+                      "arguments": {"image_base64": "iVBORw0KGgo=", "mime_type": "image/png"}});
+    app.post(&tool_calls("call-ops", PHONE_1, json!([call])))
+        .await;
+    eventually(15, "the scan to fail", || async {
+        (app.db
+            .count("SELECT count(*) FROM apalis.jobs WHERE status = 'Killed'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    app
+}
+
+fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent-meter"))
+        .args(args)
+        .env("DATABASE_URL", &app.db.url)
+        .env("USER", "oncall-anna")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli() {
+    let mocks = Mocks::start().await;
+    let app = failed_scan(&mocks).await;
+    let (ok, out, err) = cli(
+        &app,
+        &[
+            "jobs",
+            "list",
+            "--status",
+            "failed",
+            "--agent",
+            "client1@agent-meter.example",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let rows: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    assert_eq!(rows[0]["kind"], "solar_ocr_scan");
+    assert!(
+        rows[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bad image")),
+        "{rows}"
+    );
+    let id = rows[0]["id"].as_str().expect("id").to_string();
+
+    let (ok, out, _) = cli(&app, &["jobs", "show", &id]);
+    assert!(ok);
+    let detail: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(detail["args"]["tool_call_id"], "tc-ops");
+    assert_eq!(detail["failures"][0]["permanent"], true);
+
+    let (ok, out, _) = cli(
+        &app,
+        &[
+            "jobs",
+            "retry",
+            "--failed",
+            "--kind",
+            "solar_ocr_scan",
+            "--dry-run",
+        ],
+    );
+    assert!(ok && out.contains("1 job(s) to re-run"), "{out}");
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM ops_audit").await,
+        0,
+        "a dry run changes nothing"
+    );
+    let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--yes"]);
+    assert!(ok && out.contains("re-queued 1"), "{out}{err}");
+    eventually(15, "the re-run to finish", || async {
+        (app.db.count("SELECT count(*) FROM apalis.jobs WHERE status = 'Done' AND job_type = 'solar_ocr_scan'").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        1
+    );
+    let audit: (String, String, Vec<String>) =
+        sqlx::query_as("SELECT actor, action, job_ids FROM ops_audit")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("audit row");
+    assert_eq!(
+        audit,
+        ("cli:oncall-anna".into(), "retry".into(), vec![id.clone()])
+    );
+    // Re-running it again after it succeeded is refused: done jobs are not re-run.
+    let (_, out, _) = cli(&app, &["jobs", "retry", &id, "--yes"]);
+    assert!(out.contains("re-queued 0"), "{out}");
+}
+
+async fn ops_call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = app.http.request(method, format!("{}{path}", app.base));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("send");
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_ops_api_lists_retries_and_cancels_behind_its_token() {
+    let mocks = Mocks::start().await;
+    let app = failed_scan(&mocks).await;
+    use reqwest::Method;
+    assert_eq!(
+        ops_call(&app, Method::GET, "/ops/jobs", None, None).await.0,
+        401
+    );
+    assert_eq!(
+        ops_call(&app, Method::GET, "/ops/jobs", Some("wrong"), None)
+            .await
+            .0,
+        401
+    );
+    let (status, failed) = ops_call(
+        &app,
+        Method::GET,
+        "/ops/jobs?status=failed",
+        Some(OPS),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let id = failed[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        ops_call(
+            &app,
+            Method::GET,
+            "/ops/jobs?status=exploded",
+            Some(OPS),
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    let (status, detail) = ops_call(
+        &app,
+        Method::GET,
+        &format!("/ops/jobs/{id}"),
+        Some(OPS),
+        None,
+    )
+    .await;
+    assert_eq!((status, detail["status"].as_str()), (200, Some("failed")));
+    assert_eq!(
+        ops_call(&app, Method::GET, "/ops/jobs/nope", Some(OPS), None)
+            .await
+            .0,
+        404
+    );
+
+    let (status, queues) = ops_call(&app, Method::GET, "/ops/queues", Some(OPS), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        queues
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|q| q["kind"] == "solar_ocr_scan" && q["failed"] == 1),
+        "{queues}"
+    );
+
+    let (status, out) = ops_call(
+        &app,
+        Method::POST,
+        "/ops/jobs/retry",
+        Some(OPS),
+        Some(json!({"kind": "solar_ocr_scan"})),
+    )
+    .await;
+    assert_eq!(
+        (status, out["retried"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+    eventually(15, "the re-run to finish", || async {
+        (app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+
+    // A job due tomorrow is pending and can be cancelled; a done job cannot.
+    let job = agent_meter::jobs::prune_jobs::PruneJobs::default();
+    let mut conn = app.db.pool.acquire().await.expect("conn");
+    let args = serde_json::to_vec(&job).expect("json");
+    let task = apalis::prelude::TaskBuilder::new(args)
+        .max_attempts(3)
+        .run_after(std::time::Duration::from_secs(86_400))
+        .build();
+    apalis_postgres::queries::push_tasks(&mut *conn, "prune_jobs", vec![task])
+        .await
+        .expect("push");
+    let pending: String =
+        sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE job_type = 'prune_jobs'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("id");
+    let (status, _) = ops_call(
+        &app,
+        Method::POST,
+        &format!("/ops/jobs/{pending}/cancel"),
+        Some(OPS),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, shown) = ops_call(
+        &app,
+        Method::GET,
+        &format!("/ops/jobs/{pending}"),
+        Some(OPS),
+        None,
+    )
+    .await;
+    assert_eq!(shown["status"], "cancelled");
+    assert_eq!(
+        ops_call(
+            &app,
+            Method::POST,
+            &format!("/ops/jobs/{id}/cancel"),
+            Some(OPS),
+            None
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM ops_audit WHERE actor = 'api:ops'")
+            .await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn the_ops_api_is_off_without_an_ops_token() {
+    let app = TestApp::spawn_web_only().await;
+    let resp = app
+        .http
+        .get(format!("{}/ops/jobs", app.base))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 404);
+}
