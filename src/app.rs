@@ -40,6 +40,8 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let deps = Deps::new(pool.clone(), config.clone());
+    // Counters are recorded from the start, whichever roles this process runs.
+    let _ = crate::telemetry::handle();
     let web = async {
         match (roles.web, listener) {
             (true, Some(listener)) => {

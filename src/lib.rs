@@ -26,6 +26,7 @@ pub mod money;
 pub mod providers;
 pub mod seed;
 pub mod store;
+pub mod telemetry;
 pub mod tools;
 pub mod vapi;
 pub mod worker;

@@ -124,9 +124,16 @@ async fn handle<J: Job>(
     // The timeout lives here rather than in apalis's layer so a timed-out run is a transient
     // failure with a real backoff like any other (apalis would re-fetch it at once).
     let timeout = deps.config.worker.job_timeout;
+    let started = std::time::Instant::now();
     let outcome = tokio::time::timeout(timeout, job.run(&deps))
         .await
         .unwrap_or_else(|_| Err(JobError::Transient(format!("timed out after {timeout:?}"))));
+    let label = match &outcome {
+        Ok(()) => "done",
+        Err(JobError::Permanent(_)) => "failed",
+        Err(_) => "retry",
+    };
+    crate::telemetry::job(J::QUEUE, label, started.elapsed().as_secs_f64());
     match outcome {
         Ok(()) => Ok(()),
         Err(JobError::Permanent(reason)) => {

@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/functions/v1/vapi-handler", post(webhook::vapi_webhook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(api::router())
         .merge(ops::router())
         .fallback(not_found)
@@ -87,6 +88,38 @@ async fn readyz(State(app): State<AppState>) -> Result<impl IntoResponse, ApiErr
             "database reachable but not migrated: run `agent-meter migrate`",
         ))
     }
+}
+
+/// Prometheus text format; queue gauges are read from the database at scrape time.
+async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let Some(handle) = crate::telemetry::handle() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_metrics",
+            "metrics recorder unavailable",
+        ));
+    };
+    let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
+    // Every registered queue is reported, empty ones as 0.
+    let mut by_kind: std::collections::BTreeMap<String, (i64, f64)> = crate::worker::QUEUES
+        .iter()
+        .map(|q| (q.to_string(), (0, 0.0)))
+        .collect();
+    for q in crate::store::ops::queues(&mut conn).await? {
+        let e = by_kind.entry(q.kind).or_default();
+        e.0 += q.depth;
+        e.1 = e.1.max(q.oldest_age_secs.unwrap_or(0.0));
+    }
+    for (kind, (depth, age)) in by_kind {
+        crate::telemetry::queue(&kind, depth, age);
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle.render(),
+    ))
 }
 
 async fn not_found() -> ApiError {

@@ -30,12 +30,28 @@ pub async fn vapi_webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let mut kind = "unparsed".to_string();
+    let result = handle(&app, &headers, body, &mut kind).await;
+    let status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    };
+    crate::telemetry::webhook(&kind, status);
+    result
+}
+
+async fn handle(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    kind: &mut String,
+) -> Result<Response, ApiError> {
     let body = body.map_err(ApiError::from_body_rejection)?;
-    if let Err(reason) = app.auth.verify(&headers, &body, chrono::Utc::now()) {
+    if let Err(reason) = app.auth.verify(headers, &body, chrono::Utc::now()) {
         tracing::warn!(%reason, "webhook refused");
         return Err(ApiError::unauthorized());
     }
-    check_content_type(&headers)?;
+    check_content_type(headers)?;
     // One typed parse: syntax errors are `invalid_json`, a wrong shape is `invalid_message`.
     let envelope: EnvelopeIn = serde_json::from_slice(&body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
@@ -48,10 +64,25 @@ pub async fn vapi_webhook(
     let raw = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_json", "request body is not UTF-8"))?;
     let msg = &envelope.message;
+    // Label metrics with known types only: the type is a stranger's text.
+    *kind = match msg.kind.as_str() {
+        k @ ("assistant-request"
+        | "tool-calls"
+        | "function-call"
+        | "end-of-call-report"
+        | "status-update"
+        | "conversation-update"
+        | "speech-update"
+        | "hang"
+        | "transcript"
+        | "transfer-destination-request"
+        | "knowledge-base-request") => k.to_string(),
+        _ => "other".to_string(),
+    };
     let answer = match msg.kind.as_str() {
-        "assistant-request" => assistant_request(&app, msg, raw).await?,
-        "tool-calls" | "function-call" => tool_calls::answer(&app, msg, raw).await?,
-        _ => ingest(&app, msg, raw).await?,
+        "assistant-request" => assistant_request(app, msg, raw).await?,
+        "tool-calls" | "function-call" => tool_calls::answer(app, msg, raw).await?,
+        _ => ingest(app, msg, raw).await?,
     };
     Ok(Json(answer).into_response())
 }

@@ -66,6 +66,9 @@ pub async fn meter_and_announce(
         },
     )
     .await?;
+    if written {
+        crate::telemetry::usage_recorded(m.metric);
+    }
     if written && let Some(note) = m.discord_note {
         NotifyDiscord::enqueue_if_enabled(tx, deps, m.agent_id, note).await?;
     }

@@ -62,6 +62,7 @@ pub enum JobError {
 
 impl From<ProviderError> for JobError {
     fn from(e: ProviderError) -> Self {
+        crate::telemetry::provider_error(e.provider(), !e.is_transient());
         match (&e, e.retry_after()) {
             (ProviderError::Permanent { .. }, _) => JobError::Permanent(e.to_string()),
             (_, Some(retry_after)) => JobError::Throttled {

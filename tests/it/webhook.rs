@@ -418,3 +418,36 @@ async fn unknown_routes_get_a_json_404() {
     assert_eq!(resp.status(), 404);
     assert_eq!(error_code(resp).await, "not_found");
 }
+
+#[tokio::test]
+async fn metrics_count_webhooks_jobs_usage_and_queue_depth() {
+    let app = TestApp::spawn().await;
+    app.post(&end_of_call_report("call-metrics", PHONE_1)).await;
+    app.post_raw(b"{".to_vec(), &[("x-vapi-secret", SHARED_SECRET.into())])
+        .await;
+    drain(&app.db.pool, 15).await;
+    let text = eventually(10, "the metered job to be counted", || async {
+        let text = app
+            .http
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("agent_meter_usage_recorded_total")
+            .then_some(text)
+    })
+    .await;
+    for needle in [
+        "agent_meter_webhook_requests_total{type=\"end-of-call-report\",status=\"200\"}",
+        "agent_meter_webhook_requests_total{type=\"unparsed\",status=\"400\"}",
+        "agent_meter_jobs_total{kind=\"meter_call\",outcome=\"done\"}",
+        "agent_meter_job_duration_seconds_bucket{kind=\"meter_call\"",
+        "agent_meter_usage_recorded_total{metric=\"vapi_call_minutes\"}",
+        "agent_meter_queue_depth{kind=\"meter_call\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+}
