@@ -31,7 +31,7 @@ pub struct Metered<'a> {
 }
 
 /// Writes the usage row at the price in force at `occurred_at` (once per key) on the caller's
-/// transaction.
+/// transaction, which may run as the tenant role (jobs acting for one agent do).
 /// Returns whether this run wrote it. No price in force is permanent: ops fix prices, then re-run.
 pub async fn meter_and_announce(
     tx: &mut PgConnection,
@@ -70,6 +70,9 @@ pub async fn meter_and_announce(
         crate::telemetry::usage_recorded(m.metric);
     }
     if written && let Some(note) = m.discord_note {
+        // The queue is not the tenant's to write: leave the tenant role (if the caller took it)
+        // for the enqueue; the tenant's own writes are done by now.
+        sqlx::query("RESET ROLE").execute(&mut *tx).await?;
         NotifyDiscord::enqueue_if_enabled(tx, deps, m.agent_id, note).await?;
     }
     if let Some(id) = m.tool_call_id {

@@ -88,7 +88,7 @@ impl Job for SolarOcrScan {
                     .gemini
                     .scan_solar(&image, &mime, self.address.as_deref())
                     .await?;
-                let mut tx = deps.pool.begin().await?;
+                let mut tx = crate::db::tenant_tx(&deps.pool, self.agent_id).await?;
                 let property = leads::property_for(
                     &mut tx,
                     self.agent_id,
@@ -116,7 +116,7 @@ impl Job for SolarOcrScan {
             .map_err(|e| JobError::Permanent(format!("saved solar finding is unreadable: {e}")))?;
         let has_solar = scan.finding.has_solar;
 
-        let mut tx = deps.pool.begin().await?;
+        let mut tx = crate::db::tenant_tx(&deps.pool, self.agent_id).await?;
         if let Some(property) = finding.property_id {
             leads::update_property(&mut tx, self.agent_id, property, Some(has_solar), None).await?;
         }

@@ -49,7 +49,7 @@ impl Job for WaterLookup {
                     .wells_near(self.latitude, self.longitude, self.radius_m)
                     .await?;
                 let summary = arcgis::summarize(&wells, self.latitude, self.longitude);
-                let mut tx = deps.pool.begin().await?;
+                let mut tx = crate::db::tenant_tx(&deps.pool, self.agent_id).await?;
                 let property = leads::property_for(
                     &mut tx,
                     self.agent_id,
@@ -78,7 +78,7 @@ impl Job for WaterLookup {
         let summary: WaterSummary = serde_json::from_value(finding.result["summary"].clone())
             .map_err(|e| JobError::Permanent(format!("saved water finding is unreadable: {e}")))?;
 
-        let mut tx = deps.pool.begin().await?;
+        let mut tx = crate::db::tenant_tx(&deps.pool, self.agent_id).await?;
         if let Some(property) = finding.property_id {
             leads::update_property(
                 &mut tx,
