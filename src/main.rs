@@ -1,5 +1,7 @@
 //! The `agent-meter` command: one binary, one subcommand per role or chore.
 
+mod demo;
+
 use std::{process::ExitCode, sync::Arc};
 
 use agent_meter::{
@@ -63,6 +65,13 @@ enum Command {
     /// See, re-run and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// The whole story in one command on a fresh demo database, with local stand-ins for Vapi,
+    /// Gemini, ArcGIS and Discord; prints usage, invoices and where to look next.
+    Demo {
+        /// Stop when the story is told instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    },
     /// Reconcile one day's calls with the Vapi API (what the 03:00 cron does).
     SyncCalls {
         /// The day, YYYY-MM-DD, in BILLING_TIMEZONE.
@@ -138,6 +147,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     };
     if roles.is_some_and(|r| r.web) {
         config.require_webhook_secret()?;
+    }
+    if let Command::Demo { exit } = command {
+        anyhow::ensure!(
+            !config.is_production(),
+            "refusing to run the demo: APP_ENV=production"
+        );
+        let url = config.database_url.as_ref().map(|s| s.expose().to_string());
+        return demo::run(url.as_deref(), config.bind_addr, !exit).await;
     }
     let seeding = matches!(command, Command::Seed | Command::Serve { seed: true, .. });
     if seeding && config.is_production() {

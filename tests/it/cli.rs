@@ -201,3 +201,36 @@ async fn a_changed_prompt_reaches_callers_within_seconds() {
     })
     .await;
 }
+
+#[test]
+fn the_demo_tells_the_whole_story_and_exits() {
+    let out = agent_meter()
+        .args(["demo", "--exit"])
+        .env("DATABASE_URL", admin_url())
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "LOCAL STAND-INS",
+        "10 calls replayed through the real webhook",
+        "job(s) failed during the outage",
+        "failed job(s) (what `agent-meter jobs retry --failed` does)",
+        "1 metered (the lost report)",
+        "Yuma Desert Sun Insurance — ",
+        "setup_fee",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    // After the retry every agent's two scans are billed, each exactly once.
+    let scan_lines = text
+        .lines()
+        .filter(|l| l.contains("usage") && l.contains("solar_ocr_scan") && l.contains(" 2 x"))
+        .count();
+    assert_eq!(scan_lines, 5, "{text}");
+}
