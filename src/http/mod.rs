@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod ops;
+pub mod ops_page;
 pub mod routing;
 pub mod tool_calls;
 pub mod tool_results;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api::router())
         .merge(ops::router())
+        .merge(ops_page::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         // Bounds slow clients (a body trickled in forever) as well as slow handlers.

@@ -9,6 +9,7 @@ mod calls;
 mod catalogue;
 mod cli;
 mod ops;
+mod ops_page;
 mod providers;
 mod reliability;
 mod schema;

@@ -1,0 +1,292 @@
+//! The ops web page (`/ops/`): queues, failed jobs with their errors, filters, retry and cancel
+//! buttons, "retry all matching", and jobs and cost per agent over the last 30 days.
+//!
+//! Server-rendered HTML with plain forms (no script needed). The login form keeps `OPS_TOKEN` in
+//! an `HttpOnly`, `SameSite=Strict` cookie scoped to `/ops`, which also guards the forms against
+//! cross-site posts. Every action goes through the same store functions and audit as the ops API.
+
+use axum::{
+    Form, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+
+use super::{AppState, error::ApiError, ops::Operator};
+use crate::store::ops::{self, JobFilter};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ops/", get(page))
+        .route("/ops/login", post(login))
+        .route("/ops/logout", post(logout))
+        .route("/ops/ui/jobs/{id}/retry", post(retry_one))
+        .route("/ops/ui/jobs/{id}/cancel", post(cancel_one))
+        .route("/ops/ui/retry", post(retry_matching))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#f4f4f4}
+.err{color:#a00;max-width:40em}form.inline{display:inline}button{cursor:pointer}.bar{fill:#4a7bd0}.cost{fill:#d08a4a}";
+
+fn shell(body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>agent-meter ops</title><style>{STYLE}</style></head><body>{body}</body></html>"
+    ))
+}
+
+fn login_form(message: &str) -> Html<String> {
+    shell(&format!(
+        "<h1>agent-meter ops</h1><p>{}</p><form method=post action=/ops/login>
+         <label>Ops token <input type=password name=token id=token autofocus></label>
+         <button type=submit id=login>Log in</button></form>",
+        esc(message)
+    ))
+}
+
+#[derive(Deserialize)]
+struct LoginIn {
+    token: String,
+}
+
+async fn login(State(app): State<AppState>, Form(f): Form<LoginIn>) -> Response {
+    let Some(expected) = &app.config.ops_token else {
+        return (
+            StatusCode::NOT_FOUND,
+            login_form("The ops page is disabled: OPS_TOKEN is unset."),
+        )
+            .into_response();
+    };
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let same: bool = sha2::Sha256::digest(f.token.as_bytes())
+        .ct_eq(&sha2::Sha256::digest(expected.expose().as_bytes()))
+        .into();
+    if !same {
+        return (StatusCode::UNAUTHORIZED, login_form("Wrong token.")).into_response();
+    }
+    let cookie = format!(
+        "ops_token={}; Path=/ops; HttpOnly; SameSite=Strict; Max-Age=43200",
+        f.token
+    );
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/ops/")).into_response()
+}
+
+async fn logout() -> Response {
+    let cookie = "ops_token=; Path=/ops; HttpOnly; SameSite=Strict; Max-Age=0";
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/ops/")).into_response()
+}
+
+async fn page(
+    State(app): State<AppState>,
+    op: Result<Operator, ApiError>,
+    Query(f): Query<JobFilter>,
+) -> Result<Response, ApiError> {
+    if op.is_err() {
+        return Ok(login_form("Log in with the ops token.").into_response());
+    }
+    let mut f = f;
+    if f.status.as_deref() == Some("") {
+        f.status = None;
+    }
+    f.kind = f.kind.filter(|k| !k.is_empty());
+    f.agent = f.agent.filter(|a| !a.is_empty());
+    if f.status.is_none() && f.kind.is_none() && f.agent.is_none() {
+        f.status = Some("failed".into());
+    }
+    f.validate()
+        .map_err(|m| ApiError::bad_request("invalid_filter", m))?;
+    let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
+    let queues = ops::queues(&mut conn).await?;
+    let jobs = ops::list(
+        &mut conn,
+        &JobFilter {
+            limit: Some(200),
+            ..f.clone()
+        },
+    )
+    .await?;
+    let activity: Vec<(String, i64, rust_decimal::Decimal)> = sqlx::query_as(
+        "SELECT a.agency_name, count(u.id), COALESCE(sum(u.cost_usd), 0)
+           FROM agents a LEFT JOIN agent_usage_metrics u
+             ON u.agent_id = a.id AND u.occurred_at >= now() - interval '30 days'
+          GROUP BY a.agency_name ORDER BY a.agency_name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let mut html = String::from(
+        "<h1>agent-meter ops</h1><form method=post action=/ops/logout class=inline><button>Log out</button></form>",
+    );
+    html.push_str("<h2>Queues</h2><table id=queues><tr><th>kind</th><th>agent</th><th>waiting</th><th>running</th><th>failed</th><th>oldest wait (s)</th></tr>");
+    for q in &queues {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td></tr>",
+            esc(&q.kind),
+            esc(q.agent_email.as_deref().unwrap_or("-")),
+            q.depth,
+            q.running,
+            q.failed,
+            q.oldest_age_secs.unwrap_or(0.0)
+        ));
+    }
+    html.push_str("</table>");
+    let opt = |v: &Option<String>| esc(v.as_deref().unwrap_or(""));
+    html.push_str(&format!(
+        "<h2>Jobs</h2><form method=get action=/ops/ id=filters>status <select name=status>{}</select>
+         kind <input name=kind value=\"{}\"> agent <input name=agent value=\"{}\"> <button>Filter</button></form>",
+        std::iter::once("")
+            .chain(ops::STATUSES.iter().copied())
+            .map(|s| format!("<option{}>{s}</option>", if f.status.as_deref() == Some(s) { " selected" } else { "" }))
+            .collect::<String>(),
+        opt(&f.kind),
+        opt(&f.agent)
+    ));
+    html.push_str(&format!(
+        "<form method=post action=/ops/ui/retry><input type=hidden name=kind value=\"{}\"><input type=hidden name=agent value=\"{}\">
+         <button id=retry-all>Retry all matching failed jobs</button></form>",
+        opt(&f.kind),
+        opt(&f.agent)
+    ));
+    html.push_str("<table id=jobs><tr><th>id</th><th>kind</th><th>status</th><th>agent</th><th>attempts</th><th>run at</th><th>last error</th><th></th></tr>");
+    for j in &jobs {
+        let action = match j.status.as_str() {
+            "failed" | "cancelled" => format!(
+                "<form method=post action=/ops/ui/jobs/{id}/retry class=inline><button class=retry data-job=\"{id}\">Retry</button></form>",
+                id = esc(&j.id)
+            ),
+            "pending" => format!(
+                "<form method=post action=/ops/ui/jobs/{id}/cancel class=inline><button class=cancel>Cancel</button></form>",
+                id = esc(&j.id)
+            ),
+            _ => String::new(),
+        };
+        html.push_str(&format!(
+            "<tr class=\"job {status}\" data-job=\"{id}\"><td>{id}</td><td>{kind}</td><td class=status>{status}</td><td>{agent}</td><td>{a}/{m}</td><td>{run}</td><td class=err>{err}</td><td>{action}</td></tr>",
+            id = esc(&j.id), kind = esc(&j.kind), status = esc(&j.status),
+            agent = esc(j.agent_email.as_deref().unwrap_or("-")), a = j.attempts, m = j.max_attempts,
+            run = j.run_at.format("%Y-%m-%d %H:%M:%S"), err = esc(j.last_error.as_deref().unwrap_or("")),
+        ));
+    }
+    html.push_str("</table>");
+    html.push_str(&chart(&activity));
+    Ok(shell(&html).into_response())
+}
+
+/// Jobs (blue) and billed cost (orange) per agent over the last 30 days, as inline SVG bars.
+fn chart(rows: &[(String, i64, rust_decimal::Decimal)]) -> String {
+    let max_n = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1) as f64;
+    let max_c = rows.iter().map(|r| r.2).max().unwrap_or_default();
+    let max_c = if max_c.is_zero() {
+        rust_decimal::Decimal::ONE
+    } else {
+        max_c
+    };
+    let mut svg = format!(
+        "<h2>Last 30 days per agent: metered events and billed usage</h2><svg id=chart width=720 height={}>",
+        rows.len() * 34 + 10
+    );
+    for (i, (name, n, cost)) in rows.iter().enumerate() {
+        let y = i * 34 + 5;
+        let w_n = (*n as f64 / max_n * 300.0).round();
+        let w_c = ((*cost / max_c) * rust_decimal::Decimal::from(300)).round();
+        svg.push_str(&format!(
+            "<text x=0 y={} font-size=12>{}</text><rect class=bar x=220 y={} width={w_n} height=12/><rect class=cost x=220 y={} width={w_c} height=12/><text x=530 y={} font-size=11>{n} events, ${}</text>",
+            y + 12, esc(name), y, y + 14, y + 12, crate::store::reports::cents(*cost)
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn back(headers: &HeaderMap) -> Redirect {
+    // Return to the page the form was on (same origin only).
+    let to = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.find("/ops/").map(|i| r[i..].to_string()))
+        .unwrap_or_else(|| "/ops/".into());
+    Redirect::to(&to)
+}
+
+async fn retry_one(
+    State(app): State<AppState>,
+    op: Operator,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Redirect, ApiError> {
+    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
+    let retried = ops::retry(&mut tx, std::slice::from_ref(&id)).await?;
+    ops::audit(
+        &mut tx,
+        &op.actor.replace("api:", "page:"),
+        "retry",
+        &retried,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(back(&headers))
+}
+
+async fn cancel_one(
+    State(app): State<AppState>,
+    op: Operator,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Redirect, ApiError> {
+    let actor = op.actor.replace("api:", "page:");
+    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
+    let cancelled = ops::cancel(&mut tx, std::slice::from_ref(&id), &actor).await?;
+    ops::audit(&mut tx, &actor, "cancel", &cancelled, None).await?;
+    tx.commit().await?;
+    Ok(back(&headers))
+}
+
+#[derive(Deserialize)]
+struct RetryAllIn {
+    kind: Option<String>,
+    agent: Option<String>,
+}
+
+async fn retry_matching(
+    State(app): State<AppState>,
+    op: Operator,
+    headers: HeaderMap,
+    Form(f): Form<RetryAllIn>,
+) -> Result<Redirect, ApiError> {
+    let filter = JobFilter {
+        status: Some("failed".into()),
+        kind: f.kind.filter(|k| !k.is_empty()),
+        agent: f.agent.filter(|a| !a.is_empty()),
+        since: None,
+        limit: Some(10_000),
+    };
+    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
+    let ids: Vec<String> = ops::list(&mut tx, &filter)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let retried = ops::retry(&mut tx, &ids).await?;
+    ops::audit(
+        &mut tx,
+        &op.actor.replace("api:", "page:"),
+        "retry",
+        &retried,
+        Some(&filter),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(back(&headers))
+}
