@@ -27,6 +27,7 @@
 //! | `TOOL_RESULT_WAIT_MS` | `3000` (how long a tool-call answer waits for its job) | no |
 //! | `IMAGE_MAX_BYTES` | `10485760` (images fetched for solar scans) | no |
 //! | `IMAGE_FETCH_ALLOW_PRIVATE` | `false` (allow image URLs on private/loopback addresses; tests, demos) | no |
+//! | `JOB_RETENTION_DAYS` | `14` (finished jobs kept before `prune_jobs` deletes them) | no |
 //! | `GEMINI_INPUT_USD_PER_MTOK` | none (Gemini prompt token price, for provider cost) | no |
 //! | `GEMINI_OUTPUT_USD_PER_MTOK` | none (Gemini output token price) | no |
 
@@ -97,6 +98,8 @@ pub struct Config {
     pub app_env: String,
     pub webhook_max_body_bytes: usize,
     pub tool_result_wait: Duration,
+    /// Days of finished jobs `prune_jobs` keeps.
+    pub job_retention_days: u32,
     pub image_max_bytes: usize,
     /// Let image URLs reach loopback/private addresses (never in production: SSRF).
     pub image_fetch_allow_private: bool,
@@ -240,6 +243,7 @@ impl Config {
             app_env: text("APP_ENV", "development"),
             webhook_max_body_bytes: number(&get, "WEBHOOK_MAX_BODY_BYTES", 256 * 1024)?,
             tool_result_wait: Duration::from_millis(number(&get, "TOOL_RESULT_WAIT_MS", 3000)?),
+            job_retention_days: number(&get, "JOB_RETENTION_DAYS", 14)?,
             image_max_bytes: number(&get, "IMAGE_MAX_BYTES", 10 * 1024 * 1024)?,
             image_fetch_allow_private: boolean(&get, "IMAGE_FETCH_ALLOW_PRIVATE")?,
             gemini_usd_per_mtok,

@@ -10,7 +10,7 @@ use super::{Deps, Job, JobError};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct PruneJobs {
-    /// Days of finished jobs to keep; default 14.
+    /// Days of finished jobs to keep; default `JOB_RETENTION_DAYS` (14).
     #[serde(default)]
     pub keep_days: Option<u32>,
 }
@@ -20,7 +20,8 @@ impl Job for PruneJobs {
     const MAX_ATTEMPTS: usize = 3;
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
-        let keep_days = i32::try_from(self.keep_days.unwrap_or(14)).unwrap_or(i32::MAX);
+        let days = self.keep_days.unwrap_or(deps.config.job_retention_days);
+        let keep_days = i32::try_from(days).unwrap_or(i32::MAX);
         let deleted = sqlx::query(
             "DELETE FROM apalis.jobs
               WHERE status = 'Done' AND done_at < now() - make_interval(days => $1)",
