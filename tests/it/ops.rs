@@ -310,3 +310,54 @@ async fn the_ops_api_is_off_without_an_ops_token() {
         .expect("send");
     assert_eq!(resp.status(), 404);
 }
+
+#[tokio::test]
+async fn the_cli_cancels_only_pending_jobs_and_bulk_retries_with_yes() {
+    let mocks = Mocks::start().await;
+    let app = failed_scan(&mocks).await;
+    let job = agent_meter::jobs::prune_jobs::PruneJobs::default();
+    let mut conn = app.db.pool.acquire().await.expect("conn");
+    let task = apalis::prelude::TaskBuilder::new(serde_json::to_vec(&job).expect("json"))
+        .max_attempts(3)
+        .run_after(std::time::Duration::from_secs(86_400))
+        .build();
+    apalis_postgres::queries::push_tasks(&mut *conn, "prune_jobs", vec![task])
+        .await
+        .expect("push");
+    let pending: String =
+        sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE job_type = 'prune_jobs'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("id");
+    let failed: String = sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("id");
+    let (ok, out, _) = cli(&app, &["jobs", "cancel", &pending, &failed]);
+    assert!(
+        ok && out.contains("cancelled 1 job(s); 1 not pending"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(
+        &app,
+        &[
+            "jobs",
+            "retry",
+            "--failed",
+            "--agent",
+            "client1@agent-meter.example",
+            "--yes",
+        ],
+    );
+    assert!(ok && out.contains("re-queued 1"), "{out}{err}");
+    let (ok, out, _) = cli(&app, &["jobs", "list", "--status", "cancelled"]);
+    assert!(
+        ok && out.contains(&pending) && out.contains("cancelled by cli:oncall-anna"),
+        "{out}"
+    );
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM ops_audit ORDER BY id")
+        .fetch_all(&app.db.pool)
+        .await
+        .expect("audit");
+    assert_eq!(actions, vec!["cancel".to_string(), "retry".to_string()]);
+}

@@ -277,3 +277,57 @@ async fn a_new_tenant_table_without_a_policy_fails_the_audit() {
     .expect("audit");
     assert_eq!(unguarded, vec!["notes".to_string()]);
 }
+
+/// On a Supabase project (an `auth` schema, `auth.uid()` and the `authenticated` role) the same
+/// tables admit exactly the rows of the agent whose `user_id` is the signed-in user.
+#[tokio::test]
+async fn on_supabase_a_signed_in_user_sees_only_their_agencys_rows() {
+    let db = TestDb::empty().await;
+    sqlx::raw_sql(
+        "DO $$ BEGIN CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+         CREATE SCHEMA auth;
+         CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE
+             AS $$ SELECT NULLIF(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
+         GRANT USAGE ON SCHEMA auth TO authenticated;
+         GRANT EXECUTE ON FUNCTION auth.uid() TO authenticated;",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("a Supabase-like auth schema");
+    db::migrate(&db.pool).await.expect("migrate");
+    agent_meter::seed::run(&db.pool).await.expect("seed");
+    let agents = populate(&db.pool).await;
+    let user = Uuid::new_v4();
+    sqlx::query("UPDATE agents SET user_id = $1 WHERE id = $2")
+        .bind(user)
+        .bind(agents[2])
+        .execute(&db.pool)
+        .await
+        .expect("link user");
+    sqlx::raw_sql("GRANT USAGE ON SCHEMA public TO authenticated; GRANT SELECT ON agents, leads, agent_usage_metrics TO authenticated;")
+        .execute(&db.pool)
+        .await
+        .expect("Supabase's grants");
+    let mut tx = db.pool.begin().await.expect("tx");
+    sqlx::query("SET LOCAL ROLE authenticated")
+        .execute(&mut *tx)
+        .await
+        .expect("role");
+    sqlx::query("SELECT set_config('request.jwt.claim.sub', $1, true)")
+        .bind(user.to_string())
+        .execute(&mut *tx)
+        .await
+        .expect("jwt");
+    let owners: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT agent_id FROM leads UNION ALL SELECT agent_id FROM agent_usage_metrics",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .expect("rows");
+    assert_eq!(owners, vec![agents[2], agents[2]]);
+    let visible_agents: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("agents");
+    assert_eq!(visible_agents, 1);
+}
