@@ -6,7 +6,51 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Deps, JobError, notify_discord::NotifyDiscord};
-use crate::store::{pricing, usage};
+use crate::store::{findings, leads, pricing, usage};
+
+/// Where a tool call's finding belongs.
+pub struct FindingFor<'a> {
+    pub agent_id: Uuid,
+    pub lead_id: Option<Uuid>,
+    pub address: Option<&'a str>,
+    pub kind: &'a str,
+    pub key: &'a str,
+}
+
+/// The saved finding under `f.key`, or a new one from `ask` (the paid provider call), saved and
+/// committed on its own before anything else can fail, so a re-run never pays twice.
+pub async fn saved_or_ask<Fut>(
+    deps: &Deps,
+    f: FindingFor<'_>,
+    ask: impl FnOnce() -> Fut,
+) -> Result<findings::Finding, JobError>
+where
+    Fut: std::future::Future<Output = Result<serde_json::Value, JobError>>,
+{
+    let mut conn = deps.pool.acquire().await?;
+    let saved = findings::find(&mut conn, f.agent_id, f.kind, f.key).await?;
+    drop(conn);
+    if let Some(found) = saved {
+        return Ok(found);
+    }
+    let result = ask().await?;
+    let mut tx = crate::db::tenant_tx(&deps.pool, f.agent_id).await?;
+    let property = leads::property_for(&mut tx, f.agent_id, f.lead_id, f.address).await?;
+    let found = findings::save_once(
+        &mut tx,
+        &findings::NewFinding {
+            agent_id: f.agent_id,
+            lead_id: f.lead_id,
+            property_id: property,
+            kind: f.kind,
+            idempotency_key: f.key,
+            result,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(found)
+}
 
 /// The LISTEN/NOTIFY channel on which finished tool calls are announced (payload: the id).
 pub const TOOL_RESULTS_CHANNEL: &str = "agent_meter_tool_results";

@@ -76,42 +76,26 @@ impl Job for SolarOcrScan {
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         let key = self.idempotency_key();
-        let mut conn = deps.pool.acquire().await?;
-        let saved = findings::find(&mut conn, self.agent_id, findings::SOLAR, &key).await?;
-        drop(conn);
-        let finding = match saved {
-            Some(f) => f,
-            None => {
+        let finding = effects::saved_or_ask(
+            deps,
+            effects::FindingFor {
+                agent_id: self.agent_id,
+                lead_id: self.lead_id,
+                address: self.address.as_deref(),
+                kind: findings::SOLAR,
+                key: &key,
+            },
+            || async {
                 let (image, mime) = self.image(deps).await?;
                 let scan = deps
                     .providers
                     .gemini
                     .scan_solar(&image, &mime, self.address.as_deref())
                     .await?;
-                let mut tx = crate::db::tenant_tx(&deps.pool, self.agent_id).await?;
-                let property = leads::property_for(
-                    &mut tx,
-                    self.agent_id,
-                    self.lead_id,
-                    self.address.as_deref(),
-                )
-                .await?;
-                let f = findings::save_once(
-                    &mut tx,
-                    &findings::NewFinding {
-                        agent_id: self.agent_id,
-                        lead_id: self.lead_id,
-                        property_id: property,
-                        kind: findings::SOLAR,
-                        idempotency_key: &key,
-                        result: json!({"scan": scan, "address": self.address}),
-                    },
-                )
-                .await?;
-                tx.commit().await?;
-                f
-            }
-        };
+                Ok(json!({"scan": scan, "address": self.address}))
+            },
+        )
+        .await?;
         let scan: SolarScan = serde_json::from_value(finding.result["scan"].clone())
             .map_err(|e| JobError::Permanent(format!("saved solar finding is unreadable: {e}")))?;
         let has_solar = scan.finding.has_solar;

@@ -37,44 +37,23 @@ impl Job for WaterLookup {
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         let key = self.idempotency_key();
-        let mut conn = deps.pool.acquire().await?;
-        let saved = findings::find(&mut conn, self.agent_id, findings::WATER, &key).await?;
-        drop(conn);
-        let finding = match saved {
-            Some(f) => f,
-            None => {
-                let wells = deps
-                    .providers
-                    .arcgis
-                    .wells_near(self.latitude, self.longitude, self.radius_m)
-                    .await?;
+        let finding = effects::saved_or_ask(
+            deps,
+            effects::FindingFor {
+                agent_id: self.agent_id,
+                lead_id: self.lead_id,
+                address: self.address.as_deref(),
+                kind: findings::WATER,
+                key: &key,
+            },
+            || async {
+                let wells = deps.providers.arcgis.wells_near(self.latitude, self.longitude, self.radius_m).await?;
                 let summary = arcgis::summarize(&wells, self.latitude, self.longitude);
-                let mut tx = crate::db::tenant_tx(&deps.pool, self.agent_id).await?;
-                let property = leads::property_for(
-                    &mut tx,
-                    self.agent_id,
-                    self.lead_id,
-                    self.address.as_deref(),
-                )
-                .await?;
-                let f = findings::save_once(
-                    &mut tx,
-                    &findings::NewFinding {
-                        agent_id: self.agent_id,
-                        lead_id: self.lead_id,
-                        property_id: property,
-                        kind: findings::WATER,
-                        idempotency_key: &key,
-                        result: json!({"summary": summary, "latitude": self.latitude,
-                                       "longitude": self.longitude, "radius_m": self.radius_m,
-                                       "address": self.address}),
-                    },
-                )
-                .await?;
-                tx.commit().await?;
-                f
-            }
-        };
+                Ok(json!({"summary": summary, "latitude": self.latitude, "longitude": self.longitude,
+                          "radius_m": self.radius_m, "address": self.address}))
+            },
+        )
+        .await?;
         let summary: WaterSummary = serde_json::from_value(finding.result["summary"].clone())
             .map_err(|e| JobError::Permanent(format!("saved water finding is unreadable: {e}")))?;
 
