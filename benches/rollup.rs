@@ -88,11 +88,11 @@ async fn main() {
                     'bench:' || g
                FROM generate_series(0, $1 - 1) g
                JOIN a ON a.n = g % $2
-               CROSS JOIN LATERAL (SELECT CASE g % 4 WHEN 0 THEN 'solar_ocr_scan' WHEN 1 THEN 'water_lookup'
+               CROSS JOIN LATERAL (SELECT CASE (g / $2) % 4 WHEN 0 THEN 'solar_ocr_scan' WHEN 1 THEN 'water_lookup'
                                                      ELSE 'vapi_call_minutes' END AS metric,
-                                          CASE g % 4 WHEN 0 THEN 1::numeric WHEN 1 THEN 1::numeric
+                                          CASE (g / $2) % 4 WHEN 0 THEN 1::numeric WHEN 1 THEN 1::numeric
                                                      ELSE ((g % 600) / 60.0)::numeric(18, 6) END AS qty,
-                                          CASE g % 4 WHEN 0 THEN 0.075 WHEN 1 THEN 0.00
+                                          CASE (g / $2) % 4 WHEN 0 THEN 0.075 WHEN 1 THEN 0.00
                                                      WHEN 2 THEN 0.20 ELSE 0.25 END AS price) m",
         )
         .bind(rows)
@@ -104,12 +104,16 @@ async fn main() {
             "ALTER TABLE agent_usage_metrics ADD CONSTRAINT agent_usage_metrics_agent_id_metric_type_idempotency_key_key
                  UNIQUE (agent_id, metric_type, idempotency_key);
              CREATE INDEX agent_usage_metrics_period ON agent_usage_metrics (agent_id, occurred_at);
-             CREATE INDEX agent_usage_metrics_late ON agent_usage_metrics (agent_id, created_at);
-             VACUUM ANALYZE agent_usage_metrics;",
+             CREATE INDEX agent_usage_metrics_late ON agent_usage_metrics (agent_id, created_at);",
         )
         .execute(&pool)
         .await
         .expect("re-index");
+        // VACUUM refuses to run in the implicit transaction of a multi-statement batch.
+        sqlx::query("VACUUM ANALYZE agent_usage_metrics")
+            .execute(&pool)
+            .await
+            .expect("vacuum analyze");
     };
     let ((), loaded) = timed(load).await;
     println!("loaded in {:.1} s", loaded.as_secs_f64());

@@ -12,10 +12,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::{
-    money,
-    store::{pricing, usage::metric},
-};
+use crate::{money, store::usage::metric};
 
 /// A calendar month, `YYYY-MM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -138,12 +135,11 @@ pub async fn billable_agents(
     .await
 }
 
-/// One metric at one price: the sum of its quantities and how many rows made it.
-type UsageSum = (String, Decimal, Decimal, i64);
+/// One agent's sum of one metric at one price, and how many rows made it.
+type UsageSum = (Uuid, String, Decimal, Decimal, i64);
 
-/// Builds (or rebuilds) every billable agent's draft for `month`, one transaction per agent.
-/// The month's usage is summed for all agents in one pass over the ledger (a plain `GROUP BY`),
-/// not one index walk per agent.
+/// Builds (or rebuilds) every billable agent's draft for `month`: set-based, 500 agents per
+/// transaction, so a month of millions of usage rows costs about one `GROUP BY` over them.
 pub async fn rollup(
     pool: &PgPool,
     month: Month,
@@ -152,210 +148,275 @@ pub async fn rollup(
 ) -> Result<Vec<RollupOutcome>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let agents = billable_agents(&mut conn, month, only_email).await?;
-    let rows: Vec<(Uuid, String, Decimal, Decimal, i64)> = sqlx::query_as(
-        "SELECT agent_id, metric_type, unit_price_usd, sum(quantity), count(*)
-           FROM agent_usage_metrics
-          WHERE occurred_at >= $1 AND occurred_at < $2 AND agent_id = ANY($3)
-          GROUP BY agent_id, metric_type, unit_price_usd
-          ORDER BY agent_id, metric_type, unit_price_usd",
-    )
-    .bind(month.start(tz))
-    .bind(month.next().start(tz))
-    .bind(&agents)
-    .fetch_all(&mut *conn)
-    .await?;
     drop(conn);
-    let mut sums: std::collections::HashMap<Uuid, Vec<UsageSum>> = std::collections::HashMap::new();
-    for (agent_id, metric_type, price, quantity, count) in rows {
-        sums.entry(agent_id)
-            .or_default()
-            .push((metric_type, price, quantity, count));
-    }
     let mut outcomes = Vec::with_capacity(agents.len());
-    for agent_id in agents {
+    for chunk in agents.chunks(500) {
         let mut tx = pool.begin().await?;
-        let usage = sums.remove(&agent_id).unwrap_or_default();
-        let outcome = write_invoice(&mut tx, agent_id, month, tz, Some(usage)).await?;
+        outcomes.extend(rollup_agents(&mut tx, chunk, month, tz).await?);
         tx.commit().await?;
-        outcomes.push(outcome);
     }
     Ok(outcomes)
 }
 
-/// One agent's invoice for `month`, on the caller's transaction. Serialized per agent by an
-/// advisory lock, so concurrent rollups converge on one invoice and one setup fee.
+/// One agent's invoice for `month`, on the caller's transaction.
 pub async fn rollup_agent(
     tx: &mut PgConnection,
     agent_id: Uuid,
     month: Month,
     tz: Tz,
 ) -> Result<RollupOutcome, sqlx::Error> {
-    write_invoice(tx, agent_id, month, tz, None).await
+    rollup_agents(tx, &[agent_id], month, tz)
+        .await?
+        .pop()
+        .ok_or(sqlx::Error::RowNotFound)
 }
 
-/// Writes the draft; `usage` are the month's sums when the caller already has them, else they
-/// are read here, inside the transaction.
-async fn write_invoice(
+/// The invoices of `agents` for `month`, on the caller's transaction. Serialized per agent by an
+/// advisory lock (taken in id order, so concurrent rollups cannot deadlock), so concurrent
+/// rollups converge on one invoice and one setup fee per agent.
+async fn rollup_agents(
     tx: &mut PgConnection,
-    agent_id: Uuid,
+    agents: &[Uuid],
     month: Month,
     tz: Tz,
-    usage: Option<Vec<UsageSum>>,
-) -> Result<RollupOutcome, sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("invoice:{agent_id}"))
-        .execute(&mut *tx)
-        .await?;
+) -> Result<Vec<RollupOutcome>, sqlx::Error> {
+    let mut agents = agents.to_vec();
+    agents.sort_unstable();
+    let (start, end) = (month.start(tz), month.next().start(tz));
     sqlx::query(
-        "INSERT INTO invoices (agent_id, period_start, period_end) VALUES ($1, $2, $3)
+        "SELECT pg_advisory_xact_lock(hashtextextended('invoice:' || id::text, 0))
+           FROM unnest($1::uuid[]) AS id ORDER BY id",
+    )
+    .bind(&agents)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO invoices (agent_id, period_start, period_end)
+         SELECT id, $2, $3 FROM unnest($1::uuid[]) AS id
          ON CONFLICT (agent_id, period_start) DO NOTHING",
     )
-    .bind(agent_id)
+    .bind(&agents)
     .bind(month.first_day)
     .bind(month.next().first_day)
     .execute(&mut *tx)
     .await?;
-    let (invoice_id, status, old_total): (Uuid, String, Decimal) = sqlx::query_as(
-        "SELECT id, status, total_usd FROM invoices WHERE agent_id = $1 AND period_start = $2 FOR UPDATE",
+    let heads: Vec<(Uuid, Uuid, String, Decimal)> = sqlx::query_as(
+        "SELECT agent_id, id, status, total_usd FROM invoices
+          WHERE agent_id = ANY($1) AND period_start = $2 ORDER BY agent_id FOR UPDATE",
     )
-    .bind(agent_id)
+    .bind(&agents)
     .bind(month.first_day)
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    if status != "draft" {
-        return Ok(RollupOutcome {
+    let drafts: Vec<Uuid> = heads
+        .iter()
+        .filter(|h| h.2 == "draft")
+        .map(|h| h.0)
+        .collect();
+
+    let usage: Vec<UsageSum> = sqlx::query_as(
+        "SELECT agent_id, metric_type, unit_price_usd, sum(quantity), count(*) FROM agent_usage_metrics
+          WHERE occurred_at >= $1 AND occurred_at < $2 AND agent_id = ANY($3)
+          GROUP BY agent_id, metric_type, unit_price_usd ORDER BY 1, 2, 3",
+    )
+    .bind(start)
+    .bind(end)
+    .bind(&drafts)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Usage of earlier months that arrived after the agent's latest finalized invoice closed.
+    let late: Vec<UsageSum> = sqlx::query_as(
+        "WITH closed AS (SELECT agent_id, max(finalized_at) AS at FROM invoices
+                          WHERE agent_id = ANY($1) AND status = 'finalized' AND period_start < $2
+                          GROUP BY agent_id)
+         SELECT u.agent_id, u.metric_type, u.unit_price_usd, sum(u.quantity), count(*)
+           FROM agent_usage_metrics u JOIN closed c ON c.agent_id = u.agent_id
+          WHERE u.created_at > c.at AND u.occurred_at < $3
+          GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    .bind(&drafts)
+    .bind(month.first_day)
+    .bind(start)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Fixed prices in force on the month's first day: the agent's own beats the default.
+    let fixed: Vec<(Uuid, String, Decimal)> = sqlx::query_as(
+        "SELECT DISTINCT ON (a.id, p.metric_type) a.id, p.metric_type, p.unit_price_usd
+           FROM unnest($1::uuid[]) AS a(id)
+           JOIN pricing_config p ON p.metric_type IN ('subscription', 'setup_fee')
+                                AND (p.agent_id = a.id OR p.agent_id IS NULL)
+                                AND p.effective_from <= $2
+                                AND (p.effective_to IS NULL OR p.effective_to > $2)
+          ORDER BY a.id, p.metric_type, p.agent_id NULLS LAST, p.effective_from DESC",
+    )
+    .bind(&drafts)
+    .bind(month.first_day)
+    .fetch_all(&mut *tx)
+    .await?;
+    // The setup fee is billed once, ever: not here if another invoice carries it.
+    let fee_billed: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT DISTINCT l.agent_id FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+          WHERE l.agent_id = ANY($1) AND l.kind = 'setup_fee' AND i.period_start <> $2",
+    )
+    .bind(&drafts)
+    .bind(month.first_day)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let mut outcomes = Vec::with_capacity(heads.len());
+    let mut rows = LineRows::default();
+    for (agent_id, invoice_id, status, old_total) in heads {
+        if status != "draft" {
+            outcomes.push(RollupOutcome {
+                agent_id,
+                invoice_id,
+                total: old_total,
+                rebuilt: false,
+            });
+            continue;
+        }
+        let price = |m: &str| {
+            fixed
+                .iter()
+                .find(|f| f.0 == agent_id && f.1 == m)
+                .map(|f| f.2)
+        };
+        let fee = price(metric::SETUP_FEE).filter(|_| !fee_billed.contains(&agent_id));
+        let own = |sums: &[UsageSum]| -> Vec<UsageSum> {
+            sums.iter().filter(|u| u.0 == agent_id).cloned().collect()
+        };
+        let lines = build_lines(
+            month,
+            price(metric::SUBSCRIPTION),
+            fee,
+            &own(&usage),
+            &own(&late),
+        );
+        let total = total(&lines);
+        rows.push(agent_id, invoice_id, &lines, total);
+        outcomes.push(RollupOutcome {
             agent_id,
             invoice_id,
-            total: old_total,
-            rebuilt: false,
+            total,
+            rebuilt: true,
         });
     }
-    let lines = compute_lines(tx, agent_id, invoice_id, month, tz, usage).await?;
-    sqlx::query("DELETE FROM invoice_lines WHERE agent_id = $1 AND invoice_id = $2")
-        .bind(agent_id)
-        .bind(invoice_id)
-        .execute(&mut *tx)
-        .await?;
-    for (position, l) in lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO invoice_lines (agent_id, invoice_id, kind, metric_type, description, quantity,
-                                        unit_price_usd, amount_usd, position)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(agent_id)
-        .bind(invoice_id)
-        .bind(l.kind)
-        .bind(&l.metric_type)
-        .bind(&l.description)
-        .bind(l.quantity)
-        .bind(l.unit_price)
-        .bind(l.amount)
-        .bind(i32::try_from(position).unwrap_or(i32::MAX))
-        .execute(&mut *tx)
-        .await?;
-    }
-    let total = total(&lines);
-    sqlx::query(
-        "UPDATE invoices SET total_usd = $3, updated_at = now() WHERE agent_id = $1 AND id = $2",
-    )
-    .bind(agent_id)
-    .bind(invoice_id)
-    .bind(total)
-    .execute(&mut *tx)
-    .await?;
-    Ok(RollupOutcome {
-        agent_id,
-        invoice_id,
-        total,
-        rebuilt: true,
-    })
+    rows.write(tx).await?;
+    Ok(outcomes)
 }
 
-async fn compute_lines(
-    tx: &mut PgConnection,
-    agent_id: Uuid,
-    invoice_id: Uuid,
+/// The lines of one invoice, in their printed order.
+fn build_lines(
     month: Month,
-    tz: Tz,
-    usage: Option<Vec<UsageSum>>,
-) -> Result<Vec<Line>, sqlx::Error> {
-    let (start, end) = (month.start(tz), month.next().start(tz));
+    subscription: Option<Decimal>,
+    setup_fee: Option<Decimal>,
+    usage: &[UsageSum],
+    late: &[UsageSum],
+) -> Vec<Line> {
     let mut lines = Vec::new();
-    if let Some(p) = pricing::price_at(tx, agent_id, metric::SUBSCRIPTION, start, tz).await? {
+    if let Some(p) = subscription {
         let text = format!("Subscription {}", month.label());
         lines.push(Line::new(
             "subscription",
             metric::SUBSCRIPTION,
             text,
             Decimal::ONE,
-            p.unit_price_usd,
+            p,
         ));
     }
-    // The setup fee is billed once, ever: on this invoice only if no other invoice carries it.
-    let fee_billed: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM invoice_lines
-                         WHERE agent_id = $1 AND kind = 'setup_fee' AND invoice_id <> $2)",
-    )
-    .bind(agent_id)
-    .bind(invoice_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if !fee_billed
-        && let Some(p) = pricing::price_at(tx, agent_id, metric::SETUP_FEE, start, tz).await?
-    {
+    if let Some(p) = setup_fee {
+        let text = "One-time setup fee".to_string();
         lines.push(Line::new(
             "setup_fee",
             metric::SETUP_FEE,
-            "One-time setup fee".into(),
+            text,
             Decimal::ONE,
-            p.unit_price_usd,
+            p,
         ));
     }
-    let usage: Vec<UsageSum> = match usage {
-        Some(sums) => sums,
-        None => sqlx::query_as(
-            "SELECT metric_type, unit_price_usd, sum(quantity), count(*) FROM agent_usage_metrics
-                  WHERE agent_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-                  GROUP BY metric_type, unit_price_usd ORDER BY metric_type, unit_price_usd",
-        )
-        .bind(agent_id)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&mut *tx)
-        .await?,
-    };
-    for (metric_type, price, quantity, count) in usage {
+    for (_, metric_type, price, quantity, count) in usage {
         let text = format!("{metric_type}: {count} event(s) at {price}");
-        lines.push(Line::new("usage", &metric_type, text, quantity, price));
+        lines.push(Line::new("usage", metric_type, text, *quantity, *price));
     }
-    // Usage of earlier months that arrived after the latest finalized invoice was closed.
-    let closed: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT max(finalized_at) FROM invoices
-          WHERE agent_id = $1 AND status = 'finalized' AND period_start < $2",
-    )
-    .bind(agent_id)
-    .bind(month.first_day)
-    .fetch_one(&mut *tx)
-    .await?;
-    let late: Vec<UsageSum> = match closed {
-        None => Vec::new(),
-        Some(closed) => sqlx::query_as(
-            "SELECT metric_type, unit_price_usd, sum(quantity), count(*) FROM agent_usage_metrics
-                  WHERE agent_id = $1 AND created_at > $2 AND occurred_at < $3
-                  GROUP BY metric_type, unit_price_usd ORDER BY 1, 2",
-        )
-        .bind(agent_id)
-        .bind(closed)
-        .bind(start)
-        .fetch_all(&mut *tx)
-        .await?,
-    };
-    for (metric_type, price, quantity, count) in late {
+    for (_, metric_type, price, quantity, count) in late {
         let text =
             format!("Late usage from earlier months, {metric_type}: {count} event(s) at {price}");
-        lines.push(Line::new("adjustment", &metric_type, text, quantity, price));
+        lines.push(Line::new(
+            "adjustment",
+            metric_type,
+            text,
+            *quantity,
+            *price,
+        ));
     }
-    Ok(lines)
+    lines
+}
+
+/// Every draft's new lines and total, written in three statements whatever the count.
+#[derive(Default)]
+struct LineRows {
+    invoices: Vec<Uuid>,
+    totals: Vec<Decimal>,
+    agent: Vec<Uuid>,
+    invoice: Vec<Uuid>,
+    kind: Vec<&'static str>,
+    metric: Vec<String>,
+    text: Vec<String>,
+    quantity: Vec<Decimal>,
+    price: Vec<Decimal>,
+    amount: Vec<Decimal>,
+    position: Vec<i32>,
+}
+
+impl LineRows {
+    fn push(&mut self, agent_id: Uuid, invoice_id: Uuid, lines: &[Line], total: Decimal) {
+        self.invoices.push(invoice_id);
+        self.totals.push(total);
+        for (i, l) in lines.iter().enumerate() {
+            self.agent.push(agent_id);
+            self.invoice.push(invoice_id);
+            self.kind.push(l.kind);
+            self.metric.push(l.metric_type.clone());
+            self.text.push(l.description.clone());
+            self.quantity.push(l.quantity);
+            self.price.push(l.unit_price);
+            self.amount.push(l.amount);
+            self.position.push(i32::try_from(i).unwrap_or(i32::MAX));
+        }
+    }
+
+    async fn write(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM invoice_lines WHERE invoice_id = ANY($1)")
+            .bind(&self.invoices)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO invoice_lines (agent_id, invoice_id, kind, metric_type, description, quantity,
+                                        unit_price_usd, amount_usd, position)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                  $6::numeric[], $7::numeric[], $8::numeric[], $9::int[])",
+        )
+        .bind(&self.agent)
+        .bind(&self.invoice)
+        .bind(&self.kind)
+        .bind(&self.metric)
+        .bind(&self.text)
+        .bind(&self.quantity)
+        .bind(&self.price)
+        .bind(&self.amount)
+        .bind(&self.position)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE invoices i SET total_usd = t.total, updated_at = now()
+               FROM unnest($1::uuid[], $2::numeric[]) AS t(id, total) WHERE i.id = t.id",
+        )
+        .bind(&self.invoices)
+        .bind(&self.totals)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Why a month could not be finalized.
