@@ -268,6 +268,8 @@ async fn main() {
             longitude: -111.6513,
             radius_m: 1609,
             address,
+            // A backlog: no webhook is still waiting for these (none would be after 3 s).
+            requested_at: None,
         };
         let key = job.idempotency_key();
         (job, key)

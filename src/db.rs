@@ -275,13 +275,9 @@ pub async fn tenant_tx(
     pool: &PgPool,
     agent_id: uuid::Uuid,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL ROLE agent_meter_tenant")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("SELECT set_config('app.agent_id', $1, true)")
-        .bind(agent_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    // One round trip: a Uuid formats as hex and dashes only, so the text is safe to inline.
+    let begin = format!(
+        "BEGIN; SET LOCAL ROLE agent_meter_tenant; SELECT set_config('app.agent_id', '{agent_id}', true)"
+    );
+    pool.begin_with(sqlx::AssertSqlSafe(begin)).await
 }

@@ -143,6 +143,7 @@ async fn enqueue(
                 image_base64: a.image_base64,
                 mime_type: a.mime_type,
                 address: a.address,
+                requested_at: Some(chrono::Utc::now()),
             };
             enqueue_once(tx, &job, &key).await?;
             Ok(Planned::Job {
@@ -160,6 +161,7 @@ async fn enqueue(
                 longitude: a.longitude,
                 radius_m,
                 address: a.address,
+                requested_at: Some(chrono::Utc::now()),
             };
             enqueue_once(tx, &job, &key).await?;
             Ok(Planned::Job {

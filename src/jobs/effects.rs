@@ -55,6 +55,20 @@ where
 /// The LISTEN/NOTIFY channel on which finished tool calls are announced (payload: the id).
 pub const TOOL_RESULTS_CHANNEL: &str = "agent_meter_tool_results";
 
+/// The tool call to wake on commit, if a webhook request may still be waiting for it: a job
+/// older than the wait (a retry, an ops re-run, a bulk enqueue) skips the NOTIFY, which would
+/// otherwise serialize commits for nobody.
+pub fn awaited<'a>(
+    tool_call_id: &'a str,
+    requested_at: Option<DateTime<Utc>>,
+    deps: &Deps,
+) -> Option<&'a str> {
+    let wait = chrono::Duration::from_std(deps.config.tool_result_wait).unwrap_or_default();
+    requested_at
+        .filter(|at| Utc::now() - *at <= wait + chrono::Duration::seconds(1))
+        .map(|_| tool_call_id)
+}
+
 /// The business key of everything a tool call causes (finding, usage row).
 pub fn tool_call_key(tool_call_id: &str) -> String {
     format!("tool_call:{tool_call_id}")

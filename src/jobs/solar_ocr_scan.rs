@@ -27,6 +27,9 @@ pub struct SolarOcrScan {
     pub image_base64: Option<String>,
     pub mime_type: Option<String>,
     pub address: Option<String>,
+    /// When the webhook asked (it may be waiting for the answer); absent for other enqueuers.
+    #[serde(default)]
+    pub requested_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl SolarOcrScan {
@@ -121,7 +124,7 @@ impl Job for SolarOcrScan {
                 metadata: json!({"tool_call_id": self.tool_call_id, "risk_assessment_id": finding.id,
                                  "has_solar": has_solar, "tokens": scan.usage}),
                 discord_note: Some(note),
-                tool_call_id: Some(&self.tool_call_id),
+                tool_call_id: effects::awaited(&self.tool_call_id, self.requested_at, deps),
             },
         )
         .await?;

@@ -23,6 +23,9 @@ pub struct WaterLookup {
     pub longitude: f64,
     pub radius_m: u32,
     pub address: Option<String>,
+    /// When the webhook asked (it may be waiting for the answer); absent for other enqueuers.
+    #[serde(default)]
+    pub requested_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl WaterLookup {
@@ -81,7 +84,7 @@ impl Job for WaterLookup {
                 metadata: json!({"tool_call_id": self.tool_call_id, "risk_assessment_id": finding.id,
                                  "well_count": summary.well_count}),
                 discord_note: Some(format!("💧 Water check: {}", describe(&summary, self.radius_m))),
-                tool_call_id: Some(&self.tool_call_id),
+                tool_call_id: effects::awaited(&self.tool_call_id, self.requested_at, deps),
             },
         )
         .await?;
