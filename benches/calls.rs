@@ -10,6 +10,8 @@
 //!
 //! Database: a scratch one on `BENCH_DATABASE_URL` (admin URL), created and dropped.
 
+mod common;
+
 use std::{
     collections::HashMap,
     sync::Arc,
@@ -18,13 +20,13 @@ use std::{
 
 use agent_meter::{
     config::Config,
-    db, http,
+    http,
     jobs::{self, Deps, Job, JobError, water_lookup::WaterLookup},
-    seed, worker,
+    worker,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -197,22 +199,8 @@ async fn main() {
     let concurrency = arg(&argv, "--concurrency", 32).max(1);
     let pool_size = arg(&argv, "--pool", concurrency + 8) as u32;
 
-    let admin = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("am_bench_calls_{}", std::process::id());
-    let conn = PgConnection::connect(&admin)
-        .await
-        .expect("connect to BENCH_DATABASE_URL");
-    db::create_database_if_missing(conn, &name)
-        .await
-        .expect("create bench db");
-    let url = format!(
-        "{}/{name}",
-        admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b)
-    );
-    let pool = db::connect(&url, pool_size).await.expect("pool");
-    db::migrate(&pool).await.expect("migrate");
-    seed::run(&pool).await.expect("seed");
+    let scratch = common::Scratch::create("calls", pool_size).await;
+    let pool = scratch.pool.clone();
 
     let vars = [
         ("VAPI_WEBHOOK_SECRET", SECRET.to_string()),
@@ -303,9 +291,5 @@ async fn main() {
     let ratio = metered / noop;
     println!("ratio metered / no-op:  {ratio:>7.2}x        (target >= 0.50x)");
 
-    pool.close().await;
-    if let Ok(mut c) = PgConnection::connect(&admin).await {
-        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
-    }
+    scratch.drop_database().await;
 }

@@ -12,13 +12,15 @@
 //! The server database is `BENCH_DATABASE_URL` (an admin URL; a fresh database is created and
 //! dropped), default `postgres://postgres@127.0.0.1:5432/postgres`.
 
+mod common;
+
 use std::{
     collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use agent_meter::{config::Config, db, http, seed};
+use agent_meter::{config::Config, http};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{Semaphore, watch};
 
@@ -273,24 +275,8 @@ async fn raw_postgres(
 async fn main() {
     let a = args();
     let dur = Duration::from_secs(a.seconds);
-    let admin = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("am_bench_{}", std::process::id());
-    let conn = PgConnection::connect(&admin)
-        .await
-        .expect("connect to BENCH_DATABASE_URL");
-    db::create_database_if_missing(conn, &name)
-        .await
-        .expect("create bench db");
-    let base = admin
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .unwrap_or(&admin)
-        .to_string();
-    let url = format!("{base}/{name}");
-    let pool = db::connect(&url, 16).await.expect("pool");
-    db::migrate(&pool).await.expect("migrate");
-    seed::run(&pool).await.expect("seed");
+    let scratch = common::Scratch::create("ingest", 16).await;
+    let (url, pool) = (scratch.url.clone(), scratch.pool.clone());
     let agent_id: uuid::Uuid =
         sqlx::query_scalar("SELECT id FROM agents WHERE vapi_phone_number_id = $1")
             .bind(PHONE)
@@ -348,9 +334,5 @@ async fn main() {
 
     let _ = stop.send(true);
     let _ = server.await;
-    pool.close().await;
-    if let Ok(mut c) = PgConnection::connect(&admin).await {
-        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
-    }
+    scratch.drop_database().await;
 }

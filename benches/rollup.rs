@@ -7,13 +7,11 @@
 //! analyzed, so the measured queries see the same indexes production has. The scratch database
 //! (on `BENCH_DATABASE_URL`, default `postgres@127.0.0.1:5432`) is dropped at the end.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use agent_meter::{
-    billing::{self, Month},
-    db, seed,
-};
-use sqlx::{Connection, PgConnection};
+use agent_meter::billing::{self, Month};
 
 fn arg(name: &str, default: i64) -> i64 {
     let argv: Vec<String> = std::env::args().collect();
@@ -38,25 +36,8 @@ async fn main() {
     }
     let rows = arg("--rows", 10_000_000);
     let agents = arg("--agents", 1000);
-    let admin = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("am_bench_rollup_{}", std::process::id());
-    let conn = PgConnection::connect(&admin)
-        .await
-        .expect("connect to BENCH_DATABASE_URL");
-    db::create_database_if_missing(conn, &name)
-        .await
-        .expect("create bench db");
-    let base = admin
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .unwrap_or(&admin)
-        .to_string();
-    let pool = db::connect(&format!("{base}/{name}"), 8)
-        .await
-        .expect("pool");
-    db::migrate(&pool).await.expect("migrate");
-    seed::run(&pool).await.expect("seed prices");
+    let scratch = common::Scratch::create("rollup", 8).await;
+    let pool = scratch.pool.clone();
     let tz = chrono_tz::America::Phoenix;
     let month = Month::parse("2026-11").expect("month");
 
@@ -157,9 +138,5 @@ async fn main() {
         rollup_time.as_secs_f64() / plain_time.as_secs_f64()
     );
 
-    pool.close().await;
-    if let Ok(mut c) = PgConnection::connect(&admin).await {
-        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
-    }
+    scratch.drop_database().await;
 }

@@ -301,29 +301,63 @@ pub struct InvoiceSummary {
     pub total: String,
 }
 
-#[utoipa::path(get, path = "/v1/invoices", security(("bearer" = [])),
-    responses((status = 200, body = Vec<InvoiceSummary>), (status = 401)))]
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoicePage {
+    pub data: Vec<InvoiceSummary>,
+    /// Pass as `cursor` for older invoices; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/invoices", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = InvoicePage), (status = 400), (status = 401)))]
 async fn invoices(
     State(app): State<AppState>,
     Tenant(agent): Tenant,
-) -> Result<Json<Vec<InvoiceSummary>>, ApiError> {
-    let rows: Vec<(chrono::NaiveDate, String, rust_decimal::Decimal)> = as_tenant(&app, agent, |c| {
+    Query(q): Query<PageQuery>,
+) -> Result<Json<InvoicePage>, ApiError> {
+    let limit = q.limit.unwrap_or(24);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be 1 to 200",
+        ));
+    }
+    // Newest first; the cursor is the last period shown.
+    let before = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            Month::parse(c)
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one we issued"))
+        })
+        .transpose()?;
+    let mut rows: Vec<(chrono::NaiveDate, String, rust_decimal::Decimal)> = as_tenant(&app, agent, |c| {
         Box::pin(async move {
-            Ok(sqlx::query_as("SELECT period_start, status, total_usd FROM invoices ORDER BY period_start DESC")
-                .fetch_all(c)
-                .await?)
+            Ok(sqlx::query_as(
+                "SELECT period_start, status, total_usd FROM invoices
+                  WHERE ($1::date IS NULL OR period_start < $1) ORDER BY period_start DESC LIMIT $2",
+            )
+            .bind(before.map(|m| m.first_day))
+            .bind(limit + 1)
+            .fetch_all(c)
+            .await?)
         })
     })
     .await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|(p, status, total)| InvoiceSummary {
-                period: p.format("%Y-%m").to_string(),
-                status,
-                total: reports::cents(total),
-            })
-            .collect(),
-    ))
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let data: Vec<InvoiceSummary> = rows
+        .into_iter()
+        .map(|(p, status, total)| InvoiceSummary {
+            period: p.format("%Y-%m").to_string(),
+            status,
+            total: reports::cents(total),
+        })
+        .collect();
+    let next_cursor = more
+        .then(|| data.last().map(|i| i.period.clone()))
+        .flatten();
+    Ok(Json(InvoicePage { data, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/invoices/{period}", params(("period" = String, Path, description = "YYYY-MM")),

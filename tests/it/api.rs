@@ -176,11 +176,37 @@ async fn usage_and_invoices_show_only_the_callers_money() {
     )
     .await
     .expect("rollup");
-    let (status, list) = get(&app, "/v1/invoices", Some(&token)).await;
+    billing::rollup(
+        &app.db.pool,
+        Month::parse("2026-12").expect("m"),
+        chrono_tz::America::Phoenix,
+        None,
+    )
+    .await
+    .expect("rollup december");
+    let (status, first) = get(&app, "/v1/invoices?limit=1", Some(&token)).await;
     assert_eq!(status, 200);
     assert_eq!(
-        list,
+        first["data"],
+        serde_json::json!([{"period": "2026-12", "status": "draft", "total": "249.00"}])
+    );
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let (_, second) = get(
+        &app,
+        &format!("/v1/invoices?limit=1&cursor={cursor}"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(
+        second["data"],
         serde_json::json!([{"period": "2026-11", "status": "draft", "total": "749.23"}])
+    );
+    assert_eq!(second["next_cursor"], Value::Null);
+    assert_eq!(
+        get(&app, "/v1/invoices?cursor=last-year", Some(&token))
+            .await
+            .0,
+        400
     );
     let (status, inv) = get(&app, "/v1/invoices/2026-11", Some(&token)).await;
     assert_eq!(status, 200);

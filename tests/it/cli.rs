@@ -234,3 +234,69 @@ fn the_demo_tells_the_whole_story_and_exits() {
         .count();
     assert_eq!(scan_lines, 5, "{text}");
 }
+
+#[tokio::test]
+async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
+    let db = TestDb::seeded().await;
+    let run = |args: &[&str]| {
+        let out = agent_meter()
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, _, err) = run(&[
+        "prices",
+        "set",
+        "solar_ocr_scan",
+        "0.08",
+        "--from",
+        "2026-12-01",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["prices", "list", "--json"]);
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let scans: Vec<(String, Option<String>, String)> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["metric_type"] == "solar_ocr_scan")
+        .map(|r| {
+            (
+                r["effective_from"].as_str().unwrap_or_default().to_string(),
+                r["effective_to"].as_str().map(str::to_string),
+                r["unit_price_usd"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(scans.len(), 2, "{scans:?}");
+    assert_eq!(scans[0].1.as_deref(), Some("2026-12-01"));
+    assert_eq!(
+        (scans[1].0.as_str(), scans[1].1.as_deref()),
+        ("2026-12-01", None)
+    );
+    let (ok, _, err) = run(&[
+        "prices",
+        "set",
+        "solar_ocr_scan",
+        "0.09",
+        "--from",
+        "2026-11-15",
+    ]);
+    assert!(!ok && err.contains("date order"), "{err}");
+    let (ok, _, err) = run(&[
+        "prices",
+        "set",
+        "solar_ocr_scan",
+        "-1",
+        "--from",
+        "2027-01-01",
+    ]);
+    assert!(!ok, "{err}");
+}

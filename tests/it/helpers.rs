@@ -414,3 +414,67 @@ pub fn assistant_request(call_id: &str, phone_number_id: &str, caller: &str) -> 
         "call": {"id": call_id, "phoneNumberId": phone_number_id, "customer": {"number": caller}}
     }})
 }
+
+/// A running app (ops token `ops_token`) with one failed solar scan: Gemini refuses the first
+/// request permanently with `status` and `message`, then answers. Returns the failed job's id.
+pub async fn spawn_with_failed_scan(
+    mocks: &Mocks,
+    ops_token: &str,
+    status: u16,
+    message: &str,
+) -> (TestApp, String) {
+    use wiremock::{
+        Mock, ResponseTemplate,
+        matchers::{method, path},
+    };
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(ResponseTemplate::new(status).set_body_json(
+            json!({"error": {"code": status, "message": message, "status": "INVALID_ARGUMENT"}}),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&mocks.gemini)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(gemini_solar_answer()))
+        .mount(&mocks.gemini)
+        .await;
+    let app = TestApp::spawn_with_mocks(
+        mocks,
+        &[("OPS_TOKEN", ops_token), ("TOOL_RESULT_WAIT_MS", "50")],
+    )
+    .await;
+    let call = json!({"id": "tc-failing", "name": "solar_ocr_scan",
+                      "arguments": {"image_base64": "iVBORw0KGgo=", "mime_type": "image/png"}});
+    app.post(&tool_calls("call-failing", PHONE_1, json!([call])))
+        .await;
+    let id: String = eventually(15, "the scan to fail", || async {
+        sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
+            .fetch_optional(&app.db.pool)
+            .await
+            .expect("query")
+    })
+    .await;
+    (app, id)
+}
+
+/// Queues a `prune_jobs` job due tomorrow (so it stays pending) and returns its id.
+pub async fn pending_job(pool: &PgPool) -> String {
+    let job = agent_meter::jobs::prune_jobs::PruneJobs::default();
+    let mut conn = pool.acquire().await.expect("conn");
+    let task = apalis::prelude::TaskBuilder::new(serde_json::to_vec(&job).expect("json"))
+        .max_attempts(3)
+        .run_after(Duration::from_secs(86_400))
+        .build();
+    apalis_postgres::queries::push_tasks(&mut *conn, "prune_jobs", vec![task])
+        .await
+        .expect("push");
+    sqlx::query_scalar(
+        "SELECT id FROM apalis.jobs WHERE job_type = 'prune_jobs' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("id")
+}

@@ -3,47 +3,13 @@
 use std::process::Command;
 
 use serde_json::{Value, json};
-use wiremock::{
-    Mock, ResponseTemplate,
-    matchers::{method, path},
-};
 
 use crate::helpers::*;
 
 const OPS: &str = "ops-secret-token";
 
 async fn failed_scan(mocks: &Mocks) -> TestApp {
-    // Gemini refuses once (permanent 400), then answers.
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(400).set_body_json(
-            json!({"error": {"code": 400, "message": "bad image", "status": "INVALID_ARGUMENT"}}),
-        ))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&mocks.gemini)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(gemini_solar_answer()))
-        .mount(&mocks.gemini)
-        .await;
-    let app =
-        TestApp::spawn_with_mocks(mocks, &[("OPS_TOKEN", OPS), ("TOOL_RESULT_WAIT_MS", "50")])
-            .await;
-    let call = json!({"id": "tc-ops", "name": "solar_ocr_scan",
-                      "arguments": {"image_base64": "iVBORw0KGgo=", "mime_type": "image/png"}});
-    app.post(&tool_calls("call-ops", PHONE_1, json!([call])))
-        .await;
-    eventually(15, "the scan to fail", || async {
-        (app.db
-            .count("SELECT count(*) FROM apalis.jobs WHERE status = 'Killed'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
-    app
+    spawn_with_failed_scan(mocks, OPS, 400, "bad image").await.0
 }
 
 fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
@@ -92,7 +58,7 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
     let (ok, out, _) = cli(&app, &["jobs", "show", &id]);
     assert!(ok);
     let detail: Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(detail["args"]["tool_call_id"], "tc-ops");
+    assert_eq!(detail["args"]["tool_call_id"], "tc-failing");
     assert_eq!(detail["failures"][0]["permanent"], true);
 
     let (ok, out, _) = cli(
@@ -245,21 +211,7 @@ async fn the_ops_api_lists_retries_and_cancels_behind_its_token() {
     .await;
 
     // A job due tomorrow is pending and can be cancelled; a done job cannot.
-    let job = agent_meter::jobs::prune_jobs::PruneJobs::default();
-    let mut conn = app.db.pool.acquire().await.expect("conn");
-    let args = serde_json::to_vec(&job).expect("json");
-    let task = apalis::prelude::TaskBuilder::new(args)
-        .max_attempts(3)
-        .run_after(std::time::Duration::from_secs(86_400))
-        .build();
-    apalis_postgres::queries::push_tasks(&mut *conn, "prune_jobs", vec![task])
-        .await
-        .expect("push");
-    let pending: String =
-        sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE job_type = 'prune_jobs'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("id");
+    let pending = pending_job(&app.db.pool).await;
     let (status, _) = ops_call(
         &app,
         Method::POST,
@@ -315,20 +267,7 @@ async fn the_ops_api_is_off_without_an_ops_token() {
 async fn the_cli_cancels_only_pending_jobs_and_bulk_retries_with_yes() {
     let mocks = Mocks::start().await;
     let app = failed_scan(&mocks).await;
-    let job = agent_meter::jobs::prune_jobs::PruneJobs::default();
-    let mut conn = app.db.pool.acquire().await.expect("conn");
-    let task = apalis::prelude::TaskBuilder::new(serde_json::to_vec(&job).expect("json"))
-        .max_attempts(3)
-        .run_after(std::time::Duration::from_secs(86_400))
-        .build();
-    apalis_postgres::queries::push_tasks(&mut *conn, "prune_jobs", vec![task])
-        .await
-        .expect("push");
-    let pending: String =
-        sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE job_type = 'prune_jobs'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("id");
+    let pending = pending_job(&app.db.pool).await;
     let failed: String = sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
         .fetch_one(&app.db.pool)
         .await

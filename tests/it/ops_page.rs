@@ -2,12 +2,6 @@
 
 use std::{ffi::OsStr, time::Duration};
 
-use serde_json::json;
-use wiremock::{
-    Mock, ResponseTemplate,
-    matchers::{method, path},
-};
-
 use crate::helpers::*;
 
 const OPS: &str = "page-ops-token";
@@ -15,32 +9,7 @@ const OPS: &str = "page-ops-token";
 /// A running app with one failed solar scan (Gemini refused once, answers afterwards).
 async fn with_failed_job() -> (Mocks, TestApp, String) {
     let mocks = Mocks::start().await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"error": {"code": 403, "message": "key expired", "status": "PERMISSION_DENIED"}})))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&mocks.gemini)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(gemini_solar_answer()))
-        .mount(&mocks.gemini)
-        .await;
-    let app =
-        TestApp::spawn_with_mocks(&mocks, &[("OPS_TOKEN", OPS), ("TOOL_RESULT_WAIT_MS", "50")])
-            .await;
-    let call = json!({"id": "tc-page", "name": "solar_ocr_scan",
-                      "arguments": {"image_base64": "iVBORw0KGgo=", "mime_type": "image/png"}});
-    app.post(&tool_calls("call-page", PHONE_1, json!([call])))
-        .await;
-    let id: String = eventually(15, "the scan to fail", || async {
-        sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
-            .fetch_optional(&app.db.pool)
-            .await
-            .expect("query")
-    })
-    .await;
+    let (app, id) = spawn_with_failed_scan(&mocks, OPS, 403, "key expired").await;
     (mocks, app, id)
 }
 
