@@ -132,6 +132,32 @@ pub struct PageQuery {
     pub limit: Option<i64>,
 }
 
+impl PageQuery {
+    /// The page size asked for, 1 to 200.
+    fn limit(&self, default: i64) -> Result<i64, ApiError> {
+        let limit = self.limit.unwrap_or(default);
+        if !(1..=200).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "invalid_limit",
+                "limit must be 1 to 200",
+            ));
+        }
+        Ok(limit)
+    }
+}
+
+/// Pages fetch `limit + 1` rows to learn whether more follow: drop the extra one and return the
+/// cursor of the last row kept, if there is a next page.
+fn last_page_cut<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    cursor: impl Fn(&T) -> String,
+) -> Option<String> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    more.then(|| rows.last().map(cursor)).flatten()
+}
+
 #[utoipa::path(get, path = "/v1/leads", params(PageQuery), security(("bearer" = [])),
     responses((status = 200, body = LeadPage), (status = 400), (status = 401)))]
 async fn leads(
@@ -139,13 +165,7 @@ async fn leads(
     Tenant(agent): Tenant,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<LeadPage>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be 1 to 200",
-        ));
-    }
+    let limit = q.limit(50)?;
     // The cursor is the last row's (created_at, id): stable under inserts, no offsets.
     let after: Option<(DateTime<Utc>, Uuid)> = q
         .cursor
@@ -176,14 +196,9 @@ async fn leads(
         })
     })
     .await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| {
-            rows.last()
-                .map(|l| format!("{}_{}", l.created_at.to_rfc3339(), l.id))
-        })
-        .flatten();
+    let next_cursor = last_page_cut(&mut rows, limit, |l| {
+        format!("{}_{}", l.created_at.to_rfc3339(), l.id)
+    });
     Ok(Json(LeadPage {
         data: rows,
         next_cursor,
@@ -315,13 +330,7 @@ async fn invoices(
     Tenant(agent): Tenant,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<InvoicePage>, ApiError> {
-    let limit = q.limit.unwrap_or(24);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be 1 to 200",
-        ));
-    }
+    let limit = q.limit(24)?;
     // Newest first; the cursor is the last period shown.
     let before = q
         .cursor
@@ -344,8 +353,7 @@ async fn invoices(
         })
     })
     .await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let next_cursor = last_page_cut(&mut rows, limit, |r| r.0.format("%Y-%m").to_string());
     let data: Vec<InvoiceSummary> = rows
         .into_iter()
         .map(|(p, status, total)| InvoiceSummary {
@@ -354,9 +362,6 @@ async fn invoices(
             total: reports::cents(total),
         })
         .collect();
-    let next_cursor = more
-        .then(|| data.last().map(|i| i.period.clone()))
-        .flatten();
     Ok(Json(InvoicePage { data, next_cursor }))
 }
 

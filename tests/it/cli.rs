@@ -21,6 +21,20 @@ fn agent_meter() -> Command {
     cmd
 }
 
+/// Runs the binary against `database_url`: (success, stdout, stderr).
+fn run_on(database_url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = agent_meter()
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .output()
+        .expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 #[test]
 fn every_command_has_help() {
     for sub in [
@@ -97,18 +111,7 @@ async fn seed_refuses_production_and_migrate_then_seed_work() {
 #[tokio::test]
 async fn agents_add_set_and_list_manage_personas() {
     let db = TestDb::seeded().await;
-    let run = |args: &[&str]| {
-        let out = agent_meter()
-            .args(args)
-            .env("DATABASE_URL", &db.url)
-            .output()
-            .expect("run");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let run = |args: &[&str]| run_on(&db.url, args);
     let (ok, _, err) = run(&[
         "agents",
         "add",
@@ -238,18 +241,7 @@ fn the_demo_tells_the_whole_story_and_exits() {
 #[tokio::test]
 async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
     let db = TestDb::seeded().await;
-    let run = |args: &[&str]| {
-        let out = agent_meter()
-            .args(args)
-            .env("DATABASE_URL", &db.url)
-            .output()
-            .expect("run");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let run = |args: &[&str]| run_on(&db.url, args);
     let (ok, _, err) = run(&[
         "prices",
         "set",
