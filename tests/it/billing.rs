@@ -89,11 +89,12 @@ async fn only(db: &TestDb, phone: &str) -> (uuid::Uuid, String) {
     (agent, email)
 }
 
-#[tokio::test]
-async fn three_scans_bill_23_cents_and_the_first_invoice_carries_subscription_and_setup() {
+/// The first agent with three solar scans in November 2026, rolled up.
+async fn three_scans_rolled_up() -> (TestDb, uuid::Uuid, String) {
     let db = TestDb::seeded().await;
     let (agent, email) = only(&db, PHONE_1).await;
     for i in 0..3 {
+        let key = format!("s{i}");
         add_usage(
             &db,
             agent,
@@ -101,13 +102,19 @@ async fn three_scans_bill_23_cents_and_the_first_invoice_carries_subscription_an
             "1",
             "0.075",
             "2026-11-20T18:00:00Z",
-            &format!("s{i}"),
+            &key,
         )
         .await;
     }
     billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
         .await
         .expect("rollup");
+    (db, agent, email)
+}
+
+#[tokio::test]
+async fn three_scans_bill_23_cents_and_the_first_invoice_carries_subscription_and_setup() {
+    let (db, agent, _) = three_scans_rolled_up().await;
     let (lines, total, status) = invoice(&db, agent, "2026-11").await;
     assert_eq!(status, "draft");
     assert_eq!(
@@ -521,23 +528,7 @@ async fn the_clock_enqueues_a_missed_tick_once_per_period() {
 
 #[tokio::test]
 async fn invoices_show_prints_the_documented_json_shape() {
-    let db = TestDb::seeded().await;
-    let (agent, email) = only(&db, PHONE_1).await;
-    for i in 0..3 {
-        add_usage(
-            &db,
-            agent,
-            "solar_ocr_scan",
-            "1",
-            "0.075",
-            "2026-11-20T18:00:00Z",
-            &format!("s{i}"),
-        )
-        .await;
-    }
-    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
-        .await
-        .expect("rollup");
+    let (db, _, email) = three_scans_rolled_up().await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
         .args([
             "invoices", "show", "--month", "2026-11", "--agent", &email, "--format", "json",

@@ -287,15 +287,7 @@ async fn water_tool_call_follows_paging_and_meters_a_free_lookup() {
             .await
             .expect("finding");
     assert_eq!(summary["well_count"], 4);
-    assert_eq!(
-        mocks
-            .arcgis
-            .received_requests()
-            .await
-            .expect("recorded")
-            .len(),
-        2
-    );
+    assert_eq!(requests(&mocks.arcgis).await, 2);
 }
 
 #[tokio::test]
@@ -329,15 +321,7 @@ async fn gemini_503_503_200_makes_three_requests_and_one_usage_row() {
             .contains("running")
     );
     drain(&app.db.pool, 20).await;
-    assert_eq!(
-        mocks
-            .gemini
-            .received_requests()
-            .await
-            .expect("recorded")
-            .len(),
-        3
-    );
+    assert_eq!(requests(&mocks.gemini).await, 3);
     assert_eq!(usage_rows(&app, "solar_ocr_scan").await.len(), 1);
     let (attempts, _) = wait_for_job_status(&app, "Done").await;
     assert_eq!(attempts, 3);
@@ -361,15 +345,7 @@ async fn gemini_400_fails_the_job_at_once_with_its_reason_and_meters_nothing() {
     let (attempts, result) = wait_for_job_status(&app, "Killed").await;
     assert_eq!(attempts, 1);
     assert!(result.to_string().contains("400"), "{result}");
-    assert_eq!(
-        mocks
-            .gemini
-            .received_requests()
-            .await
-            .expect("recorded")
-            .len(),
-        1
-    );
+    assert_eq!(requests(&mocks.gemini).await, 1);
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM agent_usage_metrics")
@@ -414,15 +390,7 @@ async fn gemini_429_with_retry_after_waits_at_least_that_long() {
         "retried after {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        mocks
-            .gemini
-            .received_requests()
-            .await
-            .expect("recorded")
-            .len(),
-        2
-    );
+    assert_eq!(requests(&mocks.gemini).await, 2);
 }
 
 #[tokio::test]
@@ -456,15 +424,7 @@ async fn a_slow_provider_times_out_and_the_job_retries() {
             .then_some(())
     })
     .await;
-    assert_eq!(
-        mocks
-            .gemini
-            .received_requests()
-            .await
-            .expect("recorded")
-            .len(),
-        2
-    );
+    assert_eq!(requests(&mocks.gemini).await, 2);
 }
 
 #[tokio::test]
@@ -527,15 +487,7 @@ async fn a_duplicate_tool_call_enqueues_and_meters_nothing_new() {
             .await,
         1
     );
-    assert_eq!(
-        mocks
-            .gemini
-            .received_requests()
-            .await
-            .expect("recorded")
-            .len(),
-        1
-    );
+    assert_eq!(requests(&mocks.gemini).await, 1);
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM agent_usage_metrics")
@@ -677,15 +629,7 @@ async fn an_image_url_on_a_private_address_is_refused_without_calling_gemini() {
         .await;
     let (_, result) = wait_for_job_status(&app, "Killed").await;
     assert!(result.to_string().contains("non-public"), "{result}");
-    assert_eq!(
-        mocks
-            .gemini
-            .received_requests()
-            .await
-            .expect("recorded")
-            .len(),
-        0
-    );
+    assert_eq!(requests(&mocks.gemini).await, 0);
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM agent_usage_metrics")
@@ -791,22 +735,6 @@ async fn a_whole_call_on_every_seed_number_bills_each_event_once() {
         5
     );
     // Discord: a new-lead note and two finding notes per agent, never more.
-    assert_eq!(
-        mocks
-            .discord
-            .received_requests()
-            .await
-            .expect("recorded")
-            .len(),
-        15
-    );
-    assert_eq!(
-        mocks
-            .gemini
-            .received_requests()
-            .await
-            .expect("recorded")
-            .len(),
-        5
-    );
+    assert_eq!(requests(&mocks.discord).await, 15);
+    assert_eq!(requests(&mocks.gemini).await, 5);
 }

@@ -478,3 +478,8 @@ pub async fn pending_job(pool: &PgPool) -> String {
     .await
     .expect("id")
 }
+
+/// How many requests a stand-in server received.
+pub async fn requests(server: &wiremock::MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}
