@@ -1,4 +1,4 @@
-//! The tail every billable tool job shares: price, meter once, announce, wake the webhook.
+//! What billable jobs share: a saved answer before a paid call, metering once, announcing.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -6,50 +6,28 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Deps, JobError, notify_discord::NotifyDiscord};
-use crate::store::{findings, leads, pricing, usage};
+use crate::store::{findings, pricing, usage};
 
-/// Where a tool call's finding belongs.
-pub struct FindingFor<'a> {
-    pub agent_id: Uuid,
-    pub lead_id: Option<Uuid>,
-    pub address: Option<&'a str>,
-    pub kind: &'a str,
-    pub key: &'a str,
-}
-
-/// The saved finding under `f.key`, or a new one from `ask` (the paid provider call), saved and
-/// committed on its own before anything else can fail, so a re-run never pays twice.
+/// The answer saved under `key` by an earlier run, or a new one from `ask` (the provider call).
+/// A saved answer is never asked for again, so a re-run after a crash does not pay twice; a new
+/// one is saved by the effects writer together with everything it causes.
 pub async fn saved_or_ask<Fut>(
     deps: &Deps,
-    f: FindingFor<'_>,
+    agent_id: Uuid,
+    kind: &str,
+    key: &str,
     ask: impl FnOnce() -> Fut,
-) -> Result<findings::Finding, JobError>
+) -> Result<serde_json::Value, JobError>
 where
     Fut: std::future::Future<Output = Result<serde_json::Value, JobError>>,
 {
     let mut conn = deps.pool.acquire().await?;
-    let saved = findings::find(&mut conn, f.agent_id, f.kind, f.key).await?;
+    let saved = findings::find(&mut conn, agent_id, kind, key).await?;
     drop(conn);
-    if let Some(found) = saved {
-        return Ok(found);
+    match saved {
+        Some(found) => Ok(found.result),
+        None => ask().await,
     }
-    let result = ask().await?;
-    let mut tx = crate::db::tenant_tx(&deps.pool, f.agent_id).await?;
-    let property = leads::property_for(&mut tx, f.agent_id, f.lead_id, f.address).await?;
-    let found = findings::save_once(
-        &mut tx,
-        &findings::NewFinding {
-            agent_id: f.agent_id,
-            lead_id: f.lead_id,
-            property_id: property,
-            kind: f.kind,
-            idempotency_key: f.key,
-            result,
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(found)
 }
 
 /// The LISTEN/NOTIFY channel on which finished tool calls are announced (payload: the id).

@@ -12,6 +12,7 @@ pub mod prune_jobs;
 pub mod solar_ocr_scan;
 pub mod sync_calls;
 pub mod water_lookup;
+pub mod writer;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -30,15 +31,19 @@ pub struct Deps {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub providers: Providers,
+    /// Commits tool jobs' effects, many per transaction.
+    pub writer: writer::Writer,
 }
 
 impl Deps {
     pub fn new(pool: PgPool, config: Arc<Config>) -> Self {
         let providers = Providers::from_config(&config);
+        let writer = writer::Writer::new(pool.clone(), config.clone());
         Self {
             pool,
             config,
             providers,
+            writer,
         }
     }
 }

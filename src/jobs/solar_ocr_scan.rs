@@ -2,9 +2,9 @@
 //! usage row per tool call (key `tool_call:{id}`).
 //!
 //! Steps: reuse a saved answer if a previous run paid for one; else fetch the image (size-capped)
-//! and ask Gemini; save the answer (committed on its own, before anything else can fail); then,
-//! in one transaction, update the property, tag the lead, meter, queue the Discord note and wake
-//! the webhook waiting for this tool call.
+//! and ask Gemini; then the effects writer saves the answer, updates the property, tags the lead,
+//! meters, queues the Discord note and wakes the webhook waiting for this tool call, all in one
+//! statement (a missing price fails the job but keeps the paid answer).
 
 use base64::Engine as _;
 use rust_decimal::Decimal;
@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Deps, Job, JobError, effects};
+use super::{Deps, Job, JobError, effects, writer::ToolEffect};
 use crate::{
     providers::{self, gemini::SolarScan},
-    store::{findings, leads, usage::metric},
+    store::{findings, usage::metric},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -79,56 +79,39 @@ impl Job for SolarOcrScan {
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         let key = self.idempotency_key();
-        let finding = effects::saved_or_ask(
-            deps,
-            effects::FindingFor {
-                agent_id: self.agent_id,
-                lead_id: self.lead_id,
-                address: self.address.as_deref(),
-                kind: findings::SOLAR,
-                key: &key,
-            },
-            || async {
-                let (image, mime) = self.image(deps).await?;
-                let scan = deps
-                    .providers
-                    .gemini
-                    .scan_solar(&image, &mime, self.address.as_deref())
-                    .await?;
-                Ok(json!({"scan": scan, "address": self.address}))
-            },
-        )
+        let result = effects::saved_or_ask(deps, self.agent_id, findings::SOLAR, &key, || async {
+            let (image, mime) = self.image(deps).await?;
+            let scan = deps
+                .providers
+                .gemini
+                .scan_solar(&image, &mime, self.address.as_deref())
+                .await?;
+            Ok(json!({"scan": scan, "address": self.address}))
+        })
         .await?;
-        let scan: SolarScan = serde_json::from_value(finding.result["scan"].clone())
+        let scan: SolarScan = serde_json::from_value(result["scan"].clone())
             .map_err(|e| JobError::Permanent(format!("saved solar finding is unreadable: {e}")))?;
         let has_solar = scan.finding.has_solar;
-
-        let mut tx = crate::db::tenant_tx(&deps.pool, self.agent_id).await?;
-        if let Some(property) = finding.property_id {
-            leads::update_property(&mut tx, self.agent_id, property, Some(has_solar), None).await?;
-        }
-        if let (true, Some(lead)) = (has_solar, finding.lead_id) {
-            leads::tag(&mut tx, self.agent_id, lead, "solar").await?;
-        }
-        let note = format!("☀️ Solar check: {}", describe(&scan));
-        effects::meter_and_announce(
-            &mut tx,
-            deps,
-            effects::Metered {
+        deps.writer
+            .write(ToolEffect {
                 agent_id: self.agent_id,
+                lead_id: self.lead_id,
+                kind: findings::SOLAR,
+                result,
+                has_solar: Some(has_solar),
+                water_source: None,
+                tag: has_solar.then_some("solar"),
                 metric: metric::SOLAR_OCR_SCAN,
-                key: &key,
-                quantity: rust_decimal::Decimal::ONE,
-                occurred_at: finding.created_at,
+                quantity: Decimal::ONE,
                 provider_cost_usd: Self::provider_cost(&scan, deps),
-                metadata: json!({"tool_call_id": self.tool_call_id, "risk_assessment_id": finding.id,
-                                 "has_solar": has_solar, "tokens": scan.usage}),
-                discord_note: Some(note),
-                tool_call_id: effects::awaited(&self.tool_call_id, self.requested_at, deps),
-            },
-        )
-        .await?;
-        tx.commit().await?;
+                metadata: json!({"tool_call_id": self.tool_call_id, "has_solar": has_solar,
+                                 "tokens": scan.usage}),
+                discord_note: Some(format!("☀️ Solar check: {}", describe(&scan))),
+                wake: effects::awaited(&self.tool_call_id, self.requested_at, deps).map(str::to_string),
+                address: self.address,
+                key,
+            })
+            .await?;
         Ok(())
     }
 }

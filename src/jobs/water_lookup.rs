@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Deps, Job, JobError, effects};
+use super::{Deps, Job, JobError, effects, writer::ToolEffect};
 use crate::{
     providers::arcgis::{self, WaterSummary},
-    store::{findings, leads, usage::metric},
+    store::{findings, usage::metric},
 };
 
 /// A registered well this close is taken as the property's own water source.
@@ -40,55 +40,35 @@ impl Job for WaterLookup {
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         let key = self.idempotency_key();
-        let finding = effects::saved_or_ask(
-            deps,
-            effects::FindingFor {
+        let result = effects::saved_or_ask(deps, self.agent_id, findings::WATER, &key, || async {
+            let wells = deps.providers.arcgis.wells_near(self.latitude, self.longitude, self.radius_m).await?;
+            let summary = arcgis::summarize(&wells, self.latitude, self.longitude);
+            Ok(json!({"summary": summary, "latitude": self.latitude, "longitude": self.longitude,
+                      "radius_m": self.radius_m, "address": self.address}))
+        })
+        .await?;
+        let summary: WaterSummary = serde_json::from_value(result["summary"].clone())
+            .map_err(|e| JobError::Permanent(format!("saved water finding is unreadable: {e}")))?;
+        let metadata = json!({"tool_call_id": self.tool_call_id, "well_count": summary.well_count});
+        deps.writer
+            .write(ToolEffect {
                 agent_id: self.agent_id,
                 lead_id: self.lead_id,
-                address: self.address.as_deref(),
                 kind: findings::WATER,
-                key: &key,
-            },
-            || async {
-                let wells = deps.providers.arcgis.wells_near(self.latitude, self.longitude, self.radius_m).await?;
-                let summary = arcgis::summarize(&wells, self.latitude, self.longitude);
-                Ok(json!({"summary": summary, "latitude": self.latitude, "longitude": self.longitude,
-                          "radius_m": self.radius_m, "address": self.address}))
-            },
-        )
-        .await?;
-        let summary: WaterSummary = serde_json::from_value(finding.result["summary"].clone())
-            .map_err(|e| JobError::Permanent(format!("saved water finding is unreadable: {e}")))?;
-
-        let mut tx = crate::db::tenant_tx(&deps.pool, self.agent_id).await?;
-        if let Some(property) = finding.property_id {
-            leads::update_property(
-                &mut tx,
-                self.agent_id,
-                property,
-                None,
-                Some(water_source(&summary)),
-            )
-            .await?;
-        }
-        effects::meter_and_announce(
-            &mut tx,
-            deps,
-            effects::Metered {
-                agent_id: self.agent_id,
+                result,
+                has_solar: None,
+                water_source: Some(water_source(&summary)),
+                tag: None,
                 metric: metric::WATER_LOOKUP,
-                key: &key,
                 quantity: rust_decimal::Decimal::ONE,
-                occurred_at: finding.created_at,
                 provider_cost_usd: None,
-                metadata: json!({"tool_call_id": self.tool_call_id, "risk_assessment_id": finding.id,
-                                 "well_count": summary.well_count}),
+                metadata,
                 discord_note: Some(format!("💧 Water check: {}", describe(&summary, self.radius_m))),
-                tool_call_id: effects::awaited(&self.tool_call_id, self.requested_at, deps),
-            },
-        )
-        .await?;
-        tx.commit().await?;
+                wake: effects::awaited(&self.tool_call_id, self.requested_at, deps).map(str::to_string),
+                address: self.address,
+                key,
+            })
+            .await?;
         Ok(())
     }
 }
