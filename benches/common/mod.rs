@@ -28,8 +28,13 @@ impl Scratch {
         db::create_database_if_missing(conn, &name)
             .await
             .expect("create the scratch database");
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
+        // Same server and options (e.g. `?sslmode=disable`), the scratch database's name.
+        let (path, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
+        let base = path.rsplit_once('/').map_or(path, |(b, _)| b);
+        let url = match query {
+            "" => format!("{base}/{name}"),
+            q => format!("{base}/{name}?{q}"),
+        };
         let pool = db::connect(&url, pool_size).await.expect("pool");
         db::migrate(&pool).await.expect("migrate");
         seed::run(&pool).await.expect("seed");

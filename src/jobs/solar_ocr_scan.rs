@@ -107,7 +107,8 @@ impl Job for SolarOcrScan {
                 metadata: json!({"tool_call_id": self.tool_call_id, "has_solar": has_solar,
                                  "tokens": scan.usage}),
                 discord_note: Some(format!("☀️ Solar check: {}", describe(&scan))),
-                wake: effects::awaited(&self.tool_call_id, self.requested_at, deps).map(str::to_string),
+                wake: effects::awaited(&self.tool_call_id, self.requested_at, deps)
+                    .map(str::to_string),
                 address: self.address,
                 key,
             })

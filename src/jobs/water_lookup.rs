@@ -40,15 +40,16 @@ impl Job for WaterLookup {
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         let key = self.idempotency_key();
-        let result = effects::saved_or_ask(deps, self.agent_id, findings::WATER, &key, || async {
-            let wells = deps.providers.arcgis.wells_near(self.latitude, self.longitude, self.radius_m).await?;
-            let summary = arcgis::summarize(&wells, self.latitude, self.longitude);
-            Ok(json!({"summary": summary, "latitude": self.latitude, "longitude": self.longitude,
-                      "radius_m": self.radius_m, "address": self.address}))
-        })
-        .await?;
-        let summary: WaterSummary = serde_json::from_value(result["summary"].clone())
-            .map_err(|e| JobError::Permanent(format!("saved water finding is unreadable: {e}")))?;
+        // The registry is free, so there is no saved answer to look up first: a re-run asks again
+        // and the writer keeps the finding saved first (the usage row is keyed all the same).
+        let wells = deps
+            .providers
+            .arcgis
+            .wells_near(self.latitude, self.longitude, self.radius_m)
+            .await?;
+        let summary = arcgis::summarize(&wells, self.latitude, self.longitude);
+        let result = json!({"summary": summary, "latitude": self.latitude, "longitude": self.longitude,
+                            "radius_m": self.radius_m, "address": self.address});
         let metadata = json!({"tool_call_id": self.tool_call_id, "well_count": summary.well_count});
         deps.writer
             .write(ToolEffect {
@@ -63,8 +64,12 @@ impl Job for WaterLookup {
                 quantity: rust_decimal::Decimal::ONE,
                 provider_cost_usd: None,
                 metadata,
-                discord_note: Some(format!("💧 Water check: {}", describe(&summary, self.radius_m))),
-                wake: effects::awaited(&self.tool_call_id, self.requested_at, deps).map(str::to_string),
+                discord_note: Some(format!(
+                    "💧 Water check: {}",
+                    describe(&summary, self.radius_m)
+                )),
+                wake: effects::awaited(&self.tool_call_id, self.requested_at, deps)
+                    .map(str::to_string),
                 address: self.address,
                 key,
             })

@@ -18,16 +18,15 @@ use std::sync::{Arc, OnceLock};
 
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{JobError, effects::TOOL_RESULTS_CHANNEL, notify_discord::NotifyDiscord};
 use crate::config::Config;
 
-/// The most effects committed in one transaction.
+/// The most effects committed in one transaction. One writer task per process: while it
+/// commits, the next batch gathers (measured: one writer with larger batches beats two or four).
 pub const MAX_BATCH: usize = 64;
-/// Writer tasks per process: while one commits, the next batch is being written.
-const WRITERS: usize = 2;
 
 /// Everything a finished tool call causes.
 #[derive(Debug, Clone)]
@@ -100,50 +99,52 @@ impl Writer {
     fn sender(&self) -> &mpsc::Sender<(ToolEffect, Reply)> {
         self.queue.get_or_init(|| {
             let (send, receive) = mpsc::channel(MAX_BATCH * 4);
-            let receive = Arc::new(Mutex::new(receive));
-            for _ in 0..WRITERS {
-                let (pool, config, receive) =
-                    (self.pool.clone(), self.config.clone(), receive.clone());
-                tokio::spawn(async move { run(pool, config, receive).await });
-            }
+            tokio::spawn(run(self.pool.clone(), self.config.clone(), receive));
             send
         })
     }
 }
 
-async fn run(
-    pool: PgPool,
-    config: Arc<Config>,
-    receive: Arc<Mutex<mpsc::Receiver<(ToolEffect, Reply)>>>,
-) {
+async fn run(pool: PgPool, config: Arc<Config>, mut receive: mpsc::Receiver<(ToolEffect, Reply)>) {
     loop {
         let mut batch = Vec::new();
-        {
-            let mut receive = receive.lock().await;
-            if receive.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
+        if receive.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
         }
         let (effects, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let outcomes = match write_batch(&pool, &config, &effects).await {
-            Ok(outcomes) => outcomes,
-            Err(e) if effects.len() > 1 => {
-                tracing::warn!(error = %e, effects = effects.len(), "effects batch failed; writing each alone");
-                let mut outcomes = Vec::with_capacity(effects.len());
-                for effect in &effects {
-                    outcomes.push(match write_batch(&pool, &config, std::slice::from_ref(effect)).await {
-                        Ok(mut one) => one.pop().unwrap_or_else(|| Err(JobError::Transient("no outcome".into()))),
-                        Err(e) => Err(e.into()),
-                    });
-                }
-                outcomes
-            }
-            Err(e) => vec![Err(e.into())],
-        };
+        let outcomes = write_all(&pool, &config, &effects).await;
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The job may have timed out and gone; its retry will find the effect written.
             let _ = reply.send(outcome);
         }
+    }
+}
+
+/// Writes `effects` in one transaction, or, if that fails, each in a transaction of its own;
+/// one outcome per effect, in order.
+pub async fn write_all(
+    pool: &PgPool,
+    config: &Config,
+    effects: &[ToolEffect],
+) -> Vec<Result<Recorded, JobError>> {
+    match write_batch(pool, config, effects).await {
+        Ok(outcomes) => outcomes,
+        Err(e) if effects.len() > 1 => {
+            tracing::warn!(error = %e, effects = effects.len(), "effects batch failed; writing each alone");
+            let mut outcomes = Vec::with_capacity(effects.len());
+            for effect in effects {
+                outcomes.push(
+                    match write_batch(pool, config, std::slice::from_ref(effect)).await {
+                        Ok(mut one) => one
+                            .pop()
+                            .unwrap_or_else(|| Err(JobError::Transient("no outcome".into()))),
+                        Err(e) => Err(e.into()),
+                    },
+                );
+            }
+            outcomes
+        }
+        Err(e) => vec![Err(e.into())],
     }
 }
 
@@ -153,24 +154,27 @@ async fn write_batch(
     config: &Config,
     effects: &[ToolEffect],
 ) -> Result<Vec<Result<Recorded, JobError>>, sqlx::Error> {
-    let mut order: Vec<usize> = (0..effects.len()).collect();
-    order.sort_by_key(|&i| effects[i].agent_id);
+    // The statement's shape does not depend on its arrays: plan it once per connection, not on
+    // every call (planning was a third of its cost).
     let mut tx = pool
-        .begin_with("BEGIN; SET LOCAL ROLE agent_meter_tenant")
+        .begin_with(
+            "BEGIN; SET LOCAL ROLE agent_meter_tenant; SET LOCAL plan_cache_mode = force_generic_plan",
+        )
         .await?;
     let mut outcomes: Vec<Result<Recorded, JobError>> = Vec::with_capacity(effects.len());
-    outcomes.resize_with(effects.len(), || Err(JobError::Transient("unwritten".into())));
-    let mut current_agent = None;
-    for i in order {
-        let effect = &effects[i];
-        if current_agent != Some(effect.agent_id) {
-            sqlx::query("SELECT set_config('app.agent_id', $1::text, true)")
-                .bind(effect.agent_id)
-                .execute(&mut *tx)
-                .await?;
-            current_agent = Some(effect.agent_id);
+    outcomes.resize_with(effects.len(), || {
+        Err(JobError::Transient("unwritten".into()))
+    });
+    for (agent_id, rounds) in statements(effects) {
+        sqlx::query("SELECT set_config('app.agent_id', $1::text, true)")
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+        for round in rounds {
+            for (i, outcome) in write_set(&mut tx, config, agent_id, effects, &round).await? {
+                outcomes[i] = outcome;
+            }
         }
-        outcomes[i] = write_one(&mut tx, config, effect).await?;
     }
     sqlx::query("RESET ROLE").execute(&mut *tx).await?;
     for (effect, outcome) in effects.iter().zip(&outcomes) {
@@ -212,91 +216,186 @@ async fn write_batch(
     Ok(outcomes)
 }
 
-/// One effect, one statement: the property (created or updated), the finding (kept if already
-/// saved), the tag, and the usage row at the price in force on the finding's day.
-const WRITE_EFFECT: &str = "
-WITH prop AS (
-    INSERT INTO properties (agent_id, lead_id, address, has_solar, water_source)
-    SELECT $1, $2, $3, $7, $8 WHERE $3::text IS NOT NULL
+/// The statements a batch needs: per agent (RLS sees one agent at a time), rounds of effect
+/// indexes in which no key repeats (a later round sees what an earlier one wrote). Almost
+/// always one round per agent.
+fn statements(effects: &[ToolEffect]) -> Vec<(Uuid, Vec<Vec<usize>>)> {
+    let mut agents: Vec<(Uuid, Vec<Vec<usize>>)> = Vec::new();
+    for (i, e) in effects.iter().enumerate() {
+        let slot = match agents.iter().position(|(a, _)| *a == e.agent_id) {
+            Some(slot) => slot,
+            None => {
+                agents.push((e.agent_id, Vec::new()));
+                agents.len() - 1
+            }
+        };
+        let rounds = &mut agents[slot].1;
+        let same = |j: &usize| effects[*j].kind == e.kind && effects[*j].key == e.key;
+        match rounds.iter_mut().find(|round| !round.iter().any(same)) {
+            Some(round) => round.push(i),
+            None => rounds.push(vec![i]),
+        }
+    }
+    agents
+}
+
+/// One agent's effects, one statement: the properties (created or updated), the findings (kept
+/// where already saved), the tags, and the usage rows at the price in force on each finding's
+/// day. Keys are distinct within one call.
+const WRITE_EFFECTS: &str = "
+WITH input AS (
+    SELECT * FROM unnest($2::int[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
+                         $8::bool[], $9::text[], $10::text[], $11::text[], $12::numeric[],
+                         $13::numeric[], $14::jsonb[])
+        AS i(n, lead_id, address, kind, key, result, has_solar, water_source, tag, metric,
+             quantity, provider_cost_usd, metadata)
+), prop AS (
+    INSERT INTO properties AS p (agent_id, lead_id, address, has_solar, water_source)
+    SELECT DISTINCT ON (lead_id, address) $1, lead_id, address, has_solar, water_source
+      FROM input WHERE address IS NOT NULL
+     ORDER BY lead_id, address, n DESC
     ON CONFLICT (agent_id, lead_id, address) DO UPDATE
-       SET has_solar = COALESCE(EXCLUDED.has_solar, properties.has_solar),
-           water_source = COALESCE(EXCLUDED.water_source, properties.water_source)
-    RETURNING id
+       SET has_solar = COALESCE(EXCLUDED.has_solar, p.has_solar),
+           water_source = COALESCE(EXCLUDED.water_source, p.water_source)
+    RETURNING id, lead_id, address
 ), saved AS (
     INSERT INTO risk_assessments (agent_id, lead_id, property_id, kind, idempotency_key, result)
-    VALUES ($1, $2, (SELECT id FROM prop), $4, $5, $6)
+    SELECT $1, i.lead_id, prop.id, i.kind, i.key, i.result
+      FROM input i
+      LEFT JOIN prop ON prop.lead_id IS NOT DISTINCT FROM i.lead_id AND prop.address = i.address
     ON CONFLICT (agent_id, kind, idempotency_key) DO NOTHING
-    RETURNING id, created_at
+    RETURNING id, kind, idempotency_key, created_at
 ), finding AS (
-    SELECT id, created_at FROM saved
-    UNION ALL
-    SELECT id, created_at FROM risk_assessments
-     WHERE agent_id = $1 AND kind = $4 AND idempotency_key = $5
+    SELECT i.n, f.id, f.created_at, (f.created_at AT TIME ZONE $15)::date AS day
+      FROM input i
+      JOIN LATERAL (
+          SELECT id, created_at FROM saved WHERE saved.kind = i.kind AND saved.idempotency_key = i.key
+          UNION ALL
+          SELECT id, created_at FROM risk_assessments r
+           WHERE r.agent_id = $1 AND r.kind = i.kind AND r.idempotency_key = i.key
+          LIMIT 1
+      ) f ON true
 ), tagged AS (
     INSERT INTO tags (agent_id, lead_id, tag)
-    SELECT $1, $2, $9 WHERE $2::uuid IS NOT NULL AND $9::text IS NOT NULL
+    SELECT DISTINCT $1::uuid, lead_id, tag FROM input WHERE lead_id IS NOT NULL AND tag IS NOT NULL
     ON CONFLICT (agent_id, lead_id, tag) DO NOTHING
-), day AS (
-    SELECT (created_at AT TIME ZONE $14)::date AS d FROM finding LIMIT 1
-), price AS (
-    SELECT p.id, p.unit_price_usd FROM pricing_config p, day
-     WHERE p.metric_type = $10 AND (p.agent_id = $1 OR p.agent_id IS NULL)
-       AND p.effective_from <= day.d AND (p.effective_to IS NULL OR p.effective_to > day.d)
-     ORDER BY p.agent_id NULLS LAST, p.effective_from DESC
-     LIMIT 1
+), priced AS (
+    SELECT f.n, f.id AS finding_id, f.created_at, f.day, price.id AS price_id, price.unit_price_usd
+      FROM finding f
+      JOIN input i USING (n)
+      LEFT JOIN LATERAL (
+          SELECT p.id, p.unit_price_usd FROM pricing_config p
+           WHERE p.metric_type = i.metric AND (p.agent_id = $1 OR p.agent_id IS NULL)
+             AND p.effective_from <= f.day AND (p.effective_to IS NULL OR p.effective_to > f.day)
+           ORDER BY p.agent_id NULLS LAST, p.effective_from DESC
+           LIMIT 1
+      ) price ON true
 ), usage AS (
     INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
                                      provider_cost_usd, occurred_at, idempotency_key, metadata)
-    SELECT $1, $10, $11, price.unit_price_usd, $11 * price.unit_price_usd, $12, finding.created_at, $5,
-           $13::jsonb || jsonb_build_object('risk_assessment_id', finding.id, 'pricing_config_id', price.id)
-      FROM finding, price
+    SELECT $1, i.metric, i.quantity, p.unit_price_usd, i.quantity * p.unit_price_usd,
+           i.provider_cost_usd, p.created_at, i.key,
+           i.metadata || jsonb_build_object('risk_assessment_id', p.finding_id,
+                                            'pricing_config_id', p.price_id)
+      FROM priced p
+      JOIN input i USING (n)
+     WHERE p.price_id IS NOT NULL
     ON CONFLICT (agent_id, metric_type, idempotency_key) DO NOTHING
-    RETURNING 1
+    RETURNING metric_type, idempotency_key
 )
-SELECT (SELECT id FROM finding LIMIT 1), (SELECT d FROM day), EXISTS (SELECT 1 FROM price),
-       EXISTS (SELECT 1 FROM usage)";
+SELECT i.n, p.finding_id, p.day, p.price_id IS NOT NULL,
+       EXISTS (SELECT 1 FROM usage u WHERE u.metric_type = i.metric AND u.idempotency_key = i.key)
+  FROM input i
+  LEFT JOIN priced p USING (n)";
 
-async fn write_one(
+type Row = (
+    i32,
+    Option<Uuid>,
+    Option<chrono::NaiveDate>,
+    Option<bool>,
+    bool,
+);
+
+/// Writes `effects[i]` for each `i` in `round` (one agent, distinct keys); the outcome of each.
+async fn write_set(
     conn: &mut PgConnection,
     config: &Config,
+    agent_id: Uuid,
+    effects: &[ToolEffect],
+    round: &[usize],
+) -> Result<Vec<(usize, Result<Recorded, JobError>)>, sqlx::Error> {
+    let chosen: Vec<&ToolEffect> = round.iter().map(|&i| &effects[i]).collect();
+    let column = |f: fn(&ToolEffect) -> Option<&str>| -> Vec<Option<&str>> {
+        chosen.iter().map(|e| f(e)).collect()
+    };
+    let n: Vec<i32> = (0..).take(chosen.len()).collect();
+    let address = column(|e| {
+        e.address
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+    });
+    let rows: Vec<Row> = sqlx::query_as(WRITE_EFFECTS)
+        .bind(agent_id)
+        .bind(&n)
+        .bind(chosen.iter().map(|e| e.lead_id).collect::<Vec<_>>())
+        .bind(address)
+        .bind(column(|e| Some(e.kind)))
+        .bind(column(|e| Some(e.key.as_str())))
+        .bind(chosen.iter().map(|e| &e.result).collect::<Vec<_>>())
+        .bind(chosen.iter().map(|e| e.has_solar).collect::<Vec<_>>())
+        .bind(column(|e| e.water_source))
+        .bind(column(|e| e.tag))
+        .bind(column(|e| Some(e.metric)))
+        .bind(chosen.iter().map(|e| e.quantity).collect::<Vec<_>>())
+        .bind(
+            chosen
+                .iter()
+                .map(|e| e.provider_cost_usd)
+                .collect::<Vec<_>>(),
+        )
+        .bind(chosen.iter().map(|e| &e.metadata).collect::<Vec<_>>())
+        .bind(config.billing_timezone.name())
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for (n, finding, day, priced, written) in rows {
+        let Some(&i) = usize::try_from(n).ok().and_then(|n| round.get(n)) else {
+            continue;
+        };
+        outcomes.push((
+            i,
+            outcome(config, &effects[i], finding, day, priced, written),
+        ));
+    }
+    Ok(outcomes)
+}
+
+fn outcome(
+    config: &Config,
     e: &ToolEffect,
-) -> Result<Result<Recorded, JobError>, sqlx::Error> {
-    let address = e.address.as_deref().map(str::trim).filter(|a| !a.is_empty());
-    let (finding, day, priced, written): (Option<Uuid>, Option<chrono::NaiveDate>, bool, bool) =
-        sqlx::query_as(WRITE_EFFECT)
-            .bind(e.agent_id)
-            .bind(e.lead_id)
-            .bind(address)
-            .bind(e.kind)
-            .bind(&e.key)
-            .bind(&e.result)
-            .bind(e.has_solar)
-            .bind(e.water_source)
-            .bind(e.tag)
-            .bind(e.metric)
-            .bind(e.quantity)
-            .bind(e.provider_cost_usd)
-            .bind(&e.metadata)
-            .bind(config.billing_timezone.name())
-            .fetch_one(&mut *conn)
-            .await?;
+    finding: Option<Uuid>,
+    day: Option<chrono::NaiveDate>,
+    priced: Option<bool>,
+    written: bool,
+) -> Result<Recorded, JobError> {
     let Some(finding_id) = finding else {
         // Another run saved this key after our statement began: the next attempt will see it.
-        return Ok(Err(JobError::Transient(format!(
+        return Err(JobError::Transient(format!(
             "finding {} was being saved concurrently",
             e.key
-        ))));
+        )));
     };
-    if !priced {
+    if priced != Some(true) {
         let tz = config.billing_timezone;
         let day = day.map(|d| d.to_string()).unwrap_or_default();
-        return Ok(Err(JobError::Permanent(format!(
+        return Err(JobError::Permanent(format!(
             "no {} price in force on {day} ({tz})",
             e.metric
-        ))));
+        )));
     }
-    Ok(Ok(Recorded {
+    Ok(Recorded {
         finding_id,
         written,
-    }))
+    })
 }

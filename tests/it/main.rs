@@ -16,3 +16,4 @@ mod schema;
 mod tenancy;
 mod webhook;
 mod worker;
+mod writer;

@@ -203,8 +203,13 @@ async fn the_down_migration_removes_our_schema_and_up_restores_it() {
     .await
     .expect("count");
     assert_eq!(left, 0, "down left tables behind");
-    // The queue schema is apalis's own and is untouched.
+    // The queue schema is apalis's own: its rows are untouched, our speed-ups undone.
     assert_eq!(db.count("SELECT count(*) FROM apalis.jobs").await, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_trigger WHERE tgname = 'agent_meter_release_finished'")
+            .await,
+        0
+    );
     db::migrate(&db.pool).await.expect("up again");
     seed::run(&db.pool).await.expect("seed again");
     assert_eq!(db.count("SELECT count(*) FROM agents").await, 5);
@@ -219,4 +224,73 @@ async fn migrate_is_safe_to_run_twice_and_concurrently() {
     b.expect("second");
     db::migrate(&db.pool).await.expect("third");
     assert!(db::is_ready(&db.pool).await.expect("ready"));
+}
+
+#[tokio::test]
+async fn the_queue_fetch_keeps_apalis_order_and_finished_jobs_let_go_of_their_worker() {
+    let db = TestDb::seeded().await;
+    let pool = &db.pool;
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ('w1', 'q', 'PostgresStorage', '', now())",
+    )
+    .execute(pool)
+    .await
+    .expect("worker");
+    // Oldest first within a priority, higher priority first; the future and the locked wait.
+    sqlx::query(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, run_at, priority, max_attempts) VALUES
+           ('old',    'q', '\\x00', 'Pending', now() - interval '3 s', 0, 5),
+           ('newer',  'q', '\\x00', 'Pending', now() - interval '2 s', 0, 5),
+           ('urgent', 'q', '\\x00', 'Pending', now() - interval '1 s', 1, 5),
+           ('later',  'q', '\\x00', 'Pending', now() + interval '1 h', 9, 5),
+           ('retry',  'q', '\\x00', 'Failed',  now() - interval '4 s', 0, 5),
+           ('spent',  'q', '\\x00', 'Failed',  now() - interval '5 s', 0, 0),
+           ('other',  'r', '\\x00', 'Pending', now() - interval '9 s', 0, 5)",
+    )
+    .execute(pool)
+    .await
+    .expect("jobs");
+    let fetch = |n: i32| {
+        sqlx::query_scalar::<_, String>("SELECT id FROM apalis.get_jobs('w1', 'q', $1)")
+            .bind(n)
+            .fetch_all(pool)
+    };
+    let mut first = fetch(2).await.expect("fetch");
+    first.sort();
+    assert_eq!(first, ["retry", "urgent"]);
+    let mut rest = fetch(10).await.expect("fetch");
+    rest.sort();
+    assert_eq!(rest, ["newer", "old"]);
+    assert!(fetch(10).await.expect("fetch").is_empty());
+    let queued = db
+        .count("SELECT count(*) FROM apalis.jobs WHERE status = 'Queued' AND lock_by = 'w1'")
+        .await;
+    assert_eq!(queued, 4);
+
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Done', done_at = now() WHERE id IN ('old', 'retry')",
+    )
+    .execute(pool)
+    .await
+    .expect("ack");
+    sqlx::query("UPDATE apalis.jobs SET status = 'Failed' WHERE id = 'newer'")
+        .execute(pool)
+        .await
+        .expect("fail");
+    let held: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT id, lock_by FROM apalis.jobs WHERE job_type = 'q' AND lock_at IS NOT NULL ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("jobs");
+    assert_eq!(
+        held,
+        [
+            ("newer".to_string(), Some("w1".to_string())),
+            ("old".to_string(), None),
+            ("retry".to_string(), None),
+            ("urgent".to_string(), Some("w1".to_string())),
+        ],
+        "finished jobs release the worker; retryable and running ones keep it for orphan rescue"
+    );
 }

@@ -1,0 +1,168 @@
+//! The effects writer: many tool jobs' effects per transaction, each exactly once, a bad one
+//! failing alone.
+
+use std::sync::Arc;
+
+use agent_meter::{
+    jobs::{
+        JobError,
+        writer::{self, Recorded, ToolEffect},
+    },
+    store::{findings, leads, usage::metric},
+};
+use rust_decimal::Decimal;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+fn effect(agent_id: Uuid, lead_id: Uuid, key: &str) -> ToolEffect {
+    ToolEffect {
+        agent_id,
+        lead_id: Some(lead_id),
+        address: Some(format!("{key} Elm St, Flagstaff")),
+        kind: findings::WATER,
+        key: key.to_string(),
+        result: json!({"summary": {"well_count": 1}, "key": key}),
+        has_solar: None,
+        water_source: Some("private_well"),
+        tag: None,
+        metric: metric::WATER_LOOKUP,
+        quantity: Decimal::ONE,
+        provider_cost_usd: None,
+        metadata: json!({"tool_call_id": key}),
+        discord_note: None,
+        wake: None,
+    }
+}
+
+#[tokio::test]
+async fn a_batch_writes_each_effect_once_and_a_bad_effect_fails_alone() {
+    let db = TestDb::seeded().await;
+    let config = Arc::new(test_config(&[]));
+    let (a, b) = (
+        db.agent_id("ph_placeholder_client1").await,
+        db.agent_id("ph_placeholder_client2").await,
+    );
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let (lead_a, _) = leads::upsert_by_phone(&mut conn, a, "+16025550101")
+        .await
+        .expect("lead a");
+    let (lead_b, _) = leads::upsert_by_phone(&mut conn, b, "+16025550102")
+        .await
+        .expect("lead b");
+    drop(conn);
+
+    let mut effects: Vec<ToolEffect> = (0..40)
+        .map(|i| match i % 2 {
+            0 => effect(a, lead_a, &format!("tool_call:t{i}")),
+            _ => effect(b, lead_b, &format!("tool_call:t{i}")),
+        })
+        .collect();
+    // The same tool call twice in one batch (a rescued job racing its original).
+    effects.push(effect(a, lead_a, "tool_call:t0"));
+    // No price for this metric: the finding is kept, the job fails for good.
+    let mut unpriced = effect(a, lead_a, "tool_call:unpriced");
+    unpriced.metric = "no_such_metric";
+    effects.push(unpriced);
+    // Agent b's lead under agent a: the database refuses it, and only it.
+    effects.push(effect(a, lead_b, "tool_call:foreign"));
+
+    let outcomes = writer::write_all(&db.pool, &config, &effects).await;
+    assert_eq!(outcomes.len(), effects.len());
+    for (i, outcome) in outcomes.iter().take(40).enumerate() {
+        assert!(
+            matches!(outcome, Ok(Recorded { written: true, .. })),
+            "effect {i}: {outcome:?}"
+        );
+    }
+    let first = outcomes[0].as_ref().expect("t0").finding_id;
+    assert!(
+        matches!(&outcomes[40], Ok(r) if !r.written && r.finding_id == first),
+        "the repeat reuses t0's finding and meters nothing: {:?}",
+        outcomes[40]
+    );
+    assert!(
+        matches!(&outcomes[41], Err(JobError::Permanent(m)) if m.contains("no no_such_metric price")),
+        "{:?}",
+        outcomes[41]
+    );
+    assert!(
+        matches!(&outcomes[42], Err(JobError::Transient(m)) if m.contains("database")),
+        "{:?}",
+        outcomes[42]
+    );
+
+    let (usage, keys): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT idempotency_key) FROM agent_usage_metrics WHERE metric_type = 'water_lookup'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("usage");
+    assert_eq!((usage, keys), (40, 40));
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM risk_assessments WHERE idempotency_key = 'tool_call:unpriced'"
+        )
+        .await,
+        1,
+        "an unpriced effect keeps its (paid) finding"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM risk_assessments WHERE idempotency_key = 'tool_call:foreign'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM properties WHERE water_source = 'private_well'")
+            .await,
+        41
+    );
+    let linked: i64 = db
+        .count(
+            "SELECT count(*) FROM agent_usage_metrics u JOIN risk_assessments r
+               ON r.id = (u.metadata->>'risk_assessment_id')::uuid AND r.agent_id = u.agent_id
+              WHERE u.metadata ? 'pricing_config_id'",
+        )
+        .await;
+    assert_eq!(linked, 40, "every usage row names its finding and price");
+
+    // Everything again (jobs are at-least-once): nothing new is written.
+    let again = writer::write_all(&db.pool, &config, &effects[..40]).await;
+    assert!(
+        again.iter().all(|o| matches!(o, Ok(r) if !r.written)),
+        "{again:?}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM agent_usage_metrics").await,
+        40
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writes_through_the_writer_each_get_their_own_answer() {
+    let db = TestDb::seeded().await;
+    let deps = agent_meter::jobs::Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
+    let a = db.agent_id("ph_placeholder_client3").await;
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let (lead, _) = leads::upsert_by_phone(&mut conn, a, "+16025550103")
+        .await
+        .expect("lead");
+    drop(conn);
+    let writes = (0..200).map(|i| {
+        deps.writer
+            .write(effect(a, lead, &format!("tool_call:c{i}")))
+    });
+    let outcomes = futures::future::join_all(writes).await;
+    let ids: std::collections::HashSet<Uuid> = outcomes
+        .iter()
+        .map(|o| o.as_ref().expect("written").finding_id)
+        .collect();
+    assert_eq!(ids.len(), 200, "one finding per tool call");
+    assert_eq!(
+        db.count("SELECT count(*) FROM agent_usage_metrics").await,
+        200
+    );
+}
