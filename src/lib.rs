@@ -20,6 +20,7 @@ pub mod cli_jobs;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod failpoint;
 pub mod http;
 pub mod jobs;
 pub mod money;

@@ -86,6 +86,7 @@ impl Job for SolarOcrScan {
                 .gemini
                 .scan_solar(&image, &mime, self.address.as_deref())
                 .await?;
+            crate::failpoint::hit(crate::failpoint::AFTER_PROVIDER_ANSWER);
             Ok(json!({"scan": scan, "address": self.address}))
         })
         .await?;
@@ -113,6 +114,7 @@ impl Job for SolarOcrScan {
                 key,
             })
             .await?;
+        crate::failpoint::hit(crate::failpoint::AFTER_EFFECT_COMMIT);
         Ok(())
     }
 }

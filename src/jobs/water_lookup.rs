@@ -74,6 +74,7 @@ impl Job for WaterLookup {
                 key,
             })
             .await?;
+        crate::failpoint::hit(crate::failpoint::AFTER_EFFECT_COMMIT);
         Ok(())
     }
 }

@@ -1,0 +1,72 @@
+//! Crash points for the reliability suite. `AGENT_METER_FAILPOINTS=name=N[,name=N...]` makes the
+//! process abort (no cleanup, no flush: as close to `kill -9` as a process can do to itself) the
+//! N-th time it reaches `name`. Unset in production, where a check is one `OnceLock` read.
+//!
+//! Hand-written rather than `fail` (tikv): that crate compiles its points in only under a cargo
+//! feature, and the suite must run with README's plain `cargo test` against the real binary.
+//!
+//! Points: `after_provider_answer` (a paid answer is in hand, not yet saved) and
+//! `after_effect_commit` (the effects are committed, the job not yet acked).
+
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU64, Ordering},
+};
+
+pub const AFTER_PROVIDER_ANSWER: &str = "after_provider_answer";
+pub const AFTER_EFFECT_COMMIT: &str = "after_effect_commit";
+
+struct Point {
+    name: String,
+    at: u64,
+    hits: AtomicU64,
+}
+
+fn points() -> &'static [Point] {
+    static POINTS: OnceLock<Vec<Point>> = OnceLock::new();
+    POINTS.get_or_init(|| {
+        std::env::var("AGENT_METER_FAILPOINTS")
+            .map(|spec| parse(&spec))
+            .unwrap_or_default()
+    })
+}
+
+fn parse(spec: &str) -> Vec<Point> {
+    spec.split(',')
+        .filter_map(|item| {
+            let (name, at) = item.trim().split_once('=')?;
+            Some(Point {
+                name: name.to_string(),
+                at: at.trim().parse().ok().filter(|n| *n > 0)?,
+                hits: AtomicU64::new(0),
+            })
+        })
+        .collect()
+}
+
+/// Aborts the process if `name` is armed and this is its N-th hit.
+pub fn hit(name: &str) {
+    for point in points().iter().filter(|p| p.name == name) {
+        if point.hits.fetch_add(1, Ordering::SeqCst) + 1 == point.at {
+            eprintln!("failpoint {name} reached (hit {}): aborting", point.at);
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_counts_and_skips_junk() {
+        let points = parse("after_effect_commit=3, after_provider_answer=1,bad,zero=0,x=y");
+        let names: Vec<(&str, u64)> = points.iter().map(|p| (p.name.as_str(), p.at)).collect();
+        assert_eq!(names, [("after_effect_commit", 3), ("after_provider_answer", 1)]);
+    }
+
+    #[test]
+    fn unarmed_points_do_nothing() {
+        hit("never_armed");
+    }
+}
