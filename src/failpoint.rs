@@ -62,7 +62,10 @@ mod tests {
     fn parses_names_and_counts_and_skips_junk() {
         let points = parse("after_effect_commit=3, after_provider_answer=1,bad,zero=0,x=y");
         let names: Vec<(&str, u64)> = points.iter().map(|p| (p.name.as_str(), p.at)).collect();
-        assert_eq!(names, [("after_effect_commit", 3), ("after_provider_answer", 1)]);
+        assert_eq!(
+            names,
+            [("after_effect_commit", 3), ("after_provider_answer", 1)]
+        );
     }
 
     #[test]

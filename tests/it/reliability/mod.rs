@@ -1,4 +1,24 @@
-//! Failure modes: dead workers' jobs, database connections dropped under a live worker.
+//! The reliability suite (issue 7; failure modes from `shared/notes/reliability.md`). Each check
+//! prints its figures (`cargo test reliability -- --nocapture` shows them) and fails on a mismatch.
+//!
+//! | check | where |
+//! | --- | --- |
+//! | 1 worker killed mid-job, fail points | `crash` |
+//! | 2 PostgreSQL restarted under load | `restart` |
+//! | 3 duplicates (100 sequential / concurrent reports, tool call twice, webhook vs sync) | `webhook::hundred_*`, `calls::*duplicate*`, `billing::*sync*` |
+//! | 4 clock races x20 | `clock` |
+//! | 5 hostile input, forged signatures, slow body | `hostile` |
+//! | 6 provider outage with the circuit open, permanent errors | `faults` |
+//! | 7 scale-out: 3 workers + 2 webs | `scale` |
+//! | 8 SIGTERM with jobs in flight | `shutdown` |
+//!
+//! Below: a dead worker's jobs rescued after the orphan window; connections killed under a live
+//! service.
+
+mod crash;
+mod scale;
+mod shutdown;
+pub mod support;
 
 use std::time::Duration;
 

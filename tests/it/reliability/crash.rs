@@ -1,0 +1,134 @@
+//! Check 1: workers killed mid-job. 200 solar scans over the five agents, Gemini answering after
+//! 300 ms, worker processes killed with SIGKILL at random moments or aborted at a fail point
+//! (right after the paid answer; right after the effects commit), a fresh one started each time.
+//! Expect every job done once, one usage row per job, none left running, and no answer paid for
+//! again once it was saved: each job's saved answer is the last one Gemini gave for it.
+
+use std::time::{Duration, Instant};
+
+use agent_meter::failpoint::{AFTER_EFFECT_COMMIT, AFTER_PROVIDER_ANSWER};
+
+use super::support::*;
+use crate::helpers::*;
+
+const JOBS: usize = 200;
+const QUEUE: &str = "solar_ocr_scan";
+
+enum Chaos {
+    /// SIGKILL this many times, at random moments.
+    Kill9(usize),
+    /// Arm the fail point at its N-th hit in each process, for this many crashes.
+    Failpoint(&'static str, u64, usize),
+}
+
+/// A small deterministic generator (xorshift) for the kill moments.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+async fn survive(label: &str, chaos: Chaos) {
+    let db = TestDb::seeded().await;
+    let gemini = NumberedGemini::start(Duration::from_millis(300)).await;
+    enqueue_scans(&db.pool, 0..JOBS).await;
+    let armed = match &chaos {
+        Chaos::Failpoint(name, n, _) => format!("{name}={n}"),
+        Chaos::Kill9(_) => String::new(),
+    };
+    let calm = env(&db, &gemini.url, &[]);
+    let chaotic = env(&db, &gemini.url, &[("AGENT_METER_FAILPOINTS", &armed)]);
+
+    let started = Instant::now();
+    let mut worker = Proc::start(&["worker"], &chaotic);
+    let (mut kills, mut crashes, mut rng) = (0usize, 0usize, 0x9E37_79B9_7F4A_7C15u64);
+    while done(&db.pool, QUEUE).await < JOBS as i64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{label}: not done after 180 s: {:?}",
+            statuses(&db.pool, QUEUE).await
+        );
+        match chaos {
+            Chaos::Kill9(times) if kills < times => {
+                let wait = 200 + next(&mut rng) % 1300;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                worker.kill9().await;
+                kills += 1;
+                worker = Proc::start(&["worker"], &chaotic);
+            }
+            Chaos::Failpoint(_, _, times) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if worker.exited() {
+                    crashes += 1;
+                    let env = if crashes < times { &chaotic } else { &calm };
+                    worker = Proc::start(&["worker"], env);
+                }
+            }
+            Chaos::Kill9(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let elapsed = started.elapsed();
+    worker.term();
+    let _ = tokio::time::timeout(Duration::from_secs(15), worker.child.wait()).await;
+
+    let statuses = statuses(&db.pool, QUEUE).await;
+    let (rows, distinct) = usage(&db.pool, "solar_ocr_scan").await;
+    let findings = db.count("SELECT count(*) FROM risk_assessments").await;
+    let saved: Vec<(String, String)> = sqlx::query_as(
+        "SELECT left(result->>'address', 7), result->'scan'->'finding'->>'installer' FROM risk_assessments",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("findings");
+    let last = gemini.last_serials();
+    let paid_again: Vec<&(String, String)> = saved
+        .iter()
+        .filter(|(marker, installer)| {
+            last.get(marker).map(|s| format!("serial-{s}")).as_ref() != Some(installer)
+        })
+        .collect();
+    let calls = gemini.count();
+    println!(
+        "reliability 1 ({label}): {JOBS} jobs, {kills} kills, {crashes} fail-point crashes, {:.1} s; \
+         Gemini calls {calls} ({} asked again after an answer was lost, {} after it was saved); \
+         usage rows {rows} ({distinct} distinct); findings {findings}; jobs {statuses:?}",
+        elapsed.as_secs_f64(),
+        calls - JOBS,
+        paid_again.len(),
+    );
+    assert_eq!(statuses, [("Done".to_string(), JOBS as i64)], "{label}");
+    assert_eq!((rows, distinct), (JOBS as i64, JOBS as i64), "{label}");
+    assert_eq!(findings, JOBS as i64, "{label}");
+    assert!(
+        paid_again.is_empty(),
+        "{label}: answers paid for after they were saved: {paid_again:?}"
+    );
+    match chaos {
+        Chaos::Kill9(times) => assert_eq!(kills, times),
+        Chaos::Failpoint(..) => assert!(crashes >= 1, "{label}: the fail point never fired"),
+    }
+}
+
+#[tokio::test]
+async fn workers_killed_at_random_moments_lose_and_double_bill_nothing() {
+    survive("kill -9 x10", Chaos::Kill9(10)).await;
+}
+
+#[tokio::test]
+async fn a_crash_right_after_the_provider_answer_loses_nothing() {
+    survive(
+        "fail point after the provider answer",
+        Chaos::Failpoint(AFTER_PROVIDER_ANSWER, 20, 5),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_crash_right_after_the_effects_commit_bills_once_and_never_pays_again() {
+    survive(
+        "fail point after the effect commit",
+        Chaos::Failpoint(AFTER_EFFECT_COMMIT, 20, 5),
+    )
+    .await;
+}
