@@ -16,6 +16,7 @@
 //! service.
 
 mod crash;
+mod hostile;
 mod scale;
 mod shutdown;
 pub mod support;
