@@ -157,11 +157,17 @@ fn rand_fraction_permille() -> u64 {
 /// left as soon as `run_at` has passed and never moves `run_at` itself, so without this a
 /// failing job burns all its attempts within milliseconds.
 pub async fn defer(pool: &PgPool, job_id: &str, delay: Duration) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE apalis.jobs SET run_at = now() + $2 WHERE id = $1")
-        .bind(job_id)
-        .bind(delay)
-        .execute(pool)
-        .await?;
+    // Whole milliseconds: sqlx refuses to encode a `Duration` with sub-microsecond digits as an
+    // interval, and a breaker's remaining time (from `Instant`s) always has them. That refusal
+    // once left retries undeferred, so an open circuit burned every attempt in milliseconds.
+    let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 1000);
+    sqlx::query(
+        "UPDATE apalis.jobs SET run_at = now() + $2 * interval '1 millisecond' WHERE id = $1",
+    )
+    .bind(job_id)
+    .bind(millis)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -379,3 +379,27 @@ async fn a_job_that_outlives_its_timeout_is_retried_later_not_at_once() {
     stop.send(true).expect("stop");
     w.await.expect("worker task");
 }
+
+#[tokio::test]
+async fn a_retry_is_deferred_by_a_wait_with_nanosecond_digits() {
+    // A breaker's remaining open time comes from `Instant`s; sqlx cannot encode such a Duration
+    // as an interval, which once left every circuit-open retry undeferred.
+    let db = TestDb::seeded().await;
+    let id = pending_job(&db.pool).await;
+    sqlx::query("UPDATE apalis.jobs SET run_at = now() WHERE id = $1")
+        .bind(&id)
+        .execute(&db.pool)
+        .await
+        .expect("due now");
+    agent_meter::jobs::defer(&db.pool, &id, Duration::new(26, 354_128_588))
+        .await
+        .expect("defer");
+    let wait: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch from run_at - now())::float8 FROM apalis.jobs WHERE id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&db.pool)
+    .await
+    .expect("run_at");
+    assert!((26.0..=26.4).contains(&wait), "deferred by {wait} s");
+}

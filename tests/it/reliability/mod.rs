@@ -15,7 +15,9 @@
 //! Below: a dead worker's jobs rescued after the orphan window; connections killed under a live
 //! service.
 
+mod clock;
 mod crash;
+mod faults;
 mod hostile;
 mod scale;
 mod shutdown;

@@ -1,0 +1,123 @@
+//! Check 4: clock races. Two clock processes (two pools, as two processes would have) tick for the
+//! same day and month at once, 20 times over: each time exactly one sync job and one invoice
+//! rollup job win, and the worker leaves one invoice per agent per month.
+
+use std::sync::Arc;
+
+use agent_meter::{clock, db, jobs::Deps};
+use chrono::{Duration as Days, TimeZone, Utc};
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{method, path},
+};
+
+use crate::helpers::*;
+
+const ROUNDS: usize = 20;
+
+#[tokio::test]
+async fn two_clocks_racing_twenty_times_give_one_sync_and_one_invoice_each_time() {
+    let db = TestDb::seeded().await;
+    sqlx::query("UPDATE agents SET billing_starts_on = '2020-01-01'")
+        .execute(&db.pool)
+        .await
+        .expect("billing start");
+    let mocks = Mocks::start().await;
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([])))
+        .mount(&mocks.vapi)
+        .await;
+    let vars = mocks.config();
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = Arc::new(test_config(&borrowed));
+    let clock_a = Deps::new(
+        db::connect(&db.url, 4).await.expect("pool a"),
+        config.clone(),
+    );
+    let clock_b = Deps::new(
+        db::connect(&db.url, 4).await.expect("pool b"),
+        config.clone(),
+    );
+
+    let mut wins = Vec::new();
+    for r in 0..ROUNDS {
+        let day = Utc
+            .with_ymd_and_hms(2026, 6, 1, 10, 0, 0)
+            .single()
+            .expect("day")
+            + Days::days(r as i64);
+        let first = chrono::NaiveDate::from_ymd_opt(2025, 2, 1).expect("month");
+        let month = first
+            .checked_add_months(chrono::Months::new(r as u32))
+            .expect("month")
+            .and_hms_opt(9, 0, 0)
+            .expect("time")
+            .and_utc();
+        let (sa, sb, ia, ib) = tokio::join!(
+            clock::enqueue_tick(&clock_a, "sync_calls", day),
+            clock::enqueue_tick(&clock_b, "sync_calls", day),
+            clock::enqueue_tick(&clock_a, "invoice_rollup", month),
+            clock::enqueue_tick(&clock_b, "invoice_rollup", month),
+        );
+        let won = |a: anyhow::Result<bool>, b: anyhow::Result<bool>| {
+            usize::from(a.expect("clock a")) + usize::from(b.expect("clock b"))
+        };
+        wins.push((won(sa, sb), won(ia, ib)));
+    }
+    assert!(
+        wins.iter().all(|w| *w == (1, 1)),
+        "one winner per race: {wins:?}"
+    );
+
+    let mut app = TestApp::spawn_on(
+        db,
+        agent_meter::app::Roles {
+            web: false,
+            worker: true,
+            clock: false,
+        },
+        &borrowed,
+    )
+    .await;
+    let expected = (ROUNDS * 5) as i64;
+    eventually(90, "every rollup and sync to finish", || async {
+        let left: i64 = app
+            .db
+            .count("SELECT count(*) FROM apalis.jobs WHERE status <> 'Done' AND job_type IN ('sync_calls', 'invoice_rollup')")
+            .await;
+        (left == 0).then_some(())
+    })
+    .await;
+    let per_kind: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT job_type, count(*) FROM apalis.jobs WHERE job_type IN ('sync_calls', 'invoice_rollup')
+          GROUP BY job_type ORDER BY job_type",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("jobs");
+    let invoices = app.db.count("SELECT count(*) FROM invoices").await;
+    let pairs = app
+        .db
+        .count("SELECT count(DISTINCT (agent_id, period_start)) FROM invoices")
+        .await;
+    let setup_fees = app
+        .db
+        .count("SELECT count(*) FROM invoice_lines WHERE metric_type = 'setup_fee'")
+        .await;
+    println!(
+        "reliability 4: {ROUNDS} races of two clocks: winners per race {:?}; jobs {per_kind:?}; \
+         invoices {invoices} ({pairs} agent-months); setup fees {setup_fees}",
+        wins[0]
+    );
+    assert_eq!(
+        per_kind,
+        [
+            ("invoice_rollup".to_string(), ROUNDS as i64),
+            ("sync_calls".to_string(), ROUNDS as i64)
+        ]
+    );
+    assert_eq!((invoices, pairs), (expected, expected));
+    assert_eq!(setup_fees, 5, "the setup fee once per agent, ever");
+    app.shutdown().await;
+}
