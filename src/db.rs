@@ -102,11 +102,12 @@ pub async fn resolve_database_url(configured: Option<&str>) -> anyhow::Result<Re
 /// Starts (initialising on first use) the private cluster under `./.data/postgres` and returns
 /// the URL of its `postgres` database. Idempotent: an already running cluster is reused.
 pub async fn private_cluster_admin_url() -> anyhow::Result<String> {
-    let dir = std::env::current_dir()?.join(PRIVATE_CLUSTER_DIR);
-    start_private_cluster(&dir).await?;
-    Ok(format!(
-        "postgres://postgres@127.0.0.1:{PRIVATE_PORT}/postgres"
-    ))
+    let cluster = LocalCluster::new(
+        std::env::current_dir()?.join(PRIVATE_CLUSTER_DIR),
+        PRIVATE_PORT,
+    );
+    cluster.start().await?;
+    Ok(cluster.admin_url())
 }
 
 /// True when a PostgreSQL server accepts a connection at `url` within 3 s.
@@ -213,48 +214,81 @@ async fn run(mut cmd: tokio::process::Command, what: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn start_private_cluster(dir: &Path) -> anyhow::Result<()> {
-    let initdb = pg_binary("initdb").context(
-        "no PostgreSQL answers on localhost:5432 and initdb was not found: \
-         install PostgreSQL or set DATABASE_URL",
-    )?;
-    let pg_ctl = pg_binary("pg_ctl").context("pg_ctl not found next to initdb")?;
-    let as_root = is_root().await;
-    if !dir.join("PG_VERSION").exists() {
-        tracing::info!(dir = %dir.display(), "initialising a private PostgreSQL cluster");
-        std::fs::create_dir_all(dir)?;
-        if as_root {
-            let mut chown = tokio::process::Command::new("chown");
-            chown
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.parent().unwrap_or(dir));
-            run(chown, "chown .data to postgres").await?;
+/// A PostgreSQL cluster of our own: the local default when no server answers (`.data/postgres`
+/// on port 54329), and the restartable server of the reliability suite.
+#[derive(Debug, Clone)]
+pub struct LocalCluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl LocalCluster {
+    pub fn new(dir: impl Into<PathBuf>, port: u16) -> Self {
+        Self {
+            dir: dir.into(),
+            port,
         }
-        let mut cmd = pg_command(&initdb, as_root);
-        cmd.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
-            .arg(dir);
-        run(cmd, "initdb").await?;
     }
-    let mut status = pg_command(&pg_ctl, as_root);
-    status.arg("status").arg("-D").arg(dir);
-    if run(status, "pg_ctl status").await.is_ok() {
-        return Ok(());
+
+    /// The URL of its `postgres` database (trust authentication, loopback only).
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
-    tracing::info!(dir = %dir.display(), port = PRIVATE_PORT, "starting the private PostgreSQL");
-    let mut start = pg_command(&pg_ctl, as_root);
-    start
-        .arg("start")
-        .arg("-w")
-        .arg("-D")
-        .arg(dir)
-        .arg("-l")
-        .arg(dir.join("server.log"))
-        .arg("-o")
-        .arg(format!(
-            "-p {PRIVATE_PORT} -c listen_addresses=127.0.0.1 -k {}",
+
+    /// Initialises the cluster on first use and starts it; a running cluster is left alone.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        let dir = &self.dir;
+        let initdb = pg_binary("initdb").context(
+            "no PostgreSQL answers on localhost:5432 and initdb was not found: \
+             install PostgreSQL or set DATABASE_URL",
+        )?;
+        let as_root = is_root().await;
+        if !dir.join("PG_VERSION").exists() {
+            tracing::info!(dir = %dir.display(), "initialising a private PostgreSQL cluster");
+            std::fs::create_dir_all(dir)?;
+            if as_root {
+                let mut chown = tokio::process::Command::new("chown");
+                chown
+                    .args(["-R", "postgres:postgres"])
+                    .arg(dir.parent().unwrap_or(dir));
+                run(chown, "chown the cluster directory to postgres").await?;
+            }
+            let mut cmd = pg_command(&initdb, as_root);
+            cmd.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "-D"])
+                .arg(dir);
+            run(cmd, "initdb").await?;
+        }
+        if self.pg_ctl(&["status"]).await.is_ok() {
+            return Ok(());
+        }
+        tracing::info!(dir = %dir.display(), port = self.port, "starting the private PostgreSQL");
+        let log = dir.join("server.log");
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
             dir.display()
-        ));
-    run(start, "pg_ctl start").await
+        );
+        let log = log.to_string_lossy();
+        self.pg_ctl(&["start", "-w", "-l", &log, "-o", &options])
+            .await
+    }
+
+    /// Restarts the server (`mode`: smart, fast or immediate) and waits until it accepts
+    /// connections. Its output keeps going to `server.log`: without `-l` the new postmaster
+    /// would hold our output pipe open forever.
+    pub async fn restart(&self, mode: &str) -> anyhow::Result<()> {
+        let log = self.dir.join("server.log");
+        let log = log.to_string_lossy();
+        self.pg_ctl(&["restart", "-w", "-m", mode, "-l", &log]).await
+    }
+
+    /// Runs `pg_ctl <args> -D <dir>` (as the `postgres` user when we are root).
+    pub async fn pg_ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let pg_ctl = pg_binary("pg_ctl").context("pg_ctl not found next to initdb")?;
+        let mut cmd = pg_command(&pg_ctl, is_root().await);
+        cmd.args(args).arg("-D").arg(&self.dir);
+        run(cmd, &format!("pg_ctl {}", args.join(" "))).await
+    }
 }
 
 async fn is_root() -> bool {

@@ -19,6 +19,7 @@ mod clock;
 mod crash;
 mod faults;
 mod hostile;
+mod restart;
 mod scale;
 mod shutdown;
 pub mod support;
