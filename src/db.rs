@@ -279,7 +279,8 @@ impl LocalCluster {
     pub async fn restart(&self, mode: &str) -> anyhow::Result<()> {
         let log = self.dir.join("server.log");
         let log = log.to_string_lossy();
-        self.pg_ctl(&["restart", "-w", "-m", mode, "-l", &log]).await
+        self.pg_ctl(&["restart", "-w", "-m", mode, "-l", &log])
+            .await
     }
 
     /// Runs `pg_ctl <args> -D <dir>` (as the `postgres` user when we are root).
