@@ -28,6 +28,7 @@
 //! | `IMAGE_MAX_BYTES` | `10485760` (images fetched for solar scans) | no |
 //! | `IMAGE_FETCH_ALLOW_PRIVATE` | `false` (allow image URLs on private/loopback addresses; tests, demos) | no |
 //! | `JOB_RETENTION_DAYS` | `14` (finished jobs kept before `prune_jobs` deletes them) | no |
+//! | `PROVIDER_BREAKER_OPEN_SECS` | `30` (an open circuit refuses calls this long, then tries one) | no |
 //! | `GEMINI_INPUT_USD_PER_MTOK` | none (Gemini prompt token price, for provider cost) | no |
 //! | `GEMINI_OUTPUT_USD_PER_MTOK` | none (Gemini output token price) | no |
 
@@ -100,6 +101,8 @@ pub struct Config {
     pub tool_result_wait: Duration,
     /// Days of finished jobs `prune_jobs` keeps.
     pub job_retention_days: u32,
+    /// How long a provider's open circuit breaker refuses calls before one trial.
+    pub breaker_open_for: Duration,
     pub image_max_bytes: usize,
     /// Let image URLs reach loopback/private addresses (never in production: SSRF).
     pub image_fetch_allow_private: bool,
@@ -244,6 +247,9 @@ impl Config {
             webhook_max_body_bytes: number(&get, "WEBHOOK_MAX_BODY_BYTES", 256 * 1024)?,
             tool_result_wait: Duration::from_millis(number(&get, "TOOL_RESULT_WAIT_MS", 3000)?),
             job_retention_days: number(&get, "JOB_RETENTION_DAYS", 14)?,
+            breaker_open_for: Duration::from_secs(
+                number(&get, "PROVIDER_BREAKER_OPEN_SECS", 30u64)?.max(1),
+            ),
             image_max_bytes: number(&get, "IMAGE_MAX_BYTES", 10 * 1024 * 1024)?,
             image_fetch_allow_private: boolean(&get, "IMAGE_FETCH_ALLOW_PRIVATE")?,
             gemini_usd_per_mtok,

@@ -28,8 +28,6 @@ pub const IMAGE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Consecutive transient failures that open a provider's breaker.
 pub const BREAKER_THRESHOLD: u32 = 5;
-/// How long an open breaker fails fast before letting one trial request through.
-pub const BREAKER_OPEN_FOR: Duration = Duration::from_secs(30);
 /// Largest response body any client reads (error bodies included).
 pub(crate) const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -475,10 +473,11 @@ pub struct Providers {
 
 impl Providers {
     /// Builds every client with one shared [`http_client`] ([`DEFAULT_TIMEOUT`]) and a breaker per
-    /// provider ([`BREAKER_THRESHOLD`], [`BREAKER_OPEN_FOR`]).
+    /// provider ([`BREAKER_THRESHOLD`] failures open it for `PROVIDER_BREAKER_OPEN_SECS`).
     pub fn from_config(config: &crate::config::Config) -> Self {
         let http = http_client(DEFAULT_TIMEOUT);
-        let breaker = |name| CircuitBreaker::new(name, BREAKER_THRESHOLD, BREAKER_OPEN_FOR);
+        let open_for = config.breaker_open_for;
+        let breaker = |name| CircuitBreaker::new(name, BREAKER_THRESHOLD, open_for);
         Self {
             gemini: Arc::new(gemini::GeminiClient::new(
                 config.gemini_base_url.clone(),

@@ -22,7 +22,11 @@ async fn an_outage_opens_the_circuit_and_recovery_completes_every_job() {
         .respond_with(ResponseTemplate::new(503).set_body_string("overloaded"))
         .mount(&mocks.gemini)
         .await;
-    let app = TestApp::spawn_with_mocks(&mocks, &[("WORKER_CONCURRENCY", "4")]).await;
+    let app = TestApp::spawn_with_mocks(
+        &mocks,
+        &[("WORKER_CONCURRENCY", "4"), ("PROVIDER_BREAKER_OPEN_SECS", "5")],
+    )
+    .await;
     enqueue_scans(&app.db.pool, 0..JOBS).await;
 
     // The outage: watch until the circuit is open and 3 s pass without a new call.
