@@ -30,9 +30,13 @@ fn next(state: &mut u64) -> u64 {
 }
 
 async fn survive(label: &str, chaos: Chaos) {
+    survive_n(label, JOBS, chaos).await;
+}
+
+async fn survive_n(label: &str, jobs: usize, chaos: Chaos) {
     let db = TestDb::seeded().await;
     let gemini = NumberedGemini::start(Duration::from_millis(300)).await;
-    enqueue_scans(&db.pool, 0..JOBS).await;
+    enqueue_scans(&db.pool, 0..jobs).await;
     let armed = match &chaos {
         Chaos::Failpoint(name, n, _) => format!("{name}={n}"),
         Chaos::Kill9(_) => String::new(),
@@ -41,12 +45,13 @@ async fn survive(label: &str, chaos: Chaos) {
     let chaotic = env(&db, &gemini.url, &[("AGENT_METER_FAILPOINTS", &armed)]);
 
     let started = Instant::now();
+    let deadline = Duration::from_secs(180 + jobs as u64 / 10);
     let mut worker = Proc::start(&["worker"], &chaotic);
     let (mut kills, mut crashes, mut rng) = (0usize, 0usize, 0x9E37_79B9_7F4A_7C15u64);
-    while done(&db.pool, QUEUE).await < JOBS as i64 {
+    while done(&db.pool, QUEUE).await < jobs as i64 {
         assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "{label}: not done after 180 s: {:?}",
+            started.elapsed() < deadline,
+            "{label}: not done after {deadline:?}: {:?}",
             statuses(&db.pool, QUEUE).await
         );
         match chaos {
@@ -76,7 +81,7 @@ async fn survive(label: &str, chaos: Chaos) {
     let (rows, distinct) = usage(&db.pool, "solar_ocr_scan").await;
     let findings = db.count("SELECT count(*) FROM risk_assessments").await;
     let saved: Vec<(String, String)> = sqlx::query_as(
-        "SELECT left(result->>'address', 7), result->'scan'->'finding'->>'installer' FROM risk_assessments",
+        "SELECT left(result->>'address', 9), result->'scan'->'finding'->>'installer' FROM risk_assessments",
     )
     .fetch_all(&db.pool)
     .await
@@ -90,16 +95,16 @@ async fn survive(label: &str, chaos: Chaos) {
         .collect();
     let calls = gemini.count();
     println!(
-        "reliability 1 ({label}): {JOBS} jobs, {kills} kills, {crashes} fail-point crashes, {:.1} s; \
+        "reliability 1 ({label}): {jobs} jobs, {kills} kills, {crashes} fail-point crashes, {:.1} s; \
          Gemini calls {calls} ({} asked again after an answer was lost, {} after it was saved); \
          usage rows {rows} ({distinct} distinct); findings {findings}; jobs {statuses:?}",
         elapsed.as_secs_f64(),
-        calls - JOBS,
+        calls - jobs,
         paid_again.len(),
     );
-    assert_eq!(statuses, [("Done".to_string(), JOBS as i64)], "{label}");
-    assert_eq!((rows, distinct), (JOBS as i64, JOBS as i64), "{label}");
-    assert_eq!(findings, JOBS as i64, "{label}");
+    assert_eq!(statuses, [("Done".to_string(), jobs as i64)], "{label}");
+    assert_eq!((rows, distinct), (jobs as i64, jobs as i64), "{label}");
+    assert_eq!(findings, jobs as i64, "{label}");
     assert!(
         paid_again.is_empty(),
         "{label}: answers paid for after they were saved: {paid_again:?}"
@@ -131,4 +136,19 @@ async fn a_crash_right_after_the_effects_commit_bills_once_and_never_pays_again(
         Chaos::Failpoint(AFTER_EFFECT_COMMIT, 20, 5),
     )
     .await;
+}
+
+/// The long soak, opt-in (minutes): `SOAK_JOBS=2000 SOAK_KILLS=60 cargo test soak -- --ignored
+/// --nocapture` (those are the defaults).
+#[tokio::test]
+#[ignore = "soak: several minutes; run with --ignored"]
+async fn soak_workers_killed_many_times() {
+    let var = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (jobs, kills) = (var("SOAK_JOBS", 2000), var("SOAK_KILLS", 60));
+    survive_n("soak", jobs, Chaos::Kill9(kills)).await;
 }

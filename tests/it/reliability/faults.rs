@@ -24,7 +24,10 @@ async fn an_outage_opens_the_circuit_and_recovery_completes_every_job() {
         .await;
     let app = TestApp::spawn_with_mocks(
         &mocks,
-        &[("WORKER_CONCURRENCY", "4"), ("PROVIDER_BREAKER_OPEN_SECS", "5")],
+        &[
+            ("WORKER_CONCURRENCY", "4"),
+            ("PROVIDER_BREAKER_OPEN_SECS", "5"),
+        ],
     )
     .await;
     enqueue_scans(&app.db.pool, 0..JOBS).await;

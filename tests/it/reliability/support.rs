@@ -130,7 +130,7 @@ pub fn free_port() -> u16 {
 
 /// A Gemini stand-in that answers every scan after `delay`, numbering its answers: the
 /// installer of answer k is `serial-k`, and each request is logged with its job's marker
-/// (`job-NNN`, taken from the address in the prompt).
+/// (`job-NNNNN`, taken from the address in the prompt).
 #[derive(Clone)]
 pub struct NumberedGemini {
     pub url: String,
@@ -146,7 +146,7 @@ impl NumberedGemini {
             async move {
                 let marker = body
                     .find("job-")
-                    .and_then(|at| body.get(at..at + 7))
+                    .and_then(|at| body.get(at..at + 9))
                     .unwrap_or("unknown")
                     .to_string();
                 let serial = {
@@ -192,7 +192,7 @@ fn numbered_answer(serial: u64) -> Value {
 }
 
 /// Queues solar scans `jobs` spread over the five seeded agents; job `i` carries the marker
-/// `job-{i:03}` in its address and the tool call id `tc-{i}`.
+/// `job-{i:05}` in its address and the tool call id `tc-{i}`.
 pub async fn enqueue_scans(pool: &PgPool, jobs: std::ops::Range<usize>) {
     let agents: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM agents ORDER BY email")
         .fetch_all(pool)
@@ -207,7 +207,7 @@ pub async fn enqueue_scans(pool: &PgPool, jobs: std::ops::Range<usize>) {
             image_url: None,
             image_base64: Some(PNG_BASE64.into()),
             mime_type: Some("image/png".into()),
-            address: Some(format!("job-{i:03} Elm St, Flagstaff")),
+            address: Some(format!("job-{i:05} Elm St, Flagstaff")),
             requested_at: None,
         };
         jobs::enqueue(&mut tx, &job, Some(&job.idempotency_key()))
