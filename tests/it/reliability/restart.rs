@@ -164,10 +164,6 @@ async fn postgres_restarted_twice_under_load_loses_and_duplicates_nothing() {
         "only 2xx or 503 while the server restarts: {by_status:?}"
     );
     assert!(
-        by_status.get(&503).copied().unwrap_or(0) > 0,
-        "the restarts were never noticed: {by_status:?}"
-    );
-    assert!(
         recoveries.iter().all(|(_, _, r)| *r <= 10.0),
         "recovery took too long: {recoveries:?}"
     );
