@@ -1,6 +1,6 @@
 //! `sync_calls`: the daily reconciliation with Vapi's API, catching webhooks that never arrived.
 //!
-//! For each agent with a Vapi number: list the day's calls (window in `BILLING_TIMEZONE`), upsert
+//! The clock's daily job fans out one job per agent with a Vapi number; each lists the day's calls (window in `BILLING_TIMEZONE`), upsert
 //! them, meter every ended call that has no usage row (`vapi_call:{id}`, the webhook's key), and
 //! when Vapi's final duration differs from what was billed, append a reversal and a new row
 //! (`vapi_call:{id}:rev{n}` / `vapi_call:{id}:v{n+1}`), never an update in place.
@@ -38,8 +38,53 @@ pub struct SyncReport {
 }
 
 impl SyncCalls {
+    /// `vapi-sync:{date}` for the day's job (the clock's), `vapi-sync:{date}:{agent}` for the
+    /// per-agent jobs it fans out to.
     pub fn idempotency_key(&self) -> String {
-        format!("vapi-sync:{}", self.date)
+        match self.agent_id {
+            None => format!("vapi-sync:{}", self.date),
+            Some(agent) => format!("vapi-sync:{}:{agent}", self.date),
+        }
+    }
+
+    /// The day's job for all agents queues one job per agent with a Vapi number (in one
+    /// transaction; agents already queued for the day are skipped), so each agent's sync has
+    /// the whole job timeout and its own retries, and workers share them.
+    pub async fn fan_out(&self, deps: &Deps) -> Result<usize, JobError> {
+        let agents: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM agents WHERE vapi_phone_number_id IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&deps.pool)
+        .await?;
+        let per_agent: Vec<SyncCalls> = agents
+            .into_iter()
+            .map(|agent| SyncCalls {
+                date: self.date,
+                agent_id: Some(agent),
+            })
+            .collect();
+        let keys: Vec<String> = per_agent.iter().map(Self::idempotency_key).collect();
+        let mut tx = deps.pool.begin().await?;
+        let queued: Vec<String> = sqlx::query_scalar(
+            "SELECT idempotency_key FROM apalis.jobs WHERE job_type = $1 AND idempotency_key = ANY($2)",
+        )
+        .bind(Self::QUEUE)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut count = 0;
+        for (job, key) in per_agent.iter().zip(&keys) {
+            if queued.contains(key) {
+                continue;
+            }
+            super::enqueue(&mut tx, job, Some(key))
+                .await
+                .map_err(|e| JobError::Transient(format!("enqueue {key}: {e}")))?;
+            count += 1;
+        }
+        tx.commit().await?;
+        tracing::info!(date = %self.date, agents = count, "vapi sync fanned out per agent");
+        Ok(count)
     }
 
     /// Runs the reconciliation and reports its counts.
@@ -187,6 +232,9 @@ impl Job for SyncCalls {
     const MAX_ATTEMPTS: usize = 6;
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
-        self.sync(deps).await.map(|_| ())
+        match self.agent_id {
+            None => self.fan_out(deps).await.map(|_| ()),
+            Some(_) => self.sync(deps).await.map(|_| ()),
+        }
     }
 }

@@ -563,3 +563,27 @@ async fn invoices_show_prints_the_documented_json_shape() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_daily_sync_fans_out_one_job_per_agent_once() {
+    let db = TestDb::seeded().await;
+    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
+    let day = SyncCalls {
+        date: chrono::NaiveDate::from_ymd_opt(2026, 11, 27).expect("date"),
+        agent_id: None,
+    };
+    assert_eq!(day.fan_out(&deps).await.expect("fan out"), 5);
+    // A re-run (the day's job retried after a crash) queues nothing new.
+    assert_eq!(day.fan_out(&deps).await.expect("again"), 0);
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'sync_calls' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("jobs");
+    assert_eq!(keys.len(), 5);
+    assert!(
+        keys.iter().all(|k| k.starts_with("vapi-sync:2026-11-27:")),
+        "{keys:?}"
+    );
+}
