@@ -16,6 +16,14 @@ pub const HMAC_SECRET: &str = "test-hmac-secret";
 /// The first seeded agent's placeholder Vapi phone number id.
 pub const PHONE_1: &str = "ph_placeholder_client1";
 pub const PHONE_2: &str = "ph_placeholder_client2";
+/// The five seeded agents' Vapi phone number ids.
+pub const PHONES: [&str; 5] = [
+    "ph_placeholder_client1",
+    "ph_placeholder_client2",
+    "ph_placeholder_client3",
+    "ph_placeholder_client4",
+    "ph_placeholder_client5",
+];
 
 /// The server that hosts test databases, resolved once per run: `TEST_DATABASE_URL`; else the
 /// first local server that answers (`postgres@127.0.0.1:5432`, then `localhost` as the OS user);

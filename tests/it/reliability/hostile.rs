@@ -132,24 +132,9 @@ async fn send(
 #[tokio::test]
 async fn hostile_bodies_forged_signatures_and_slow_bodies_are_refused_cleanly() {
     let db = TestDb::seeded().await;
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut web = Proc::start(
-        &["web"],
-        &env(&db, "http://127.0.0.1:9", &[("BIND_ADDR", &bind)]),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut web, base) = Proc::web(&db).await;
     let url = format!("{base}/vapi/webhook");
     let http = reqwest::Client::new();
-    eventually(30, "the web process to answer", || {
-        let http = http.clone();
-        let base = base.clone();
-        async move {
-            let r = http.get(format!("{base}/healthz")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        }
-    })
-    .await;
 
     // Warm up (allocator, pools, caches), then measure from there.
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
@@ -246,7 +231,7 @@ async fn hostile_bodies_forged_signatures_and_slow_bodies_are_refused_cleanly() 
 
     // A body that never finishes: the connection is answered 408 or closed, not held forever.
     let started = Instant::now();
-    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let mut slow = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
         .await
         .expect("connect");
     let head = format!(

@@ -88,19 +88,12 @@ async fn postgres_restarted_twice_under_load_loses_and_duplicates_nothing() {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
-    let phones = [
-        "ph_placeholder_client1",
-        "ph_placeholder_client2",
-        "ph_placeholder_client3",
-        "ph_placeholder_client4",
-        "ph_placeholder_client5",
-    ];
     let send = {
         let (http, endpoint) = (http.clone(), endpoint.clone());
         move |i: usize| {
             let (http, endpoint) = (http.clone(), endpoint.clone());
             async move {
-                let body = end_of_call_report(&format!("restart-{i}"), phones[i % 5]);
+                let body = end_of_call_report(&format!("restart-{i}"), PHONES[i % 5]);
                 let status = http
                     .post(&endpoint)
                     .header("x-vapi-secret", SHARED_SECRET)

@@ -13,17 +13,7 @@ const REPORTS: usize = 3000;
 #[tokio::test]
 async fn three_workers_and_two_webs_share_three_thousand_jobs() {
     let db = TestDb::seeded().await;
-    let ports = [free_port(), free_port()];
-    let webs: Vec<Proc> = ports
-        .iter()
-        .map(|port| {
-            let bind = format!("127.0.0.1:{port}");
-            Proc::start(
-                &["web"],
-                &env(&db, "http://127.0.0.1:9", &[("BIND_ADDR", &bind)]),
-            )
-        })
-        .collect();
+    let webs = [Proc::web(&db).await, Proc::web(&db).await];
     let workers: Vec<Proc> = (0..3)
         .map(|_| {
             Proc::start(
@@ -33,34 +23,13 @@ async fn three_workers_and_two_webs_share_three_thousand_jobs() {
         })
         .collect();
     let http = reqwest::Client::new();
-    for port in ports {
-        eventually(30, "the web process to answer", || {
-            let http = http.clone();
-            async move {
-                let r = http
-                    .get(format!("http://127.0.0.1:{port}/healthz"))
-                    .send()
-                    .await
-                    .ok()?;
-                r.status().is_success().then_some(())
-            }
-        })
-        .await;
-    }
 
     let started = Instant::now();
-    let phones = [
-        "ph_placeholder_client1",
-        "ph_placeholder_client2",
-        "ph_placeholder_client3",
-        "ph_placeholder_client4",
-        "ph_placeholder_client5",
-    ];
     let answers: Vec<u16> = futures::stream::iter(0..REPORTS)
         .map(|i| {
             let http = http.clone();
-            let url = format!("http://127.0.0.1:{}/vapi/webhook", ports[i % 2]);
-            let body = end_of_call_report(&format!("scale-{i}"), phones[i % 5]);
+            let url = format!("{}/vapi/webhook", webs[i % 2].1);
+            let body = end_of_call_report(&format!("scale-{i}"), PHONES[i % 5]);
             async move {
                 http.post(url)
                     .header("x-vapi-secret", SHARED_SECRET)

@@ -72,6 +72,28 @@ impl Proc {
             .unwrap_or(0)
     }
 
+    /// A `web` process on a free loopback port, once it answers `/healthz`; returns it and its
+    /// base URL.
+    pub async fn web(db: &TestDb) -> (Proc, String) {
+        let port = free_port();
+        let bind = format!("127.0.0.1:{port}");
+        let web = Proc::start(
+            &["web"],
+            &env(db, "http://127.0.0.1:9", &[("BIND_ADDR", &bind)]),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        eventually(30, "the web process to answer", || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let r = http.get(format!("{base}/healthz")).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        (web, base)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
