@@ -25,6 +25,7 @@
 //! | `JOB_TIMEOUT_SECS` | `20` (must stay under the orphan window) | no |
 //! | `JOB_BACKOFF_BASE_MS` | `5000` (first retry wait; doubles per attempt) | no |
 //! | `TOOL_RESULT_WAIT_MS` | `3000` (how long a tool-call answer waits for its job) | no |
+//! | `DATABASE_MAX_CONNECTIONS` | `WORKER_CONCURRENCY + 10`, at least 16 (the process's pool) | no |
 //! | `IMAGE_MAX_BYTES` | `10485760` (images fetched for solar scans) | no |
 //! | `IMAGE_FETCH_ALLOW_PRIVATE` | `false` (allow image URLs on private/loopback addresses; tests, demos) | no |
 //! | `JOB_RETENTION_DAYS` | `14` (finished jobs kept before `prune_jobs` deletes them) | no |
@@ -99,6 +100,8 @@ pub struct Config {
     pub app_env: String,
     pub webhook_max_body_bytes: usize,
     pub tool_result_wait: Duration,
+    /// The process's pool size, when set; see [`Config::pool_size`].
+    pub database_max_connections: Option<u32>,
     /// Days of finished jobs `prune_jobs` keeps.
     pub job_retention_days: u32,
     /// How long a provider's open circuit breaker refuses calls before one trial.
@@ -142,6 +145,13 @@ impl Default for WorkerConfig {
 }
 
 impl Config {
+    /// Connections the process may open: `DATABASE_MAX_CONNECTIONS`, else enough for the worker's
+    /// concurrency plus the web role and the queue's own bookkeeping.
+    pub fn pool_size(&self) -> u32 {
+        self.database_max_connections
+            .unwrap_or_else(|| (self.worker.concurrency as u32 + 10).max(16))
+    }
+
     /// Reads the process environment (after `.env`, loaded by `main`).
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(std::env::vars().collect())
@@ -246,6 +256,10 @@ impl Config {
             app_env: text("APP_ENV", "development"),
             webhook_max_body_bytes: number(&get, "WEBHOOK_MAX_BODY_BYTES", 256 * 1024)?,
             tool_result_wait: Duration::from_millis(number(&get, "TOOL_RESULT_WAIT_MS", 3000)?),
+            database_max_connections: match get("DATABASE_MAX_CONNECTIONS") {
+                None => None,
+                Some(_) => Some(number(&get, "DATABASE_MAX_CONNECTIONS", 0u32)?.max(2)),
+            },
             job_retention_days: number(&get, "JOB_RETENTION_DAYS", 14)?,
             breaker_open_for: Duration::from_secs(
                 number(&get, "PROVIDER_BREAKER_OPEN_SECS", 30u64)?.max(1),
@@ -307,6 +321,17 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn pool_size_follows_concurrency_unless_set() {
+        let c = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "32")])).expect("config");
+        assert_eq!(c.pool_size(), 42);
+        let c = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "2")])).expect("config");
+        assert_eq!(c.pool_size(), 16, "at least 16");
+        let c = Config::from_vars(vars(&[("DATABASE_MAX_CONNECTIONS", "6")])).expect("config");
+        assert_eq!(c.pool_size(), 6);
+        assert!(Config::from_vars(vars(&[("DATABASE_MAX_CONNECTIONS", "lots")])).is_err());
     }
 
     #[test]

@@ -168,8 +168,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         // A local default carries no password, so the URL itself is safe to show.
         tracing::info!(source = resolved.source, url = %resolved.url, "database chosen");
     }
-    let max_connections = (config.worker.concurrency as u32 + 10).max(16);
-    let pool = db::connect(&resolved.url, max_connections)
+    let pool = db::connect(&resolved.url, config.pool_size())
         .await
         .context("connecting to the database")?;
 

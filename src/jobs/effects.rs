@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Deps, JobError, notify_discord::NotifyDiscord};
+use super::{Deps, JobError};
 use crate::store::{findings, pricing, usage};
 
 /// The answer saved under `key` by an earlier run, or a new one from `ask` (the provider call).
@@ -60,20 +60,12 @@ pub struct Metered<'a> {
     pub occurred_at: DateTime<Utc>,
     pub provider_cost_usd: Option<Decimal>,
     pub metadata: serde_json::Value,
-    /// Posted to the agent's Discord once, when the usage row is first written.
-    pub discord_note: Option<String>,
-    /// Woken on commit, so a webhook waiting on this tool call can answer with the finding.
-    pub tool_call_id: Option<&'a str>,
 }
 
 /// Writes the usage row at the price in force at `occurred_at` (once per key) on the caller's
-/// transaction, which may run as the tenant role (jobs acting for one agent do).
+/// transaction (call minutes; tool jobs meter through [`super::writer`]).
 /// Returns whether this run wrote it. No price in force is permanent: ops fix prices, then re-run.
-pub async fn meter_and_announce(
-    tx: &mut PgConnection,
-    deps: &Deps,
-    m: Metered<'_>,
-) -> Result<bool, JobError> {
+pub async fn meter(tx: &mut PgConnection, deps: &Deps, m: Metered<'_>) -> Result<bool, JobError> {
     let tz = deps.config.billing_timezone;
     let price = pricing::price_at(tx, m.agent_id, m.metric, m.occurred_at, tz)
         .await?
@@ -104,19 +96,6 @@ pub async fn meter_and_announce(
     .await?;
     if written {
         crate::telemetry::usage_recorded(m.metric);
-    }
-    if written && let Some(note) = m.discord_note {
-        // The queue is not the tenant's to write: leave the tenant role (if the caller took it)
-        // for the enqueue; the tenant's own writes are done by now.
-        sqlx::query("RESET ROLE").execute(&mut *tx).await?;
-        NotifyDiscord::enqueue_if_enabled(tx, deps, m.agent_id, note).await?;
-    }
-    if let Some(id) = m.tool_call_id {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(TOOL_RESULTS_CHANNEL)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
     }
     tracing::info!(agent.id = %m.agent_id, metric = m.metric, key = m.key, written, "metered");
     Ok(written)

@@ -73,7 +73,7 @@ pub async fn meter_minutes(
             call.vapi_call_id
         ))
     })?;
-    effects::meter_and_announce(
+    effects::meter(
         tx,
         deps,
         effects::Metered {
@@ -88,8 +88,6 @@ pub async fn meter_minutes(
                 "duration_seconds": seconds.to_string(),
                 "corrects": corrects,
             }),
-            discord_note: None,
-            tool_call_id: None,
         },
     )
     .await

@@ -4,7 +4,6 @@
 //! own queue. Skipped when `DISCORD_ENABLED` is off or the agent has no webhook URL.
 
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Deps, Job, JobError};
@@ -14,23 +13,6 @@ use crate::store::agents;
 pub struct NotifyDiscord {
     pub agent_id: Uuid,
     pub content: String,
-}
-
-impl NotifyDiscord {
-    /// Queues the note on the caller's transaction when notifications are on.
-    pub async fn enqueue_if_enabled(
-        conn: &mut PgConnection,
-        deps: &Deps,
-        agent_id: Uuid,
-        content: String,
-    ) -> Result<(), JobError> {
-        if !deps.config.discord_enabled {
-            return Ok(());
-        }
-        super::enqueue(conn, &NotifyDiscord { agent_id, content }, None)
-            .await
-            .map_err(|e| JobError::Transient(format!("enqueue notify_discord: {e}")))
-    }
 }
 
 impl Job for NotifyDiscord {

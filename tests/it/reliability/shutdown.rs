@@ -16,6 +16,7 @@ async fn sigterm_with_twenty_jobs_in_flight_leaves_none_running() {
         &gemini.url,
         &[
             ("WORKER_CONCURRENCY", "20"),
+            ("DATABASE_MAX_CONNECTIONS", "30"),
             ("JOB_TIMEOUT_SECS", "5"),
             ("WORKER_HEARTBEAT_SECS", "2"),
             ("WORKER_MISSED_HEARTBEATS", "3"),

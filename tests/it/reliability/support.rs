@@ -128,6 +128,8 @@ pub fn env(db: &TestDb, gemini: &str, extra: &[(&str, &str)]) -> Vec<(String, St
         ("WORKER_MISSED_HEARTBEATS", "3"),
         ("JOB_TIMEOUT_SECS", "2"),
         ("WORKER_CONCURRENCY", "8"),
+        // Five processes share the test server with the rest of the suite (max_connections 100).
+        ("DATABASE_MAX_CONNECTIONS", "10"),
         ("JOB_BACKOFF_BASE_MS", "100"),
         ("LOG_FORMAT", "json"),
         ("RUST_LOG", "info"),
