@@ -39,18 +39,24 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    if roles.worker {
+        // A worker on a queue whose SQL drifted from this build's must not start.
+        crate::store::queue::check_schema(&pool).await?;
+    }
     let deps = Deps::new(pool.clone(), config.clone());
     // Counters are recorded from the start, whichever roles this process runs.
     let _ = crate::telemetry::handle();
+    let state = AppState::new(pool.clone(), config.clone());
+    // One LISTEN connection for the whole process, whatever roles it runs.
+    let targets = crate::listen::Targets {
+        tool_results: roles.web.then(|| state.tool_results.clone()),
+        queues: roles.worker.then(|| deps.signals.clone()),
+    };
+    let listening = tokio::spawn(crate::listen::run(pool.clone(), targets, shutdown.clone()));
     let web = async {
         match (roles.web, listener) {
             (true, Some(listener)) => {
-                http::serve(
-                    listener,
-                    AppState::new(pool.clone(), config.clone()),
-                    shutdown.clone(),
-                )
-                .await?;
+                http::serve_only(listener, state, shutdown.clone()).await?;
                 Ok(())
             }
             (true, None) => anyhow::bail!("the web role needs a listener"),
@@ -70,6 +76,7 @@ pub async fn run(
         anyhow::Ok(())
     };
     let (web, (), ticks) = tokio::join!(web, work, ticks);
+    listening.abort();
     web.and(ticks)
 }
 

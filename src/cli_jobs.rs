@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use sqlx::PgPool;
 
-use crate::store::ops::{self, JobFilter};
+use crate::store::queue::{self, JobFilter};
 
 #[derive(Subcommand)]
 pub enum JobsCommand {
@@ -87,7 +87,7 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
         } => {
             let f = filter.to_filter(limit);
             f.validate().map_err(anyhow::Error::msg)?;
-            let rows = ops::list(&mut conn, &f).await?;
+            let rows = queue::list(&mut conn, &f).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
@@ -111,7 +111,7 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
             }
         }
         JobsCommand::Show { id } => {
-            let detail = ops::show(&mut conn, &id)
+            let detail = queue::show(&mut conn, &id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no job {id}"))?;
             println!("{}", serde_json::to_string_pretty(&detail)?);
@@ -127,7 +127,7 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
                 anyhow::ensure!(ids.is_empty(), "give job ids or --failed, not both");
                 let mut f = filter.to_filter(10_000);
                 f.status = Some("failed".into());
-                let rows = ops::list(&mut conn, &f).await?;
+                let rows = queue::list(&mut conn, &f).await?;
                 for r in &rows {
                     println!(
                         "{} {} {} {}",
@@ -157,8 +157,8 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
             let progress = std::io::stderr().is_terminal();
             for (i, chunk) in targets.chunks(500).enumerate() {
                 let mut tx = pool.begin().await?;
-                let retried = ops::retry(&mut tx, chunk).await?;
-                ops::audit(&mut tx, &actor(), "retry", &retried, used_filter.as_ref()).await?;
+                let retried = queue::retry(&mut tx, chunk).await?;
+                queue::audit(&mut tx, &actor(), "retry", &retried, used_filter.as_ref()).await?;
                 tx.commit().await?;
                 done.extend(retried);
                 let so_far = ((i + 1) * 500).min(targets.len());
@@ -180,8 +180,8 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Cancel { ids } => {
             anyhow::ensure!(!ids.is_empty(), "give job ids to cancel");
             let mut tx = pool.begin().await?;
-            let cancelled = ops::cancel(&mut tx, &ids, &actor()).await?;
-            ops::audit(&mut tx, &actor(), "cancel", &cancelled, None).await?;
+            let cancelled = queue::cancel(&mut tx, &ids, &actor()).await?;
+            queue::audit(&mut tx, &actor(), "cancel", &cancelled, None).await?;
             tx.commit().await?;
             println!(
                 "cancelled {} job(s); {} not pending (left as they are)",

@@ -25,7 +25,8 @@
 //! | `JOB_TIMEOUT_SECS` | `20` (must stay under the orphan window) | no |
 //! | `JOB_BACKOFF_BASE_MS` | `5000` (first retry wait; doubles per attempt) | no |
 //! | `TOOL_RESULT_WAIT_MS` | `3000` (how long a tool-call answer waits for its job) | no |
-//! | `DATABASE_MAX_CONNECTIONS` | `WORKER_CONCURRENCY + 10`, at least 16 (the process's pool) | no |
+//! | `DATABASE_MAX_CONNECTIONS` | by role (see [`Config::pool_size`]; the process's pool) | no |
+//! | `WORKER_POLL_SECS` | `1` (an idle queue looks for due work this often; NOTIFY wakes it at once) | no |
 //! | `IMAGE_MAX_BYTES` | `10485760` (images fetched for solar scans) | no |
 //! | `IMAGE_FETCH_ALLOW_PRIVATE` | `false` (allow image URLs on private/loopback addresses; tests, demos) | no |
 //! | `JOB_RETENTION_DAYS` | `14` (finished jobs kept before `prune_jobs` deletes them) | no |
@@ -34,6 +35,13 @@
 //! | `GEMINI_OUTPUT_USD_PER_MTOK` | none (Gemini output token price) | no |
 
 use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+/// Pool of a `web` process's handlers.
+const POOL_WEB: u32 = 6;
+/// Pool of a `clock` process (a tick, a catch-up check).
+const POOL_CLOCK: u32 = 2;
+/// Pool of a one-shot command (`migrate`, `jobs`, `invoices`, ...).
+const POOL_COMMAND: u32 = 4;
 
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
@@ -123,6 +131,9 @@ pub struct WorkerConfig {
     pub job_timeout: Duration,
     /// The wait before the first retry; each later retry doubles it (capped, with jitter).
     pub backoff_base: Duration,
+    /// How often an idle queue looks for work nobody announced (retries come due, ops re-runs,
+    /// a lost notification); a NOTIFY wakes it at once.
+    pub poll: Duration,
 }
 
 impl WorkerConfig {
@@ -140,16 +151,35 @@ impl Default for WorkerConfig {
             missed_heartbeats: 3,
             job_timeout: Duration::from_secs(20),
             backoff_base: Duration::from_secs(5),
+            poll: Duration::from_secs(1),
         }
     }
 }
 
 impl Config {
-    /// Connections the process may open: `DATABASE_MAX_CONNECTIONS`, else enough for the worker's
-    /// concurrency plus the web role and the queue's own bookkeeping.
-    pub fn pool_size(&self) -> u32 {
-        self.database_max_connections
-            .unwrap_or_else(|| (self.worker.concurrency as u32 + 10).max(16))
+    /// Connections the process may open (its pool, the LISTEN connection included):
+    /// `DATABASE_MAX_CONNECTIONS`, else by role: web 6, worker `WORKER_CONCURRENCY + 2` (10 by
+    /// default), clock 2, one more for the LISTEN connection of a web or worker, and 4 for a
+    /// one-shot command. README, "Connections", adds them up for a deployment.
+    pub fn pool_size(&self, web: bool, worker: bool, clock: bool) -> u32 {
+        if let Some(n) = self.database_max_connections {
+            return n;
+        }
+        let concurrency = u32::try_from(self.worker.concurrency).unwrap_or(u32::MAX);
+        let mut size = 0u32;
+        if web {
+            size += POOL_WEB;
+        }
+        if worker {
+            size = size.saturating_add(concurrency.saturating_add(2));
+        }
+        if clock {
+            size += POOL_CLOCK;
+        }
+        if web || worker {
+            size += 1; // the process's one LISTEN connection (crate::listen)
+        }
+        if size == 0 { POOL_COMMAND } else { size }
     }
 
     /// Reads the process environment (after `.env`, loaded by `main`).
@@ -196,6 +226,20 @@ impl Config {
             )?,
             job_timeout: Duration::from_secs(number(&get, "JOB_TIMEOUT_SECS", 20)?),
             backoff_base: Duration::from_millis(number(&get, "JOB_BACKOFF_BASE_MS", 5000)?),
+            poll: match get("WORKER_POLL_SECS") {
+                None => defaults.poll,
+                Some(v) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| (0.01..=3600.0).contains(s))
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| {
+                        bad(
+                            "WORKER_POLL_SECS",
+                            format!("not a number of seconds from 0.01 to 3600: {v:?}"),
+                        )
+                    })?,
+            },
         };
         let price = |var: &'static str| -> Result<Option<Decimal>, ConfigError> {
             get(var)
@@ -324,13 +368,26 @@ mod tests {
     }
 
     #[test]
-    fn pool_size_follows_concurrency_unless_set() {
+    fn pool_size_follows_roles_unless_set() {
+        let c = Config::from_vars(vars(&[])).expect("config");
+        assert_eq!(c.pool_size(true, false, false), 7, "web: 6 + LISTEN");
+        assert_eq!(
+            c.pool_size(false, true, false),
+            11,
+            "worker: 8 + 2 + LISTEN"
+        );
+        assert_eq!(c.pool_size(false, false, true), 2, "clock");
+        assert_eq!(c.pool_size(true, true, true), 19, "serve");
+        assert_eq!(c.pool_size(false, false, false), 4, "a command");
+        // 2 web + 3 worker + 1 clock fit a 60-connection server with room to spare.
+        let deployment = 2 * c.pool_size(true, false, false)
+            + 3 * c.pool_size(false, true, false)
+            + c.pool_size(false, false, true);
+        assert_eq!(deployment, 49);
         let c = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "32")])).expect("config");
-        assert_eq!(c.pool_size(), 42);
-        let c = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "2")])).expect("config");
-        assert_eq!(c.pool_size(), 16, "at least 16");
+        assert_eq!(c.pool_size(false, true, false), 35);
         let c = Config::from_vars(vars(&[("DATABASE_MAX_CONNECTIONS", "6")])).expect("config");
-        assert_eq!(c.pool_size(), 6);
+        assert_eq!(c.pool_size(true, true, true), 6);
         assert!(Config::from_vars(vars(&[("DATABASE_MAX_CONNECTIONS", "lots")])).is_err());
     }
 
@@ -354,6 +411,12 @@ mod tests {
         let e =
             Config::from_vars(vars(&[("BILLING_TIMEZONE", "Mars/Olympus")])).expect_err("invalid");
         assert_eq!(e.var, "BILLING_TIMEZONE");
+        for bad in ["0", "-1", "soon", "7200"] {
+            let e = Config::from_vars(vars(&[("WORKER_POLL_SECS", bad)])).expect_err("invalid");
+            assert!(e.to_string().starts_with("WORKER_POLL_SECS:"), "{e}");
+        }
+        let c = Config::from_vars(vars(&[("WORKER_POLL_SECS", "0.25")])).expect("config");
+        assert_eq!(c.worker.poll, Duration::from_millis(250));
         let e = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "many")])).expect_err("invalid");
         assert!(e.to_string().starts_with("WORKER_CONCURRENCY:"), "{e}");
         let e = Config::from_vars(vars(&[("LOG_FORMAT", "xml")])).expect_err("invalid");

@@ -50,18 +50,16 @@ pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
 /// True when the database answers and every migration we ship has been applied.
 pub async fn is_ready(pool: &PgPool) -> Result<bool, sqlx::Error> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default();
-    let applied: Option<i64> = sqlx::query_scalar(
-        "SELECT max(version) FROM _sqlx_migrations WHERE success
-          AND to_regclass('apalis.jobs') IS NOT NULL",
-    )
-    .fetch_one(pool)
-    .await
-    .or_else(|e| match &e {
-        // The migrations table itself is missing: reachable but not migrated.
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
-        _ => Err(e),
-    })?;
-    Ok(applied == Some(latest))
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .or_else(|e| match &e {
+                // The migrations table itself is missing: reachable but not migrated.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(None),
+                _ => Err(e),
+            })?;
+    Ok(applied == Some(latest) && crate::store::queue::schema_exists(pool).await?)
 }
 
 /// Which database the process ends up using, and why (logged at start-up).

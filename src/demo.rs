@@ -19,7 +19,7 @@ use agent_meter::{
     db,
     jobs::{Deps, sync_calls::SyncCalls},
     seed,
-    store::ops,
+    store::queue,
 };
 use anyhow::Context as _;
 use axum::{
@@ -260,9 +260,9 @@ pub async fn run(
     wait_for_queue(&pool).await;
 
     let mut conn = pool.acquire().await?;
-    let failed = ops::list(
+    let failed = queue::list(
         &mut conn,
-        &ops::JobFilter {
+        &queue::JobFilter {
             status: Some("failed".into()),
             ..Default::default()
         },
@@ -278,8 +278,8 @@ pub async fn run(
     );
     stand.gemini_down.store(false, Ordering::SeqCst);
     let ids: Vec<String> = failed.into_iter().map(|f| f.id).collect();
-    let retried = ops::retry(&mut conn, &ids).await?;
-    ops::audit(&mut conn, "demo", "retry", &retried, None).await?;
+    let retried = queue::retry(&mut conn, &ids).await?;
+    queue::audit(&mut conn, "demo", "retry", &retried, None).await?;
     drop(conn);
     println!(
         "   Gemini is back; re-ran {} failed job(s) (what `agent-meter jobs retry --failed` does)",
@@ -337,13 +337,7 @@ pub async fn run(
 /// Waits (bounded) until no job is waiting or running.
 async fn wait_for_queue(pool: &sqlx::PgPool) {
     for _ in 0..300 {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued', 'Running')
-                OR (status = 'Failed' AND attempts < max_attempts)",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap_or(1);
+        let open = queue::open_jobs(pool).await.unwrap_or(1);
         if open == 0 {
             return;
         }

@@ -23,6 +23,7 @@ pub mod db;
 pub mod failpoint;
 pub mod http;
 pub mod jobs;
+pub mod listen;
 pub mod money;
 pub mod providers;
 pub mod seed;

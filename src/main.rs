@@ -168,7 +168,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         // A local default carries no password, so the URL itself is safe to show.
         tracing::info!(source = resolved.source, url = %resolved.url, "database chosen");
     }
-    let pool = db::connect(&resolved.url, config.pool_size())
+    let pool_size = roles.map_or(config.pool_size(false, false, false), |r| {
+        config.pool_size(r.web, r.worker, r.clock)
+    });
+    let pool = db::connect(&resolved.url, pool_size)
         .await
         .context("connecting to the database")?;
 

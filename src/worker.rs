@@ -1,10 +1,14 @@
 //! The worker role: every job kind registered here (the table of contents), each on its own
 //! apalis-postgres queue, each under a supervisor that restarts it with backoff and a fresh name.
+//! Workers fetch through [`backend::GatedBackend`]: at rest a queue costs one `get_jobs` per
+//! `WORKER_POLL_SECS` plus heartbeats, and a NOTIFY wakes it at once.
+
+pub mod backend;
 
 use std::time::Duration;
 
 use apalis::prelude::*;
-use apalis_postgres::{Config as QueueConfig, PostgresStorage};
+use apalis_postgres::Config as QueueConfig;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -14,17 +18,22 @@ use crate::jobs::{
     sync_calls::SyncCalls, water_lookup::WaterLookup,
 };
 
-/// Runs every job kind until `shutdown` turns true, then lets in-flight jobs finish.
+/// Runs every job kind until `shutdown` turns true, then lets in-flight jobs finish. Each queue
+/// is its own task, so one queue's wake-ups never re-poll another's worker.
 pub async fn run(deps: Deps, shutdown: watch::Receiver<bool>) {
-    tokio::join!(
-        supervise::<MeterCall>(deps.clone(), shutdown.clone()),
-        supervise::<SolarOcrScan>(deps.clone(), shutdown.clone()),
-        supervise::<WaterLookup>(deps.clone(), shutdown.clone()),
-        supervise::<NotifyDiscord>(deps.clone(), shutdown.clone()),
-        supervise::<SyncCalls>(deps.clone(), shutdown.clone()),
-        supervise::<InvoiceRollup>(deps.clone(), shutdown.clone()),
-        supervise::<PruneJobs>(deps.clone(), shutdown.clone()),
-    );
+    let mut queues = tokio::task::JoinSet::new();
+    queues.spawn(supervise::<MeterCall>(deps.clone(), shutdown.clone()));
+    queues.spawn(supervise::<SolarOcrScan>(deps.clone(), shutdown.clone()));
+    queues.spawn(supervise::<WaterLookup>(deps.clone(), shutdown.clone()));
+    queues.spawn(supervise::<NotifyDiscord>(deps.clone(), shutdown.clone()));
+    queues.spawn(supervise::<SyncCalls>(deps.clone(), shutdown.clone()));
+    queues.spawn(supervise::<InvoiceRollup>(deps.clone(), shutdown.clone()));
+    queues.spawn(supervise::<PruneJobs>(deps.clone(), shutdown.clone()));
+    while let Some(done) = queues.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a queue's supervisor ended abnormally");
+        }
+    }
 }
 
 /// The queue names of every registered job kind (checked against `jobs/README.md` in tests).
@@ -93,10 +102,14 @@ async fn run_worker<J: Job>(
         .batch_size(wc.concurrency.max(1))
         .heartbeat_interval(wc.heartbeat)
         .missed_heartbeats(wc.missed_heartbeats);
-    let backend = PostgresStorage::<J>::new(&deps.pool)
-        .with_config(queue)
-        .with_pubsub()
-        .poll_with_interval(Duration::from_secs(1));
+    let (backend, gate) = backend::GatedBackend::<J>::new(&deps.pool, queue);
+    // Opens the gate on this queue's NOTIFY and every WORKER_POLL_SECS; ends with this run.
+    let mut gatekeeper = tokio::task::JoinSet::new();
+    gatekeeper.spawn(backend::drive_gate(
+        gate,
+        deps.signals.of(J::QUEUE),
+        wc.poll,
+    ));
     let worker = WorkerBuilder::new(name)
         .backend(backend)
         .data(deps.clone())
@@ -166,7 +179,7 @@ async fn record_failure<J: Job>(
 ) {
     let recorded = async {
         let mut conn = deps.pool.acquire().await?;
-        crate::store::ops::record_failure(&mut conn, job_id, J::QUEUE, attempt, permanent, reason)
+        crate::store::queue::record_failure(&mut conn, job_id, J::QUEUE, attempt, permanent, reason)
             .await
     };
     if let Err(e) = recorded.await {
@@ -179,22 +192,9 @@ async fn record_failure<J: Job>(
 /// still marked `Running` was never going to be acked; after a crash only `Queued` jobs are
 /// certainly idle (a `Running` one is left to orphan rescue).
 async fn release_unstarted(deps: &Deps, worker: &str, graceful: bool) {
-    let released = sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL
-          WHERE lock_by = $1 AND (status = 'Queued' OR ($2 AND status = 'Running'))",
-    )
-    .bind(worker)
-    .bind(graceful)
-    .execute(&deps.pool)
-    .await;
-    match released {
-        Ok(r) if r.rows_affected() > 0 => {
-            tracing::info!(
-                released = r.rows_affected(),
-                "handed unstarted jobs back to the queue"
-            )
-        }
-        Ok(_) => {}
+    match crate::store::queue::release_unstarted(&deps.pool, worker, graceful).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, "handed unstarted jobs back to the queue"),
         Err(e) => tracing::warn!(error = %e, "could not hand jobs back; orphan rescue will"),
     }
 }

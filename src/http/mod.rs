@@ -107,7 +107,7 @@ async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiEr
         .iter()
         .map(|q| (q.to_string(), (0, 0.0)))
         .collect();
-    for q in crate::store::ops::queues(&mut conn).await? {
+    for q in crate::store::queue::queues(&mut conn).await? {
         let e = by_kind.entry(q.kind).or_default();
         e.0 += q.depth;
         e.1 = e.1.max(q.oldest_age_secs.unwrap_or(0.0));
@@ -128,20 +128,34 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-/// Serves until `shutdown` turns true; requests in flight are answered before returning.
+/// Serves until `shutdown` turns true; requests in flight are answered before returning. Runs
+/// its own notification listener for tool results; a process that runs more roles shares one
+/// listener between them instead ([`serve_only`] and [`crate::listen`]).
 pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let targets = crate::listen::Targets {
+        tool_results: Some(state.tool_results.clone()),
+        queues: None,
+    };
+    tokio::spawn(crate::listen::run(
+        state.pool.clone(),
+        targets,
+        shutdown.clone(),
+    ));
+    serve_only(listener, state, shutdown).await
+}
+
+/// [`serve`] without a listener of its own: the caller feeds `state.tool_results`.
+pub async fn serve_only(
     listener: TcpListener,
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "web listening");
-    tokio::spawn(
-        state
-            .tool_results
-            .clone()
-            .listen(state.pool.clone(), shutdown.clone()),
-    );
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

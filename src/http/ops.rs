@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::{AppState, error::ApiError};
-use crate::store::ops::{self, JobFilter};
+use crate::store::queue::{self, JobFilter};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -97,19 +97,19 @@ async fn list(
     State(app): State<AppState>,
     _op: Operator,
     Query(f): Query<JobFilter>,
-) -> Result<Json<Vec<ops::JobRow>>, ApiError> {
+) -> Result<Json<Vec<queue::JobRow>>, ApiError> {
     let f = checked(f)?;
     let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
-    Ok(Json(ops::list(&mut conn, &f).await?))
+    Ok(Json(queue::list(&mut conn, &f).await?))
 }
 
 async fn show(
     State(app): State<AppState>,
     _op: Operator,
     Path(id): Path<String>,
-) -> Result<Json<ops::JobDetail>, ApiError> {
+) -> Result<Json<queue::JobDetail>, ApiError> {
     let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
-    ops::show(&mut conn, &id)
+    queue::show(&mut conn, &id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job"))
@@ -121,8 +121,8 @@ async fn retry_one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let retried = ops::retry(&mut tx, std::slice::from_ref(&id)).await?;
-    ops::audit(&mut tx, &op.actor, "retry", &retried, None).await?;
+    let retried = queue::retry(&mut tx, std::slice::from_ref(&id)).await?;
+    queue::audit(&mut tx, &op.actor, "retry", &retried, None).await?;
     tx.commit().await?;
     if retried.is_empty() {
         return Err(ApiError::new(
@@ -144,13 +144,13 @@ async fn retry_matching(
     f.limit = Some(f.limit.unwrap_or(10_000));
     let f = checked(f)?;
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let ids: Vec<String> = ops::list(&mut tx, &f)
+    let ids: Vec<String> = queue::list(&mut tx, &f)
         .await?
         .into_iter()
         .map(|r| r.id)
         .collect();
-    let retried = ops::retry(&mut tx, &ids).await?;
-    ops::audit(&mut tx, &op.actor, "retry", &retried, Some(&f)).await?;
+    let retried = queue::retry(&mut tx, &ids).await?;
+    queue::audit(&mut tx, &op.actor, "retry", &retried, Some(&f)).await?;
     tx.commit().await?;
     Ok(Json(json!({"retried": retried})))
 }
@@ -161,8 +161,8 @@ async fn cancel_one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let cancelled = ops::cancel(&mut tx, std::slice::from_ref(&id), &op.actor).await?;
-    ops::audit(&mut tx, &op.actor, "cancel", &cancelled, None).await?;
+    let cancelled = queue::cancel(&mut tx, std::slice::from_ref(&id), &op.actor).await?;
+    queue::audit(&mut tx, &op.actor, "cancel", &cancelled, None).await?;
     tx.commit().await?;
     if cancelled.is_empty() {
         return Err(ApiError::new(
@@ -177,7 +177,7 @@ async fn cancel_one(
 async fn queues(
     State(app): State<AppState>,
     _op: Operator,
-) -> Result<Json<Vec<ops::QueueRow>>, ApiError> {
+) -> Result<Json<Vec<queue::QueueRow>>, ApiError> {
     let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
-    Ok(Json(ops::queues(&mut conn).await?))
+    Ok(Json(queue::queues(&mut conn).await?))
 }

@@ -15,7 +15,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{AppState, error::ApiError, ops::Operator};
-use crate::store::ops::{self, JobFilter};
+use crate::store::queue::{self, JobFilter};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -107,8 +107,8 @@ async fn page(
     f.validate()
         .map_err(|m| ApiError::bad_request("invalid_filter", m))?;
     let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
-    let queues = ops::queues(&mut conn).await?;
-    let jobs = ops::list(
+    let queues = queue::queues(&mut conn).await?;
+    let jobs = queue::list(
         &mut conn,
         &JobFilter {
             limit: Some(200),
@@ -146,7 +146,7 @@ async fn page(
         "<h2>Jobs</h2><form method=get action=/ops/ id=filters>status <select name=status>{}</select>
          kind <input name=kind value=\"{}\"> agent <input name=agent value=\"{}\"> <button>Filter</button></form>",
         std::iter::once("")
-            .chain(ops::STATUSES.iter().copied())
+            .chain(queue::STATUSES.iter().copied())
             .map(|s| format!("<option{}>{s}</option>", if f.status.as_deref() == Some(s) { " selected" } else { "" }))
             .collect::<String>(),
         opt(&f.kind),
@@ -226,8 +226,8 @@ async fn retry_one(
     Path(id): Path<String>,
 ) -> Result<Redirect, ApiError> {
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let retried = ops::retry(&mut tx, std::slice::from_ref(&id)).await?;
-    ops::audit(
+    let retried = queue::retry(&mut tx, std::slice::from_ref(&id)).await?;
+    queue::audit(
         &mut tx,
         &op.actor.replace("api:", "page:"),
         "retry",
@@ -247,8 +247,8 @@ async fn cancel_one(
 ) -> Result<Redirect, ApiError> {
     let actor = op.actor.replace("api:", "page:");
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let cancelled = ops::cancel(&mut tx, std::slice::from_ref(&id), &actor).await?;
-    ops::audit(&mut tx, &actor, "cancel", &cancelled, None).await?;
+    let cancelled = queue::cancel(&mut tx, std::slice::from_ref(&id), &actor).await?;
+    queue::audit(&mut tx, &actor, "cancel", &cancelled, None).await?;
     tx.commit().await?;
     Ok(back(&headers))
 }
@@ -273,13 +273,13 @@ async fn retry_matching(
         limit: Some(10_000),
     };
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let ids: Vec<String> = ops::list(&mut tx, &filter)
+    let ids: Vec<String> = queue::list(&mut tx, &filter)
         .await?
         .into_iter()
         .map(|r| r.id)
         .collect();
-    let retried = ops::retry(&mut tx, &ids).await?;
-    ops::audit(
+    let retried = queue::retry(&mut tx, &ids).await?;
+    queue::audit(
         &mut tx,
         &op.actor.replace("api:", "page:"),
         "retry",

@@ -1,17 +1,11 @@
 //! Wakes a webhook request waiting for its tool call's job: jobs `NOTIFY` the tool call id on
-//! commit (from any process); one `LISTEN` connection per web process fans it out in memory.
+//! commit (from any process); the process's one `LISTEN` connection ([`crate::listen`]) fans it
+//! out in memory.
 //! No database polling: a waiter sleeps on a oneshot until woken or its wait runs out.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Mutex};
 
-use sqlx::{PgPool, postgres::PgListener};
-use tokio::sync::{oneshot, watch};
-
-use crate::jobs::effects::TOOL_RESULTS_CHANNEL;
+use tokio::sync::oneshot;
 
 #[derive(Default)]
 pub struct ToolResults {
@@ -40,7 +34,7 @@ impl ToolResults {
         }
     }
 
-    fn wake(&self, tool_call_id: &str) {
+    pub(crate) fn wake(&self, tool_call_id: &str) {
         let senders = self
             .waiters
             .lock()
@@ -48,37 +42,6 @@ impl ToolResults {
             .and_then(|mut w| w.remove(tool_call_id));
         for s in senders.into_iter().flatten() {
             let _ = s.send(());
-        }
-    }
-
-    /// Listens until shutdown, reconnecting with backoff after a lost connection.
-    pub async fn listen(self: Arc<Self>, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
-        let mut wait = Duration::from_millis(250);
-        loop {
-            let session = async {
-                let mut listener = PgListener::connect_with(&pool).await?;
-                listener.listen(TOOL_RESULTS_CHANNEL).await?;
-                tracing::debug!("listening for tool results");
-                loop {
-                    let n = listener.recv().await?;
-                    self.wake(n.payload());
-                }
-                #[expect(unreachable_code)]
-                Ok::<(), sqlx::Error>(())
-            };
-            tokio::select! {
-                r = session => {
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, ?wait, "tool result listener lost; reconnecting");
-                    }
-                }
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-            wait = (wait * 2).min(Duration::from_secs(10));
         }
     }
 }

@@ -16,7 +16,6 @@ pub mod writer;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use apalis::prelude::TaskBuilder;
 use serde::{Serialize, de::DeserializeOwned};
 use sqlx::{PgConnection, PgPool};
 
@@ -33,17 +32,23 @@ pub struct Deps {
     pub providers: Providers,
     /// Commits tool jobs' effects, many per transaction.
     pub writer: writer::Writer,
+    /// Wake-ups per queue, fed by the process's LISTEN connection ([`crate::listen`]).
+    pub signals: Arc<crate::worker::backend::QueueSignals>,
 }
 
 impl Deps {
     pub fn new(pool: PgPool, config: Arc<Config>) -> Self {
         let providers = Providers::from_config(&config);
         let writer = writer::Writer::new(pool.clone(), config.clone());
+        let signals = Arc::new(crate::worker::backend::QueueSignals::new(
+            crate::worker::QUEUES,
+        ));
         Self {
             pool,
             config,
             providers,
             writer,
+            signals,
         }
     }
 }
@@ -121,11 +126,7 @@ pub async fn enqueue<J: Job>(
     idempotency_key: Option<&str>,
 ) -> Result<(), apalis_postgres::Error> {
     let args = serde_json::to_vec(job).map_err(apalis_postgres::Error::JsonError)?;
-    let mut task = TaskBuilder::new(args).max_attempts(J::MAX_ATTEMPTS);
-    if let Some(key) = idempotency_key {
-        task = task.idempotency_key(key);
-    }
-    apalis_postgres::queries::push_tasks(conn, J::QUEUE, vec![task.build()]).await
+    crate::store::queue::push(conn, J::QUEUE, args, J::MAX_ATTEMPTS, idempotency_key).await
 }
 
 /// Enqueues on a pooled connection of its own.
@@ -157,18 +158,7 @@ fn rand_fraction_permille() -> u64 {
 /// left as soon as `run_at` has passed and never moves `run_at` itself, so without this a
 /// failing job burns all its attempts within milliseconds.
 pub async fn defer(pool: &PgPool, job_id: &str, delay: Duration) -> Result<(), sqlx::Error> {
-    // Whole milliseconds: sqlx refuses to encode a `Duration` with sub-microsecond digits as an
-    // interval, and a breaker's remaining time (from `Instant`s) always has them. That refusal
-    // once left retries undeferred, so an open circuit burned every attempt in milliseconds.
-    let millis = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 1000);
-    sqlx::query(
-        "UPDATE apalis.jobs SET run_at = now() + $2 * interval '1 millisecond' WHERE id = $1",
-    )
-    .bind(job_id)
-    .bind(millis)
-    .execute(pool)
-    .await?;
-    Ok(())
+    crate::store::queue::defer(pool, job_id, delay).await
 }
 
 #[cfg(test)]

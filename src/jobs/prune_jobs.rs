@@ -22,23 +22,7 @@ impl Job for PruneJobs {
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         let days = self.keep_days.unwrap_or(deps.config.job_retention_days);
         let keep_days = i32::try_from(days).unwrap_or(i32::MAX);
-        let deleted = sqlx::query(
-            "DELETE FROM apalis.jobs
-              WHERE status = 'Done' AND done_at < now() - make_interval(days => $1)",
-        )
-        .bind(keep_days)
-        .execute(&deps.pool)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "DELETE FROM apalis.workers w WHERE last_seen < now() - interval '1 day'
-                      AND NOT EXISTS (SELECT 1 FROM apalis.jobs j WHERE j.lock_by = w.id)",
-        )
-        .execute(&deps.pool)
-        .await?;
-        sqlx::query("ANALYZE apalis.jobs")
-            .execute(&deps.pool)
-            .await?;
+        let deleted = crate::store::queue::prune(&deps.pool, keep_days).await?;
         tracing::info!(deleted, keep_days, "pruned finished jobs");
         Ok(())
     }

@@ -65,13 +65,7 @@ impl SyncCalls {
             .collect();
         let keys: Vec<String> = per_agent.iter().map(Self::idempotency_key).collect();
         let mut tx = deps.pool.begin().await?;
-        let queued: Vec<String> = sqlx::query_scalar(
-            "SELECT idempotency_key FROM apalis.jobs WHERE job_type = $1 AND idempotency_key = ANY($2)",
-        )
-        .bind(Self::QUEUE)
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await?;
+        let queued = crate::store::queue::queued_keys(&mut tx, Self::QUEUE, &keys).await?;
         let mut count = 0;
         for (job, key) in per_agent.iter().zip(&keys) {
             if queued.contains(key) {

@@ -1,0 +1,346 @@
+//! The queue backend our workers run on: apalis-postgres's tables, SQL and task lifecycle, with a
+//! fetch that only reaches PostgreSQL when there may be work.
+//!
+//! Why not `PostgresStorage::with_pubsub().poll_with_interval(..)`: in apalis-core 1.0 a poll
+//! strategy only *wakes* the worker; it never gates the fetch. `Persisted::poll_next` starts a
+//! fetch on every poll of the worker, and anything that re-polls the worker task (another
+//! queue's I/O in the same task, a heartbeat timer, the listener) started another one: an idle
+//! worker ran 3,400-5,200 `get_jobs` transactions a second. Here the fetch asks its [`Gate`]
+//! first. The gate opens when a NOTIFY names the queue, when `WORKER_POLL_SECS` has passed (for
+//! retries whose `run_at` came due, ops re-runs and any lost notification), or when the last
+//! fetch returned work (a backlog drains with no pause between batches). A closed gate answers
+//! an empty batch without touching the database, so apalis parks the worker until the gate
+//! wakes it; heartbeats and acks go on as before.
+//!
+//! Matches apalis-core / apalis-postgres **1.0.0** (`SqlxPersistence` in apalis-postgres's
+//! `persistence.rs`, whose steps are reproduced here one for one). Our SQL on the apalis schema
+//! lives in [`crate::store::queue`].
+
+use std::{
+    collections::{HashMap, HashSet},
+    marker::PhantomData,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+
+use apalis_codec::json::JsonCodec;
+use apalis_core::{
+    backend::{
+        Backend, BackendConfig, WireFormatBackend,
+        finalize::Durable,
+        persistence::{Persisted, Persistence, TaskEvent, TaskPersistLayer},
+    },
+    worker::context::WorkerContext,
+};
+use apalis_postgres::{Config as QueueConfig, Error, PgTask, queries};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+/// Per-process wake-up signals, one per queue, fed by the process's single LISTEN connection
+/// ([`crate::listen`]). A signal sent while nobody waits is kept (one permit), so a job inserted
+/// during a fetch is not missed.
+#[derive(Debug, Default)]
+pub struct QueueSignals {
+    by_queue: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl QueueSignals {
+    pub fn new(queues: &[&str]) -> Self {
+        let signals = Self::default();
+        for q in queues {
+            signals.of(q);
+        }
+        signals
+    }
+
+    /// The signal of `queue`, created on first use.
+    pub fn of(&self, queue: &str) -> Arc<Notify> {
+        match self.by_queue.lock() {
+            Ok(mut m) => m.entry(queue.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// A job was inserted into `queue` (queues no worker here serves are ignored).
+    pub fn notify(&self, queue: &str) {
+        if let Some(n) = self
+            .by_queue
+            .lock()
+            .ok()
+            .and_then(|m| m.get(queue).cloned())
+        {
+            n.notify_one();
+        }
+    }
+
+    /// Wakes every queue: after the listener (re)connects, notifications sent while it was away
+    /// are lost, so everyone looks once.
+    pub fn notify_all(&self) {
+        if let Ok(m) = self.by_queue.lock() {
+            for n in m.values() {
+                n.notify_one();
+            }
+        }
+    }
+}
+
+/// Whether the next fetch may reach the database, and whom to wake when it may.
+#[derive(Debug)]
+pub struct Gate {
+    open: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Gate {
+    fn new() -> Arc<Self> {
+        // Open at start: a new worker looks once for whatever is already waiting.
+        Arc::new(Self {
+            open: AtomicBool::new(true),
+            waker: Mutex::new(None),
+        })
+    }
+
+    /// Opens the gate and wakes the worker parked on it.
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        let waker = self.waker.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Takes the right to fetch once. The waker is stored *before* the flag is read, so an
+    /// [`open`](Self::open) racing with this call either is seen here or wakes the worker.
+    fn pass(&self, cx: &Context<'_>) -> bool {
+        if let Ok(mut w) = self.waker.lock() {
+            match w.as_ref() {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+        }
+        self.open.swap(false, Ordering::SeqCst)
+    }
+
+    /// Opens the gate for the next fetch without waking anyone (the worker is running).
+    fn keep_open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Opens `gate` whenever `signal` fires, and at least every `poll` otherwise. Runs until aborted.
+pub async fn drive_gate(gate: Arc<Gate>, signal: Arc<Notify>, poll: Duration) {
+    loop {
+        tokio::select! {
+            _ = signal.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+        gate.open();
+    }
+}
+
+/// apalis-postgres's persistence steps (register, heartbeat, fetch, acks, hand-back), with the
+/// fetch behind a [`Gate`].
+#[derive(Debug, Clone)]
+pub struct GatedPersistence {
+    pool: PgPool,
+    config: QueueConfig,
+    gate: Arc<Gate>,
+}
+
+impl Persistence for GatedPersistence {
+    type Compact = Vec<u8>;
+    type Error = Error;
+    type Response = Value;
+
+    async fn register(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let queue = self.config.queue.as_ref();
+        let dead_for = self.config.orphaned_duration().as_secs();
+        queries::reenqueue_orphaned(&mut *tx, queue, dead_for).await?;
+        crate::store::queue::register_worker(&mut tx, queue, worker.name(), worker.get_service())
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let queue = self.config.queue.as_ref();
+        let dead_for = self.config.orphaned_duration().as_secs();
+        queries::keep_alive(&mut *tx, queue, worker).await?;
+        queries::reenqueue_orphaned(&mut *tx, queue, dead_for).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<PgTask>, Error> {
+        let gate = self.gate.clone();
+        let may_fetch = std::future::poll_fn(|cx| Poll::Ready(gate.pass(cx))).await;
+        if !may_fetch {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let tasks = queries::fetch_next(&mut *tx, &self.config, worker).await?;
+        tx.commit().await?;
+        if !tasks.is_empty() {
+            // More may be waiting: the next fetch goes straight to the database.
+            self.gate.keep_open();
+        }
+        Ok(tasks)
+    }
+
+    async fn handle_events(
+        &mut self,
+        events: Vec<TaskEvent<Value>>,
+        worker: &WorkerContext,
+    ) -> Result<(), Error> {
+        let acks: Vec<&queries::ResultPayload> = events
+            .iter()
+            .filter_map(|e| match e {
+                TaskEvent::Complete(payload) => Some(payload),
+                _ => None,
+            })
+            .collect();
+        let acked: HashSet<String> = acks.iter().map(|p| p.task_id().to_string()).collect();
+        let locks: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                TaskEvent::Lock { task_id } => Some(task_id.to_string()),
+                _ => None,
+            })
+            .filter(|id| !acked.contains(id))
+            .collect();
+        if acks.is_empty() && locks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        if !acks.is_empty() {
+            queries::handle_results(&mut *tx, &acks, worker.name()).await?;
+        }
+        if !locks.is_empty() {
+            queries::lock_tasks(&mut *tx, &locks, worker.name()).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn reenqueue_abandoned(
+        &mut self,
+        tasks: Vec<PgTask>,
+        worker: &WorkerContext,
+    ) -> Result<u64, Error> {
+        let ids: Vec<String> = tasks
+            .iter()
+            .filter_map(|t| t.task_id().map(|id| id.to_string()))
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let queue = self.config.queue.as_ref();
+        let count = queries::reenqueue_abandoned(&mut *tx, queue, worker.name(), &ids).await?;
+        if count as usize != tasks.len() {
+            return Err(Error::ReenqueueMismatch {
+                queued: tasks.len(),
+                abandoned: count as usize,
+            });
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn push_tasks(&mut self, tasks: Vec<PgTask>) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        queries::push_tasks(&mut *tx, self.config.queue.as_ref(), tasks).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A worker's backend for the job type `J`: apalis-postgres's wire format and task lifecycle
+/// over [`GatedPersistence`].
+pub struct GatedBackend<J> {
+    persisted: Persisted<GatedPersistence>,
+    codec: JsonCodec,
+    _job: PhantomData<J>,
+}
+
+impl<J> GatedBackend<J> {
+    /// A backend for `config.queue`, and the gate its fetches ask (open it to make the worker
+    /// look; see [`drive_gate`]).
+    pub fn new(pool: &PgPool, config: QueueConfig) -> (Self, Arc<Gate>) {
+        let gate = Gate::new();
+        let persisted = Persisted::new(GatedPersistence {
+            pool: pool.clone(),
+            config,
+            gate: gate.clone(),
+        });
+        let backend = Self {
+            persisted,
+            codec: JsonCodec::default(),
+            _job: PhantomData,
+        };
+        (backend, gate)
+    }
+}
+
+impl<J> Backend for GatedBackend<J> {
+    type Task = PgTask;
+    type Error = Error;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Error>> {
+        let heartbeat = self.persisted.config.heartbeat_interval;
+        self.persisted.poll_ready(cx, worker, heartbeat)
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<PgTask, Error>>> {
+        self.persisted.poll_next(cx, worker)
+    }
+
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Result<(), Error>> {
+        self.persisted.poll_close(cx, worker)
+    }
+}
+
+impl<J> BackendConfig for GatedBackend<J> {
+    type Args = J;
+    type Kind = Durable;
+    type Id = ulid::Ulid;
+    type Config = QueueConfig;
+    type Layer = TaskPersistLayer<JsonCodec<Value>, Value>;
+
+    fn config(&self) -> &QueueConfig {
+        &self.persisted.config
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
+        let batch = self.persisted.config.batch_size;
+        self.persisted
+            .layer(JsonCodec::<Value>::default(), batch)
+            .persist_results(true)
+            .lock_tasks(true)
+    }
+}
+
+impl<J> WireFormatBackend for GatedBackend<J> {
+    type Codec = JsonCodec;
+    type Compact = Vec<u8>;
+
+    fn codec(&self) -> &JsonCodec {
+        &self.codec
+    }
+}
