@@ -11,6 +11,7 @@ mod cli;
 mod ops;
 mod ops_page;
 mod providers;
+mod queue;
 mod reliability;
 mod schema;
 mod tenancy;

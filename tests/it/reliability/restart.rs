@@ -18,29 +18,6 @@ use crate::helpers::*;
 const REPORTS: usize = 2000;
 const RATE: f64 = 200.0;
 
-/// Stops the private server (and removes its files) however the test ends.
-struct Stopper(LocalCluster);
-
-impl Drop for Stopper {
-    fn drop(&mut self) {
-        let cluster = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    let _ = cluster.pg_ctl(&["stop", "-m", "immediate"]).await;
-                });
-            }
-            if let Some(parent) = cluster.dir.parent() {
-                let _ = std::fs::remove_dir_all(parent);
-            }
-        })
-        .join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_twice_under_load_loses_and_duplicates_nothing() {
     let root = std::env::temp_dir().join(format!("am-pg-{}", uuid::Uuid::new_v4().simple()));

@@ -75,12 +75,15 @@ impl Proc {
     /// A `web` process on a free loopback port, once it answers `/healthz`; returns it and its
     /// base URL.
     pub async fn web(db: &TestDb) -> (Proc, String) {
+        Self::web_with(env(db, "http://127.0.0.1:9", &[])).await
+    }
+
+    /// [`Proc::web`] with an environment of the caller's (its `BIND_ADDR` is chosen here).
+    pub async fn web_with(mut vars: Vec<(String, String)>) -> (Proc, String) {
         let port = free_port();
-        let bind = format!("127.0.0.1:{port}");
-        let web = Proc::start(
-            &["web"],
-            &env(db, "http://127.0.0.1:9", &[("BIND_ADDR", &bind)]),
-        );
+        vars.retain(|(k, _)| k != "BIND_ADDR");
+        vars.push(("BIND_ADDR".into(), format!("127.0.0.1:{port}")));
+        let web = Proc::start(&["web"], &vars);
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         eventually(30, "the web process to answer", || {
@@ -116,8 +119,13 @@ impl Drop for Proc {
 
 /// The environment of a child process on `db`, with providers at the given stand-ins.
 pub fn env(db: &TestDb, gemini: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    env_at(&db.url, gemini, extra)
+}
+
+/// [`env`] for a database given by URL (a private server's, say).
+pub fn env_at(url: &str, gemini: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = [
-        ("DATABASE_URL", db.url.as_str()),
+        ("DATABASE_URL", url),
         ("VAPI_WEBHOOK_SECRET", SHARED_SECRET),
         ("VAPI_HMAC_SECRET", HMAC_SECRET),
         ("GEMINI_BASE_URL", gemini),
@@ -269,4 +277,27 @@ pub async fn usage(pool: &PgPool, metric: &str) -> (i64, i64) {
     .fetch_one(pool)
     .await
     .expect("usage")
+}
+
+/// Stops the private server (and removes its files) however the test ends.
+pub struct Stopper(pub agent_meter::db::LocalCluster);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        let cluster = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let _ = cluster.pg_ctl(&["stop", "-m", "immediate"]).await;
+                });
+            }
+            if let Some(parent) = cluster.dir.parent() {
+                let _ = std::fs::remove_dir_all(parent);
+            }
+        })
+        .join();
+    }
 }

@@ -1,0 +1,356 @@
+//! The queue at rest and on the wake (issue 11), with real `agent-meter` processes:
+//! - an idle `worker` (and an idle `serve`) stays under its transaction and CPU budget, counted
+//!   from `pg_stat_database` of its own database (the idle hot loop ran 3,400-5,200 a second);
+//! - a report taken by a `web` process is metered by a `worker` process within milliseconds,
+//!   woken by NOTIFY, not found by a poll;
+//! - two `web`, three `worker` and one `clock` process at their default pools fit a private
+//!   PostgreSQL with `max_connections = 60`, with room left for a migration and an operator.
+
+use std::time::{Duration, Instant};
+
+use agent_meter::{db, db::LocalCluster, seed};
+use futures::StreamExt;
+use sqlx::{Connection, PgConnection};
+
+use crate::helpers::*;
+use crate::reliability::support::*;
+
+/// Transactions committed or rolled back in `database` so far (read from another database, so
+/// the reading itself is not counted).
+async fn transactions(admin: &mut PgConnection, database: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database WHERE datname = $1",
+    )
+    .bind(database)
+    .fetch_one(&mut *admin)
+    .await
+    .expect("pg_stat_database")
+}
+
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14th and 15th.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let ticks: u64 = fields.iter().sum();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+/// Waits until every queue of a process has registered its worker. Each look is a connection
+/// of its own, closed at once: a backend reports its transactions when it exits, so nothing of
+/// ours is counted later, inside a measurement.
+async fn workers_registered(db: &TestDb, at_least: i64) {
+    eventually(30, "the workers to register", || async {
+        let mut c = PgConnection::connect(&db.url).await.ok()?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.workers")
+            .fetch_one(&mut c)
+            .await
+            .ok()?;
+        let _ = c.close().await;
+        (n >= at_least).then_some(())
+    })
+    .await;
+}
+
+struct AtRest {
+    transactions_per_sec: f64,
+    cpu_share: f64,
+    rss_mib: f64,
+}
+
+/// A seeded database whose tables are vacuumed and analyzed (autovacuum's transactions count in
+/// `pg_stat_database` too, so it should find nothing to do), with the test's own pool closed: an
+/// idle backend may report its transactions late, into a measurement; one that exits reports
+/// them at once.
+async fn settled_db() -> TestDb {
+    let db = TestDb::seeded().await;
+    sqlx::query("VACUUM ANALYZE")
+        .execute(&db.pool)
+        .await
+        .expect("vacuum analyze");
+    db.pool.close().await;
+    db
+}
+
+/// Measures `proc` over `window` once it has settled: transactions on `db`, CPU and memory.
+async fn at_rest(db: &TestDb, proc: &Proc, window: Duration) -> AtRest {
+    let mut admin = PgConnection::connect(&admin_url()).await.expect("admin");
+    // Let start-up work (registration, the first fetches, catch-up checks) be counted before.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (tx0, cpu0, t0) = (
+        transactions(&mut admin, &db.name).await,
+        cpu_time(proc.pid),
+        Instant::now(),
+    );
+    tokio::time::sleep(window).await;
+    let (tx1, cpu1, elapsed) = (
+        transactions(&mut admin, &db.name).await,
+        cpu_time(proc.pid),
+        t0.elapsed(),
+    );
+    AtRest {
+        transactions_per_sec: (tx1 - tx0) as f64 / elapsed.as_secs_f64(),
+        cpu_share: (cpu1 - cpu0).as_secs_f64() / elapsed.as_secs_f64(),
+        rss_mib: proc.rss_kib() as f64 / 1024.0,
+    }
+}
+
+/// Heartbeats at the production default (the suite's 1 s would be most of the budget).
+const AT_REST_ENV: &[(&str, &str)] = &[("WORKER_HEARTBEAT_SECS", "10"), ("JOB_TIMEOUT_SECS", "5")];
+
+#[tokio::test]
+async fn an_idle_worker_leaves_the_database_alone() {
+    let db = settled_db().await;
+    let worker = Proc::start(&["worker"], &env(&db, "http://127.0.0.1:9", AT_REST_ENV));
+    workers_registered(&db, agent_meter::worker::QUEUES.len() as i64).await;
+    let m = at_rest(&db, &worker, Duration::from_secs(8)).await;
+    println!(
+        "idle worker: {:.1} transactions/s, {:.2} % of a core, {:.1} MiB",
+        m.transactions_per_sec,
+        m.cpu_share * 100.0,
+        m.rss_mib
+    );
+    assert!(
+        !worker.log_text().contains("\"level\":\"ERROR\""),
+        "{}",
+        worker.log_text()
+    );
+    assert!(
+        m.transactions_per_sec <= 20.0,
+        "an idle worker ran {:.0} transactions/s (budget 20)",
+        m.transactions_per_sec
+    );
+    assert!(
+        m.cpu_share <= 0.03,
+        "an idle worker used {:.1} % of a core (budget 3 %)",
+        m.cpu_share * 100.0
+    );
+}
+
+#[tokio::test]
+async fn an_idle_serve_is_quiet_and_small() {
+    let db = settled_db().await;
+    let bind = format!("127.0.0.1:{}", free_port());
+    let mut vars = env(&db, "http://127.0.0.1:9", AT_REST_ENV);
+    vars.push(("BIND_ADDR".into(), bind));
+    let serve = Proc::start(&["serve"], &vars);
+    workers_registered(&db, agent_meter::worker::QUEUES.len() as i64).await;
+    let m = at_rest(&db, &serve, Duration::from_secs(8)).await;
+    println!(
+        "idle serve: {:.1} transactions/s, {:.2} % of a core, {:.1} MiB",
+        m.transactions_per_sec,
+        m.cpu_share * 100.0,
+        m.rss_mib
+    );
+    assert!(
+        m.transactions_per_sec <= 30.0,
+        "an idle serve ran {:.0} transactions/s (budget 30)",
+        m.transactions_per_sec
+    );
+    assert!(
+        m.cpu_share <= 0.03,
+        "an idle serve used {:.1} % of a core",
+        m.cpu_share * 100.0
+    );
+    assert!(
+        m.rss_mib <= 64.0,
+        "an idle serve holds {:.1} MiB (budget 64)",
+        m.rss_mib
+    );
+}
+
+/// Milliseconds from each report's webhook transaction to its usage row, per call id.
+async fn report_to_usage_ms(db: &TestDb, prefix: &str) -> Vec<f64> {
+    sqlx::query_scalar(
+        "SELECT (EXTRACT(EPOCH FROM u.created_at - e.received_at) * 1000)::float8
+           FROM webhook_events e
+           JOIN agent_usage_metrics u
+             ON u.agent_id = e.agent_id AND u.idempotency_key = 'vapi_call:' || e.vapi_call_id
+          WHERE e.vapi_call_id LIKE $1 || '%' AND u.metric_type = 'vapi_call_minutes'
+          ORDER BY 1",
+    )
+    .bind(prefix)
+    .fetch_all(&db.pool)
+    .await
+    .expect("latencies")
+}
+
+#[tokio::test]
+async fn a_report_taken_by_one_process_is_metered_by_another_within_milliseconds() {
+    const REPORTS: usize = 20;
+    let db = TestDb::seeded().await;
+    let worker = Proc::start(&["worker"], &env(&db, "http://127.0.0.1:9", AT_REST_ENV));
+    let (_web, base) = Proc::web(&db).await;
+    workers_registered(&db, agent_meter::worker::QUEUES.len() as i64).await;
+    let http = reqwest::Client::new();
+    for i in 0..REPORTS {
+        let r = http
+            .post(format!("{base}/vapi/webhook"))
+            .header("x-vapi-secret", SHARED_SECRET)
+            .json(&end_of_call_report(&format!("wake-{i}"), PHONES[i % 5]))
+            .send()
+            .await
+            .expect("webhook");
+        assert!(r.status().is_success(), "{}", r.status());
+        // One report at a time, each finding the worker at rest: a wake-up per report.
+        eventually(5, "the report's usage row", || async {
+            let rows = report_to_usage_ms(&db, "wake-").await;
+            (rows.len() > i).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ms = report_to_usage_ms(&db, "wake-").await;
+    assert_eq!(ms.len(), REPORTS, "every report metered once");
+    let p50 = ms[REPORTS / 2];
+    let max = ms[REPORTS - 1];
+    println!(
+        "webhook commit -> usage row: p50 {p50:.1} ms, max {max:.1} ms over {REPORTS} reports"
+    );
+    assert!(
+        !worker.log_text().is_empty(),
+        "the worker process logged its start"
+    );
+    assert!(p50 <= 100.0, "p50 {p50:.1} ms (target 100 ms): {ms:?}");
+    assert!(max <= 1500.0, "slowest {max:.1} ms (target 1.5 s): {ms:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_webs_three_workers_and_a_clock_fit_a_sixty_connection_server() {
+    const REPORTS: usize = 600;
+    let root = std::env::temp_dir().join(format!("am-pg-{}", uuid::Uuid::new_v4().simple()));
+    let cluster = LocalCluster::new(root.join("data"), free_port());
+    let _stopper = Stopper(cluster.clone());
+    cluster.start().await.expect("a private PostgreSQL");
+    let mut admin = PgConnection::connect(&cluster.admin_url())
+        .await
+        .expect("admin");
+    sqlx::query("ALTER SYSTEM SET max_connections = 60")
+        .execute(&mut admin)
+        .await
+        .expect("max_connections");
+    drop(admin);
+    cluster.restart("fast").await.expect("restart with 60");
+    let mut admin = PgConnection::connect(&cluster.admin_url())
+        .await
+        .expect("admin");
+    let max: String = sqlx::query_scalar("SHOW max_connections")
+        .fetch_one(&mut admin)
+        .await
+        .expect("show");
+    assert_eq!(max, "60");
+    db::create_database_if_missing(
+        PgConnection::connect(&cluster.admin_url())
+            .await
+            .expect("admin"),
+        "budget",
+    )
+    .await
+    .expect("database");
+    let url = format!("postgres://postgres@127.0.0.1:{}/budget", cluster.port);
+    {
+        let pool = db::connect(&url, 2).await.expect("pool");
+        db::migrate(&pool).await.expect("migrate");
+        seed::run(&pool).await.expect("seed");
+        pool.close().await;
+    }
+
+    // Every process at its default pool: no DATABASE_MAX_CONNECTIONS.
+    let vars = |extra: &[(&str, &str)]| {
+        let mut v = env_at(&url, "http://127.0.0.1:9", extra);
+        v.retain(|(k, _)| k != "DATABASE_MAX_CONNECTIONS");
+        v
+    };
+    let webs = [
+        Proc::web_with(vars(&[])).await,
+        Proc::web_with(vars(&[])).await,
+    ];
+    let _workers: Vec<Proc> = (0..3)
+        .map(|_| Proc::start(&["worker"], &vars(&[])))
+        .collect();
+    let _clock = Proc::start(&["clock"], &vars(&[]));
+
+    let connections = || async {
+        let mut c = PgConnection::connect(&cluster.admin_url())
+            .await
+            .expect("an operator's connection");
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = 'budget'")
+                .fetch_one(&mut c)
+                .await
+                .expect("pg_stat_activity");
+        n
+    };
+
+    // Load the webs and workers hard enough to grow every pool, sampling the connection count.
+    let http = reqwest::Client::new();
+    let sending = futures::stream::iter(0..REPORTS)
+        .map(|i| {
+            let http = http.clone();
+            let url = format!("{}/vapi/webhook", webs[i % 2].1);
+            let body = end_of_call_report(&format!("budget-{i}"), PHONES[i % 5]);
+            async move {
+                http.post(url)
+                    .header("x-vapi-secret", SHARED_SECRET)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<u16>>();
+    let sampling = async {
+        let mut peak = 0;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let pool = db::connect(&url, 1).await.expect("pool");
+        loop {
+            peak = peak.max(connections().await);
+            let (rows, _) = usage(&pool, "vapi_call_minutes").await;
+            if rows >= REPORTS as i64 || Instant::now() > deadline {
+                pool.close().await;
+                return (peak, rows);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (answers, (peak, rows)) = tokio::join!(sending, sampling);
+    let refused: Vec<&u16> = answers
+        .iter()
+        .filter(|s| !(200..300).contains(*s))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused: {:?}",
+        refused.len(),
+        &refused[..refused.len().min(5)]
+    );
+    assert_eq!(rows, REPORTS as i64, "every report metered");
+
+    // Room left: a migration and an operator's session, on top of six busy processes.
+    let migrator = db::connect(&url, 1)
+        .await
+        .expect("a migration's connection");
+    db::migrate(&migrator)
+        .await
+        .expect("migrate beside the deployment");
+    let after = connections().await;
+    println!(
+        "2 web + 3 worker + 1 clock: peak {peak} connections under {REPORTS} reports, \
+         {after} with a migrator and an operator (max_connections 60)"
+    );
+    // The sampler's own connection is one of them.
+    assert!(
+        peak - 1 <= 49,
+        "six processes held {} connections (budget 49 of 60)",
+        peak - 1
+    );
+    migrator.close().await;
+}
