@@ -97,3 +97,68 @@ pub async fn run(pool: PgPool, targets: Targets, mut shutdown: watch::Receiver<b
         wait = (wait * 2).min(Duration::from_secs(10));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// True when `queue`'s signal holds a wake-up (consumes it).
+    async fn woken(signals: &QueueSignals, queue: &str) -> bool {
+        let signal = signals.of(queue);
+        tokio::time::timeout(Duration::from_millis(20), signal.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn an_insert_wakes_only_its_queue_and_garbage_wakes_nobody() {
+        let signals = Arc::new(QueueSignals::new(&["water_lookup", "meter_call"]));
+        let results = Arc::new(ToolResults::default());
+        let targets = Targets {
+            tool_results: Some(results.clone()),
+            queues: Some(signals.clone()),
+        };
+        let inserted = queue::JOB_INSERTED_CHANNEL;
+        targets.deliver(
+            inserted,
+            r#"{"job_type":"water_lookup","id":"01J","run_at":"2026-12-01T00:00:00Z"}"#,
+        );
+        assert!(woken(&signals, "water_lookup").await);
+        assert!(!woken(&signals, "meter_call").await);
+
+        let long = "x".repeat(100_000);
+        for garbage in [
+            "",
+            "not json",
+            "{}",
+            r#"{"job_type": 7}"#,
+            r#"{"job_type": "some_other_apps_queue"}"#,
+            long.as_str(),
+            "\u{0}\u{1}",
+        ] {
+            targets.deliver(inserted, garbage);
+            targets.deliver("some_channel_we_never_listen_on", garbage);
+        }
+        assert!(!woken(&signals, "water_lookup").await);
+        assert!(!woken(&signals, "meter_call").await);
+
+        // A tool result goes to its waiter, whatever else arrives.
+        let waiting = results.register("call_1");
+        targets.deliver(TOOL_RESULTS_CHANNEL, "call_1");
+        assert!(waiting.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_reconnect_makes_every_queue_look_once() {
+        let signals = Arc::new(QueueSignals::new(&["a", "b"]));
+        let targets = Targets {
+            tool_results: None,
+            queues: Some(signals.clone()),
+        };
+        assert_eq!(targets.channels(), vec![queue::JOB_INSERTED_CHANNEL]);
+        targets.resync();
+        assert!(woken(&signals, "a").await);
+        assert!(woken(&signals, "b").await);
+        assert!(!woken(&signals, "a").await, "one look, not a storm");
+    }
+}

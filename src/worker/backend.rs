@@ -13,8 +13,9 @@
 //! wakes it; heartbeats and acks go on as before.
 //!
 //! Matches apalis-core / apalis-postgres **1.0.0** (`SqlxPersistence` in apalis-postgres's
-//! `persistence.rs`, whose steps are reproduced here one for one). Our SQL on the apalis schema
-//! lives in [`crate::store::queue`].
+//! `persistence.rs`, whose steps are reproduced here one for one, calling apalis's own queries;
+//! a step that is one statement runs without BEGIN/COMMIT around it). Our SQL on the apalis
+//! schema lives in [`crate::store::queue`].
 
 use std::{
     collections::{HashMap, HashSet},
@@ -184,9 +185,9 @@ impl Persistence for GatedPersistence {
         if !may_fetch {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        let tasks = queries::fetch_next(&mut *tx, &self.config, worker).await?;
-        tx.commit().await?;
+        // One statement (`apalis.get_jobs`), atomic on its own: no BEGIN/COMMIT round trips.
+        let mut conn = self.pool.acquire().await?;
+        let tasks = queries::fetch_next(&mut *conn, &self.config, worker).await?;
         if !tasks.is_empty() {
             // More may be waiting: the next fetch goes straight to the database.
             self.gate.keep_open();
@@ -215,17 +216,25 @@ impl Persistence for GatedPersistence {
             })
             .filter(|id| !acked.contains(id))
             .collect();
-        if acks.is_empty() && locks.is_empty() {
-            return Ok(());
+        // A single statement needs no transaction around it (two round trips saved per batch);
+        // acks and locks together commit together, as in apalis.
+        match (acks.is_empty(), locks.is_empty()) {
+            (true, true) => {}
+            (false, true) => {
+                let mut conn = self.pool.acquire().await?;
+                queries::handle_results(&mut *conn, &acks, worker.name()).await?;
+            }
+            (true, false) => {
+                let mut conn = self.pool.acquire().await?;
+                queries::lock_tasks(&mut *conn, &locks, worker.name()).await?;
+            }
+            (false, false) => {
+                let mut tx = self.pool.begin().await?;
+                queries::handle_results(&mut *tx, &acks, worker.name()).await?;
+                queries::lock_tasks(&mut *tx, &locks, worker.name()).await?;
+                tx.commit().await?;
+            }
         }
-        let mut tx = self.pool.begin().await?;
-        if !acks.is_empty() {
-            queries::handle_results(&mut *tx, &acks, worker.name()).await?;
-        }
-        if !locks.is_empty() {
-            queries::lock_tasks(&mut *tx, &locks, worker.name()).await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 

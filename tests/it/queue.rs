@@ -354,3 +354,55 @@ async fn two_webs_three_workers_and_a_clock_fit_a_sixty_connection_server() {
     );
     migrator.close().await;
 }
+
+#[tokio::test]
+async fn a_worker_refuses_to_start_on_a_get_jobs_it_did_not_install() {
+    use agent_meter::store::queue::{QueueSchemaError, check_schema};
+    let db = TestDb::seeded().await;
+    check_schema(&db.pool)
+        .await
+        .expect("a fresh database passes");
+
+    // What an apalis upgrade re-running its own migration would leave: apalis's 1.0 body.
+    let original = include_str!("../../migrations/20261128000007_queue_scaling.down.sql");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(original))
+        .execute(&db.pool)
+        .await
+        .expect("apalis's own get_jobs, and no trigger");
+    let e = check_schema(&db.pool).await.expect_err("drift is refused");
+    assert!(matches!(e, QueueSchemaError::GetJobsDrift { .. }), "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains("apalis.get_jobs is not the body migration 20261128000007_queue_scaling"),
+        "{message}"
+    );
+
+    // The process says so and stops, rather than fetching with a body nobody reviewed.
+    let mut worker = Proc::start(&["worker"], &env(&db, "http://127.0.0.1:9", &[]));
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.child.wait())
+        .await
+        .expect("the worker stops by itself")
+        .expect("exit status");
+    assert!(!status.success(), "{status}");
+    assert!(
+        worker
+            .log_text()
+            .contains("apalis.get_jobs is not the body"),
+        "{}",
+        worker.log_text()
+    );
+
+    // Back to our get_jobs, but without our trigger: named too.
+    let up = include_str!("../../migrations/20261128000007_queue_scaling.up.sql");
+    let get_jobs = &up[up
+        .find("CREATE OR REPLACE FUNCTION apalis.get_jobs")
+        .expect("fn")
+        ..up.find("CREATE FUNCTION apalis.agent_meter_release_finished")
+            .expect("end")];
+    sqlx::raw_sql(sqlx::AssertSqlSafe(get_jobs))
+        .execute(&db.pool)
+        .await
+        .expect("our get_jobs again");
+    let e = check_schema(&db.pool).await.expect_err("no trigger");
+    assert!(matches!(e, QueueSchemaError::MissingTrigger), "{e}");
+}
