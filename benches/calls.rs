@@ -363,7 +363,8 @@ async fn main() {
     let config = Arc::new(Config::from_vars(vars).expect("config"));
     println!(
         "agent-meter calls benchmark: {seconds} s open loop, {count} jobs per kind, worker concurrency {concurrency} \
-         (= batch size), pool {pool_size}, 2 cores shared by server, worker, load and PostgreSQL"
+         (fetch batch {}), pool {pool_size}, 2 cores shared by server, worker, load and PostgreSQL",
+        config.worker.fetch_batch
     );
 
     // 1. assistant-request latency, open loop.

@@ -26,6 +26,7 @@
 //! | `JOB_BACKOFF_BASE_MS` | `5000` (first retry wait; doubles per attempt) | no |
 //! | `TOOL_RESULT_WAIT_MS` | `3000` (how long a tool-call answer waits for its job) | no |
 //! | `DATABASE_MAX_CONNECTIONS` | by role (see [`Config::pool_size`]; the process's pool) | no |
+//! | `WORKER_FETCH_BATCH` | `2 x WORKER_CONCURRENCY` (jobs claimed per fetch) | no |
 //! | `WORKER_POLL_SECS` | `1` (an idle queue looks for due work this often; NOTIFY wakes it at once) | no |
 //! | `IMAGE_MAX_BYTES` | `10485760` (images fetched for solar scans) | no |
 //! | `IMAGE_FETCH_ALLOW_PRIVATE` | `false` (allow image URLs on private/loopback addresses; tests, demos) | no |
@@ -126,6 +127,10 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub concurrency: usize,
+    /// Jobs claimed per fetch. Twice the concurrency keeps the next jobs at hand while the
+    /// running ones finish (no-op throughput 13k -> 17.6k jobs/s in the calls benchmark); the
+    /// extra ones wait `Queued` under this worker, handed back on stop or by orphan rescue.
+    pub fetch_batch: usize,
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
     pub job_timeout: Duration,
@@ -147,6 +152,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             concurrency: 8,
+            fetch_batch: 16,
             heartbeat: Duration::from_secs(10),
             missed_heartbeats: 3,
             job_timeout: Duration::from_secs(20),
@@ -216,8 +222,10 @@ impl Config {
             other => return Err(bad("LOG_FORMAT", format!("{other:?} is not text or json"))),
         };
         let defaults = WorkerConfig::default();
+        let concurrency: usize = number(&get, "WORKER_CONCURRENCY", defaults.concurrency)?;
         let worker = WorkerConfig {
-            concurrency: number(&get, "WORKER_CONCURRENCY", defaults.concurrency)?,
+            concurrency,
+            fetch_batch: number(&get, "WORKER_FETCH_BATCH", concurrency.max(1) * 2)?,
             heartbeat: Duration::from_secs(number(&get, "WORKER_HEARTBEAT_SECS", 10)?),
             missed_heartbeats: number(
                 &get,
@@ -415,6 +423,10 @@ mod tests {
             let e = Config::from_vars(vars(&[("WORKER_POLL_SECS", bad)])).expect_err("invalid");
             assert!(e.to_string().starts_with("WORKER_POLL_SECS:"), "{e}");
         }
+        let c = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "5")])).expect("config");
+        assert_eq!(c.worker.fetch_batch, 10, "twice the concurrency");
+        let c = Config::from_vars(vars(&[("WORKER_FETCH_BATCH", "3")])).expect("config");
+        assert_eq!(c.worker.fetch_batch, 3);
         let c = Config::from_vars(vars(&[("WORKER_POLL_SECS", "0.25")])).expect("config");
         assert_eq!(c.worker.poll, Duration::from_millis(250));
         let e = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "many")])).expect_err("invalid");

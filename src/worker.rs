@@ -99,7 +99,7 @@ async fn run_worker<J: Job>(
     let wc = &deps.config.worker;
     let queue = QueueConfig::default()
         .queue(J::QUEUE)
-        .batch_size(wc.concurrency.max(1))
+        .batch_size(wc.fetch_batch.max(1))
         .heartbeat_interval(wc.heartbeat)
         .missed_heartbeats(wc.missed_heartbeats);
     let (backend, gate) = backend::GatedBackend::<J>::new(&deps.pool, queue);

@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-
 use super::support::*;
 use crate::helpers::*;
 
@@ -22,27 +20,9 @@ async fn three_workers_and_two_webs_share_three_thousand_jobs() {
             )
         })
         .collect();
-    let http = reqwest::Client::new();
 
     let started = Instant::now();
-    let answers: Vec<u16> = futures::stream::iter(0..REPORTS)
-        .map(|i| {
-            let http = http.clone();
-            let url = format!("{}/vapi/webhook", webs[i % 2].1);
-            let body = end_of_call_report(&format!("scale-{i}"), PHONES[i % 5]);
-            async move {
-                http.post(url)
-                    .header("x-vapi-secret", SHARED_SECRET)
-                    .json(&body)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let answers = send_reports(&[&webs[0].1, &webs[1].1], "scale", REPORTS, 16).await;
     let accepted = answers.iter().filter(|s| (200..300).contains(*s)).count();
     assert_eq!(
         accepted,

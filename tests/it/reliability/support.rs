@@ -301,3 +301,28 @@ impl Drop for Stopper {
         .join();
     }
 }
+
+/// Sends `count` signed end-of-call reports (`{prefix}-{i}`, round-robin over the five agents and
+/// over `webs`' base URLs), `parallel` at a time; returns each answer's status (0: no answer).
+pub async fn send_reports(webs: &[&str], prefix: &str, count: usize, parallel: usize) -> Vec<u16> {
+    use futures::StreamExt;
+    let http = reqwest::Client::new();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let http = http.clone();
+            let url = format!("{}/vapi/webhook", webs[i % webs.len()]);
+            let body = end_of_call_report(&format!("{prefix}-{i}"), PHONES[i % 5]);
+            async move {
+                http.post(url)
+                    .header("x-vapi-secret", SHARED_SECRET)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await
+}
