@@ -6,5 +6,6 @@ VALUES
     ('setup_fee',         'once',   500.00, NULL, DATE '2025-01-01'),
     ('solar_ocr_scan',    'scan',   0.075,  NULL, DATE '2025-01-01'),
     ('water_lookup',      'lookup', 0.00,   0.00, DATE '2025-01-01'),
+    ('flood_zone_lookup', 'lookup', 0.00,   0.00, DATE '2025-01-01'),
     ('vapi_call_minutes', 'minute', 0.20,   NULL, DATE '2025-01-01')
 ON CONFLICT (agent_id, metric_type, effective_from) DO NOTHING;

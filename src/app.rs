@@ -43,6 +43,10 @@ pub async fn run(
         // A worker on a queue whose SQL drifted from this build's must not start.
         crate::store::queue::check_schema(&pool).await?;
     }
+    if roles.worker || roles.web {
+        // Every registered tool can be found and priced, or nobody may call it.
+        crate::cli_tools::check(&pool, config.billing_timezone).await?;
+    }
     let deps = Deps::new(pool.clone(), config.clone());
     // Counters are recorded from the start, whichever roles this process runs.
     let _ = crate::telemetry::handle();

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::store::agents::Agent;
+use crate::{store::agents::Agent, tools};
 
 /// The default persona: bilingual, Arizona, insurance. `{agency_name}` is filled in.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are the friendly bilingual (Spanish and English) phone \
@@ -13,23 +13,32 @@ language; switch naturally if they mix Spanish and English. Help with home, auto
 landlord insurance questions, collect the caller's name, property address and the best time to \
 call back, and never quote a final premium: a licensed agent of {agency_name} confirms every quote. \
 Arizona matters: ask whether the home has rooftop solar panels (owned, leased or financed) and \
-whether it is on a private well or city water. When the caller shares a photo or document of the \
-property, use the solar_ocr_scan tool; when you know the property's coordinates, use the \
-water_lookup tool. Keep answers short and warm.";
+whether it is on a private well or city water. Keep answers short and warm.";
 
 /// The default first sentence when the agent has no greeting of its own.
 pub fn default_greeting(agency_name: &str) -> String {
     format!("Thanks for calling {agency_name}. ¡Hola! How can I help you today?")
 }
 
-/// The system prompt for an agent: its own, else the default persona; `{agency_name}` filled.
+/// The system prompt for an agent: its own, else the default persona followed by when to use
+/// each of the agent's tools; `{agency_name}` filled.
 pub fn system_prompt(agent: &Agent) -> String {
-    let template = agent
+    let own = agent
         .system_prompt
         .as_deref()
-        .filter(|p| !p.trim().is_empty())
-        .unwrap_or(DEFAULT_SYSTEM_PROMPT);
-    template.replace("{agency_name}", &agent.agency_name)
+        .filter(|p| !p.trim().is_empty());
+    let prompt = match own {
+        Some(own) => own.to_string(),
+        None => std::iter::once(DEFAULT_SYSTEM_PROMPT)
+            .chain(
+                tools::of_agent(agent.tools.as_deref())
+                    .iter()
+                    .map(|t| t.when_to_use),
+            )
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    prompt.replace("{agency_name}", &agent.agency_name)
 }
 
 fn greeting(agent: &Agent) -> String {
@@ -41,30 +50,15 @@ fn greeting(agent: &Agent) -> String {
         .unwrap_or_else(|| default_greeting(&agent.agency_name))
 }
 
-/// The function tools a transient assistant may call (answered by our `tool-calls` handler).
-pub fn tool_definitions() -> Value {
-    json!([
-        {"type": "function", "function": {
-            "name": "solar_ocr_scan",
-            "description": "Check a photo or document of the caller's property for rooftop solar panels.",
-            "parameters": {"type": "object", "properties": {
-                "image_url": {"type": "string", "description": "URL of the image"},
-                "image_base64": {"type": "string", "description": "The image, base64-encoded"},
-                "mime_type": {"type": "string", "description": "e.g. image/jpeg"},
-                "address": {"type": "string"}
-            }}
-        }},
-        {"type": "function", "function": {
-            "name": "water_lookup",
-            "description": "Find registered wells near the property (Arizona ADWR well registry).",
-            "parameters": {"type": "object", "properties": {
-                "latitude": {"type": "number"},
-                "longitude": {"type": "number"},
-                "radius_m": {"type": "number", "description": "search radius in metres, default 805"},
-                "address": {"type": "string"}
-            }, "required": ["latitude", "longitude"]}
-        }}
-    ])
+/// The function tools the agent's transient assistant may call (answered by our `tool-calls`
+/// handler): exactly the agent's tools, from the registry.
+pub fn tool_definitions(agent: &Agent) -> Value {
+    Value::Array(
+        tools::of_agent(agent.tools.as_deref())
+            .iter()
+            .map(|t| t.declaration())
+            .collect(),
+    )
 }
 
 /// The whole answer for a routed caller.
@@ -95,7 +89,7 @@ pub fn answer(agent: &Agent, lead_id: Option<Uuid>, caller: Option<&str>) -> Val
                     "provider": "openai",
                     "model": "gpt-4o",
                     "messages": [{"role": "system", "content": system_prompt(agent)}],
-                    "tools": tool_definitions(),
+                    "tools": tool_definitions(agent),
                 },
                 "metadata": variables,
             }
@@ -119,6 +113,7 @@ mod tests {
             greeting: None,
             system_prompt: None,
             status: "active".into(),
+            tools: None,
         }
     }
 
@@ -156,5 +151,32 @@ mod tests {
             a["assistantOverrides"]["variableValues"]["agency_name"],
             "Sedona Red Rock Insurance"
         );
+    }
+
+    #[test]
+    fn the_assistant_declares_exactly_the_agents_tools() {
+        let names = |a: &Value| -> Vec<String> {
+            a["assistant"]["model"]["tools"]
+                .as_array()
+                .expect("tools")
+                .iter()
+                .map(|t| t["function"]["name"].as_str().expect("name").to_string())
+                .collect()
+        };
+        let all: Vec<String> = tools::registry()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        assert_eq!(names(&answer(&agent(), None, None)), all);
+        let mut ag = agent();
+        ag.tools = Some(vec!["flood_zone_lookup".into()]);
+        let a = answer(&ag, None, None);
+        assert_eq!(names(&a), ["flood_zone_lookup"]);
+        let prompt = a["assistant"]["model"]["messages"][0]["content"]
+            .as_str()
+            .expect("prompt");
+        assert!(prompt.contains("flood_zone_lookup") && !prompt.contains("solar_ocr_scan"));
+        ag.tools = Some(Vec::new());
+        assert!(names(&answer(&ag, None, None)).is_empty());
     }
 }

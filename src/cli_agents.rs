@@ -62,8 +62,28 @@ pub struct SetArgs {
     /// active, paused or cancelled.
     #[arg(long, value_parser = ["active", "paused", "cancelled"])]
     pub status: Option<String>,
+    /// The tools its assistant gets, comma-separated (`agent-meter tools list`); `all` (the
+    /// default for a new agent) gives every registered tool, "" none.
+    #[arg(long)]
+    pub tools: Option<String>,
     #[command(flatten)]
     pub persona: PersonaArgs,
+}
+
+/// `--tools`: `all` is every registered tool (stored as NULL, so new tools come with it).
+fn parse_tools(value: &str) -> anyhow::Result<Option<Vec<String>>> {
+    if value.trim() == "all" {
+        return Ok(None);
+    }
+    let names: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut names = crate::tools::canonical_names(&names).map_err(anyhow::Error::msg)?;
+    names.dedup();
+    Ok(Some(names))
 }
 
 #[derive(Args)]
@@ -106,6 +126,7 @@ pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
                             "vapi_assistant_id": a.vapi_assistant_id, "status": a.status,
                             "greeting": a.greeting, "has_system_prompt": a.system_prompt.is_some(),
                             "has_discord": a.discord_webhook_url.is_some(),
+                            "tools": crate::tools::of_agent(a.tools.as_deref()).iter().map(|t| t.name).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
@@ -176,6 +197,7 @@ pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
                 discord_webhook_url: s.persona.discord_webhook_url,
                 greeting: s.persona.greeting,
                 status: s.status,
+                tools: s.tools.as_deref().map(parse_tools).transpose()?,
             };
             match agents::update(&mut conn, &s.email, &changes).await {
                 Ok(true) => println!("updated {}", s.email),

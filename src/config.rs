@@ -12,6 +12,7 @@
 //! | `GEMINI_BASE_URL` | `https://generativelanguage.googleapis.com` | no |
 //! | `GEMINI_MODEL` | `gemini-2.5-flash` | no |
 //! | `ADWR_WELLS_URL` | the ADWR Well Registry 2024 ArcGIS layer | no |
+//! | `FEMA_NFHL_URL` | FEMA's public NFHL MapServer, layer 28 (Flood Hazard Zones) | no |
 //! | `DISCORD_ENABLED` | `false` | no |
 //! | `OPS_TOKEN` | none (ops API disabled) | yes |
 //! | `BILLING_TIMEZONE` | `America/Phoenix` | no |
@@ -102,6 +103,8 @@ pub struct Config {
     pub gemini_base_url: String,
     pub gemini_model: String,
     pub adwr_wells_url: String,
+    /// FEMA's flood hazard zones layer (flood_zone_lookup).
+    pub fema_nfhl_url: String,
     pub discord_enabled: bool,
     pub ops_token: Option<Secret>,
     pub billing_timezone: Tz,
@@ -279,7 +282,12 @@ impl Config {
                  or a slow job would be run twice",
             ));
         }
-        for url_var in ["VAPI_BASE_URL", "GEMINI_BASE_URL", "ADWR_WELLS_URL"] {
+        for url_var in [
+            "VAPI_BASE_URL",
+            "GEMINI_BASE_URL",
+            "ADWR_WELLS_URL",
+            "FEMA_NFHL_URL",
+        ] {
             if let Some(url) = get(url_var) {
                 reqwest::Url::parse(url).map_err(|e| bad(url_var, format!("not a URL: {e}")))?;
             }
@@ -300,6 +308,10 @@ impl Config {
             adwr_wells_url: text(
                 "ADWR_WELLS_URL",
                 "https://services.arcgis.com/C34zQ7veRS0V1t04/ArcGIS/rest/services/Well_Registry_2024/FeatureServer/0",
+            ),
+            fema_nfhl_url: text(
+                "FEMA_NFHL_URL",
+                "https://hazards.fema.gov/arcgis/rest/services/public/NFHL/MapServer/28",
             ),
             discord_enabled: boolean(&get, "DISCORD_ENABLED")?,
             ops_token: secret("OPS_TOKEN"),

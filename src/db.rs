@@ -44,7 +44,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     apalis_postgres::PostgresStorage::migrations()
         .run(pool)
         .await?;
-    MIGRATOR.run(pool).await
+    MIGRATOR.run(pool).await?;
+    // Registered tools' finding kinds: a new tool needs no migration of its own.
+    crate::cli_tools::sync_kinds(pool)
+        .await
+        .map_err(MigrateError::Execute)
 }
 
 /// True when the database answers and every migration we ship has been applied.

@@ -1,5 +1,5 @@
 //! `agent-meter demo`: the whole product in one command, on a fresh `agent_meter_demo` database
-//! of the local default server. Vapi, Gemini, ArcGIS and Discord are LOCAL STAND-INS on loopback;
+//! of the local default server. Vapi, Gemini, ArcGIS, FEMA and Discord are LOCAL STAND-INS on loopback;
 //! the real clients talk to them over HTTP and nothing in the service is bypassed.
 
 use std::{
@@ -72,6 +72,13 @@ async fn arcgis() -> Json<Value> {
     )
 }
 
+/// FEMA's flood hazard zones layer: a high-risk zone (AE) everywhere.
+async fn fema() -> Json<Value> {
+    Json(
+        json!({"features": [{"attributes": {"FLD_ZONE": "AE", "ZONE_SUBTY": null, "SFHA_TF": "T"}}]}),
+    )
+}
+
 async fn discord(State(s): State<Arc<Stand>>) -> StatusCode {
     s.discord_posts.fetch_add(1, Ordering::SeqCst);
     StatusCode::NO_CONTENT
@@ -120,6 +127,7 @@ async fn start_stand_ins(stand: Arc<Stand>) -> anyhow::Result<String> {
     let router = Router::new()
         .route("/gemini/v1beta/models/{model}", post(gemini))
         .route("/arcgis/layer/0/query", get(arcgis))
+        .route("/fema/MapServer/28/query", get(fema))
         .route("/discord/{agent}", post(discord))
         .route("/vapi/call", get(vapi_calls))
         .route("/vapi/call/{id}", get(vapi_call))
@@ -136,7 +144,7 @@ pub async fn run(
     stay: bool,
 ) -> anyhow::Result<()> {
     println!(
-        "agent-meter demo: Vapi, Gemini, ArcGIS and Discord are LOCAL STAND-INS on 127.0.0.1.\n"
+        "agent-meter demo: Vapi, Gemini, ArcGIS (ADWR), FEMA and Discord are LOCAL STAND-INS on 127.0.0.1.\n"
     );
     // A fresh demo database on the server of DATABASE_URL, else of the local default.
     let resolved = db::resolve_database_url(database_url).await?;
@@ -177,6 +185,7 @@ pub async fn run(
         ("GEMINI_BASE_URL", format!("{stand_base}/gemini")),
         ("GEMINI_API_KEY", "stand-in".into()),
         ("ADWR_WELLS_URL", format!("{stand_base}/arcgis/layer/0")),
+        ("FEMA_NFHL_URL", format!("{stand_base}/fema/MapServer/28")),
         ("DISCORD_ENABLED", "true".into()),
         ("JOB_BACKOFF_BASE_MS", "300".into()),
         ("TOOL_RESULT_WAIT_MS", "1500".into()),
@@ -234,12 +243,17 @@ pub async fn run(
             post(json!({"message": {"type": "assistant-request", "call": c}})).await?;
             post(json!({"message": {"type": "status-update", "status": "in-progress", "call": c}}))
                 .await?;
-            post(json!({"message": {"type": "tool-calls", "call": c, "toolCallList": [
-                {"id": format!("{call}-solar"), "name": "solar_ocr_scan",
-                 "arguments": {"image_base64": "iVBORw0KGgo=", "mime_type": "image/png", "address": format!("{n}{k} Pine St, Flagstaff AZ")}},
-                {"id": format!("{call}-water"), "name": "water_lookup",
-                 "arguments": {"latitude": 35.1983, "longitude": -111.6513, "address": format!("{n}{k} Pine St, Flagstaff AZ")}}]}}))
-            .await?;
+            // Every registered tool, with its example arguments.
+            let address = format!("{n}{k} Pine St, Flagstaff AZ");
+            let tool_calls: Vec<Value> = agent_meter::tools::registry()
+                .iter()
+                .map(|t| {
+                    json!({"id": format!("{call}-{}", t.name), "name": t.name,
+                                "arguments": t.example(&address)})
+                })
+                .collect();
+            post(json!({"message": {"type": "tool-calls", "call": c, "toolCallList": tool_calls}}))
+                .await?;
             let vapi_record = json!({"id": call, "phoneNumberId": phone, "customer": customer, "status": "ended",
                 "startedAt": started, "endedAt": ended, "endedReason": "customer-ended-call", "cost": 0.27,
                 "createdAt": started, "updatedAt": ended});

@@ -17,6 +17,7 @@ pub mod billing;
 pub mod cli_agents;
 pub mod cli_billing;
 pub mod cli_jobs;
+pub mod cli_tools;
 pub mod clock;
 pub mod config;
 pub mod db;

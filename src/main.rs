@@ -9,6 +9,7 @@ use agent_meter::{
     cli_agents::{self, AgentsCommand},
     cli_billing::{self, Format, InvoicesCommand, MonthArgs, PricesCommand},
     cli_jobs::{self, JobsCommand},
+    cli_tools::{self, ToolsCommand},
     config::{Config, LogFormat},
     db,
     jobs::Deps,
@@ -65,6 +66,9 @@ enum Command {
     /// See, re-run and cancel jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// The billable tools: what each is, its price in force, how many agents have it.
+    #[command(subcommand)]
+    Tools(ToolsCommand),
     /// The whole story in one command on a fresh demo database, with local stand-ins for Vapi,
     /// Gemini, ArcGIS and Discord; prints usage, invoices and where to look next.
     Demo {
@@ -192,6 +196,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Agents(cmd) => return cli_agents::run(&pool, *cmd).await,
         Command::Jobs(cmd) => return cli_jobs::run(&pool, cmd).await,
+        Command::Tools(cmd) => return cli_tools::run(&pool, config.billing_timezone, cmd).await,
         Command::Prices(cmd) => return cli_billing::prices(&deps(), cmd).await,
         Command::Invoices(cmd) => return cli_billing::invoices(&deps(), cmd).await,
         Command::Usage { month, format } => {

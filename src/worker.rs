@@ -14,17 +14,17 @@ use tracing::Instrument;
 
 use crate::jobs::{
     Deps, Job, JobError, invoice_rollup::InvoiceRollup, meter_call::MeterCall,
-    notify_discord::NotifyDiscord, prune_jobs::PruneJobs, solar_ocr_scan::SolarOcrScan,
-    sync_calls::SyncCalls, water_lookup::WaterLookup,
+    notify_discord::NotifyDiscord, prune_jobs::PruneJobs, sync_calls::SyncCalls,
 };
 
 /// Runs every job kind until `shutdown` turns true, then lets in-flight jobs finish. Each queue
 /// is its own task, so one queue's wake-ups never re-poll another's worker.
 pub async fn run(deps: Deps, shutdown: watch::Receiver<bool>) {
     let mut queues = tokio::task::JoinSet::new();
+    for tool in crate::tools::registry() {
+        queues.spawn(tool.supervise(deps.clone(), shutdown.clone()));
+    }
     queues.spawn(supervise::<MeterCall>(deps.clone(), shutdown.clone()));
-    queues.spawn(supervise::<SolarOcrScan>(deps.clone(), shutdown.clone()));
-    queues.spawn(supervise::<WaterLookup>(deps.clone(), shutdown.clone()));
     queues.spawn(supervise::<NotifyDiscord>(deps.clone(), shutdown.clone()));
     queues.spawn(supervise::<SyncCalls>(deps.clone(), shutdown.clone()));
     queues.spawn(supervise::<InvoiceRollup>(deps.clone(), shutdown.clone()));
@@ -36,16 +36,24 @@ pub async fn run(deps: Deps, shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The queue names of every registered job kind (checked against `jobs/README.md` in tests).
-pub const QUEUES: &[&str] = &[
+/// The jobs that are not tools (tools come from [`crate::tools::registry`]).
+const OTHER_QUEUES: &[&str] = &[
     MeterCall::QUEUE,
-    SolarOcrScan::QUEUE,
-    WaterLookup::QUEUE,
     NotifyDiscord::QUEUE,
     SyncCalls::QUEUE,
     InvoiceRollup::QUEUE,
     PruneJobs::QUEUE,
 ];
+
+/// The queue names of every registered job kind, tools first (checked against `jobs/README.md`
+/// in tests).
+pub fn queues() -> Vec<&'static str> {
+    crate::tools::registry()
+        .iter()
+        .map(|t| t.queue)
+        .chain(OTHER_QUEUES.iter().copied())
+        .collect()
+}
 
 /// Keeps one worker for `J` alive. apalis ends `worker.run()` on the first database error and its
 /// own monitor restarts at once under the same name; here each restart waits (1 s doubling to

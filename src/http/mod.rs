@@ -103,7 +103,7 @@ async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiEr
     };
     let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
     // Every registered queue is reported, empty ones as 0.
-    let mut by_kind: std::collections::BTreeMap<String, (i64, f64)> = crate::worker::QUEUES
+    let mut by_kind: std::collections::BTreeMap<String, (i64, f64)> = crate::worker::queues()
         .iter()
         .map(|q| (q.to_string(), (0, 0.0)))
         .collect();

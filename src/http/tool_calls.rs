@@ -1,8 +1,9 @@
 //! `tool-calls` (and the legacy `function-call`): one job per tool call, keyed by its id, then a
 //! short wait for the finding so the assistant can say it in the same turn.
 //!
-//! Bad arguments or an unknown tool give that call an `error` in the reply, never an HTTP error.
-//! A redelivered tool call enqueues nothing new (the queue's idempotency key is the call id).
+//! Bad arguments, an unknown tool or a tool the agent does not have give that call an `error` in
+//! the reply, never an HTTP error and never a job. A redelivered tool call enqueues nothing new
+//! (the queue's idempotency key is the call id). Tools come from [`crate::tools::registry`].
 
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -10,20 +11,16 @@ use uuid::Uuid;
 
 use super::{AppState, error::ApiError, webhook};
 use crate::{
-    jobs::{
-        self, Job, effects,
-        solar_ocr_scan::{self, SolarOcrScan},
-        water_lookup::{self, WaterLookup},
-    },
-    store::findings,
-    tools::{self, ToolCall, ToolRequest},
+    jobs::effects,
+    store::{agents::Agent, findings},
+    tools::{self, CallContext, ToolCall, ToolSpec},
     vapi::MessageIn,
 };
 
 /// What one tool call turned into.
 enum Planned {
-    /// Queued (or already queued earlier): wait for its finding of `kind`.
-    Job { kind: &'static str, radius_m: u32 },
+    /// Queued (or already queued earlier): wait for the tool's finding.
+    Job(&'static ToolSpec),
     /// Rejected before queueing; said back as the call's `error`.
     Error(String),
 }
@@ -61,13 +58,23 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
     let lead = webhook::caller_lead(&mut tx, app, &agent, msg).await?;
     let mut planned = Vec::with_capacity(calls.len());
     let mut waits = Vec::new();
+    let requested_at = Some(chrono::Utc::now());
     for call in &calls {
-        let plan = match tools::parse(call) {
+        let context = CallContext {
+            agent_id: agent.id,
+            lead_id: lead,
+            tool_call_id: call.id.clone(),
+            requested_at,
+        };
+        let plan = match tool_for(&agent, &call.name)
+            .and_then(|tool| Ok((tool, tool.plan(&call.arguments, &context)?)))
+        {
             Err(e) => Planned::Error(e),
-            Ok(request) => {
+            Ok((tool, job)) => {
                 // Listen before the job can finish, so its notification cannot be missed.
                 waits.push((call.id.clone(), app.tool_results.register(&call.id)));
-                enqueue(&mut tx, agent.id, lead, call, request).await?
+                enqueue_once(&mut tx, tool, job, &effects::tool_call_key(&call.id)).await?;
+                Planned::Job(tool)
             }
         };
         planned.push(plan);
@@ -80,25 +87,26 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
     for (call, plan) in calls.iter().zip(planned) {
         let result = match plan {
             Planned::Error(e) => Err(e),
-            Planned::Job { kind, radius_m } => {
+            Planned::Job(tool) => {
                 let waiter = waits
                     .iter_mut()
                     .find(|(id, _)| id == &call.id)
                     .map(|(_, rx)| rx);
-                let found = match find(app, agent.id, kind, &call.id).await? {
+                let found = match find(app, agent.id, tool.kind, &call.id).await? {
                     Some(found) => Some(found),
                     None => {
                         if let Some(rx) = waiter {
                             let _ = tokio::time::timeout_at(deadline, rx).await;
                         }
-                        find(app, agent.id, kind, &call.id).await?
+                        find(app, agent.id, tool.kind, &call.id).await?
                     }
                 };
                 app.tool_results.forget(&call.id);
-                Ok(match found {
-                    Some(result) => say(kind, &result, radius_m),
-                    None => running(kind),
-                })
+                match found {
+                    Some(result) => Ok(tool.say(&result)),
+                    None if gave_up(app, tool, &call.id).await? => Err(tool.failed.to_string()),
+                    None => Ok(tool.running.to_string()),
+                }
             }
         };
         results.push((call, result));
@@ -125,60 +133,39 @@ fn legacy_call(message: &Value, msg: &MessageIn, raw: &str) -> Vec<ToolCall> {
     }]
 }
 
-async fn enqueue(
-    tx: &mut PgConnection,
-    agent_id: Uuid,
-    lead_id: Option<Uuid>,
-    call: &ToolCall,
-    request: ToolRequest,
-) -> Result<Planned, ApiError> {
-    let key = effects::tool_call_key(&call.id);
-    match request {
-        ToolRequest::Solar(a) => {
-            let job = SolarOcrScan {
-                agent_id,
-                lead_id,
-                tool_call_id: call.id.clone(),
-                image_url: a.image_url,
-                image_base64: a.image_base64,
-                mime_type: a.mime_type,
-                address: a.address,
-                requested_at: Some(chrono::Utc::now()),
-            };
-            enqueue_once(tx, &job, &key).await?;
-            Ok(Planned::Job {
-                kind: findings::SOLAR,
-                radius_m: 0,
-            })
-        }
-        ToolRequest::Water(a) => {
-            let radius_m = a.radius();
-            let job = WaterLookup {
-                agent_id,
-                lead_id,
-                tool_call_id: call.id.clone(),
-                latitude: a.latitude,
-                longitude: a.longitude,
-                radius_m,
-                address: a.address,
-                requested_at: Some(chrono::Utc::now()),
-            };
-            enqueue_once(tx, &job, &key).await?;
-            Ok(Planned::Job {
-                kind: findings::WATER,
-                radius_m,
-            })
-        }
+/// The registered tool `name` names, if the agent has it.
+fn tool_for(agent: &Agent, name: &str) -> Result<&'static ToolSpec, String> {
+    let tool = tools::find(name).ok_or_else(|| format!("unknown tool {name:?}"))?;
+    let has = agent
+        .tools
+        .as_deref()
+        .is_none_or(|names| names.iter().any(|n| n == tool.name));
+    if has {
+        Ok(tool)
+    } else {
+        Err(format!("{} is not enabled for this agency", tool.name))
     }
+}
+
+/// True when the tool call's job has failed for good (no finding will come).
+async fn gave_up(app: &AppState, tool: &ToolSpec, tool_call_id: &str) -> Result<bool, ApiError> {
+    let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
+    let key = effects::tool_call_key(tool_call_id);
+    Ok(crate::store::queue::gave_up(&mut conn, tool.queue, &key).await?)
 }
 
 /// Enqueues under the tool call's key inside a savepoint: a key already taken (the same tool
 /// call delivered again in another message) rolls back only the savepoint.
-async fn enqueue_once<J: Job>(tx: &mut PgConnection, job: &J, key: &str) -> Result<(), ApiError> {
+async fn enqueue_once(
+    tx: &mut PgConnection,
+    tool: &ToolSpec,
+    job: Vec<u8>,
+    key: &str,
+) -> Result<(), ApiError> {
     sqlx::query("SAVEPOINT enqueue_tool")
         .execute(&mut *tx)
         .await?;
-    match jobs::enqueue(tx, job, Some(key)).await {
+    match crate::store::queue::push(tx, tool.queue, job, tool.max_attempts, Some(key)).await {
         Ok(()) => {
             sqlx::query("RELEASE SAVEPOINT enqueue_tool")
                 .execute(&mut *tx)
@@ -207,32 +194,6 @@ async fn find(
     Ok(findings::find(&mut conn, agent_id, kind, &key)
         .await?
         .map(|f| f.result))
-}
-
-fn say(kind: &str, result: &Value, radius_m: u32) -> String {
-    let said = if kind == findings::SOLAR {
-        serde_json::from_value(result["scan"].clone())
-            .ok()
-            .map(|s| solar_ocr_scan::describe(&s))
-    } else {
-        let radius = result["radius_m"]
-            .as_u64()
-            .and_then(|r| u32::try_from(r).ok())
-            .unwrap_or(radius_m);
-        serde_json::from_value(result["summary"].clone())
-            .ok()
-            .map(|s| water_lookup::describe(&s, radius))
-    };
-    said.unwrap_or_else(|| running(kind))
-}
-
-fn running(kind: &str) -> String {
-    let what = if kind == findings::SOLAR {
-        "solar check"
-    } else {
-        "water check"
-    };
-    format!("The {what} is running; the result will be ready in a moment.")
 }
 
 fn reply(legacy: bool, results: Vec<(&ToolCall, Result<String, String>)>) -> Value {

@@ -5,6 +5,7 @@
 //! stop at once with the reason stored ([`JobError::Permanent`]).
 
 pub mod effects;
+pub mod flood_zone_lookup;
 pub mod invoice_rollup;
 pub mod meter_call;
 pub mod notify_discord;
@@ -41,7 +42,7 @@ impl Deps {
         let providers = Providers::from_config(&config);
         let writer = writer::Writer::new(pool.clone(), config.clone());
         let signals = Arc::new(crate::worker::backend::QueueSignals::new(
-            crate::worker::QUEUES,
+            &crate::worker::queues(),
         ));
         Self {
             pool,

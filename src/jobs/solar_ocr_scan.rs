@@ -1,5 +1,5 @@
 //! `solar_ocr_scan`: a property photo or document through Gemini Vision, one `solar_ocr_scan`
-//! usage row per tool call (key `tool_call:{id}`).
+//! usage row per tool call (key `tool_call:{id}`). A registered tool ([`crate::tools`]).
 //!
 //! Steps: reuse a saved answer if a previous run paid for one; else fetch the image (size-capped)
 //! and ask Gemini; then the effects writer saves the answer, updates the property, tags the lead,
@@ -15,8 +15,91 @@ use uuid::Uuid;
 use super::{Deps, Job, JobError, effects, writer::ToolEffect};
 use crate::{
     providers::{self, gemini::SolarScan},
-    store::{findings, usage::metric},
+    tools::{CallContext, Tool},
 };
+
+/// What the assistant sends: an image by URL, or inline with its MIME type.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SolarArgs {
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub image_base64: Option<String>,
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+impl Tool for SolarOcrScan {
+    const NAME: &'static str = "solar_ocr_scan";
+    const ALIASES: &'static [&'static str] = &["solar-ocr-scanner", "solar_ocr_scanner"];
+    const DESCRIPTION: &'static str =
+        "Check a photo or document of the caller's property for rooftop solar panels.";
+    const WHEN_TO_USE: &'static str =
+        "When the caller shares a photo or document of the property, use the solar_ocr_scan tool.";
+    const KIND: &'static str = "solar";
+    const METRIC: &'static str = "solar_ocr_scan";
+    const PROVIDER: &'static str = providers::gemini::PROVIDER;
+    const RUNNING: &'static str =
+        "The solar check is running; the result will be ready in a moment.";
+    const FAILED: &'static str =
+        "The solar check could not read that image; an agent will look at it and call back.";
+    type Args = SolarArgs;
+
+    fn parameters() -> serde_json::Value {
+        json!({"type": "object", "properties": {
+            "image_url": {"type": "string", "description": "URL of the image"},
+            "image_base64": {"type": "string", "description": "The image, base64-encoded"},
+            "mime_type": {"type": "string", "description": "e.g. image/jpeg"},
+            "address": {"type": "string"}
+        }})
+    }
+
+    fn validate(args: &SolarArgs) -> Result<(), String> {
+        let has_url = args
+            .image_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"));
+        let has_inline = args.image_base64.as_deref().is_some_and(|b| !b.is_empty());
+        let inline_type_ok = args
+            .mime_type
+            .as_deref()
+            .is_some_and(|m| m.starts_with("image/") || m == "application/pdf");
+        match (has_url, has_inline) {
+            (false, false) => {
+                Err("needs image_url (http/https) or image_base64 with mime_type".into())
+            }
+            (false, true) if !inline_type_ok => {
+                Err("image_base64 needs mime_type (image/* or application/pdf)".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn job(a: SolarArgs, call: &CallContext) -> Self {
+        SolarOcrScan {
+            agent_id: call.agent_id,
+            lead_id: call.lead_id,
+            tool_call_id: call.tool_call_id.clone(),
+            image_url: a.image_url,
+            image_base64: a.image_base64,
+            mime_type: a.mime_type,
+            address: a.address,
+            requested_at: call.requested_at,
+        }
+    }
+
+    fn say(finding: &serde_json::Value) -> Option<String> {
+        serde_json::from_value(finding["scan"].clone())
+            .ok()
+            .map(|s| describe(&s))
+    }
+
+    fn example() -> serde_json::Value {
+        json!({"image_base64": "iVBORw0KGgo=", "mime_type": "image/png"})
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SolarOcrScan {
@@ -79,7 +162,7 @@ impl Job for SolarOcrScan {
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         let key = self.idempotency_key();
-        let result = effects::saved_or_ask(deps, self.agent_id, findings::SOLAR, &key, || async {
+        let result = effects::saved_or_ask(deps, self.agent_id, Self::KIND, &key, || async {
             let (image, mime) = self.image(deps).await?;
             let scan = deps
                 .providers
@@ -97,12 +180,11 @@ impl Job for SolarOcrScan {
             .write(ToolEffect {
                 agent_id: self.agent_id,
                 lead_id: self.lead_id,
-                kind: findings::SOLAR,
+                kind: Self::KIND,
                 result,
-                has_solar: Some(has_solar),
-                water_source: None,
-                tag: has_solar.then_some("solar"),
-                metric: metric::SOLAR_OCR_SCAN,
+                facts: json!({"has_solar": has_solar}),
+                tags: if has_solar { vec!["solar"] } else { Vec::new() },
+                metric: Self::METRIC,
                 quantity: Decimal::ONE,
                 provider_cost_usd: Self::provider_cost(&scan, deps),
                 metadata: json!({"tool_call_id": self.tool_call_id, "has_solar": has_solar,

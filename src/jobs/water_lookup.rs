@@ -1,5 +1,6 @@
 //! `water_lookup`: registered wells near the property from the ADWR well registry (ArcGIS), one
 //! `water_lookup` usage row per tool call (price 0.00, still metered; key `tool_call:{id}`).
+//! A registered tool ([`crate::tools`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -8,8 +9,89 @@ use uuid::Uuid;
 use super::{Deps, Job, JobError, effects, writer::ToolEffect};
 use crate::{
     providers::arcgis::{self, WaterSummary},
-    store::{findings, usage::metric},
+    tools::{CallContext, Tool},
 };
+
+/// Default search radius: half a mile.
+pub const DEFAULT_RADIUS_M: u32 = 805;
+const MAX_RADIUS_M: u32 = 10_000;
+
+/// What the assistant sends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WaterArgs {
+    pub latitude: f64,
+    pub longitude: f64,
+    #[serde(default)]
+    pub radius_m: Option<f64>,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+impl Tool for WaterLookup {
+    const NAME: &'static str = "water_lookup";
+    const ALIASES: &'static [&'static str] = &["adwr-lookup", "adwr_lookup"];
+    const DESCRIPTION: &'static str =
+        "Find registered wells near the property (Arizona ADWR well registry).";
+    const WHEN_TO_USE: &'static str = "When you know the property's coordinates, use the water_lookup tool to learn whether it is on a private well.";
+    const KIND: &'static str = "water";
+    const METRIC: &'static str = "water_lookup";
+    const PROVIDER: &'static str = arcgis::PROVIDER;
+    const RUNNING: &'static str =
+        "The water check is running; the result will be ready in a moment.";
+    const FAILED: &'static str =
+        "The well registry could not be checked right now; an agent will confirm the water source.";
+    type Args = WaterArgs;
+
+    fn parameters() -> serde_json::Value {
+        json!({"type": "object", "properties": {
+            "latitude": {"type": "number"},
+            "longitude": {"type": "number"},
+            "radius_m": {"type": "number", "description": "search radius in metres, default 805"},
+            "address": {"type": "string"}
+        }, "required": ["latitude", "longitude"]})
+    }
+
+    fn validate(a: &WaterArgs) -> Result<(), String> {
+        crate::tools::check_coordinates(a.latitude, a.longitude)?;
+        match a.radius_m {
+            Some(r) if !(r > 0.0 && r <= f64::from(MAX_RADIUS_M)) => {
+                Err(format!("radius_m must be in (0, {MAX_RADIUS_M}]"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn job(a: WaterArgs, call: &CallContext) -> Self {
+        WaterLookup {
+            agent_id: call.agent_id,
+            lead_id: call.lead_id,
+            tool_call_id: call.tool_call_id.clone(),
+            latitude: a.latitude,
+            longitude: a.longitude,
+            radius_m: a
+                .radius_m
+                .map(|r| r.round() as u32)
+                .unwrap_or(DEFAULT_RADIUS_M)
+                .max(1),
+            address: a.address,
+            requested_at: call.requested_at,
+        }
+    }
+
+    fn say(finding: &serde_json::Value) -> Option<String> {
+        let radius = finding["radius_m"]
+            .as_u64()
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(DEFAULT_RADIUS_M);
+        serde_json::from_value(finding["summary"].clone())
+            .ok()
+            .map(|s| describe(&s, radius))
+    }
+
+    fn example() -> serde_json::Value {
+        json!({"latitude": 35.1983, "longitude": -111.6513})
+    }
+}
 
 /// A registered well this close is taken as the property's own water source.
 const OWN_WELL_WITHIN_M: f64 = 150.0;
@@ -55,12 +137,11 @@ impl Job for WaterLookup {
             .write(ToolEffect {
                 agent_id: self.agent_id,
                 lead_id: self.lead_id,
-                kind: findings::WATER,
+                kind: Self::KIND,
                 result,
-                has_solar: None,
-                water_source: Some(water_source(&summary)),
-                tag: None,
-                metric: metric::WATER_LOOKUP,
+                facts: json!({"water_source": water_source(&summary)}),
+                tags: Vec::new(),
+                metric: Self::METRIC,
                 quantity: rust_decimal::Decimal::ONE,
                 provider_cost_usd: None,
                 metadata,

@@ -1,5 +1,6 @@
-//! The effects writer: a tool job's whole outcome (finding, property, tag, usage row, Discord
-//! note, wake-up) written by one statement, and many jobs' outcomes committed together.
+//! The effects writer: a tool job's whole outcome (finding, property facts, tags, usage row,
+//! Discord note, wake-up) written by one statement, and many jobs' outcomes committed together.
+//! It knows no tool: a [`ToolEffect`] carries its finding kind, facts, tags and metric as data.
 //!
 //! A tool job does its provider call, then hands a [`ToolEffect`] to the process's writer and
 //! waits for the commit before it returns (so apalis acks only what is durable). The writer takes
@@ -35,16 +36,17 @@ pub struct ToolEffect {
     pub lead_id: Option<Uuid>,
     /// The property the finding is about (found or created per agent, lead and address).
     pub address: Option<String>,
-    /// `risk_assessments.kind`.
+    /// `risk_assessments.kind` (a row of `finding_kinds`).
     pub kind: &'static str,
     /// The business key of the finding and of the usage row (`tool_call:{id}`).
     pub key: String,
     /// The provider's answer; ignored when a finding is already saved under `key`.
     pub result: serde_json::Value,
-    pub has_solar: Option<bool>,
-    pub water_source: Option<&'static str>,
-    /// A tag for the lead (e.g. `solar`).
-    pub tag: Option<&'static str>,
+    /// What the finding tells about the property (a JSON object; merged into
+    /// `properties.facts`, later keys win). `{}` for nothing.
+    pub facts: serde_json::Value,
+    /// Tags for the lead (e.g. `solar`, `flood_risk`).
+    pub tags: Vec<&'static str>,
     pub metric: &'static str,
     pub quantity: Decimal,
     pub provider_cost_usd: Option<Decimal>,
@@ -245,18 +247,21 @@ fn statements(effects: &[ToolEffect]) -> Vec<(Uuid, Vec<Vec<usize>>)> {
 const WRITE_EFFECTS: &str = "
 WITH input AS (
     SELECT * FROM unnest($2::int[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
-                         $8::bool[], $9::text[], $10::text[], $11::text[], $12::numeric[],
-                         $13::numeric[], $14::jsonb[])
-        AS i(n, lead_id, address, kind, key, result, has_solar, water_source, tag, metric,
-             quantity, provider_cost_usd, metadata)
+                         $8::jsonb[], $9::jsonb[], $10::text[], $11::numeric[], $12::numeric[],
+                         $13::jsonb[])
+        AS i(n, lead_id, address, kind, key, result, facts, tags, metric, quantity,
+             provider_cost_usd, metadata)
 ), prop AS (
-    INSERT INTO properties AS p (agent_id, lead_id, address, has_solar, water_source)
-    SELECT DISTINCT ON (lead_id, address) $1, lead_id, address, has_solar, water_source
-      FROM input WHERE address IS NOT NULL
-     ORDER BY lead_id, address, n DESC
+    -- Every effect's facts on the same property, merged in order (later keys win).
+    INSERT INTO properties AS p (agent_id, lead_id, address, facts)
+    SELECT $1, i.lead_id, i.address,
+           COALESCE((SELECT jsonb_object_agg(f.key, f.value ORDER BY j.n)
+                       FROM input j, jsonb_each(j.facts) AS f(key, value)
+                      WHERE j.lead_id IS NOT DISTINCT FROM i.lead_id AND j.address = i.address),
+                    '{}'::jsonb)
+      FROM (SELECT DISTINCT lead_id, address FROM input WHERE address IS NOT NULL) i
     ON CONFLICT (agent_id, lead_id, address) DO UPDATE
-       SET has_solar = COALESCE(EXCLUDED.has_solar, p.has_solar),
-           water_source = COALESCE(EXCLUDED.water_source, p.water_source)
+       SET facts = p.facts || EXCLUDED.facts
     RETURNING id, lead_id, address
 ), saved AS (
     INSERT INTO risk_assessments (agent_id, lead_id, property_id, kind, idempotency_key, result)
@@ -266,7 +271,7 @@ WITH input AS (
     ON CONFLICT (agent_id, kind, idempotency_key) DO NOTHING
     RETURNING id, kind, idempotency_key, created_at
 ), finding AS (
-    SELECT i.n, f.id, f.created_at, (f.created_at AT TIME ZONE $15)::date AS day
+    SELECT i.n, f.id, f.created_at, (f.created_at AT TIME ZONE $14)::date AS day
       FROM input i
       JOIN LATERAL (
           SELECT id, created_at FROM saved WHERE saved.kind = i.kind AND saved.idempotency_key = i.key
@@ -277,7 +282,9 @@ WITH input AS (
       ) f ON true
 ), tagged AS (
     INSERT INTO tags (agent_id, lead_id, tag)
-    SELECT DISTINCT $1::uuid, lead_id, tag FROM input WHERE lead_id IS NOT NULL AND tag IS NOT NULL
+    SELECT DISTINCT $1::uuid, i.lead_id, t.tag
+      FROM input i, jsonb_array_elements_text(i.tags) AS t(tag)
+     WHERE i.lead_id IS NOT NULL
     ON CONFLICT (agent_id, lead_id, tag) DO NOTHING
 ), priced AS (
     SELECT f.n, f.id AS finding_id, f.created_at, f.day, price.id AS price_id, price.unit_price_usd
@@ -343,9 +350,13 @@ async fn write_set(
         .bind(column(|e| Some(e.kind)))
         .bind(column(|e| Some(e.key.as_str())))
         .bind(chosen.iter().map(|e| &e.result).collect::<Vec<_>>())
-        .bind(chosen.iter().map(|e| e.has_solar).collect::<Vec<_>>())
-        .bind(column(|e| e.water_source))
-        .bind(column(|e| e.tag))
+        .bind(chosen.iter().map(|e| &e.facts).collect::<Vec<_>>())
+        .bind(
+            chosen
+                .iter()
+                .map(|e| serde_json::json!(e.tags))
+                .collect::<Vec<_>>(),
+        )
         .bind(column(|e| Some(e.metric)))
         .bind(chosen.iter().map(|e| e.quantity).collect::<Vec<_>>())
         .bind(

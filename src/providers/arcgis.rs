@@ -115,7 +115,7 @@ impl ArcGisClient {
         offset: usize,
     ) -> Result<(Vec<Value>, bool), ProviderError> {
         let url = format!("{}/query", self.layer_url.trim_end_matches('/'));
-        let query = [
+        let params = [
             ("f", "json".to_string()),
             ("where", "1=1".into()),
             ("geometry", format!("{longitude},{latitude}")),
@@ -130,23 +130,7 @@ impl ArcGisClient {
             ("resultOffset", offset.to_string()),
             ("resultRecordCount", PAGE_SIZE.to_string()),
         ];
-        let response = self
-            .http
-            .get(url)
-            .query(&query)
-            .send()
-            .await
-            .map_err(|e| classify_reqwest(PROVIDER, e))?;
-        if !response.status().is_success() {
-            return Err(status_error(PROVIDER, response).await);
-        }
-        let body = read_limited(PROVIDER, response, MAX_RESPONSE_BYTES).await?;
-        let mut parsed: Value = serde_json::from_slice(&body).map_err(|e| {
-            ProviderError::permanent(PROVIDER, format!("malformed query response: {e}"))
-        })?;
-        if let Some(error) = parsed.get("error") {
-            return Err(classify_body_error(error));
-        }
+        let mut parsed = query(&self.http, PROVIDER, url, &params).await?;
         let exceeded = truthy(&parsed["exceededTransferLimit"]);
         match parsed.get_mut("features").map(Value::take) {
             Some(Value::Array(features)) => Ok((features, exceeded)),
@@ -158,9 +142,36 @@ impl ArcGisClient {
     }
 }
 
+/// One ArcGIS REST query (`GET {layer}/query`), any layer: the HTTP status, a size-capped body,
+/// JSON, and the `error` object ArcGIS puts inside an HTTP 200, each classified for `provider`.
+pub(super) async fn query(
+    http: &reqwest::Client,
+    provider: &'static str,
+    url: String,
+    params: &[(&str, String)],
+) -> Result<Value, ProviderError> {
+    let response = http
+        .get(url)
+        .query(params)
+        .send()
+        .await
+        .map_err(|e| classify_reqwest(provider, e))?;
+    if !response.status().is_success() {
+        return Err(status_error(provider, response).await);
+    }
+    let body = read_limited(provider, response, MAX_RESPONSE_BYTES).await?;
+    let parsed: Value = serde_json::from_slice(&body).map_err(|e| {
+        ProviderError::permanent(provider, format!("malformed query response: {e}"))
+    })?;
+    match parsed.get("error") {
+        Some(error) => Err(classify_body_error(provider, error)),
+        None => Ok(parsed),
+    }
+}
+
 /// `{"error": {"code", "message", "details"}}` inside an HTTP 200: 408/429/5xx transient, any
 /// other code (400, 498 invalid token, 499 token required, or none) permanent.
-fn classify_body_error(error: &Value) -> ProviderError {
+fn classify_body_error(provider: &'static str, error: &Value) -> ProviderError {
     let code = error["code"].as_i64();
     let mut reason = format!(
         "error {}: {}",
@@ -178,8 +189,8 @@ fn classify_body_error(error: &Value) -> ProviderError {
     }
     let reason = super::excerpt(&reason);
     match code {
-        Some(408 | 429 | 500..=599) => ProviderError::transient(PROVIDER, reason),
-        _ => ProviderError::permanent(PROVIDER, reason),
+        Some(408 | 429 | 500..=599) => ProviderError::transient(provider, reason),
+        _ => ProviderError::permanent(provider, reason),
     }
 }
 
@@ -208,7 +219,7 @@ fn parse_well(feature: &Value) -> Option<Well> {
 }
 
 /// A string or number as trimmed text; empty or null is `None`.
-fn text(value: &Value) -> Option<String> {
+pub(super) fn text(value: &Value) -> Option<String> {
     let s = match value {
         Value::String(s) => s.trim().to_string(),
         Value::Number(n) => n.to_string(),
@@ -227,7 +238,7 @@ fn known_decimal(value: &Value) -> Option<Decimal> {
 }
 
 /// `true`, a non-zero number, or `Y`/`YES`/`TRUE`/`1` (any case).
-fn truthy(value: &Value) -> bool {
+pub(super) fn truthy(value: &Value) -> bool {
     match value {
         Value::Bool(b) => *b,
         Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),

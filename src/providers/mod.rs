@@ -7,6 +7,7 @@
 
 pub mod arcgis;
 pub mod discord;
+pub mod fema;
 pub mod gemini;
 pub mod vapi;
 
@@ -462,6 +463,8 @@ pub struct Providers {
     pub gemini: Arc<gemini::GeminiClient>,
     /// ADWR well registry.
     pub arcgis: Arc<arcgis::ArcGisClient>,
+    /// FEMA National Flood Hazard Layer.
+    pub fema: Arc<fema::FemaClient>,
     /// Vapi REST (daily sync).
     pub vapi: Arc<vapi::VapiClient>,
     /// Agent notifications.
@@ -490,6 +493,11 @@ impl Providers {
                 config.adwr_wells_url.clone(),
                 http.clone(),
                 breaker(arcgis::PROVIDER),
+            )),
+            fema: Arc::new(fema::FemaClient::new(
+                config.fema_nfhl_url.clone(),
+                http.clone(),
+                breaker(fema::PROVIDER),
             )),
             vapi: Arc::new(vapi::VapiClient::new(
                 config.vapi_base_url.clone(),

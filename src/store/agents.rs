@@ -16,11 +16,13 @@ pub struct Agent {
     pub greeting: Option<String>,
     pub system_prompt: Option<String>,
     pub status: String,
+    /// The tools its assistant declares (registered names); `None`: every registered tool.
+    pub tools: Option<Vec<String>>,
 }
 
 const COLUMNS: &str =
     "id, agency_name, email, phone_number, vapi_phone_number_id, vapi_assistant_id,
-                       discord_webhook_url, greeting, system_prompt, status";
+                       discord_webhook_url, greeting, system_prompt, status, tools";
 
 /// The agent that owns a Vapi phone number, if any.
 pub async fn find_by_phone_number_id(
@@ -106,6 +108,8 @@ pub struct AgentChanges {
     pub greeting: Option<String>,
     pub system_prompt: Option<String>,
     pub status: Option<String>,
+    /// `Some(None)`: every registered tool; `Some(Some(names))`: just those.
+    pub tools: Option<Option<Vec<String>>>,
 }
 
 /// Applies `changes` to the agent with `email`; `false` when no such agent.
@@ -124,7 +128,8 @@ pub async fn update(
             discord_webhook_url  = CASE WHEN $6::text IS NULL THEN discord_webhook_url ELSE NULLIF($6, '') END,
             greeting             = CASE WHEN $7::text IS NULL THEN greeting ELSE NULLIF($7, '') END,
             system_prompt        = CASE WHEN $8::text IS NULL THEN system_prompt ELSE NULLIF($8, '') END,
-            status               = COALESCE($9, status)
+            status               = COALESCE($9, status),
+            tools                = CASE WHEN $10 THEN $11::text[] ELSE tools END
           WHERE email = $1",
     )
     .bind(email)
@@ -136,6 +141,8 @@ pub async fn update(
     .bind(&c.greeting)
     .bind(&c.system_prompt)
     .bind(&c.status)
+    .bind(c.tools.is_some())
+    .bind(c.tools.clone().flatten())
     .execute(conn)
     .await?
     .rows_affected();

@@ -44,28 +44,6 @@ pub async fn property_for(
     .map(Some)
 }
 
-/// Records what a property is known to have (solar panels, water source), when known.
-pub async fn update_property(
-    conn: &mut PgConnection,
-    agent_id: Uuid,
-    property_id: Uuid,
-    has_solar: Option<bool>,
-    water_source: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE properties SET has_solar = COALESCE($3, has_solar),
-                               water_source = COALESCE($4, water_source)
-          WHERE agent_id = $1 AND id = $2",
-    )
-    .bind(agent_id)
-    .bind(property_id)
-    .bind(has_solar)
-    .bind(water_source)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Tags a lead once (a repeated tag is a no-op).
 pub async fn tag(
     conn: &mut PgConnection,

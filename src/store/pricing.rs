@@ -42,6 +42,23 @@ pub async fn price_at(
     .await
 }
 
+/// The default (every agent's) unit price of `metric_type` in force on `day`.
+pub async fn default_price_on(
+    conn: &mut PgConnection,
+    metric_type: &str,
+    day: chrono::NaiveDate,
+) -> Result<Option<Decimal>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT unit_price_usd FROM pricing_config
+          WHERE metric_type = $1 AND agent_id IS NULL
+            AND effective_from <= $2 AND (effective_to IS NULL OR effective_to > $2)",
+    )
+    .bind(metric_type)
+    .bind(day)
+    .fetch_optional(conn)
+    .await
+}
+
 /// A price row as listed.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct PriceRow {

@@ -293,6 +293,20 @@ pub async fn queued_keys(
     .await
 }
 
+/// True when the job queued under `key` on `queue` has failed for good (killed, or out of
+/// attempts): whoever waits for its result can stop waiting.
+pub async fn gave_up(conn: &mut PgConnection, queue: &str, key: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM apalis.jobs
+                         WHERE job_type = $1 AND idempotency_key = $2
+                           AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)))",
+    )
+    .bind(queue)
+    .bind(key)
+    .fetch_one(conn)
+    .await
+}
+
 /// Moves a job's next run `delay` into the future.
 pub async fn defer(pool: &PgPool, job_id: &str, delay: Duration) -> Result<(), sqlx::Error> {
     // Whole milliseconds: sqlx refuses to encode a `Duration` with sub-microsecond digits as an

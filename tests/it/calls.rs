@@ -77,7 +77,8 @@ async fn assistant_request_answers_with_the_default_persona_and_creates_the_lead
     );
     assert_eq!(
         body["assistant"]["model"]["tools"].as_array().map(Vec::len),
-        Some(2)
+        Some(agent_meter::tools::registry().len()),
+        "every registered tool, for an agent with the default tools"
     );
     // A second call from the same number, and a redelivery, find the same lead.
     app.post(&assistant_request("c2", PHONE_1, "+16025550111"))

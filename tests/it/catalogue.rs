@@ -11,7 +11,7 @@ fn jobs_readme_lists_every_queue() {
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split('`').next())
         .collect();
-    let mut registered = worker::QUEUES.to_vec();
+    let mut registered = worker::queues();
     let mut documented = listed.clone();
     registered.sort_unstable();
     documented.sort_unstable();
@@ -27,7 +27,7 @@ fn schedule_parses_and_names_registered_jobs() {
     assert!(!schedule.entries.is_empty());
     for e in &schedule.entries {
         assert!(
-            worker::QUEUES.contains(&e.job.as_str()),
+            worker::queues().contains(&e.job.as_str()),
             "{} is not registered",
             e.job
         );

@@ -22,7 +22,7 @@ fn agent_meter() -> Command {
 }
 
 /// Runs the binary against `database_url`: (success, stdout, stderr).
-fn run_on(database_url: &str, args: &[&str]) -> (bool, String, String) {
+pub fn run_on(database_url: &str, args: &[&str]) -> (bool, String, String) {
     let out = agent_meter()
         .args(args)
         .env("DATABASE_URL", database_url)
@@ -45,6 +45,7 @@ fn every_command_has_help() {
         Some("web"),
         Some("worker"),
         Some("clock"),
+        Some("tools"),
     ] {
         let mut cmd = agent_meter();
         if let Some(s) = sub {

@@ -15,6 +15,7 @@ mod queue;
 mod reliability;
 mod schema;
 mod tenancy;
+mod tools;
 mod webhook;
 mod worker;
 mod writer;

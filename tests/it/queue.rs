@@ -110,7 +110,7 @@ async fn check_at_rest(role: &str, max_transactions_per_sec: f64, max_rss_mib: f
     let mut vars = env(&db, "http://127.0.0.1:9", AT_REST_ENV);
     vars.push(("BIND_ADDR".into(), format!("127.0.0.1:{}", free_port())));
     let proc = Proc::start(&[role], &vars);
-    workers_registered(&db, agent_meter::worker::QUEUES.len() as i64).await;
+    workers_registered(&db, agent_meter::worker::queues().len() as i64).await;
     let m = at_rest(&db, &proc, Duration::from_secs(8)).await;
     println!(
         "idle {role}: {:.1} transactions/s, {:.2} % of a core, {:.1} MiB",
@@ -174,7 +174,7 @@ async fn a_report_taken_by_one_process_is_metered_by_another_within_milliseconds
     let db = TestDb::seeded().await;
     let worker = Proc::start(&["worker"], &env(&db, "http://127.0.0.1:9", AT_REST_ENV));
     let (_web, base) = Proc::web(&db).await;
-    workers_registered(&db, agent_meter::worker::QUEUES.len() as i64).await;
+    workers_registered(&db, agent_meter::worker::queues().len() as i64).await;
     let http = reqwest::Client::new();
     for i in 0..REPORTS {
         let r = http

@@ -88,6 +88,7 @@ async fn seeds_are_idempotent_and_hold_the_documented_prices() {
     assert_eq!(
         prices,
         vec![
+            ("flood_zone_lookup".into(), "lookup".into(), d("0.00"), day),
             ("setup_fee".into(), "once".into(), d("500.00"), day),
             ("solar_ocr_scan".into(), "scan".into(), d("0.075"), day),
             ("subscription".into(), "month".into(), d("249.00"), day),
@@ -126,10 +127,12 @@ async fn every_tenant_table_has_agent_id_rls_and_tenant_scoped_uniques() {
             missing.is_empty(),
             "{table}: unique without agent_id: {missing:?}"
         );
-        // Every foreign key other than the one to agents is composite and starts with agent_id.
+        // Every foreign key other than the one to agents (or to shared reference data, the
+        // finding kinds) is composite and starts with agent_id.
         let bad_fks: Vec<String> = sqlx::query_scalar(
             "SELECT c.conname::text FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
-              WHERE t.relname = $1 AND c.contype = 'f' AND c.confrelid <> 'agents'::regclass
+              WHERE t.relname = $1 AND c.contype = 'f'
+                AND c.confrelid NOT IN ('agents'::regclass, 'finding_kinds'::regclass)
                 AND NOT (array_length(c.conkey, 1) = 2 AND EXISTS (
                     SELECT 1 FROM pg_attribute a WHERE a.attrelid = t.oid
                       AND a.attname = 'agent_id' AND a.attnum = c.conkey[1]))",

@@ -1,0 +1,340 @@
+//! The tool registry end to end (issue 12): the third tool (`flood_zone_lookup`) against a FEMA
+//! stand-in, per-agent tools, `tools list`, and the start-up check that every registered tool
+//! can be found and priced.
+
+use std::{sync::Arc, time::Duration};
+
+use agent_meter::app::{self, Roles};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{method, path, query_param},
+};
+
+use crate::{cli::run_on, helpers::*};
+
+const NFHL_PATH: &str = "/arcgis/rest/services/public/NFHL/MapServer/28/query";
+
+/// FEMA's answer for a point: one flood hazard zone polygon.
+fn zone(fld_zone: &str, subtype: Option<&str>, sfha: &str) -> Value {
+    json!({"features": [{"attributes": {"FLD_ZONE": fld_zone, "ZONE_SUBTY": subtype, "SFHA_TF": sfha}}]})
+}
+
+async fn fema_answering(body: Value) -> MockServer {
+    let fema = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(NFHL_PATH))
+        .and(query_param("geometryType", "esriGeometryPoint"))
+        .and(query_param("spatialRel", "esriSpatialRelIntersects"))
+        .and(query_param("outFields", "FLD_ZONE,ZONE_SUBTY,SFHA_TF"))
+        .and(query_param("inSR", "4326"))
+        .and(query_param("f", "json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(&fema)
+        .await;
+    fema
+}
+
+async fn app_with_fema(fema: &MockServer, extra: &[(&str, &str)]) -> TestApp {
+    let mocks = Mocks::start().await;
+    let url = format!(
+        "{}/arcgis/rest/services/public/NFHL/MapServer/28",
+        fema.uri()
+    );
+    let mut vars = vec![
+        ("FEMA_NFHL_URL", url.as_str()),
+        ("DISCORD_ENABLED", "false"),
+    ];
+    vars.extend_from_slice(extra);
+    TestApp::spawn_with_mocks(&mocks, &vars).await
+}
+
+fn flood_call(id: &str, name: &str) -> Value {
+    json!({"id": id, "name": name,
+           "arguments": {"latitude": 33.4152, "longitude": -111.8315, "address": "9 Salt River Rd, Tempe"}})
+}
+
+async fn said(app: &TestApp, call_id: &str, calls: Value) -> Value {
+    app.post(&tool_calls(call_id, PHONE_1, calls))
+        .await
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn a_flood_lookup_in_a_hazard_area_is_said_tagged_and_metered_once() {
+    let fema = fema_answering(zone("AE", None, "T")).await;
+    let app = app_with_fema(&fema, &[]).await;
+    let body = said(
+        &app,
+        "call-f",
+        json!([flood_call("tc-flood", "flood_zone_lookup")]),
+    )
+    .await;
+    let text = body["results"][0]["result"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("zone AE")
+            && text.contains("Special Flood Hazard Area")
+            && text.contains("require"),
+        "{body}"
+    );
+    // The same call delivered again: nothing new queued, asked or metered.
+    let again = said(
+        &app,
+        "call-f",
+        json!([flood_call("tc-flood", "flood_zone_lookup")]),
+    )
+    .await;
+    assert_eq!(again["results"][0]["result"], body["results"][0]["result"]);
+    drain(&app.db.pool, 15).await;
+
+    let usage: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics
+          WHERE metric_type = 'flood_zone_lookup'",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .expect("usage");
+    assert_eq!(
+        usage,
+        vec![("tool_call:tc-flood".into(), Decimal::ONE, Decimal::ZERO)]
+    );
+    let tags: Vec<String> = sqlx::query_scalar("SELECT tag FROM tags ORDER BY tag")
+        .fetch_all(&app.db.pool)
+        .await
+        .expect("tags");
+    assert_eq!(tags, ["flood_risk"]);
+    let (facts, finding): (Value, Value) = sqlx::query_as(
+        "SELECT p.facts, r.result FROM properties p JOIN risk_assessments r ON r.property_id = p.id
+          WHERE r.kind = 'flood'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("property and finding");
+    assert_eq!(
+        facts,
+        json!({"flood_zone": "AE", "special_flood_hazard_area": true})
+    );
+    assert_eq!(finding["zone"]["zone"], "AE");
+    assert_eq!(finding["zone"]["special_flood_hazard_area"], true);
+    assert_eq!(requests(&fema).await, 1);
+}
+
+#[tokio::test]
+async fn outside_a_hazard_area_no_tag_and_facts_merge_with_other_tools() {
+    let fema = fema_answering(zone("X", Some("AREA OF MINIMAL FLOOD HAZARD"), "F")).await;
+    let app = app_with_fema(&fema, &[]).await;
+    let body = said(
+        &app,
+        "call-x",
+        json!([flood_call("tc-x", "flood-zone-lookup")]),
+    )
+    .await;
+    let text = body["results"][0]["result"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("zone X") && text.contains("minimal") && text.contains("not"),
+        "{body}"
+    );
+    drain(&app.db.pool, 15).await;
+    assert_eq!(app.db.count("SELECT count(*) FROM tags").await, 0);
+    let facts: Value = sqlx::query_scalar("SELECT facts FROM properties")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("property");
+    assert_eq!(
+        facts,
+        json!({"flood_zone": "X", "special_flood_hazard_area": false})
+    );
+}
+
+#[tokio::test]
+async fn a_fema_error_inside_http_200_fails_the_job_and_the_caller_hears_so() {
+    let fema = fema_answering(json!({"error": {"code": 400, "message": "Invalid geometry"}})).await;
+    let app = app_with_fema(&fema, &[("TOOL_RESULT_WAIT_MS", "1500")]).await;
+    let body = said(
+        &app,
+        "call-e",
+        json!([flood_call("tc-e", "flood_zone_lookup")]),
+    )
+    .await;
+    let error = body["results"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("FEMA") && error.contains("could not"),
+        "{body}"
+    );
+    let (status, last): (String, Value) = sqlx::query_as(
+        "SELECT status, last_result FROM apalis.jobs WHERE job_type = 'flood_zone_lookup'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("job");
+    assert_eq!(status, "Killed", "a 400 is not retried");
+    assert!(last.to_string().contains("Invalid geometry"), "{last}");
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics")
+            .await,
+        0
+    );
+    assert_eq!(requests(&fema).await, 1);
+}
+
+#[tokio::test]
+async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
+    let app = TestApp::spawn_web_only().await;
+    let email: String =
+        sqlx::query_scalar("SELECT email FROM agents WHERE vapi_phone_number_id = $1")
+            .bind(PHONE_1)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("agent");
+    let (ok, _, err) = run_on(
+        &app.db.url,
+        &["agents", "set", &email, "--tools", "crystal_ball"],
+    );
+    assert!(
+        !ok && err.contains("unknown tool \"crystal_ball\""),
+        "{err}"
+    );
+    let (ok, out, err) = run_on(
+        &app.db.url,
+        &[
+            "agents",
+            "set",
+            &email,
+            "--tools",
+            "adwr-lookup, flood_zone_lookup",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let stored: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT tools FROM agents WHERE email = $1")
+            .bind(&email)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("tools");
+    assert_eq!(
+        stored,
+        Some(vec!["water_lookup".into(), "flood_zone_lookup".into()])
+    );
+
+    let answer: Value = app
+        .post(&assistant_request("call-t", PHONE_1, "+16025550111"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let declared: Vec<&str> = answer["assistant"]["model"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    assert_eq!(declared, ["water_lookup", "flood_zone_lookup"]);
+
+    let calls = json!([
+        {"id": "s", "name": "solar_ocr_scan", "arguments": {"image_url": "https://x/y.jpg"}},
+        {"id": "u", "name": "crystal_ball", "arguments": {}},
+        {"id": "w", "name": "water_lookup", "arguments": {"latitude": 35.2, "longitude": -111.6}}
+    ]);
+    let body: Value = app
+        .post(&tool_calls("call-t", PHONE_1, calls))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let results = body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3, "{body}");
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not enabled"),
+        "{body}"
+    );
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown tool"),
+        "{body}"
+    );
+    assert!(results[2].get("error").is_none(), "{body}");
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM apalis.jobs").await,
+        1,
+        "only the water call"
+    );
+
+    // Back to every tool.
+    let (ok, _, err) = run_on(&app.db.url, &["agents", "set", &email, "--tools", "all"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run_on(&app.db.url, &["tools", "list", "--json"]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("json");
+    let rows = listed.as_array().expect("rows");
+    assert_eq!(rows.len(), agent_meter::tools::registry().len());
+    let flood = rows
+        .iter()
+        .find(|r| r["name"] == "flood_zone_lookup")
+        .expect("flood");
+    assert_eq!(flood["metric"], "flood_zone_lookup");
+    assert_eq!(flood["provider"], "fema");
+    let price: Decimal = flood["price_usd"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .expect("a price in force");
+    assert_eq!(price, Decimal::ZERO);
+    assert_eq!(flood["agents"], 5);
+    let (ok, out, _) = run_on(&app.db.url, &["tools", "list"]);
+    assert!(
+        ok && out.contains("solar_ocr_scan") && out.contains("0.075"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_registered_tool_without_a_price_or_kind_stops_the_process() {
+    let start = |db: TestDb| async move {
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let roles = Roles {
+            web: false,
+            worker: true,
+            clock: false,
+        };
+        let run = app::run(
+            db.pool.clone(),
+            Arc::new(test_config(&[])),
+            roles,
+            None,
+            shutdown,
+        );
+        let outcome = tokio::time::timeout(Duration::from_secs(10), run).await;
+        (db, outcome.expect("stops by itself"))
+    };
+    let db = TestDb::seeded().await;
+    sqlx::query("DELETE FROM pricing_config WHERE metric_type = 'flood_zone_lookup'")
+        .execute(&db.pool)
+        .await
+        .expect("no flood price");
+    let (db, outcome) = start(db).await;
+    let e = outcome.expect_err("refused").to_string();
+    assert!(
+        e.contains("flood_zone_lookup: no default flood_zone_lookup price"),
+        "{e}"
+    );
+
+    sqlx::query("ALTER TABLE risk_assessments DROP CONSTRAINT risk_assessments_kind_fkey")
+        .execute(&db.pool)
+        .await
+        .expect("drop fk");
+    sqlx::query("DELETE FROM finding_kinds WHERE kind = 'flood'")
+        .execute(&db.pool)
+        .await
+        .expect("no flood kind");
+    let (_db, outcome) = start(db).await;
+    let e = outcome.expect_err("refused").to_string();
+    assert!(e.contains("finding kind \"flood\""), "{e}");
+}
