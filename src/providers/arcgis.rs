@@ -115,21 +115,15 @@ impl ArcGisClient {
         offset: usize,
     ) -> Result<(Vec<Value>, bool), ProviderError> {
         let url = format!("{}/query", self.layer_url.trim_end_matches('/'));
-        let params = [
-            ("f", "json".to_string()),
-            ("where", "1=1".into()),
-            ("geometry", format!("{longitude},{latitude}")),
-            ("geometryType", "esriGeometryPoint".into()),
-            ("inSR", "4326".into()),
-            ("spatialRel", "esriSpatialRelIntersects".into()),
+        let mut params = point_query(latitude, longitude, OUT_FIELDS);
+        params.extend([
             ("distance", radius_m.to_string()),
             ("units", "esriSRUnit_Meter".into()),
-            ("outFields", OUT_FIELDS.into()),
             ("returnGeometry", "true".into()),
             ("outSR", "4326".into()),
             ("resultOffset", offset.to_string()),
             ("resultRecordCount", PAGE_SIZE.to_string()),
-        ];
+        ]);
         let mut parsed = query(&self.http, PROVIDER, url, &params).await?;
         let exceeded = truthy(&parsed["exceededTransferLimit"]);
         match parsed.get_mut("features").map(Value::take) {
@@ -140,6 +134,23 @@ impl ArcGisClient {
             )),
         }
     }
+}
+
+/// The parameters of a query for the features at (or, with `distance`, near) a WGS 84 point.
+pub(super) fn point_query(
+    latitude: f64,
+    longitude: f64,
+    out_fields: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("f", "json".to_string()),
+        ("where", "1=1".into()),
+        ("geometry", format!("{longitude},{latitude}")),
+        ("geometryType", "esriGeometryPoint".into()),
+        ("inSR", "4326".into()),
+        ("spatialRel", "esriSpatialRelIntersects".into()),
+        ("outFields", out_fields.into()),
+    ]
 }
 
 /// One ArcGIS REST query (`GET {layer}/query`), any layer: the HTTP status, a size-capped body,

@@ -72,16 +72,8 @@ impl FemaClient {
 
     async fn query(&self, latitude: f64, longitude: f64) -> Result<Vec<Value>, ProviderError> {
         let url = format!("{}/query", self.layer_url.trim_end_matches('/'));
-        let params = [
-            ("f", "json".to_string()),
-            ("where", "1=1".into()),
-            ("geometry", format!("{longitude},{latitude}")),
-            ("geometryType", "esriGeometryPoint".into()),
-            ("inSR", "4326".into()),
-            ("spatialRel", "esriSpatialRelIntersects".into()),
-            ("outFields", "FLD_ZONE,ZONE_SUBTY,SFHA_TF".into()),
-            ("returnGeometry", "false".into()),
-        ];
+        let mut params = arcgis::point_query(latitude, longitude, "FLD_ZONE,ZONE_SUBTY,SFHA_TF");
+        params.push(("returnGeometry", "false".into()));
         let mut parsed = arcgis::query(&self.http, PROVIDER, url, &params).await?;
         match parsed.get_mut("features").map(Value::take) {
             Some(Value::Array(features)) => Ok(features),

@@ -338,3 +338,23 @@ async fn a_registered_tool_without_a_price_or_kind_stops_the_process() {
     let e = outcome.expect_err("refused").to_string();
     assert!(e.contains("finding kind \"flood\""), "{e}");
 }
+
+#[tokio::test]
+async fn every_registered_tool_is_allowed_and_priced_on_a_migrated_seeded_database() {
+    let db = TestDb::seeded().await;
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM finding_kinds")
+        .fetch_all(&db.pool)
+        .await
+        .expect("kinds");
+    for t in agent_meter::tools::registry() {
+        assert!(
+            kinds.iter().any(|k| k == t.kind),
+            "{} kind {}",
+            t.name,
+            t.kind
+        );
+    }
+    agent_meter::cli_tools::check(&db.pool, chrono_tz::America::Phoenix)
+        .await
+        .expect("every tool priced and allowed");
+}
