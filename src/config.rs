@@ -4,6 +4,9 @@
 //! | --- | --- | --- |
 //! | `DATABASE_URL` | local default, see [`crate::db::resolve_database_url`] | yes (may hold a password) |
 //! | `BIND_ADDR` | `127.0.0.1:8080`; `PORT` set means `0.0.0.0:$PORT` | no |
+//! | `VAPI_CREDENTIALS` | none (a JSON array of Vapi `authenticationPlan` objects) | yes |
+//! | `VAPI_CREDENTIALS_FILE` | none (a file holding that array) | no |
+//! | `PUBLIC_BASE_URL` | none (our public URL, for HMAC payloads with `{url}`) | no |
 //! | `VAPI_WEBHOOK_SECRET` | none (legacy `X-Vapi-Secret` header) | yes |
 //! | `VAPI_HMAC_SECRET` | none (HMAC-SHA256 `x-signature`) | yes |
 //! | `VAPI_API_KEY` | none | yes |
@@ -97,6 +100,10 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     pub vapi_webhook_secret: Option<Secret>,
     pub vapi_hmac_secret: Option<Secret>,
+    /// `VAPI_CREDENTIALS` (or its file): the plans a webhook request may pass by.
+    pub vapi_credentials: Vec<crate::credentials::Credential>,
+    /// Our public base URL (`https://meter.example.com`), for `{url}` in HMAC payloads.
+    pub public_base_url: Option<String>,
     pub vapi_api_key: Option<Secret>,
     pub vapi_base_url: String,
     pub gemini_api_key: Option<Secret>,
@@ -282,7 +289,29 @@ impl Config {
                  or a slow job would be run twice",
             ));
         }
+        let vapi_credentials = match (get("VAPI_CREDENTIALS"), get("VAPI_CREDENTIALS_FILE")) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "VAPI_CREDENTIALS",
+                    "set VAPI_CREDENTIALS or VAPI_CREDENTIALS_FILE, not both",
+                ));
+            }
+            (Some(json), None) => {
+                crate::credentials::parse(json).map_err(|e| bad("VAPI_CREDENTIALS", e))?
+            }
+            (None, Some(path)) => {
+                let json = std::fs::read_to_string(path).map_err(|e| {
+                    bad(
+                        "VAPI_CREDENTIALS_FILE",
+                        format!("cannot read {path:?}: {}", e.kind()),
+                    )
+                })?;
+                crate::credentials::parse(&json).map_err(|e| bad("VAPI_CREDENTIALS_FILE", e))?
+            }
+            (None, None) => Vec::new(),
+        };
         for url_var in [
+            "PUBLIC_BASE_URL",
             "VAPI_BASE_URL",
             "GEMINI_BASE_URL",
             "ADWR_WELLS_URL",
@@ -297,6 +326,8 @@ impl Config {
             bind_addr,
             vapi_webhook_secret: secret("VAPI_WEBHOOK_SECRET"),
             vapi_hmac_secret: secret("VAPI_HMAC_SECRET"),
+            vapi_credentials,
+            public_base_url: get("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
             vapi_api_key: secret("VAPI_API_KEY"),
             vapi_base_url: text("VAPI_BASE_URL", "https://api.vapi.ai"),
             gemini_api_key: secret("GEMINI_API_KEY"),
@@ -337,10 +368,14 @@ impl Config {
 
     /// Serving webhooks without a way to authenticate them would accept forgeries.
     pub fn require_webhook_secret(&self) -> Result<(), ConfigError> {
-        if self.vapi_webhook_secret.is_none() && self.vapi_hmac_secret.is_none() {
+        if self.vapi_webhook_secret.is_none()
+            && self.vapi_hmac_secret.is_none()
+            && self.vapi_credentials.is_empty()
+        {
             return Err(bad(
                 "VAPI_WEBHOOK_SECRET",
-                "set VAPI_WEBHOOK_SECRET or VAPI_HMAC_SECRET (or both) to serve the webhook",
+                "set VAPI_CREDENTIALS (Vapi authenticationPlan objects), VAPI_WEBHOOK_SECRET or \
+                 VAPI_HMAC_SECRET to serve the webhook",
             ));
         }
         Ok(())

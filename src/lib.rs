@@ -20,6 +20,7 @@ pub mod cli_jobs;
 pub mod cli_tools;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod db;
 pub mod failpoint;
 pub mod http;

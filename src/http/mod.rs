@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod oauth;
 pub mod ops;
 pub mod ops_page;
 pub mod routing;
@@ -39,10 +40,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: PgPool, config: Arc<Config>) -> Self {
-        let auth = Arc::new(auth::VapiAuth {
-            shared_secret: config.vapi_webhook_secret.clone(),
-            hmac_secret: config.vapi_hmac_secret.clone(),
-        });
+        let auth = Arc::new(auth::VapiAuth::from_config(&config));
         Self {
             pool,
             config,
@@ -59,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/vapi/webhook", post(webhook::vapi_webhook))
         // The seed deployment's path, so an existing Vapi server URL keeps working.
         .route("/functions/v1/vapi-handler", post(webhook::vapi_webhook))
+        // Vapi's OAuth2 credential asks here for tokens (anyone with a configured client).
+        .route("/oauth/token", post(oauth::token))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

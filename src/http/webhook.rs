@@ -27,11 +27,14 @@ use crate::{
 
 pub async fn vapi_webhook(
     State(app): State<AppState>,
+    method: axum::http::Method,
+    uri: axum::extract::OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut kind = "unparsed".to_string();
-    let result = handle(&app, &headers, body, &mut kind).await;
+    let path = uri.0.path_and_query().map_or("/", |p| p.as_str());
+    let result = handle(&app, (method.as_str(), path), &headers, body, &mut kind).await;
     let status = match &result {
         Ok(r) => r.status().as_u16(),
         Err(e) => e.status.as_u16(),
@@ -42,14 +45,24 @@ pub async fn vapi_webhook(
 
 async fn handle(
     app: &AppState,
+    (method, path): (&str, &str),
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     kind: &mut String,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(ApiError::from_body_rejection)?;
-    if let Err(reason) = app.auth.verify(headers, &body, chrono::Utc::now()) {
-        tracing::warn!(%reason, "webhook refused");
-        return Err(ApiError::unauthorized());
+    let presented = crate::http::auth::Presented {
+        headers,
+        body: &body,
+        method,
+        path,
+    };
+    match app.auth.verify(&presented, chrono::Utc::now()) {
+        Ok(plan) => tracing::debug!(%plan, "webhook authenticated"),
+        Err(reason) => {
+            tracing::warn!(%reason, "webhook refused");
+            return Err(ApiError::unauthorized());
+        }
     }
     check_content_type(headers)?;
     // One typed parse: syntax errors are `invalid_json`, a wrong shape is `invalid_message`.

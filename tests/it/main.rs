@@ -8,6 +8,7 @@ mod billing;
 mod calls;
 mod catalogue;
 mod cli;
+mod credentials;
 mod ops;
 mod ops_page;
 mod providers;

@@ -1,0 +1,257 @@
+//! Every Vapi server credential against the real router (issue 13, item 1): Bearer in any header,
+//! HMAC in every shape, OAuth2 with us as the token server, each valid, tampered, expired or in the
+//! wrong header.
+
+use agent_meter::app::Roles;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const CREDENTIALS: &str = r#"[
+  {"type": "bearer", "token": "vapi-bearer-token"},
+  {"type": "bearer", "token": "plain-key", "headerName": "X-Agency-Key", "bearerPrefixEnabled": false},
+  {"type": "hmac", "secretKey": "c3ZpeC1rZXk=", "secretIsBase64": true, "algorithm": "sha512",
+   "signatureHeader": "svix-signature", "timestampHeader": "svix-timestamp", "messageIdHeader": "svix-id",
+   "signaturePrefix": "v1,", "signatureEncoding": "base64", "payloadFormat": "{svix-id}.{timestamp}.{method}.{url}.{body}"},
+  {"type": "oauth2", "url": "https://meter.example.com/oauth/token", "clientId": "vapi-client",
+   "clientSecret": "oauth-secret", "scope": "webhook"}
+]"#;
+
+async fn app() -> TestApp {
+    TestApp::spawn_with(
+        Roles {
+            web: true,
+            worker: false,
+            clock: false,
+        },
+        &[
+            ("VAPI_CREDENTIALS", CREDENTIALS),
+            ("PUBLIC_BASE_URL", "https://meter.example.com"),
+        ],
+    )
+    .await
+}
+
+fn report(call: &str) -> Vec<u8> {
+    end_of_call_report(call, PHONE_1).to_string().into_bytes()
+}
+
+async fn status(app: &TestApp, body: Vec<u8>, headers: &[(&str, String)]) -> u16 {
+    app.post_raw(body, headers).await.status().as_u16()
+}
+
+#[tokio::test]
+async fn bearer_tokens_in_any_header_pass_and_everything_else_is_401() {
+    let app = app().await;
+    let bearer = |v: &str| vec![("authorization", v.to_string())];
+    assert_eq!(
+        status(&app, report("b1"), &bearer("Bearer vapi-bearer-token")).await,
+        200
+    );
+    assert_eq!(
+        status(&app, report("b2"), &[("x-agency-key", "plain-key".into())]).await,
+        200
+    );
+    for (name, value) in [
+        ("authorization", "Bearer vapi-bearer-tokeN"),
+        ("authorization", "vapi-bearer-token"),
+        ("x-agency-key", "Bearer plain-key"),
+        ("x-other-key", "plain-key"),
+    ] {
+        assert_eq!(
+            status(&app, report("b3"), &[(name, value.to_string())]).await,
+            401,
+            "{name}: {value}"
+        );
+    }
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM webhook_events").await,
+        2,
+        "only the authenticated ones are stored"
+    );
+}
+
+#[tokio::test]
+async fn a_svix_style_hmac_over_method_url_and_id_passes() {
+    let app = app().await;
+    let body = report("h1");
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let sign = |id: &str, ts: &str, url: &str, body: &[u8]| {
+        let payload = [
+            id.as_bytes(),
+            b".",
+            ts.as_bytes(),
+            b".POST.",
+            url.as_bytes(),
+            b".",
+            body,
+        ]
+        .concat();
+        let mut m = Hmac::<sha2::Sha512>::new_from_slice(b"svix-key").expect("key");
+        m.update(&payload);
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+        )
+    };
+    let url = "https://meter.example.com/vapi/webhook";
+    let headers = |id: &str, ts: &str, sig: String| {
+        vec![
+            ("svix-id", id.to_string()),
+            ("svix-timestamp", ts.to_string()),
+            ("svix-signature", sig),
+        ]
+    };
+    let good = sign("msg_1", &ts, url, &body);
+    assert_eq!(
+        status(&app, body.clone(), &headers("msg_1", &ts, good.clone())).await,
+        200
+    );
+    // Another id, another URL, an old timestamp, another body: refused.
+    assert_eq!(
+        status(&app, body.clone(), &headers("msg_2", &ts, good.clone())).await,
+        401
+    );
+    let other_url = sign("msg_1", &ts, "https://evil.example.com/vapi/webhook", &body);
+    assert_eq!(
+        status(&app, body.clone(), &headers("msg_1", &ts, other_url)).await,
+        401
+    );
+    let old = (chrono::Utc::now().timestamp() - 301).to_string();
+    let stale = sign("msg_1", &old, url, &body);
+    assert_eq!(
+        status(&app, body.clone(), &headers("msg_1", &old, stale)).await,
+        401
+    );
+    assert_eq!(
+        status(&app, report("h2"), &headers("msg_1", &ts, good)).await,
+        401
+    );
+}
+
+async fn token(app: &TestApp, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> (u16, Value) {
+    let mut req = app
+        .http
+        .post(format!("{}/oauth/token", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).expect("form"));
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let r = req.send().await.expect("token request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn oauth2_we_issue_tokens_to_vapi_and_accept_them_until_they_expire() {
+    let app = app().await;
+    let grant = ("grant_type", "client_credentials");
+    let (s, body) = token(
+        &app,
+        &[
+            grant,
+            ("client_id", "vapi-client"),
+            ("client_secret", "oauth-secret"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    let access = body["access_token"].as_str().expect("token").to_string();
+    assert!(!access.contains("oauth-secret"));
+    // HTTP Basic client authentication, with the configured scope.
+    let (s, basic) = token(
+        &app,
+        &[grant, ("scope", "webhook")],
+        Some(("vapi-client", "oauth-secret")),
+    )
+    .await;
+    assert_eq!(s, 200, "{basic}");
+
+    let with = |t: &str| vec![("authorization", format!("Bearer {t}"))];
+    assert_eq!(status(&app, report("o1"), &with(&access)).await, 200);
+    let basic_token = basic["access_token"].as_str().expect("token");
+    assert_eq!(status(&app, report("o2"), &with(basic_token)).await, 200);
+    let tampered = format!("{}0", &access[..access.len() - 1]);
+    assert_eq!(status(&app, report("o3"), &with(&tampered)).await, 401);
+
+    for (form, basic, want_status, want_error) in [
+        (
+            vec![
+                grant,
+                ("client_id", "vapi-client"),
+                ("client_secret", "wrong"),
+            ],
+            None,
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![
+                grant,
+                ("client_id", "someone"),
+                ("client_secret", "oauth-secret"),
+            ],
+            None,
+            401,
+            "invalid_client",
+        ),
+        (vec![grant], None, 401, "invalid_client"),
+        (
+            vec![grant],
+            Some(("vapi-client", "wrong")),
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![
+                ("grant_type", "password"),
+                ("client_id", "vapi-client"),
+                ("client_secret", "oauth-secret"),
+            ],
+            None,
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            vec![
+                grant,
+                ("client_id", "vapi-client"),
+                ("client_secret", "oauth-secret"),
+                ("scope", "admin"),
+            ],
+            None,
+            400,
+            "invalid_scope",
+        ),
+        (
+            vec![grant, ("client_id", "vapi-client")],
+            Some(("vapi-client", "oauth-secret")),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let (s, body) = token(&app, &form, basic).await;
+        assert_eq!(
+            (s, body["error"].as_str()),
+            (want_status, Some(want_error)),
+            "{form:?} {body}"
+        );
+        assert!(!body.to_string().contains("oauth-secret"), "{body}");
+    }
+    // Not a form at all.
+    let r = app
+        .http
+        .post(format!("{}/oauth/token", app.base))
+        .body(vec![0xff, 0xfe, b'=', b'%'])
+        .send()
+        .await
+        .expect("garbage");
+    assert_eq!(r.status(), 400);
+    // The expiry itself is checked in the unit tests (oauth::tests), with a clock we control.
+}
