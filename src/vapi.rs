@@ -38,6 +38,9 @@ pub struct MessageIn {
     pub status: Option<String>,
     #[serde(default)]
     pub tool_call_list: Option<Vec<ToolCallIn>>,
+    /// The assistant of the call (web and API calls carry no phone number).
+    #[serde(default)]
+    pub assistant: Option<AssistantIn>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +52,39 @@ pub struct CallIn {
     pub phone_number_id: Option<String>,
     #[serde(default)]
     pub customer: Option<CustomerIn>,
+    /// A saved assistant's id (an agent's `vapi_assistant_id`).
+    #[serde(default)]
+    pub assistant_id: Option<String>,
+    /// A transient assistant (ours carries `metadata.agent_id`).
+    #[serde(default)]
+    pub assistant: Option<AssistantIn>,
+    /// Overrides of a saved assistant (ours carry `variableValues.agent_id`).
+    #[serde(default)]
+    pub assistant_overrides: Option<AssistantIn>,
+}
+
+/// The parts of an assistant (or its overrides) that can name our agent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssistantIn {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    pub variable_values: Option<serde_json::Value>,
+}
+
+/// A way a message names its agent, most specific first (see [`MessageIn::route_keys`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RouteKey {
+    /// `call.phoneNumberId` (or `phoneNumber.id`): inbound and outbound phone calls.
+    PhoneNumber(String),
+    /// `call.assistantId` (or the assistant's `id`): an agent's own saved assistant.
+    Assistant(String),
+    /// `agent_id` in the assistant's `metadata` or the overrides' `variableValues`, which our
+    /// assistant-request answers carry.
+    Agent(uuid::Uuid),
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +133,45 @@ impl MessageIn {
             .and_then(|c| c.phone_number_id.as_deref())
             .or_else(|| self.phone_number.as_ref().and_then(|p| p.id.as_deref()))
             .filter(|id| !id.is_empty())
+    }
+
+    /// Every key that may name the message's agent, in the order they are tried: the phone
+    /// number, then the saved assistant, then an `agent_id` we put in the assistant.
+    pub fn route_keys(&self) -> Vec<RouteKey> {
+        let mut keys = Vec::new();
+        if let Some(id) = self.phone_number_id() {
+            keys.push(RouteKey::PhoneNumber(id.to_string()));
+        }
+        let call = self.call.as_ref();
+        let assistants = [
+            call.and_then(|c| c.assistant.as_ref()),
+            call.and_then(|c| c.assistant_overrides.as_ref()),
+            self.assistant.as_ref(),
+        ];
+        let saved = call
+            .and_then(|c| c.assistant_id.as_deref())
+            .into_iter()
+            .chain(assistants.iter().flatten().filter_map(|a| a.id.as_deref()));
+        for id in saved.filter(|id| !id.is_empty()) {
+            let key = RouteKey::Assistant(id.to_string());
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        for a in assistants.iter().flatten() {
+            for bag in [&a.metadata, &a.variable_values].into_iter().flatten() {
+                let agent = bag
+                    .get("agent_id")
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| uuid::Uuid::parse_str(v).ok());
+                if let Some(agent) = agent.map(RouteKey::Agent)
+                    && !keys.contains(&agent)
+                {
+                    keys.push(agent);
+                }
+            }
+        }
+        keys
     }
 
     pub fn customer_number(&self) -> Option<&str> {

@@ -123,23 +123,29 @@ pub async fn route(
     app: &AppState,
     msg: &MessageIn,
 ) -> Result<(Routing, Option<Arc<Agent>>), ApiError> {
-    let Some(phone_number_id) = msg.phone_number_id() else {
-        return Ok((Routing::NoCall, None));
-    };
-    // The lookup is a fixed, valid query: any failure is the database being unreachable.
+    let keys = msg.route_keys();
+    if keys.is_empty() {
+        return Ok((
+            if msg.call.is_some() {
+                Routing::Unroutable
+            } else {
+                Routing::NoCall
+            },
+            None,
+        ));
+    }
+    // The lookups are fixed, valid queries: any failure is the database being unreachable.
     let agent = app
         .routing
-        .agent_for(&app.pool, phone_number_id)
+        .agent_for_any(&app.pool, &keys)
         .await
         .map_err(ApiError::unavailable)?;
     let routing = if agent.is_some() {
         Routing::Routed
     } else {
+        tracing::warn!(message.type = %msg.kind, ?keys, "no agent answers to this phone number or assistant");
         Routing::Unroutable
     };
-    if agent.is_none() {
-        tracing::warn!(message.type = %msg.kind, phone_number_id, "no agent owns this phone number");
-    }
     Ok((routing, agent))
 }
 

@@ -55,6 +55,20 @@ pub async fn find(conn: &mut PgConnection, agent_id: Uuid) -> Result<Option<Agen
     .await
 }
 
+/// The agent whose own saved Vapi assistant this is (web, dashboard and API calls name the
+/// assistant, not a number).
+pub async fn find_by_assistant_id(
+    conn: &mut PgConnection,
+    assistant_id: &str,
+) -> Result<Option<Agent>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agents WHERE vapi_assistant_id = $1 ORDER BY created_at LIMIT 1"
+    )))
+    .bind(assistant_id)
+    .fetch_optional(conn)
+    .await
+}
+
 pub async fn find_by_email(
     conn: &mut PgConnection,
     email: &str,

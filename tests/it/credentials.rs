@@ -1,11 +1,11 @@
-//! Every Vapi server credential against the real router (issue 13, item 1): Bearer in any header,
-//! HMAC in every shape, OAuth2 with us as the token server, each valid, tampered, expired or in the
-//! wrong header.
+//! Vapi as it really is (issue 13): every server credential against the real router (Bearer in
+//! any header, HMAC in every shape, OAuth2 with us as the token server; each valid, tampered,
+//! expired or in the wrong header), and calls without a phone number.
 
 use agent_meter::app::Roles;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -254,4 +254,87 @@ async fn oauth2_we_issue_tokens_to_vapi_and_accept_them_until_they_expire() {
         .expect("garbage");
     assert_eq!(r.status(), 400);
     // The expiry itself is checked in the unit tests (oauth::tests), with a clock we control.
+}
+
+/// Web, dashboard and API calls carry no phone number: they route by the agent's saved assistant,
+/// then by the `agent_id` our assistant-request answers put in the assistant (issue 13, item 2).
+#[tokio::test]
+async fn calls_without_a_phone_number_route_by_assistant_then_by_agent_id() {
+    let app = TestApp::spawn().await;
+    let (agent_1, agent_2) = (
+        app.db.agent_id(PHONE_1).await,
+        app.db.agent_id(PHONE_2).await,
+    );
+    sqlx::query("UPDATE agents SET vapi_assistant_id = 'asst_saved_2' WHERE id = $1")
+        .bind(agent_2)
+        .execute(&app.db.pool)
+        .await
+        .expect("saved assistant");
+    let web_report = |id: &str, call: Value| {
+        let mut body = end_of_call_report(id, "unused");
+        body["message"]["call"] = call;
+        body
+    };
+    let cases = [
+        // A saved assistant (dashboard "Talk to assistant", or an API call with assistantId).
+        (
+            json!({"id": "web-1", "type": "webCall", "assistantId": "asst_saved_2"}),
+            Some(agent_2),
+        ),
+        // Our transient assistant, as Vapi echoes it back in the call.
+        (
+            json!({"id": "web-2", "type": "webCall", "assistant": {"metadata": {"agent_id": agent_1.to_string()}}}),
+            Some(agent_1),
+        ),
+        // A saved assistant of nobody's, with our overrides naming the agent.
+        (
+            json!({"id": "web-3", "type": "webCall", "assistantId": "asst_unknown",
+                   "assistantOverrides": {"variableValues": {"agent_id": agent_2.to_string()}}}),
+            Some(agent_2),
+        ),
+        // An outbound phone call routes by its number like an inbound one.
+        (
+            json!({"id": "out-1", "type": "outboundPhoneCall", "phoneNumberId": PHONE_1}),
+            Some(agent_1),
+        ),
+        // Nothing matches: stored, unroutable, not metered.
+        (
+            json!({"id": "web-4", "type": "webCall", "assistantId": "asst_unknown",
+                   "assistant": {"metadata": {"agent_id": "not-a-uuid"}}}),
+            None,
+        ),
+    ];
+    for (call, _) in &cases {
+        let id = call["id"].as_str().expect("id");
+        let r = app.post(&web_report(id, call.clone())).await;
+        assert_eq!(r.status(), 200, "{id}");
+    }
+    drain(&app.db.pool, 15).await;
+    for (call, agent) in cases {
+        let id = call["id"].as_str().expect("id");
+        let (routed_to, routing): (Option<uuid::Uuid>, String) =
+            sqlx::query_as("SELECT agent_id, routing FROM webhook_events WHERE vapi_call_id = $1")
+                .bind(id)
+                .fetch_one(&app.db.pool)
+                .await
+                .expect("event");
+        assert_eq!(routed_to, agent, "{id}");
+        assert_eq!(
+            routing,
+            if agent.is_some() {
+                "routed"
+            } else {
+                "unroutable"
+            },
+            "{id}"
+        );
+        let metered: Option<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT agent_id FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:' || $1",
+        )
+        .bind(id)
+        .fetch_optional(&app.db.pool)
+        .await
+        .expect("usage");
+        assert_eq!(metered, agent, "{id} metered for its agent, once");
+    }
 }
