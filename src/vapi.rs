@@ -210,44 +210,42 @@ impl MessageIn {
         }
     }
 
-    /// Validates an `end-of-call-report`; the error is a message for a 400 answer.
-    pub fn call_report(&self) -> Result<CallReport, String> {
-        let vapi_call_id = self
-            .call_id()
-            .ok_or("end-of-call-report needs message.call.id")?
-            .to_string();
-        let duration_seconds = match (self.duration_seconds, self.started_at, self.ended_at) {
-            (Some(d), _, _) => Some(d),
-            (None, Some(start), Some(end)) => {
-                let millis = (end - start).num_milliseconds();
-                Some(Decimal::new(millis, 3))
-            }
-            _ => None,
-        };
-        if duration_seconds.is_some_and(|d| d.is_sign_negative()) {
-            return Err("the call's duration is negative (endedAt before startedAt)".into());
-        }
-        Ok(CallReport {
-            vapi_call_id,
+    /// The call an `end-of-call-report` is about, when it names one (`call` is optional in
+    /// Vapi's schema: a report without it is stored and answered, not metered).
+    pub fn call_report(&self) -> Option<CallReport> {
+        Some(CallReport {
+            vapi_call_id: self.call_id()?.to_string(),
             customer_number: self.customer_number().map(str::to_string),
             started_at: self.started_at,
             ended_at: self.ended_at,
-            duration_seconds,
+            duration_seconds: duration(self.started_at, self.ended_at, self.duration_seconds),
             ended_reason: self.ended_reason.clone(),
             cost: self.cost,
         })
     }
 }
 
+/// A call's billable seconds, by one rule on every path (webhook, sync): `endedAt - startedAt`
+/// to the millisecond; Vapi's schema has no `durationSeconds`, so it is only a fallback when the
+/// timestamps are missing. Timestamps out of order, or a negative fallback, mean "unknown" (the
+/// meter job then asks Vapi's API), never a 400.
+pub fn duration(
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    fallback: Option<Decimal>,
+) -> Option<Decimal> {
+    match (started_at, ended_at) {
+        (Some(start), Some(end)) => {
+            (end >= start).then(|| Decimal::new((end - start).num_milliseconds(), 3))
+        }
+        _ => fallback.filter(|d| !d.is_sign_negative()),
+    }
+}
+
 impl CallReport {
     /// The same facts from Vapi's REST API (`GET /call/{id}`).
     pub fn from_api(call: &crate::providers::vapi::CallOut) -> Self {
-        let duration_seconds = match (call.started_at, call.ended_at) {
-            (Some(start), Some(end)) if end >= start => {
-                Some(Decimal::new((end - start).num_milliseconds(), 3))
-            }
-            _ => None,
-        };
+        let duration_seconds = duration(call.started_at, call.ended_at, None);
         Self {
             vapi_call_id: call.id.clone(),
             customer_number: call.customer.as_ref().and_then(|c| c.number.clone()),
@@ -289,19 +287,27 @@ mod tests {
     }
 
     #[test]
-    fn duration_seconds_wins_when_given_and_negative_is_rejected() {
+    fn timestamps_win_duration_seconds_is_a_fallback_and_disorder_is_unknown() {
+        let m = parse(
+            r#"{"message":{"type":"end-of-call-report","call":{"id":"c1"},"durationSeconds":42,
+            "startedAt":"2026-11-01T10:00:00Z","endedAt":"2026-11-01T10:00:30Z"}}"#,
+        );
+        let r = m.call_report().expect("a call");
+        assert_eq!(r.duration_seconds, Some(Decimal::new(30_000, 3)));
         let m = parse(
             r#"{"message":{"type":"end-of-call-report","call":{"id":"c1"},"durationSeconds":42}}"#,
         );
         assert_eq!(
-            m.call_report().expect("valid").duration_seconds,
+            m.call_report().expect("a call").duration_seconds,
             Some(Decimal::from(42))
         );
         let m = parse(
             r#"{"message":{"type":"end-of-call-report","call":{"id":"c1"},
             "startedAt":"2026-11-01T10:00:00Z","endedAt":"2026-11-01T09:00:00Z"}}"#,
         );
-        assert!(m.call_report().is_err());
+        assert_eq!(m.call_report().expect("a call").duration_seconds, None);
+        let m = parse(r#"{"message":{"type":"end-of-call-report","endedReason":"x"}}"#);
+        assert!(m.call_report().is_none(), "no call: nothing to meter");
     }
 
     #[test]

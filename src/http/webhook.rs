@@ -65,6 +65,9 @@ async fn handle(
         }
     }
     check_content_type(headers)?;
+    // PostgreSQL's text and jsonb cannot hold U+0000, which JSON can (`\u0000`): such strings are
+    // stored with the escape spelled out, never a 500.
+    let body = without_nul(body);
     // One typed parse: syntax errors are `invalid_json`, a wrong shape is `invalid_message`.
     let envelope: EnvelopeIn = serde_json::from_slice(&body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
@@ -225,16 +228,15 @@ async fn assistant_request(app: &AppState, msg: &MessageIn, raw: &str) -> Result
 
 /// Every other message: store it (once) and do what its type asks, all in one transaction.
 async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, ApiError> {
-    // Validate before touching the database, so bad input is a 400 and nothing is stored.
+    // `call` is optional in Vapi's schema for reports and status updates: without one there is
+    // nothing to meter or update, but the message is still stored and answered 2xx.
     let report = match msg.kind.as_str() {
-        "end-of-call-report" => Some(
-            msg.call_report()
-                .map_err(|m| ApiError::bad_request("invalid_message", m))?,
-        ),
-        "status-update" if msg.call_id().is_none() || msg.status.is_none() => {
+        "end-of-call-report" => msg.call_report(),
+        // `status` is required by the schema: without it the message is not Vapi's.
+        "status-update" if msg.status.is_none() => {
             return Err(ApiError::bad_request(
                 "invalid_message",
-                "status-update needs message.call.id and message.status",
+                "status-update needs message.status",
             ));
         }
         _ => None,
@@ -267,10 +269,8 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
         }
         ("status-update", _) => {
             let (Some(call_id), Some(status)) = (msg.call_id(), msg.status.as_deref()) else {
-                return Err(ApiError::bad_request(
-                    "invalid_message",
-                    "status-update needs call id and status",
-                ));
+                tx.commit().await?;
+                return Ok(json!({"received": true}));
             };
             calls::update_status(
                 &mut tx,
@@ -287,4 +287,35 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
     tx.commit().await?;
     tracing::info!(agent.id = %agent.id, message.type = %msg.kind, event.id = event_id, call.id = msg.call_id(), "webhook stored");
     Ok(json!({"received": true}))
+}
+
+/// The body with every U+0000 in a JSON string replaced by the six characters `\u0000`; the
+/// body itself when it has none (the usual case costs one scan) or is not JSON.
+fn without_nul(body: Bytes) -> Bytes {
+    if !body.windows(6).any(|w| w == b"\\u0000") {
+        return body;
+    }
+    fn scrub(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\\u0000"),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(scrub),
+            serde_json::Value::Object(map) => {
+                let keys: Vec<String> = map.keys().filter(|k| k.contains('\0')).cloned().collect();
+                for k in keys {
+                    if let Some(value) = map.remove(&k) {
+                        map.insert(k.replace('\0', "\\u0000"), value);
+                    }
+                }
+                map.values_mut().for_each(scrub);
+            }
+            _ => {}
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(mut value) => {
+            scrub(&mut value);
+            serde_json::to_vec(&value).map(Bytes::from).unwrap_or(body)
+        }
+        Err(_) => body,
+    }
 }

@@ -338,3 +338,61 @@ async fn calls_without_a_phone_number_route_by_assistant_then_by_agent_id() {
         assert_eq!(metered, agent, "{id} metered for its agent, once");
     }
 }
+
+/// What Vapi's schema allows is never a 400, and never a 500 (issue 13, item 6).
+#[tokio::test]
+async fn spec_valid_messages_are_stored_and_answered_2xx() {
+    let app = TestApp::spawn().await;
+    let mut report_150s = end_of_call_report("dur-1", PHONE_1);
+    // The schema has no durationSeconds: the timestamps (150 s apart) decide.
+    report_150s["message"]["durationSeconds"] = json!(999);
+    let mut disordered = end_of_call_report("dur-2", PHONE_1);
+    disordered["message"]["endedAt"] = json!("2026-11-20T16:00:00.000Z");
+    let mut nul = end_of_call_report("nul-1", PHONE_2);
+    nul["message"]["call"]["customer"]["number"] = json!("+1602555\u{0}0199");
+    nul["message"]["artifact"]["transcript"] = json!("AI: hola\u{0}\u{0} User: hi");
+    let bodies = [
+        // `call` is optional in reports and status updates.
+        json!({"message": {"type": "end-of-call-report", "endedReason": "customer-ended-call",
+                           "artifact": {}, "analysis": {}}}),
+        json!({"message": {"type": "status-update", "status": "ended"}}),
+        report_150s,
+        disordered,
+        nul,
+    ];
+    for body in &bodies {
+        let r = app.post(body).await;
+        assert_eq!(r.status(), 200, "{body}");
+    }
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM webhook_events").await,
+        bodies.len() as i64
+    );
+    let stored: String = sqlx::query_scalar(
+        "SELECT payload #>> '{message,artifact,transcript}' FROM webhook_events WHERE vapi_call_id = 'nul-1'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("stored with the escape spelled out");
+    assert_eq!(stored, "AI: hola\\u0000\\u0000 User: hi");
+    drain(&app.db.pool, 15).await;
+    let minutes: rust_decimal::Decimal = sqlx::query_scalar(
+        "SELECT quantity FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:dur-1'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("metered");
+    assert_eq!(
+        minutes,
+        rust_decimal::Decimal::new(25, 1),
+        "150 s from the timestamps, not 999"
+    );
+    assert_eq!(
+        app.db
+            .count(
+                "SELECT count(*) FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:nul-1'"
+            )
+            .await,
+        1
+    );
+}

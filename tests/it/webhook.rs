@@ -270,20 +270,11 @@ async fn missing_fields_are_400() {
         (json!({"not_message": {}}), "invalid_message"),
         (json!({"message": {"call": {"id": "x"}}}), "invalid_message"),
         (
-            json!({"message": {"type": "end-of-call-report", "call": {"phoneNumberId": PHONE_1}}}),
-            "invalid_message",
-        ),
-        (
             json!({"message": {"type": "status-update", "call": {"id": "x", "phoneNumberId": PHONE_1}}}),
             "invalid_message",
         ),
         (
             json!({"message": {"type": "end-of-call-report", "call": {"id": "x"}, "startedAt": "yesterday"}}),
-            "invalid_message",
-        ),
-        (
-            json!({"message": {"type": "end-of-call-report", "call": {"id": "x", "phoneNumberId": PHONE_1},
-                "startedAt": "2026-11-20T17:00:00Z", "endedAt": "2026-11-20T16:00:00Z"}}),
             "invalid_message",
         ),
         (json!([1, 2, 3]), "invalid_message"),
