@@ -22,7 +22,8 @@
 //! | `LOG_FORMAT` | `text` (`text` or `json`) | no |
 //! | `RUST_LOG` | `info` | no |
 //! | `APP_ENV` | `development` | no |
-//! | `WEBHOOK_MAX_BODY_BYTES` | `262144` | no |
+//! | `WEBHOOK_MAX_BODY_BYTES` | `8388608` (a 60-minute call's report with its artifact is MBs) | no |
+//! | `WEBHOOK_EVENT_RETENTION_DAYS` | `7` (raw high-volume events kept before `prune_jobs` deletes them) | no |
 //! | `WORKER_CONCURRENCY` | `8` | no |
 //! | `WORKER_HEARTBEAT_SECS` | `10` | no |
 //! | `WORKER_MISSED_HEARTBEATS` | `3` | no |
@@ -123,6 +124,9 @@ pub struct Config {
     pub database_max_connections: Option<u32>,
     /// Days of finished jobs `prune_jobs` keeps.
     pub job_retention_days: u32,
+    /// Days raw high-volume events (`conversation-update`, `speech-update`, `transcript`,
+    /// `model-output`) are kept; reports, status updates and tool calls are kept for good.
+    pub event_retention_days: u32,
     /// How long a provider's open circuit breaker refuses calls before one trial.
     pub breaker_open_for: Duration,
     pub image_max_bytes: usize,
@@ -349,13 +353,14 @@ impl Config {
             billing_timezone,
             log_format,
             app_env: text("APP_ENV", "development"),
-            webhook_max_body_bytes: number(&get, "WEBHOOK_MAX_BODY_BYTES", 256 * 1024)?,
+            webhook_max_body_bytes: number(&get, "WEBHOOK_MAX_BODY_BYTES", 8 * 1024 * 1024)?,
             tool_result_wait: Duration::from_millis(number(&get, "TOOL_RESULT_WAIT_MS", 3000)?),
             database_max_connections: match get("DATABASE_MAX_CONNECTIONS") {
                 None => None,
                 Some(_) => Some(number(&get, "DATABASE_MAX_CONNECTIONS", 0u32)?.max(2)),
             },
             job_retention_days: number(&get, "JOB_RETENTION_DAYS", 14)?,
+            event_retention_days: number(&get, "WEBHOOK_EVENT_RETENTION_DAYS", 7)?,
             breaker_open_for: Duration::from_secs(
                 number(&get, "PROVIDER_BREAKER_OPEN_SECS", 30u64)?.max(1),
             ),

@@ -1,5 +1,6 @@
 //! `prune_jobs`: deletes finished queue rows older than a retention window and analyzes the
-//! table, because nothing in apalis does and fetches slow down as `apalis.jobs` grows.
+//! table, because nothing in apalis does and fetches slow down as `apalis.jobs` grows; and raw
+//! high-volume Vapi events (`conversation-update` and the like) older than theirs.
 //!
 //! Keeps `Failed`/`Killed` jobs (ops may re-run them) and anything younger than 14 days, which
 //! also keeps job-level idempotency keys alive for far longer than any retry window.
@@ -23,7 +24,17 @@ impl Job for PruneJobs {
         let days = self.keep_days.unwrap_or(deps.config.job_retention_days);
         let keep_days = i32::try_from(days).unwrap_or(i32::MAX);
         let deleted = crate::store::queue::prune(&deps.pool, keep_days).await?;
-        tracing::info!(deleted, keep_days, "pruned finished jobs");
+        let event_days = i32::try_from(deps.config.event_retention_days).unwrap_or(i32::MAX);
+        let mut conn = deps.pool.acquire().await?;
+        let events = crate::store::webhook_events::prune_high_volume(&mut conn, event_days).await?;
+        drop(conn);
+        tracing::info!(
+            deleted,
+            keep_days,
+            events,
+            event_days,
+            "pruned finished jobs and old raw events"
+        );
         Ok(())
     }
 }

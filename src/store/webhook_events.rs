@@ -24,6 +24,32 @@ impl Routing {
     }
 }
 
+/// Message types Vapi sends many times per call; their raw copies are pruned after
+/// `WEBHOOK_EVENT_RETENTION_DAYS` (nothing is billed from them).
+pub const HIGH_VOLUME: &[&str] = &[
+    "conversation-update",
+    "speech-update",
+    "transcript",
+    "model-output",
+];
+
+/// Deletes raw high-volume events older than `keep_days`; returns how many. The list is
+/// spelled out so the partial index `webhook_events_high_volume` (migration 0009) serves it.
+pub async fn prune_high_volume(
+    conn: &mut PgConnection,
+    keep_days: i32,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM webhook_events
+          WHERE message_type IN ('conversation-update', 'speech-update', 'transcript', 'model-output')
+            AND received_at < now() - make_interval(days => $1)",
+    )
+    .bind(keep_days)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
 pub struct NewEvent<'a> {
     pub agent_id: Option<Uuid>,
     pub dedupe_key: &'a str,

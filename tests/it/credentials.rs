@@ -396,3 +396,103 @@ async fn spec_valid_messages_are_stored_and_answered_2xx() {
         1
     );
 }
+
+/// A 60-minute call's report with its whole artifact is several MB (issue 13, item 5).
+#[tokio::test]
+async fn a_five_megabyte_report_is_taken_stored_once_and_metered() {
+    let app = TestApp::spawn().await;
+    let mut report = end_of_call_report("long-call", PHONES[2]);
+    report["message"]["startedAt"] = json!("2026-11-20T17:00:00.000Z");
+    report["message"]["endedAt"] = json!("2026-11-20T18:00:00.000Z");
+    let messages: Vec<Value> = (0..20_000)
+        .map(|i| {
+            json!({"role": if i % 2 == 0 { "bot" } else { "user" },
+                   "message": format!("turn {i}: ¿Tiene paneles solares en el techo? Yes, leased ones, about twelve of them."),
+                   "time": 1_763_658_000_000i64 + i * 300, "secondsFromStart": i as f64 * 0.3})
+        })
+        .collect();
+    let transcript: String = messages
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {}\n",
+                m["role"].as_str().unwrap_or(""),
+                m["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    report["message"]["artifact"] = json!({"messages": messages, "transcript": transcript});
+    let body = report.to_string();
+    assert!(body.len() > 5_000_000, "{} bytes", body.len());
+    let r = app
+        .post_raw(
+            body.clone().into_bytes(),
+            &[("x-vapi-secret", SHARED_SECRET.to_string())],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    drain(&app.db.pool, 20).await;
+    let (count, stored): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), sum(pg_column_size(payload))::int8 FROM webhook_events WHERE vapi_call_id = 'long-call'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("stored");
+    println!(
+        "a 60-minute report: {:.1} MB received, {:.2} MB stored (jsonb, TOAST-compressed)",
+        body.len() as f64 / 1e6,
+        stored as f64 / 1e6
+    );
+    assert_eq!(count, 1);
+    assert!(
+        stored < body.len() as i64,
+        "stored once, compressed: {stored}"
+    );
+    let minutes: rust_decimal::Decimal = sqlx::query_scalar(
+        "SELECT quantity FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:long-call'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("metered");
+    assert_eq!(minutes, rust_decimal::Decimal::from(60));
+}
+
+#[tokio::test]
+async fn high_volume_raw_events_are_pruned_after_their_retention_and_reports_are_kept() {
+    use agent_meter::jobs::{Deps, Job, prune_jobs::PruneJobs};
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    for (n, (kind, days)) in [
+        ("conversation-update", 8),
+        ("speech-update", 30),
+        ("conversation-update", 1),
+        ("end-of-call-report", 400),
+        ("status-update", 400),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sqlx::query(
+            "INSERT INTO webhook_events (agent_id, dedupe_key, message_type, vapi_call_id, routing, payload, received_at)
+             VALUES ($1, $2, $3, 'c', 'routed', '{}', now() - make_interval(days => $4))",
+        )
+        .bind(agent)
+        .bind(format!("k{n}"))
+        .bind(kind)
+        .bind(days)
+        .execute(&db.pool)
+        .await
+        .expect("event");
+    }
+    let deps = Deps::new(db.pool.clone(), std::sync::Arc::new(test_config(&[])));
+    PruneJobs::default().run(&deps).await.expect("prune");
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT message_type FROM webhook_events ORDER BY dedupe_key")
+            .fetch_all(&db.pool)
+            .await
+            .expect("left");
+    assert_eq!(
+        left,
+        ["conversation-update", "end-of-call-report", "status-update"]
+    );
+}
