@@ -61,8 +61,41 @@ pub fn tool_definitions(agent: &Agent) -> Value {
     )
 }
 
-/// The whole answer for a routed caller.
-pub fn answer(agent: &Agent, lead_id: Option<Uuid>, caller: Option<&str>) -> Value {
+/// The server messages a transient assistant asks Vapi for: what we store, meter or answer.
+pub const SERVER_MESSAGES: &[&str] = &[
+    "end-of-call-report",
+    "status-update",
+    "tool-calls",
+    "function-call",
+    "transfer-destination-request",
+    "handoff-destination-request",
+    "conversation-update",
+    "hang",
+];
+
+/// Vapi's `CreateAssistantDTO.name` holds at most 40 characters.
+pub const MAX_NAME_CHARS: usize = 40;
+
+/// `{agency} receptionist`, shortened on a character boundary to fit Vapi's limit.
+fn assistant_name(agency_name: &str) -> String {
+    let full = format!("{agency_name} receptionist");
+    if full.chars().count() <= MAX_NAME_CHARS {
+        return full;
+    }
+    let mut short: String = agency_name.chars().take(MAX_NAME_CHARS - 1).collect();
+    short = short.trim_end().to_string();
+    short.push('…');
+    short
+}
+
+/// The whole answer for a routed caller. `server_url`, when we know our public URL, is where a
+/// transient assistant reports, whatever the phone number or org says.
+pub fn answer(
+    agent: &Agent,
+    lead_id: Option<Uuid>,
+    caller: Option<&str>,
+    server_url: Option<&str>,
+) -> Value {
     let variables = json!({
         "agency_name": agent.agency_name,
         "agent_id": agent.id,
@@ -81,9 +114,9 @@ pub fn answer(agent: &Agent, lead_id: Option<Uuid>, caller: Option<&str>) -> Val
                 "variableValues": variables,
             }
         }),
-        None => json!({
-            "assistant": {
-                "name": format!("{} receptionist", agent.agency_name),
+        None => {
+            let mut assistant = json!({
+                "name": assistant_name(&agent.agency_name),
                 "firstMessage": greeting(agent),
                 "model": {
                     "provider": "openai",
@@ -91,9 +124,16 @@ pub fn answer(agent: &Agent, lead_id: Option<Uuid>, caller: Option<&str>) -> Val
                     "messages": [{"role": "system", "content": system_prompt(agent)}],
                     "tools": tool_definitions(agent),
                 },
+                "serverMessages": SERVER_MESSAGES,
+                // Live control, so a finding that comes after the answer can still be said.
+                "monitorPlan": {"controlEnabled": true},
                 "metadata": variables,
+            });
+            if let (Some(url), Some(obj)) = (server_url, assistant.as_object_mut()) {
+                obj.insert("server".into(), json!({"url": url}));
             }
-        }),
+            json!({ "assistant": assistant })
+        }
     }
 }
 
@@ -119,7 +159,7 @@ mod tests {
 
     #[test]
     fn default_persona_is_bilingual_and_names_the_agency() {
-        let a = answer(&agent(), None, Some("+1"));
+        let a = answer(&agent(), None, Some("+1"), None);
         let prompt = a["assistant"]["model"]["messages"][0]["content"]
             .as_str()
             .expect("prompt");
@@ -137,14 +177,14 @@ mod tests {
     fn own_prompt_and_assistant_id_are_used() {
         let mut ag = agent();
         ag.system_prompt = Some("Only English. You work for {agency_name}.".into());
-        let a = answer(&ag, None, None);
+        let a = answer(&ag, None, None, None);
         assert_eq!(
             a["assistant"]["model"]["messages"][0]["content"],
             "Only English. You work for Sedona Red Rock Insurance."
         );
         ag.vapi_assistant_id = Some("asst_1".into());
         ag.greeting = Some("Hola!".into());
-        let a = answer(&ag, None, None);
+        let a = answer(&ag, None, None, None);
         assert_eq!(a["assistantId"], "asst_1");
         assert_eq!(a["assistantOverrides"]["firstMessage"], "Hola!");
         assert_eq!(
@@ -167,16 +207,47 @@ mod tests {
             .iter()
             .map(|t| t.name.to_string())
             .collect();
-        assert_eq!(names(&answer(&agent(), None, None)), all);
+        assert_eq!(names(&answer(&agent(), None, None, None)), all);
         let mut ag = agent();
         ag.tools = Some(vec!["flood_zone_lookup".into()]);
-        let a = answer(&ag, None, None);
+        let a = answer(&ag, None, None, None);
         assert_eq!(names(&a), ["flood_zone_lookup"]);
         let prompt = a["assistant"]["model"]["messages"][0]["content"]
             .as_str()
             .expect("prompt");
         assert!(prompt.contains("flood_zone_lookup") && !prompt.contains("solar_ocr_scan"));
         ag.tools = Some(Vec::new());
-        assert!(names(&answer(&ag, None, None)).is_empty());
+        assert!(names(&answer(&ag, None, None, None)).is_empty());
+    }
+
+    #[test]
+    fn a_long_agency_name_still_fits_vapis_forty_characters() {
+        let mut ag = agent();
+        ag.agency_name = "Compañía de Seguros Familiares del Gran Cañón y Alrededores".into();
+        let name = answer(&ag, None, None, None)["assistant"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string();
+        assert!(name.chars().count() <= MAX_NAME_CHARS, "{name}");
+        assert!(name.starts_with("Compañía de Seguros"), "{name}");
+        assert_eq!(
+            assistant_name("Yuma Insurance"),
+            "Yuma Insurance receptionist"
+        );
+        let a = answer(
+            &agent(),
+            None,
+            None,
+            Some("https://meter.example.com/vapi/webhook"),
+        );
+        assert_eq!(
+            a["assistant"]["server"]["url"],
+            "https://meter.example.com/vapi/webhook"
+        );
+        assert!(
+            answer(&agent(), None, None, None)["assistant"]
+                .get("server")
+                .is_none()
+        );
     }
 }

@@ -98,9 +98,27 @@ async fn handle(
     let answer = match msg.kind.as_str() {
         "assistant-request" => assistant_request(app, msg, raw).await?,
         "tool-calls" | "function-call" => tool_calls::answer(app, msg, raw).await?,
-        _ => ingest(app, msg, raw).await?,
+        other => {
+            let stored = ingest(app, msg, raw).await?;
+            expected_answer(other).unwrap_or(stored)
+        }
     };
     Ok(Json(answer).into_response())
+}
+
+/// Messages Vapi waits on get an answer inside its schema, never a bare `{"received": true}`.
+/// No agency has transfer destinations or a knowledge base here yet: the answer says so, and
+/// the assistant tells the caller an agent will call back.
+fn expected_answer(kind: &str) -> Option<serde_json::Value> {
+    const NO_TRANSFER: &str = "No transfer destination is set up for this agency; take a message and an agent will call back.";
+    match kind {
+        "transfer-destination-request" => Some(json!({"error": NO_TRANSFER})),
+        "handoff-destination-request" => Some(json!({"destination": {}, "error": NO_TRANSFER})),
+        "knowledge-base-request" => Some(json!({"documents": []})),
+        // A moderate wait before the caller's turn counts as finished (we tune nothing per call).
+        "call.endpointing.request" => Some(json!({"timeoutSeconds": 1.5})),
+        _ => None,
+    }
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -223,7 +241,17 @@ async fn assistant_request(app: &AppState, msg: &MessageIn, raw: &str) -> Result
     let lead = caller_lead(&mut tx, app, &agent, msg).await?;
     tx.commit().await?;
     tracing::info!(agent.id = %agent.id, call.id = msg.call_id(), "assistant-request answered");
-    Ok(assistant::answer(&agent, lead, msg.customer_number()))
+    let server_url = app
+        .config
+        .public_base_url
+        .as_deref()
+        .map(|base| format!("{base}/vapi/webhook"));
+    Ok(assistant::answer(
+        &agent,
+        lead,
+        msg.customer_number(),
+        server_url.as_deref(),
+    ))
 }
 
 /// Every other message: store it (once) and do what its type asks, all in one transaction.

@@ -17,6 +17,7 @@ mod reliability;
 mod schema;
 mod tenancy;
 mod tools;
+mod vapi_schema;
 mod webhook;
 mod worker;
 mod writer;
