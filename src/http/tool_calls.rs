@@ -37,11 +37,19 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
     } else {
         tools::from_message(&message)
     };
-    if calls.is_empty() {
+    if calls.is_empty() && legacy {
         return Err(ApiError::bad_request(
             "invalid_message",
-            "tool-calls needs message.toolCallList with ids (function-call needs message.functionCall)",
+            "function-call needs message.functionCall",
         ));
+    }
+    if calls.is_empty() {
+        // Spec-valid (an empty list): stored, nothing to run.
+        let (routing, agent) = webhook::route(app, msg).await?;
+        let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
+        webhook::record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
+        tx.commit().await?;
+        return Ok(json!({"results": []}));
     }
 
     let (routing, agent) = webhook::route(app, msg).await?;

@@ -117,6 +117,8 @@ fn expected_answer(kind: &str) -> Option<serde_json::Value> {
         "knowledge-base-request" => Some(json!({"documents": []})),
         // A moderate wait before the caller's turn counts as finished (we tune nothing per call).
         "call.endpointing.request" => Some(json!({"timeoutSeconds": 1.5})),
+        // Campaigns are the agency's own business in Vapi; we never hold a call back.
+        "campaign.predial" => Some(json!({"eligible": true})),
         _ => None,
     }
 }
