@@ -86,9 +86,10 @@ impl VapiClient {
     }
 
     /// `GET /call?phoneNumberId=..&createdAtGe=..&createdAtLt=..&limit=1000` (a bare JSON
-    /// array). Pages by narrowing `createdAtLt` to just after the oldest `createdAt` seen (one
-    /// millisecond later, so calls sharing that instant are not skipped) until a page is short;
-    /// deduplicates by id; returns the calls oldest first. Assumes Vapi lists newest first.
+    /// array). The endpoint has no cursor and states no order, so a full page (1,000 calls) does
+    /// not say which calls it left out: the window is split in two and each half asked again,
+    /// until every window comes back short. Nothing is lost whatever order Vapi lists in;
+    /// calls are deduplicated by id and returned oldest first.
     pub async fn list_calls(
         &self,
         phone_number_id: &str,
@@ -97,47 +98,46 @@ impl VapiClient {
     ) -> Result<Vec<CallOut>, ProviderError> {
         let url = self.url(&["call"])?;
         let mut seen: HashMap<String, CallOut> = HashMap::new();
-        let mut lt = created_at_lt;
-        for _ in 0..MAX_PAGES {
-            if lt <= created_at_ge {
-                break;
+        let mut windows = vec![(created_at_ge, created_at_lt)];
+        let mut requests = 0;
+        while let Some((ge, lt)) = windows.pop() {
+            if lt <= ge {
+                continue;
+            }
+            requests += 1;
+            if requests > MAX_PAGES {
+                return Err(ProviderError::permanent(
+                    PROVIDER,
+                    format!("more than {MAX_PAGES} pages of calls; narrow the window"),
+                ));
             }
             let query = [
                 ("phoneNumberId", phone_number_id.to_string()),
-                ("createdAtGe", timestamp(created_at_ge)),
+                ("createdAtGe", timestamp(ge)),
                 ("createdAtLt", timestamp(lt)),
                 ("limit", PAGE_LIMIT.to_string()),
             ];
             let page: Vec<CallOut> = self.get_json(url.clone(), &query).await?;
-            let full = page.len() >= PAGE_LIMIT;
-            let oldest = page.iter().filter_map(|c| c.created_at).min();
-            for call in page {
-                seen.entry(call.id.clone()).or_insert(call);
+            if page.len() < PAGE_LIMIT {
+                for call in page {
+                    seen.entry(call.id.clone()).or_insert(call);
+                }
+                continue;
             }
-            if !full {
-                return Ok(oldest_first(seen));
-            }
-            let next = oldest
-                .ok_or_else(|| {
-                    ProviderError::permanent(PROVIDER, "cannot page: calls lack createdAt")
-                })?
-                .checked_add_signed(TimeDelta::milliseconds(1))
-                .unwrap_or(lt);
-            if next >= lt {
+            // Full: this window holds more than one page. Halve it (whole milliseconds, as the
+            // API's timestamps are) and ask for each half.
+            let span = (lt - ge).num_milliseconds();
+            if span <= 1 {
                 return Err(ProviderError::permanent(
                     PROVIDER,
                     format!("cannot page: {PAGE_LIMIT} calls created within one millisecond"),
                 ));
             }
-            lt = next;
+            let middle = ge + TimeDelta::milliseconds(span / 2);
+            windows.push((middle, lt));
+            windows.push((ge, middle));
         }
-        if lt <= created_at_ge {
-            return Ok(oldest_first(seen));
-        }
-        Err(ProviderError::permanent(
-            PROVIDER,
-            format!("more than {MAX_PAGES} pages of calls; narrow the window"),
-        ))
+        Ok(oldest_first(seen))
     }
 
     fn url(&self, segments: &[&str]) -> Result<reqwest::Url, ProviderError> {

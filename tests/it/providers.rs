@@ -329,41 +329,89 @@ async fn vapi_get_call_sends_the_bearer_key_and_reads_cost_exactly() {
     assert!(!e.is_transient(), "{e}");
 }
 
+/// A stand-in for `GET /call` that answers like the real one: the calls whose `createdAt` is in
+/// `[createdAtGe, createdAtLt)`, at most `limit`, in an order of its choosing (here oldest
+/// first, the order a "newest first" pager would lose calls in).
+struct CallList {
+    calls: Vec<Value>,
+    newest_first: bool,
+}
+
+impl wiremock::Respond for CallList {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let param = |name: &str| {
+            request
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let (Some(ge), Some(lt), Some(limit)) = (
+            param("createdAtGe").map(|t| utc(&t)),
+            param("createdAtLt").map(|t| utc(&t)),
+            param("limit").and_then(|l| l.parse::<usize>().ok()),
+        ) else {
+            return ResponseTemplate::new(400);
+        };
+        let mut hits: Vec<&Value> = self
+            .calls
+            .iter()
+            .filter(|c| {
+                let at = utc(c["createdAt"].as_str().unwrap_or_default());
+                at >= ge && at < lt
+            })
+            .collect();
+        if self.newest_first {
+            hits.reverse();
+        }
+        hits.truncate(limit);
+        ResponseTemplate::new(200).set_body_json(hits)
+    }
+}
+
 #[tokio::test]
-async fn vapi_list_calls_pages_back_through_time_and_dedupes_by_id() {
-    let server = MockServer::start().await;
-    let call = |i: usize| {
-        let at = utc("2026-03-01T00:00:00Z") + chrono::TimeDelta::seconds(i as i64);
+async fn vapi_list_calls_loses_nothing_whatever_order_vapi_lists_in() {
+    let day = utc("2026-03-01T00:00:00Z");
+    let call = |i: i64| {
+        let at = day + chrono::TimeDelta::seconds(i * 30);
         json!({"id": format!("c{i}"), "phoneNumberId": "ph-1", "createdAt": at.to_rfc3339(), "cost": 0.05})
     };
-    // Newest first, a full page of 1000 (c1000..c1), then the rest, overlapping at c1.
-    let first: Vec<Value> = (1..=1000).rev().map(call).collect();
-    let second: Vec<Value> = vec![call(1), call(0)];
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .and(query_param("createdAtLt", "2026-03-02T00:00:00.000Z"))
-        .and(query_param("createdAtGe", "2026-03-01T00:00:00.000Z"))
-        .and(query_param("phoneNumberId", "ph-1"))
-        .and(query_param("limit", "1000"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(first))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .and(query_param("createdAtLt", "2026-03-01T00:00:01.001Z"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(second))
-        .mount(&server)
-        .await;
-    let client = vapi_at(server.uri(), Duration::from_secs(5), breaker("vapi"));
-    let from = utc("2026-03-01T00:00:00Z");
-    let calls = client
-        .list_calls("ph-1", from, from + chrono::TimeDelta::days(1))
-        .await
-        .expect("calls");
-    assert_eq!(calls.len(), 1001);
-    assert_eq!(calls[0].id, "c0");
-    assert_eq!(calls[1000].id, "c1000");
-    assert_eq!(server.received_requests().await.expect("recorded").len(), 2);
+    // 2,500 calls in one day, plus two at the very same millisecond.
+    let mut calls: Vec<Value> = (0..2500).map(call).collect();
+    calls.push(
+        json!({"id": "twin", "phoneNumberId": "ph-1", "createdAt": "2026-03-01T00:00:00.000Z"}),
+    );
+    for newest_first in [false, true] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/call"))
+            .and(query_param("phoneNumberId", "ph-1"))
+            .and(query_param("limit", "1000"))
+            .respond_with(CallList {
+                calls: calls.clone(),
+                newest_first,
+            })
+            .mount(&server)
+            .await;
+        let client = vapi_at(server.uri(), Duration::from_secs(5), breaker("vapi"));
+        let listed = client
+            .list_calls("ph-1", day, day + chrono::TimeDelta::days(1))
+            .await
+            .expect("calls");
+        assert_eq!(listed.len(), 2501, "newest first: {newest_first}");
+        let mut ids: Vec<&str> = listed.iter().map(|c| c.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 2501, "no call twice");
+        assert!(
+            listed
+                .windows(2)
+                .all(|w| w[0].created_at <= w[1].created_at),
+            "oldest first"
+        );
+        let requests = server.received_requests().await.expect("recorded").len();
+        assert!(requests <= 8, "{requests} requests for 2,501 calls");
+    }
 }
 
 #[tokio::test]
