@@ -32,6 +32,11 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
         .cloned()
         .unwrap_or(Value::Null);
     let legacy = msg.kind == "function-call";
+    // Where a finding that comes after our answer can still reach the live call.
+    let control_url = message["call"]["monitor"]["controlUrl"]
+        .as_str()
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .map(str::to_string);
     let calls = if legacy {
         legacy_call(&message, msg, raw)
     } else {
@@ -106,7 +111,7 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
                         if let Some(rx) = waiter {
                             let _ = tokio::time::timeout_at(deadline, rx).await;
                         }
-                        find(app, agent.id, tool.kind, &call.id).await?
+                        late(app, agent.id, tool, &call.id, control_url.as_deref()).await?
                     }
                 };
                 app.tool_results.forget(&call.id);
@@ -153,6 +158,32 @@ fn tool_for(agent: &Agent, name: &str) -> Result<&'static ToolSpec, String> {
     } else {
         Err(format!("{} is not enabled for this agency", tool.name))
     }
+}
+
+/// The last look once the wait is over. With a control URL, the finding is owed to the call
+/// first, then looked for: if it is here now, this answer says it only if it can claim it (the
+/// tool job may have claimed it a moment ago and said it through the control URL); if not, the
+/// job says it when it saves it. Either way it is said once.
+async fn late(
+    app: &AppState,
+    agent_id: Uuid,
+    tool: &ToolSpec,
+    tool_call_id: &str,
+    control_url: Option<&str>,
+) -> Result<Option<Value>, ApiError> {
+    let Some(url) = control_url else {
+        return find(app, agent_id, tool.kind, tool_call_id).await;
+    };
+    let key = effects::tool_call_key(tool_call_id);
+    let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
+    crate::store::late_findings::owe(&mut conn, &key, url).await?;
+    drop(conn);
+    let Some(found) = find(app, agent_id, tool.kind, tool_call_id).await? else {
+        return Ok(None);
+    };
+    let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
+    let claimed = crate::store::late_findings::claim(&mut conn, std::slice::from_ref(&key)).await?;
+    Ok((!claimed.is_empty()).then_some(found))
 }
 
 /// True when the tool call's job has failed for good (no finding will come).

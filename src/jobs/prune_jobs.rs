@@ -27,6 +27,7 @@ impl Job for PruneJobs {
         let event_days = i32::try_from(deps.config.event_retention_days).unwrap_or(i32::MAX);
         let mut conn = deps.pool.acquire().await?;
         let events = crate::store::webhook_events::prune_high_volume(&mut conn, event_days).await?;
+        crate::store::late_findings::prune(&mut conn).await?;
         drop(conn);
         tracing::info!(
             deleted,

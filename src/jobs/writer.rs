@@ -77,6 +77,60 @@ pub struct Writer {
     queue: Arc<OnceLock<mpsc::Sender<(ToolEffect, Reply)>>>,
 }
 
+/// After a commit: the findings a live call is still owed (its tool-calls answer went out
+/// without them) are claimed and said through the call's control URL, in the background, so a
+/// slow or dead call never holds up metering.
+async fn say_late_findings(pool: &PgPool, effects: &[&ToolEffect]) {
+    // One primary-key statement per batch; the table only holds calls that are waiting.
+    let keys: Vec<String> = effects.iter().map(|e| e.key.clone()).collect();
+    if keys.is_empty() {
+        return;
+    }
+    let claimed = async {
+        let mut conn = pool.acquire().await?;
+        crate::store::late_findings::claim(&mut conn, &keys).await
+    };
+    let claimed = match claimed.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for findings owed to live calls");
+            return;
+        }
+    };
+    for (key, control_url) in claimed {
+        let Some(effect) = effects.iter().find(|e| e.key == key) else {
+            continue;
+        };
+        let Some(tool) = crate::tools::registry()
+            .iter()
+            .find(|t| t.kind == effect.kind)
+        else {
+            continue;
+        };
+        let content = format!(
+            "The {} result is ready: {}. Tell the caller now.",
+            tool.name,
+            tool.say(&effect.result)
+        );
+        let http = late_http().clone();
+        let agent = effect.agent_id;
+        tokio::spawn(async move {
+            match crate::providers::vapi::add_message(&http, &control_url, &content).await {
+                Ok(()) => tracing::info!(agent.id = %agent, %key, "late finding said in the call"),
+                Err(e) => {
+                    tracing::warn!(agent.id = %agent, %key, error = %e, "late finding not delivered")
+                }
+            }
+        });
+    }
+}
+
+/// The client for control URLs (short timeout: a call that has ended does not answer).
+fn late_http() -> &'static reqwest::Client {
+    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
+    HTTP.get_or_init(|| crate::providers::http_client(std::time::Duration::from_secs(5)))
+}
+
 impl Writer {
     pub fn new(pool: PgPool, config: Arc<Config>) -> Self {
         Self {
@@ -206,6 +260,13 @@ async fn write_batch(
             .await?;
     }
     tx.commit().await?;
+    let committed: Vec<&ToolEffect> = effects
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| o.is_ok())
+        .map(|(e, _)| e)
+        .collect();
+    say_late_findings(pool, &committed).await;
     for (effect, outcome) in effects.iter().zip(&outcomes) {
         if let Ok(r) = outcome {
             if r.written {

@@ -193,3 +193,33 @@ fn oldest_first(calls: HashMap<String, CallOut>) -> Vec<CallOut> {
     calls.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     calls
 }
+
+/// Puts `content` into a live call through its `call.monitor.controlUrl` (Vapi's
+/// `ClientInboundMessageAddMessage`): a system message the assistant answers at once. No API
+/// key: the control URL is the credential, and it is never logged.
+pub async fn add_message(
+    http: &reqwest::Client,
+    control_url: &str,
+    content: &str,
+) -> Result<(), ProviderError> {
+    let url = reqwest::Url::parse(control_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "https" | "http"))
+        .ok_or_else(|| ProviderError::permanent(PROVIDER, "control URL is not http(s)"))?;
+    let body = serde_json::json!({
+        "type": "add-message",
+        "message": {"role": "system", "content": content},
+        "triggerResponseEnabled": true,
+    });
+    let response = http
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| classify_reqwest(PROVIDER, e))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(status_error(PROVIDER, response).await)
+    }
+}

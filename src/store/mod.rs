@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod calls;
 pub mod findings;
+pub mod late_findings;
 pub mod leads;
 pub mod pricing;
 pub mod queue;

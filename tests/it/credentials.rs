@@ -496,3 +496,67 @@ async fn high_volume_raw_events_are_pruned_after_their_retention_and_reports_are
         ["conversation-update", "end-of-call-report", "status-update"]
     );
 }
+
+/// A finding that comes after the tool-calls answer still reaches the live call, once, through
+/// the call's control URL (issue 13, item 4).
+#[tokio::test]
+async fn a_late_finding_is_said_in_the_call_through_its_control_url_once() {
+    use wiremock::{
+        Mock, MockServer, ResponseTemplate,
+        matchers::{method, path},
+    };
+    let mocks = Mocks::start().await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(gemini_solar_answer())
+                .set_delay(std::time::Duration::from_millis(1200)),
+        )
+        .mount(&mocks.gemini)
+        .await;
+    let control = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/call-late/control"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&control)
+        .await;
+    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "300")]).await;
+    let mut message = tool_calls(
+        "call-late",
+        PHONE_1,
+        json!([{"id": "tc-late", "name": "solar_ocr_scan",
+                "arguments": {"image_base64": "iVBORw0KGgo=", "mime_type": "image/png"}}]),
+    );
+    message["message"]["call"]["monitor"] =
+        json!({"controlUrl": format!("{}/call-late/control", control.uri())});
+    let answer: Value = app.post(&message).await.json().await.expect("json");
+    let said = answer["results"][0]["result"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("running"),
+        "answered before the finding: {answer}"
+    );
+
+    eventually(15, "the finding said through the control URL", || async {
+        (requests(&control).await >= 1).then_some(())
+    })
+    .await;
+    drain(&app.db.pool, 15).await;
+    let sent = control.received_requests().await.expect("recorded");
+    assert_eq!(sent.len(), 1, "said once");
+    let body: Value = serde_json::from_slice(&sent[0].body).expect("json");
+    assert_eq!(body["type"], "add-message");
+    assert_eq!(body["message"]["role"], "system");
+    let content = body["message"]["content"].as_str().unwrap_or_default();
+    assert!(
+        content.contains("solar") && content.contains("18 panels"),
+        "{content}"
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics WHERE metric_type = 'solar_ocr_scan'")
+            .await,
+        1,
+        "metered once, whatever the call"
+    );
+}
