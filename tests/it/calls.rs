@@ -397,13 +397,7 @@ async fn gemini_429_with_retry_after_waits_at_least_that_long() {
 #[tokio::test]
 async fn a_slow_provider_times_out_and_the_job_retries() {
     let mocks = Mocks::start().await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(gemini_solar_answer())
-                .set_delay(Duration::from_secs(10)),
-        )
+    gemini_slow(Duration::from_secs(10))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&mocks.gemini)

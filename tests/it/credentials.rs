@@ -506,13 +506,7 @@ async fn a_late_finding_is_said_in_the_call_through_its_control_url_once() {
         matchers::{method, path},
     };
     let mocks = Mocks::start().await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(gemini_solar_answer())
-                .set_delay(std::time::Duration::from_millis(1200)),
-        )
+    gemini_slow(std::time::Duration::from_millis(1200))
         .mount(&mocks.gemini)
         .await;
     let control = MockServer::start().await;

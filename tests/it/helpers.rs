@@ -398,6 +398,17 @@ pub fn gemini_solar_answer() -> Value {
     })
 }
 
+/// Gemini answering `gemini_solar_answer()` after `delay` (mount it on `mocks.gemini`).
+pub fn gemini_slow(delay: Duration) -> wiremock::Mock {
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path(GEMINI_PATH))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(gemini_solar_answer())
+                .set_delay(delay),
+        )
+}
+
 /// One ArcGIS feature (a well) near Flagstaff.
 pub fn well(id: u64, lat: f64, lon: f64) -> Value {
     json!({"attributes": {"REGISTRY_ID": id, "OWNER_NAME": "SMITH", "WELL_DEPTH": 420,
