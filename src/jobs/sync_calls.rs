@@ -5,7 +5,7 @@
 //! when Vapi's final duration differs from what was billed, append a reversal and a new row
 //! (`vapi_call:{id}:rev{n}` / `vapi_call:{id}:v{n+1}`), never an update in place.
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -167,8 +167,10 @@ async fn reconcile(
         return Ok(Reconciled::Unchanged);
     };
     let base_key = format!("vapi_call:{vapi_call_id}");
-    let rows: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics
+    type Row = (String, Decimal, Decimal, DateTime<Utc>, Option<Decimal>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT idempotency_key, quantity, unit_price_usd, occurred_at, provider_cost_usd
+           FROM agent_usage_metrics
           WHERE agent_id = $1 AND metric_type = $2
             AND (idempotency_key = $3 OR metadata->>'corrects' = $3)
           ORDER BY created_at, idempotency_key",
@@ -185,22 +187,27 @@ async fn reconcile(
     let Some(seconds) = call.duration_seconds else {
         return Ok(Reconciled::Unchanged);
     };
-    let billed: Decimal = rows.iter().map(|(_, q, _)| *q).sum();
+    let billed: Decimal = rows.iter().map(|(_, q, ..)| *q).sum();
     let expected = money::minutes_from_seconds(seconds);
     if billed == expected {
         return Ok(Reconciled::Unchanged);
     }
-    // The live row is the latest positive one; reverse it at its own price, then bill anew.
-    let corrections = rows.iter().filter(|(_, q, _)| q.is_sign_negative()).count() + 1;
-    let Some((live_key, live_qty, live_price)) = rows
+    // The live row is the latest positive one. Its reversal nets it exactly: same time (so the
+    // same month), same price, quantity, cost and provider cost negated; the new row then carries
+    // the final duration and Vapi's final cost once.
+    let corrections = rows
+        .iter()
+        .filter(|(_, q, ..)| q.is_sign_negative())
+        .count()
+        + 1;
+    let Some((live_key, live_qty, live_price, live_at, live_provider_cost)) = rows
         .iter()
         .rev()
-        .find(|(_, q, _)| q.is_sign_positive())
+        .find(|(_, q, ..)| q.is_sign_positive())
         .cloned()
     else {
         return Ok(Reconciled::Unchanged);
     };
-    let occurred_at = call.ended_at.unwrap_or(call.updated_at);
     usage::insert_once(
         tx,
         &usage::NewUsage {
@@ -208,8 +215,8 @@ async fn reconcile(
             metric_type: metric::VAPI_CALL_MINUTES,
             quantity: -live_qty,
             unit_price_usd: live_price,
-            provider_cost_usd: None,
-            occurred_at,
+            provider_cost_usd: live_provider_cost.map(|c| -c),
+            occurred_at: live_at,
             idempotency_key: &format!("{base_key}:rev{corrections}"),
             metadata: serde_json::json!({"corrects": base_key, "reverses": live_key,
                                          "vapi_call_id": vapi_call_id, "reason": "vapi final duration differs"}),

@@ -500,6 +500,86 @@ async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_dura
     );
 }
 
+/// Issue 14, item 4: a reversal nets the row it reverses exactly (its time, so its month; its
+/// price; its quantity, cost and provider cost negated), and Vapi's cost is counted once.
+#[tokio::test]
+async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_once() {
+    let mocks = Mocks::start().await;
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    let vars: Vec<(String, String)> = mocks.config();
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&borrowed)));
+    // Billed as 2 minutes at 0.20 on the last evening of November, with Vapi's cost then 0.25.
+    sqlx::query(
+        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                          provider_cost_usd, occurred_at, idempotency_key)
+         VALUES ($1, 'vapi_call_minutes', 2, 0.20, 0.40, 0.25, '2026-12-01T06:50:00Z', 'vapi_call:late-call')",
+    )
+    .bind(agent)
+    .execute(&db.pool)
+    .await
+    .expect("billed row");
+    sqlx::query("INSERT INTO calls (agent_id, vapi_call_id, status, duration_seconds, ended_at) VALUES ($1, 'late-call', 'ended', 120, '2026-12-01T06:50:00Z')")
+        .bind(agent)
+        .execute(&db.pool)
+        .await
+        .expect("call");
+    // Vapi's final record: 3 minutes, ending after midnight in Phoenix (another month), cost 0.31.
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .and(query_param("phoneNumberId", PHONE_1))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([vapi_call(
+            "late-call",
+            "2026-12-01T06:48:00Z",
+            "2026-12-01T07:51:00Z"
+        )])))
+        .mount(&mocks.vapi)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&mocks.vapi)
+        .await;
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 30).expect("date");
+    SyncCalls {
+        date,
+        agent_id: None,
+    }
+    .sync(&deps)
+    .await
+    .expect("sync");
+    type Row = (
+        String,
+        Decimal,
+        Decimal,
+        Decimal,
+        Option<Decimal>,
+        chrono::DateTime<chrono::Utc>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT idempotency_key, quantity, unit_price_usd, cost_usd, provider_cost_usd, occurred_at
+           FROM agent_usage_metrics ORDER BY idempotency_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("rows");
+    let (billed, reversal, rebilled) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!(reversal.0, "vapi_call:late-call:rev1");
+    assert_eq!(
+        (reversal.1, reversal.2, reversal.3),
+        (d("-2"), d("0.20"), d("-0.40"))
+    );
+    assert_eq!(reversal.4, Some(d("-0.25")), "provider cost reversed too");
+    assert_eq!(
+        reversal.5, billed.5,
+        "the reversed row's time, so its month"
+    );
+    assert_eq!(rebilled.4, Some(d("0.31")));
+    let provider_total: Decimal = rows.iter().filter_map(|r| r.4).sum();
+    assert_eq!(provider_total, d("0.31"), "Vapi's final cost, once");
+}
+
 #[tokio::test]
 async fn the_clock_enqueues_a_missed_tick_once_per_period() {
     let db = TestDb::seeded().await;
