@@ -206,7 +206,10 @@ pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<(
                 }
                 Format::Table => {
                     for i in &list {
-                        println!("{} — {} ({})", i.agency_name, i.period, i.status);
+                        println!(
+                            "{} — {} ({}) [agent {}]",
+                            i.agency_name, i.period, i.status, i.agent_id
+                        );
                         for l in &i.lines {
                             println!(
                                 "  {:<12} {:<18} {:>14} x {:>10} = {:>10}",
@@ -238,7 +241,7 @@ pub async fn usage(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<
                 .iter()
                 .map(|r| {
                     serde_json::json!({
-                        "agency_name": r.agency_name, "metric_type": r.metric_type, "count": r.events,
+                        "agent_id": r.agent_id, "agency_name": r.agency_name, "metric_type": r.metric_type, "count": r.events,
                         "quantity": r.quantity.normalize().to_string(), "billed": reports::cents(r.billed_usd),
                         "provider_cost": reports::cents(r.provider_cost_usd), "margin": reports::cents(r.margin_usd()),
                     })
@@ -247,10 +250,11 @@ pub async fn usage(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Format::Csv => {
-            println!("agency_name,metric_type,count,quantity,billed,provider_cost,margin");
+            println!("agent_id,agency_name,metric_type,count,quantity,billed,provider_cost,margin");
             for r in &rows {
                 println!(
-                    "{},{},{},{},{},{},{}",
+                    "{},{},{},{},{},{},{},{}",
+                    r.agent_id,
                     csv(&r.agency_name),
                     r.metric_type,
                     r.events,
@@ -263,12 +267,13 @@ pub async fn usage(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<
         }
         Format::Table => {
             println!(
-                "{:<30} {:<18} {:>7} {:>14} {:>10} {:>10} {:>10}",
-                "AGENCY", "METRIC", "COUNT", "QUANTITY", "BILLED", "COST", "MARGIN"
+                "{:<36} {:<30} {:<18} {:>7} {:>14} {:>10} {:>10} {:>10}",
+                "AGENT", "AGENCY", "METRIC", "COUNT", "QUANTITY", "BILLED", "COST", "MARGIN"
             );
             for r in &rows {
                 println!(
-                    "{:<30} {:<18} {:>7} {:>14} {:>10} {:>10} {:>10}",
+                    "{:<36} {:<30} {:<18} {:>7} {:>14} {:>10} {:>10} {:>10}",
+                    r.agent_id,
                     r.agency_name,
                     r.metric_type,
                     r.events,

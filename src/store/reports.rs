@@ -81,6 +81,8 @@ pub async fn invoices(
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
 pub struct UsageRow {
+    /// Rows are per agent: two agencies may share a name.
+    pub agent_id: uuid::Uuid,
     pub agency_name: String,
     pub metric_type: String,
     pub events: i64,
@@ -103,13 +105,14 @@ pub async fn usage(
     end: DateTime<Utc>,
     email: Option<&str>,
 ) -> Result<Vec<UsageRow>, sqlx::Error> {
-    let rows: Vec<(String, String, Decimal, i64, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT a.agency_name, u.metric_type, u.unit_price_usd, count(*), sum(u.quantity),
+    type Row = (uuid::Uuid, String, String, Decimal, i64, Decimal, Decimal);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT a.id, a.agency_name, u.metric_type, u.unit_price_usd, count(*), sum(u.quantity),
                 COALESCE(sum(u.provider_cost_usd), 0)
            FROM agent_usage_metrics u JOIN agents a ON a.id = u.agent_id
           WHERE u.occurred_at >= $1 AND u.occurred_at < $2 AND ($3::text IS NULL OR a.email = $3)
-          GROUP BY a.agency_name, u.metric_type, u.unit_price_usd
-          ORDER BY a.agency_name, u.metric_type, u.unit_price_usd",
+          GROUP BY a.id, a.agency_name, u.metric_type, u.unit_price_usd
+          ORDER BY a.agency_name, a.id, u.metric_type, u.unit_price_usd",
     )
     .bind(start)
     .bind(end)
@@ -117,16 +120,17 @@ pub async fn usage(
     .fetch_all(conn)
     .await?;
     let mut out: Vec<UsageRow> = Vec::new();
-    for (agency_name, metric_type, price, events, quantity, cost) in rows {
+    for (agent_id, agency_name, metric_type, price, events, quantity, cost) in rows {
         let billed = money::round_line(quantity * price);
         match out.last_mut() {
-            Some(r) if r.agency_name == agency_name && r.metric_type == metric_type => {
+            Some(r) if r.agent_id == agent_id && r.metric_type == metric_type => {
                 r.events += events;
                 r.quantity += quantity;
                 r.billed_usd += billed;
                 r.provider_cost_usd += cost;
             }
             _ => out.push(UsageRow {
+                agent_id,
                 agency_name,
                 metric_type,
                 events,

@@ -667,3 +667,66 @@ async fn the_daily_sync_fans_out_one_job_per_agent_once() {
         "{keys:?}"
     );
 }
+
+/// Issue 14, item 5: reports are per agent; two agencies with the same name stay apart.
+#[tokio::test]
+async fn usage_is_reported_per_agent_even_when_two_agencies_share_a_name() {
+    let db = TestDb::seeded().await;
+    let (a, b) = (db.agent_id(PHONE_1).await, db.agent_id(PHONE_2).await);
+    sqlx::query("UPDATE agents SET agency_name = 'Desert Insurance' WHERE id IN ($1, $2)")
+        .bind(a)
+        .bind(b)
+        .execute(&db.pool)
+        .await
+        .expect("same name");
+    add_usage(
+        &db,
+        a,
+        "water_lookup",
+        "1",
+        "0.00",
+        "2026-11-10T17:00:00Z",
+        "k-a",
+    )
+    .await;
+    add_usage(
+        &db,
+        b,
+        "water_lookup",
+        "2",
+        "0.00",
+        "2026-11-10T17:00:00Z",
+        "k-b",
+    )
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
+        .args(["usage", "--month", "2026-11", "--format", "json"])
+        .env("DATABASE_URL", &db.url)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut per_agent: Vec<(String, String)> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["agent_id"].as_str().unwrap_or("").to_string(),
+                r["quantity"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    per_agent.sort();
+    let mut want = vec![
+        (a.to_string(), "1".to_string()),
+        (b.to_string(), "2".to_string()),
+    ];
+    want.sort();
+    assert_eq!(per_agent, want);
+}
