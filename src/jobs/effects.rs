@@ -8,9 +8,9 @@ use uuid::Uuid;
 use super::{Deps, JobError};
 use crate::store::{findings, pricing, usage};
 
-/// The answer saved under `key` by an earlier run, or a new one from `ask` (the provider call).
-/// A saved answer is never asked for again, so a re-run after a crash does not pay twice; a new
-/// one is saved by the effects writer together with everything it causes.
+/// The answer saved under `key` by an earlier run, or a new one from `ask` (the provider call),
+/// committed on its own (`provider_answers`) before any effect is attempted. A saved answer is
+/// never asked for again, so neither a crash nor an effect that keeps failing makes us pay twice.
 pub async fn saved_or_ask<Fut>(
     deps: &Deps,
     agent_id: Uuid,
@@ -22,12 +22,14 @@ where
     Fut: std::future::Future<Output = Result<serde_json::Value, JobError>>,
 {
     let mut conn = deps.pool.acquire().await?;
-    let saved = findings::find(&mut conn, agent_id, kind, key).await?;
-    drop(conn);
-    match saved {
-        Some(found) => Ok(found.result),
-        None => ask().await,
+    if let Some(answer) = findings::saved_answer(&mut conn, agent_id, kind, key).await? {
+        return Ok(answer);
     }
+    drop(conn);
+    let answer = ask().await?;
+    let mut conn = deps.pool.acquire().await?;
+    // Two racing runs keep the first answer saved, and both go on with it.
+    Ok(findings::save_answer(&mut conn, agent_id, kind, key, &answer).await?)
 }
 
 /// The LISTEN/NOTIFY channel on which finished tool calls are announced (payload: the id).

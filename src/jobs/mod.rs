@@ -102,9 +102,17 @@ impl JobError {
 }
 
 impl From<sqlx::Error> for JobError {
+    /// Data and integrity errors (SQLSTATE classes 22 and 23) fail the same way every time:
+    /// permanent. Everything else (connections, serialization, timeouts) may clear: transient.
     fn from(e: sqlx::Error) -> Self {
-        // Any database failure may clear on its own; data problems are classified by the caller.
-        JobError::Transient(format!("database: {e}"))
+        let class = match &e {
+            sqlx::Error::Database(d) => d.code().map(|c| c.chars().take(2).collect::<String>()),
+            _ => None,
+        };
+        match class.as_deref() {
+            Some("22" | "23") => JobError::Permanent(format!("database refused the data: {e}")),
+            _ => JobError::Transient(format!("database: {e}")),
+        }
     }
 }
 

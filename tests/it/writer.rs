@@ -87,8 +87,8 @@ async fn a_batch_writes_each_effect_once_and_a_bad_effect_fails_alone() {
         outcomes[41]
     );
     assert!(
-        matches!(&outcomes[42], Err(JobError::Transient(m)) if m.contains("database")),
-        "{:?}",
+        matches!(&outcomes[42], Err(JobError::Permanent(m)) if m.contains("database refused")),
+        "an integrity error fails the same way every time: {:?}",
         outcomes[42]
     );
 
@@ -163,5 +163,63 @@ async fn concurrent_writes_through_the_writer_each_get_their_own_answer() {
     assert_eq!(
         db.count("SELECT count(*) FROM agent_usage_metrics").await,
         200
+    );
+}
+
+/// Issue 14, item 3: a paid answer is committed on its own before any effect; an effect that can
+/// never be written fails the job for good, the provider is asked once, and nothing is billed.
+#[tokio::test]
+async fn a_paid_answer_is_kept_and_never_paid_twice_when_its_effect_keeps_failing() {
+    use agent_meter::jobs::{Deps, Job, solar_ocr_scan::SolarOcrScan};
+    use wiremock::{
+        Mock, ResponseTemplate,
+        matchers::{method, path},
+    };
+    let mocks = Mocks::start().await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(gemini_solar_answer()))
+        .mount(&mocks.gemini)
+        .await;
+    let db = TestDb::seeded().await;
+    let (a, b) = (
+        db.agent_id("ph_placeholder_client1").await,
+        db.agent_id("ph_placeholder_client2").await,
+    );
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let (lead_of_b, _) = leads::upsert_by_phone(&mut conn, b, "+16025550102")
+        .await
+        .expect("lead b");
+    drop(conn);
+    let vars = mocks.config();
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&borrowed)));
+    // Agent a's scan names agent b's lead: the database refuses the effect every time.
+    let job = SolarOcrScan {
+        agent_id: a,
+        lead_id: Some(lead_of_b),
+        tool_call_id: "tc-refused".into(),
+        image_url: None,
+        image_base64: Some("iVBORw0KGgo=".into()),
+        mime_type: Some("image/png".into()),
+        address: Some("1 Elm St".into()),
+        requested_at: None,
+    };
+    for attempt in 0..2 {
+        let e = job.clone().run(&deps).await.expect_err("refused");
+        assert!(
+            matches!(&e, JobError::Permanent(m) if m.contains("database refused")),
+            "attempt {attempt}: {e:?}"
+        );
+    }
+    assert_eq!(requests(&mocks.gemini).await, 1, "Gemini paid once");
+    assert_eq!(
+        db.count("SELECT count(*) FROM provider_answers WHERE key = 'tool_call:tc-refused'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM agent_usage_metrics").await,
+        0
     );
 }
