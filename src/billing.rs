@@ -253,10 +253,13 @@ async fn rollup_agents(
     .bind(month.first_day)
     .fetch_all(&mut *tx)
     .await?;
-    // The setup fee is billed once, ever: not here if another invoice carries it.
+    // The setup fee belongs to the month billing starts, whatever order rollups run in, and is
+    // billed once ever: agents starting in another month, or already billed it, get none here.
     let fee_billed: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT l.agent_id FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
-          WHERE l.agent_id = ANY($1) AND l.kind = 'setup_fee' AND i.period_start <> $2",
+        "SELECT a.id FROM agents a WHERE a.id = ANY($1)
+            AND (date_trunc('month', a.billing_starts_on::timestamp)::date <> $2
+                 OR EXISTS (SELECT 1 FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+                             WHERE l.agent_id = a.id AND l.kind = 'setup_fee' AND i.period_start <> $2))",
     )
     .bind(&drafts)
     .bind(month.first_day)
@@ -436,24 +439,42 @@ pub async fn finalize(
     month: Month,
     tz: Tz,
     only_email: Option<&str>,
+    now: DateTime<Utc>,
 ) -> Result<Vec<RollupOutcome>, FinalizeError> {
+    // Usage can still arrive for a month that has not ended: it cannot be closed yet.
+    if month.next().start(tz) > now {
+        return Err(FinalizeError::Order(format!(
+            "{} has not ended yet in {tz}; a month is finalized after it ends",
+            month.label()
+        )));
+    }
     let mut conn = pool.acquire().await?;
     let agents = billable_agents(&mut conn, month, only_email).await?;
     drop(conn);
     let mut done = Vec::new();
     for agent_id in agents {
         let mut tx = pool.begin().await?;
-        let earlier_draft: Option<NaiveDate> = sqlx::query_scalar(
-            "SELECT min(period_start) FROM invoices WHERE agent_id = $1 AND status = 'draft' AND period_start < $2",
+        // Every earlier billable month of the agent (from its first) must be final, invoiced or
+        // not: otherwise its usage would surface later as someone else's adjustment.
+        let open: Option<(String, String)> = sqlx::query_as(
+            "SELECT a.email, to_char(m, 'YYYY-MM')
+               FROM agents a,
+                    generate_series(date_trunc('month', a.billing_starts_on::timestamp),
+                                    $2::date - interval '1 month', interval '1 month') AS m
+              WHERE a.id = $1
+                AND (a.cancelled_on IS NULL OR a.cancelled_on >= m::date)
+                AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.agent_id = a.id
+                                   AND i.period_start = m::date AND i.status = 'finalized')
+              ORDER BY m LIMIT 1",
         )
         .bind(agent_id)
         .bind(month.first_day)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if let Some(earlier) = earlier_draft {
+        if let Some((email, earlier)) = open {
             return Err(FinalizeError::Order(format!(
-                "agent {agent_id} has an earlier draft ({}); finalize months in order",
-                earlier.format("%Y-%m")
+                "{email}: {earlier} is not finalized (missing or still a draft); finalize it before {}",
+                month.label()
             )));
         }
         sqlx::query("LOCK TABLE agent_usage_metrics IN SHARE MODE")

@@ -169,7 +169,14 @@ pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<(
             println!("{} invoice(s) for {}", done.len(), m.month);
         }
         InvoicesCommand::Finalize(m) => {
-            let done = billing::finalize(&deps.pool, m.month, tz, m.agent.as_deref()).await?;
+            let done = billing::finalize(
+                &deps.pool,
+                m.month,
+                tz,
+                m.agent.as_deref(),
+                chrono::Utc::now(),
+            )
+            .await?;
             println!(
                 "{} invoice(s) finalized for {}",
                 done.iter().filter(|o| o.rebuilt).count(),

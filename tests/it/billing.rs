@@ -25,6 +25,11 @@ fn month(s: &str) -> Month {
     Month::parse(s).expect("month")
 }
 
+/// A day after the months these tests finalize have all ended.
+fn later() -> chrono::DateTime<chrono::Utc> {
+    "2027-06-01T00:00:00Z".parse().expect("time")
+}
+
 async fn add_usage(
     db: &TestDb,
     agent: uuid::Uuid,
@@ -260,7 +265,7 @@ async fn the_setup_fee_appears_once_across_months_and_late_usage_becomes_an_adju
         "nov-1",
     )
     .await;
-    billing::finalize(&db.pool, month("2026-11"), Phoenix, Some(&email))
+    billing::finalize(&db.pool, month("2026-11"), Phoenix, Some(&email), later())
         .await
         .expect("finalize nov");
     let (nov_lines, nov_total, status) = invoice(&db, agent, "2026-11").await;
@@ -315,7 +320,7 @@ async fn the_setup_fee_appears_once_across_months_and_late_usage_becomes_an_adju
         .await
         .expect("rollup jan");
     assert!(
-        billing::finalize(&db.pool, month("2027-01"), Phoenix, Some(&email))
+        billing::finalize(&db.pool, month("2027-01"), Phoenix, Some(&email), later())
             .await
             .is_err()
     );
@@ -729,4 +734,58 @@ async fn usage_is_reported_per_agent_even_when_two_agencies_share_a_name() {
     ];
     want.sort();
     assert_eq!(per_agent, want);
+}
+
+/// Issue 14, item 2: finalizing in order. A month that has not ended cannot be finalized; a
+/// month whose predecessor (since billing started) is not final is refused, naming it; the setup
+/// fee belongs to the month billing starts, whatever order rollups run in.
+#[tokio::test]
+async fn finalize_keeps_months_in_order_and_the_setup_fee_in_the_first_month() {
+    let db = TestDb::seeded().await;
+    let (agent, email) = only(&db, PHONE_1).await;
+    let nov = month("2026-11");
+    let mid_november: chrono::DateTime<chrono::Utc> = "2026-11-15T12:00:00Z".parse().expect("t");
+    let e = billing::finalize(&db.pool, nov, Phoenix, Some(&email), mid_november)
+        .await
+        .expect_err("not ended");
+    assert!(e.to_string().contains("2026-11 has not ended yet"), "{e}");
+
+    // December rolled up before November: the setup fee still belongs to November.
+    billing::rollup(&db.pool, month("2026-12"), Phoenix, Some(&email))
+        .await
+        .expect("rollup dec");
+    let e = billing::finalize(&db.pool, month("2026-12"), Phoenix, Some(&email), later())
+        .await
+        .expect_err("november is missing");
+    assert!(
+        e.to_string().contains("2026-11 is not finalized") && e.to_string().contains(&email),
+        "{e}"
+    );
+    billing::rollup(&db.pool, nov, Phoenix, Some(&email))
+        .await
+        .expect("rollup nov");
+    let (dec_lines, ..) = invoice(&db, agent, "2026-12").await;
+    assert!(
+        dec_lines.iter().all(|l| l.0 != "setup_fee"),
+        "{dec_lines:?}"
+    );
+    let (nov_lines, ..) = invoice(&db, agent, "2026-11").await;
+    assert_eq!(
+        nov_lines.iter().filter(|l| l.0 == "setup_fee").count(),
+        1,
+        "{nov_lines:?}"
+    );
+
+    // In order, both finalize.
+    billing::finalize(&db.pool, nov, Phoenix, Some(&email), later())
+        .await
+        .expect("nov");
+    billing::finalize(&db.pool, month("2026-12"), Phoenix, Some(&email), later())
+        .await
+        .expect("dec");
+    assert_eq!(
+        db.count("SELECT count(*) FROM invoice_lines WHERE kind = 'setup_fee'")
+            .await,
+        1
+    );
 }

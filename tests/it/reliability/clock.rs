@@ -19,7 +19,9 @@ const ROUNDS: usize = 20;
 #[tokio::test]
 async fn two_clocks_racing_twenty_times_give_one_sync_and_one_invoice_each_time() {
     let db = TestDb::seeded().await;
-    sqlx::query("UPDATE agents SET billing_starts_on = '2020-01-01'")
+    // Billing starts with the first month the races roll up (ticks from 2025-02 roll up 2025-01),
+    // so each agent's setup fee lands on that month's invoice.
+    sqlx::query("UPDATE agents SET billing_starts_on = '2025-01-01'")
         .execute(&db.pool)
         .await
         .expect("billing start");
