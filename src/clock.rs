@@ -60,34 +60,62 @@ impl Schedule {
 /// `invoice-rollup:{previous month}`. `Ok(false)` when another clock already did.
 pub async fn enqueue_tick(deps: &Deps, job: &str, tick: DateTime<Utc>) -> anyhow::Result<bool> {
     let tz = deps.config.billing_timezone;
-    let result = match job {
-        PruneJobs::QUEUE => {
-            let key = format!("prune_jobs:{}", tick.format("%Y-%m-%dT%H:%M:%SZ"));
-            jobs::enqueue_now(&deps.pool, &PruneJobs::default(), Some(&key)).await
+    let sync = || {
+        let today = tick.with_timezone(&tz).date_naive();
+        SyncCalls {
+            date: today.pred_opt().unwrap_or(today),
+            agent_id: None,
         }
-        SyncCalls::QUEUE => {
-            let today = tick.with_timezone(&tz).date_naive();
-            let job = SyncCalls {
-                date: today.pred_opt().unwrap_or(today),
-                agent_id: None,
-            };
-            jobs::enqueue_now(&deps.pool, &job, Some(&job.idempotency_key())).await
-        }
-        InvoiceRollup::QUEUE => {
-            let job = InvoiceRollup {
-                month: Month::containing(tick, tz).previous().label(),
-            };
-            jobs::enqueue_now(&deps.pool, &job, Some(&job.idempotency_key())).await
-        }
+    };
+    let rollup = || InvoiceRollup {
+        month: Month::containing(tick, tz).previous().label(),
+    };
+    let key = match job {
+        PruneJobs::QUEUE => format!("prune_jobs:{}", tick.format("%Y-%m-%dT%H:%M:%SZ")),
+        SyncCalls::QUEUE => sync().idempotency_key(),
+        InvoiceRollup::QUEUE => rollup().idempotency_key(),
         other => anyhow::bail!("unknown job {other:?}"),
     };
-    match result {
-        Ok(()) => Ok(true),
-        Err(apalis_postgres::Error::Database(e)) if crate::store::is_unique_violation(&e) => {
-            Ok(false)
-        }
-        Err(e) => Err(e.into()),
+    // The tick and its job commit together; the first clock to record the tick wins.
+    let mut tx = deps.pool.begin().await?;
+    if !crate::store::clock_ticks::record(&mut tx, &key, job, tick).await? {
+        return Ok(false);
     }
+    sqlx::query("SAVEPOINT tick").execute(&mut *tx).await?;
+    let queued = match job {
+        PruneJobs::QUEUE => jobs::enqueue(&mut tx, &PruneJobs::default(), Some(&key)).await,
+        SyncCalls::QUEUE => jobs::enqueue(&mut tx, &sync(), Some(&key)).await,
+        _ => jobs::enqueue(&mut tx, &rollup(), Some(&key)).await,
+    };
+    match queued {
+        Ok(()) => {}
+        // Queued before ticks were recorded: keep the record, the job is there.
+        Err(apalis_postgres::Error::Database(e)) if crate::store::is_unique_violation(&e) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT tick")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The entry's ticks strictly after `from` and up to `now`, oldest first (at most 10,000).
+pub fn ticks_between(
+    entry: &Entry,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+    tz: chrono_tz::Tz,
+) -> Vec<DateTime<Utc>> {
+    let Ok(cron) = cron::Schedule::from_str(&entry.cron) else {
+        return Vec::new();
+    };
+    cron.after(&from.with_timezone(&tz))
+        .map(|t| t.with_timezone(&Utc))
+        .take_while(|t| *t <= now)
+        .take(10_000)
+        .collect()
 }
 
 /// The entry's most recent tick before `now` (in the billing zone), if the schedule has one.
@@ -98,17 +126,36 @@ pub fn last_tick(entry: &Entry, now: DateTime<Utc>, tz: chrono_tz::Tz) -> Option
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// At start-up: ticks missed while no clock ran are never replayed by the cron stream, so
-/// enqueue each entry's last tick; its period key makes this a no-op when it already ran.
+/// At start-up: ticks missed while no clock ran are never replayed by the cron stream, so every
+/// tick since the last one recorded (at most `CLOCK_CATCH_UP_DAYS` back) is enqueued, oldest
+/// first, so a long outage heals itself in order; a first start (nothing recorded) enqueues the
+/// last tick only. Recorded ticks are no-ops, so any number of clocks may do this at once.
 pub async fn catch_up(deps: &Deps, schedule: &Schedule, now: DateTime<Utc>) {
+    let tz = deps.config.billing_timezone;
+    let window = chrono::Duration::days(i64::from(deps.config.clock_catch_up_days));
     for entry in &schedule.entries {
-        let Some(tick) = last_tick(entry, now, deps.config.billing_timezone) else {
-            continue;
+        let latest = async {
+            let mut conn = deps.pool.acquire().await?;
+            crate::store::clock_ticks::latest(&mut conn, &entry.job).await
         };
-        match enqueue_tick(deps, &entry.job, tick).await {
-            Ok(true) => tracing::info!(job = %entry.job, %tick, "missed tick enqueued at start-up"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(job = %entry.job, error = %e, "could not check the last tick"),
+        let ticks = match latest.await {
+            Ok(Some(from)) => ticks_between(entry, from.max(now - window), now, tz),
+            Ok(None) => last_tick(entry, now, tz).into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(job = %entry.job, error = %e, "could not read the recorded ticks");
+                continue;
+            }
+        };
+        for tick in ticks {
+            match enqueue_tick(deps, &entry.job, tick).await {
+                Ok(true) => {
+                    tracing::info!(job = %entry.job, %tick, "missed tick enqueued at start-up")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job = %entry.job, %tick, error = %e, "could not enqueue a missed tick")
+                }
+            }
         }
     }
 }

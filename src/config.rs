@@ -23,6 +23,7 @@
 //! | `RUST_LOG` | `info` | no |
 //! | `APP_ENV` | `development` | no |
 //! | `WEBHOOK_MAX_BODY_BYTES` | `8388608` (a 60-minute call's report with its artifact is MBs) | no |
+//! | `CLOCK_CATCH_UP_DAYS` | `90` (how far back a starting clock replays missed ticks) | no |
 //! | `WEBHOOK_EVENT_RETENTION_DAYS` | `7` (raw high-volume events kept before `prune_jobs` deletes them) | no |
 //! | `WORKER_CONCURRENCY` | `8` | no |
 //! | `WORKER_HEARTBEAT_SECS` | `10` | no |
@@ -127,6 +128,8 @@ pub struct Config {
     /// Days raw high-volume events (`conversation-update`, `speech-update`, `transcript`,
     /// `model-output`) are kept; reports, status updates and tool calls are kept for good.
     pub event_retention_days: u32,
+    /// How far back a starting clock replays ticks missed since the last one recorded.
+    pub clock_catch_up_days: u32,
     /// How long a provider's open circuit breaker refuses calls before one trial.
     pub breaker_open_for: Duration,
     pub image_max_bytes: usize,
@@ -361,6 +364,7 @@ impl Config {
             },
             job_retention_days: number(&get, "JOB_RETENTION_DAYS", 14)?,
             event_retention_days: number(&get, "WEBHOOK_EVENT_RETENTION_DAYS", 7)?,
+            clock_catch_up_days: number(&get, "CLOCK_CATCH_UP_DAYS", 90)?,
             breaker_open_for: Duration::from_secs(
                 number(&get, "PROVIDER_BREAKER_OPEN_SECS", 30u64)?.max(1),
             ),

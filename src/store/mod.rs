@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod calls;
+pub mod clock_ticks;
 pub mod findings;
 pub mod late_findings;
 pub mod leads;

@@ -611,6 +611,59 @@ async fn the_clock_enqueues_a_missed_tick_once_per_period() {
     );
 }
 
+/// Issue 14, item 2: a clock that was down for months replays, in order, every tick it missed
+/// since the last one it recorded (within CLOCK_CATCH_UP_DAYS), once, so no month goes
+/// uninvoiced; a first start replays only the last tick (above).
+#[tokio::test]
+async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once() {
+    let db = TestDb::seeded().await;
+    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
+    let schedule = agent_meter::clock::Schedule::parse(
+        "[[entry]]\njob = \"invoice_rollup\"\ncron = \"0 0 2 1 * *\"",
+    )
+    .expect("schedule");
+    let at = |t: &str| -> chrono::DateTime<chrono::Utc> { t.parse().expect("time") };
+    // The clock last ran on June 1st (rolling up May), then nothing until mid-September.
+    assert!(
+        agent_meter::clock::enqueue_tick(&deps, "invoice_rollup", at("2026-06-01T09:00:00Z"))
+            .await
+            .expect("june tick")
+    );
+    agent_meter::clock::catch_up(&deps, &schedule, at("2026-09-15T12:00:00Z")).await;
+    agent_meter::clock::catch_up(&deps, &schedule, at("2026-09-15T12:05:00Z")).await;
+    let queued: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("jobs");
+    assert_eq!(
+        queued,
+        [
+            "invoice-rollup:2026-05",
+            "invoice-rollup:2026-06",
+            "invoice-rollup:2026-07",
+            "invoice-rollup:2026-08"
+        ],
+        "every missed month once, oldest first"
+    );
+    // The look-back bounds a very long outage.
+    let deps = Deps::new(
+        db.pool.clone(),
+        Arc::new(test_config(&[("CLOCK_CATCH_UP_DAYS", "40")])),
+    );
+    agent_meter::clock::catch_up(&deps, &schedule, at("2027-03-15T12:00:00Z")).await;
+    let latest: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY id DESC LIMIT 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("jobs");
+    // 40 days back from March 15th reaches only the March 1st tick (rolling up February);
+    // September to January are beyond the look-back, as configured.
+    assert_eq!(latest, ["invoice-rollup:2027-02", "invoice-rollup:2026-08"]);
+}
+
 #[tokio::test]
 async fn invoices_show_prints_the_documented_json_shape() {
     let (db, _, email) = three_scans_rolled_up().await;
