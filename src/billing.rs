@@ -241,13 +241,11 @@ async fn rollup_agents(
     .await?;
     // Fixed prices in force on the month's first day: the agent's own beats the default.
     let fixed: Vec<(Uuid, String, Decimal)> = sqlx::query_as(
-        "SELECT DISTINCT ON (a.id, p.metric_type) a.id, p.metric_type, p.unit_price_usd
+        "SELECT a.id, p.metric_type, p.unit_price_usd
            FROM unnest($1::uuid[]) AS a(id)
-           JOIN pricing_config p ON p.metric_type IN ('subscription', 'setup_fee')
-                                AND (p.agent_id = a.id OR p.agent_id IS NULL)
-                                AND p.effective_from <= $2
-                                AND (p.effective_to IS NULL OR p.effective_to > $2)
-          ORDER BY a.id, p.metric_type, p.agent_id NULLS LAST, p.effective_from DESC",
+          CROSS JOIN (VALUES ('subscription'), ('setup_fee')) AS m(metric)
+           JOIN LATERAL price_in_force(a.id, m.metric, $2) p ON true
+          ORDER BY a.id, p.metric_type",
     )
     .bind(&drafts)
     .bind(month.first_day)

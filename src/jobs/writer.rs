@@ -351,13 +351,7 @@ WITH input AS (
     SELECT f.n, f.id AS finding_id, f.created_at, f.day, price.id AS price_id, price.unit_price_usd
       FROM finding f
       JOIN input i USING (n)
-      LEFT JOIN LATERAL (
-          SELECT p.id, p.unit_price_usd FROM pricing_config p
-           WHERE p.metric_type = i.metric AND (p.agent_id = $1 OR p.agent_id IS NULL)
-             AND p.effective_from <= f.day AND (p.effective_to IS NULL OR p.effective_to > f.day)
-           ORDER BY p.agent_id NULLS LAST, p.effective_from DESC
-           LIMIT 1
-      ) price ON true
+      LEFT JOIN LATERAL price_in_force($1, i.metric, f.day) price ON true
 ), usage AS (
     INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
                                      provider_cost_usd, occurred_at, idempotency_key, metadata)

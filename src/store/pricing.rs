@@ -26,14 +26,7 @@ pub async fn price_at(
 ) -> Result<Option<Price>, sqlx::Error> {
     let day = at.with_timezone(&tz).date_naive();
     sqlx::query_as(
-        "SELECT id, metric_type, unit, unit_price_usd, unit_cost_usd
-           FROM pricing_config
-          WHERE metric_type = $2
-            AND (agent_id = $1 OR agent_id IS NULL)
-            AND effective_from <= $3
-            AND (effective_to IS NULL OR effective_to > $3)
-          ORDER BY agent_id NULLS LAST, effective_from DESC
-          LIMIT 1",
+        "SELECT id, metric_type, unit, unit_price_usd, unit_cost_usd FROM price_in_force($1, $2, $3)",
     )
     .bind(agent_id)
     .bind(metric_type)
@@ -49,9 +42,7 @@ pub async fn default_price_on(
     day: chrono::NaiveDate,
 ) -> Result<Option<Decimal>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT unit_price_usd FROM pricing_config
-          WHERE metric_type = $1 AND agent_id IS NULL
-            AND effective_from <= $2 AND (effective_to IS NULL OR effective_to > $2)",
+        "SELECT unit_price_usd FROM price_in_force(NULL, $1, $2)",
     )
     .bind(metric_type)
     .bind(day)

@@ -1,0 +1,1 @@
+DROP FUNCTION price_in_force(uuid, text, date);
