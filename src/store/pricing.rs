@@ -41,13 +41,11 @@ pub async fn default_price_on(
     metric_type: &str,
     day: chrono::NaiveDate,
 ) -> Result<Option<Decimal>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT unit_price_usd FROM price_in_force(NULL, $1, $2)",
-    )
-    .bind(metric_type)
-    .bind(day)
-    .fetch_optional(conn)
-    .await
+    sqlx::query_scalar("SELECT unit_price_usd FROM price_in_force(NULL, $1, $2)")
+        .bind(metric_type)
+        .bind(day)
+        .fetch_optional(conn)
+        .await
 }
 
 /// A price row as listed.
