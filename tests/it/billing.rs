@@ -30,6 +30,22 @@ fn later() -> chrono::DateTime<chrono::Utc> {
     "2027-06-01T00:00:00Z".parse().expect("time")
 }
 
+/// Runs the `agent-meter` binary on `db` and returns its standard output (it must succeed).
+fn agent_meter_on(db: &TestDb, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 async fn add_usage(
     db: &TestDb,
     agent: uuid::Uuid,
@@ -667,20 +683,13 @@ async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once
 #[tokio::test]
 async fn invoices_show_prints_the_documented_json_shape() {
     let (db, _, email) = three_scans_rolled_up().await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
-        .args([
+    let out = agent_meter_on(
+        &db,
+        &[
             "invoices", "show", "--month", "2026-11", "--agent", &email, "--format", "json",
-        ])
-        .env("DATABASE_URL", &db.url)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let shown: Value = serde_json::from_slice(&out).expect("json");
     assert_eq!(shown[0]["period"], "2026-11");
     assert_eq!(shown[0]["status"], "draft");
     assert_eq!(shown[0]["agency_name"], "Flagstaff Family Insurance");
@@ -689,13 +698,8 @@ async fn invoices_show_prints_the_documented_json_shape() {
         shown[0]["lines"][2],
         json!({"kind": "usage", "metric_type": "solar_ocr_scan", "quantity": "3", "unit_price": "0.075", "amount": "0.23"})
     );
-    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
-        .args(["usage", "--month", "2026-11", "--format", "csv"])
-        .env("DATABASE_URL", &db.url)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run");
-    let text = String::from_utf8_lossy(&usage.stdout);
+    let usage = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "csv"]);
+    let text = String::from_utf8_lossy(&usage);
     assert!(
         text.contains("Flagstaff Family Insurance,solar_ocr_scan,3,3,0.23,0.00,0.23"),
         "{text}"
@@ -757,18 +761,8 @@ async fn usage_is_reported_per_agent_even_when_two_agencies_share_a_name() {
         "k-b",
     )
     .await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
-        .args(["usage", "--month", "2026-11", "--format", "json"])
-        .env("DATABASE_URL", &db.url)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let out = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "json"]);
+    let rows: Value = serde_json::from_slice(&out).expect("json");
     let mut per_agent: Vec<(String, String)> = rows
         .as_array()
         .expect("rows")
