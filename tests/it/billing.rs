@@ -436,14 +436,35 @@ fn vapi_call(id: &str, started: &str, ended: &str) -> Value {
            "createdAt": started, "updatedAt": ended})
 }
 
-#[tokio::test]
-async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_duration() {
-    let mocks = Mocks::start().await;
+/// A seeded database, its first agent, and deps whose providers point at `mocks`.
+async fn with_mocks(mocks: &Mocks) -> (TestDb, uuid::Uuid, Deps) {
     let db = TestDb::seeded().await;
     let agent = db.agent_id(PHONE_1).await;
     let vars: Vec<(String, String)> = mocks.config();
     let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&borrowed)));
+    (db, agent, deps)
+}
+
+/// Vapi's `GET /call` listing `calls` for the first agent's number and nothing for the others.
+async fn vapi_lists(mocks: &Mocks, calls: Value) {
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .and(query_param("phoneNumberId", PHONE_1))
+        .respond_with(ResponseTemplate::new(200).set_body_json(calls))
+        .mount(&mocks.vapi)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&mocks.vapi)
+        .await;
+}
+
+#[tokio::test]
+async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_duration() {
+    let mocks = Mocks::start().await;
+    let (db, agent, deps) = with_mocks(&mocks).await;
     // The webhook metered call A as 2 minutes; Vapi's final record says 3. Call B never reached us.
     add_usage(
         &db,
@@ -464,17 +485,7 @@ async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_dura
         vapi_call("call-b", "2026-11-20T18:00:00Z", "2026-11-20T18:01:30Z"),
         vapi_call("call-a", "2026-11-20T17:00:00Z", "2026-11-20T17:03:00Z"),
     ]);
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .and(query_param("phoneNumberId", PHONE_1))
-        .respond_with(ResponseTemplate::new(200).set_body_json(day))
-        .mount(&mocks.vapi)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
-        .mount(&mocks.vapi)
-        .await;
+    vapi_lists(&mocks, day).await;
 
     let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
     let report = SyncCalls {
@@ -526,11 +537,7 @@ async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_dura
 #[tokio::test]
 async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_once() {
     let mocks = Mocks::start().await;
-    let db = TestDb::seeded().await;
-    let agent = db.agent_id(PHONE_1).await;
-    let vars: Vec<(String, String)> = mocks.config();
-    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&borrowed)));
+    let (db, agent, deps) = with_mocks(&mocks).await;
     // Billed as 2 minutes at 0.20 on the last evening of November, with Vapi's cost then 0.25.
     sqlx::query(
         "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
@@ -547,21 +554,15 @@ async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_
         .await
         .expect("call");
     // Vapi's final record: 3 minutes, ending after midnight in Phoenix (another month), cost 0.31.
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .and(query_param("phoneNumberId", PHONE_1))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([vapi_call(
+    vapi_lists(
+        &mocks,
+        json!([vapi_call(
             "late-call",
             "2026-12-01T06:48:00Z",
             "2026-12-01T07:51:00Z"
-        )])))
-        .mount(&mocks.vapi)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
-        .mount(&mocks.vapi)
-        .await;
+        )]),
+    )
+    .await;
     let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 30).expect("date");
     SyncCalls {
         date,
