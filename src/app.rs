@@ -45,7 +45,7 @@ pub async fn run(
     }
     if roles.worker || roles.web {
         // Every registered tool can be found and priced, or nobody may call it.
-        crate::cli_tools::check(&pool, config.billing_timezone).await?;
+        crate::tools::check(&pool, config.billing_timezone).await?;
     }
     let deps = Deps::new(pool.clone(), config.clone());
     // Counters are recorded from the start, whichever roles this process runs.

@@ -131,7 +131,7 @@ enum Plan {
 /// entry and what is wrong, never a secret's value.
 pub fn parse(json: &str) -> Result<Vec<Credential>, String> {
     let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("not JSON: {}", e.classify_name()))?;
+        serde_json::from_str(json).map_err(|e| format!("not JSON: {}", json_error_kind(&e)))?;
     let entries = match value {
         serde_json::Value::Array(a) => a,
         one @ serde_json::Value::Object(_) => vec![one],
@@ -164,18 +164,13 @@ fn redact(message: &str) -> String {
         .collect()
 }
 
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "I/O error",
-            serde_json::error::Category::Syntax => "syntax error",
-            serde_json::error::Category::Data => "unexpected data",
-            serde_json::error::Category::Eof => "unexpected end",
-        }
+/// What kind of JSON error, without the text around it (which could be a secret).
+fn json_error_kind(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected data",
+        serde_json::error::Category::Eof => "unexpected end",
     }
 }
 

@@ -46,7 +46,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
         .await?;
     MIGRATOR.run(pool).await?;
     // Registered tools' finding kinds: a new tool needs no migration of its own.
-    crate::cli_tools::sync_kinds(pool)
+    crate::tools::sync_kinds(pool)
         .await
         .map_err(MigrateError::Execute)
 }

@@ -10,6 +10,7 @@ pub mod leads;
 pub mod pricing;
 pub mod queue;
 pub mod reports;
+pub mod tools;
 pub mod usage;
 pub mod webhook_events;
 

@@ -185,6 +185,50 @@ fn plan<T: Tool>(arguments: Value, call: &CallContext) -> Result<Vec<u8>, String
     serde_json::to_vec(&T::job(args, call)).map_err(|e| format!("{}: {e}", T::NAME))
 }
 
+/// The default price of the tool's metric in force today (in the billing time zone).
+pub async fn price_today(
+    conn: &mut sqlx::PgConnection,
+    tool: &ToolSpec,
+    tz: chrono_tz::Tz,
+) -> Result<Option<rust_decimal::Decimal>, sqlx::Error> {
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    crate::store::pricing::default_price_on(conn, tool.metric, today).await
+}
+
+/// Adds every registered tool's finding kind to `finding_kinds` (run by `migrate`, so a new tool
+/// needs no migration of its own).
+pub async fn sync_kinds(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    let kinds: Vec<&str> = registry().iter().map(|t| t.kind).collect();
+    crate::store::tools::add_kinds(pool, &kinds).await
+}
+
+/// The start-up check of every web and worker: each registered tool has its finding kind allowed
+/// and a default price in force today; else an error naming each tool and what it lacks.
+pub async fn check(pool: &sqlx::PgPool, tz: chrono_tz::Tz) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let mut problems = Vec::new();
+    for t in registry() {
+        if !crate::store::tools::kind_allowed(&mut conn, t.kind).await? {
+            problems.push(format!(
+                "{}: finding kind {:?} is not in finding_kinds (run `agent-meter migrate`)",
+                t.name, t.kind
+            ));
+        }
+        if price_today(&mut conn, t, tz).await?.is_none() {
+            problems.push(format!(
+                "{}: no default {} price in force today \
+                 (`agent-meter prices set {} <USD> --from <YYYY-MM-DD> --unit <unit>`)",
+                t.name, t.metric, t.metric
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("registered tools cannot run: {}", problems.join("; "))
+    }
+}
+
 /// Latitude and longitude in range (WGS 84 degrees), for tools that take a point.
 pub fn check_coordinates(latitude: f64, longitude: f64) -> Result<(), String> {
     if (-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude) {

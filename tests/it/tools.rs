@@ -354,7 +354,7 @@ async fn every_registered_tool_is_allowed_and_priced_on_a_migrated_seeded_databa
             t.kind
         );
     }
-    agent_meter::cli_tools::check(&db.pool, chrono_tz::America::Phoenix)
+    agent_meter::tools::check(&db.pool, chrono_tz::America::Phoenix)
         .await
         .expect("every tool priced and allowed");
 }
