@@ -55,11 +55,6 @@ impl Job for Noop {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let idx = ((sorted.len().max(1) - 1) as f64 * p).round() as usize;
-    sorted.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
 /// The numbers on the first line of a `/proc` file (after the command name, for `stat`).
 fn proc_numbers(path: &str) -> Vec<f64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -334,21 +329,12 @@ async fn apalis_default(pool: &PgPool, count: usize) -> (f64, i64) {
     (done as f64 / elapsed, done)
 }
 
-fn arg(argv: &[String], name: &str, default: u64) -> u64 {
-    let value = |i: usize| argv.get(i + 1)?.parse().ok();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(value)
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() {
-    let argv: Vec<String> = std::env::args().collect();
-    let seconds = arg(&argv, "--seconds", 10);
-    let count = arg(&argv, "--jobs", 20_000) as usize;
-    let concurrency = arg(&argv, "--concurrency", 32).max(1);
-    let pool_size = arg(&argv, "--pool", concurrency + 8) as u32;
+    let seconds = common::arg::<u64>("--seconds", 10);
+    let count = common::arg::<u64>("--jobs", 20_000) as usize;
+    let concurrency = common::arg::<u64>("--concurrency", 32).max(1);
+    let pool_size = common::arg::<u64>("--pool", concurrency + 8) as u32;
 
     let scratch = common::Scratch::create("calls", pool_size).await;
     let pool = scratch.pool.clone();
@@ -383,9 +369,9 @@ async fn main() {
     println!(
         "assistant-request at {RATE:.0}/s: {achieved:>7.1} req/s   p50 {:>5.2} ms   p99 {:>6.2} ms   max {:>6.2} ms   \
          errors {errors}   (target p99 <= 10 ms)",
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99),
-        percentile(&lat, 1.0),
+        common::percentile_ms(&lat, 0.50),
+        common::percentile_ms(&lat, 0.99),
+        common::percentile_ms(&lat, 1.0),
     );
     let _ = stop_web.send(true);
     let _ = server.await;
@@ -404,6 +390,7 @@ async fn main() {
             agent_id,
             lead_id: Some(lead_id),
             tool_call_id,
+            vapi_call_id: None,
             latitude: 35.1983,
             longitude: -111.6513,
             radius_m: 1609,
@@ -441,6 +428,7 @@ async fn main() {
                 agent_id,
                 lead_id: Some(lead_id),
                 tool_call_id: format!("call_plain_{i}"),
+                vapi_call_id: None,
                 latitude: 35.1983,
                 longitude: -111.6513,
                 radius_m: 1609,

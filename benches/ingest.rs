@@ -69,18 +69,6 @@ fn report(call_id: &str) -> String {
     .to_string()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 async fn post(client: &reqwest::Client, url: &str, body: String) -> bool {
     client
         .post(url)
@@ -309,8 +297,8 @@ async fn main() {
     let (ingest, lat, errors) = closed_loop(&endpoint, a.clients, dur, "closed").await;
     println!(
         "ingest (closed loop):        {ingest:>8.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   errors {errors}",
-        ms(percentile(&lat, 0.50)),
-        ms(percentile(&lat, 0.99)),
+        common::percentile_ms(&lat, 0.50),
+        common::percentile_ms(&lat, 0.99),
     );
     let (raw, how) = raw_postgres(&url, &agent_id.to_string(), a.clients, dur).await;
     println!(
@@ -320,10 +308,10 @@ async fn main() {
     println!("ratio ingest / raw:          {ratio:>8.2}x    (target >= 0.60x)");
     let half = raw / 2.0;
     let (achieved, lat, errors) = open_loop(&endpoint, half, dur).await;
-    let p99 = ms(percentile(&lat, 0.99));
+    let p99 = common::percentile_ms(&lat, 0.99);
     println!(
         "open loop at half raw rate:  {achieved:>8.0} req/s   p50 {:>6.2} ms   p99 {p99:>6.2} ms   errors {errors}   (target p99 <= 25 ms)",
-        ms(percentile(&lat, 0.50)),
+        common::percentile_ms(&lat, 0.50),
     );
     let stored: i64 =
         sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE vapi_call_id <> 'raw'")

@@ -21,6 +21,12 @@ pub enum AgentsCommand {
     Add(AddArgs),
     /// Change an agent, found by email. An empty value ("") clears a field.
     Set(SetArgs),
+    /// Print a one-time sign-in link to the agency portal (valid 24 h, usable once) and, when
+    /// the agent has a Discord webhook and DISCORD_ENABLED is true, post it there too.
+    Invite {
+        /// The agent's email.
+        email: String,
+    },
     /// Print a new API token for the agent (shown once; only its hash is stored), or revoke all.
     Token {
         /// The agent's email.
@@ -173,6 +179,11 @@ pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
+        AgentsCommand::Invite { email } => {
+            anyhow::bail!(
+                "agents invite {email}: needs the service configuration (run through main)"
+            )
+        }
         AgentsCommand::Token { email, revoke } => {
             let agent = agents::find_by_email(&mut conn, &email)
                 .await?
@@ -207,6 +218,40 @@ pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+    Ok(())
+}
+
+/// How long a portal sign-in link stays valid.
+pub const INVITE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `agents invite EMAIL`: a one-time portal link, printed, and posted to the agency's Discord when
+/// it has a webhook and `DISCORD_ENABLED` is true. The link is never written to a job or a log
+/// (only its hash is stored), so it is posted here, directly.
+pub async fn invite(deps: &crate::jobs::Deps, email: &str) -> anyhow::Result<()> {
+    let mut conn = deps.pool.acquire().await?;
+    let agent = agents::find_by_email(&mut conn, email)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no agent with email {email}"))?;
+    let token = crate::store::portal::create_link(&mut conn, agent.id, INVITE_TTL).await?;
+    drop(conn);
+    let base = deps
+        .config
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", deps.config.bind_addr));
+    let link = format!("{base}/portal/sign-in?token={token}");
+    println!("{link}");
+    eprintln!("valid for 24 hours, once; only its hash is stored");
+    let webhook = agent.discord_webhook_url.filter(|u| !u.is_empty());
+    if let (true, Some(url)) = (deps.config.discord_enabled, webhook) {
+        let note = format!(
+            "Your agent-meter portal: {link}\n(Valid for 24 hours, once. Tu portal: el enlace vale 24 horas, una vez.)"
+        );
+        match deps.providers.discord.post(&url, &note).await {
+            Ok(()) => eprintln!("posted to the agency's Discord"),
+            Err(e) => eprintln!("not posted to Discord ({e}); send the link yourself"),
         }
     }
     Ok(())

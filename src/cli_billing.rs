@@ -52,6 +52,14 @@ pub enum InvoicesCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Where the usage that occurred in the month is billed: the invoice and line holding it
+    /// (billed when final, pending on a draft), or awaiting a rollup.
+    Trace {
+        #[command(flatten)]
+        month: MonthArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 #[derive(clap::Args)]
@@ -228,6 +236,74 @@ pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<(
                 }
             }
         }
+        InvoicesCommand::Trace { month, format } => {
+            trace(deps, month, format).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn trace(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<()> {
+    let tz = deps.config.billing_timezone;
+    let mut conn = deps.pool.acquire().await?;
+    let rows = reports::provenance(
+        &mut conn,
+        m.month.start(tz),
+        m.month.next().start(tz),
+        m.agent.as_deref(),
+    )
+    .await?;
+    let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Csv => {
+            println!(
+                "agent_id,agency_name,metric_type,unit_price,state,invoice,line_kind,invoice_line_id,count,quantity"
+            );
+            for r in &rows {
+                println!(
+                    "{},{},{},{},{},{},{},{},{},{}",
+                    r.agent_id,
+                    csv(&r.agency_name),
+                    r.metric_type,
+                    r.unit_price,
+                    r.state,
+                    r.invoice.clone().unwrap_or_default(),
+                    r.line_kind.clone().unwrap_or_default(),
+                    r.invoice_line_id.map(|l| l.to_string()).unwrap_or_default(),
+                    r.events,
+                    r.quantity
+                );
+            }
+        }
+        Format::Table => {
+            println!(
+                "{:<36} {:<24} {:<18} {:>10} {:<16} {:<8} {:<10} {:>7} {:>14}",
+                "AGENT",
+                "AGENCY",
+                "METRIC",
+                "PRICE",
+                "STATE",
+                "INVOICE",
+                "LINE",
+                "COUNT",
+                "QUANTITY"
+            );
+            for r in &rows {
+                println!(
+                    "{:<36} {:<24} {:<18} {:>10} {:<16} {:<8} {:<10} {:>7} {:>14}",
+                    r.agent_id,
+                    r.agency_name,
+                    r.metric_type,
+                    r.unit_price,
+                    r.state,
+                    or_dash(&r.invoice),
+                    or_dash(&r.line_kind),
+                    r.events,
+                    r.quantity
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -235,13 +311,7 @@ pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<(
 pub async fn usage(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<()> {
     let tz = deps.config.billing_timezone;
     let mut conn = deps.pool.acquire().await?;
-    let rows = reports::usage(
-        &mut conn,
-        m.month.start(tz),
-        m.month.next().start(tz),
-        m.agent.as_deref(),
-    )
-    .await?;
+    let rows = reports::usage(&mut conn, m.month, tz, m.agent.as_deref()).await?;
     match format {
         Format::Json => {
             let out: Vec<_> = rows

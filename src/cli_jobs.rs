@@ -35,12 +35,21 @@ pub enum JobsCommand {
         /// Print what would be re-run and stop.
         #[arg(long)]
         dry_run: bool,
-        /// Do not ask for confirmation.
+        /// Do not ask for confirmation (needed for --failed without a terminal; job ids given
+        /// by name are re-run without asking).
         #[arg(long)]
         yes: bool,
+        /// Who is acting, for the audit trail (default: the OS user).
+        #[arg(long)]
+        actor: Option<String>,
     },
     /// Cancel jobs that have not started yet.
-    Cancel { ids: Vec<String> },
+    Cancel {
+        ids: Vec<String>,
+        /// Who is acting, for the audit trail (default: the OS user).
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -71,9 +80,17 @@ impl FilterArgs {
     }
 }
 
-/// Who is acting, for the audit trail.
-fn actor() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+/// Who is acting, for the audit trail: `--actor`, else the OS user (`$USER`, `$LOGNAME`).
+fn actor(given: Option<&str>) -> String {
+    let user = given
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    // One line of printable text, bounded: it is stored and shown to operators.
+    let user: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
     format!("cli:{user}")
 }
 
@@ -122,7 +139,9 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
             filter,
             dry_run,
             yes,
+            actor: who,
         } => {
+            let who = actor(who.as_deref());
             let (targets, used_filter) = if failed {
                 anyhow::ensure!(ids.is_empty(), "give job ids or --failed, not both");
                 let mut f = filter.to_filter(10_000);
@@ -149,16 +168,25 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
             if dry_run || targets.is_empty() {
                 return Ok(());
             }
-            if !yes && !confirm(&format!("Re-run {} job(s)?", targets.len()))? {
-                println!("nothing done");
-                return Ok(());
+            // Jobs named one by one are what the caller asked for; a filter's result is confirmed
+            // (a script says --yes; without a terminal nobody can answer, so that is an error).
+            if used_filter.is_some() && !yes {
+                anyhow::ensure!(
+                    std::io::stdin().is_terminal(),
+                    "not re-running {} job(s) without confirmation: pass --yes (no terminal to ask on)",
+                    targets.len()
+                );
+                if !confirm(&format!("Re-run {} job(s)?", targets.len()))? {
+                    println!("nothing done");
+                    return Ok(());
+                }
             }
             let mut done = Vec::new();
             let progress = std::io::stderr().is_terminal();
             for (i, chunk) in targets.chunks(500).enumerate() {
                 let mut tx = pool.begin().await?;
                 let retried = queue::retry(&mut tx, chunk).await?;
-                queue::audit(&mut tx, &actor(), "retry", &retried, used_filter.as_ref()).await?;
+                queue::audit(&mut tx, &who, "retry", &retried, used_filter.as_ref()).await?;
                 tx.commit().await?;
                 done.extend(retried);
                 let so_far = ((i + 1) * 500).min(targets.len());
@@ -177,11 +205,12 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
             }
             println!("re-queued {} job(s)", done.len());
         }
-        JobsCommand::Cancel { ids } => {
+        JobsCommand::Cancel { ids, actor: who } => {
             anyhow::ensure!(!ids.is_empty(), "give job ids to cancel");
+            let who = actor(who.as_deref());
             let mut tx = pool.begin().await?;
-            let cancelled = queue::cancel(&mut tx, &ids, &actor()).await?;
-            queue::audit(&mut tx, &actor(), "cancel", &cancelled, None).await?;
+            let cancelled = queue::cancel(&mut tx, &ids, &who).await?;
+            queue::audit(&mut tx, &who, "cancel", &cancelled, None).await?;
             tx.commit().await?;
             println!(
                 "cancelled {} job(s); {} not pending (left as they are)",

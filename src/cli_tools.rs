@@ -1,5 +1,5 @@
-//! `agent-meter tools list [--json]`: every registered tool, its price in force and how many
-//! agents have it.
+//! `agent-meter tools list [--json]`: every registered tool, its default price in force, how many
+//! agents have it and how many of them pay their own price.
 
 use chrono_tz::Tz;
 use clap::Subcommand;
@@ -11,7 +11,8 @@ use crate::tools;
 
 #[derive(Subcommand)]
 pub enum ToolsCommand {
-    /// Every registered tool: name, aliases, metric, price in force, queue, provider, agents.
+    /// Every registered tool: name, aliases, metric, default price in force, queue, provider,
+    /// agents, and how many agents pay their own price.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -32,11 +33,14 @@ struct ToolRow {
     provider: &'static str,
     /// Agents whose assistant declares it.
     agents: i64,
+    /// Agents paying their own price today instead of the default (`prices` lists them).
+    overrides: i64,
 }
 
 pub async fn run(pool: &PgPool, tz: Tz, command: ToolsCommand) -> anyhow::Result<()> {
     let ToolsCommand::List { json } = command;
     let mut conn = pool.acquire().await?;
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
     let mut rows = Vec::new();
     for t in tools::registry() {
         rows.push(ToolRow {
@@ -48,6 +52,7 @@ pub async fn run(pool: &PgPool, tz: Tz, command: ToolsCommand) -> anyhow::Result
             queue: t.queue,
             provider: t.provider,
             agents: crate::store::tools::agents_with(&mut conn, t.name).await?,
+            overrides: crate::store::pricing::overrides_on(&mut conn, t.metric, today).await?,
         });
     }
     if json {
@@ -55,12 +60,12 @@ pub async fn run(pool: &PgPool, tz: Tz, command: ToolsCommand) -> anyhow::Result
         return Ok(());
     }
     println!(
-        "{:<20} {:<36} {:<20} {:>9} {:<20} {:<8} {:>6}",
-        "TOOL", "ALIASES", "METRIC", "PRICE", "QUEUE", "PROVIDER", "AGENTS"
+        "{:<20} {:<36} {:<20} {:>9} {:<20} {:<8} {:>6} {:>9}",
+        "TOOL", "ALIASES", "METRIC", "PRICE", "QUEUE", "PROVIDER", "AGENTS", "OVERRIDES"
     );
     for r in rows {
         println!(
-            "{:<20} {:<36} {:<20} {:>9} {:<20} {:<8} {:>6}",
+            "{:<20} {:<36} {:<20} {:>9} {:<20} {:<8} {:>6} {:>9}",
             r.name,
             r.aliases.join(", "),
             r.metric,
@@ -68,7 +73,8 @@ pub async fn run(pool: &PgPool, tz: Tz, command: ToolsCommand) -> anyhow::Result
                 .map_or_else(|| "none".to_string(), |p| p.to_string()),
             r.queue,
             r.provider,
-            r.agents
+            r.agents,
+            r.overrides
         );
     }
     Ok(())

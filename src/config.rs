@@ -17,7 +17,15 @@
 //! | `ADWR_WELLS_URL` | the ADWR Well Registry 2024 ArcGIS layer | no |
 //! | `FEMA_NFHL_URL` | FEMA's public NFHL MapServer, layer 28 (Flood Hazard Zones) | no |
 //! | `DISCORD_ENABLED` | `false` | no |
-//! | `OPS_TOKEN` | none (ops API disabled) | yes |
+//! | `OPS_TOKEN` | none (one unnamed operator, `ops`) | yes |
+//! | `OPS_TOKENS` | none (`name:token,...`: named operators; with neither, ops is disabled) | yes |
+//! | `OPS_SESSION_HOURS` | `12` (ops page sessions) | no |
+//! | `PORTAL_SESSION_HOURS` | `168` (agency portal sessions) | no |
+//! | `SUPABASE_URL` | none (Supabase sign-in off unless the secret is set) | no |
+//! | `SUPABASE_JWT_SECRET` | none (legacy HS256 Supabase tokens) | yes |
+//! | `SUPABASE_JWT_AUDIENCE` | `authenticated` | no |
+//! | `METRICS_TOKEN` | none (`/metrics` open) | yes |
+//! | `METRICS_CACHE_SECS` | `5` (queue gauges reused by scrapes within this many seconds) | no |
 //! | `BILLING_TIMEZONE` | `America/Phoenix` | no |
 //! | `LOG_FORMAT` | `text` (`text` or `json`) | no |
 //! | `RUST_LOG` | `info` | no |
@@ -65,6 +73,80 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+impl Secret {
+    /// Whether `given` is this secret, in constant time whatever the lengths (digests compared).
+    pub fn matches(&self, given: &[u8]) -> bool {
+        same_secret(given, self.0.as_bytes())
+    }
+}
+
+/// The one constant-time comparison of a presented secret with the expected one: both are
+/// hashed first, so neither the content nor the length leaks through timing.
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let (a, b) = (sha2::Sha256::digest(given), sha2::Sha256::digest(expected));
+    a.ct_eq(&b).into()
+}
+
+/// A named ops credential: the audit trail names `name` for whatever the token does.
+#[derive(Clone, Debug)]
+pub struct OpsToken {
+    pub name: String,
+    pub token: Secret,
+}
+
+/// `OPS_TOKENS=name:token,...` and the unnamed `OPS_TOKEN` (operator `ops`). Names are short
+/// and printable; a malformed entry is refused without echoing the token.
+fn ops_tokens(named: Option<&str>, unnamed: Option<Secret>) -> Result<Vec<OpsToken>, ConfigError> {
+    let mut tokens = Vec::new();
+    for (i, entry) in named
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .enumerate()
+    {
+        if entry.is_empty() {
+            continue;
+        }
+        let (name, token) = entry
+            .split_once(':')
+            .map(|(n, t)| (n.trim(), t.trim()))
+            .unwrap_or(("", ""));
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+        if !name_ok || token.is_empty() {
+            return Err(bad(
+                "OPS_TOKENS",
+                format!(
+                    "entry {} is not name:token (names: letters, digits, . _ @ -)",
+                    i + 1
+                ),
+            ));
+        }
+        if tokens.iter().any(|t: &OpsToken| t.name == name) {
+            return Err(bad(
+                "OPS_TOKENS",
+                format!("operator {name:?} is named twice"),
+            ));
+        }
+        tokens.push(OpsToken {
+            name: name.to_string(),
+            token: Secret::new(token),
+        });
+    }
+    if let Some(token) = unnamed {
+        tokens.push(OpsToken {
+            name: "ops".into(),
+            token,
+        });
+    }
+    Ok(tokens)
 }
 
 impl fmt::Debug for Secret {
@@ -115,7 +197,19 @@ pub struct Config {
     /// FEMA's flood hazard zones layer (flood_zone_lookup).
     pub fema_nfhl_url: String,
     pub discord_enabled: bool,
-    pub ops_token: Option<Secret>,
+    /// Who may use the ops API and page: `OPS_TOKENS` (named) and `OPS_TOKEN` (named `ops`).
+    pub ops_tokens: Vec<OpsToken>,
+    pub ops_session_ttl: Duration,
+    /// How long an agency stays signed in to the portal.
+    pub portal_session_ttl: Duration,
+    /// The Supabase project (`https://<ref>.supabase.co`): its JWKS verifies ES256/RS256 tokens.
+    pub supabase_url: Option<String>,
+    /// The legacy HS256 JWT secret of the Supabase project.
+    pub supabase_jwt_secret: Option<Secret>,
+    pub supabase_jwt_audience: String,
+    /// Bearer token for `/metrics`; open when unset.
+    pub metrics_token: Option<Secret>,
+    pub metrics_cache: Duration,
     pub billing_timezone: Tz,
     pub log_format: LogFormat,
     pub app_env: String,
@@ -233,6 +327,15 @@ impl Config {
                 .map_err(|_| bad("BILLING_TIMEZONE", format!("unknown IANA time zone {tz:?}")))?,
             None => chrono_tz::America::Phoenix,
         };
+        // Private image hosts are for tests and demos on loopback; in production they would let a
+        // caller's image URL reach our own network.
+        let image_fetch_allow_private = boolean(&get, "IMAGE_FETCH_ALLOW_PRIVATE")?;
+        if image_fetch_allow_private && text("APP_ENV", "").eq_ignore_ascii_case("production") {
+            return Err(bad(
+                "IMAGE_FETCH_ALLOW_PRIVATE",
+                "must not be true with APP_ENV=production (image URLs could reach private addresses)",
+            ));
+        }
         let log_format = match get("LOG_FORMAT").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -352,7 +455,18 @@ impl Config {
                 "https://hazards.fema.gov/arcgis/rest/services/public/NFHL/MapServer/28",
             ),
             discord_enabled: boolean(&get, "DISCORD_ENABLED")?,
-            ops_token: secret("OPS_TOKEN"),
+            ops_tokens: ops_tokens(get("OPS_TOKENS"), secret("OPS_TOKEN"))?,
+            ops_session_ttl: Duration::from_secs(
+                number(&get, "OPS_SESSION_HOURS", 12u64)?.clamp(1, 24 * 30) * 3600,
+            ),
+            portal_session_ttl: Duration::from_secs(
+                number(&get, "PORTAL_SESSION_HOURS", 24 * 7u64)?.clamp(1, 24 * 90) * 3600,
+            ),
+            supabase_url: get("SUPABASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            supabase_jwt_secret: secret("SUPABASE_JWT_SECRET"),
+            supabase_jwt_audience: text("SUPABASE_JWT_AUDIENCE", "authenticated"),
+            metrics_token: secret("METRICS_TOKEN"),
+            metrics_cache: Duration::from_secs(number(&get, "METRICS_CACHE_SECS", 5u64)?),
             billing_timezone,
             log_format,
             app_env: text("APP_ENV", "development"),
@@ -369,7 +483,7 @@ impl Config {
                 number(&get, "PROVIDER_BREAKER_OPEN_SECS", 30u64)?.max(1),
             ),
             image_max_bytes: number(&get, "IMAGE_MAX_BYTES", 10 * 1024 * 1024)?,
-            image_fetch_allow_private: boolean(&get, "IMAGE_FETCH_ALLOW_PRIVATE")?,
+            image_fetch_allow_private,
             gemini_usd_per_mtok,
             worker,
         })
@@ -388,6 +502,17 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The operator whose ops token `given` is (each token compared in constant time).
+    pub fn operator(&self, given: &[u8]) -> Option<&str> {
+        let mut found = None;
+        for t in &self.ops_tokens {
+            if t.token.matches(given) && found.is_none() {
+                found = Some(t.name.as_str());
+            }
+        }
+        found
     }
 
     pub fn is_production(&self) -> bool {
@@ -429,6 +554,52 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn ops_tokens_name_their_operators() {
+        let c = Config::from_vars(vars(&[
+            ("OPS_TOKENS", "anna:tok-anna, ben@oncall:tok-ben"),
+            ("OPS_TOKEN", "tok-shared"),
+        ]))
+        .expect("config");
+        assert_eq!(c.operator(b"tok-anna"), Some("anna"));
+        assert_eq!(c.operator(b"tok-ben"), Some("ben@oncall"));
+        assert_eq!(c.operator(b"tok-shared"), Some("ops"));
+        assert_eq!(c.operator(b"tok-"), None);
+        assert_eq!(c.operator(b""), None);
+        for bad in [
+            "anna",
+            ":s3cr3t",
+            "an na:s3cr3t",
+            "anna:s3cr3t,anna:s3cr3t",
+            "anna:",
+        ] {
+            let e = Config::from_vars(vars(&[("OPS_TOKENS", bad)])).expect_err(bad);
+            assert!(e.to_string().starts_with("OPS_TOKENS"), "{e}");
+            assert!(!e.to_string().contains("s3cr3t"), "no token in errors: {e}");
+        }
+        assert!(
+            Config::from_vars(vars(&[]))
+                .expect("config")
+                .ops_tokens
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn private_image_hosts_are_refused_in_production() {
+        let both = [
+            ("IMAGE_FETCH_ALLOW_PRIVATE", "true"),
+            ("APP_ENV", "production"),
+        ];
+        let e = Config::from_vars(vars(&both)).expect_err("refused");
+        assert!(e.to_string().contains("IMAGE_FETCH_ALLOW_PRIVATE"), "{e}");
+        assert!(
+            Config::from_vars(vars(&both[..1])).is_ok(),
+            "fine for tests and demos"
+        );
+        assert!(Config::from_vars(vars(&both[1..])).is_ok());
     }
 
     #[test]

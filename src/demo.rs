@@ -195,6 +195,12 @@ pub async fn run(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let config = Arc::new(Config::from_vars(vars)?);
+    // The demo's agencies start billing this month, so its invoices show a whole first month
+    // (subscription and setup fee) whatever day it runs.
+    sqlx::query("UPDATE agents SET billing_starts_on = $1")
+        .bind(Month::containing(Utc::now(), config.billing_timezone).first_day)
+        .execute(&pool)
+        .await?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("binding {bind} (set BIND_ADDR or PORT to use another)"))?;
@@ -271,7 +277,7 @@ pub async fn run(
         println!("   {email}: 2 calls replayed (assistant-request, tool calls, status, report)");
     }
     println!("3. {sent} calls replayed through the real webhook");
-    wait_for_queue(&pool).await;
+    wait_for_queue(&pool).await?;
 
     let mut conn = pool.acquire().await?;
     let failed = queue::list(
@@ -299,7 +305,7 @@ pub async fn run(
         "   Gemini is back; re-ran {} failed job(s) (what `agent-meter jobs retry --failed` does)",
         retried.len()
     );
-    wait_for_queue(&pool).await;
+    wait_for_queue(&pool).await?;
 
     let deps = Deps::new(pool.clone(), config.clone());
     let today = now.with_timezone(&config.billing_timezone).date_naive();
@@ -349,11 +355,16 @@ pub async fn run(
 }
 
 /// Waits (bounded) until no job is waiting or running.
-async fn wait_for_queue(pool: &sqlx::PgPool) {
-    for _ in 0..300 {
-        let open = queue::open_jobs(pool).await.unwrap_or(1);
+async fn wait_for_queue(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    const LIMIT: Duration = Duration::from_secs(60);
+    let started = std::time::Instant::now();
+    loop {
+        let open = queue::open_jobs(pool).await?;
         if open == 0 {
-            return;
+            return Ok(());
+        }
+        if started.elapsed() > LIMIT {
+            anyhow::bail!("the demo's queue did not drain in {LIMIT:?}: {open} job(s) still open");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -24,6 +24,7 @@ pub mod credentials;
 pub mod db;
 pub mod failpoint;
 pub mod http;
+pub mod invoice_pdf;
 pub mod jobs;
 pub mod listen;
 pub mod money;

@@ -194,7 +194,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let deps = || Deps::new(pool.clone(), config.clone());
     match command {
-        Command::Agents(cmd) => return cli_agents::run(&pool, *cmd).await,
+        Command::Agents(cmd) => {
+            if let AgentsCommand::Invite { email } = *cmd {
+                return cli_agents::invite(&deps(), &email).await;
+            }
+            return cli_agents::run(&pool, *cmd).await;
+        }
         Command::Jobs(cmd) => return cli_jobs::run(&pool, cmd).await,
         Command::Tools(cmd) => return cli_tools::run(&pool, config.billing_timezone, cmd).await,
         Command::Prices(cmd) => return cli_billing::prices(&deps(), cmd).await,

@@ -42,9 +42,9 @@ pub fn job(kind: &'static str, outcome: &'static str, seconds: f64) {
     }
 }
 
-pub fn usage_recorded(metric: &str) {
+pub fn usage_recorded(metric: &str, rows: u64) {
     metrics::counter!("agent_meter_usage_recorded_total", "metric" => metric.to_string())
-        .increment(1);
+        .increment(rows);
 }
 
 pub fn provider_error(provider: &'static str, permanent: bool) {

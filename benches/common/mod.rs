@@ -1,5 +1,8 @@
 //! What every benchmark needs: a scratch database on `BENCH_DATABASE_URL` (an admin URL, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`), migrated and seeded, dropped at the end.
+//! `postgres://postgres@127.0.0.1:5432/postgres`), migrated and seeded, dropped at the end unless
+//! `BENCH_KEEP_DATABASE` is set (to read plans against the bench's data afterwards).
+
+use std::{str::FromStr, time::Duration};
 
 use agent_meter::{db, seed};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -46,12 +49,40 @@ impl Scratch {
         }
     }
 
-    /// Closes the pool and drops the database.
+    /// Closes the pool and drops the database (kept, and named, with `BENCH_KEEP_DATABASE`).
     pub async fn drop_database(self) {
         self.pool.close().await;
+        if std::env::var_os("BENCH_KEEP_DATABASE").is_some() {
+            println!("kept the scratch database: {}", self.url);
+            return;
+        }
         if let Ok(mut c) = PgConnection::connect(&self.admin).await {
             let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
             let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
         }
     }
+}
+
+/// The value after `name` on the command line (`--rows 1000`), or `default`.
+#[allow(
+    dead_code,
+    reason = "each bench is its own crate; not every one reads arguments this way"
+)]
+pub fn arg<T: FromStr>(name: &str, default: T) -> T {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.iter()
+        .position(|a| a == name)
+        .and_then(|i| argv.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `p` quantile (0 to 1) of `sorted` latencies, in milliseconds (0 when there are none).
+#[allow(
+    dead_code,
+    reason = "each bench is its own crate; not every one reports latencies"
+)]
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let idx = ((sorted.len().max(1) - 1) as f64 * p).round() as usize;
+    sorted.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }

@@ -49,6 +49,15 @@ impl FromRequestParts<AppState> for Tenant {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(unauthorized)?;
+        // A Supabase access token (the agency's own Supabase session), or one of our API tokens.
+        if let Some(supabase) = &app.supabase
+            && super::supabase::looks_like_jwt(token)
+        {
+            let user = supabase.user_of(token).await.ok_or_else(unauthorized)?;
+            let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
+            let agent = agents::agent_for_user(&mut conn, user).await?;
+            return agent.map(Tenant).ok_or_else(unauthorized);
+        }
         let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
         let agent = agents::agent_for_token(&mut conn, token).await?;
         agent.map(Tenant).ok_or_else(unauthorized)
@@ -72,7 +81,7 @@ fn not_found(what: &str) -> ApiError {
 }
 
 /// Runs `f` in the agent's tenant-scoped transaction (read-only work; rolled back at the end).
-async fn as_tenant<T, F>(app: &AppState, agent: Uuid, f: F) -> Result<T, ApiError>
+pub(super) async fn as_tenant<T, F>(app: &AppState, agent: Uuid, f: F) -> Result<T, ApiError>
 where
     F: for<'c> FnOnce(&'c mut PgConnection) -> futures::future::BoxFuture<'c, Result<T, ApiError>>,
 {
@@ -242,7 +251,7 @@ async fn lead(
             .await?;
             let risk_assessments = json_rows(
                 "SELECT jsonb_build_object('id', id, 'kind', kind, 'property_id', property_id,
-                        'result', result, 'created_at', created_at)
+                        'vapi_call_id', vapi_call_id, 'result', result, 'created_at', created_at)
                    FROM risk_assessments WHERE lead_id = $1 ORDER BY created_at",
             )
             .fetch_all(&mut *c)
@@ -292,9 +301,7 @@ async fn usage(
     let month = Month::parse(&q.month).map_err(|m| ApiError::bad_request("invalid_month", m))?;
     let tz = app.config.billing_timezone;
     let rows = as_tenant(&app, agent, |c| {
-        Box::pin(async move {
-            Ok(reports::usage(c, month.start(tz), month.next().start(tz), None).await?)
-        })
+        Box::pin(async move { Ok(reports::usage(c, month, tz, None).await?) })
     })
     .await?;
     Ok(Json(

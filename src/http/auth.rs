@@ -125,9 +125,9 @@ pub fn strip_bearer(value: &[u8]) -> Option<&[u8]> {
         .then(|| rest.trim_ascii())
 }
 
-/// Compares digests, so the comparison takes the same time whatever the lengths.
+/// The one constant-time comparison ([`crate::config::same_secret`]), as a refusal.
 fn same(given: &[u8], expected: &[u8], refusal: AuthError) -> Result<(), AuthError> {
-    if bool::from(sha256(given).ct_eq(&sha256(expected))) {
+    if crate::config::same_secret(given, expected) {
         Ok(())
     } else {
         Err(refusal)
@@ -238,11 +238,6 @@ fn mac(plan: &credentials::Hmac, payload: &[u8]) -> Vec<u8> {
 fn parse_timestamp(raw: &[u8]) -> Option<i64> {
     let n: i64 = std::str::from_utf8(raw).ok()?.trim().parse().ok()?;
     Some(if n > 100_000_000_000 { n / 1000 } else { n })
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    Sha256::digest(bytes).into()
 }
 
 /// Signs a body the way Vapi's default HMAC credential does (for tests, the benchmark and the

@@ -7,7 +7,9 @@ pub mod error;
 pub mod oauth;
 pub mod ops;
 pub mod ops_page;
+pub mod portal;
 pub mod routing;
+pub mod supabase;
 pub mod tool_calls;
 pub mod tool_results;
 pub mod webhook;
@@ -36,17 +38,49 @@ pub struct AppState {
     pub auth: Arc<auth::VapiAuth>,
     pub routing: Arc<routing::RoutingCache>,
     pub tool_results: Arc<tool_results::ToolResults>,
+    /// The last queue gauges read for `/metrics` and when; scrapes within `METRICS_CACHE_SECS`
+    /// reuse them, and concurrent scrapes wait for one read (the lock) instead of each reading.
+    pub queue_gauges: Arc<tokio::sync::Mutex<Option<QueueGauges>>>,
+    /// Supabase access tokens, when `SUPABASE_URL` or `SUPABASE_JWT_SECRET` is set.
+    pub supabase: Option<Arc<supabase::SupabaseAuth>>,
 }
+
+/// Text for HTML (our server-rendered pages).
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// A cookie's value.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Waiting jobs and oldest wait per kind, and when they were read.
+pub type QueueGauges = (std::time::Instant, Vec<(String, i64, f64)>);
 
 impl AppState {
     pub fn new(pool: PgPool, config: Arc<Config>) -> Self {
         let auth = Arc::new(auth::VapiAuth::from_config(&config));
+        let supabase = supabase::SupabaseAuth::from_config(&config).map(Arc::new);
         Self {
             pool,
             config,
             auth,
             routing: Arc::default(),
             tool_results: Arc::default(),
+            queue_gauges: Arc::default(),
+            supabase,
         }
     }
 }
@@ -65,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(ops::router())
         .merge(ops_page::router())
+        .merge(portal::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         // Bounds slow clients (a body trickled in forever) as well as slow handlers.
@@ -92,8 +127,25 @@ async fn readyz(State(app): State<AppState>) -> Result<impl IntoResponse, ApiErr
     }
 }
 
-/// Prometheus text format; queue gauges are read from the database at scrape time.
-async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// Prometheus text format. Who may call it: anyone when `METRICS_TOKEN` is unset, else a bearer of
+/// that token. Queue gauges come from one cheap read (statuses and times, never job arguments)
+/// reused for `METRICS_CACHE_SECS`, so a scrape costs at most one query whatever the backlog.
+async fn metrics(
+    State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &app.config.metrics_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| auth::strip_bearer(v.as_bytes()));
+        if !given.is_some_and(|g| token.matches(g)) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong metrics token",
+            ));
+        }
+    }
     let Some(handle) = crate::telemetry::handle() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -101,16 +153,25 @@ async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse, ApiEr
             "metrics recorder unavailable",
         ));
     };
-    let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
+    let waiting = {
+        let mut cached = app.queue_gauges.lock().await;
+        match &*cached {
+            Some((at, gauges)) if at.elapsed() < app.config.metrics_cache => gauges.clone(),
+            _ => {
+                let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
+                let gauges = crate::store::queue::waiting_by_kind(&mut conn).await?;
+                *cached = Some((std::time::Instant::now(), gauges.clone()));
+                gauges
+            }
+        }
+    };
     // Every registered queue is reported, empty ones as 0.
     let mut by_kind: std::collections::BTreeMap<String, (i64, f64)> = crate::worker::queues()
         .iter()
         .map(|q| (q.to_string(), (0, 0.0)))
         .collect();
-    for q in crate::store::queue::queues(&mut conn).await? {
-        let e = by_kind.entry(q.kind).or_default();
-        e.0 += q.depth;
-        e.1 = e.1.max(q.oldest_age_secs.unwrap_or(0.0));
+    for (kind, depth, age) in waiting {
+        by_kind.insert(kind, (depth, age));
     }
     for (kind, (depth, age)) in by_kind {
         crate::telemetry::queue(&kind, depth, age);

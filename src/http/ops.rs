@@ -1,5 +1,6 @@
-//! The ops API (`/ops`, `Authorization: Bearer $OPS_TOKEN`): see, re-run and cancel jobs, and
-//! watch queue depth. Disabled (404) when `OPS_TOKEN` is unset. Every action is audited.
+//! The ops API (`/ops`, `Authorization: Bearer <an ops token>`, or the ops page's session): see,
+//! re-run and cancel jobs, and watch queue depth. Who may call it: the operators of `OPS_TOKENS`
+//! and `OPS_TOKEN`; disabled (404) when neither is set. Every action is audited with the operator.
 
 use axum::{
     Json, Router,
@@ -8,7 +9,6 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use super::{AppState, error::ApiError};
 use crate::store::queue::{self, JobFilter};
@@ -23,7 +23,12 @@ pub fn router() -> Router<AppState> {
         .route("/ops/queues", get(queues))
 }
 
-/// An authenticated ops caller; `actor` names them in the audit trail.
+/// The ops page's session cookie (a random id; the session lives in `ops_sessions`).
+pub const SESSION_COOKIE: &str = "ops_session";
+
+/// An authenticated ops caller; `actor` names them in the audit trail: `api:<operator>` for a
+/// bearer token (`OPS_TOKENS` names each token's owner), `ui:<operator>` for a page session.
+/// Never a header the client chooses.
 pub struct Operator {
     pub actor: String,
 }
@@ -32,59 +37,96 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let Some(expected) = &app.config.ops_token else {
+        if app.config.ops_tokens.is_empty() {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "the ops API is disabled (OPS_TOKEN unset)",
+                "the ops API is disabled (OPS_TOKEN and OPS_TOKENS unset)",
             ));
-        };
-        let given = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .or_else(|| cookie(parts, "ops_token"))
-            .unwrap_or_default();
-        let ok: bool = digest(given.as_bytes())
-            .ct_eq(&digest(expected.expose().as_bytes()))
-            .into();
-        if !ok {
-            return Err(ApiError::new(
+        }
+        let unauthorized = || {
+            ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "missing or wrong ops token",
+            )
+        };
+        let bearer = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| super::auth::strip_bearer(v.as_bytes()));
+        if let Some(given) = bearer {
+            let name = app.config.operator(given).ok_or_else(unauthorized)?;
+            return Ok(Operator {
+                actor: format!("api:{name}"),
+            });
+        }
+        let Some(session) = super::cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(unauthorized());
+        };
+        let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
+        let name = crate::store::sessions::OPS
+            .owner(&mut conn, session)
+            .await?
+            .ok_or_else(unauthorized)?;
+        // A browser sends the cookie with any request to us, including one a foreign page makes:
+        // a state-changing request on a session must show it comes from our own pages.
+        if !parts.method.is_safe() && !same_origin(&parts.headers, app) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_site",
+                "cross-site request refused",
             ));
         }
-        let who = parts
-            .headers
-            .get("x-ops-actor")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 100)
-            .unwrap_or("ops");
         Ok(Operator {
-            actor: format!("api:{who}"),
+            actor: format!("ui:{name}"),
         })
     }
 }
 
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
+/// A sign-in form posted from another origin (a browser says where a post comes from; a script
+/// without `Origin` or `Sec-Fetch-Site` is not a browser another site can steer).
+pub fn foreign_post(headers: &axum::http::HeaderMap, app: &AppState) -> bool {
+    let from_browser = headers.contains_key("origin") || headers.contains_key("sec-fetch-site");
+    from_browser && !same_origin(headers, app)
 }
 
-/// A cookie's value (the ops page keeps the token in one).
-pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+/// `; Secure` for our cookies when we are served over https (`PUBLIC_BASE_URL`).
+pub fn secure_attr(app: &AppState) -> &'static str {
+    let https = app
+        .config
+        .public_base_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    if https { "; Secure" } else { "" }
+}
+
+/// Whether a request comes from our own origin: `Sec-Fetch-Site: same-origin`, else an `Origin`
+/// equal to ours (`PUBLIC_BASE_URL`'s, or the request's own host). No evidence is a refusal:
+/// browsers send one or the other on every POST, and scripts use bearer tokens.
+pub fn same_origin(headers: &axum::http::HeaderMap, app: &AppState) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return site.eq_ignore_ascii_case("same-origin");
+    }
+    let Some(origin) = header("origin") else {
+        return false;
+    };
+    let Ok(origin) = reqwest::Url::parse(origin) else {
+        return false;
+    };
+    match app.config.public_base_url.as_deref() {
+        Some(base) => reqwest::Url::parse(base).is_ok_and(|b| b.origin() == origin.origin()),
+        None => header("host").is_some_and(|host| {
+            origin.host_str().is_some_and(|h| {
+                let with_port = match origin.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_string(),
+                };
+                host.eq_ignore_ascii_case(&with_port)
+            })
+        }),
+    }
 }
 
 fn checked(f: JobFilter) -> Result<JobFilter, ApiError> {

@@ -1,9 +1,13 @@
 //! The ops web page (`/ops/`): queues, failed jobs with their errors, filters, retry and cancel
 //! buttons, "retry all matching", and jobs and cost per agent over the last 30 days.
 //!
-//! Server-rendered HTML with plain forms (no script needed). The login form keeps `OPS_TOKEN` in
-//! an `HttpOnly`, `SameSite=Strict` cookie scoped to `/ops`, which also guards the forms against
-//! cross-site posts. Every action goes through the same store functions and audit as the ops API.
+//! Server-rendered HTML with plain forms (no script needed). Who may use it: the operators of
+//! `OPS_TOKENS`/`OPS_TOKEN`. Logging in with a token opens a server-side session (`ops_sessions`:
+//! a random id in an `HttpOnly; SameSite=Strict` cookie scoped to `/ops`, `Secure` behind https,
+//! only its hash at rest, an expiry, revoked by logging out); the token itself never goes into a
+//! cookie. Every form post must come from our own origin (`Sec-Fetch-Site`/`Origin`), so a
+//! cross-site post gets 403. Every action goes through the same store functions and audit as the
+//! ops API.
 
 use axum::{
     Form, Router,
@@ -14,8 +18,19 @@ use axum::{
 };
 use serde::Deserialize;
 
-use super::{AppState, error::ApiError, ops::Operator};
-use crate::store::queue::{self, JobFilter};
+use super::{
+    AppState, cookie,
+    error::ApiError,
+    esc,
+    ops::{Operator, SESSION_COOKIE, foreign_post, same_origin, secure_attr},
+};
+use crate::{
+    billing::Month,
+    store::{
+        queue::{self, JobFilter},
+        reports, sessions,
+    },
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,14 +40,6 @@ pub fn router() -> Router<AppState> {
         .route("/ops/ui/jobs/{id}/retry", post(retry_one))
         .route("/ops/ui/jobs/{id}/cancel", post(cancel_one))
         .route("/ops/ui/retry", post(retry_matching))
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em}
@@ -59,31 +66,64 @@ struct LoginIn {
     token: String,
 }
 
-async fn login(State(app): State<AppState>, Form(f): Form<LoginIn>) -> Response {
-    let Some(expected) = &app.config.ops_token else {
+async fn login(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginIn>,
+) -> Response {
+    if app.config.ops_tokens.is_empty() {
         return (
             StatusCode::NOT_FOUND,
-            login_form("The ops page is disabled: OPS_TOKEN is unset."),
+            login_form("The ops page is disabled: OPS_TOKEN and OPS_TOKENS are unset."),
+        )
+            .into_response();
+    }
+    // A foreign page cannot log us in.
+    if foreign_post(&headers, &app) {
+        return (
+            StatusCode::FORBIDDEN,
+            login_form("Cross-site login refused."),
+        )
+            .into_response();
+    }
+    let Some(operator) = app.config.operator(f.token.as_bytes()) else {
+        return (StatusCode::UNAUTHORIZED, login_form("Wrong token.")).into_response();
+    };
+    let ttl = app.config.ops_session_ttl;
+    let session = match app.pool.acquire().await {
+        Ok(mut conn) => {
+            sessions::OPS
+                .create(&mut conn, operator.to_string(), ttl)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let Ok(id) = session else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            login_form("The database is unavailable; try again."),
         )
             .into_response();
     };
-    use sha2::Digest;
-    use subtle::ConstantTimeEq;
-    let same: bool = sha2::Sha256::digest(f.token.as_bytes())
-        .ct_eq(&sha2::Sha256::digest(expected.expose().as_bytes()))
-        .into();
-    if !same {
-        return (StatusCode::UNAUTHORIZED, login_form("Wrong token.")).into_response();
-    }
+    let secure = secure_attr(&app);
     let cookie = format!(
-        "ops_token={}; Path=/ops; HttpOnly; SameSite=Strict; Max-Age=43200",
-        f.token
+        "{SESSION_COOKIE}={id}; Path=/ops; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        ttl.as_secs()
     );
+    tracing::info!(operator, "ops page login");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/ops/")).into_response()
 }
 
-async fn logout() -> Response {
-    let cookie = "ops_token=; Path=/ops; HttpOnly; SameSite=Strict; Max-Age=0";
+async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let session = cookie(&headers, SESSION_COOKIE).map(str::to_string);
+    if let Some(id) = session
+        && same_origin(&headers, &app)
+        && let Ok(mut conn) = app.pool.acquire().await
+        && let Err(e) = sessions::OPS.revoke(&mut conn, &id).await
+    {
+        tracing::warn!(error = %e, "ops session not revoked");
+    }
+    let cookie = format!("{SESSION_COOKIE}=; Path=/ops; HttpOnly; SameSite=Strict; Max-Age=0");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/ops/")).into_response()
 }
 
@@ -91,6 +131,7 @@ async fn page(
     State(app): State<AppState>,
     op: Result<Operator, ApiError>,
     Query(f): Query<JobFilter>,
+    Query(money): Query<MoneyQuery>,
 ) -> Result<Response, ApiError> {
     if op.is_err() {
         return Ok(login_form("Log in with the ops token.").into_response());
@@ -116,13 +157,15 @@ async fn page(
         },
     )
     .await?;
-    let activity: Vec<(String, i64, rust_decimal::Decimal)> = sqlx::query_as(
-        "SELECT a.agency_name, count(u.id), COALESCE(sum(u.cost_usd), 0)
-           FROM agents a LEFT JOIN agent_usage_metrics u
-             ON u.agent_id = a.id AND u.occurred_at >= now() - interval '30 days'
-          GROUP BY a.agency_name ORDER BY a.agency_name",
+    // The last 30 days in the billing timezone, today included.
+    let tz = app.config.billing_timezone;
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let activity = reports::activity(
+        &mut conn,
+        today - chrono::Duration::days(29),
+        today + chrono::Duration::days(1),
+        tz,
     )
-    .fetch_all(&mut *conn)
     .await?;
 
     let mut html = String::from(
@@ -180,7 +223,90 @@ async fn page(
     }
     html.push_str("</table>");
     html.push_str(&chart(&activity));
+    html.push_str(&money_view(&mut conn, &app, money.month.as_deref()).await?);
     Ok(shell(&html).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct MoneyQuery {
+    /// The money view's month, YYYY-MM (default: the running month).
+    month: Option<String>,
+}
+
+/// The operator's money view: per agency for a month, what it used, what we billed so far, what
+/// the providers cost and the margin; then six months of subscription (MRR) and usage revenue.
+async fn money_view(
+    conn: &mut sqlx::PgConnection,
+    app: &AppState,
+    asked: Option<&str>,
+) -> Result<String, ApiError> {
+    let tz = app.config.billing_timezone;
+    let month = match asked.filter(|m| !m.is_empty()) {
+        Some(m) => Month::parse(m).map_err(|e| ApiError::bad_request("invalid_month", e))?,
+        None => Month::containing(chrono::Utc::now(), tz),
+    };
+    let rows = reports::money(conn, month, tz).await?;
+    let mut html = format!(
+        "<h2>Money, {month}</h2><form method=get action=/ops/>month <input name=month value=\"{month}\" size=7> <button>Show</button></form>
+         <table id=money><tr><th>agency</th><th>calls</th><th>minutes</th><th>scans</th><th>lookups</th><th>billed so far</th><th>provider cost</th><th>margin</th></tr>"
+    );
+    let cents = reports::cents;
+    for r in &rows {
+        html.push_str(&format!(
+            "<tr data-agent=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=margin>{}</td></tr>",
+            r.agent_id,
+            esc(&r.agency_name),
+            r.calls,
+            r.minutes.round_dp(1).normalize(),
+            r.scans.normalize(),
+            r.lookups.normalize(),
+            cents(r.billed_usd),
+            cents(r.provider_cost_usd),
+            cents(r.margin_usd())
+        ));
+    }
+    let (billed, cost): (rust_decimal::Decimal, rust_decimal::Decimal) =
+        rows.iter().fold(Default::default(), |(b, c), r| {
+            (b + r.billed_usd, c + r.provider_cost_usd)
+        });
+    html.push_str(&format!(
+        "<tr><th>total</th><th></th><th></th><th></th><th></th><th>{}</th><th>{}</th><th>{}</th></tr></table>",
+        cents(billed),
+        cents(cost),
+        cents(billed - cost)
+    ));
+    // Usage revenue: what an ended month's invoices billed (usage and late adjustments), or for
+    // the running month (whose draft, if any, is already behind) or one not rolled up yet what
+    // its usage is billed so far.
+    html.push_str("<h3>Month over month</h3><table id=mom><tr><th>month</th><th>MRR (subscriptions)</th><th>usage revenue</th><th>from</th></tr>");
+    let months: Vec<Month> = std::iter::successors(Some(month), |m| Some(m.previous()))
+        .take(6)
+        .collect();
+    let first_days: Vec<chrono::NaiveDate> = months.iter().map(|m| m.first_day).collect();
+    let invoiced = reports::invoiced_usage(conn, &first_days).await?;
+    let running = Month::containing(chrono::Utc::now(), tz);
+    for m in months {
+        let mrr = reports::mrr(conn, m.first_day).await?;
+        let (usage, from) = match invoiced.get(&m.first_day).filter(|_| m < running) {
+            Some(amount) => (*amount, "invoices"),
+            None if m == month => (billed, "usage so far"),
+            None => (
+                reports::usage(conn, m, tz, None)
+                    .await?
+                    .iter()
+                    .map(|u| u.billed_usd)
+                    .sum(),
+                "usage so far",
+            ),
+        };
+        html.push_str(&format!(
+            "<tr><td>{m}</td><td>{}</td><td>{}</td><td>{from}</td></tr>",
+            cents(mrr),
+            cents(usage)
+        ));
+    }
+    html.push_str("</table>");
+    Ok(html)
 }
 
 /// Jobs (blue) and billed cost (orange) per agent over the last 30 days, as inline SVG bars.
@@ -227,14 +353,7 @@ async fn retry_one(
 ) -> Result<Redirect, ApiError> {
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
     let retried = queue::retry(&mut tx, std::slice::from_ref(&id)).await?;
-    queue::audit(
-        &mut tx,
-        &op.actor.replace("api:", "page:"),
-        "retry",
-        &retried,
-        None,
-    )
-    .await?;
+    queue::audit(&mut tx, &op.actor, "retry", &retried, None).await?;
     tx.commit().await?;
     Ok(back(&headers))
 }
@@ -245,7 +364,7 @@ async fn cancel_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Redirect, ApiError> {
-    let actor = op.actor.replace("api:", "page:");
+    let actor = op.actor.clone();
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
     let cancelled = queue::cancel(&mut tx, std::slice::from_ref(&id), &actor).await?;
     queue::audit(&mut tx, &actor, "cancel", &cancelled, None).await?;
@@ -279,14 +398,7 @@ async fn retry_matching(
         .map(|r| r.id)
         .collect();
     let retried = queue::retry(&mut tx, &ids).await?;
-    queue::audit(
-        &mut tx,
-        &op.actor.replace("api:", "page:"),
-        "retry",
-        &retried,
-        Some(&filter),
-    )
-    .await?;
+    queue::audit(&mut tx, &op.actor, "retry", &retried, Some(&filter)).await?;
     tx.commit().await?;
     Ok(back(&headers))
 }

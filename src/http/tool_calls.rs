@@ -77,6 +77,7 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
             agent_id: agent.id,
             lead_id: lead,
             tool_call_id: call.id.clone(),
+            vapi_call_id: msg.call_id().map(str::to_string),
             requested_at,
         };
         let plan = match tool_for(&agent, &call.name)

@@ -98,6 +98,7 @@ async fn handle(
     let answer = match msg.kind.as_str() {
         "assistant-request" => assistant_request(app, msg, raw).await?,
         "tool-calls" | "function-call" => tool_calls::answer(app, msg, raw).await?,
+        "campaign.predial" => campaign_predial(app, msg, raw).await?,
         other => {
             let stored = ingest(app, msg, raw).await?;
             expected_answer(other).unwrap_or(stored)
@@ -117,10 +118,24 @@ fn expected_answer(kind: &str) -> Option<serde_json::Value> {
         "knowledge-base-request" => Some(json!({"documents": []})),
         // A moderate wait before the caller's turn counts as finished (we tune nothing per call).
         "call.endpointing.request" => Some(json!({"timeoutSeconds": 1.5})),
-        // Campaigns are the agency's own business in Vapi; we never hold a call back.
-        "campaign.predial" => Some(json!({"eligible": true})),
         _ => None,
     }
+}
+
+/// Before a campaign dials a contact: stored like any message, and the contact is dialed unless
+/// the number belongs to an agency that is not in service (paused or cancelled), whose calls we
+/// would neither answer with its assistant nor bill. A number we cannot place is the campaign's
+/// own business in Vapi: dialed, as before, and logged at routing.
+async fn campaign_predial(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, ApiError> {
+    let (routing, agent) = route(app, msg).await?;
+    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
+    record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
+    tx.commit().await?;
+    let eligible = agent.as_deref().is_none_or(|a| a.status == "active");
+    if let Some(a) = agent.as_deref().filter(|_| !eligible) {
+        tracing::info!(agent.id = %a.id, agent.status = %a.status, "campaign contact skipped: the agency is not in service");
+    }
+    Ok(json!({"eligible": eligible}))
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {

@@ -1,4 +1,6 @@
-//! What billable jobs share: a saved answer before a paid call, metering once, announcing.
+//! What billable jobs share: a paid answer saved before any effect, the business key of a tool
+//! call, the tool-result wake-up, and metering call minutes once (tool jobs meter through the
+//! effects writer, `super::writer`).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -66,7 +68,8 @@ pub struct Metered<'a> {
 
 /// Writes the usage row at the price in force at `occurred_at` (once per key) on the caller's
 /// transaction (call minutes; tool jobs meter through [`super::writer`]).
-/// Returns whether this run wrote it. No price in force is permanent: ops fix prices, then re-run.
+/// Returns whether this run wrote it; the caller logs and counts it once its transaction commits.
+/// No price in force is permanent: ops fix prices, then re-run.
 pub async fn meter(tx: &mut PgConnection, deps: &Deps, m: Metered<'_>) -> Result<bool, JobError> {
     let tz = deps.config.billing_timezone;
     let price = pricing::price_at(tx, m.agent_id, m.metric, m.occurred_at, tz)
@@ -96,9 +99,5 @@ pub async fn meter(tx: &mut PgConnection, deps: &Deps, m: Metered<'_>) -> Result
         },
     )
     .await?;
-    if written {
-        crate::telemetry::usage_recorded(m.metric);
-    }
-    tracing::info!(agent.id = %m.agent_id, metric = m.metric, key = m.key, written, "metered");
     Ok(written)
 }

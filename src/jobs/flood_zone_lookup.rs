@@ -18,6 +18,9 @@ pub struct FloodZoneLookup {
     pub agent_id: Uuid,
     pub lead_id: Option<Uuid>,
     pub tool_call_id: String,
+    /// The Vapi call it was asked in (absent in jobs queued before it was recorded).
+    #[serde(default)]
+    pub vapi_call_id: Option<String>,
     pub latitude: f64,
     pub longitude: f64,
     pub address: Option<String>,
@@ -69,6 +72,7 @@ impl Tool for FloodZoneLookup {
             agent_id: call.agent_id,
             lead_id: call.lead_id,
             tool_call_id: call.tool_call_id.clone(),
+            vapi_call_id: call.vapi_call_id.clone(),
             latitude: a.latitude,
             longitude: a.longitude,
             address: a.address,
@@ -104,6 +108,7 @@ impl Job for FloodZoneLookup {
             .write(ToolEffect {
                 agent_id: self.agent_id,
                 lead_id: self.lead_id,
+                vapi_call_id: self.vapi_call_id.clone(),
                 kind: Self::KIND,
                 result: json!({"zone": zone, "latitude": self.latitude, "longitude": self.longitude,
                                "address": self.address}),

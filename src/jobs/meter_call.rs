@@ -53,7 +53,9 @@ impl Job for MeterCall {
         }
         let written = meter_minutes(&mut tx, deps, &call, &self.idempotency_key(), None).await?;
         tx.commit().await?;
-        tracing::debug!(agent.id = %self.agent_id, call.id = %self.vapi_call_id, written, "call minutes");
+        crate::telemetry::usage_recorded(metric::VAPI_CALL_MINUTES, u64::from(written));
+        tracing::info!(agent.id = %self.agent_id, call.id = %self.vapi_call_id, metric = metric::VAPI_CALL_MINUTES,
+                       key = %self.idempotency_key(), written, "metered");
         Ok(())
     }
 }

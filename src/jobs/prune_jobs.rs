@@ -4,6 +4,9 @@
 //!
 //! Keeps `Failed`/`Killed` jobs (ops may re-run them) and anything younger than 14 days, which
 //! also keeps job-level idempotency keys alive for far longer than any retry window.
+//!
+//! Also the daily housekeeping of the ledger's daily summary (`store::usage_daily`): rows created
+//! since its last run are added up, so reports read about a day's rows of the ledger, not a month's.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,12 +32,25 @@ impl Job for PruneJobs {
         let events = crate::store::webhook_events::prune_high_volume(&mut conn, event_days).await?;
         crate::store::late_findings::prune(&mut conn).await?;
         drop(conn);
+        // Half the job's time at most: a first build over a long ledger carries on tomorrow
+        // (readers stay exact meanwhile, reading more of the ledger).
+        let tz = deps.config.billing_timezone;
+        let cut = crate::billing::rollup::ledger_cut(&deps.pool).await?;
+        let summary = crate::store::usage_daily::refresh(
+            &deps.pool,
+            tz,
+            cut,
+            deps.config.worker.job_timeout / 2,
+        )
+        .await?;
         tracing::info!(
             deleted,
             keep_days,
             events,
             event_days,
-            "pruned finished jobs and old raw events"
+            summarized = summary.rows,
+            summary_complete = summary.complete,
+            "pruned finished jobs and old raw events; daily usage summary brought up to date"
         );
         Ok(())
     }

@@ -82,6 +82,7 @@ impl Tool for SolarOcrScan {
             agent_id: call.agent_id,
             lead_id: call.lead_id,
             tool_call_id: call.tool_call_id.clone(),
+            vapi_call_id: call.vapi_call_id.clone(),
             image_url: a.image_url,
             image_base64: a.image_base64,
             mime_type: a.mime_type,
@@ -106,6 +107,9 @@ pub struct SolarOcrScan {
     pub agent_id: Uuid,
     pub lead_id: Option<Uuid>,
     pub tool_call_id: String,
+    /// The Vapi call it was asked in (absent in jobs queued before it was recorded).
+    #[serde(default)]
+    pub vapi_call_id: Option<String>,
     pub image_url: Option<String>,
     pub image_base64: Option<String>,
     pub mime_type: Option<String>,
@@ -138,10 +142,11 @@ impl SolarOcrScan {
             .image_url
             .as_deref()
             .ok_or_else(|| JobError::Permanent("no image_url or image_base64".into()))?;
-        if !deps.config.image_fetch_allow_private {
-            providers::ensure_public_url(url).await?;
-        }
-        Ok(providers::fetch_image(&deps.providers.http, url, deps.config.image_max_bytes).await?)
+        Ok(deps
+            .providers
+            .image
+            .fetch(url, deps.config.image_max_bytes)
+            .await?)
     }
 
     /// Gemini's cost for this scan, when token prices are configured.
@@ -180,6 +185,7 @@ impl Job for SolarOcrScan {
             .write(ToolEffect {
                 agent_id: self.agent_id,
                 lead_id: self.lead_id,
+                vapi_call_id: self.vapi_call_id.clone(),
                 kind: Self::KIND,
                 result,
                 facts: json!({"has_solar": has_solar}),

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{Deps, Job, JobError, meter_call};
 use crate::{
     money,
+    providers::vapi::{CallOut, CallsOf},
     store::{calls, usage, usage::metric},
     vapi::CallReport,
 };
@@ -52,7 +53,8 @@ impl SyncCalls {
     /// the whole job timeout and its own retries, and workers share them.
     pub async fn fan_out(&self, deps: &Deps) -> Result<usize, JobError> {
         let agents: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM agents WHERE vapi_phone_number_id IS NOT NULL ORDER BY id",
+            "SELECT id FROM agents
+              WHERE vapi_phone_number_id IS NOT NULL OR vapi_assistant_id IS NOT NULL ORDER BY id",
         )
         .fetch_all(&deps.pool)
         .await?;
@@ -96,9 +98,10 @@ impl SyncCalls {
                 self.date
             )));
         };
-        let agents: Vec<(Uuid, String)> = sqlx::query_as(
-            "SELECT id, vapi_phone_number_id FROM agents
-              WHERE vapi_phone_number_id IS NOT NULL AND ($1::uuid IS NULL OR id = $1)
+        let agents: Vec<(Uuid, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT id, vapi_phone_number_id, vapi_assistant_id FROM agents
+              WHERE (vapi_phone_number_id IS NOT NULL OR vapi_assistant_id IS NOT NULL)
+                AND ($1::uuid IS NULL OR id = $1)
               ORDER BY id",
         )
         .bind(self.agent_id)
@@ -108,12 +111,15 @@ impl SyncCalls {
             agents: agents.len(),
             ..SyncReport::default()
         };
-        for (agent_id, phone_number_id) in agents {
-            let listed = deps
-                .providers
-                .vapi
-                .list_calls(&phone_number_id, start, end)
-                .await?;
+        for (agent_id, phone_number_id, assistant_id) in agents {
+            let listed = Self::calls_of(
+                deps,
+                phone_number_id.as_deref(),
+                assistant_id.as_deref(),
+                start,
+                end,
+            )
+            .await?;
             for call in listed {
                 report.seen += 1;
                 let mut tx = deps.pool.begin().await?;
@@ -135,18 +141,66 @@ impl SyncCalls {
                     .await?;
                 }
                 report.new += usize::from(!known);
-                if ended {
-                    match reconcile(&mut tx, deps, agent_id, &call.id).await? {
-                        Reconciled::Metered => report.metered += 1,
-                        Reconciled::Corrected => report.corrected += 1,
-                        Reconciled::Unchanged => {}
-                    }
-                }
+                let reconciled = if ended {
+                    reconcile(&mut tx, deps, agent_id, &call.id).await?
+                } else {
+                    Reconciled::Unchanged
+                };
                 tx.commit().await?;
+                // Counted once committed: a rolled-back attempt wrote nothing.
+                let rows = match reconciled {
+                    Reconciled::Metered => {
+                        report.metered += 1;
+                        1
+                    }
+                    Reconciled::Corrected => {
+                        report.corrected += 1;
+                        2 // the reversal and the new row
+                    }
+                    Reconciled::Unchanged => 0,
+                };
+                crate::telemetry::usage_recorded(metric::VAPI_CALL_MINUTES, rows);
             }
         }
         tracing::info!(date = %self.date, ?report, "vapi calls reconciled");
         Ok(report)
+    }
+}
+
+impl SyncCalls {
+    /// The agent's calls of the day: those on its number, and its assistant's calls without a
+    /// number (web calls) or on its own number; deduplicated by id. A call on another number
+    /// belongs to that number's agent and is synced there.
+    async fn calls_of(
+        deps: &Deps,
+        phone_number_id: Option<&str>,
+        assistant_id: Option<&str>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<CallOut>, JobError> {
+        let vapi = &deps.providers.vapi;
+        let mut calls = match phone_number_id {
+            Some(number) => {
+                vapi.list_calls(CallsOf::PhoneNumber(number), start, end)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        if let Some(assistant) = assistant_id {
+            for call in vapi
+                .list_calls(CallsOf::Assistant(assistant), start, end)
+                .await?
+            {
+                let ours = call
+                    .phone_number_id
+                    .as_deref()
+                    .is_none_or(|n| Some(n) == phone_number_id);
+                if ours && !calls.iter().any(|c| c.id == call.id) {
+                    calls.push(call);
+                }
+            }
+        }
+        Ok(calls)
     }
 }
 
@@ -172,7 +226,7 @@ async fn reconcile(
         "SELECT idempotency_key, quantity, unit_price_usd, occurred_at, provider_cost_usd
            FROM agent_usage_metrics
           WHERE agent_id = $1 AND metric_type = $2
-            AND (idempotency_key = $3 OR metadata->>'corrects' = $3)
+            AND (idempotency_key = $3 OR corrects = $3)
           ORDER BY created_at, idempotency_key",
     )
     .bind(agent_id)
@@ -181,8 +235,12 @@ async fn reconcile(
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
-        meter_call::meter_minutes(tx, deps, &call, &base_key, None).await?;
-        return Ok(Reconciled::Metered);
+        let written = meter_call::meter_minutes(tx, deps, &call, &base_key, None).await?;
+        return Ok(if written {
+            Reconciled::Metered
+        } else {
+            Reconciled::Unchanged
+        });
     }
     let Some(seconds) = call.duration_seconds else {
         return Ok(Reconciled::Unchanged);

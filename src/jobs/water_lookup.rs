@@ -66,6 +66,7 @@ impl Tool for WaterLookup {
             agent_id: call.agent_id,
             lead_id: call.lead_id,
             tool_call_id: call.tool_call_id.clone(),
+            vapi_call_id: call.vapi_call_id.clone(),
             latitude: a.latitude,
             longitude: a.longitude,
             radius_m: a
@@ -101,6 +102,9 @@ pub struct WaterLookup {
     pub agent_id: Uuid,
     pub lead_id: Option<Uuid>,
     pub tool_call_id: String,
+    /// The Vapi call it was asked in (absent in jobs queued before it was recorded).
+    #[serde(default)]
+    pub vapi_call_id: Option<String>,
     pub latitude: f64,
     pub longitude: f64,
     pub radius_m: u32,
@@ -137,6 +141,7 @@ impl Job for WaterLookup {
             .write(ToolEffect {
                 agent_id: self.agent_id,
                 lead_id: self.lead_id,
+                vapi_call_id: self.vapi_call_id.clone(),
                 kind: Self::KIND,
                 result,
                 facts: json!({"water_source": water_source(&summary)}),

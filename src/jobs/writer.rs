@@ -34,6 +34,8 @@ pub const MAX_BATCH: usize = 64;
 pub struct ToolEffect {
     pub agent_id: Uuid,
     pub lead_id: Option<Uuid>,
+    /// The Vapi call the tool was asked in (`risk_assessments.vapi_call_id`).
+    pub vapi_call_id: Option<String>,
     /// The property the finding is about (found or created per agent, lead and address).
     pub address: Option<String>,
     /// `risk_assessments.kind` (a row of `finding_kinds`).
@@ -269,9 +271,7 @@ async fn write_batch(
     say_late_findings(pool, &committed).await;
     for (effect, outcome) in effects.iter().zip(&outcomes) {
         if let Ok(r) = outcome {
-            if r.written {
-                crate::telemetry::usage_recorded(effect.metric);
-            }
+            crate::telemetry::usage_recorded(effect.metric, u64::from(r.written));
             tracing::info!(agent.id = %effect.agent_id, metric = effect.metric, key = %effect.key,
                            written = r.written, "metered");
         }
@@ -309,9 +309,9 @@ const WRITE_EFFECTS: &str = "
 WITH input AS (
     SELECT * FROM unnest($2::int[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
                          $8::jsonb[], $9::jsonb[], $10::text[], $11::numeric[], $12::numeric[],
-                         $13::jsonb[])
+                         $13::jsonb[], $15::text[])
         AS i(n, lead_id, address, kind, key, result, facts, tags, metric, quantity,
-             provider_cost_usd, metadata)
+             provider_cost_usd, metadata, vapi_call_id)
 ), prop AS (
     -- Every effect's facts on the same property, merged in order (later keys win).
     INSERT INTO properties AS p (agent_id, lead_id, address, facts)
@@ -325,8 +325,9 @@ WITH input AS (
        SET facts = p.facts || EXCLUDED.facts
     RETURNING id, lead_id, address
 ), saved AS (
-    INSERT INTO risk_assessments (agent_id, lead_id, property_id, kind, idempotency_key, result)
-    SELECT $1, i.lead_id, prop.id, i.kind, i.key, i.result
+    INSERT INTO risk_assessments (agent_id, lead_id, property_id, kind, idempotency_key, result,
+                                  vapi_call_id)
+    SELECT $1, i.lead_id, prop.id, i.kind, i.key, i.result, i.vapi_call_id
       FROM input i
       LEFT JOIN prop ON prop.lead_id IS NOT DISTINCT FROM i.lead_id AND prop.address = i.address
     ON CONFLICT (agent_id, kind, idempotency_key) DO NOTHING
@@ -354,11 +355,13 @@ WITH input AS (
       LEFT JOIN LATERAL price_in_force($1, i.metric, f.day) price ON true
 ), usage AS (
     INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                     provider_cost_usd, occurred_at, idempotency_key, metadata)
+                                     provider_cost_usd, occurred_at, idempotency_key, metadata,
+                                     corrects)
     SELECT $1, i.metric, i.quantity, p.unit_price_usd, i.quantity * p.unit_price_usd,
            i.provider_cost_usd, p.created_at, i.key,
            i.metadata || jsonb_build_object('risk_assessment_id', p.finding_id,
-                                            'pricing_config_id', p.price_id)
+                                            'pricing_config_id', p.price_id),
+           i.metadata ->> 'corrects'
       FROM priced p
       JOIN input i USING (n)
      WHERE p.price_id IS NOT NULL
@@ -422,6 +425,7 @@ async fn write_set(
         )
         .bind(chosen.iter().map(|e| &e.metadata).collect::<Vec<_>>())
         .bind(config.billing_timezone.name())
+        .bind(column(|e| e.vapi_call_id.as_deref()))
         .fetch_all(&mut *conn)
         .await?;
     let mut outcomes = Vec::with_capacity(rows.len());

@@ -9,6 +9,7 @@ pub mod arcgis;
 pub mod discord;
 pub mod fema;
 pub mod gemini;
+pub mod image;
 pub mod vapi;
 
 use std::{
@@ -356,106 +357,6 @@ pub(crate) async fn status_error(
     classify_status(provider, status, &headers, &String::from_utf8_lossy(&body))
 }
 
-/// Fetch an image by URL with a size cap enforced while streaming (Content-Length checked
-/// first); returns the bytes and the mime type (Content-Type, default `image/jpeg`). Over the cap,
-/// an empty body, a non-image Content-Type or a 4xx is permanent; 408/429/5xx and network errors
-/// are transient. The URL never appears in errors (it may be signed).
-pub async fn fetch_image(
-    http: &reqwest::Client,
-    url: &str,
-    max_bytes: usize,
-) -> Result<(Vec<u8>, String), ProviderError> {
-    const PROVIDER: &str = "image";
-    let url = reqwest::Url::parse(url)
-        .map_err(|e| ProviderError::permanent(PROVIDER, format!("invalid image URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ProviderError::permanent(
-            PROVIDER,
-            "image URL must be http or https",
-        ));
-    }
-    let response = http
-        .get(url)
-        .header(reqwest::header::ACCEPT, "image/*")
-        .send()
-        .await
-        .map_err(|e| classify_reqwest(PROVIDER, e))?;
-    if !response.status().is_success() {
-        return Err(status_error(PROVIDER, response).await);
-    }
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .filter(|v| !v.is_empty());
-    let mime = match content_type.as_deref() {
-        None | Some("application/octet-stream" | "binary/octet-stream") => "image/jpeg".into(),
-        Some(m) if m.starts_with("image/") => m.to_string(),
-        Some(other) => {
-            return Err(ProviderError::permanent(
-                PROVIDER,
-                format!("not an image: Content-Type {other}"),
-            ));
-        }
-    };
-    let bytes = read_limited(PROVIDER, response, max_bytes).await?;
-    if bytes.is_empty() {
-        return Err(ProviderError::permanent(PROVIDER, "empty image"));
-    }
-    Ok((bytes, mime))
-}
-
-/// Refuses URLs whose host resolves to a loopback, private, link-local or otherwise non-public
-/// address: image URLs come from callers, and must not reach our own network (SSRF).
-pub async fn ensure_public_url(url: &str) -> Result<(), ProviderError> {
-    const PROVIDER: &str = "image";
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| ProviderError::permanent(PROVIDER, format!("invalid image URL: {e}")))?;
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| ProviderError::permanent(PROVIDER, "image URL has no host"))?;
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| {
-        ProviderError::transient(PROVIDER, format!("cannot resolve image host: {e}"))
-    })?;
-    for addr in addrs {
-        if !is_public(addr.ip()) {
-            return Err(ProviderError::permanent(
-                PROVIDER,
-                "image URL points at a non-public address",
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn is_public(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        std::net::IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(std::net::IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
 /// All four clients, built from configuration.
 #[derive(Clone)]
 pub struct Providers {
@@ -469,9 +370,9 @@ pub struct Providers {
     pub vapi: Arc<vapi::VapiClient>,
     /// Agent notifications.
     pub discord: Arc<discord::DiscordClient>,
-    /// The client for [`fetch_image`]: short timeout and no redirects (a redirect could lead a
-    /// caller-supplied URL to an internal address after [`ensure_public_url`] checked it).
-    pub http: reqwest::Client,
+    /// Caller-supplied image URLs: public addresses only (checked on the one resolution it
+    /// connects with), no redirects, no proxy, a short timeout.
+    pub image: Arc<image::ImageFetcher>,
 }
 
 impl Providers {
@@ -509,13 +410,7 @@ impl Providers {
                 http.clone(),
                 breaker(discord::PROVIDER),
             )),
-            http: reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(IMAGE_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("agent-meter/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or(http),
+            image: Arc::new(image::ImageFetcher::new(config.image_fetch_allow_private)),
         }
     }
 }
@@ -523,22 +418,6 @@ impl Providers {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn image_urls_must_be_public() {
-        for url in [
-            "http://127.0.0.1/x.png",
-            "http://localhost:8080/x.png",
-            "http://10.1.2.3/x.png",
-            "http://169.254.169.254/latest/meta-data",
-            "http://[::1]/x.png",
-            "http://192.168.0.1/x.png",
-        ] {
-            let e = ensure_public_url(url).await.expect_err(url);
-            assert!(!e.is_transient(), "{url}: {e}");
-        }
-        assert!(is_public("8.8.8.8".parse().expect("ip")));
-    }
 
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {

@@ -60,6 +60,13 @@ pub struct VapiClient {
     breaker: CircuitBreaker,
 }
 
+/// Whose calls to list: a phone number's, or an assistant's (web calls have no number).
+#[derive(Debug, Clone, Copy)]
+pub enum CallsOf<'a> {
+    PhoneNumber(&'a str),
+    Assistant(&'a str),
+}
+
 impl VapiClient {
     /// `base_url` like `https://api.vapi.ai`. A missing key makes every call fail permanently.
     pub fn new(
@@ -85,14 +92,14 @@ impl VapiClient {
         self.get_json(url, &[]).await
     }
 
-    /// `GET /call?phoneNumberId=..&createdAtGe=..&createdAtLt=..&limit=1000` (a bare JSON
-    /// array). The endpoint has no cursor and states no order, so a full page (1,000 calls) does
+    /// `GET /call?phoneNumberId=..` (or `assistantId=..`, for web calls that have no number)
+    /// `&createdAtGe=..&createdAtLt=..&limit=1000` (a bare JSON array). The endpoint has no cursor and states no order, so a full page (1,000 calls) does
     /// not say which calls it left out: the window is split in two and each half asked again,
     /// until every window comes back short. Nothing is lost whatever order Vapi lists in;
     /// calls are deduplicated by id and returned oldest first.
     pub async fn list_calls(
         &self,
-        phone_number_id: &str,
+        of: CallsOf<'_>,
         created_at_ge: DateTime<Utc>,
         created_at_lt: DateTime<Utc>,
     ) -> Result<Vec<CallOut>, ProviderError> {
@@ -112,7 +119,10 @@ impl VapiClient {
                 ));
             }
             let query = [
-                ("phoneNumberId", phone_number_id.to_string()),
+                match of {
+                    CallsOf::PhoneNumber(id) => ("phoneNumberId", id.to_string()),
+                    CallsOf::Assistant(id) => ("assistantId", id.to_string()),
+                },
                 ("createdAtGe", timestamp(ge)),
                 ("createdAtLt", timestamp(lt)),
                 ("limit", PAGE_LIMIT.to_string()),

@@ -200,6 +200,16 @@ pub async fn agent_for_token(
 }
 
 fn token_hash(token: &str) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes()).to_vec()
+    super::secrets::digest(token)
+}
+
+/// The agent whose Supabase user is `user_id` (`agents.user_id`), if any.
+pub async fn agent_for_user(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM agents WHERE user_id = $1 ORDER BY created_at LIMIT 1")
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
 }

@@ -7,11 +7,15 @@ pub mod clock_ticks;
 pub mod findings;
 pub mod late_findings;
 pub mod leads;
+pub mod portal;
 pub mod pricing;
 pub mod queue;
 pub mod reports;
+pub mod secrets;
+pub mod sessions;
 pub mod tools;
 pub mod usage;
+pub mod usage_daily;
 pub mod webhook_events;
 
 /// True when `e` is a unique violation (SQLSTATE 23505).

@@ -48,6 +48,22 @@ pub async fn default_price_on(
         .await
 }
 
+/// How many agents pay their own price for `metric_type` on `day` (an override in force).
+pub async fn overrides_on(
+    conn: &mut PgConnection,
+    metric_type: &str,
+    day: chrono::NaiveDate,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM agents a
+           JOIN LATERAL price_in_force(a.id, $1, $2) p ON p.agent_id IS NOT NULL",
+    )
+    .bind(metric_type)
+    .bind(day)
+    .fetch_one(conn)
+    .await
+}
+
 /// A price row as listed.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct PriceRow {

@@ -25,6 +25,10 @@ const STATUS_SQL: &str = "CASE
     WHEN j.status IN ('Queued', 'Running') THEN 'running'
     ELSE 'pending' END";
 
+/// Rows not finished (`Done` is the one status kept by the thousands until pruned); migration
+/// 0019's partial index holds exactly these.
+const UNFINISHED_SQL: &str = "AND j.status <> 'Done'";
+
 /// The agent a job acts for, read from its JSON arguments.
 const AGENT_SQL: &str = "(convert_from(j.job, 'UTF8')::jsonb ->> 'agent_id')";
 
@@ -91,7 +95,13 @@ fn select(extra: &str) -> String {
 }
 
 pub async fn list(conn: &mut PgConnection, f: &JobFilter) -> Result<Vec<JobRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(select("")))
+    // Any status but `done` is an unfinished row: said in plain SQL, the partial index of
+    // unfinished jobs (migration 0019) serves it instead of a scan of 14 days of finished ones.
+    let unfinished = match f.status.as_deref() {
+        Some(s) if s != "done" => UNFINISHED_SQL,
+        _ => "",
+    };
+    sqlx::query_as(sqlx::AssertSqlSafe(select(unfinished)))
         .bind(&f.status)
         .bind(&f.kind)
         .bind(&f.agent)
@@ -254,6 +264,22 @@ pub async fn queues(conn: &mut PgConnection) -> Result<Vec<QueueRow>, sqlx::Erro
     .await
 }
 
+/// Waiting jobs and the oldest wait per kind, for the metrics gauges: statuses and times only,
+/// never a job's arguments, so a scrape stays cheap whatever the backlog holds.
+pub async fn waiting_by_kind(
+    conn: &mut PgConnection,
+) -> Result<Vec<(String, i64, f64)>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT j.job_type, count(*),
+                GREATEST(0, EXTRACT(EPOCH FROM now() - min(j.run_at)))::float8
+           FROM apalis.jobs j
+          WHERE j.status IN ('Pending', 'Failed') AND {STATUS_SQL} = 'pending'
+          GROUP BY j.job_type"
+    )))
+    .fetch_all(conn)
+    .await
+}
+
 /// The apalis version this module, migration 0007 and [`crate::worker::backend`] were written
 /// against.
 pub const APALIS_VERSION: &str = "apalis-postgres 1.0.0";
@@ -342,8 +368,12 @@ pub async fn release_unstarted(
 }
 
 /// Registers a worker (apalis-postgres's `queries/worker/register.sql`, whose Rust wrapper
-/// takes a timestamp type apalis does not export). A name already registered and alive is
-/// refused, as in apalis.
+/// takes a timestamp type apalis does not export). A name already registered is refused.
+///
+/// apalis lets a known name re-register when `pg_try_advisory_lock(hashtext(id))` succeeds, a
+/// session lock on whatever pooled connection ran it, never released: that connection then
+/// holds it for its whole life, across unrelated statements. Every run of ours takes a fresh
+/// name (`worker::supervise`), so a known name is a real duplicate and no lock is needed.
 pub async fn register_worker(
     conn: &mut PgConnection,
     queue: &str,
@@ -353,10 +383,7 @@ pub async fn register_worker(
     let registered = sqlx::query(
         "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
          VALUES ($1, $2, 'PgStorage', $3, now())
-         ON CONFLICT (id) DO UPDATE
-            SET worker_type = EXCLUDED.worker_type, storage_name = EXCLUDED.storage_name,
-                layers = EXCLUDED.layers, last_seen = now()
-          WHERE pg_try_advisory_lock(hashtext(workers.id))",
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind(worker)
     .bind(queue)

@@ -1,12 +1,15 @@
 //! Read models for invoices and usage reports (CLI now, the agent API later).
 
 use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::billing::month::Month;
 use crate::money;
+use crate::store::usage_daily;
 
 /// Money as a decimal string with two places ("249.00").
 pub fn cents(d: Decimal) -> String {
@@ -98,47 +101,253 @@ impl UsageRow {
     }
 }
 
-/// Per agent and metric, usage that occurred in `[start, end)`.
+/// Per agent and metric, usage that occurred in `month` (in `tz`), optionally one agent's (by
+/// email); read through the daily summary (`store::usage_daily`), so a month costs its days.
 pub async fn usage(
+    conn: &mut PgConnection,
+    month: Month,
+    tz: Tz,
+    email: Option<&str>,
+) -> Result<Vec<UsageRow>, sqlx::Error> {
+    let totals = usage_daily::totals(
+        &mut *conn,
+        month.first_day,
+        month.next().first_day,
+        tz,
+        usage_daily::Periods::Whole,
+    )
+    .await?;
+    let agents: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, agency_name FROM agents WHERE ($1::text IS NULL OR email = $1)
+          ORDER BY agency_name, id",
+    )
+    .bind(email)
+    .fetch_all(conn)
+    .await?;
+    let mut by_agent: std::collections::HashMap<Uuid, Vec<&usage_daily::Totals>> =
+        std::collections::HashMap::new();
+    for t in &totals {
+        by_agent.entry(t.agent_id).or_default().push(t);
+    }
+    let mut out: Vec<UsageRow> = Vec::new();
+    for (agent_id, agency_name) in agents {
+        // Each agent's totals come ordered by metric, then price: one row per metric, its
+        // billed amount the sum of its price lines, each rounded once.
+        for t in by_agent.remove(&agent_id).unwrap_or_default() {
+            let billed = money::round_line(t.quantity * t.unit_price_usd);
+            match out.last_mut() {
+                Some(r) if r.agent_id == agent_id && r.metric_type == t.metric_type => {
+                    r.events += t.events;
+                    r.quantity += t.quantity;
+                    r.billed_usd += billed;
+                    r.provider_cost_usd += t.provider_cost_usd;
+                }
+                _ => out.push(UsageRow {
+                    agent_id,
+                    agency_name: agency_name.clone(),
+                    metric_type: t.metric_type.clone(),
+                    events: t.events,
+                    quantity: t.quantity,
+                    billed_usd: billed,
+                    provider_cost_usd: t.provider_cost_usd,
+                }),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Per agency (every agency, by name), the events metered and the usage cost (unrounded) of the
+/// days `[from, to)` in `tz`: the ops page's chart.
+pub async fn activity(
+    conn: &mut PgConnection,
+    from: NaiveDate,
+    to: NaiveDate,
+    tz: Tz,
+) -> Result<Vec<(String, i64, Decimal)>, sqlx::Error> {
+    let totals = usage_daily::totals(&mut *conn, from, to, tz, usage_daily::Periods::Whole).await?;
+    let agents: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, agency_name FROM agents ORDER BY agency_name, id")
+            .fetch_all(conn)
+            .await?;
+    Ok(agents
+        .into_iter()
+        .map(|(id, name)| {
+            let mine = totals.iter().filter(|t| t.agent_id == id);
+            let (events, cost) = mine.fold((0, Decimal::ZERO), |(n, c), t| {
+                (n + t.events, c + t.cost_usd)
+            });
+            (name, events, cost)
+        })
+        .collect())
+}
+
+/// Where a group of usage rows is billed (`usage_provenance`, grouped).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProvenanceRow {
+    pub agent_id: uuid::Uuid,
+    pub agency_name: String,
+    pub metric_type: String,
+    pub unit_price: String,
+    /// `billed` (on a finalized invoice), `pending` (on a draft), or `awaiting rollup`.
+    pub state: String,
+    /// The invoice's month, `YYYY-MM`, when an invoice holds the rows.
+    pub invoice: Option<String>,
+    /// `usage` (the rows' own month) or `adjustment` (late usage from an earlier month).
+    pub line_kind: Option<String>,
+    pub invoice_line_id: Option<uuid::Uuid>,
+    pub events: i64,
+    pub quantity: String,
+}
+
+/// Per agent, metric and price, where the usage that occurred in `[start, end)` is billed.
+pub async fn provenance(
     conn: &mut PgConnection,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     email: Option<&str>,
-) -> Result<Vec<UsageRow>, sqlx::Error> {
-    type Row = (uuid::Uuid, String, String, Decimal, i64, Decimal, Decimal);
+) -> Result<Vec<ProvenanceRow>, sqlx::Error> {
+    type Row = (
+        uuid::Uuid,
+        String,
+        String,
+        Decimal,
+        String,
+        Option<NaiveDate>,
+        Option<String>,
+        Option<uuid::Uuid>,
+        i64,
+        Decimal,
+    );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT a.id, a.agency_name, u.metric_type, u.unit_price_usd, count(*), sum(u.quantity),
-                COALESCE(sum(u.provider_cost_usd), 0)
-           FROM agent_usage_metrics u JOIN agents a ON a.id = u.agent_id
-          WHERE u.occurred_at >= $1 AND u.occurred_at < $2 AND ($3::text IS NULL OR a.email = $3)
-          GROUP BY a.id, a.agency_name, u.metric_type, u.unit_price_usd
-          ORDER BY a.agency_name, a.id, u.metric_type, u.unit_price_usd",
+        "SELECT a.id, a.agency_name, p.metric_type, p.unit_price_usd, p.state, p.invoice_month,
+                p.line_kind, p.invoice_line_id, count(*), sum(p.quantity)
+           FROM usage_provenance p JOIN agents a ON a.id = p.agent_id
+          WHERE p.occurred_at >= $1 AND p.occurred_at < $2 AND ($3::text IS NULL OR a.email = $3)
+          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+          ORDER BY a.agency_name, a.id, p.metric_type, p.unit_price_usd, p.invoice_month NULLS LAST",
     )
     .bind(start)
     .bind(end)
     .bind(email)
     .fetch_all(conn)
     .await?;
-    let mut out: Vec<UsageRow> = Vec::new();
-    for (agent_id, agency_name, metric_type, price, events, quantity, cost) in rows {
-        let billed = money::round_line(quantity * price);
-        match out.last_mut() {
-            Some(r) if r.agent_id == agent_id && r.metric_type == metric_type => {
-                r.events += events;
-                r.quantity += quantity;
-                r.billed_usd += billed;
-                r.provider_cost_usd += cost;
-            }
-            _ => out.push(UsageRow {
+    Ok(rows
+        .into_iter()
+        .map(
+            |(agent_id, agency_name, metric_type, price, state, month, kind, line, n, q)| {
+                ProvenanceRow {
+                    agent_id,
+                    agency_name,
+                    metric_type,
+                    unit_price: price.normalize().to_string(),
+                    state,
+                    invoice: month.map(|m| m.format("%Y-%m").to_string()),
+                    line_kind: kind,
+                    invoice_line_id: line,
+                    events: n,
+                    quantity: q.normalize().to_string(),
+                }
+            },
+        )
+        .collect())
+}
+
+/// One agency's month on the operator's money view.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MoneyRow {
+    pub agent_id: uuid::Uuid,
+    pub agency_name: String,
+    pub calls: i64,
+    pub minutes: Decimal,
+    pub scans: Decimal,
+    pub lookups: Decimal,
+    /// Usage billed so far: per metric and price, each rounded once (as on the invoice).
+    pub billed_usd: Decimal,
+    pub provider_cost_usd: Decimal,
+}
+
+impl MoneyRow {
+    pub fn margin_usd(&self) -> Decimal {
+        self.billed_usd - self.provider_cost_usd
+    }
+}
+
+/// Per agency, the month `[start, end)`: calls, minutes, scans, lookups, billed so far, provider
+/// cost (the seed's "monthly cost per agent", live). Agencies without usage are listed too.
+pub async fn money(
+    conn: &mut PgConnection,
+    month: Month,
+    tz: Tz,
+) -> Result<Vec<MoneyRow>, sqlx::Error> {
+    let (start, end) = (month.start(tz), month.next().start(tz));
+    let usage = usage(&mut *conn, month, tz, None).await?;
+    let agencies: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(
+        "SELECT a.id, a.agency_name,
+                (SELECT count(*) FROM calls c WHERE c.agent_id = a.id
+                    AND COALESCE(c.started_at, c.created_at) >= $1
+                    AND COALESCE(c.started_at, c.created_at) < $2)
+           FROM agents a ORDER BY a.agency_name, a.id",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_all(conn)
+    .await?;
+    Ok(agencies
+        .into_iter()
+        .map(|(agent_id, agency_name, calls)| {
+            let mine: Vec<&UsageRow> = usage.iter().filter(|u| u.agent_id == agent_id).collect();
+            let of = |metrics: &[&str]| -> Decimal {
+                mine.iter()
+                    .filter(|u| metrics.contains(&u.metric_type.as_str()))
+                    .map(|u| u.quantity)
+                    .sum()
+            };
+            MoneyRow {
                 agent_id,
                 agency_name,
-                metric_type,
-                events,
-                quantity,
-                billed_usd: billed,
-                provider_cost_usd: cost,
-            }),
-        }
-    }
-    Ok(out)
+                calls,
+                minutes: of(&["vapi_call_minutes"]),
+                scans: of(&["solar_ocr_scan"]),
+                lookups: of(&["water_lookup", "flood_zone_lookup"]),
+                billed_usd: mine.iter().map(|u| u.billed_usd).sum(),
+                provider_cost_usd: mine.iter().map(|u| u.provider_cost_usd).sum(),
+            }
+        })
+        .collect())
+}
+
+/// Usage invoiced (usage and adjustment lines, void invoices aside) per month, for those of
+/// `months` (first days) that have invoices: read from the invoices, not the ledger, so six
+/// months of revenue cost a few hundred rows whatever the ledger holds. Months without an
+/// invoice yet are absent.
+pub async fn invoiced_usage(
+    conn: &mut PgConnection,
+    months: &[NaiveDate],
+) -> Result<std::collections::HashMap<NaiveDate, Decimal>, sqlx::Error> {
+    let rows: Vec<(NaiveDate, Decimal)> = sqlx::query_as(
+        "SELECT i.period_start,
+                COALESCE(sum(l.amount_usd) FILTER (WHERE l.kind IN ('usage', 'adjustment')), 0)
+           FROM invoices i
+           LEFT JOIN invoice_lines l ON l.agent_id = i.agent_id AND l.invoice_id = i.id
+          WHERE i.period_start = ANY($1) AND i.status <> 'void'
+          GROUP BY 1",
+    )
+    .bind(months)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Monthly recurring revenue for the month starting `first_day`: the subscription price in force
+/// for every agent billable that month.
+pub async fn mrr(conn: &mut PgConnection, first_day: NaiveDate) -> Result<Decimal, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(p.unit_price_usd), 0) FROM agents a
+           JOIN LATERAL price_in_force(a.id, 'subscription', $1) p ON true
+          WHERE billable_in(a.billing_starts_on, a.cancelled_on, $1)",
+    )
+    .bind(first_day)
+    .fetch_one(conn)
+    .await
 }

@@ -32,8 +32,9 @@ pub struct NewUsage<'a> {
 pub async fn insert_once(conn: &mut PgConnection, u: &NewUsage<'_>) -> Result<bool, sqlx::Error> {
     let written = sqlx::query(
         "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                          provider_cost_usd, occurred_at, idempotency_key, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                          provider_cost_usd, occurred_at, idempotency_key, metadata,
+                                          corrects)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9 ->> 'corrects')
          ON CONFLICT (agent_id, metric_type, idempotency_key) DO NOTHING",
     )
     .bind(u.agent_id)

@@ -43,6 +43,8 @@ pub struct CallContext {
     pub agent_id: Uuid,
     pub lead_id: Option<Uuid>,
     pub tool_call_id: String,
+    /// Vapi's id of the call the tool was called in (its finding is shown with that call).
+    pub vapi_call_id: Option<String>,
     pub requested_at: Option<DateTime<Utc>>,
 }
 
@@ -315,6 +317,7 @@ mod tests {
             agent_id: Uuid::nil(),
             lead_id: None,
             tool_call_id: "t1".into(),
+            vapi_call_id: Some("call-1".into()),
             requested_at: None,
         }
     }

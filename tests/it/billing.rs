@@ -30,22 +30,6 @@ fn later() -> chrono::DateTime<chrono::Utc> {
     "2027-06-01T00:00:00Z".parse().expect("time")
 }
 
-/// Runs the `agent-meter` binary on `db` and returns its standard output (it must succeed).
-fn agent_meter_on(db: &TestDb, args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
-        .args(args)
-        .env("DATABASE_URL", &db.url)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 async fn add_usage(
     db: &TestDb,
     agent: uuid::Uuid,
@@ -102,11 +86,7 @@ async fn invoice(
 
 async fn only(db: &TestDb, phone: &str) -> (uuid::Uuid, String) {
     let agent = db.agent_id(phone).await;
-    let email: String = sqlx::query_scalar("SELECT email FROM agents WHERE id = $1")
-        .bind(agent)
-        .fetch_one(&db.pool)
-        .await
-        .expect("email");
+    let email: String = db.email_of(agent).await;
     (agent, email)
 }
 
@@ -836,4 +816,44 @@ async fn finalize_keeps_months_in_order_and_the_setup_fee_in_the_first_month() {
             .await,
         1
     );
+}
+
+/// Web calls have no phone number: the daily sync also lists the agent's assistant's calls, keeps
+/// those without a number (or on its own), and leaves calls on another agent's number to it.
+#[tokio::test]
+async fn the_daily_sync_finds_web_calls_by_the_agents_assistant() {
+    let mocks = Mocks::start().await;
+    let (db, agent, deps) = with_mocks(&mocks).await;
+    sqlx::query("UPDATE agents SET vapi_assistant_id = 'asst-web' WHERE id = $1")
+        .bind(agent)
+        .execute(&db.pool)
+        .await
+        .expect("assistant");
+    let mut web = vapi_call("web-1", "2026-11-20T18:00:00Z", "2026-11-20T18:02:00Z");
+    web.as_object_mut().expect("call").remove("phoneNumberId");
+    let mut elsewhere = vapi_call("other-1", "2026-11-20T19:00:00Z", "2026-11-20T19:01:00Z");
+    elsewhere["phoneNumberId"] = json!(PHONE_2);
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .and(query_param("assistantId", "asst-web"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([web, elsewhere])))
+        .mount(&mocks.vapi)
+        .await;
+    vapi_lists(&mocks, json!([])).await;
+    let report = SyncCalls {
+        date: "2026-11-20".parse().expect("date"),
+        agent_id: Some(agent),
+    }
+    .sync(&deps)
+    .await
+    .expect("sync");
+    assert_eq!((report.seen, report.metered), (1, 1), "{report:?}");
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM agent_usage_metrics WHERE agent_id = $1 ORDER BY 1",
+    )
+    .bind(agent)
+    .fetch_all(&db.pool)
+    .await
+    .expect("usage");
+    assert_eq!(keys, vec!["vapi_call:web-1".to_string()]);
 }

@@ -201,6 +201,12 @@ async fn solar_tool_call_answers_with_the_finding_and_meters_one_scan() {
     .await
     .expect("tag and property");
     assert_eq!((tag.as_str(), has_solar), ("solar", Some(true)));
+    // The finding names the call it was asked in (the portal shows it with that call).
+    let call: Option<String> = sqlx::query_scalar("SELECT vapi_call_id FROM risk_assessments")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("finding");
+    assert_eq!(call.as_deref(), Some("call-s"));
     let sent: Value =
         serde_json::from_slice(&mocks.gemini.received_requests().await.expect("recorded")[0].body)
             .expect("json request");

@@ -68,9 +68,21 @@ async fn two_clocks_ticking_at_once_enqueue_one_job() {
     );
 }
 
+/// The daily housekeeping: old finished jobs go, failed ones stay, and the ledger's daily summary
+/// is brought up to date in the billing zone.
 #[tokio::test]
 async fn prune_jobs_deletes_only_old_finished_jobs() {
     let db = crate::helpers::TestDb::seeded().await;
+    let agent = db.agent_id(crate::helpers::PHONE_1).await;
+    sqlx::query(
+        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                          occurred_at, idempotency_key)
+         VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, '2026-11-20T12:00:00Z', 'housekeeping')",
+    )
+    .bind(agent)
+    .execute(&db.pool)
+    .await
+    .expect("a usage row");
     sqlx::query(
         "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, done_at)
          VALUES ('old-done', 'x', '\\x7b7d', 'Done', 1, 3, now(), now() - interval '30 days'),
@@ -94,4 +106,18 @@ async fn prune_jobs_deletes_only_old_finished_jobs() {
         .await
         .expect("ids");
     assert_eq!(left, vec!["new-done".to_string(), "old-failed".to_string()]);
+    let (zone, summarized, days): (String, bool, Vec<String>) = sqlx::query_as(
+        "SELECT t.time_zone, t.through >= (SELECT created_at FROM agent_usage_metrics
+                                            WHERE idempotency_key = 'housekeeping'),
+                ARRAY(SELECT day::text || ' ' || events FROM usage_daily
+                       WHERE time_zone = t.time_zone ORDER BY day)
+           FROM usage_daily_through t",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("summary");
+    assert_eq!(
+        (zone.as_str(), summarized, days),
+        ("America/Phoenix", true, vec!["2026-11-20 1".to_string()])
+    );
 }

@@ -105,6 +105,15 @@ impl TestDb {
             .expect("seeded agent")
     }
 
+    /// The email of agent `id`.
+    pub async fn email_of(&self, id: uuid::Uuid) -> String {
+        sqlx::query_scalar("SELECT email FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .expect("agent email")
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
@@ -442,6 +451,16 @@ pub async fn spawn_with_failed_scan(
     status: u16,
     message: &str,
 ) -> (TestApp, String) {
+    spawn_with_failed_scan_and(mocks, &[("OPS_TOKEN", ops_token)], status, message).await
+}
+
+/// [`spawn_with_failed_scan`] with the configuration `extra` (ops tokens among it).
+pub async fn spawn_with_failed_scan_and(
+    mocks: &Mocks,
+    extra: &[(&str, &str)],
+    status: u16,
+    message: &str,
+) -> (TestApp, String) {
     use wiremock::{
         Mock, ResponseTemplate,
         matchers::{method, path},
@@ -460,11 +479,9 @@ pub async fn spawn_with_failed_scan(
         .respond_with(ResponseTemplate::new(200).set_body_json(gemini_solar_answer()))
         .mount(&mocks.gemini)
         .await;
-    let app = TestApp::spawn_with_mocks(
-        mocks,
-        &[("OPS_TOKEN", ops_token), ("TOOL_RESULT_WAIT_MS", "50")],
-    )
-    .await;
+    let mut config = vec![("TOOL_RESULT_WAIT_MS", "50")];
+    config.extend_from_slice(extra);
+    let app = TestApp::spawn_with_mocks(mocks, &config).await;
     let call = json!({"id": "tc-failing", "name": "solar_ocr_scan",
                       "arguments": {"image_base64": "iVBORw0KGgo=", "mime_type": "image/png"}});
     app.post(&tool_calls("call-failing", PHONE_1, json!([call])))
@@ -501,4 +518,97 @@ pub async fn pending_job(pool: &PgPool) -> String {
 /// How many requests a stand-in server received.
 pub async fn requests(server: &wiremock::MockServer) -> usize {
     server.received_requests().await.map_or(0, |r| r.len())
+}
+
+/// Runs the `agent-meter` binary on `db` and returns its standard output (it must succeed).
+pub fn agent_meter_on(db: &TestDb, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Debian's Chromium (or another Chrome) for the browser tests, when installed.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// Chromium for a browser test: CI installs it (`.ci/run`), so there its absence fails the test;
+/// elsewhere the test is skipped, saying so.
+pub fn chromium_or_skip() -> Option<std::path::PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Chromium is required in CI"
+        );
+        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
+    }
+    found
+}
+
+/// Headless Chromium at `path` for the browser tests (`window`: pixels wide and high).
+pub fn headless_browser(
+    path: std::path::PathBuf,
+    window: Option<(u32, u32)>,
+) -> anyhow::Result<headless_chrome::Browser> {
+    let args: Vec<&std::ffi::OsStr> = [
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+    ]
+    .iter()
+    .map(std::ffi::OsStr::new)
+    .collect();
+    headless_chrome::Browser::new(headless_chrome::LaunchOptions {
+        path: Some(path),
+        headless: true,
+        sandbox: false,
+        window_size: window,
+        args,
+        idle_browser_timeout: Duration::from_secs(60),
+        ..headless_chrome::LaunchOptions::default()
+    })
+}
+
+/// An HTTP client that does not follow redirects (to see a 303 and its cookie).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Logs in to the ops page with `token`; the whole `Set-Cookie` of the session (its `name=value`
+/// is the part before the first `;`).
+pub async fn ops_login(app: &TestApp, token: &str) -> String {
+    let r = client()
+        .post(format!("{}/ops/login", app.base))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 303, "ops login");
+    r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string()
 }

@@ -104,6 +104,41 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
     assert!(out.contains("re-queued 0"), "{out}");
 }
 
+/// Scripts get plain answers: named jobs re-run without a prompt; a bulk re-run nobody can
+/// confirm fails loudly instead of printing "nothing done" and exiting 0; `--actor` names who
+/// acted in the audit trail.
+#[tokio::test]
+async fn jobs_retry_is_scriptable_and_audited_with_the_named_actor() {
+    let mocks = Mocks::start().await;
+    let app = failed_scan(&mocks).await;
+    let id = pending_or_failed_id(&app).await;
+    let (ok, out, err) = cli(&app, &["jobs", "retry", "--failed"]);
+    assert!(
+        !ok,
+        "a bulk re-run without --yes and without a terminal fails: {out}"
+    );
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(app.db.count("SELECT count(*) FROM ops_audit").await, 0);
+    let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--actor", "pager bot"]);
+    assert!(
+        ok && out.contains("re-queued 1"),
+        "named ids need no prompt: {out}{err}"
+    );
+    let actor: String = sqlx::query_scalar("SELECT actor FROM ops_audit")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("audit row");
+    assert_eq!(actor, "cli:pager bot");
+}
+
+/// The id of the one failed scan.
+async fn pending_or_failed_id(app: &TestApp) -> String {
+    let (ok, out, err) = cli(app, &["jobs", "list", "--status", "failed", "--json"]);
+    assert!(ok, "{err}");
+    let rows: Value = serde_json::from_str(&out).expect("json");
+    rows[0]["id"].as_str().expect("a failed job").to_string()
+}
+
 async fn ops_call(
     app: &TestApp,
     method: reqwest::Method,

@@ -1,6 +1,6 @@
 //! The ops web page: over HTTP, and in headless Chromium (log in, see a failed job, retry, done).
 
-use std::{ffi::OsStr, time::Duration};
+use std::time::Duration;
 
 use crate::helpers::*;
 
@@ -10,6 +10,12 @@ const OPS: &str = "page-ops-token";
 async fn with_failed_job() -> (Mocks, TestApp, String) {
     let mocks = Mocks::start().await;
     let (app, id) = spawn_with_failed_scan(&mocks, OPS, 403, "key expired").await;
+    (mocks, app, id)
+}
+
+async fn with_failed_job_and(extra: &[(&str, &str)]) -> (Mocks, TestApp, String) {
+    let mocks = Mocks::start().await;
+    let (app, id) = spawn_with_failed_scan_and(&mocks, extra, 403, "key expired").await;
     (mocks, app, id)
 }
 
@@ -24,10 +30,7 @@ async fn job_status(app: &TestApp, id: &str) -> String {
 #[tokio::test]
 async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
     let (_mocks, app, id) = with_failed_job().await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
+    let client = client();
     let page = client
         .get(format!("{}/ops/", app.base))
         .send()
@@ -47,22 +50,30 @@ async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
         .await
         .expect("send");
     assert_eq!(wrong.status(), 401);
-    let ok = client
-        .post(format!("{}/ops/login", app.base))
-        .form(&[("token", OPS)])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(ok.status(), 303);
-    let cookie = ok.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .to_string();
+    let cookie = ops_login(&app, OPS).await;
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.starts_with("ops_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && !cookie.contains("Secure"),
         "{cookie}"
     );
+    assert!(
+        !cookie.contains(OPS),
+        "the token never goes into a cookie: {cookie}"
+    );
     let pair = cookie.split(';').next().expect("pair").to_string();
+    let session_id = pair.trim_start_matches("ops_session=").to_string();
+    // Only the session id's hash is stored.
+    let (rows, raw): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE encode(id_hash, 'hex') = $1 OR operator = $1)
+           FROM ops_sessions",
+    )
+    .bind(&session_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("sessions");
+    assert_eq!((rows, raw), (1, 0));
     let page = client
         .get(format!("{}/ops/", app.base))
         .header("cookie", &pair)
@@ -76,9 +87,27 @@ async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
         page.contains(&id) && page.contains("key expired") && page.contains("<svg id=chart"),
         "{page}"
     );
+    // A post on the session from another site (or with no word on where it comes from) is refused.
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("x-nothing", "at all"),
+    ] {
+        let forged = client
+            .post(format!("{}/ops/ui/jobs/{id}/retry", app.base))
+            .header("cookie", &pair)
+            .header(name, value)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(forged.status(), 403, "{name}: {value}");
+    }
+    assert_eq!(job_status(&app, &id).await, "Killed", "nothing was re-run");
     let retried = client
         .post(format!("{}/ops/ui/jobs/{id}/retry", app.base))
         .header("cookie", &pair)
+        .header("origin", &app.base)
         .send()
         .await
         .expect("send");
@@ -96,58 +125,111 @@ async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
     assert_eq!(without_cookie.status(), 401);
     assert_eq!(
         app.db
-            .count("SELECT count(*) FROM ops_audit WHERE actor = 'page:ops'")
+            .count("SELECT count(*) FROM ops_audit WHERE actor = 'ui:ops'")
+            .await,
+        1
+    );
+    // Logging out revokes the session: the same cookie no longer opens anything.
+    let out = client
+        .post(format!("{}/ops/logout", app.base))
+        .header("cookie", &pair)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(out.status(), 303);
+    let after = client
+        .get(format!("{}/ops/jobs", app.base))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(after.status(), 401);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM ops_sessions WHERE revoked_at IS NOT NULL")
             .await,
         1
     );
 }
 
-fn chromium() -> Option<std::path::PathBuf> {
-    [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ]
-    .iter()
-    .map(std::path::PathBuf::from)
-    .find(|p| p.exists())
+/// Named operators: the audit names the token's owner (a header cannot), sessions behind https
+/// get `Secure` cookies, and same-origin means `PUBLIC_BASE_URL`'s origin.
+#[tokio::test]
+async fn named_operators_are_audited_as_themselves_and_https_sessions_are_secure() {
+    let (_mocks, app, id) = with_failed_job_and(&[
+        (
+            "OPS_TOKENS",
+            "anna:tok-anna-0123456789,ben:tok-ben-0123456789",
+        ),
+        ("PUBLIC_BASE_URL", "https://ops.agent-meter.example"),
+    ])
+    .await;
+    let client = client();
+    let cancel = client
+        .post(format!("{}/ops/jobs/{id}/retry", app.base))
+        .bearer_auth("tok-anna-0123456789")
+        .header("x-ops-actor", "mallory")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(cancel.status(), 200);
+    let actor: String = sqlx::query_scalar("SELECT actor FROM ops_audit")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("audit");
+    assert_eq!(actor, "api:anna");
+    let wrong = client
+        .get(format!("{}/ops/jobs", app.base))
+        .bearer_auth("tok-anna")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(wrong.status(), 401);
+
+    let cookie = ops_login(&app, "tok-ben-0123456789").await;
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let pair = cookie.split(';').next().expect("pair").to_string();
+    let ours = client
+        .get(format!("{}/ops/jobs?status=failed", app.base))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ours.status(), 200, "reads need no origin");
+    let theirs = client
+        .post(format!("{}/ops/jobs/retry", app.base))
+        .header("cookie", &pair)
+        .header("origin", &app.base)
+        .json(&serde_json::json!({"kind": "solar_ocr_scan"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        theirs.status(),
+        403,
+        "the public origin is the only same origin"
+    );
+    let cross_login = client
+        .post(format!("{}/ops/login", app.base))
+        .header("origin", "https://evil.example")
+        .form(&[("token", "tok-ben-0123456789")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(cross_login.status(), 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_real_browser_an_oncall_person_logs_in_retries_a_failed_job_and_sees_it_done() {
-    let Some(browser_path) = chromium() else {
-        // CI installs Chromium (.ci/run); without it, only a developer's machine may skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Chromium is required in CI"
-        );
-        eprintln!("skipped: no Chromium on this machine (apt-get install chromium)");
+    let Some(browser_path) = chromium_or_skip() else {
         return;
     };
     let (_mocks, app, id) = with_failed_job().await;
     let base = app.base.clone();
     let job = id.clone();
     let browser_run = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        use headless_chrome::{Browser, LaunchOptions};
-        let args: Vec<&OsStr> = [
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--disable-quic",
-        ]
-        .iter()
-        .map(OsStr::new)
-        .collect();
-        let browser = Browser::new(LaunchOptions {
-            path: Some(browser_path),
-            headless: true,
-            sandbox: false,
-            args,
-            idle_browser_timeout: Duration::from_secs(60),
-            ..LaunchOptions::default()
-        })?;
+        let browser = headless_browser(browser_path, None)?;
         let tab = browser.new_tab()?;
         tab.navigate_to(&format!("{base}/ops/"))?;
         tab.wait_for_element("#token")?.click()?;

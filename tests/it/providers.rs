@@ -6,8 +6,14 @@ use std::{str::FromStr, time::Duration};
 use agent_meter::{
     config::Secret,
     providers::{
-        CircuitBreaker, ProviderError, arcgis::ArcGisClient, arcgis::summarize,
-        discord::DiscordClient, fetch_image, gemini::GeminiClient, gemini::Ownership, http_client,
+        CircuitBreaker, ProviderError,
+        arcgis::ArcGisClient,
+        arcgis::summarize,
+        discord::DiscordClient,
+        gemini::GeminiClient,
+        gemini::Ownership,
+        http_client,
+        image::{ImageFetcher, PublicResolver},
         vapi::VapiClient,
     },
 };
@@ -395,7 +401,11 @@ async fn vapi_list_calls_loses_nothing_whatever_order_vapi_lists_in() {
             .await;
         let client = vapi_at(server.uri(), Duration::from_secs(5), breaker("vapi"));
         let listed = client
-            .list_calls("ph-1", day, day + chrono::TimeDelta::days(1))
+            .list_calls(
+                agent_meter::providers::vapi::CallsOf::PhoneNumber("ph-1"),
+                day,
+                day + chrono::TimeDelta::days(1),
+            )
             .await
             .expect("calls");
         assert_eq!(listed.len(), 2501, "newest first: {newest_first}");
@@ -545,17 +555,76 @@ async fn fetch_image_enforces_the_size_cap_and_reports_the_mime_type() {
         .respond_with(ResponseTemplate::new(200).set_body_raw(vec![7u8; 5000], "image/jpeg"))
         .mount(&server)
         .await;
-    let http = http_client(Duration::from_secs(5));
-    let (bytes, mime) = fetch_image(&http, &format!("{}/small.png", server.uri()), 1000)
+    // The mock is on loopback: only a fetcher that allows private hosts (tests, demos) reaches it.
+    let images = ImageFetcher::new(true);
+    let (bytes, mime) = images
+        .fetch(&format!("{}/small.png", server.uri()), 1000)
         .await
         .expect("small");
     assert_eq!((bytes.len(), mime.as_str()), (100, "image/png"));
-    let e = fetch_image(&http, &format!("{}/big.jpg", server.uri()), 1000)
+    let e = images
+        .fetch(&format!("{}/big.jpg", server.uri()), 1000)
         .await
         .expect_err("big");
     assert!(!e.is_transient(), "{e}");
-    let e = fetch_image(&http, &format!("{}/missing.jpg", server.uri()), 1000)
+    let e = images
+        .fetch(&format!("{}/missing.jpg", server.uri()), 1000)
         .await
         .expect_err("404");
     assert!(!e.is_transient(), "{e}");
+}
+
+/// SSRF: an image server on loopback is never reached, whatever the URL's spelling, and a name
+/// that resolves to loopback is refused by the resolver the client connects with (no check-then-
+/// resolve-again gap a zero-TTL DNS answer could slip through).
+#[tokio::test]
+async fn image_urls_never_reach_non_public_addresses_in_any_spelling() {
+    let server = MockServer::start().await;
+    Mock::given(path("/x.png"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(vec![7u8; 10], "image/png"))
+        .mount(&server)
+        .await;
+    let port = server.address().port();
+    let images = ImageFetcher::new(false);
+    for host in [
+        "127.0.0.1".to_string(),
+        "127.1".into(),
+        "2130706433".into(),
+        "0x7f000001".into(),
+        "0177.0.0.1".into(),
+        "[::1]".into(),
+        "[::ffff:127.0.0.1]".into(),
+        "[::ffff:7f00:1]".into(),
+        "[64:ff9b::7f00:1]".into(),
+        "localhost".into(),
+        "0.0.0.0".into(),
+        "169.254.169.254".into(),
+        "100.64.0.1".into(),
+    ] {
+        let url = format!("http://{host}:{port}/x.png");
+        let e = images.fetch(&url, 1000).await.expect_err(&url);
+        assert!(!e.is_transient(), "{url}: {e}");
+        assert!(e.to_string().contains("non-public"), "{url}: {e}");
+        assert!(
+            !e.to_string().contains(&port.to_string()),
+            "no URL in errors: {e}"
+        );
+    }
+    assert_eq!(
+        server.received_requests().await.expect("recorded").len(),
+        0,
+        "nothing reached the loopback server"
+    );
+    // The resolver alone (as reqwest uses it for every connection) refuses loopback names.
+    let resolved =
+        reqwest::dns::Resolve::resolve(&PublicResolver, "localhost".parse().expect("name")).await;
+    assert!(resolved.is_err());
+    // Other schemes and hostless URLs are refused before any connection.
+    for url in [
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "http:///x.png",
+    ] {
+        assert!(images.fetch(url, 1000).await.is_err(), "{url}");
+    }
 }

@@ -67,14 +67,47 @@ struct AtRest {
 /// `pg_stat_database` too, so it should find nothing to do), with the test's own pool closed: an
 /// idle backend may report its transactions late, into a measurement; one that exits reports
 /// them at once.
+///
+/// Every schedule entry has a tick recorded now, so a starting clock finds nothing missed: its
+/// start-up catch-up (a month's rollup, a day's sync failing and retrying for want of a Vapi key
+/// here) is work, not rest, and is tested in `billing`; measured inside the window it made an idle
+/// `serve` read 5.1 % of a core once on a loaded CI machine.
 async fn settled_db() -> TestDb {
+    let schedule =
+        agent_meter::clock::Schedule::parse(agent_meter::clock::SCHEDULE_TOML).expect("schedule");
+    clear_of_live_ticks(&schedule).await;
     let db = TestDb::seeded().await;
+    for entry in &schedule.entries {
+        sqlx::query("INSERT INTO clock_ticks (key, job, tick) VALUES ($1, $2, now())")
+            .bind(format!("at-rest:{}", entry.job))
+            .bind(&entry.job)
+            .execute(&db.pool)
+            .await
+            .expect("record a tick");
+    }
     sqlx::query("VACUUM ANALYZE")
         .execute(&db.pool)
         .await
         .expect("vacuum analyze");
     db.pool.close().await;
     db
+}
+
+/// A live cron tick inside the measurement (e.g. the daily sync at 03:00 Phoenix) would be work,
+/// not rest: if one is due within the next minute, start after it.
+async fn clear_of_live_ticks(schedule: &agent_meter::clock::Schedule) {
+    let now = chrono::Utc::now();
+    let soon = now + chrono::Duration::seconds(60);
+    let due = schedule
+        .entries
+        .iter()
+        .flat_map(|e| agent_meter::clock::ticks_between(e, now, soon, chrono_tz::America::Phoenix))
+        .max();
+    if let Some(tick) = due {
+        let wait = (tick - now).to_std().unwrap_or_default() + Duration::from_secs(2);
+        println!("a live tick at {tick}: measuring after it, in {wait:?}");
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Measures `proc` over `window` once it has settled: transactions on `db`, CPU and memory.
@@ -105,7 +138,7 @@ const AT_REST_ENV: &[(&str, &str)] = &[("WORKER_HEARTBEAT_SECS", "10"), ("JOB_TI
 
 /// Starts `agent-meter <role>` on a settled database, waits for its workers, measures it at rest
 /// and checks it against its budget.
-async fn check_at_rest(role: &str, max_transactions_per_sec: f64, max_rss_mib: f64) {
+async fn check_at_rest(role: &str, max_transactions_per_sec: f64, max_cpu: f64, max_rss_mib: f64) {
     let db = settled_db().await;
     let mut vars = env(&db, "http://127.0.0.1:9", AT_REST_ENV);
     vars.push(("BIND_ADDR".into(), format!("127.0.0.1:{}", free_port())));
@@ -118,12 +151,11 @@ async fn check_at_rest(role: &str, max_transactions_per_sec: f64, max_rss_mib: f
         m.cpu_share * 100.0,
         m.rss_mib
     );
-    // (A `serve` also runs the clock, whose start-up catch-up enqueues a Vapi sync that fails
-    // here for want of a key: an error in its log is expected.)
     let log = proc.log_text();
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
     assert!(
-        role != "worker" || !log.contains("\"level\":\"ERROR\""),
-        "{log}"
+        !log.contains("missed tick enqueued"),
+        "the clock had nothing to catch up: {log}"
     );
     assert!(
         m.transactions_per_sec <= max_transactions_per_sec,
@@ -131,9 +163,10 @@ async fn check_at_rest(role: &str, max_transactions_per_sec: f64, max_rss_mib: f
         m.transactions_per_sec
     );
     assert!(
-        m.cpu_share <= 0.03,
-        "an idle {role} used {:.1} % of a core (budget 3 %)",
-        m.cpu_share * 100.0
+        m.cpu_share <= max_cpu,
+        "an idle {role} used {:.1} % of a core (budget {:.0} %)",
+        m.cpu_share * 100.0,
+        max_cpu * 100.0
     );
     assert!(
         m.rss_mib <= max_rss_mib,
@@ -144,12 +177,14 @@ async fn check_at_rest(role: &str, max_transactions_per_sec: f64, max_rss_mib: f
 
 #[tokio::test]
 async fn an_idle_worker_leaves_the_database_alone() {
-    check_at_rest("worker", 20.0, 64.0).await;
+    check_at_rest("worker", 20.0, 0.03, 64.0).await;
 }
 
 #[tokio::test]
 async fn an_idle_serve_is_quiet_and_small() {
-    check_at_rest("serve", 30.0, 64.0).await;
+    // A serve also runs the clock and the web routes; with nothing to catch up (see
+    // `settled_db`) it should rest like a worker.
+    check_at_rest("serve", 20.0, 0.03, 64.0).await;
 }
 
 /// Milliseconds from each report's webhook transaction to its usage row, per call id.

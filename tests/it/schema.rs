@@ -297,3 +297,58 @@ async fn the_queue_fetch_keeps_apalis_order_and_finished_jobs_let_go_of_their_wo
         "finished jobs release the worker; retryable and running ones keep it for orphan rescue"
     );
 }
+
+/// Migration 0020 gives findings written before it their call, from the tool-calls message
+/// that asked for them; a finding whose message is gone keeps none.
+#[tokio::test]
+async fn findings_from_before_calls_were_recorded_get_their_call_from_the_stored_message() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    let message = json!({"message": {"type": "tool-calls",
+        "call": {"id": "call-old", "phoneNumberId": PHONE_1},
+        "toolCallList": [{"id": "tc-old-1", "name": "solar_ocr_scan", "arguments": {}},
+                         {"id": "tc-old-2", "name": "water_lookup", "arguments": {}}]}});
+    sqlx::query(
+        "INSERT INTO webhook_events (agent_id, dedupe_key, message_type, vapi_call_id, routing, payload)
+         VALUES ($1, 'old-tool-calls', 'tool-calls', 'call-old', 'routed', $2)",
+    )
+    .bind(agent)
+    .bind(&message)
+    .execute(&db.pool)
+    .await
+    .expect("event");
+    sqlx::query(
+        "INSERT INTO risk_assessments (agent_id, kind, result, idempotency_key)
+         VALUES ($1, 'solar', '{}', 'tool_call:tc-old-1'), ($1, 'water', '{}', 'tool_call:tc-old-2'),
+                ($1, 'water', '{}', 'tool_call:tc-forgotten')",
+    )
+    .bind(agent)
+    .execute(&db.pool)
+    .await
+    .expect("findings");
+    db::MIGRATOR
+        .undo(&db.pool, 20261201000019)
+        .await
+        .expect("down to 0019");
+    db::migrate(&db.pool).await.expect("up again");
+    let calls: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT idempotency_key, vapi_call_id FROM risk_assessments ORDER BY idempotency_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("findings");
+    assert_eq!(
+        calls,
+        vec![
+            ("tool_call:tc-forgotten".to_string(), None),
+            (
+                "tool_call:tc-old-1".to_string(),
+                Some("call-old".to_string())
+            ),
+            (
+                "tool_call:tc-old-2".to_string(),
+                Some("call-old".to_string())
+            ),
+        ]
+    );
+}

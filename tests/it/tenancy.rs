@@ -33,7 +33,7 @@ async fn populate(pool: &PgPool) -> Vec<Uuid> {
                   c AS (INSERT INTO calls (agent_id, vapi_call_id, lead_id) SELECT '{agent}', 'call-{n}', id FROM l RETURNING id),
                   u AS (INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd, occurred_at, idempotency_key)
                         VALUES ('{agent}', 'solar_ocr_scan', 1, 0.075, 0.075, now(), 'u{n}') RETURNING id),
-                  i AS (INSERT INTO invoices (agent_id, period_start, period_end) VALUES ('{agent}', '2026-11-01', '2026-12-01') RETURNING id)
+                  i AS (INSERT INTO invoices (agent_id, period_start, period_end, starts_at, ends_at) VALUES ('{agent}', '2026-11-01', '2026-12-01', '2026-11-01 07:00+00', '2026-12-01 07:00+00') RETURNING id)
              INSERT INTO invoice_lines (agent_id, invoice_id, kind, metric_type, description, quantity, unit_price_usd, amount_usd)
              SELECT '{agent}', id, 'subscription', 'subscription', 's', 1, 249, 249 FROM i"
         )))
@@ -56,6 +56,14 @@ async fn every_tenant_sees_and_changes_only_its_own_rows() {
             .await
             .expect("agents");
         assert_eq!(me, 1, "an agent sees its own agents row only");
+        // The provenance view runs with the caller's rights: RLS applies through it.
+        let traced: (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE agent_id <> current_agent_id()) FROM usage_provenance",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .expect("usage_provenance");
+        assert_eq!(traced, (1, 0), "usage_provenance as {agent}");
         for table in TENANT_TABLES {
             let seen: (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT count(*), count(*) FILTER (WHERE agent_id <> '{agent}') FROM {table}"
@@ -192,7 +200,7 @@ async fn the_catalog_keeps_every_tenant_table_isolated() {
           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
             AND (c.relname = 'agents' OR EXISTS (SELECT 1 FROM pg_attribute a
                  WHERE a.attrelid = c.oid AND a.attname = 'agent_id' AND NOT a.attisdropped))
-            AND c.relname NOT IN ('pricing_config', 'webhook_events')
+            AND c.relname <> 'webhook_events'
             AND (NOT c.relrowsecurity OR NOT EXISTS (
                  SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid
                    AND 'agent_meter_tenant'::regrole = ANY (p.polroles)))",
@@ -216,11 +224,12 @@ async fn the_catalog_keeps_every_tenant_table_isolated() {
         .expect("privilege");
         assert!(!row.get::<bool, _>("any"), "tenant role can reach {table}");
     }
-    // No TRUNCATE or REFERENCES anywhere; no way around RLS.
+    // No DELETE, TRUNCATE or REFERENCES anywhere (tenant code never deletes); no way around RLS.
     let dangerous: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'public' AND c.relkind = 'r'
-            AND (has_table_privilege('agent_meter_tenant', c.oid, 'TRUNCATE')
+          WHERE n.nspname IN ('public', 'apalis') AND c.relkind IN ('r', 'p', 'v')
+            AND (has_table_privilege('agent_meter_tenant', c.oid, 'DELETE')
+                 OR has_table_privilege('agent_meter_tenant', c.oid, 'TRUNCATE')
                  OR has_table_privilege('agent_meter_tenant', c.oid, 'REFERENCES'))",
     )
     .fetch_all(&db.pool)
@@ -256,6 +265,50 @@ async fn the_catalog_keeps_every_tenant_table_isolated() {
     assert!(unpinned.is_empty(), "{unpinned:?}");
 }
 
+/// One agency's negotiated prices are not another's business; defaults stay visible to all.
+#[tokio::test]
+async fn a_tenant_sees_default_prices_and_its_own_overrides_only() {
+    let db = TestDb::seeded().await;
+    let agents: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM agents ORDER BY id LIMIT 2")
+        .fetch_all(&db.pool)
+        .await
+        .expect("agents");
+    for (agent, price) in agents.iter().zip(["0.05", "0.06"]) {
+        sqlx::query(
+            "INSERT INTO pricing_config (metric_type, unit_price_usd, unit, effective_from, agent_id)
+             VALUES ('solar_ocr_scan', $2::numeric, 'scan', '2026-01-01', $1)",
+        )
+        .bind(agent)
+        .bind(price)
+        .execute(&db.pool)
+        .await
+        .expect("override");
+    }
+    let mut tx = db::tenant_tx(&db.pool, agents[0]).await.expect("tenant tx");
+    let seen: Vec<(Option<Uuid>, String)> = sqlx::query_as(
+        "SELECT agent_id, unit_price_usd::text FROM pricing_config WHERE agent_id IS NOT NULL",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .expect("overrides");
+    assert_eq!(seen, vec![(Some(agents[0]), "0.050000".to_string())]);
+    let defaults: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pricing_config WHERE agent_id IS NULL")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("defaults");
+    assert!(defaults > 0);
+    // The price in force, as a tenant's job computes it, is still its own override.
+    let price: String = sqlx::query_scalar(
+        "SELECT unit_price_usd::text FROM price_in_force($1, 'solar_ocr_scan', '2026-11-20')",
+    )
+    .bind(agents[0])
+    .fetch_one(&mut *tx)
+    .await
+    .expect("price in force");
+    assert_eq!(price, "0.050000");
+}
+
 #[tokio::test]
 async fn a_new_tenant_table_without_a_policy_fails_the_audit() {
     let db = TestDb::seeded().await;
@@ -269,7 +322,7 @@ async fn a_new_tenant_table_without_a_policy_fails_the_audit() {
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind = 'r'
             AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'agent_id')
-            AND c.relname NOT IN ('pricing_config', 'webhook_events')
+            AND c.relname <> 'webhook_events'
             AND (NOT c.relrowsecurity OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))",
     )
     .fetch_all(&db.pool)

@@ -442,3 +442,99 @@ async fn metrics_count_webhooks_jobs_usage_and_queue_depth() {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
 }
+
+/// `/metrics` behind `METRICS_TOKEN`; a scrape reads statuses only (a job whose arguments are not
+/// JSON cannot break it) and, within `METRICS_CACHE_SECS`, reads nothing: the second scrape
+/// answers while the jobs table is locked against every reader.
+#[tokio::test]
+async fn metrics_are_closed_by_a_token_and_a_scrape_costs_at_most_one_read() {
+    let app = TestApp::spawn_with(
+        agent_meter::app::Roles {
+            web: true,
+            worker: false,
+            clock: false,
+        },
+        &[
+            ("METRICS_TOKEN", "scrape-token-0123456789"),
+            ("METRICS_CACHE_SECS", "3600"),
+        ],
+    )
+    .await;
+    let scrape = |token: Option<&'static str>| {
+        let mut req = app
+            .http
+            .get(format!("{}/metrics", app.base))
+            .timeout(std::time::Duration::from_secs(5));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(scrape(None).await.expect("send").status(), 401);
+    assert_eq!(
+        scrape(Some("scrape-token")).await.expect("send").status(),
+        401
+    );
+    // A job whose arguments are not JSON (written by hand, or a future format).
+    sqlx::query(
+        "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at)
+         VALUES ('\\xff00'::bytea, 'odd-job', 'prune_jobs', 'Pending', 0, 3, now() + interval '1 day')",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("odd job");
+    let first = scrape(Some("scrape-token-0123456789")).await.expect("send");
+    assert_eq!(first.status(), 200);
+    assert!(
+        first
+            .text()
+            .await
+            .expect("text")
+            .contains("agent_meter_queue_depth{kind=\"prune_jobs\"}")
+    );
+    let mut blocker = app.db.pool.begin().await.expect("tx");
+    sqlx::query("LOCK TABLE apalis.jobs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let second = scrape(Some("scrape-token-0123456789"))
+        .await
+        .expect("answered from the cache while the table is locked");
+    assert_eq!(second.status(), 200);
+    blocker.rollback().await.expect("unlock");
+}
+
+/// `campaign.predial`: a contact is dialed unless the number's agency is not in service; a
+/// number no agency owns is the campaign's own business (dialed, as before). Each is stored.
+#[tokio::test]
+async fn a_campaign_contact_is_skipped_only_for_an_agency_not_in_service() {
+    let app = TestApp::spawn_web_only().await;
+    sqlx::query("UPDATE agents SET status = 'paused' WHERE vapi_phone_number_id = $1")
+        .bind(PHONES[4])
+        .execute(&app.db.pool)
+        .await
+        .expect("pause");
+    for (n, (phone, eligible)) in [(PHONE_1, true), (PHONES[4], false), ("ph_nobody", true)]
+        .into_iter()
+        .enumerate()
+    {
+        let answer: Value = app
+            .post(&json!({"message": {
+                "type": "campaign.predial",
+                "campaignId": "camp-1",
+                "contact": {"number": format!("+1602555012{n}")},
+                "phoneNumber": {"id": phone, "provider": "vapi"},
+            }}))
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(answer, json!({"eligible": eligible}), "{phone}");
+    }
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM webhook_events WHERE message_type = 'campaign.predial'")
+            .await,
+        3
+    );
+}

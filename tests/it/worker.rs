@@ -243,10 +243,13 @@ async fn a_transient_failure_is_retried_after_a_real_persisted_backoff() {
     .await
     .expect("enqueue");
     // After the first failure the job waits with run_at in the future (5-6 s), visible to ops.
+    // Measured from the failure's own record (written just before the retry is deferred), not from
+    // the moment this poll sees it, so a slow machine does not shrink it.
     let delay: f64 = eventually(10, "the first failure", || async {
         sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM run_at - now())::float8 FROM apalis.jobs
-              WHERE status = 'Failed' AND attempts = 1",
+            "SELECT EXTRACT(EPOCH FROM j.run_at - f.at)::float8
+               FROM apalis.jobs j JOIN job_failures f ON f.job_id = j.id
+              WHERE j.status = 'Failed' AND j.attempts = 1",
         )
         .fetch_optional(&db.pool)
         .await
@@ -306,6 +309,29 @@ async fn each_worker_start_takes_a_new_name() {
             .await
             .expect("names");
     assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[tokio::test]
+async fn a_known_worker_name_is_refused_and_registering_holds_no_lock() {
+    let db = TestDb::seeded().await;
+    let mut conn = db.pool.acquire().await.expect("conn");
+    use agent_meter::store::queue::register_worker;
+    register_worker(&mut conn, "test_slow", "twin@1-abc", "layers")
+        .await
+        .expect("first registration");
+    let again = register_worker(&mut conn, "test_slow", "twin@1-abc", "layers").await;
+    assert!(
+        matches!(again, Err(apalis_postgres::Error::WorkerAlreadyExists(ref n)) if n == "twin@1-abc"),
+        "{again:?}"
+    );
+    // apalis's own statement would have left a session advisory lock on this pooled connection.
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("locks");
+    assert_eq!(held, 0);
 }
 
 #[tokio::test]
@@ -370,8 +396,9 @@ async fn a_job_that_outlives_its_timeout_is_retried_later_not_at_once() {
     let (result, ahead): (serde_json::Value, f64) =
         eventually(10, "the timeout to be recorded", || async {
             sqlx::query_as(
-                "SELECT last_result, EXTRACT(EPOCH FROM run_at - now())::float8 FROM apalis.jobs
-              WHERE status = 'Failed'",
+                "SELECT j.last_result, EXTRACT(EPOCH FROM j.run_at - f.at)::float8
+                   FROM apalis.jobs j JOIN job_failures f ON f.job_id = j.id
+                  WHERE j.status = 'Failed'",
             )
             .fetch_optional(&db.pool)
             .await

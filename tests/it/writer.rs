@@ -20,6 +20,7 @@ fn effect(agent_id: Uuid, lead_id: Uuid, key: &str) -> ToolEffect {
     ToolEffect {
         agent_id,
         lead_id: Some(lead_id),
+        vapi_call_id: Some(format!("call-{key}")),
         address: Some(format!("{key} Elm St, Flagstaff")),
         kind: findings::WATER,
         key: key.to_string(),
@@ -199,6 +200,7 @@ async fn a_paid_answer_is_kept_and_never_paid_twice_when_its_effect_keeps_failin
         agent_id: a,
         lead_id: Some(lead_of_b),
         tool_call_id: "tc-refused".into(),
+        vapi_call_id: None,
         image_url: None,
         image_base64: Some("iVBORw0KGgo=".into()),
         mime_type: Some("image/png".into()),

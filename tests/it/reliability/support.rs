@@ -236,6 +236,7 @@ pub async fn enqueue_scans(pool: &PgPool, jobs: std::ops::Range<usize>) {
             agent_id: agents[i % agents.len()],
             lead_id: None,
             tool_call_id: format!("tc-{i}"),
+            vapi_call_id: None,
             image_url: None,
             image_base64: Some(PNG_BASE64.into()),
             mime_type: Some("image/png".into()),

@@ -1,0 +1,1 @@
+DROP INDEX apalis.agent_meter_jobs_unfinished;

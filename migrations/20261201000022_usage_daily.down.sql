@@ -1,0 +1,2 @@
+DROP TABLE usage_daily_through;
+DROP TABLE usage_daily;

@@ -1,0 +1,262 @@
+//! Fetching a caller-supplied image URL without reaching our own network (SSRF).
+//!
+//! Image URLs come from callers (Vapi tool arguments). Checking a host and then letting the HTTP
+//! client resolve it again is a race a DNS answer with a zero TTL wins (the second lookup points
+//! at 169.254.169.254). So the image client resolves names through [`PublicResolver`], which
+//! refuses the whole answer when any address is not public, and connects only to the addresses
+//! it checked; IP literals (every spelling: `127.1`, `2130706433`, `0x7f000001`,
+//! `[::ffff:127.0.0.1]`, which URL parsing normalizes) are checked before the request. The client
+//! follows no redirects and uses no proxy from the environment.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use super::{CONNECT_TIMEOUT, IMAGE_TIMEOUT, ProviderError, classify_reqwest, read_limited};
+
+const PROVIDER: &str = "image";
+
+/// Why an image URL was refused: its host is (or resolves to) a non-public address.
+#[derive(Debug, thiserror::Error)]
+#[error("image URL points at a non-public address")]
+pub struct NonPublicAddress;
+
+/// Whether `ip` is an ordinary public unicast address. Refused: loopback, private, link-local,
+/// CGNAT (100.64/10), multicast, broadcast, 0.0.0.0/8, 240/4, documentation and benchmarking
+/// ranges; in IPv6 also unique-local, site-local, multicast, NAT64 (`64:ff9b::/96`,
+/// `64:ff9b:1::/48`), Teredo and 6to4 (they embed IPv4), discard-only, and IPv4-mapped or
+/// -compatible addresses whatever IPv4 they carry.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(v4: Ipv4Addr) -> bool {
+    let [a, b, ..] = v4.octets();
+    !(a == 0 // "this network", 0.0.0.0/8
+        || v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_multicast()
+        || v4.is_documentation()
+        || a >= 240 // reserved, and 255.255.255.255
+        || (a == 100 && (b & 0xc0) == 64) // CGNAT 100.64/10
+        || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments 192.0.0/24
+        || (a == 198 && (b & 0xfe) == 18)) // benchmarking 198.18/15
+}
+
+fn is_public_v6(v6: Ipv6Addr) -> bool {
+    let s = v6.segments();
+    let embeds_v4 = s[..5] == [0; 5] && (s[5] == 0 || s[5] == 0xffff); // ::a.b.c.d, ::ffff:a.b.c.d
+    !(v6.is_loopback()
+        || v6.is_unspecified()
+        || embeds_v4
+        || v6.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
+        || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 64:ff9b::/96 and 64:ff9b:1::/48
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32
+        || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
+        || s[0] == 0x2002 // 6to4
+        || (s[0] == 0x100 && s[1..4] == [0; 3])) // discard-only 100::/64
+}
+
+/// A DNS resolver that answers only with public addresses: if any address of a name is not
+/// public, the whole lookup fails (a mixed answer is how rebinding hides).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PublicResolver;
+
+impl Resolve for PublicResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if addrs.is_empty() {
+                return Err("the image host has no address".into());
+            }
+            if addrs.iter().any(|a| !is_public(a.ip())) {
+                return Err(Box::new(NonPublicAddress) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            let addrs: Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The client for caller-supplied image URLs.
+#[derive(Debug, Clone)]
+pub struct ImageFetcher {
+    http: reqwest::Client,
+    /// Private addresses allowed (tests and demos on loopback; refused in production by config).
+    allow_private: bool,
+}
+
+impl ImageFetcher {
+    pub fn new(allow_private: bool) -> ImageFetcher {
+        let builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(IMAGE_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("agent-meter/", env!("CARGO_PKG_VERSION")));
+        let builder = if allow_private {
+            builder
+        } else {
+            builder.dns_resolver(Arc::new(PublicResolver))
+        };
+        ImageFetcher {
+            // Building fails only when TLS cannot initialize; a plain client then still refuses
+            // nothing it should not reach, because `fetch` refuses every URL without the resolver.
+            http: builder.build().unwrap_or_default(),
+            allow_private,
+        }
+    }
+
+    /// GETs the image at `url` (at most `max_bytes`): the bytes and the mime type (Content-Type,
+    /// default `image/jpeg`). A non-public address, a bad URL, over the cap, an empty body, a
+    /// non-image Content-Type or a 4xx is permanent; 408/429/5xx and network errors are
+    /// transient. The URL never appears in errors (it may be signed).
+    pub async fn fetch(
+        &self,
+        url: &str,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, String), ProviderError> {
+        let url = reqwest::Url::parse(url)
+            .map_err(|e| ProviderError::permanent(PROVIDER, format!("invalid image URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ProviderError::permanent(
+                PROVIDER,
+                "image URL must be http or https",
+            ));
+        }
+        if !self.allow_private {
+            let literal = match url.host() {
+                Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+                Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+                Some(url::Host::Domain(_)) => None,
+                None => return Err(ProviderError::permanent(PROVIDER, "image URL has no host")),
+            };
+            if literal.is_some_and(|ip| !is_public(ip)) {
+                return Err(ProviderError::permanent(
+                    PROVIDER,
+                    NonPublicAddress.to_string(),
+                ));
+            }
+        }
+        let response = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "image/*")
+            .send()
+            .await
+            .map_err(|e| {
+                if refused_address(&e) {
+                    ProviderError::permanent(PROVIDER, NonPublicAddress.to_string())
+                } else {
+                    classify_reqwest(PROVIDER, e)
+                }
+            })?;
+        if !response.status().is_success() {
+            return Err(super::status_error(PROVIDER, response).await);
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty());
+        let mime = match content_type.as_deref() {
+            None | Some("application/octet-stream" | "binary/octet-stream") => "image/jpeg".into(),
+            Some(m) if m.starts_with("image/") => m.to_string(),
+            Some(other) => {
+                return Err(ProviderError::permanent(
+                    PROVIDER,
+                    format!("not an image: Content-Type {other}"),
+                ));
+            }
+        };
+        let bytes = read_limited(PROVIDER, response, max_bytes).await?;
+        if bytes.is_empty() {
+            return Err(ProviderError::permanent(PROVIDER, "empty image"));
+        }
+        Ok((bytes, mime))
+    }
+}
+
+/// Whether a request failed because [`PublicResolver`] refused its host.
+fn refused_address(err: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<NonPublicAddress>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn only_ordinary_public_unicast_is_public() {
+        for refused in [
+            "127.0.0.1",
+            "127.255.255.254",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.254",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.0.0.170",
+            "198.18.0.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+            "::ffff:8.8.8.8",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001::1",
+            "2001:db8::1",
+            "2002:a9fe:a9fe::1",
+            "100::1",
+        ] {
+            assert!(!is_public(ip(refused)), "{refused} must be refused");
+        }
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "2a00:1450::1",
+        ] {
+            assert!(is_public(ip(public)), "{public} is public");
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Server-side sessions, the ops page's (`ops_sessions`, migration 0016) and the agency portal's
+//! (`portal_sessions`, migration 0017): a random id in the cookie (256 bits from the operating
+//! system, hex), only its SHA-256 at rest, an expiry, revocable. One shape on two tables, each
+//! naming its owner: an operator's name, or an agent's id.
+
+use std::{marker::PhantomData, time::Duration};
+
+use sqlx::{PgConnection, Postgres};
+use uuid::Uuid;
+
+use super::secrets::{digest, new_secret};
+
+/// The sessions of one table, owned by a `T`.
+pub struct Sessions<T> {
+    table: &'static str,
+    owner: &'static str,
+    owned_by: PhantomData<fn() -> T>,
+}
+
+/// Ops page sessions, owned by the operator's name (from `OPS_TOKENS`).
+pub const OPS: Sessions<String> = Sessions {
+    table: "ops_sessions",
+    owner: "operator",
+    owned_by: PhantomData,
+};
+
+/// Agency portal sessions, owned by the agent's id.
+pub const PORTAL: Sessions<Uuid> = Sessions {
+    table: "portal_sessions",
+    owner: "agent_id",
+    owned_by: PhantomData,
+};
+
+impl<T> Sessions<T>
+where
+    T: for<'q> sqlx::Encode<'q, Postgres>
+        + for<'r> sqlx::Decode<'r, Postgres>
+        + sqlx::Type<Postgres>
+        + Send
+        + Unpin,
+{
+    /// A new session for `owner`, valid for `ttl`; returns the id for the cookie.
+    pub async fn create(
+        &self,
+        conn: &mut PgConnection,
+        owner: T,
+        ttl: Duration,
+    ) -> Result<String, sqlx::Error> {
+        let id = new_secret()?;
+        // Expired sessions go as new ones come (no background job needed for so few rows).
+        let prune = format!(
+            "DELETE FROM {} WHERE expires_at < now() - interval '1 day'",
+            self.table
+        );
+        sqlx::query(sqlx::AssertSqlSafe(prune))
+            .execute(&mut *conn)
+            .await?;
+        let insert = format!(
+            "INSERT INTO {} (id_hash, {}, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))",
+            self.table, self.owner
+        );
+        sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind(digest(&id))
+            .bind(owner)
+            .bind(ttl.as_secs_f64())
+            .execute(&mut *conn)
+            .await?;
+        Ok(id)
+    }
+
+    /// The owner of a live session (not expired, not revoked), if `id` is one.
+    pub async fn owner(&self, conn: &mut PgConnection, id: &str) -> Result<Option<T>, sqlx::Error> {
+        if id.len() != 64 {
+            return Ok(None);
+        }
+        let select = format!(
+            "SELECT {} FROM {} WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
+            self.owner, self.table
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+            .bind(digest(id))
+            .fetch_optional(conn)
+            .await
+    }
+
+    /// Ends a session (logout, sign-out); later requests with its cookie are refused.
+    pub async fn revoke(&self, conn: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {
+        let update = format!(
+            "UPDATE {} SET revoked_at = now() WHERE id_hash = $1 AND revoked_at IS NULL",
+            self.table
+        );
+        sqlx::query(sqlx::AssertSqlSafe(update))
+            .bind(digest(id))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}

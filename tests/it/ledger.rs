@@ -1,0 +1,997 @@
+//! Every cent once (issue 14): each usage row is billed on exactly one invoice, ever, whatever
+//! order usage, rollups, finalizes, skipped months and corrections come in.
+//!
+//! The property test drives random sequences against a real database and checks the ledger
+//! after every step; the named tests pin one scenario each.
+
+use std::collections::BTreeMap;
+
+use agent_meter::{
+    billing::{self, FinalizeError, Month},
+    money,
+    store::{
+        reports,
+        usage::{self, NewUsage},
+        usage_daily,
+    },
+};
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::America::Phoenix;
+use proptest::{
+    collection::vec,
+    prelude::*,
+    test_runner::{Config, TestCaseError, TestRunner},
+};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+/// The months the sequences live in: 2026-10 (before anyone's billing starts) to 2027-03.
+const FIRST: &str = "2026-10";
+const MONTHS: u8 = 6;
+
+fn month_at(i: u8) -> Month {
+    (0..i).fold(Month::parse(FIRST).expect("month"), |m, _| m.next())
+}
+
+/// An instant inside month `i`, `second` seconds after it starts (under 27 days).
+fn instant_in(i: u8, second: u32) -> DateTime<Utc> {
+    month_at(i).start(Phoenix) + Duration::seconds(i64::from(second % 2_332_800))
+}
+
+/// A (metric, unit price) the generated usage is metered at; two minute prices give two lines.
+const METERS: [(&str, &str); 4] = [
+    ("solar_ocr_scan", "0.075"),
+    ("vapi_call_minutes", "0.20"),
+    ("vapi_call_minutes", "0.25"),
+    ("water_lookup", "0"),
+];
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Usage of `agent` occurring `back` months before the current one (0 = on time).
+    Use {
+        agent: usize,
+        back: u8,
+        meter: usize,
+        amount: u32,
+        second: u32,
+    },
+    /// A correction: an existing positive row of `agent` reversed and metered again.
+    Correct {
+        agent: usize,
+        pick: u8,
+        amount: u32,
+    },
+    /// The calendar moves to the next month.
+    Advance,
+    Rollup {
+        month: u8,
+    },
+    Finalize {
+        month: u8,
+        agent: Option<usize>,
+    },
+    /// The ledger's daily summary is brought up to date, as `prune_jobs` does.
+    Summarize,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        5 => (0..2usize, 0..3u8, 0..METERS.len(), 1..600_000u32, any::<u32>()).prop_map(
+            |(agent, back, meter, amount, second)| Step::Use { agent, back, meter, amount, second }
+        ),
+        1 => (0..2usize, any::<u8>(), 1..600_000u32)
+            .prop_map(|(agent, pick, amount)| Step::Correct { agent, pick, amount }),
+        2 => Just(Step::Advance),
+        2 => (0..MONTHS).prop_map(|month| Step::Rollup { month }),
+        3 => (0..MONTHS, proptest::option::of(0..2usize))
+            .prop_map(|(month, agent)| Step::Finalize { month, agent }),
+        1 => Just(Step::Summarize),
+    ]
+}
+
+/// The two agents a sequence bills: the seed's first (billing from 2026-11-01) and a second one
+/// whose billing starts mid-December (so its first month, and its setup fee, is 2026-12).
+struct World {
+    db: TestDb,
+    agents: [(Uuid, String); 2],
+    /// Index of the current month; usage occurs in it or before.
+    now: u8,
+    /// (agent, month) finalized so far, as the model expects.
+    finalized: Vec<(usize, u8)>,
+    /// Finalized invoices as they were when frozen: they must never change.
+    frozen: BTreeMap<Uuid, (Decimal, Vec<Line>)>,
+    keys: u32,
+}
+
+type Line = (String, String, Decimal, Decimal, Decimal);
+
+/// An invoice and metric whose held rows and lines disagree (either sum may be missing).
+type HeldVsLines = (Uuid, Option<String>, Option<Decimal>, Option<Decimal>);
+/// An agent, metric and price whose ledger and invoices disagree.
+type LedgerVsBilled = (Uuid, String, Decimal, Option<Decimal>, Option<Decimal>);
+
+/// The first month (index) each agent is billable in; the last is the quiet agents' (they are
+/// finalized only by whole-month finalizes).
+const STARTS: [u8; 3] = [1, 2, 1];
+const QUIET: usize = 2;
+
+impl World {
+    async fn new() -> World {
+        let db = TestDb::seeded().await;
+        let mut agents = Vec::new();
+        for phone in [PHONE_1, PHONE_2] {
+            let id = db.agent_id(phone).await;
+            let email: String = sqlx::query_scalar("SELECT email FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await
+                .expect("email");
+            agents.push((id, email));
+        }
+        sqlx::query("UPDATE agents SET billing_starts_on = '2026-12-15' WHERE id = $1")
+            .bind(agents[1].0)
+            .execute(&db.pool)
+            .await
+            .expect("second agent starts in December");
+        // Only the two agents take part; the other seeded agents are cancelled before October.
+        sqlx::query(
+            "UPDATE agents SET cancelled_on = '2026-09-01', status = 'cancelled'
+              WHERE id <> ALL($1)",
+        )
+        .bind(vec![agents[0].0, agents[1].0])
+        .execute(&db.pool)
+        .await
+        .expect("others cancelled");
+        // Enough quiet agents (billable, no usage) that whole-month rollups take the one-scan
+        // path while single-agent finalizes take the by-index one.
+        sqlx::query(
+            "INSERT INTO agents (agency_name, email, billing_starts_on)
+             SELECT 'Quiet ' || g, 'quiet' || g || '@agent-meter.example', DATE '2026-11-01'
+               FROM generate_series(1, 55) g",
+        )
+        .execute(&db.pool)
+        .await
+        .expect("quiet agents");
+        let [a, b]: [(Uuid, String); 2] = agents.try_into().expect("two agents");
+        World {
+            db,
+            agents: [a, b],
+            now: 1,
+            finalized: Vec::new(),
+            frozen: BTreeMap::new(),
+            keys: 0,
+        }
+    }
+
+    async fn meter(&mut self, agent: usize, meter: usize, amount: u32, at: DateTime<Utc>) {
+        let (metric, price) = METERS[meter];
+        let quantity = if metric == "vapi_call_minutes" {
+            Decimal::new(i64::from(amount), 5) // up to 6 minutes, to 1/100,000
+        } else {
+            Decimal::ONE
+        };
+        self.keys += 1;
+        let mut conn = self.db.pool.acquire().await.expect("conn");
+        usage::insert_once(
+            &mut conn,
+            &NewUsage {
+                agent_id: self.agents[agent].0,
+                metric_type: metric,
+                quantity,
+                unit_price_usd: price.parse().expect("price"),
+                provider_cost_usd: None,
+                occurred_at: at,
+                idempotency_key: &format!("prop:{}", self.keys),
+                metadata: serde_json::json!({}),
+            },
+        )
+        .await
+        .expect("usage row");
+    }
+
+    /// Reverses one live minutes row (same time and price, negated) and meters it again.
+    async fn correct(&mut self, agent: usize, pick: u8, amount: u32) {
+        let live: Vec<(String, Decimal, Decimal, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT idempotency_key, quantity, unit_price_usd, occurred_at FROM agent_usage_metrics u
+              WHERE agent_id = $1 AND metric_type = 'vapi_call_minutes' AND quantity > 0
+                AND NOT EXISTS (SELECT 1 FROM agent_usage_metrics r
+                                 WHERE r.agent_id = u.agent_id AND r.metadata->>'reverses' = u.idempotency_key)
+              ORDER BY created_at",
+        )
+        .bind(self.agents[agent].0)
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("live rows");
+        let Some((key, qty, price, at)) = live.get(usize::from(pick) % live.len().max(1)).cloned()
+        else {
+            return;
+        };
+        let mut conn = self.db.pool.acquire().await.expect("conn");
+        usage::insert_once(
+            &mut conn,
+            &NewUsage {
+                agent_id: self.agents[agent].0,
+                metric_type: "vapi_call_minutes",
+                quantity: -qty,
+                unit_price_usd: price,
+                provider_cost_usd: None,
+                occurred_at: at,
+                idempotency_key: &format!("{key}:rev"),
+                metadata: serde_json::json!({"reverses": key}),
+            },
+        )
+        .await
+        .expect("reversal");
+        drop(conn);
+        let meter = if price == Decimal::new(20, 2) { 1 } else { 2 };
+        self.meter(agent, meter, amount, at).await;
+    }
+
+    /// The instant the sequence's "now" stands for: a day into the current month.
+    fn clock(&self) -> DateTime<Utc> {
+        month_at(self.now).start(Phoenix) + Duration::days(1)
+    }
+
+    fn billable(agent: usize, m: u8) -> bool {
+        m >= STARTS[agent]
+    }
+
+    async fn finalize(&mut self, m: u8, agent: Option<usize>) -> Result<(), TestCaseError> {
+        let who: Vec<usize> = match agent {
+            Some(a) => vec![a],
+            None => vec![0, 1, QUIET],
+        };
+        let expect_ok = m < self.now
+            && who.iter().all(|&a| {
+                !Self::billable(a, m)
+                    || (STARTS[a]..m).all(|earlier| self.finalized.contains(&(a, earlier)))
+            });
+        let email = agent.map(|a| self.agents[a].1.clone());
+        let got = billing::finalize(
+            &self.db.pool,
+            month_at(m),
+            Phoenix,
+            email.as_deref(),
+            self.clock(),
+        )
+        .await;
+        match (&got, expect_ok) {
+            (Ok(_), true) => {
+                for a in who {
+                    if Self::billable(a, m) && !self.finalized.contains(&(a, m)) {
+                        self.finalized.push((a, m));
+                    }
+                }
+                Ok(())
+            }
+            (Err(FinalizeError::Order(_)), false) => Ok(()),
+            _ => Err(TestCaseError::fail(format!(
+                "finalize {} for {agent:?} at now={}: expected ok={expect_ok}, got {got:?}",
+                month_at(m),
+                month_at(self.now)
+            ))),
+        }
+    }
+
+    async fn apply(&mut self, step: &Step) -> Result<(), TestCaseError> {
+        match *step {
+            Step::Use {
+                agent,
+                back,
+                meter,
+                amount,
+                second,
+            } => {
+                let at = instant_in(self.now.saturating_sub(back), second);
+                self.meter(agent, meter, amount, at).await;
+            }
+            Step::Correct {
+                agent,
+                pick,
+                amount,
+            } => self.correct(agent, pick, amount).await,
+            Step::Advance => self.now = (self.now + 1).min(MONTHS - 1),
+            Step::Rollup { month } => {
+                billing::rollup(&self.db.pool, month_at(month), Phoenix, None)
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("rollup: {e}")))?;
+            }
+            Step::Finalize { month, agent } => self.finalize(month, agent).await?,
+            Step::Summarize => {
+                let cut = billing::rollup::ledger_cut(&self.db.pool)
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("ledger cut: {e}")))?;
+                usage_daily::refresh(&self.db.pool, Phoenix, cut, std::time::Duration::MAX)
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("summary: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports read through the daily summary say what the ledger says, month by month, however
+    /// long ago the summary was brought up to date: events, quantity and billed (per price line,
+    /// rounded once) per agent and metric.
+    async fn reports_match_ledger(&self) -> Result<(), TestCaseError> {
+        type Row = (Uuid, String, i64, Decimal, Decimal);
+        for m in 0..MONTHS {
+            let month = month_at(m);
+            let mut conn = self.db.pool.acquire().await.expect("conn");
+            let mut got: Vec<Row> = reports::usage(&mut conn, month, Phoenix, None)
+                .await
+                .expect("usage report")
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.agent_id,
+                        r.metric_type,
+                        r.events,
+                        r.quantity,
+                        r.billed_usd,
+                    )
+                })
+                .collect();
+            got.sort();
+            let want: Vec<Row> = sqlx::query_as(
+                "SELECT agent_id, metric_type, sum(n)::int8, sum(q), sum(round(q * p, 2))
+                   FROM (SELECT agent_id, metric_type, unit_price_usd AS p, count(*) AS n,
+                                sum(quantity) AS q
+                           FROM agent_usage_metrics WHERE occurred_at >= $1 AND occurred_at < $2
+                          GROUP BY 1, 2, 3) lines
+                  GROUP BY 1, 2 ORDER BY 1, 2",
+            )
+            .bind(month.start(Phoenix))
+            .bind(month.next().start(Phoenix))
+            .fetch_all(&mut *conn)
+            .await
+            .expect("ledger");
+            if got != want {
+                return Err(TestCaseError::fail(format!(
+                    "usage report for {month} differs from the ledger: {got:?} vs {want:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ledger's invariants, after any step.
+    async fn check(&mut self) -> Result<(), TestCaseError> {
+        self.reports_match_ledger().await?;
+        let fail = |what: String| Err(TestCaseError::fail(what));
+        let pool = &self.db.pool;
+        // No row is held by two invoices (drafts or finalized).
+        let twice: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM agent_usage_metrics u
+              WHERE (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u)) > 1",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("held twice");
+        if twice > 0 {
+            return fail(format!("{twice} usage row(s) held by two invoices"));
+        }
+        // Nothing lost: a row that existed when a month at or after its own was finalized is
+        // held by a finalized invoice.
+        let lost: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM agent_usage_metrics u
+              WHERE EXISTS (SELECT 1 FROM invoices f WHERE f.agent_id = u.agent_id
+                               AND f.status = 'finalized' AND u.occurred_at < f.ends_at
+                               AND u.created_at <= f.usage_through)
+                AND NOT EXISTS (SELECT 1 FROM invoices f WHERE f.status = 'finalized'
+                                   AND invoice_holds(f, u))",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("lost rows");
+        if lost > 0 {
+            return fail(format!(
+                "{lost} usage row(s) of a finalized period on no finalized invoice"
+            ));
+        }
+        // Each invoice's usage and adjustment lines are exactly the rows it holds.
+        let mismatched: Vec<HeldVsLines> =
+            sqlx::query_as(
+                "WITH held AS (
+                     SELECT i.id, CASE WHEN u.occurred_at >= i.starts_at THEN 'usage' ELSE 'adjustment' END AS kind,
+                            u.metric_type, u.unit_price_usd, sum(u.quantity) AS q
+                       FROM invoices i JOIN agent_usage_metrics u ON invoice_holds(i, u)
+                      GROUP BY 1, 2, 3, 4),
+                 lines AS (
+                     SELECT invoice_id AS id, kind, metric_type, unit_price_usd, quantity AS q
+                       FROM invoice_lines WHERE kind IN ('usage', 'adjustment'))
+                 SELECT COALESCE(h.id, l.id), COALESCE(h.metric_type, l.metric_type), h.q, l.q
+                   FROM held h FULL JOIN lines l
+                     ON l.id = h.id AND l.kind = h.kind AND l.metric_type = h.metric_type
+                    AND l.unit_price_usd = h.unit_price_usd
+                  WHERE h.q IS DISTINCT FROM l.q",
+            )
+            .fetch_all(pool)
+            .await
+            .expect("lines vs held rows");
+        if !mismatched.is_empty() {
+            return fail(format!(
+                "invoice lines differ from the rows they hold: {mismatched:?}"
+            ));
+        }
+        // Totals are the sum of lines each rounded once; finalized invoices never change; the
+        // setup fee is billed at most once, on the agent's first month.
+        let invoices: Vec<(Uuid, Uuid, chrono::NaiveDate, String, Decimal)> = sqlx::query_as(
+            "SELECT id, agent_id, period_start, status, total_usd FROM invoices ORDER BY period_start",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("invoices");
+        let mut fees: BTreeMap<Uuid, Vec<chrono::NaiveDate>> = BTreeMap::new();
+        for (id, agent, period, status, total) in invoices {
+            let lines: Vec<Line> = sqlx::query_as(
+                "SELECT kind, metric_type, quantity, unit_price_usd, amount_usd FROM invoice_lines
+                  WHERE invoice_id = $1 ORDER BY position",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await
+            .expect("lines");
+            for l in &lines {
+                if l.4 != money::round_line(money::usage_cost(l.2, l.3)) {
+                    return fail(format!("line {l:?} is not rounded once from its quantity"));
+                }
+                if l.0 == "setup_fee" {
+                    fees.entry(agent).or_default().push(period);
+                }
+            }
+            let sum: Decimal = lines.iter().map(|l| l.4).sum();
+            if sum != total {
+                return fail(format!(
+                    "invoice {period} total {total} is not its lines' sum {sum}"
+                ));
+            }
+            if status == "finalized" {
+                match self.frozen.get(&id) {
+                    Some(before) if *before != (total, lines.clone()) => {
+                        return fail(format!("finalized invoice {period} changed"));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.frozen.insert(id, (total, lines));
+                    }
+                }
+            }
+        }
+        for (i, (agent, _)) in self.agents.iter().enumerate() {
+            let first = month_at(STARTS[i]).first_day;
+            match fees.get(agent).map(Vec::as_slice) {
+                None => {}
+                Some([only]) if *only == first => {}
+                Some(other) => return fail(format!("agent {i} setup fees on {other:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a sequence: the calendar runs to the last month, every month is finalized in
+    /// order and the running one rolled up. Then every row is on exactly one invoice and, per
+    /// agent, metric and price, the invoices add up to the ledger.
+    async fn settle(&mut self) -> Result<(), TestCaseError> {
+        self.now = MONTHS - 1;
+        for m in 0..self.now {
+            self.finalize(m, None).await?;
+            self.check().await?;
+        }
+        billing::rollup(&self.db.pool, month_at(self.now), Phoenix, None)
+            .await
+            .map_err(|e| TestCaseError::fail(format!("rollup: {e}")))?;
+        self.check().await?;
+        let pool = &self.db.pool;
+        let not_once: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM agent_usage_metrics u
+              WHERE (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u)) <> 1",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("held once");
+        if not_once > 0 {
+            return Err(TestCaseError::fail(format!(
+                "{not_once} usage row(s) not on exactly one invoice after settling"
+            )));
+        }
+        let differ: Vec<LedgerVsBilled> = sqlx::query_as(
+            "WITH ledger AS (SELECT agent_id, metric_type, unit_price_usd, sum(quantity) AS q
+                                   FROM agent_usage_metrics GROUP BY 1, 2, 3),
+                      billed AS (SELECT agent_id, metric_type, unit_price_usd, sum(quantity) AS q
+                                   FROM invoice_lines WHERE kind IN ('usage', 'adjustment')
+                                  GROUP BY 1, 2, 3)
+                 SELECT COALESCE(l.agent_id, b.agent_id), COALESCE(l.metric_type, b.metric_type),
+                        COALESCE(l.unit_price_usd, b.unit_price_usd), l.q, b.q
+                   FROM ledger l FULL JOIN billed b USING (agent_id, metric_type, unit_price_usd)
+                  WHERE l.q IS DISTINCT FROM b.q",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("ledger vs invoices");
+        if !differ.is_empty() {
+            return Err(TestCaseError::fail(format!(
+                "invoices and ledger disagree: {differ:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+async fn run_sequence(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let mut world = World::new().await;
+    for (i, step) in steps.iter().enumerate() {
+        world.apply(step).await?;
+        world
+            .check()
+            .await
+            .map_err(|e| TestCaseError::fail(format!("after step {i} ({step:?}): {e}")))?;
+    }
+    world.settle().await
+}
+
+/// Random sequences of usage (on time and late), corrections, rollups and finalizes (in and out
+/// of order, for all agents or one), with months skipped: after every step no row is held by two
+/// invoices, nothing finalized is lost or changed, lines are exactly the rows they hold and
+/// totals the sum of rounded lines; at the end every row is on exactly one invoice and the
+/// invoices add up to the ledger. `LEDGER_CASES` sets how many sequences (default 10).
+#[test]
+fn every_usage_row_is_billed_exactly_once_whatever_the_order() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cases = std::env::var("LEDGER_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(10);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        max_shrink_iters: 200,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&vec(step(), 5..45), |steps| {
+        rt.block_on(run_sequence(steps))
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+fn month(s: &str) -> Month {
+    Month::parse(s).expect("month")
+}
+
+/// A day after the months these tests finalize have all ended.
+fn later() -> DateTime<Utc> {
+    "2027-06-01T00:00:00Z".parse().expect("time")
+}
+
+/// One solar scan of `agent` occurring `at`, metered under `key` (it must be new).
+async fn insert_scan(pool: &sqlx::PgPool, agent: Uuid, at: &str, key: &str) {
+    let mut conn = pool.acquire().await.expect("conn");
+    let written = usage::insert_once(
+        &mut conn,
+        &NewUsage {
+            agent_id: agent,
+            metric_type: "solar_ocr_scan",
+            quantity: Decimal::ONE,
+            unit_price_usd: Decimal::new(75, 3),
+            provider_cost_usd: None,
+            occurred_at: at.parse().expect("time"),
+            idempotency_key: key,
+            metadata: serde_json::json!({}),
+        },
+    )
+    .await
+    .expect("usage row");
+    assert!(written);
+}
+
+/// (state, invoice month, line kind, has a line id) of one usage row, by its key.
+async fn provenance(db: &TestDb, key: &str) -> (String, Option<String>, Option<String>, bool) {
+    sqlx::query_as(
+        "SELECT p.state, to_char(p.invoice_month, 'YYYY-MM'), p.line_kind, p.invoice_line_id IS NOT NULL
+           FROM usage_provenance p JOIN agent_usage_metrics u ON u.id = p.usage_id
+          WHERE u.idempotency_key = $1",
+    )
+    .bind(key)
+    .fetch_one(&db.pool)
+    .await
+    .expect("provenance")
+}
+
+/// The provenance of a row held by the `month` invoice's `kind` line, in `state`.
+fn on(state: &str, month: &str, kind: &str) -> (String, Option<String>, Option<String>, bool) {
+    (state.into(), Some(month.into()), Some(kind.into()), true)
+}
+
+/// Usage lines (kind, quantity) of the agent's invoice for `m`.
+async fn usage_lines(db: &TestDb, agent: Uuid, m: &str) -> Vec<(String, Decimal)> {
+    sqlx::query_as(
+        "SELECT l.kind, l.quantity FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id
+          WHERE i.agent_id = $1 AND i.period_start = $2 AND l.kind IN ('usage', 'adjustment')
+          ORDER BY l.position",
+    )
+    .bind(agent)
+    .bind(month(m).first_day)
+    .fetch_all(&db.pool)
+    .await
+    .expect("lines")
+}
+
+fn lines(v: &[(&str, i64)]) -> Vec<(String, Decimal)> {
+    v.iter()
+        .map(|(k, q)| (k.to_string(), Decimal::from(*q)))
+        .collect()
+}
+
+#[tokio::test]
+async fn drafts_never_show_usage_another_invoice_holds_and_late_usage_is_billed_once() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    let nov = month("2026-11");
+    insert_scan(&db.pool, agent, "2026-11-10T18:00:00Z", "nov-1").await;
+    assert_eq!(
+        provenance(&db, "nov-1").await,
+        ("awaiting rollup".into(), None, None, false)
+    );
+    // November and December both drafts: November's scan is on November's only.
+    billing::rollup(&db.pool, nov, Phoenix, None)
+        .await
+        .expect("nov");
+    billing::rollup(&db.pool, nov.next(), Phoenix, None)
+        .await
+        .expect("dec");
+    assert_eq!(
+        usage_lines(&db, agent, "2026-11").await,
+        lines(&[("usage", 1)])
+    );
+    assert_eq!(usage_lines(&db, agent, "2026-12").await, lines(&[]));
+    assert_eq!(
+        provenance(&db, "nov-1").await,
+        on("pending", "2026-11", "usage")
+    );
+
+    billing::finalize(&db.pool, nov, Phoenix, None, later())
+        .await
+        .expect("finalize nov");
+    assert_eq!(provenance(&db, "nov-1").await.0, "billed");
+    // A late November scan: awaiting, then pending on December (the first open month) only,
+    // even with January rolled up as well.
+    insert_scan(&db.pool, agent, "2026-11-29T18:00:00Z", "nov-late-1").await;
+    assert_eq!(provenance(&db, "nov-late-1").await.0, "awaiting rollup");
+    for m in ["2026-12", "2027-01", "2026-11"] {
+        billing::rollup(&db.pool, month(m), Phoenix, None)
+            .await
+            .expect("rollup");
+    }
+    assert_eq!(
+        usage_lines(&db, agent, "2026-12").await,
+        lines(&[("adjustment", 1)])
+    );
+    assert_eq!(usage_lines(&db, agent, "2027-01").await, lines(&[]));
+    assert_eq!(
+        usage_lines(&db, agent, "2026-11").await,
+        lines(&[("usage", 1)]),
+        "the finalized month is unchanged"
+    );
+    assert_eq!(
+        provenance(&db, "nov-late-1").await,
+        on("pending", "2026-12", "adjustment")
+    );
+
+    // December final: the late scan is billed there; the next late one goes to January.
+    billing::finalize(&db.pool, nov.next(), Phoenix, None, later())
+        .await
+        .expect("finalize dec");
+    insert_scan(&db.pool, agent, "2026-11-30T18:00:00Z", "nov-late-2").await;
+    billing::rollup(&db.pool, month("2027-01"), Phoenix, None)
+        .await
+        .expect("jan");
+    assert_eq!(
+        provenance(&db, "nov-late-1").await,
+        on("billed", "2026-12", "adjustment")
+    );
+    assert_eq!(
+        provenance(&db, "nov-late-2").await,
+        on("pending", "2027-01", "adjustment")
+    );
+    assert_eq!(
+        usage_lines(&db, agent, "2027-01").await,
+        lines(&[("adjustment", 1)])
+    );
+
+    // The accountant's view of November's usage: where each part is billed.
+    let out = agent_meter_on(
+        &db,
+        &[
+            "invoices", "trace", "--month", "2026-11", "--format", "json",
+        ],
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let ours: Vec<(String, String, String, i64)> = rows
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r["agent_id"] == agent.to_string())
+        .map(|r| {
+            (
+                r["state"].as_str().unwrap_or_default().to_string(),
+                r["invoice"].as_str().unwrap_or_default().to_string(),
+                r["line_kind"].as_str().unwrap_or_default().to_string(),
+                r["events"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ours,
+        vec![
+            ("billed".into(), "2026-11".into(), "usage".into(), 1),
+            ("billed".into(), "2026-12".into(), "adjustment".into(), 1),
+            ("pending".into(), "2027-01".into(), "adjustment".into(), 1),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn usage_metered_while_its_month_is_finalized_is_billed_exactly_once() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    let nov = month("2026-11");
+    // A writer metering November scans the whole time the month is finalized.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (pool, stop) = (db.pool.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            // Until told to stop, and a few rows after: those are late usage for sure.
+            let mut after_stop = 0;
+            while after_stop < 5 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    after_stop += 1;
+                }
+                n += 1;
+                insert_scan(&pool, agent, "2026-11-20T18:00:00Z", &format!("race:{n}")).await;
+            }
+            n
+        })
+    };
+    eventually(10, "the writer has metered some rows", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_usage_metrics")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count");
+        (n >= 20).then_some(())
+    })
+    .await;
+    billing::finalize(&db.pool, nov, Phoenix, None, later())
+        .await
+        .expect("finalize nov");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = i64::from(writer.await.expect("writer"));
+    billing::rollup(&db.pool, nov.next(), Phoenix, None)
+        .await
+        .expect("dec");
+    let nov_lines = usage_lines(&db, agent, "2026-11").await;
+    let dec_lines = usage_lines(&db, agent, "2026-12").await;
+    let on_nov: Decimal = nov_lines.iter().map(|l| l.1).sum();
+    let on_dec: Decimal = dec_lines.iter().map(|l| l.1).sum();
+    assert!(on_nov > Decimal::ZERO, "{nov_lines:?}");
+    assert!(
+        on_dec > Decimal::ZERO,
+        "rows metered after the watermark: {dec_lines:?}"
+    );
+    assert_eq!(on_nov + on_dec, Decimal::from(written), "every row once");
+    let not_once = db
+        .count(
+            "SELECT count(*) FROM agent_usage_metrics u
+              WHERE (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u)) <> 1",
+        )
+        .await;
+    assert_eq!(not_once, 0);
+}
+
+/// The daily summary (migration 0022): built at most a day of the ledger at a time when its
+/// budget runs out, its days in the billing zone, one per zone; reports read through it equal
+/// the ledger before, during and after.
+#[tokio::test]
+async fn the_daily_summary_is_exact_whenever_it_was_brought_up_to_date() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    // Three scans metered on three days (created_at as it was then); the second occurred at
+    // 23:30 in Phoenix, already the next day in UTC; the third is late, created on Dec 1.
+    for (key, occurred, created) in [
+        (
+            "d1",
+            "2026-11-03T12:00:00-07:00",
+            "2026-11-03T12:00:01-07:00",
+        ),
+        (
+            "d2",
+            "2026-11-04T23:30:00-07:00",
+            "2026-11-05T00:10:00-07:00",
+        ),
+        (
+            "d3",
+            "2026-11-30T23:59:00-07:00",
+            "2026-12-01T00:30:00-07:00",
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd,
+                                              cost_usd, occurred_at, idempotency_key, created_at)
+             VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, $2::timestamptz, $3, $4::timestamptz)",
+        )
+        .bind(agent)
+        .bind(occurred)
+        .bind(key)
+        .bind(created)
+        .execute(&db.pool)
+        .await
+        .expect("usage row");
+    }
+    let november = month("2026-11");
+    let report = |tz: chrono_tz::Tz| {
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.expect("conn");
+            reports::usage(&mut conn, november, tz, None)
+                .await
+                .expect("report")
+                .into_iter()
+                .map(|r| (r.metric_type, r.events, r.billed_usd.to_string()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let days = |zone: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT day::text, events FROM usage_daily WHERE time_zone = $1 ORDER BY day",
+            )
+            .bind(zone)
+            .fetch_all(&pool)
+            .await
+            .expect("summary")
+        }
+    };
+    let three = vec![("solar_ocr_scan".to_string(), 3, "0.23".to_string())];
+    assert_eq!(report(Phoenix).await, three, "the ledger alone");
+
+    // No budget: each run adds one day of created_at and commits; reports stay exact.
+    let cut = billing::rollup::ledger_cut(&db.pool).await.expect("cut");
+    let mut runs = Vec::new();
+    loop {
+        let r = usage_daily::refresh(&db.pool, Phoenix, cut, std::time::Duration::ZERO)
+            .await
+            .expect("refresh");
+        runs.push((r.rows, r.complete));
+        assert_eq!(report(Phoenix).await, three, "mid-build, after {runs:?}");
+        if r.complete || runs.len() > 10 {
+            break;
+        }
+    }
+    assert_eq!(runs, [(1, false), (1, false), (1, true)]);
+    assert_eq!(
+        days("America/Phoenix").await,
+        [
+            ("2026-11-03".to_string(), 1),
+            ("2026-11-04".to_string(), 1),
+            ("2026-11-30".to_string(), 1)
+        ],
+        "days are Phoenix days"
+    );
+    let again = usage_daily::refresh(&db.pool, Phoenix, cut, std::time::Duration::MAX)
+        .await
+        .expect("refresh again");
+    assert_eq!((again.rows, again.complete), (0, true), "nothing twice");
+    // A row metered after the summary's cut is read from the ledger.
+    insert_scan(&db.pool, agent, "2026-11-10T10:00:00Z", "d4").await;
+    let four = vec![("solar_ocr_scan".to_string(), 4, "0.30".to_string())];
+    assert_eq!(report(Phoenix).await, four);
+
+    // Another billing zone: the Phoenix summary is not used for UTC days...
+    let utc = vec![("solar_ocr_scan".to_string(), 3, "0.23".to_string())];
+    assert_eq!(
+        report(chrono_tz::UTC).await,
+        utc,
+        "in UTC the late scan is December's"
+    );
+    // ...until one is built in that zone; the Phoenix one is left as it was.
+    let cut = billing::rollup::ledger_cut(&db.pool).await.expect("cut");
+    let rebuilt = usage_daily::refresh(&db.pool, chrono_tz::UTC, cut, std::time::Duration::MAX)
+        .await
+        .expect("rebuild in UTC");
+    assert_eq!((rebuilt.rows, rebuilt.complete), (4, true));
+    assert_eq!(
+        days("UTC").await,
+        [
+            ("2026-11-03".to_string(), 1),
+            ("2026-11-05".to_string(), 1),
+            ("2026-11-10".to_string(), 1),
+            ("2026-12-01".to_string(), 1)
+        ]
+    );
+    assert_eq!(report(chrono_tz::UTC).await, utc);
+    assert_eq!(report(Phoenix).await, four);
+    // By month (the portal's usage page): the summary's days and the ledger's rows alike.
+    let by_month = |tz: chrono_tz::Tz| {
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.expect("conn");
+            let (from, to) = (month("2026-10").first_day, month("2027-01").first_day);
+            usage_daily::totals(&mut conn, from, to, tz, usage_daily::Periods::Months)
+                .await
+                .expect("totals")
+                .into_iter()
+                .map(|t| (t.period.to_string(), t.events))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        by_month(chrono_tz::UTC).await,
+        [("2026-11-01".to_string(), 3), ("2026-12-01".to_string(), 1)]
+    );
+    assert_eq!(by_month(Phoenix).await, [("2026-11-01".to_string(), 4)]);
+}
+
+/// A chunk of the summary that cannot finish within the budget (here: blocked by a lock, as a
+/// bulk-loaded ledger would be by its size) is cancelled by the server and tried narrower; the
+/// run gives up without an error, the summary as it was, and reports stay exact.
+#[tokio::test]
+async fn a_summary_chunk_over_its_budget_is_cancelled_and_reports_stay_exact() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    insert_scan(&db.pool, agent, "2026-11-10T10:00:00Z", "s1").await;
+    let cut = billing::rollup::ledger_cut(&db.pool).await.expect("cut");
+    let full = std::time::Duration::MAX;
+    let first = usage_daily::refresh(&db.pool, Phoenix, cut, full)
+        .await
+        .expect("first");
+    assert_eq!((first.rows, first.complete), (1, true));
+    insert_scan(&db.pool, agent, "2026-11-10T11:00:00Z", "s2").await;
+
+    // Another transaction holds the day's summary row: the next chunk must wait for it.
+    let mut holder = db.pool.begin().await.expect("holder");
+    sqlx::query("SELECT * FROM usage_daily FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock the summary row");
+    let cut = billing::rollup::ledger_cut(&db.pool).await.expect("cut");
+    let started = std::time::Instant::now();
+    let blocked = usage_daily::refresh(&db.pool, Phoenix, cut, std::time::Duration::ZERO)
+        .await
+        .expect("gives up without an error");
+    assert_eq!((blocked.rows, blocked.complete), (0, false));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let report = reports::usage(&mut conn, month("2026-11"), Phoenix, None)
+        .await
+        .expect("report");
+    assert_eq!(
+        report
+            .iter()
+            .map(|r| (r.events, r.billed_usd.to_string()))
+            .collect::<Vec<_>>(),
+        [(2, "0.15".to_string())]
+    );
+    holder.rollback().await.expect("release");
+    let last = usage_daily::refresh(&db.pool, Phoenix, cut, full)
+        .await
+        .expect("after");
+    assert_eq!((last.rows, last.complete), (1, true));
+    let events: i64 = sqlx::query_scalar("SELECT sum(events)::int8 FROM usage_daily")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("summary");
+    assert_eq!(events, 2);
+}

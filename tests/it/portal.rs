@@ -1,0 +1,607 @@
+//! The agency portal: one-time sign-in links, sessions, every page for two agencies (each sees
+//! only its own rows), Spanish labels; and the operator's money view on the ops page.
+
+use std::process::Command;
+
+use agent_meter::{billing, store::portal};
+use chrono_tz::America::Phoenix;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+/// Calls, a lead with a property, findings and tags, and usage for one agency; `n` tells them apart.
+/// Everything happens in the running month (never before its first minute in Phoenix).
+async fn populate(db: &TestDb, agent: Uuid, n: u32) {
+    const AT: &str = "GREATEST(now() - interval '50 minutes',
+                              (date_trunc('month', now() AT TIME ZONE 'America/Phoenix') + interval '1 minute')
+                                  AT TIME ZONE 'America/Phoenix')";
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "WITH l AS (INSERT INTO leads (agent_id, phone, name) VALUES ('{agent}', '+1602555{n:04}', 'Caller {n}') RETURNING id),
+              p AS (INSERT INTO properties (agent_id, lead_id, address, facts)
+                    SELECT '{agent}', id, '{n} Saguaro Way', '{{\"has_solar\": true, \"water_source\": \"well\"}}' FROM l RETURNING id, lead_id),
+              t AS (INSERT INTO tags (agent_id, lead_id, tag) SELECT '{agent}', id, 'solar-{n}' FROM l RETURNING id),
+              r AS (INSERT INTO risk_assessments (agent_id, lead_id, property_id, kind, result, idempotency_key)
+                    SELECT '{agent}', lead_id, id, 'solar', '{{}}', 'k{n}' FROM p RETURNING id),
+              c AS (INSERT INTO calls (agent_id, vapi_call_id, lead_id, customer_number, started_at, ended_at, duration_seconds)
+                    SELECT '{agent}', 'call-{n}', id, '+1602555{n:04}', {AT}, {AT}, 600 FROM l RETURNING id)
+         INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd, provider_cost_usd, occurred_at, idempotency_key)
+         VALUES ('{agent}', 'vapi_call_minutes', 10, 0.20, 2.00, 0.90, {AT}, 'vapi_call:call-{n}'),
+                ('{agent}', 'solar_ocr_scan', 1, 0.075, 0.075, 0.01, {AT}, 'scan-{n}')"
+    )))
+    .execute(&db.pool)
+    .await
+    .expect("populate");
+}
+
+/// Drafts the running month's invoices (in Phoenix); the month.
+async fn roll_up_this_month(db: &TestDb) -> billing::Month {
+    let month = billing::Month::containing(chrono::Utc::now(), Phoenix);
+    billing::rollup(&db.pool, month, Phoenix, None)
+        .await
+        .expect("rollup");
+    month
+}
+
+/// The total of `agent`'s invoice for `month`.
+async fn invoice_total(db: &TestDb, agent: Uuid, month: billing::Month) -> rust_decimal::Decimal {
+    sqlx::query_scalar("SELECT total_usd FROM invoices WHERE agent_id = $1 AND period_start = $2")
+        .bind(agent)
+        .bind(month.first_day)
+        .fetch_one(&db.pool)
+        .await
+        .expect("total")
+}
+
+/// `agents invite EMAIL` run as an operator would, with `env` besides the app's database and URL.
+fn run_invite(app: &TestApp, email: &str, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_agent-meter"))
+        .args(["agents", "invite", email])
+        .env("DATABASE_URL", &app.db.url)
+        .env("PUBLIC_BASE_URL", &app.base)
+        .envs(env.iter().copied())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run")
+}
+
+/// A sign-in link for the agent with `email`, made by the CLI as an operator would.
+fn invite(app: &TestApp, email: &str) -> String {
+    let out = run_invite(app, email, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        link.starts_with(&format!("{}/portal/sign-in?token=", app.base)),
+        "{link}"
+    );
+    link
+}
+
+/// Uses a link's token up; the session cookie's `name=value`, or the refusal's status.
+async fn sign_in(app: &TestApp, link: &str) -> Result<String, u16> {
+    let token = link.split("token=").nth(1).expect("token").to_string();
+    let resp = client()
+        .post(format!("{}/portal/sign-in", app.base))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("send");
+    if resp.status() != 303 {
+        return Err(resp.status().as_u16());
+    }
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    assert!(
+        cookie.starts_with("portal_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    Ok(cookie.split(';').next().expect("pair").to_string())
+}
+
+async fn get(app: &TestApp, path: &str, cookie: Option<&str>, lang: &str) -> (u16, String) {
+    let mut req = client()
+        .get(format!("{}{path}", app.base))
+        .header("accept-language", lang);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("text"))
+}
+
+#[tokio::test]
+async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
+    let app = TestApp::spawn_web_only().await;
+    let (a, b) = (
+        app.db.agent_id(PHONE_1).await,
+        app.db.agent_id(PHONE_2).await,
+    );
+    populate(&app.db, a, 1).await;
+    populate(&app.db, b, 2).await;
+    let month = roll_up_this_month(&app.db).await;
+    let email: String = app.db.email_of(a).await;
+
+    let link = invite(&app, &email);
+    // Opening the link (or a chat app's preview fetching it) does not spend it.
+    let (status, page) = get(&app, link.trim_start_matches(&app.base), None, "en").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=sign-in"), "{page}");
+    let cookie = sign_in(&app, &link).await.expect("signed in");
+    assert_eq!(sign_in(&app, &link).await, Err(401), "a link works once");
+    // Only the session id's hash is stored.
+    let session_id = cookie.trim_start_matches("portal_session=");
+    let raw = app.db.count("SELECT count(*) FROM portal_sessions").await;
+    let hashed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM portal_sessions WHERE id_hash = sha256(convert_to($1, 'UTF8'))",
+    )
+    .bind(session_id)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("hash");
+    assert_eq!((raw, hashed), (1, 1));
+
+    let expect = [
+        ("/portal/", "Calls, last 30 days"),
+        ("/portal/calls", "+16025550001"),
+        ("/portal/leads", "1 Saguaro Way"),
+        ("/portal/usage", "vapi_call_minutes"),
+        ("/portal/invoices", &month.label()),
+        (&format!("/portal/invoices/{month}"), "id=total"),
+    ];
+    for (path, needle) in &expect {
+        let (status, page) = get(&app, path, Some(&cookie), "en").await;
+        assert_eq!(status, 200, "{path}");
+        assert!(page.contains(needle), "{path} lacks {needle}: {page}");
+        for theirs in ["+16025550002", "2 Saguaro Way", "solar-2"] {
+            assert!(
+                !page.contains(theirs),
+                "{path} shows the other agency's {theirs}"
+            );
+        }
+    }
+    // And the other agency, signed in with its own link, sees its rows and never ours.
+    let email_b: String = app.db.email_of(b).await;
+    let cookie_b = sign_in(&app, &invite(&app, &email_b))
+        .await
+        .expect("b signs in");
+    for (path, _) in &expect {
+        let (status, page) = get(&app, path, Some(&cookie_b), "en").await;
+        assert_eq!(status, 200, "{path}");
+        for ours in ["+16025550001", "1 Saguaro Way", "solar-1"] {
+            assert!(!page.contains(ours), "{path} shows agency A's {ours} to B");
+        }
+    }
+    let (_, b_calls) = get(&app, "/portal/calls", Some(&cookie_b), "en").await;
+    assert!(b_calls.contains("+16025550002"), "{b_calls}");
+    let (_, leads) = get(&app, "/portal/leads", Some(&cookie), "en").await;
+    assert!(
+        leads.contains("solar-1") && leads.contains("water_source: well"),
+        "{leads}"
+    );
+    let (_, overview) = get(&app, "/portal/", Some(&cookie), "en").await;
+    // 10 minutes at 0.20 and one scan at 0.075: $2.00 + $0.08.
+    assert!(overview.contains("$2.08"), "{overview}");
+    // Usage by month in Phoenix time, one line per month and metric: a scan in the first minute
+    // of the month before last and one in the last minute of the month before that (already
+    // that month in UTC).
+    let month_before_last = month.previous().previous();
+    sqlx::query(
+        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                          provider_cost_usd, occurred_at, idempotency_key)
+         VALUES ($1, 'solar_ocr_scan', 2, 0.075, 0.15, 0.02, $2 + interval '1 minute', 'edge-in'),
+                ($1, 'solar_ocr_scan', 1, 0.075, 0.075, 0.01, $2 - interval '1 minute', 'edge-before')",
+    )
+    .bind(a)
+    .bind(month_before_last.start(Phoenix))
+    .execute(&app.db.pool)
+    .await
+    .expect("older usage");
+    let (_, usage) = get(&app, "/portal/usage", Some(&cookie), "en").await;
+    let line = |m: billing::Month, count: u32, quantity: u32, amount: &str| {
+        format!(
+            "<tr><td>{}</td><td>solar_ocr_scan</td><td>{count}</td><td>{quantity}</td><td>{amount}</td></tr>",
+            m.label()
+        )
+    };
+    for expected in [
+        line(month, 1, 1, "$0.08"),
+        line(month_before_last, 1, 2, "$0.15"),
+        line(month_before_last.previous(), 1, 1, "$0.08"),
+    ] {
+        assert!(usage.contains(&expected), "{expected} not in {usage}");
+    }
+    // A call's billed minutes are its row and its corrections (a reversal and a re-bill naming
+    // it in `corrects`), read by key; a correction's `corrects` must mirror its metadata.
+    let (_, calls_page) = get(&app, "/portal/calls", Some(&cookie), "en").await;
+    assert!(
+        calls_page.contains("<td>+16025550001</td><td>600</td><td>10</td>"),
+        "{calls_page}"
+    );
+    let correct = |key: &'static str, quantity: i32, mirrored: bool| {
+        sqlx::query(
+            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                              occurred_at, idempotency_key, metadata, corrects)
+             VALUES ($1, 'vapi_call_minutes', $2, 0.20, $2 * 0.20, now(), $3,
+                     '{\"corrects\": \"vapi_call:call-1\"}', CASE WHEN $4 THEN 'vapi_call:call-1' END)",
+        )
+        .bind(a)
+        .bind(quantity)
+        .bind(key)
+        .bind(mirrored)
+        .execute(&app.db.pool)
+    };
+    correct("vapi_call:call-1:rev1", -10, true)
+        .await
+        .expect("reversal");
+    correct("vapi_call:call-1:v2", 12, true)
+        .await
+        .expect("re-bill");
+    let forgot = correct("vapi_call:call-1:v3", 1, false).await;
+    assert!(
+        forgot.is_err_and(|e| e.to_string().contains("corrects_mirrors_metadata")),
+        "a correction without its column is refused"
+    );
+    let (_, calls_page) = get(&app, "/portal/calls", Some(&cookie), "en").await;
+    assert!(
+        calls_page.contains("<td>+16025550001</td><td>600</td><td>12</td>"),
+        "{calls_page}"
+    );
+    // Findings are each call's own: the caller calls again and a flood check is made in that
+    // call, which the first call does not show; the solar finding, saved before findings named
+    // their call, stays with every call of its lead.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO calls (agent_id, vapi_call_id, lead_id, customer_number, started_at, duration_seconds)
+         SELECT '{a}', 'call-1-again', lead_id, '+16025559999', now(), 60 FROM calls WHERE vapi_call_id = 'call-1';
+         INSERT INTO risk_assessments (agent_id, lead_id, kind, result, idempotency_key, vapi_call_id)
+         SELECT '{a}', lead_id, 'flood', '{{}}', 'k-again', 'call-1-again' FROM calls WHERE vapi_call_id = 'call-1'"
+    )))
+    .execute(&app.db.pool)
+    .await
+    .expect("second call");
+    let (_, calls_page) = get(&app, "/portal/calls", Some(&cookie), "en").await;
+    let again = row_of_cells(&calls_page, "<td>+16025559999</td>");
+    assert!(again.ends_with("<td>flood, solar</td>"), "{again}");
+    let first = row_of_cells(&calls_page, "<td>+16025550001</td>");
+    assert!(first.ends_with("<td>solar</td>"), "{first}");
+    // Spanish from the browser's language, and by the toggle.
+    let (_, es) = get(&app, "/portal/calls", Some(&cookie), "es-MX,es;q=0.9").await;
+    assert!(es.contains("Llamadas") && es.contains("lang=es"), "{es}");
+    let (_, toggled) = get(&app, "/portal/usage?lang=es", Some(&cookie), "en").await;
+    assert!(toggled.contains("Consumo"), "{toggled}");
+    // The invoice as a PDF, with its total.
+    let pdf = client()
+        .get(format!("{}/portal/invoices/{month}.pdf", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(pdf.status(), 200);
+    assert_eq!(pdf.headers()["content-type"], "application/pdf");
+    let bytes = pdf.bytes().await.expect("bytes");
+    let total = invoice_total(&app.db, a, month).await;
+    assert!(bytes.starts_with(b"%PDF-"));
+    assert!(
+        String::from_utf8_lossy(&bytes).contains(&format!("Total: ${total:.2}")),
+        "the PDF shows the total {total}"
+    );
+    let (status, _) = get(&app, "/portal/invoices/2020-01", Some(&cookie), "en").await;
+    assert_eq!(status, 404);
+    let (status, _) = get(&app, "/portal/invoices/not-a-month", Some(&cookie), "en").await;
+    assert_eq!(status, 400);
+
+    // Signing out revokes the session.
+    let out = client()
+        .post(format!("{}/portal/sign-out", app.base))
+        .header("cookie", &cookie)
+        .header("origin", &app.base)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(out.status(), 303);
+    let (status, _) = get(&app, "/portal/", Some(&cookie), "en").await;
+    assert_eq!(status, 303, "back to sign-in");
+}
+
+#[tokio::test]
+async fn expired_forged_and_missing_sessions_and_links_get_the_sign_in_page() {
+    let app = TestApp::spawn_web_only().await;
+    let a = app.db.agent_id(PHONE_1).await;
+    let mut conn = app.db.pool.acquire().await.expect("conn");
+    let token = portal::create_link(&mut conn, a, std::time::Duration::from_secs(3600))
+        .await
+        .expect("link");
+    sqlx::query("UPDATE portal_sign_in_tokens SET expires_at = now() - interval '1 second'")
+        .execute(&mut *conn)
+        .await
+        .expect("expire");
+    drop(conn);
+    let link = format!("{}/portal/sign-in?token={token}", app.base);
+    assert_eq!(sign_in(&app, &link).await, Err(401), "expired");
+    for bogus in ["", "x", &"f".repeat(64), "<script>"] {
+        let bogus_link = format!("{}/portal/sign-in?token={bogus}", app.base);
+        assert_eq!(sign_in(&app, &bogus_link).await, Err(401), "{bogus:?}");
+    }
+    // A sign-in posted from another site is refused even with a good link.
+    let mut conn = app.db.pool.acquire().await.expect("conn");
+    let good = portal::create_link(&mut conn, a, std::time::Duration::from_secs(3600))
+        .await
+        .expect("link");
+    drop(conn);
+    let cross = client()
+        .post(format!("{}/portal/sign-in", app.base))
+        .header("origin", "https://evil.example")
+        .form(&[("token", good.as_str())])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(cross.status(), 403);
+    for cookie in [
+        None,
+        Some("portal_session=forged"),
+        Some(&*format!("portal_session={}", "a".repeat(64))),
+    ] {
+        for path in ["/portal/", "/portal/calls", "/portal/invoices/2026-11"] {
+            let (status, _) = get(&app, path, cookie, "en").await;
+            assert_eq!(status, 303, "{path} with {cookie:?}");
+        }
+    }
+    // The sign-in page escapes what it echoes.
+    let (_, page) = get(&app, "/portal/sign-in?token=%22%3E%3Cscript%3E", None, "en").await;
+    assert!(!page.contains("\"><script>"), "{page}");
+}
+
+/// The cells of the table row holding `cell` (from its first `<td>` to its last `</td>`).
+fn row_of_cells(page: &str, cell: &str) -> String {
+    let at = page
+        .find(cell)
+        .unwrap_or_else(|| panic!("no {cell}: {page}"));
+    let start = page[..at].rfind("<tr>").map_or(0, |s| s + "<tr>".len());
+    let end = page[at..].find("</tr>").map_or(page.len(), |e| at + e);
+    page[start..end].to_string()
+}
+
+/// A web-only app with one operator, and that operator's session cookie.
+async fn ops_app() -> (TestApp, String) {
+    let app = TestApp::spawn_with(
+        agent_meter::app::Roles {
+            web: true,
+            worker: false,
+            clock: false,
+        },
+        &[("OPS_TOKENS", "anna:tok-anna-0123456789")],
+    )
+    .await;
+    let cookie = ops_login(&app, "tok-anna-0123456789").await;
+    let pair = cookie.split(';').next().expect("pair").to_string();
+    (app, pair)
+}
+
+/// The ops page at `query` (e.g. `?month=2026-11`): status and body.
+async fn ops_page(app: &TestApp, cookie: &str, query: &str) -> (u16, String) {
+    let r = client()
+        .get(format!("{}/ops/{query}", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("send");
+    (r.status().as_u16(), r.text().await.expect("text"))
+}
+
+/// The `<tr>` of a page that opens with `opening` (its first cell, or `<tr data-agent=...>`).
+fn row_of(page: &str, opening: &str) -> String {
+    let start = page
+        .find(opening)
+        .unwrap_or_else(|| panic!("no row {opening}: {page}"));
+    page[start..]
+        .split("</tr>")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_ops_page_shows_each_agencys_margin_for_the_month() {
+    let (app, cookie) = ops_app().await;
+    let (a, b) = (
+        app.db.agent_id(PHONE_1).await,
+        app.db.agent_id(PHONE_2).await,
+    );
+    populate(&app.db, a, 1).await;
+    populate(&app.db, b, 2).await;
+    // Two agencies with one name stay apart (money rows and the 30-day chart's bars).
+    sqlx::query("UPDATE agents SET agency_name = 'Twin Insurance' WHERE id IN ($1, $2)")
+        .bind(a)
+        .bind(b)
+        .execute(&app.db.pool)
+        .await
+        .expect("rename");
+    let (_, page) = ops_page(&app, &cookie, "").await;
+    assert_eq!(page.matches("<rect class=bar ").count(), 5, "{page}");
+    // Billed $2.08 (2.00 + 0.08), provider cost $0.91, margin $1.17, per agency.
+    for agent in [a, b] {
+        let r = row_of(&page, &format!("<tr data-agent=\"{agent}\">"));
+        assert!(
+            r.contains("<td>2.08</td>")
+                && r.contains("<td>0.91</td>")
+                && r.contains("class=margin>1.17<"),
+            "{r}"
+        );
+    }
+    assert!(page.contains("id=mom") && page.contains("MRR"), "{page}");
+    assert_eq!(ops_page(&app, &cookie, "?month=2026-13").await.0, 400);
+}
+
+#[tokio::test]
+async fn month_over_month_usage_revenue_is_read_from_the_months_invoices() {
+    let (app, cookie) = ops_app().await;
+    let a = app.db.agent_id(PHONE_1).await;
+    sqlx::query("UPDATE agents SET billing_starts_on = '2026-09-01'")
+        .execute(&app.db.pool)
+        .await
+        .expect("billing start");
+    let scans = |quantity: i32, at: Option<&'static str>, key: &'static str| {
+        sqlx::query(
+            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                              occurred_at, idempotency_key)
+             VALUES ($1, 'solar_ocr_scan', $2, 0.075, $2 * 0.075, COALESCE($3::timestamptz, now()), $4)",
+        )
+        .bind(a)
+        .bind(quantity)
+        .bind(at)
+        .bind(key)
+        .execute(&app.db.pool)
+    };
+    let october = billing::Month::parse("2026-10").expect("month");
+    scans(10, Some("2026-10-15T12:00:00Z"), "mom-1")
+        .await
+        .expect("usage");
+    billing::rollup(&app.db.pool, october, Phoenix, None)
+        .await
+        .expect("rollup");
+    // After the rollup: on no invoice yet, so not in October's invoiced revenue.
+    scans(4, Some("2026-10-16T12:00:00Z"), "mom-2")
+        .await
+        .expect("usage");
+    let (status, page) = ops_page(&app, &cookie, "?month=2026-11").await;
+    assert_eq!(status, 200, "{page}");
+    let row = row_of(&page, "<tr><td>2026-10</td>");
+    assert!(row.ends_with("<td>0.75</td><td>invoices</td>"), "{row}");
+    // October's own money view counts all of its usage billed so far (14 x 0.075), while its
+    // revenue line stays what its invoices billed.
+    let (_, page) = ops_page(&app, &cookie, "?month=2026-10").await;
+    let r = row_of(&page, &format!("<tr data-agent=\"{a}\">"));
+    assert!(r.contains("<td>1.05</td>"), "{r}");
+    let row = row_of(&page, "<tr><td>2026-10</td>");
+    assert!(row.ends_with("<td>0.75</td><td>invoices</td>"), "{row}");
+    // The running month is read live even when a draft of it exists.
+    let running = roll_up_this_month(&app.db).await;
+    scans(2, None, "mom-now").await.expect("usage");
+    let (_, page) = ops_page(&app, &cookie, &format!("?month={running}")).await;
+    let row = row_of(&page, &format!("<tr><td>{running}</td>"));
+    assert!(row.ends_with("<td>0.15</td><td>usage so far</td>"), "{row}");
+}
+
+/// In headless Chromium (as `.ci/run` installs it): open the link, press the button, see the
+/// overview, the calls and the invoice. With `PORTAL_SCREENSHOT=path.png` it also saves the
+/// overview (README's `docs/portal-overview.png` was made so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_real_browser_an_agency_signs_in_with_its_link_and_sees_its_calls_and_invoice() {
+    let Some(browser_path) = chromium_or_skip() else {
+        return;
+    };
+    let app = TestApp::spawn_web_only().await;
+    let a = app.db.agent_id(PHONE_1).await;
+    populate(&app.db, a, 1).await;
+    let month = roll_up_this_month(&app.db).await;
+    let email: String = app.db.email_of(a).await;
+    let link = invite(&app, &email);
+    let base = app.base.clone();
+    let shot = std::env::var_os("PORTAL_SCREENSHOT");
+    let seen = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, String)> {
+        use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+        let browser = headless_browser(browser_path, Some((1000, 720)))?;
+        let tab = browser.new_tab()?;
+        tab.navigate_to(&link)?;
+        tab.wait_for_element("#sign-in")?.click()?;
+        tab.wait_for_element("#overview")?;
+        tab.wait_for_element("#chart")?;
+        if let Some(path) = shot {
+            let png =
+                tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)?;
+            std::fs::write(path, png)?;
+        }
+        tab.navigate_to(&format!("{base}/portal/calls"))?;
+        let calls = tab.wait_for_element("table")?.get_inner_text()?;
+        tab.navigate_to(&format!("{base}/portal/invoices/{month}"))?;
+        let total = tab.wait_for_element("#total")?.get_inner_text()?;
+        Ok((calls, total))
+    })
+    .await
+    .expect("browser thread")
+    .expect("browser flow");
+    assert!(seen.0.contains("+16025550001"), "{}", seen.0);
+    let total = invoice_total(&app.db, a, month).await;
+    assert!(seen.1.contains(&format!("${total:.2}")), "{}", seen.1);
+}
+
+/// `agents invite` posts the link to the agency's Discord when enabled, and still prints it.
+#[tokio::test]
+async fn an_invite_is_posted_to_the_agencys_discord() {
+    let app = TestApp::spawn_web_only().await;
+    let discord = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .mount(&discord)
+        .await;
+    let a = app.db.agent_id(PHONE_1).await;
+    let email: String = sqlx::query_scalar(
+        "UPDATE agents SET discord_webhook_url = $2 WHERE id = $1 RETURNING email",
+    )
+    .bind(a)
+    .bind(format!("{}/api/webhooks/1/abc", discord.uri()))
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("webhook");
+    let out = run_invite(&app, &email, &[("DISCORD_ENABLED", "true")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let posted = discord.received_requests().await.expect("recorded");
+    assert_eq!(posted.len(), 1);
+    let body = String::from_utf8_lossy(&posted[0].body).to_string();
+    assert!(body.contains(&link), "{body}");
+    assert!(sign_in(&app, &link).await.is_ok(), "the posted link works");
+    // An unknown agent is a clear error, not a link.
+    let out = run_invite(&app, "nobody@example.com", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no agent with email"));
+}
+
+/// Long lists come in pages of 100, newest first, with links between them; a bad page is a 400.
+#[tokio::test]
+async fn calls_come_in_pages_of_a_hundred() {
+    let app = TestApp::spawn_web_only().await;
+    let a = app.db.agent_id(PHONE_1).await;
+    sqlx::query(
+        "INSERT INTO calls (agent_id, vapi_call_id, customer_number, started_at)
+         SELECT $1, 'page-call-' || g, '+1928555' || lpad(g::text, 4, '0'), now() - g * interval '1 minute'
+           FROM generate_series(1, 150) g",
+    )
+    .bind(a)
+    .execute(&app.db.pool)
+    .await
+    .expect("calls");
+    let email: String = app.db.email_of(a).await;
+    let cookie = sign_in(&app, &invite(&app, &email))
+        .await
+        .expect("signed in");
+    let (_, first) = get(&app, "/portal/calls", Some(&cookie), "en").await;
+    assert_eq!(first.matches("<tr>").count(), 101, "header and 100 calls");
+    assert!(first.contains("+19285550001") && !first.contains("+19285550101"));
+    assert!(first.contains("id=older") && !first.contains("rel=prev"));
+    let (_, second) = get(&app, "/portal/calls?page=1", Some(&cookie), "en").await;
+    assert_eq!(second.matches("<tr>").count(), 51);
+    assert!(second.contains("+19285550150") && !second.contains("id=older"));
+    assert!(second.contains("rel=prev"));
+    for bad in ["abc", "-1", "99999999999"] {
+        let (status, _) = get(
+            &app,
+            &format!("/portal/calls?page={bad}"),
+            Some(&cookie),
+            "en",
+        )
+        .await;
+        assert_eq!(status, 400, "page={bad}");
+    }
+}
