@@ -82,10 +82,15 @@ pub async fn enqueue_tick(deps: &Deps, job: &str, tick: DateTime<Utc>) -> anyhow
         return Ok(false);
     }
     sqlx::query("SAVEPOINT tick").execute(&mut *tx).await?;
+    // Due at its tick: ticks replayed after an outage run at once, oldest first (run_at has
+    // whole seconds, so jobs queued within one second would otherwise run in any order).
+    let due = Some(tick);
     let queued = match job {
-        PruneJobs::QUEUE => jobs::enqueue(&mut tx, &PruneJobs::default(), Some(&key)).await,
-        SyncCalls::QUEUE => jobs::enqueue(&mut tx, &sync(), Some(&key)).await,
-        _ => jobs::enqueue(&mut tx, &rollup(), Some(&key)).await,
+        PruneJobs::QUEUE => {
+            jobs::enqueue_due(&mut tx, &PruneJobs::default(), Some(&key), due).await
+        }
+        SyncCalls::QUEUE => jobs::enqueue_due(&mut tx, &sync(), Some(&key), due).await,
+        _ => jobs::enqueue_due(&mut tx, &rollup(), Some(&key), due).await,
     };
     match queued {
         Ok(()) => {}

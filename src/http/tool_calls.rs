@@ -205,7 +205,7 @@ async fn enqueue_once(
     sqlx::query("SAVEPOINT enqueue_tool")
         .execute(&mut *tx)
         .await?;
-    match crate::store::queue::push(tx, tool.queue, job, tool.max_attempts, Some(key)).await {
+    match crate::store::queue::push(tx, tool.queue, job, tool.max_attempts, Some(key), None).await {
         Ok(()) => {
             sqlx::query("RELEASE SAVEPOINT enqueue_tool")
                 .execute(&mut *tx)

@@ -134,8 +134,19 @@ pub async fn enqueue<J: Job>(
     job: &J,
     idempotency_key: Option<&str>,
 ) -> Result<(), apalis_postgres::Error> {
+    enqueue_due(conn, job, idempotency_key, None).await
+}
+
+/// [`enqueue`], due at `due` (now when `None`). A job due in the past runs at once, after every
+/// job due earlier: the fetch takes the oldest `run_at` first.
+pub async fn enqueue_due<J: Job>(
+    conn: &mut PgConnection,
+    job: &J,
+    idempotency_key: Option<&str>,
+    due: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), apalis_postgres::Error> {
     let args = serde_json::to_vec(job).map_err(apalis_postgres::Error::JsonError)?;
-    crate::store::queue::push(conn, J::QUEUE, args, J::MAX_ATTEMPTS, idempotency_key).await
+    crate::store::queue::push(conn, J::QUEUE, args, J::MAX_ATTEMPTS, idempotency_key, due).await
 }
 
 /// Enqueues on a pooled connection of its own.

@@ -296,10 +296,14 @@ pub async fn push(
     args: Vec<u8>,
     max_attempts: usize,
     idempotency_key: Option<&str>,
+    due: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), apalis_postgres::Error> {
     let mut task = apalis::prelude::TaskBuilder::new(args).max_attempts(max_attempts);
     if let Some(key) = idempotency_key {
         task = task.idempotency_key(key);
+    }
+    if let Some(due) = due {
+        task = task.run_at_timestamp(u64::try_from(due.timestamp()).unwrap_or(0));
     }
     apalis_postgres::queries::push_tasks(conn, queue, vec![task.build()]).await
 }

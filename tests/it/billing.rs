@@ -629,7 +629,7 @@ async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once
     agent_meter::clock::catch_up(&deps, &schedule, at("2026-09-15T12:00:00Z")).await;
     agent_meter::clock::catch_up(&deps, &schedule, at("2026-09-15T12:05:00Z")).await;
     let queued: Vec<String> = sqlx::query_scalar(
-        "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY id",
+        "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY run_at",
     )
     .fetch_all(&db.pool)
     .await
@@ -651,7 +651,7 @@ async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once
     );
     agent_meter::clock::catch_up(&deps, &schedule, at("2027-03-15T12:00:00Z")).await;
     let latest: Vec<String> = sqlx::query_scalar(
-        "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY id DESC LIMIT 2",
+        "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY run_at DESC LIMIT 2",
     )
     .fetch_all(&db.pool)
     .await

@@ -380,6 +380,10 @@ impl TestApp {
     /// Web and worker on a seeded database, every provider pointed at `mocks`.
     pub async fn spawn_with_mocks(mocks: &Mocks, extra: &[(&str, &str)]) -> TestApp {
         let mut vars = mocks.config();
+        // A tool-call answer waits for its job; on a loaded machine a fresh worker may take more
+        // than the default 3 s to pick it up. The answer still returns as soon as the job ends;
+        // tests about the wait itself set their own.
+        vars.push(("TOOL_RESULT_WAIT_MS".into(), "10000".into()));
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let borrowed: Vec<(&str, &str)> =
             vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
