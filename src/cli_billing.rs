@@ -365,6 +365,28 @@ pub async fn usage(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<
     Ok(())
 }
 
+/// `summarize-usage`: the daily summary brought up to the ledger's cut of now, in chunks that
+/// each commit; an error (exit 1) when the budget runs out first (a rerun carries on).
+pub async fn summarize_usage(deps: &Deps, budget: std::time::Duration) -> anyhow::Result<()> {
+    let tz = deps.config.billing_timezone;
+    let cut = crate::billing::rollup::ledger_cut(&deps.pool).await?;
+    let done = crate::store::usage_daily::refresh(&deps.pool, tz, cut, budget).await?;
+    if !done.complete {
+        anyhow::bail!(
+            "the summary took {} ledger row(s) but is not up to date after {} s; run it again (or with a larger --budget-secs) to carry on",
+            done.rows,
+            budget.as_secs()
+        );
+    }
+    println!(
+        "usage summary ({}) up to date through {}: {} ledger row(s) added",
+        tz.name(),
+        cut.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        done.rows
+    );
+    Ok(())
+}
+
 pub async fn sync_calls(deps: &Deps, date: NaiveDate, agent: Option<&str>) -> anyhow::Result<()> {
     let agent_id = agent_id(deps, agent).await?;
     let report = SyncCalls { date, agent_id }.sync(deps).await?;

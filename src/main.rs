@@ -2,7 +2,7 @@
 
 mod demo;
 
-use std::{process::ExitCode, sync::Arc};
+use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use agent_meter::{
     app::{self, Roles},
@@ -75,6 +75,13 @@ enum Command {
         /// Stop when the story is told instead of serving until Ctrl-C.
         #[arg(long)]
         exit: bool,
+    },
+    /// Bring the daily usage summary that reports read up to date now (the daily prune job does
+    /// it within half its time budget; run this after a bulk import of usage rows).
+    SummarizeUsage {
+        /// Give up (exit 1, keeping what was committed) after this many seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        budget_secs: u64,
     },
     /// Reconcile one day's calls with the Vapi API (what the 03:00 cron does).
     SyncCalls {
@@ -206,6 +213,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Invoices(cmd) => return cli_billing::invoices(&deps(), cmd).await,
         Command::Usage { month, format } => {
             return cli_billing::usage(&deps(), month, format).await;
+        }
+        Command::SummarizeUsage { budget_secs } => {
+            return cli_billing::summarize_usage(&deps(), Duration::from_secs(budget_secs)).await;
         }
         Command::SyncCalls { date, agent } => {
             return cli_billing::sync_calls(&deps(), date, agent.as_deref()).await;

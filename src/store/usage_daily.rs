@@ -181,7 +181,7 @@ pub async fn refresh(
         let mut tx = pool.begin().await?;
         let left = budget.saturating_sub(started.elapsed()).as_millis();
         sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-            .bind(format!("{}ms", left.clamp(1_000, 600_000)))
+            .bind(format!("{}ms", left.clamp(1_000, 86_400_000)))
             .execute(&mut *tx)
             .await?;
         sqlx::query(

@@ -46,6 +46,7 @@ fn every_command_has_help() {
         Some("worker"),
         Some("clock"),
         Some("tools"),
+        Some("summarize-usage"),
     ] {
         let mut cmd = agent_meter();
         if let Some(s) = sub {

@@ -995,3 +995,66 @@ async fn a_summary_chunk_over_its_budget_is_cancelled_and_reports_stay_exact() {
         .expect("summary");
     assert_eq!(events, 2);
 }
+
+/// After a bulk import (rows created in one statement, so no chunk of `created_at` can split
+/// them), `agent-meter summarize-usage` brings the summary up to date at once, without the daily
+/// job's budget; a rerun adds nothing; a budget out of range is refused by name.
+#[tokio::test]
+async fn summarize_usage_brings_a_bulk_import_into_the_summary() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    sqlx::query(
+        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd,
+                                          cost_usd, occurred_at, idempotency_key)
+         SELECT $1, 'solar_ocr_scan', 1, 0.075, 0.075,
+                '2026-11-01T12:00:00Z'::timestamptz + (i % 20) * interval '1 day', 'import-' || i
+           FROM generate_series(1, 5000) i",
+    )
+    .bind(agent)
+    .execute(&db.pool)
+    .await
+    .expect("import");
+    let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("up to date") && out.contains(": 5000 ledger row(s) added"),
+        "{out}"
+    );
+    let summarized: (i64, Decimal, i64) = sqlx::query_as(
+        "SELECT sum(events)::int8, sum(quantity), count(DISTINCT day)::int8 FROM usage_daily
+          WHERE time_zone = 'America/Phoenix'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("summary");
+    assert_eq!(summarized, (5000, Decimal::from(5000), 20));
+    let behind: bool = sqlx::query_scalar(
+        "SELECT through < (SELECT max(created_at) FROM agent_usage_metrics)
+           FROM usage_daily_through WHERE time_zone = 'America/Phoenix'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("through");
+    assert!(!behind, "the summary reaches the last imported row");
+
+    let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]);
+    assert!(ok && out.contains(": 0 ledger row(s) added"), "{out} {err}");
+
+    // Out of budget (a summary row held by another transaction): exit 1, saying to run again.
+    insert_scan(&db.pool, agent, "2026-11-01T13:00:00Z", "after-import").await;
+    let mut holder = db.pool.begin().await.expect("holder");
+    sqlx::query("SELECT * FROM usage_daily FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock the summary rows");
+    let (ok, _, err) = crate::cli::run_on(&db.url, &["summarize-usage", "--budget-secs=1"]);
+    assert!(!ok && err.contains("run it again"), "{err}");
+    holder.rollback().await.expect("release");
+    let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]);
+    assert!(ok && out.contains(": 1 ledger row(s) added"), "{out} {err}");
+    for bad in ["0", "-5", "abc", "86401"] {
+        let arg = format!("--budget-secs={bad}");
+        let (ok, _, err) = crate::cli::run_on(&db.url, &["summarize-usage", &arg]);
+        assert!(!ok && err.contains("--budget-secs"), "{bad}: {err}");
+    }
+}
