@@ -10,7 +10,7 @@ use std::{
 
 use agent_meter::jobs::{self, solar_ocr_scan::SolarOcrScan};
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgPool};
 
 use crate::helpers::*;
 
@@ -80,11 +80,22 @@ impl Proc {
 
     /// [`Proc::web`] with an environment of the caller's (its `BIND_ADDR` is chosen here).
     pub async fn web_with(mut vars: Vec<(String, String)>) -> (Proc, String) {
-        let port = free_port();
-        vars.retain(|(k, _)| k != "BIND_ADDR");
-        vars.push(("BIND_ADDR".into(), format!("127.0.0.1:{port}")));
+        // Port 0: the process binds a port of the kernel's choosing and logs it, so no other
+        // test can take the port between a pick here and the bind there.
+        vars.retain(|(k, _)| k != "BIND_ADDR" && k != "LOG_FORMAT");
+        vars.push(("BIND_ADDR".into(), "127.0.0.1:0".into()));
+        vars.push(("LOG_FORMAT".into(), "json".into()));
         let web = Proc::start(&["web"], &vars);
-        let base = format!("http://127.0.0.1:{port}");
+        let addr = eventually(30, "the web process to log its address", || async {
+            web.log_text().lines().find_map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                (v["fields"]["message"] == "web listening")
+                    .then(|| v["fields"]["addr"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        })
+        .await;
+        let base = format!("http://{addr}");
         let http = reqwest::Client::new();
         eventually(30, "the web process to answer", || {
             let (http, base) = (http.clone(), base.clone());
@@ -326,4 +337,20 @@ pub async fn send_reports(webs: &[&str], prefix: &str, count: usize, parallel: u
         .buffer_unordered(parallel)
         .collect()
         .await
+}
+
+/// Waits until every queue of a process has registered its worker. Each look is a connection
+/// of its own, closed at once: a backend reports its transactions when it exits, so nothing of
+/// ours is counted later, inside a measurement.
+pub async fn workers_registered(db: &TestDb, at_least: i64) {
+    eventually(30, "the workers to register", || async {
+        let mut c = sqlx::PgConnection::connect(&db.url).await.ok()?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.workers")
+            .fetch_one(&mut c)
+            .await
+            .ok()?;
+        let _ = c.close().await;
+        (n >= at_least).then_some(())
+    })
+    .await;
 }
