@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use agent_meter::{db, db::LocalCluster, seed};
+use agent_meter::{db, seed};
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::*;
@@ -231,10 +231,7 @@ async fn a_report_taken_by_one_process_is_metered_by_another_within_milliseconds
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_webs_three_workers_and_a_clock_fit_a_sixty_connection_server() {
     const REPORTS: usize = 600;
-    let root = std::env::temp_dir().join(format!("am-pg-{}", uuid::Uuid::new_v4().simple()));
-    let cluster = LocalCluster::new(root.join("data"), free_port());
-    let _stopper = Stopper(cluster.clone());
-    cluster.start().await.expect("a private PostgreSQL");
+    let (cluster, _stopper) = private_cluster().await;
     let mut admin = PgConnection::connect(&cluster.admin_url())
         .await
         .expect("admin");

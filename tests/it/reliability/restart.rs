@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_meter::{app, db, db::LocalCluster, seed};
+use agent_meter::{app, db, seed};
 use tokio::sync::watch;
 
 use super::support::*;
@@ -20,13 +20,7 @@ const RATE: f64 = 200.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_twice_under_load_loses_and_duplicates_nothing() {
-    let root = std::env::temp_dir().join(format!("am-pg-{}", uuid::Uuid::new_v4().simple()));
-    let cluster = LocalCluster::new(root.join("data"), free_port());
-    let stopper = Stopper(cluster.clone());
-    cluster
-        .start()
-        .await
-        .expect("a private PostgreSQL for this test");
+    let (cluster, stopper) = private_cluster().await;
     let admin = cluster.admin_url();
     let url = format!("postgres://postgres@127.0.0.1:{}/reliability", cluster.port);
     db::create_database_if_missing(

@@ -164,11 +164,33 @@ pub fn env_at(url: &str, gemini: &str, extra: &[(&str, &str)]) -> Vec<(String, S
 }
 
 /// A free loopback port (bound, then released for a child to take).
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A private PostgreSQL cluster under a fresh temporary directory, started, with the guard that
+/// stops and removes it. Its port is picked before the server binds it, so another test may take
+/// it in between: then it is started again on another.
+pub async fn private_cluster() -> (agent_meter::db::LocalCluster, Stopper) {
+    let root = std::env::temp_dir().join(format!("am-pg-{}", uuid::Uuid::new_v4().simple()));
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let cluster = agent_meter::db::LocalCluster::new(root.join("data"), free_port());
+        match cluster.start().await {
+            Ok(()) => return (cluster.clone(), Stopper(cluster)),
+            Err(e) if tries < 3 => {
+                eprintln!("private PostgreSQL did not start, trying another port: {e:#}")
+            }
+            Err(e) => {
+                let _stopper = Stopper(cluster);
+                panic!("a private PostgreSQL for this test: {e:#}");
+            }
+        }
+    }
 }
 
 /// A Gemini stand-in that answers every scan after `delay`, numbering its answers: the
