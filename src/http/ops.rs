@@ -91,14 +91,25 @@ pub fn foreign_post(headers: &axum::http::HeaderMap, app: &AppState) -> bool {
     from_browser && !same_origin(headers, app)
 }
 
-/// `; Secure` for our cookies when we are served over https (`PUBLIC_BASE_URL`).
-pub fn secure_attr(app: &AppState) -> &'static str {
+/// The `Set-Cookie` value of a session cookie: `HttpOnly`, scoped to `path`, `Secure` when we
+/// are served over https (`PUBLIC_BASE_URL`). `session`: its id and lifetime; `None` clears it.
+pub fn session_cookie(
+    app: &AppState,
+    name: &str,
+    path: &str,
+    same_site: &str,
+    session: Option<(&str, std::time::Duration)>,
+) -> String {
     let https = app
         .config
         .public_base_url
         .as_deref()
         .is_some_and(|u| u.starts_with("https://"));
-    if https { "; Secure" } else { "" }
+    let secure = if https { "; Secure" } else { "" };
+    let (value, max_age) = session.map_or(("", 0), |(id, ttl)| (id, ttl.as_secs()));
+    format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}"
+    )
 }
 
 /// Whether a request comes from our own origin: `Sec-Fetch-Site: same-origin`, else an `Origin`

@@ -22,7 +22,7 @@ use super::{
     AppState, cookie,
     error::ApiError,
     esc,
-    ops::{Operator, SESSION_COOKIE, foreign_post, same_origin, secure_attr},
+    ops::{Operator, SESSION_COOKIE, foreign_post, same_origin, session_cookie},
 };
 use crate::{
     billing::Month,
@@ -105,10 +105,12 @@ async fn login(
         )
             .into_response();
     };
-    let secure = secure_attr(&app);
-    let cookie = format!(
-        "{SESSION_COOKIE}={id}; Path=/ops; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        ttl.as_secs()
+    let cookie = session_cookie(
+        &app,
+        SESSION_COOKIE,
+        "/ops",
+        "Strict",
+        Some((id.as_str(), ttl)),
     );
     tracing::info!(operator, "ops page login");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/ops/")).into_response()
@@ -123,7 +125,7 @@ async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
     {
         tracing::warn!(error = %e, "ops session not revoked");
     }
-    let cookie = format!("{SESSION_COOKIE}=; Path=/ops; HttpOnly; SameSite=Strict; Max-Age=0");
+    let cookie = session_cookie(&app, SESSION_COOKIE, "/ops", "Strict", None);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/ops/")).into_response()
 }
 

@@ -29,7 +29,7 @@ use super::{
     AppState, cookie,
     error::ApiError,
     esc,
-    ops::{foreign_post, same_origin, secure_attr},
+    ops::{foreign_post, same_origin, session_cookie},
 };
 use crate::{
     billing::Month,
@@ -326,10 +326,12 @@ async fn start_session(app: &AppState, agent: Uuid) -> Response {
     match created.await {
         Ok(id) => {
             tracing::info!(agent.id = %agent, "portal sign-in");
-            let cookie = format!(
-                "{SESSION_COOKIE}={id}; Path=/portal; HttpOnly; SameSite=Lax; Max-Age={}{}",
-                ttl.as_secs(),
-                secure_attr(app)
+            let cookie = session_cookie(
+                app,
+                SESSION_COOKIE,
+                "/portal",
+                "Lax",
+                Some((id.as_str(), ttl)),
             );
             ([(header::SET_COOKIE, cookie)], Redirect::to("/portal/")).into_response()
         }
@@ -345,10 +347,7 @@ async fn sign_out(State(app): State<AppState>, headers: HeaderMap) -> Response {
     {
         tracing::warn!(error = %e, "portal session not revoked");
     }
-    let cookie = format!(
-        "{SESSION_COOKIE}=; Path=/portal; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        secure_attr(&app)
-    );
+    let cookie = session_cookie(&app, SESSION_COOKIE, "/portal", "Lax", None);
     (
         [(header::SET_COOKIE, cookie)],
         Redirect::to("/portal/sign-in"),
