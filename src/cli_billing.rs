@@ -203,19 +203,18 @@ pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<(
                     );
                     for i in &list {
                         for l in &i.lines {
-                            println!(
-                                "{},{},{},{},{},{},{},{},{},{}",
-                                i.agent_id,
-                                csv(&i.agency_name),
-                                i.period,
-                                i.status,
-                                l.kind,
-                                l.metric_type,
-                                l.quantity,
-                                l.unit_price,
-                                l.amount,
-                                i.total
-                            );
+                            csv_row(&[
+                                &i.agent_id,
+                                &i.agency_name,
+                                &i.period,
+                                &i.status,
+                                &l.kind,
+                                &l.metric_type,
+                                &l.quantity,
+                                &l.unit_price,
+                                &l.amount,
+                                &i.total,
+                            ]);
                         }
                     }
                 }
@@ -261,19 +260,18 @@ async fn trace(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<()> 
                 "agent_id,agency_name,metric_type,unit_price,state,invoice,line_kind,invoice_line_id,count,quantity"
             );
             for r in &rows {
-                println!(
-                    "{},{},{},{},{},{},{},{},{},{}",
-                    r.agent_id,
-                    csv(&r.agency_name),
-                    r.metric_type,
-                    r.unit_price,
-                    r.state,
-                    r.invoice.clone().unwrap_or_default(),
-                    r.line_kind.clone().unwrap_or_default(),
-                    r.invoice_line_id.map(|l| l.to_string()).unwrap_or_default(),
-                    r.events,
-                    r.quantity
-                );
+                csv_row(&[
+                    &r.agent_id,
+                    &r.agency_name,
+                    &r.metric_type,
+                    &r.unit_price,
+                    &r.state,
+                    &r.invoice.clone().unwrap_or_default(),
+                    &r.line_kind.clone().unwrap_or_default(),
+                    &r.invoice_line_id.map(|l| l.to_string()).unwrap_or_default(),
+                    &r.events,
+                    &r.quantity,
+                ]);
             }
         }
         Format::Table => {
@@ -329,17 +327,16 @@ pub async fn usage(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<
         Format::Csv => {
             println!("agent_id,agency_name,metric_type,count,quantity,billed,provider_cost,margin");
             for r in &rows {
-                println!(
-                    "{},{},{},{},{},{},{},{}",
-                    r.agent_id,
-                    csv(&r.agency_name),
-                    r.metric_type,
-                    r.events,
-                    r.quantity.normalize(),
-                    reports::cents(r.billed_usd),
-                    reports::cents(r.provider_cost_usd),
-                    reports::cents(r.margin_usd())
-                );
+                csv_row(&[
+                    &r.agent_id,
+                    &r.agency_name,
+                    &r.metric_type,
+                    &r.events,
+                    &r.quantity.normalize(),
+                    &reports::cents(r.billed_usd),
+                    &reports::cents(r.provider_cost_usd),
+                    &reports::cents(r.margin_usd()),
+                ]);
             }
         }
         Format::Table => {
@@ -397,10 +394,18 @@ pub async fn sync_calls(deps: &Deps, date: NaiveDate, agent: Option<&str>) -> an
     Ok(())
 }
 
-fn csv(field: &str) -> String {
-    if field.contains([',', '"', '\n']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
-    }
+/// One CSV record on stdout; a field with a comma, quote or line break is quoted.
+fn csv_row(fields: &[&dyn std::fmt::Display]) {
+    let fields: Vec<String> = fields
+        .iter()
+        .map(|f| {
+            let f = f.to_string();
+            if f.contains([',', '"', '\n']) {
+                format!("\"{}\"", f.replace('"', "\"\""))
+            } else {
+                f
+            }
+        })
+        .collect();
+    println!("{}", fields.join(","));
 }
