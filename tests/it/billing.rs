@@ -644,6 +644,24 @@ async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once
         ],
         "every missed month once, oldest first"
     );
+    // Each is due at its own tick (02:00 on the 1st in Phoenix), so the queue, which takes the
+    // earliest run_at first, runs them in that order however fast they were queued.
+    let due: Vec<String> = sqlx::query_scalar(
+        "SELECT to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM apalis.jobs
+          WHERE job_type = 'invoice_rollup' ORDER BY run_at",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("due");
+    assert_eq!(
+        due,
+        [
+            "2026-06-01 09:00",
+            "2026-07-01 09:00",
+            "2026-08-01 09:00",
+            "2026-09-01 09:00"
+        ]
+    );
     // The look-back bounds a very long outage.
     let deps = Deps::new(
         db.pool.clone(),
