@@ -46,12 +46,19 @@ fn parse(spec: &str) -> Vec<Point> {
 
 /// Aborts the process if `name` is armed and this is its N-th hit.
 pub fn hit(name: &str) {
-    for point in points().iter().filter(|p| p.name == name) {
-        if point.hits.fetch_add(1, Ordering::SeqCst) + 1 == point.at {
-            eprintln!("failpoint {name} reached (hit {}): aborting", point.at);
-            std::process::abort();
-        }
+    if let Some(at) = counts(points(), name) {
+        eprintln!("failpoint {name} reached (hit {at}): aborting");
+        std::process::abort();
     }
+}
+
+/// Counts a hit of `name` in `points`: `Some(N)` when this is an armed point's N-th hit.
+fn counts(points: &[Point], name: &str) -> Option<u64> {
+    points
+        .iter()
+        .filter(|p| p.name == name)
+        .find(|p| p.hits.fetch_add(1, Ordering::SeqCst) + 1 == p.at)
+        .map(|p| p.at)
 }
 
 #[cfg(test)]
@@ -69,7 +76,14 @@ mod tests {
     }
 
     #[test]
-    fn unarmed_points_do_nothing() {
+    fn a_point_fires_on_its_nth_hit_only_and_unarmed_points_never() {
+        let points = parse("after_effect_commit=3");
+        let hits: Vec<Option<u64>> = (0..5)
+            .map(|_| counts(&points, "after_effect_commit"))
+            .collect();
+        assert_eq!(hits, [None, None, Some(3), None, None]);
+        assert!((0..5).all(|_| counts(&points, "never_armed").is_none()));
+        // With nothing armed (the test process has no AGENT_METER_FAILPOINTS), `hit` returns.
         hit("never_armed");
     }
 }

@@ -208,7 +208,12 @@ async fn a_price_change_mid_month_gives_two_usage_lines() {
         from.pred_opt().expect("d"),
     )
     .await;
-    assert!(earlier.is_err(), "prices change in date order");
+    match earlier {
+        Err(pricing::SetPriceError::LaterPriceExists(metric, day)) => {
+            assert_eq!((metric.as_str(), day), ("vapi_call_minutes", from));
+        }
+        other => panic!("prices change in date order, got {other:?}"),
+    }
     drop(conn);
 
     let app = TestApp::spawn_on(
@@ -315,10 +320,14 @@ async fn the_setup_fee_appears_once_across_months_and_late_usage_becomes_an_adju
     billing::rollup(&db.pool, month("2027-01"), Phoenix, Some(&email))
         .await
         .expect("rollup jan");
+    let refused = billing::finalize(&db.pool, month("2027-01"), Phoenix, Some(&email), later())
+        .await
+        .expect_err("out of order");
     assert!(
-        billing::finalize(&db.pool, month("2027-01"), Phoenix, Some(&email), later())
-            .await
-            .is_err()
+        refused
+            .to_string()
+            .contains("2026-12 is not finalized (missing or still a draft); finalize it before 2027-01"),
+        "{refused}"
     );
 }
 

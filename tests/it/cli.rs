@@ -284,13 +284,15 @@ async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
         "2026-11-15",
     ]);
     assert!(!ok && err.contains("date order"), "{err}");
+    // `--` so that clap reads -1 as the price, not a flag: the guard itself must refuse it.
     let (ok, _, err) = run(&[
         "prices",
         "set",
-        "solar_ocr_scan",
-        "-1",
         "--from",
         "2027-01-01",
+        "solar_ocr_scan",
+        "--",
+        "-1",
     ]);
-    assert!(!ok, "{err}");
+    assert!(!ok && err.contains("a price cannot be negative"), "{err}");
 }

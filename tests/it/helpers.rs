@@ -616,3 +616,18 @@ pub async fn ops_login(app: &TestApp, token: &str) -> String {
         .expect("cookie")
         .to_string()
 }
+
+/// Tests that read "this month" (the portal's and the money view's default) would straddle the
+/// month turn in `tz` if they ran across it: when the turn is less than five minutes away, wait
+/// until just after it.
+pub async fn clear_of_month_turn(tz: chrono_tz::Tz) {
+    let now = chrono::Utc::now();
+    let turn = agent_meter::billing::Month::containing(now, tz)
+        .next()
+        .start(tz);
+    if turn - now < chrono::Duration::minutes(5) {
+        let wait = (turn - now).to_std().unwrap_or_default() + Duration::from_secs(2);
+        println!("the month turns at {turn}: starting after it, in {wait:?}");
+        tokio::time::sleep(wait).await;
+    }
+}

@@ -119,6 +119,7 @@ async fn get(app: &TestApp, path: &str, cookie: Option<&str>, lang: &str) -> (u1
 
 #[tokio::test]
 async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
+    clear_of_month_turn(Phoenix).await;
     let app = TestApp::spawn_web_only().await;
     let (a, b) = (
         app.db.agent_id(PHONE_1).await,
@@ -409,6 +410,7 @@ fn row_of(page: &str, opening: &str) -> String {
 
 #[tokio::test]
 async fn the_ops_page_shows_each_agencys_margin_for_the_month() {
+    clear_of_month_turn(Phoenix).await;
     let (app, cookie) = ops_app().await;
     let (a, b) = (
         app.db.agent_id(PHONE_1).await,
@@ -441,6 +443,7 @@ async fn the_ops_page_shows_each_agencys_margin_for_the_month() {
 
 #[tokio::test]
 async fn month_over_month_usage_revenue_is_read_from_the_months_invoices() {
+    clear_of_month_turn(Phoenix).await;
     let (app, cookie) = ops_app().await;
     let a = app.db.agent_id(PHONE_1).await;
     sqlx::query("UPDATE agents SET billing_starts_on = '2026-09-01'")
@@ -494,6 +497,7 @@ async fn month_over_month_usage_revenue_is_read_from_the_months_invoices() {
 /// overview (README's `docs/portal-overview.png` was made so).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_real_browser_an_agency_signs_in_with_its_link_and_sees_its_calls_and_invoice() {
+    clear_of_month_turn(Phoenix).await;
     let Some(browser_path) = chromium_or_skip() else {
         return;
     };

@@ -35,6 +35,10 @@ GROUP BY a.id, a.agency_name;
 async fn the_seed_documents_monthly_cost_query_runs_unchanged() {
     let db = TestDb::seeded().await;
     let agent = db.agent_id(PHONE_1).await;
+    // The rows and the query share one transaction, so the query's NOW() is the rows'
+    // created_at: the month they were made in is the month it reads, even across 00:00 UTC on
+    // the 1st.
+    let mut tx = db.pool.begin().await.expect("tx");
     for (metric, key, qty, price) in [
         ("solar_ocr_scan", "s1", 1, "0.075"),
         ("solar_ocr_scan", "s2", 1, "0.075"),
@@ -43,23 +47,24 @@ async fn the_seed_documents_monthly_cost_query_runs_unchanged() {
     ] {
         sqlx::query(
             "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                              occurred_at, idempotency_key)
-             VALUES ($1, $2, $3, $4::numeric, $3 * $4::numeric, now(), $5)",
+                                              occurred_at, idempotency_key, created_at)
+             VALUES ($1, $2, $3, $4::numeric, $3 * $4::numeric, now(), $5, now())",
         )
         .bind(agent)
         .bind(metric)
         .bind(Decimal::from(qty))
         .bind(price)
         .bind(key)
-        .execute(&db.pool)
+        .execute(&mut *tx)
         .await
         .expect("usage row");
     }
     let rows: Vec<(String, Option<String>, i64, Option<Decimal>)> =
         sqlx::query_as(SEED_MONTHLY_COST)
-            .fetch_all(&db.pool)
+            .fetch_all(&mut *tx)
             .await
             .expect("seed query runs");
+    tx.rollback().await.expect("rollback");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, "Flagstaff Family Insurance");
     assert_eq!(rows[0].1.as_deref(), Some("+19285550101"));
