@@ -154,6 +154,8 @@ mod tests {
             system_prompt: None,
             status: "active".into(),
             tools: None,
+            billing_starts_on: chrono::NaiveDate::MIN,
+            cancelled_on: None,
         }
     }
 

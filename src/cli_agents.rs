@@ -7,7 +7,12 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use sqlx::PgPool;
 
-use crate::store::agents::{self, AgentChanges, NewAgent};
+use chrono_tz::Tz;
+
+use crate::{
+    lifecycle::{self, Move, State},
+    store::agents::{self, AgentChanges, NewAgent},
+};
 
 #[derive(Subcommand)]
 pub enum AgentsCommand {
@@ -35,6 +40,32 @@ pub enum AgentsCommand {
         #[arg(long)]
         revoke: bool,
     },
+    /// Suspend service (calls get an error answer, tool calls are refused); still billed.
+    Pause(MoveArgs),
+    /// End a pause: back in service.
+    Resume(MoveArgs),
+    /// Cancel: out of service from the day (today by default), billed through its month.
+    Cancel {
+        #[command(flatten)]
+        who: MoveArgs,
+        /// The day it takes effect, YYYY-MM-DD in BILLING_TIMEZONE: today by default; a past day
+        /// only while nothing was metered since and no later month is finalized; a future day
+        /// schedules it.
+        #[arg(long)]
+        on: Option<chrono::NaiveDate>,
+    },
+    /// Bring a cancelled agency back (or withdraw a scheduled cancellation): billed again from
+    /// this month, with no second setup fee.
+    Reactivate(MoveArgs),
+}
+
+#[derive(Args)]
+pub struct MoveArgs {
+    /// The agent's email.
+    pub email: String,
+    /// Who is acting, for the audit trail (default: the OS user).
+    #[arg(long)]
+    pub actor: Option<String>,
 }
 
 #[derive(Args)]
@@ -65,9 +96,17 @@ pub struct SetArgs {
     pub phone_number: Option<String>,
     #[arg(long)]
     pub vapi_phone_number_id: Option<String>,
-    /// active, paused or cancelled.
+    /// active, paused or cancelled: the same moves as `agents resume|reactivate`, `pause` and
+    /// `cancel` (today).
     #[arg(long, value_parser = ["active", "paused", "cancelled"])]
     pub status: Option<String>,
+    /// The day billing starts, YYYY-MM-DD (its month bills the setup fee and the first
+    /// subscription); refused once an invoice of the agent is finalized.
+    #[arg(long)]
+    pub billing_starts_on: Option<chrono::NaiveDate>,
+    /// Who is acting, for the audit trail of --status and --billing-starts-on (default: the OS user).
+    #[arg(long)]
+    pub actor: Option<String>,
     /// The tools its assistant gets, comma-separated (`agent-meter tools list`); `all` (the
     /// default for a new agent) gives every registered tool, "" none.
     #[arg(long)]
@@ -117,8 +156,23 @@ impl PersonaArgs {
     }
 }
 
-pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
+/// Makes one lifecycle move and says what it did.
+async fn make_move(
+    pool: &PgPool,
+    tz: Tz,
+    email: &str,
+    mv: Move,
+    actor: Option<&str>,
+) -> anyhow::Result<()> {
+    let who = crate::cli_jobs::actor(actor);
+    let moved = lifecycle::apply(pool, email, mv, &who, tz, chrono::Utc::now()).await?;
+    println!("{email}: {} -> {}; {}", moved.from, moved.to, moved.summary);
+    Ok(())
+}
+
+pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
+    let now = chrono::Utc::now();
     match command {
         AgentsCommand::List { json } => {
             let list = agents::list(&mut conn).await?;
@@ -129,7 +183,8 @@ pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
                         serde_json::json!({
                             "id": a.id, "agency_name": a.agency_name, "email": a.email,
                             "phone_number": a.phone_number, "vapi_phone_number_id": a.vapi_phone_number_id,
-                            "vapi_assistant_id": a.vapi_assistant_id, "status": a.status,
+                            "vapi_assistant_id": a.vapi_assistant_id, "status": a.state(now, tz).as_str(),
+                            "billing_starts_on": a.billing_starts_on, "cancelled_on": a.cancelled_on,
                             "greeting": a.greeting, "has_system_prompt": a.system_prompt.is_some(),
                             "has_discord": a.discord_webhook_url.is_some(),
                             "tools": crate::tools::of_agent(a.tools.as_deref()).iter().map(|t| t.name).collect::<Vec<_>>(),
@@ -139,8 +194,8 @@ pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<30} {:<32} {:<14} {:<26} {:<9} PERSONA",
-                    "AGENCY", "EMAIL", "PHONE", "VAPI PHONE ID", "STATUS"
+                    "{:<30} {:<32} {:<14} {:<26} {:<9} {:<10} {:<10} PERSONA",
+                    "AGENCY", "EMAIL", "PHONE", "VAPI PHONE ID", "STATUS", "BILLED FROM", "CANCELS"
                 );
                 for a in &list {
                     let persona = match (&a.vapi_assistant_id, &a.system_prompt) {
@@ -149,16 +204,30 @@ pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
                         (None, None) => "default".to_string(),
                     };
                     println!(
-                        "{:<30} {:<32} {:<14} {:<26} {:<9} {}",
+                        "{:<30} {:<32} {:<14} {:<26} {:<9} {:<10} {:<10} {}",
                         a.agency_name,
                         a.email,
                         a.phone_number.as_deref().unwrap_or("-"),
                         a.vapi_phone_number_id.as_deref().unwrap_or("-"),
-                        a.status,
+                        a.state(now, tz).as_str(),
+                        a.billing_starts_on,
+                        a.cancelled_on.map_or("-".to_string(), |d| d.to_string()),
                         persona
                     );
                 }
             }
+        }
+        AgentsCommand::Pause(m) => {
+            make_move(pool, tz, &m.email, Move::Pause, m.actor.as_deref()).await?
+        }
+        AgentsCommand::Resume(m) => {
+            make_move(pool, tz, &m.email, Move::Resume, m.actor.as_deref()).await?
+        }
+        AgentsCommand::Cancel { who, on } => {
+            make_move(pool, tz, &who.email, Move::Cancel(on), who.actor.as_deref()).await?
+        }
+        AgentsCommand::Reactivate(m) => {
+            make_move(pool, tz, &m.email, Move::Reactivate, m.actor.as_deref()).await?
         }
         AgentsCommand::Add(a) => {
             let new = NewAgent {
@@ -199,6 +268,25 @@ pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
             }
         }
         AgentsCommand::Set(s) => {
+            if agents::find_by_email(&mut conn, &s.email).await?.is_none() {
+                anyhow::bail!("no agent with email {}", s.email);
+            }
+            // The life of the agency goes through its one state machine.
+            if let Some(status) = s.status.as_deref() {
+                let agent = agents::find_by_email(&mut conn, &s.email).await?;
+                let state = agent.map(|a| a.state(now, tz));
+                let mv = match (status, state) {
+                    ("paused", _) => Move::Pause,
+                    ("cancelled", _) => Move::Cancel(None),
+                    (_, Some(State::Paused)) => Move::Resume,
+                    _ => Move::Reactivate,
+                };
+                make_move(pool, tz, &s.email, mv, s.actor.as_deref()).await?;
+            }
+            if let Some(day) = s.billing_starts_on {
+                make_move(pool, tz, &s.email, Move::BillingStartsOn(day), s.actor.as_deref())
+                    .await?;
+            }
             let changes = AgentChanges {
                 system_prompt: s.persona.system_prompt()?,
                 agency_name: s.agency_name,
@@ -207,7 +295,6 @@ pub async fn run(pool: &PgPool, command: AgentsCommand) -> anyhow::Result<()> {
                 vapi_assistant_id: s.persona.vapi_assistant_id,
                 discord_webhook_url: s.persona.discord_webhook_url,
                 greeting: s.persona.greeting,
-                status: s.status,
                 tools: s.tools.as_deref().map(parse_tools).transpose()?,
             };
             match agents::update(&mut conn, &s.email, &changes).await {

@@ -81,7 +81,7 @@ impl FilterArgs {
 }
 
 /// Who is acting, for the audit trail: `--actor`, else the OS user (`$USER`, `$LOGNAME`).
-fn actor(given: Option<&str>) -> String {
+pub(crate) fn actor(given: Option<&str>) -> String {
     let user = given
         .map(str::trim)
         .filter(|a| !a.is_empty())

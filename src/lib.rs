@@ -9,6 +9,7 @@
 //! - [`vapi`]: the Vapi server messages we read; [`seed`]: launch agents and prices.
 //! - [`assistant`]: answers to assistant-request; [`tools`]: tool-call parsing.
 //! - [`providers`]: Gemini, ArcGIS, Vapi and Discord clients that classify their failures.
+//! - [`lifecycle`]: an agency's states, moves and dates, in one place.
 //! - [`app`]: runs any mix of roles in one process with graceful shutdown.
 
 pub mod app;
@@ -26,6 +27,7 @@ pub mod failpoint;
 pub mod http;
 pub mod invoice_pdf;
 pub mod jobs;
+pub mod lifecycle;
 pub mod listen;
 pub mod money;
 pub mod providers;

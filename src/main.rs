@@ -205,7 +205,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if let AgentsCommand::Invite { email } = *cmd {
                 return cli_agents::invite(&deps(), &email).await;
             }
-            return cli_agents::run(&pool, *cmd).await;
+            return cli_agents::run(&pool, config.billing_timezone, *cmd).await;
         }
         Command::Jobs(cmd) => return cli_jobs::run(&pool, cmd).await,
         Command::Tools(cmd) => return cli_tools::run(&pool, config.billing_timezone, cmd).await,

@@ -85,7 +85,7 @@ async fn check_order(
           CROSS JOIN LATERAL generate_series(first_billable_month(a.billing_starts_on),
                                              $2::date - interval '1 month', interval '1 month') AS m
           WHERE a.id = ANY($1)
-            AND billable_in(a.billing_starts_on, a.cancelled_on, m::date)
+            AND billable_in(a.id, a.billing_starts_on, a.cancelled_on, m::date)
             AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.agent_id = a.id
                                AND i.period_start = m::date AND i.status = 'finalized')
           ORDER BY m, a.email LIMIT 1",

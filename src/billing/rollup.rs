@@ -31,7 +31,7 @@ pub async fn billable_agents(
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT id FROM agents
-          WHERE billable_in(billing_starts_on, cancelled_on, $1)
+          WHERE billable_in(id, billing_starts_on, cancelled_on, $1)
             AND ($2::text IS NULL OR email = $2)
           ORDER BY id",
     )
@@ -132,7 +132,7 @@ impl Ledger {
 /// month) and the watermark of that latest finalized invoice; `$1` agents, `$2` the month.
 const COVERAGE: &str = "ctx AS (
      SELECT a.id,
-            COALESCE((max(f.period_start) + interval '1 month')::date,
+            COALESCE(billable_from(a.id, (max(f.period_start) + interval '1 month')::date),
                      first_billable_month(a.billing_starts_on)) AS open_month,
             COALESCE(max(f.usage_through), '-infinity') AS billed_through
        FROM agents a
@@ -187,8 +187,8 @@ pub(super) async fn rollup_agents(
     lock_agents(tx, &agents).await?;
     let (start, end) = (month.start(tz), month.next().start(tz));
     sqlx::query(
-        "INSERT INTO invoices (agent_id, period_start, period_end, starts_at, ends_at)
-         SELECT id, $2, $3, $4, $5 FROM unnest($1::uuid[]) AS id
+        "INSERT INTO invoices (agent_id, period_start, period_end, starts_at, ends_at, time_zone)
+         SELECT id, $2, $3, $4, $5, $6 FROM unnest($1::uuid[]) AS id
          ON CONFLICT (agent_id, period_start) DO NOTHING",
     )
     .bind(&agents)
@@ -196,6 +196,7 @@ pub(super) async fn rollup_agents(
     .bind(month.next().first_day)
     .bind(start)
     .bind(end)
+    .bind(tz.name())
     .execute(&mut *tx)
     .await?;
     let heads: Vec<(Uuid, Uuid, String, Decimal)> = sqlx::query_as(

@@ -310,7 +310,7 @@ async fn sign_in_supabase(
 async fn supabase_agent(app: &AppState, token: &str) -> Option<Uuid> {
     let user = app.supabase.as_ref()?.user_of(token).await?;
     let mut conn = app.pool.acquire().await.ok()?;
-    crate::store::agents::agent_for_user(&mut conn, user)
+    crate::store::agents::agent_for_user(&mut conn, user, app.config.billing_timezone)
         .await
         .ok()
         .flatten()
@@ -360,6 +360,8 @@ struct Agency {
     id: Uuid,
     name: String,
     lang: Lang,
+    /// Cancelled: it may read its invoices, and nothing else ([`crate::lifecycle`]).
+    cancelled: bool,
 }
 
 /// The session's agency, or the response for a visitor without one (back to sign-in).
@@ -389,20 +391,40 @@ async fn agency(
         (None, None) => None,
     }
     .ok_or_else(to_sign_in)?;
-    let name: String = sqlx::query_scalar("SELECT agency_name FROM agents WHERE id = $1")
-        .bind(agent)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| ApiError::from(e).into_response())?;
+    let (name, status, cancelled_on): (String, String, Option<NaiveDate>) =
+        sqlx::query_as("SELECT agency_name, status, cancelled_on FROM agents WHERE id = $1")
+            .bind(agent)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?;
+    let (tz, now) = (app.config.billing_timezone, Utc::now());
+    if !crate::lifecycle::invoices_readable(cancelled_on, now, tz) {
+        return Err(to_sign_in());
+    }
     Ok(Agency {
         id: agent,
         name,
         lang,
+        cancelled: crate::lifecycle::state(&status, cancelled_on, now, tz)
+            == crate::lifecycle::State::Cancelled,
     })
 }
 
+/// What a page shows: a cancelled agency sees only its invoices.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shows {
+    Invoices,
+    Service,
+}
+
 /// A page for the signed-in agency, built in its tenant transaction; `?lang=` is remembered.
-async fn tenant_page<F>(app: &AppState, headers: &HeaderMap, q: LangQuery, build: F) -> Response
+async fn tenant_page<F>(
+    app: &AppState,
+    headers: &HeaderMap,
+    q: LangQuery,
+    shows: Shows,
+    build: F,
+) -> Response
 where
     F: for<'c> FnOnce(
         &'c mut PgConnection,
@@ -413,6 +435,9 @@ where
         Ok(a) => a,
         Err(r) => return r,
     };
+    if who.cancelled && shows != Shows::Invoices {
+        return Redirect::to("/portal/invoices").into_response();
+    }
     let built = async {
         let mut tx = db::tenant_tx(&app.pool, who.id)
             .await
@@ -481,7 +506,7 @@ async fn overview(
     Query(q): Query<LangQuery>,
 ) -> Response {
     let tz = app.config.billing_timezone;
-    tenant_page(&app, &headers, q, |c, who| {
+    tenant_page(&app, &headers, q, Shows::Service, |c, who| {
         Box::pin(async move {
             let l = who.lang;
             let month = Month::containing(Utc::now(), tz);
@@ -581,7 +606,7 @@ async fn calls(
 ) -> Response {
     let tz = app.config.billing_timezone;
     let (offset, fetch, page) = paging(q.page);
-    tenant_page(&app, &headers, q, |c, who| {
+    tenant_page(&app, &headers, q, Shows::Service, |c, who| {
         Box::pin(async move {
             let l = who.lang;
             type Row = (
@@ -642,7 +667,7 @@ async fn leads(
     Query(q): Query<LangQuery>,
 ) -> Response {
     let (offset, fetch, page) = paging(q.page);
-    tenant_page(&app, &headers, q, |c, who| {
+    tenant_page(&app, &headers, q, Shows::Service, |c, who| {
         Box::pin(async move {
             let l = who.lang;
             type Row = (String, Option<String>, Option<String>, Option<serde_json::Value>, Option<String>);
@@ -701,7 +726,7 @@ async fn usage(
     Query(q): Query<LangQuery>,
 ) -> Response {
     let tz = app.config.billing_timezone;
-    tenant_page(&app, &headers, q, |c, who| {
+    tenant_page(&app, &headers, q, Shows::Service, |c, who| {
         Box::pin(async move {
             let l = who.lang;
             // The last 12 months in one grouped read, newest first.
@@ -756,7 +781,7 @@ async fn invoices(
     headers: HeaderMap,
     Query(q): Query<LangQuery>,
 ) -> Response {
-    tenant_page(&app, &headers, q, |c, who| {
+    tenant_page(&app, &headers, q, Shows::Invoices, |c, who| {
         Box::pin(async move {
             let l = who.lang;
             let rows: Vec<(NaiveDate, String, Decimal)> = sqlx::query_as(
@@ -846,7 +871,7 @@ async fn invoice(
             Err(e) => e.into_response(),
         };
     }
-    tenant_page(&app, &headers, q, |c, who| {
+    tenant_page(&app, &headers, q, Shows::Invoices, |c, who| {
         Box::pin(async move {
             let l = who.lang;
             let (status, total, lines) = invoice_of(c, month).await?;

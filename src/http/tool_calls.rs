@@ -60,7 +60,7 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
     let (routing, agent) = webhook::route(app, msg).await?;
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
     webhook::record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
-    let Some(agent) = agent.filter(|a| a.status == "active") else {
+    let Some(agent) = agent.filter(|a| a.in_service(app.config.billing_timezone)) else {
         tx.commit().await?;
         let error = "this phone number is not in service with an agency";
         return Ok(reply(

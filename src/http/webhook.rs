@@ -131,7 +131,7 @@ async fn campaign_predial(app: &AppState, msg: &MessageIn, raw: &str) -> Result<
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
     record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
     tx.commit().await?;
-    let eligible = agent.as_deref().is_none_or(|a| a.status == "active");
+    let eligible = agent.as_deref().is_none_or(|a| a.in_service(app.config.billing_timezone));
     if let Some(a) = agent.as_deref().filter(|_| !eligible) {
         tracing::info!(agent.id = %a.id, agent.status = %a.status, "campaign contact skipped: the agency is not in service");
     }
@@ -249,7 +249,7 @@ async fn assistant_request(app: &AppState, msg: &MessageIn, raw: &str) -> Result
     let (routing, agent) = route(app, msg).await?;
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
     record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
-    let Some(agent) = agent.filter(|a| a.status == "active") else {
+    let Some(agent) = agent.filter(|a| a.in_service(app.config.billing_timezone)) else {
         tx.commit().await?;
         return Ok(json!({
             "error": "Sorry, this number is not in service with an agency right now. Please call back later."

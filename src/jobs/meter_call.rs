@@ -69,6 +69,19 @@ pub async fn meter_minutes(
     key: &str,
     corrects: Option<&str>,
 ) -> Result<bool, JobError> {
+    // A call that started after its agency's cancellation took effect is kept, never billed.
+    let cancelled_on: Option<chrono::NaiveDate> =
+        sqlx::query_scalar("SELECT cancelled_on FROM agents WHERE id = $1")
+            .bind(call.agent_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+    let started = call.started_at.or(call.ended_at).unwrap_or(call.updated_at);
+    if !crate::lifecycle::meters(cancelled_on, started, deps.config.billing_timezone) {
+        tracing::info!(agent.id = %call.agent_id, call.id = %call.vapi_call_id, %started,
+                       "not metered: the call started after the agency's cancellation");
+        return Ok(false);
+    }
     let seconds = call.duration_seconds.ok_or_else(|| {
         JobError::Permanent(format!(
             "call {} has no duration, not even from the Vapi API (not ended yet?)",

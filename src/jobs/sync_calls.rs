@@ -250,19 +250,14 @@ async fn reconcile(
     if billed == expected {
         return Ok(Reconciled::Unchanged);
     }
-    // The live row is the latest positive one. Its reversal nets it exactly: same time (so the
-    // same month), same price, quantity, cost and provider cost negated; the new row then carries
-    // the final duration and Vapi's final cost once.
-    let corrections = rows
-        .iter()
-        .filter(|(_, q, ..)| q.is_sign_negative())
-        .count()
-        + 1;
-    let Some((live_key, live_qty, live_price, live_at, live_provider_cost)) = rows
-        .iter()
-        .rev()
-        .find(|(_, q, ..)| q.is_sign_positive())
-        .cloned()
+    // The live row is the latest entry (`{base}` or `{base}:v{n}`), told from reversals by its
+    // key, not its sign (a zero-minute entry's reversal is zero too). Its reversal nets it
+    // exactly: same time (so the same month), same price, quantity, cost and provider cost
+    // negated; the new row then carries the final duration and Vapi's final cost once.
+    let reversal = |key: &str| key.starts_with(&format!("{base_key}:rev"));
+    let corrections = rows.iter().filter(|(k, ..)| reversal(k)).count() + 1;
+    let Some((live_key, live_qty, live_price, live_at, live_provider_cost)) =
+        rows.iter().rev().find(|(k, ..)| !reversal(k)).cloned()
     else {
         return Ok(Reconciled::Unchanged);
     };

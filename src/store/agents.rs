@@ -18,11 +18,27 @@ pub struct Agent {
     pub status: String,
     /// The tools its assistant declares (registered names); `None`: every registered tool.
     pub tools: Option<Vec<String>>,
+    pub billing_starts_on: chrono::NaiveDate,
+    /// The day its cancellation takes effect (a future day: scheduled); see [`crate::lifecycle`].
+    pub cancelled_on: Option<chrono::NaiveDate>,
+}
+
+impl Agent {
+    /// Its state at `now` ([`crate::lifecycle::state`]).
+    pub fn state(&self, now: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> crate::lifecycle::State {
+        crate::lifecycle::state(&self.status, self.cancelled_on, now, tz)
+    }
+
+    /// Whether it answers calls and runs tools now.
+    pub fn in_service(&self, tz: chrono_tz::Tz) -> bool {
+        self.state(chrono::Utc::now(), tz) == crate::lifecycle::State::Active
+    }
 }
 
 const COLUMNS: &str =
     "id, agency_name, email, phone_number, vapi_phone_number_id, vapi_assistant_id,
-                       discord_webhook_url, greeting, system_prompt, status, tools";
+                       discord_webhook_url, greeting, system_prompt, status, tools,
+                       billing_starts_on, cancelled_on";
 
 /// The agent that owns a Vapi phone number, if any.
 pub async fn find_by_phone_number_id(
@@ -121,7 +137,6 @@ pub struct AgentChanges {
     pub discord_webhook_url: Option<String>,
     pub greeting: Option<String>,
     pub system_prompt: Option<String>,
-    pub status: Option<String>,
     /// `Some(None)`: every registered tool; `Some(Some(names))`: just those.
     pub tools: Option<Option<Vec<String>>>,
 }
@@ -142,8 +157,7 @@ pub async fn update(
             discord_webhook_url  = CASE WHEN $6::text IS NULL THEN discord_webhook_url ELSE NULLIF($6, '') END,
             greeting             = CASE WHEN $7::text IS NULL THEN greeting ELSE NULLIF($7, '') END,
             system_prompt        = CASE WHEN $8::text IS NULL THEN system_prompt ELSE NULLIF($8, '') END,
-            status               = COALESCE($9, status),
-            tools                = CASE WHEN $10 THEN $11::text[] ELSE tools END
+            tools                = CASE WHEN $9 THEN $10::text[] ELSE tools END
           WHERE email = $1",
     )
     .bind(email)
@@ -154,7 +168,6 @@ pub async fn update(
     .bind(&c.discord_webhook_url)
     .bind(&c.greeting)
     .bind(&c.system_prompt)
-    .bind(&c.status)
     .bind(c.tools.is_some())
     .bind(c.tools.clone().flatten())
     .execute(conn)
@@ -185,16 +198,19 @@ pub async fn revoke_tokens(conn: &mut PgConnection, agent_id: Uuid) -> Result<u6
     .rows_affected())
 }
 
-/// The active agent a token belongs to, if any.
+/// The agent a token belongs to, if any and not cancelled at now (in zone `tz`).
 pub async fn agent_for_token(
     conn: &mut PgConnection,
     token: &str,
+    tz: chrono_tz::Tz,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT t.agent_id FROM agent_api_tokens t JOIN agents a ON a.id = t.agent_id
-          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND a.status <> 'cancelled'",
-    )
+          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND {}",
+        crate::lifecycle::not_cancelled_sql("a", "$2")
+    )))
     .bind(token_hash(token))
+    .bind(tz.name())
     .fetch_optional(conn)
     .await
 }
@@ -204,12 +220,19 @@ fn token_hash(token: &str) -> Vec<u8> {
 }
 
 /// The agent whose Supabase user is `user_id` (`agents.user_id`), if any.
+/// Not when that agent is cancelled at now (in zone `tz`).
 pub async fn agent_for_user(
     conn: &mut PgConnection,
     user_id: Uuid,
+    tz: chrono_tz::Tz,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM agents WHERE user_id = $1 ORDER BY created_at LIMIT 1")
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT a.id FROM agents a WHERE a.user_id = $1 AND {}
+          ORDER BY a.created_at LIMIT 1",
+        crate::lifecycle::not_cancelled_sql("a", "$2")
+    )))
+    .bind(user_id)
+    .bind(tz.name())
+    .fetch_optional(conn)
+    .await
 }

@@ -345,7 +345,7 @@ pub async fn mrr(conn: &mut PgConnection, first_day: NaiveDate) -> Result<Decima
     sqlx::query_scalar(
         "SELECT COALESCE(sum(p.unit_price_usd), 0) FROM agents a
            JOIN LATERAL price_in_force(a.id, 'subscription', $1) p ON true
-          WHERE billable_in(a.billing_starts_on, a.cancelled_on, $1)",
+          WHERE billable_in(a.id, a.billing_starts_on, a.cancelled_on, $1)",
     )
     .bind(first_day)
     .fetch_one(conn)

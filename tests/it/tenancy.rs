@@ -33,7 +33,7 @@ async fn populate(pool: &PgPool) -> Vec<Uuid> {
                   c AS (INSERT INTO calls (agent_id, vapi_call_id, lead_id) SELECT '{agent}', 'call-{n}', id FROM l RETURNING id),
                   u AS (INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd, occurred_at, idempotency_key)
                         VALUES ('{agent}', 'solar_ocr_scan', 1, 0.075, 0.075, now(), 'u{n}') RETURNING id),
-                  i AS (INSERT INTO invoices (agent_id, period_start, period_end, starts_at, ends_at) VALUES ('{agent}', '2026-11-01', '2026-12-01', '2026-11-01 07:00+00', '2026-12-01 07:00+00') RETURNING id)
+                  i AS (INSERT INTO invoices (agent_id, period_start, period_end, starts_at, ends_at, time_zone) VALUES ('{agent}', '2026-11-01', '2026-12-01', '2026-11-01 07:00+00', '2026-12-01 07:00+00', 'America/Phoenix') RETURNING id)
              INSERT INTO invoice_lines (agent_id, invoice_id, kind, metric_type, description, quantity, unit_price_usd, amount_usd)
              SELECT '{agent}', id, 'subscription', 'subscription', 's', 1, 249, 249 FROM i"
         )))
