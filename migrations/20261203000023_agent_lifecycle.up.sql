@@ -68,3 +68,9 @@ GRANT EXECUTE ON FUNCTION billable_from(uuid, date) TO agent_meter_tenant;
 -- default zone).
 ALTER TABLE invoices ADD COLUMN time_zone text NOT NULL DEFAULT 'America/Phoenix';
 ALTER TABLE invoices ALTER COLUMN time_zone DROP DEFAULT;
+
+-- The audit trail is the operator's: the tenant role has no privilege on it (RLS and a policy
+-- keep the catalog audit's rule for every table with an agent_id).
+ALTER TABLE agent_lifecycle_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_own_lifecycle ON agent_lifecycle_events TO agent_meter_tenant
+    USING (agent_id = current_agent_id());

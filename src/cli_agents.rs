@@ -284,8 +284,14 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                 make_move(pool, tz, &s.email, mv, s.actor.as_deref()).await?;
             }
             if let Some(day) = s.billing_starts_on {
-                make_move(pool, tz, &s.email, Move::BillingStartsOn(day), s.actor.as_deref())
-                    .await?;
+                make_move(
+                    pool,
+                    tz,
+                    &s.email,
+                    Move::BillingStartsOn(day),
+                    s.actor.as_deref(),
+                )
+                .await?;
             }
             let changes = AgentChanges {
                 system_prompt: s.persona.system_prompt()?,

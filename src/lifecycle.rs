@@ -68,7 +68,12 @@ pub fn state(status: &str, cancelled_on: Option<NaiveDate>, now: DateTime<Utc>, 
 }
 
 /// Whether an agency may answer calls and run tools at `now`.
-pub fn in_service(status: &str, cancelled_on: Option<NaiveDate>, now: DateTime<Utc>, tz: Tz) -> bool {
+pub fn in_service(
+    status: &str,
+    cancelled_on: Option<NaiveDate>,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> bool {
     state(status, cancelled_on, now, tz) == State::Active
 }
 
@@ -229,13 +234,23 @@ pub async fn apply(
                      its invoices stay readable in the portal for {INVOICE_ACCESS_MONTHS} months"
                 )
             } else {
-                format!("cancellation scheduled for {on}: in service until then; billed through {month}")
+                format!(
+                    "cancellation scheduled for {on}: in service until then; billed through {month}"
+                )
             };
-            (status_str(status), Some(on), facts.billing_starts_on, on, summary)
+            (
+                status_str(status),
+                Some(on),
+                facts.billing_starts_on,
+                on,
+                summary,
+            )
         }
         Move::Reactivate => {
             let Some(cancelled) = facts.cancelled_on else {
-                return Err(refuse(format!("is {from}, not cancelled; nothing to reactivate")));
+                return Err(refuse(format!(
+                    "is {from}, not cancelled; nothing to reactivate"
+                )));
             };
             let summary = if from == State::Cancelled {
                 let (gone, back) = (
@@ -264,7 +279,11 @@ pub async fn apply(
             } else {
                 format!("the cancellation scheduled for {cancelled} is withdrawn")
             };
-            let status = if from == State::Paused { "paused" } else { "active" };
+            let status = if from == State::Paused {
+                "paused"
+            } else {
+                "active"
+            };
             (status, None, facts.billing_starts_on, today, summary)
         }
         Move::BillingStartsOn(day) => {
@@ -292,7 +311,9 @@ pub async fn apply(
                     .fetch_one(&mut *tx)
                     .await?;
             if gaps > 0 {
-                return Err(refuse("was cancelled and reactivated; its billing start can no longer move".into()));
+                return Err(refuse(
+                    "was cancelled and reactivated; its billing start can no longer move".into(),
+                ));
             }
             (
                 status_str(&facts.status),
@@ -422,7 +443,9 @@ mod tests {
     use chrono_tz::America::Phoenix;
 
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     fn day(s: &str) -> NaiveDate {
@@ -433,11 +456,28 @@ mod tests {
     fn a_cancellation_takes_effect_when_its_day_begins_in_the_billing_zone() {
         let on = Some(day("2026-12-10"));
         // 06:59 UTC on the 10th is still the 9th in Phoenix.
-        assert_eq!(state("active", on, at("2026-12-10T06:59:59Z"), Phoenix), State::Active);
-        assert_eq!(state("active", on, at("2026-12-10T07:00:00Z"), Phoenix), State::Cancelled);
-        assert_eq!(state("paused", on, at("2026-12-09T00:00:00Z"), Phoenix), State::Paused);
-        assert_eq!(state("paused", None, at("2026-12-09T00:00:00Z"), Phoenix), State::Paused);
-        assert!(!in_service("paused", None, at("2026-12-09T00:00:00Z"), Phoenix));
+        assert_eq!(
+            state("active", on, at("2026-12-10T06:59:59Z"), Phoenix),
+            State::Active
+        );
+        assert_eq!(
+            state("active", on, at("2026-12-10T07:00:00Z"), Phoenix),
+            State::Cancelled
+        );
+        assert_eq!(
+            state("paused", on, at("2026-12-09T00:00:00Z"), Phoenix),
+            State::Paused
+        );
+        assert_eq!(
+            state("paused", None, at("2026-12-09T00:00:00Z"), Phoenix),
+            State::Paused
+        );
+        assert!(!in_service(
+            "paused",
+            None,
+            at("2026-12-09T00:00:00Z"),
+            Phoenix
+        ));
         assert!(meters(on, at("2026-12-10T06:59:59Z"), Phoenix));
         assert!(!meters(on, at("2026-12-10T07:00:00Z"), Phoenix));
         assert!(meters(None, at("2030-01-01T00:00:00Z"), Phoenix));

@@ -105,21 +105,15 @@ impl Ledger {
         // Only our constants are spliced in; the values are bound.
         let coverage: Vec<Coverage> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "WITH {COVERAGE} SELECT ctx.id AS agent_id, {HOLDS} AS holds, {LATE_AFTER} AS late_after,
-                    {LATE_ALL} AS late_all
+                    {LATE_ALL} AS late_all, ctx.starts_at
                FROM ctx"
         )))
         .bind(agents)
         .bind(month.first_day)
+        .bind(month.start(tz))
         .fetch_all(&mut *conn)
         .await?;
-        let held = held_rows(
-            &mut conn,
-            &coverage,
-            month.start(tz),
-            month.next().start(tz),
-            cut,
-        )
-        .await?;
+        let held = held_rows_from(&mut conn, &coverage, month.next().start(tz), cut).await?;
         Ok(Ledger {
             cut,
             coverage,
@@ -129,12 +123,19 @@ impl Ledger {
 }
 
 /// Each agent's open month (the one after its latest finalized invoice, or its first billable
-/// month) and the watermark of that latest finalized invoice; `$1` agents, `$2` the month.
+/// month), the watermark of that latest finalized invoice, and where month `$2` starts for it:
+/// where its invoice for the billable month before ended (made in whatever zone that one was),
+/// else `$3`, the month's start in the zone in force. So a change of `BILLING_TIMEZONE` neither
+/// bills a row on two invoices nor leaves one between them. `$1` agents.
 const COVERAGE: &str = "ctx AS (
      SELECT a.id,
             COALESCE(billable_from(a.id, (max(f.period_start) + interval '1 month')::date),
                      first_billable_month(a.billing_starts_on)) AS open_month,
-            COALESCE(max(f.usage_through), '-infinity') AS billed_through
+            COALESCE(max(f.usage_through), '-infinity') AS billed_through,
+            COALESCE((SELECT p.ends_at FROM invoices p
+                       WHERE p.agent_id = a.id AND p.period_start < $2 AND p.status <> 'void'
+                         AND billable_from(a.id, (p.period_start + interval '1 month')::date) = $2
+                       ORDER BY p.period_start DESC LIMIT 1), $3) AS starts_at
        FROM agents a
        LEFT JOIN invoices f ON f.agent_id = a.id AND f.status = 'finalized'
       WHERE a.id = ANY($1)
@@ -217,19 +218,21 @@ pub(super) async fn rollup_agents(
     let coverage: Vec<Coverage> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH {COVERAGE}
          UPDATE invoices i
-            SET starts_at = $3, ends_at = $4,
+            SET starts_at = ctx.starts_at, ends_at = $4, time_zone = $6,
                 usage_through = CASE WHEN {HOLDS} THEN $5 ELSE '-infinity' END,
                 late_after = CASE WHEN $2 = ctx.open_month THEN ctx.billed_through
                                   ELSE 'infinity' END
            FROM ctx
           WHERE i.agent_id = ctx.id AND i.period_start = $2 AND i.status = 'draft'
-         RETURNING i.agent_id, {HOLDS} AS holds, {LATE_AFTER} AS late_after, {LATE_ALL} AS late_all"
+         RETURNING i.agent_id, {HOLDS} AS holds, {LATE_AFTER} AS late_after, {LATE_ALL} AS late_all,
+                   ctx.starts_at"
     )))
     .bind(&drafts)
     .bind(month.first_day)
     .bind(start)
     .bind(end)
     .bind(cut)
+    .bind(tz.name())
     .fetch_all(&mut *tx)
     .await?;
     // Read in the rollup's one pass, unless the agent's coverage moved since.
@@ -244,7 +247,7 @@ pub(super) async fn rollup_agents(
         .cloned()
         .collect();
     if !moved.is_empty() {
-        held.extend(held_rows(tx, &moved, start, end, cut).await?);
+        held.extend(held_rows_from(tx, &moved, end, cut).await?);
     }
     let (late, usage): (Vec<_>, Vec<_>) = held.into_iter().partition(|h| h.0);
     let sums = |rows: Vec<Held>| -> Vec<UsageSum> {
@@ -333,6 +336,28 @@ struct Coverage {
     late_after: Option<DateTime<Utc>>,
     /// Every earlier row is held (the agent's first month: usage from before billing started).
     late_all: bool,
+    /// Where the month starts for the agent (see [`COVERAGE`]).
+    starts_at: DateTime<Utc>,
+}
+
+/// [`held_rows`] for drafts that may start at different instants (after a change of zone): one
+/// read per start, in the common case one in all.
+async fn held_rows_from(
+    tx: &mut PgConnection,
+    coverage: &[Coverage],
+    end: DateTime<Utc>,
+    cut: DateTime<Utc>,
+) -> Result<Vec<Held>, sqlx::Error> {
+    let mut starts: Vec<DateTime<Utc>> = coverage.iter().map(|c| c.starts_at).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let mut held = Vec::new();
+    for start in starts {
+        let group: Vec<&Coverage> = coverage.iter().filter(|c| c.starts_at == start).collect();
+        held.extend(held_rows(tx, &group, start, end, cut).await?);
+    }
+    held.sort();
+    Ok(held)
 }
 
 /// The rows each draft holds, by `invoice_holds` written with plain parameters so that a month
@@ -342,12 +367,12 @@ struct Coverage {
 /// (every earlier row) and any other watermark (a finalize run for one agent) are read by index.
 async fn held_rows(
     tx: &mut PgConnection,
-    coverage: &[Coverage],
+    coverage: &[&Coverage],
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     cut: DateTime<Utc>,
 ) -> Result<Vec<Held>, sqlx::Error> {
-    let holding: Vec<&Coverage> = coverage.iter().filter(|c| c.holds).collect();
+    let holding: Vec<&Coverage> = coverage.iter().copied().filter(|c| c.holds).collect();
     let agents = |f: &dyn Fn(&Coverage) -> bool| -> Vec<Uuid> {
         holding
             .iter()

@@ -55,7 +55,8 @@ impl FromRequestParts<AppState> for Tenant {
         {
             let user = supabase.user_of(token).await.ok_or_else(unauthorized)?;
             let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
-            let agent = agents::agent_for_user(&mut conn, user, app.config.billing_timezone).await?;
+            let agent =
+                agents::agent_for_user(&mut conn, user, app.config.billing_timezone).await?;
             return agent.map(Tenant).ok_or_else(unauthorized);
         }
         let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;

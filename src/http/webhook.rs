@@ -131,7 +131,9 @@ async fn campaign_predial(app: &AppState, msg: &MessageIn, raw: &str) -> Result<
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
     record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
     tx.commit().await?;
-    let eligible = agent.as_deref().is_none_or(|a| a.in_service(app.config.billing_timezone));
+    let eligible = agent
+        .as_deref()
+        .is_none_or(|a| a.in_service(app.config.billing_timezone));
     if let Some(a) = agent.as_deref().filter(|_| !eligible) {
         tracing::info!(agent.id = %a.id, agent.status = %a.status, "campaign contact skipped: the agency is not in service");
     }

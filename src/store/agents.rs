@@ -25,7 +25,11 @@ pub struct Agent {
 
 impl Agent {
     /// Its state at `now` ([`crate::lifecycle::state`]).
-    pub fn state(&self, now: chrono::DateTime<chrono::Utc>, tz: chrono_tz::Tz) -> crate::lifecycle::State {
+    pub fn state(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        tz: chrono_tz::Tz,
+    ) -> crate::lifecycle::State {
         crate::lifecycle::state(&self.status, self.cancelled_on, now, tz)
     }
 

@@ -324,9 +324,9 @@ async fn the_setup_fee_appears_once_across_months_and_late_usage_becomes_an_adju
         .await
         .expect_err("out of order");
     assert!(
-        refused
-            .to_string()
-            .contains("2026-12 is not finalized (missing or still a draft); finalize it before 2027-01"),
+        refused.to_string().contains(
+            "2026-12 is not finalized (missing or still a draft); finalize it before 2027-01"
+        ),
         "{refused}"
     );
 }

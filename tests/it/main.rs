@@ -10,6 +10,8 @@ mod catalogue;
 mod cli;
 mod credentials;
 mod ledger;
+mod lifecycle;
+mod money;
 mod ops;
 mod ops_page;
 mod portal;

@@ -1,0 +1,588 @@
+//! An agency's whole life (issue 21): pause, resume, cancel, reactivate and the billing start,
+//! through the binary where an operator would use it; billed and enforced from one place.
+//!
+//! Dates: the seeded agencies bill from 2026-11-01 and every date here is fixed, so a test means
+//! the same whatever day it runs. Moves whose meaning depends on "today" (a reactivation's month)
+//! are made through `lifecycle::apply` with a fixed `now`.
+
+use agent_meter::{
+    billing::{self, Month},
+    lifecycle::{self, Move, MoveError, State},
+    store::{agents, portal, reports},
+};
+use chrono::{DateTime, Utc};
+use chrono_tz::America::Phoenix;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::{cli::run_on, helpers::*};
+
+const EMAIL_1: &str = "client1@agent-meter.example";
+
+fn month(m: &str) -> Month {
+    Month::parse(m).expect("month")
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().expect("time")
+}
+
+/// The invoices of the agent with `email`: (month, status, [(kind, amount)]), by month.
+async fn invoices_of(db: &TestDb, email: &str) -> Vec<(String, String, Vec<(String, String)>)> {
+    let heads: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
+        "SELECT i.id, to_char(i.period_start, 'YYYY-MM'), i.status FROM invoices i
+           JOIN agents a ON a.id = i.agent_id WHERE a.email = $1 ORDER BY i.period_start",
+    )
+    .bind(email)
+    .fetch_all(&db.pool)
+    .await
+    .expect("invoices");
+    let mut out = Vec::new();
+    for (id, m, status) in heads {
+        let lines: Vec<(String, Decimal)> = sqlx::query_as(
+            "SELECT kind, amount_usd FROM invoice_lines WHERE invoice_id = $1 ORDER BY position, kind",
+        )
+        .bind(id)
+        .fetch_all(&db.pool)
+        .await
+        .expect("lines");
+        out.push((
+            m,
+            status,
+            lines.into_iter().map(|(k, a)| (k, a.to_string())).collect(),
+        ));
+    }
+    out
+}
+
+fn lines(l: &[(&str, &str)]) -> Vec<(String, String)> {
+    l.iter()
+        .map(|(k, a)| (k.to_string(), a.to_string()))
+        .collect()
+}
+
+async fn list_json(db: &TestDb) -> Vec<Value> {
+    let (ok, out, err) = run_on(&db.url, &["agents", "list", "--json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str::<Value>(&out)
+        .expect("json")
+        .as_array()
+        .expect("array")
+        .clone()
+}
+
+async fn listed(db: &TestDb, email: &str) -> Value {
+    list_json(db)
+        .await
+        .into_iter()
+        .find(|a| a["email"] == email)
+        .expect("listed")
+}
+
+#[tokio::test]
+async fn a_cancelled_agency_is_billed_through_its_cancellation_month_and_never_after() {
+    let db = TestDb::seeded().await;
+    let (ok, out, err) = run_on(
+        &db.url,
+        &[
+            "agents",
+            "cancel",
+            EMAIL_1,
+            "--on",
+            "2026-11-20",
+            "--actor",
+            "dana",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("active -> cancelled") && out.contains("billed through 2026-11"),
+        "{out}"
+    );
+    let a = listed(&db, EMAIL_1).await;
+    assert_eq!(
+        (&a["status"], &a["billing_starts_on"], &a["cancelled_on"]),
+        (
+            &json!("cancelled"),
+            &json!("2026-11-01"),
+            &json!("2026-11-20")
+        )
+    );
+    let (ok, out, _) = run_on(&db.url, &["agents", "list"]);
+    assert!(
+        ok && out.contains("cancelled 2026-11-01 2026-11-20"),
+        "{out}"
+    );
+    // The move is audited with who made it.
+    let audit: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT action, from_state, to_state, actor FROM agent_lifecycle_events")
+            .fetch_all(&db.pool)
+            .await
+            .expect("audit");
+    assert_eq!(
+        audit,
+        [(
+            "cancel".to_string(),
+            "active".to_string(),
+            "cancelled".to_string(),
+            "cli:dana".to_string()
+        )]
+    );
+
+    for m in ["2026-11", "2026-12", "2027-01"] {
+        let (ok, _, err) = run_on(&db.url, &["invoices", "rollup", "--month", m]);
+        assert!(ok, "{err}");
+    }
+    assert_eq!(
+        invoices_of(&db, EMAIL_1).await,
+        [(
+            "2026-11".to_string(),
+            "draft".to_string(),
+            lines(&[("subscription", "249.00"), ("setup_fee", "500.00")])
+        )],
+        "November whole, nothing after"
+    );
+    // Every other agency is billed each month; MRR counts the cancelled one only in November.
+    let others: i64 = db
+        .count("SELECT count(*) FROM invoices WHERE period_start = '2027-01-01'")
+        .await;
+    assert_eq!(others, 4);
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let nov = reports::mrr(&mut conn, month("2026-11").first_day)
+        .await
+        .expect("mrr");
+    let dec = reports::mrr(&mut conn, month("2026-12").first_day)
+        .await
+        .expect("mrr");
+    assert_eq!((nov, dec), (Decimal::from(5 * 249), Decimal::from(4 * 249)));
+}
+
+#[tokio::test]
+async fn impossible_moves_are_refused_with_their_reason() {
+    let db = TestDb::seeded().await;
+    let refused = |args: &[&str], why: &str| {
+        let (ok, out, err) = run_on(&db.url, args);
+        assert!(!ok && err.contains(why), "{args:?}: {out}{err}");
+    };
+    refused(
+        &["agents", "reactivate", EMAIL_1],
+        "is active, not cancelled; nothing to reactivate",
+    );
+    refused(&["agents", "resume", EMAIL_1], "is not paused");
+    refused(
+        &["agents", "cancel", EMAIL_1, "--on", "2026-10-31"],
+        "before its billing starts on 2026-11-01",
+    );
+    refused(
+        &["agents", "pause", "nobody@example.com"],
+        "no agent with email nobody@example.com",
+    );
+    refused(
+        &["agents", "cancel", "--on", "2026-13-01", EMAIL_1],
+        "invalid value",
+    );
+
+    let (ok, out, err) = run_on(&db.url, &["agents", "pause", EMAIL_1]);
+    assert!(
+        ok && out.contains("active -> paused") && out.contains("still billed"),
+        "{err}"
+    );
+    refused(&["agents", "pause", EMAIL_1], "is already paused");
+    assert_eq!(listed(&db, EMAIL_1).await["status"], "paused");
+    // Paused is still billed.
+    let (ok, _, err) = run_on(
+        &db.url,
+        &[
+            "invoices", "rollup", "--month", "2026-11", "--agent", EMAIL_1,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(invoices_of(&db, EMAIL_1).await.len(), 1);
+    let (ok, out, err) = run_on(&db.url, &["agents", "resume", EMAIL_1]);
+    assert!(ok && out.contains("paused -> active"), "{err}");
+
+    // A past day is refused once usage occurred on or after it.
+    let agent = db.agent_id(PHONE_1).await;
+    sqlx::query(
+        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                          occurred_at, idempotency_key)
+         VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, '2026-11-25T18:00:00Z', 'scan-late-nov')",
+    )
+    .bind(agent)
+    .execute(&db.pool)
+    .await
+    .expect("usage");
+    refused(
+        &["agents", "cancel", EMAIL_1, "--on", "2026-11-20"],
+        "1 usage row(s) occurred on or after that day",
+    );
+    let (ok, _, err) = run_on(
+        &db.url,
+        &["agents", "cancel", EMAIL_1, "--on", "2026-11-26"],
+    );
+    assert!(ok, "{err}");
+    refused(
+        &["agents", "cancel", EMAIL_1],
+        "was already cancelled on 2026-11-26",
+    );
+    refused(
+        &["agents", "pause", EMAIL_1],
+        "was cancelled on 2026-11-26; reactivate it first",
+    );
+    // `agents set --status` goes through the same moves.
+    refused(
+        &["agents", "set", EMAIL_1, "--status", "paused"],
+        "reactivate it first",
+    );
+    let moves = db
+        .count("SELECT count(*) FROM agent_lifecycle_events")
+        .await;
+    assert_eq!(moves, 3, "pause, resume, cancel: refusals change nothing");
+}
+
+#[tokio::test]
+async fn the_billing_start_moves_until_an_invoice_is_final() {
+    let db = TestDb::seeded().await;
+    let (ok, out, err) = run_on(
+        &db.url,
+        &[
+            "agents",
+            "set",
+            EMAIL_1,
+            "--billing-starts-on",
+            "2026-10-15",
+        ],
+    );
+    assert!(
+        ok && out.contains("the setup fee and first subscription are 2026-10's"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        listed(&db, EMAIL_1).await["billing_starts_on"],
+        "2026-10-15"
+    );
+    for m in ["2026-10", "2026-11"] {
+        let (ok, _, err) = run_on(
+            &db.url,
+            &["invoices", "rollup", "--month", m, "--agent", EMAIL_1],
+        );
+        assert!(ok, "{err}");
+    }
+    let invoices = invoices_of(&db, EMAIL_1).await;
+    assert_eq!(
+        invoices
+            .iter()
+            .map(|i| (i.0.as_str(), i.2.len()))
+            .collect::<Vec<_>>(),
+        [("2026-10", 2), ("2026-11", 1)],
+        "{invoices:?}"
+    );
+    // Moving it later drops the draft of a month no longer billed.
+    let (ok, _, err) = run_on(
+        &db.url,
+        &[
+            "agents",
+            "set",
+            EMAIL_1,
+            "--billing-starts-on",
+            "2026-11-01",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        invoices_of(&db, EMAIL_1)
+            .await
+            .iter()
+            .map(|i| i.0.as_str().to_string())
+            .collect::<Vec<_>>(),
+        ["2026-11"]
+    );
+    let (ok, _, err) = run_on(
+        &db.url,
+        &[
+            "invoices", "finalize", "--month", "2026-11", "--agent", EMAIL_1,
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run_on(
+        &db.url,
+        &[
+            "agents",
+            "set",
+            EMAIL_1,
+            "--billing-starts-on",
+            "2026-10-01",
+        ],
+    );
+    assert!(
+        !ok && err.contains("its invoice for 2026-11 is finalized"),
+        "{err}"
+    );
+}
+
+/// The months a reactivation leaves out, with a clock of the test's own.
+#[tokio::test]
+async fn a_reactivation_bills_again_from_its_month_without_a_second_setup_fee() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    let apply = |mv: Move, now: &str| {
+        let pool = db.pool.clone();
+        let now = at(now);
+        async move { lifecycle::apply(&pool, EMAIL_1, mv, "test", Phoenix, now).await }
+    };
+    // Cancelled in November (a scheduled cancellation first, then its day comes).
+    let scheduled = apply(
+        Move::Cancel(Some("2026-11-20".parse().expect("day"))),
+        "2026-11-10T12:00:00Z",
+    )
+    .await
+    .expect("schedule");
+    assert_eq!(
+        (scheduled.from, scheduled.to),
+        (State::Active, State::Active)
+    );
+    let a = agents::find(&mut *db.pool.acquire().await.expect("conn"), agent)
+        .await
+        .expect("find")
+        .expect("agent");
+    assert_eq!(a.state(at("2026-11-20T06:59:59Z"), Phoenix), State::Active);
+    assert_eq!(
+        a.state(at("2026-11-20T07:00:00Z"), Phoenix),
+        State::Cancelled
+    );
+    // Back in February: December and January are not billed.
+    let back = apply(Move::Reactivate, "2027-02-10T18:00:00Z")
+        .await
+        .expect("reactivate");
+    assert_eq!((back.from, back.to), (State::Cancelled, State::Active));
+    assert!(
+        back.summary
+            .contains("billed again from 2027-02 (not 2026-12 through 2027-01)"),
+        "{}",
+        back.summary
+    );
+    for m in ["2026-11", "2026-12", "2027-01", "2027-02", "2027-03"] {
+        billing::rollup(&db.pool, month(m), Phoenix, Some(EMAIL_1))
+            .await
+            .expect("rollup");
+    }
+    let months: Vec<(String, Vec<(String, String)>)> = invoices_of(&db, EMAIL_1)
+        .await
+        .into_iter()
+        .map(|(m, _, l)| (m, l))
+        .collect();
+    assert_eq!(
+        months,
+        [
+            (
+                "2026-11".to_string(),
+                lines(&[("subscription", "249.00"), ("setup_fee", "500.00")])
+            ),
+            ("2027-02".to_string(), lines(&[("subscription", "249.00")])),
+            ("2027-03".to_string(), lines(&[("subscription", "249.00")])),
+        ]
+    );
+    // Finalizing in order skips the months it did not pay for.
+    for m in ["2026-11", "2027-02"] {
+        billing::finalize(
+            &db.pool,
+            month(m),
+            Phoenix,
+            Some(EMAIL_1),
+            at("2027-06-01T00:00:00Z"),
+        )
+        .await
+        .expect("finalize");
+    }
+    // A cancellation before the reactivation is refused; a withdrawn schedule leaves no gap.
+    let early = apply(
+        Move::Cancel(Some("2027-02-01".parse().expect("day"))),
+        "2027-03-05T18:00:00Z",
+    )
+    .await;
+    assert!(
+        matches!(&early, Err(MoveError::Refused(why)) if why.contains("before its billing starts on 2027-02-10")),
+        "{early:?}"
+    );
+    apply(
+        Move::Cancel(Some("2027-04-30".parse().expect("day"))),
+        "2027-03-05T18:00:00Z",
+    )
+    .await
+    .expect("schedule");
+    let withdrawn = apply(Move::Reactivate, "2027-03-06T18:00:00Z")
+        .await
+        .expect("withdraw");
+    assert!(
+        withdrawn.summary.contains("withdrawn"),
+        "{}",
+        withdrawn.summary
+    );
+    assert_eq!(db.count("SELECT count(*) FROM agent_billing_gaps").await, 1);
+}
+
+#[tokio::test]
+async fn a_past_cancellation_is_refused_under_a_later_final_invoice() {
+    let db = TestDb::seeded().await;
+    let later = at("2027-06-01T00:00:00Z");
+    for m in ["2026-11", "2026-12"] {
+        billing::rollup(&db.pool, month(m), Phoenix, Some(EMAIL_1))
+            .await
+            .expect("rollup");
+        billing::finalize(&db.pool, month(m), Phoenix, Some(EMAIL_1), later)
+            .await
+            .expect("finalize");
+    }
+    let refused = lifecycle::apply(
+        &db.pool,
+        EMAIL_1,
+        Move::Cancel(Some("2026-11-15".parse().expect("day"))),
+        "test",
+        Phoenix,
+        later,
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(MoveError::Refused(why)) if why.contains("its invoice for 2026-12, after that month, is finalized")),
+        "{refused:?}"
+    );
+}
+
+/// Enforcement from the day of the cancellation: calls, tool calls, API tokens, the portal.
+#[tokio::test]
+async fn a_cancelled_agency_can_do_nothing_but_read_its_invoices() {
+    let app = TestApp::spawn().await;
+    let agent = app.db.agent_id(PHONE_1).await;
+    let token = {
+        let mut conn = app.db.pool.acquire().await.expect("conn");
+        agents::new_token(&mut conn, agent).await.expect("token")
+    };
+    let me = |token: String| {
+        let base = app.base.clone();
+        async move {
+            client()
+                .get(format!("{base}/v1/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(me(token.clone()).await, 200);
+    // A call that started before the cancellation, reported afterwards, is still billed.
+    let before = end_of_call_report("call-before", PHONE_1);
+
+    let (ok, _, err) = run_on(&app.db.url, &["agents", "cancel", EMAIL_1]);
+    assert!(ok, "{err}");
+    // The routing cache holds an agent for 2 s: wait until the web sees the cancellation.
+    let answer = eventually(10, "the cancellation is seen", || async {
+        let resp = app
+            .post(&assistant_request("call-after", PHONE_1, "+16025550111"))
+            .await;
+        let body: Value = resp.json().await.expect("json");
+        body.get("error").is_some().then_some(body)
+    })
+    .await;
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not in service")),
+        "{answer}"
+    );
+    let tools = app
+        .post(&tool_calls(
+            "call-after",
+            PHONE_1,
+            json!([{"id": "tc-after", "type": "function",
+                    "function": {"name": "water_lookup", "arguments": {"latitude": 35.2, "longitude": -111.6}}}]),
+        ))
+        .await;
+    let tools: Value = tools.json().await.expect("json");
+    assert!(tools["results"][0]["error"].is_string(), "{tools}");
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'water_lookup'")
+            .await,
+        0,
+        "no job for a refused tool call"
+    );
+    // A call that starts after the cancellation is stored, never metered.
+    let now = Utc::now().to_rfc3339();
+    let mut after = end_of_call_report("call-after", PHONE_1);
+    after["message"]["startedAt"] = json!(now);
+    after["message"]["endedAt"] = json!(now);
+    for report in [&before, &after] {
+        assert_eq!(app.post(report).await.status(), 200);
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 2);
+    drain(&app.db.pool, 20).await;
+    let billed: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM agent_usage_metrics")
+        .fetch_all(&app.db.pool)
+        .await
+        .expect("usage");
+    assert_eq!(billed, ["vapi_call:call-before"]);
+    assert_eq!(
+        app.db
+            .count(
+                "SELECT count(*) FROM apalis.jobs WHERE job_type = 'meter_call' AND status = 'Done'"
+            )
+            .await,
+        2,
+        "both reports' jobs finished, neither failed"
+    );
+    assert_eq!(me(token).await, 401, "its API token is refused");
+
+    // It signs in with a new link and sees its invoices, and nothing else.
+    let link = {
+        let mut conn = app.db.pool.acquire().await.expect("conn");
+        portal::create_link(&mut conn, agent, std::time::Duration::from_secs(3600))
+            .await
+            .expect("link")
+    };
+    let resp = client()
+        .post(format!("{}/portal/sign-in", app.base))
+        .form(&[("token", link)])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(resp.status(), 303);
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    let get = |path: &'static str| {
+        let (base, cookie) = (app.base.clone(), cookie.clone());
+        async move {
+            let resp = client()
+                .get(format!("{base}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("send");
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_string);
+            (resp.status().as_u16(), location)
+        }
+    };
+    for path in [
+        "/portal/",
+        "/portal/calls",
+        "/portal/leads",
+        "/portal/usage",
+    ] {
+        assert_eq!(
+            get(path).await,
+            (303, Some("/portal/invoices".to_string())),
+            "{path}"
+        );
+    }
+    assert_eq!(get("/portal/invoices").await.0, 200);
+}
