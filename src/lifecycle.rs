@@ -217,10 +217,10 @@ pub async fn apply(
                     "cannot be cancelled on {on}, before its billing starts on {term_starts}"
                 )));
             }
-            if on < today {
-                if let Some(why) = past_cancellation_refusal(&mut tx, facts.id, on, tz).await? {
-                    return Err(refuse(why));
-                }
+            if on < today
+                && let Some(why) = past_cancellation_refusal(&mut tx, facts.id, on, tz).await?
+            {
+                return Err(refuse(why));
             }
             let status = if service_ends_at(on, tz) <= now {
                 "cancelled"

@@ -341,7 +341,7 @@ async fn a_reactivation_bills_again_from_its_month_without_a_second_setup_fee() 
         (scheduled.from, scheduled.to),
         (State::Active, State::Active)
     );
-    let a = agents::find(&mut *db.pool.acquire().await.expect("conn"), agent)
+    let a = agents::find(&mut db.pool.acquire().await.expect("conn"), agent)
         .await
         .expect("find")
         .expect("agent");
