@@ -98,6 +98,31 @@ pub struct OpsToken {
     pub token: Secret,
 }
 
+impl OpsToken {
+    /// What binds an ops page session to this token: HMAC-SHA256 keyed by the token over the
+    /// session id. Stored with the session and recomputed on each request, so a session outlives
+    /// neither its operator's place in the config nor the token; neither can be read back from it.
+    pub fn session_mac(&self, session_id: &str) -> Vec<u8> {
+        use hmac::Mac;
+        // HMAC takes a key of any length; the error arm cannot happen.
+        match hmac::Hmac::<sha2::Sha256>::new_from_slice(self.token.expose().as_bytes()) {
+            Ok(mut mac) => {
+                mac.update(b"agent-meter ops session\0");
+                mac.update(session_id.as_bytes());
+                mac.finalize().into_bytes().to_vec()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whether `mac` binds session `session_id` to this token (constant time).
+    pub fn opened_session(&self, session_id: &str, mac: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let expected = self.session_mac(session_id);
+        !expected.is_empty() && bool::from(expected.ct_eq(mac))
+    }
+}
+
 /// `OPS_TOKENS=name:token,...` and the unnamed `OPS_TOKEN` (operator `ops`). Names are short
 /// and printable; a malformed entry is refused without echoing the token.
 fn ops_tokens(named: Option<&str>, unnamed: Option<Secret>) -> Result<Vec<OpsToken>, ConfigError> {
@@ -556,10 +581,15 @@ impl Config {
 
     /// The operator whose ops token `given` is (each token compared in constant time).
     pub fn operator(&self, given: &[u8]) -> Option<&str> {
+        self.ops_token(given).map(|t| t.name.as_str())
+    }
+
+    /// The ops credential `given` is (every token compared, in constant time).
+    pub fn ops_token(&self, given: &[u8]) -> Option<&OpsToken> {
         let mut found = None;
         for t in &self.ops_tokens {
             if t.token.matches(given) && found.is_none() {
-                found = Some(t.name.as_str());
+                found = Some(t);
             }
         }
         found

@@ -4,8 +4,8 @@
 //! Server-rendered HTML with plain forms (no script needed). Who may use it: the operators of
 //! `OPS_TOKENS`/`OPS_TOKEN`. Logging in with a token opens a server-side session (`ops_sessions`:
 //! a random id in an `HttpOnly; SameSite=Strict` cookie scoped to `/ops`, `Secure` behind https,
-//! only its hash at rest, an expiry, revoked by logging out); the token itself never goes into a
-//! cookie. Every form post must come from our own origin (`Sec-Fetch-Site`/`Origin`), so a
+//! only its hash at rest, an expiry, revoked by logging out, refused once its operator or their
+//! token is no longer configured); the token itself never goes into a cookie. Every form post must come from our own origin (`Sec-Fetch-Site`/`Origin`), so a
 //! cross-site post gets 403. Every action goes through the same store functions and audit as the
 //! ops API.
 
@@ -86,14 +86,15 @@ async fn login(
         )
             .into_response();
     }
-    let Some(operator) = app.config.operator(f.token.as_bytes()) else {
+    let Some(credential) = app.config.ops_token(f.token.as_bytes()) else {
         return (StatusCode::UNAUTHORIZED, login_form("Wrong token.")).into_response();
     };
+    let operator = credential.name.as_str();
     let ttl = app.config.ops_session_ttl;
     let session = match app.pool.acquire().await {
         Ok(mut conn) => {
             sessions::OPS
-                .create(&mut conn, operator.to_string(), ttl)
+                .create_bound(&mut conn, operator, ttl, |id| credential.session_mac(id))
                 .await
         }
         Err(e) => Err(e),
