@@ -301,7 +301,9 @@ async fn billing_commands_name_an_unknown_agent_email_and_fail() {
     let typo = "nobody@agent-meter.example";
     for args in [
         &["invoices", "rollup", "--month", "2026-11", "--agent", typo][..],
-        &["invoices", "finalize", "--month", "2026-11", "--agent", typo],
+        &[
+            "invoices", "finalize", "--month", "2026-11", "--agent", typo,
+        ],
         &["invoices", "show", "--month", "2026-11", "--agent", typo],
         &["invoices", "trace", "--month", "2026-11", "--agent", typo],
         &["usage", "--month", "2026-11", "--agent", typo],
@@ -319,7 +321,9 @@ async fn billing_commands_name_an_unknown_agent_email_and_fail() {
     let email = db.email_of(db.agent_id(PHONE_1).await).await;
     let (ok, out, err) = run_on(
         &db.url,
-        &["invoices", "rollup", "--month", "2026-11", "--agent", &email],
+        &[
+            "invoices", "rollup", "--month", "2026-11", "--agent", &email,
+        ],
     );
     assert!(ok, "{err}");
     assert!(out.contains("1 invoice(s) for 2026-11"), "{out}");

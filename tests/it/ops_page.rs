@@ -305,8 +305,11 @@ async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
     assert_eq!(status(app.base.clone(), ben_session.clone()).await, 200);
 
     // Restarted without anna: her session is refused, on the API and on the page.
-    let (without_anna, _stop) =
-        serve_web_with(app.db.pool.clone(), &[("OPS_TOKENS", &format!("ben:{ben}"))]).await;
+    let (without_anna, _stop) = serve_web_with(
+        app.db.pool.clone(),
+        &[("OPS_TOKENS", &format!("ben:{ben}"))],
+    )
+    .await;
     assert_eq!(
         status(without_anna.clone(), anna_session.clone()).await,
         401
@@ -320,7 +323,10 @@ async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
         .text()
         .await
         .expect("text");
-    assert!(page.contains("Log in") && !page.contains("id=queues"), "{page}");
+    assert!(
+        page.contains("Log in") && !page.contains("id=queues"),
+        "{page}"
+    );
     let post = client
         .post(format!("{without_anna}/ops/ui/retry"))
         .header("cookie", &anna_session)
@@ -336,7 +342,10 @@ async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
     let rotated = format!("anna:tok-anna-rotated-0123456789,ben:{ben}");
     let (rotated_base, _stop2) =
         serve_web_with(app.db.pool.clone(), &[("OPS_TOKENS", &rotated)]).await;
-    assert_eq!(status(rotated_base.clone(), anna_session.clone()).await, 401);
+    assert_eq!(
+        status(rotated_base.clone(), anna_session.clone()).await,
+        401
+    );
     assert_eq!(status(rotated_base, ben_session).await, 200);
     // Ben's token given as anna's (same name, another token) does not revive it either.
     let swapped = format!("anna:{ben}");

@@ -424,11 +424,10 @@ async fn a_tenant_cannot_see_or_change_late_findings() {
             .expect("rollback");
     }
     tx.rollback().await.expect("rollback");
-    let untouched: (i64, bool) = sqlx::query_as(
-        "SELECT count(*), bool_and(delivered_at IS NULL) FROM late_findings",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("late findings");
+    let untouched: (i64, bool) =
+        sqlx::query_as("SELECT count(*), bool_and(delivered_at IS NULL) FROM late_findings")
+            .fetch_one(&db.pool)
+            .await
+            .expect("late findings");
     assert_eq!(untouched, (1, true), "the owed finding is still owed");
 }
