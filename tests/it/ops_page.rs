@@ -362,3 +362,61 @@ async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
         "every new session is bound to its token"
     );
 }
+
+/// Ten failed logins within a minute from one client, and the eleventh waits even with the right
+/// token; successes are not counted. (Another client is unaffected: `http::throttle`'s unit tests,
+/// since every test request comes from loopback.)
+#[tokio::test]
+async fn ten_failed_logins_from_one_client_then_429_even_with_the_right_token() {
+    let token = "tok-anna-0123456789";
+    let app = TestApp::spawn_with(
+        agent_meter::app::Roles {
+            web: true,
+            worker: false,
+            clock: false,
+        },
+        &[("OPS_TOKENS", &format!("anna:{token}"))],
+    )
+    .await;
+    let login = |given: &str| {
+        client()
+            .post(format!("{}/ops/login", app.base))
+            .form(&[("token", given.to_string())])
+            .send()
+    };
+    for i in 0..9 {
+        let r = login("wrong-token").await.expect("send");
+        assert_eq!(r.status(), 401, "failure {}", i + 1);
+    }
+    assert_eq!(
+        login(token).await.expect("send").status(),
+        303,
+        "not counted"
+    );
+    assert_eq!(
+        login("wrong-token").await.expect("send").status(),
+        401,
+        "the 10th failure"
+    );
+    let refused = login(token).await.expect("send");
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(refused.headers().get("set-cookie").is_none(), "no session");
+    let page = refused.text().await.expect("text");
+    assert!(page.contains("Too many failed logins"), "{page}");
+    assert!(!page.contains(token), "{page}");
+    assert_eq!(login("wrong-token").await.expect("send").status(), 429);
+    // The portal's door has a count of its own.
+    let portal = client()
+        .post(format!("{}/portal/sign-in", app.base))
+        .form(&[("token", "not-a-link")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(portal.status(), 401);
+}
