@@ -139,7 +139,7 @@ async fn main() {
     let (stop, shutdown) = watch::channel(false);
     let server = tokio::spawn(http::serve(
         listener,
-        http::AppState::new(pool.clone(), config),
+        http::AppState::new(pool.clone(), config.clone()),
         shutdown,
     ));
 
@@ -152,11 +152,13 @@ async fn main() {
         .create(&mut conn, agent, std::time::Duration::from_secs(3600))
         .await
         .expect("session");
+    let bench_operator = config.ops_tokens[0].clone();
     let ops = sessions::OPS
-        .create(
+        .create_bound(
             &mut conn,
-            "bench".to_string(),
+            "bench",
             std::time::Duration::from_secs(3600),
+            |id| bench_operator.session_mac(id),
         )
         .await
         .expect("ops session");

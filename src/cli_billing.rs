@@ -83,6 +83,7 @@ fn parse_month(s: &str) -> Result<Month, String> {
     Month::parse(s)
 }
 
+/// The id of the agent with `email`, when one is asked for; an unknown email is an error naming it.
 async fn agent_id(deps: &Deps, email: Option<&str>) -> anyhow::Result<Option<Uuid>> {
     let Some(email) = email else { return Ok(None) };
     let mut conn = deps.pool.acquire().await?;
@@ -158,6 +159,12 @@ pub async fn prices(deps: &Deps, command: PricesCommand) -> anyhow::Result<()> {
 
 pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<()> {
     let tz = deps.config.billing_timezone;
+    let only = match &command {
+        InvoicesCommand::Rollup(m) | InvoicesCommand::Finalize(m) => &m.agent,
+        InvoicesCommand::Show { month, .. } | InvoicesCommand::Trace { month, .. } => &month.agent,
+    };
+    // A mistyped email would otherwise filter down to nothing and succeed ("0 invoice(s)").
+    agent_id(deps, only.as_deref()).await?;
     match command {
         InvoicesCommand::Rollup(m) => {
             let done = billing::rollup(&deps.pool, m.month, tz, m.agent.as_deref()).await?;
@@ -308,6 +315,7 @@ async fn trace(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<()> 
 
 pub async fn usage(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<()> {
     let tz = deps.config.billing_timezone;
+    agent_id(deps, m.agent.as_deref()).await?; // an unknown email is an error, not no rows
     let mut conn = deps.pool.acquire().await?;
     let rows = reports::usage(&mut conn, m.month, tz, m.agent.as_deref()).await?;
     match format {

@@ -18,7 +18,7 @@
 //! | `FEMA_NFHL_URL` | FEMA's public NFHL MapServer, layer 28 (Flood Hazard Zones) | no |
 //! | `DISCORD_ENABLED` | `false` | no |
 //! | `OPS_TOKEN` | none (one unnamed operator, `ops`) | yes |
-//! | `OPS_TOKENS` | none (`name:token,...`: named operators; with neither, ops is disabled) | yes |
+//! | `OPS_TOKENS` | none (`name:token,...`: named operators; with neither, ops is disabled; no two share a token; 24+ characters each in production) | yes |
 //! | `OPS_SESSION_HOURS` | `12` (ops page sessions) | no |
 //! | `PORTAL_SESSION_HOURS` | `168` (agency portal sessions) | no |
 //! | `SUPABASE_URL` | none (Supabase sign-in off unless the secret is set) | no |
@@ -98,6 +98,31 @@ pub struct OpsToken {
     pub token: Secret,
 }
 
+impl OpsToken {
+    /// What binds an ops page session to this token: HMAC-SHA256 keyed by the token over the
+    /// session id. Stored with the session and recomputed on each request, so a session outlives
+    /// neither its operator's place in the config nor the token; neither can be read back from it.
+    pub fn session_mac(&self, session_id: &str) -> Vec<u8> {
+        use hmac::Mac;
+        // HMAC takes a key of any length; the error arm cannot happen.
+        match hmac::Hmac::<sha2::Sha256>::new_from_slice(self.token.expose().as_bytes()) {
+            Ok(mut mac) => {
+                mac.update(b"agent-meter ops session\0");
+                mac.update(session_id.as_bytes());
+                mac.finalize().into_bytes().to_vec()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whether `mac` binds session `session_id` to this token (constant time).
+    pub fn opened_session(&self, session_id: &str, mac: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let expected = self.session_mac(session_id);
+        !expected.is_empty() && bool::from(expected.ct_eq(mac))
+    }
+}
+
 /// `OPS_TOKENS=name:token,...` and the unnamed `OPS_TOKEN` (operator `ops`). Names are short
 /// and printable; a malformed entry is refused without echoing the token.
 fn ops_tokens(named: Option<&str>, unnamed: Option<Secret>) -> Result<Vec<OpsToken>, ConfigError> {
@@ -141,12 +166,57 @@ fn ops_tokens(named: Option<&str>, unnamed: Option<Secret>) -> Result<Vec<OpsTok
         });
     }
     if let Some(token) = unnamed {
+        if tokens.iter().any(|t| t.name == "ops") {
+            return Err(bad(
+                "OPS_TOKEN",
+                "its operator \"ops\" is also named in OPS_TOKENS",
+            ));
+        }
         tokens.push(OpsToken {
             name: "ops".into(),
             token,
         });
     }
+    // One token, two operators: the audit would name whichever is listed first.
+    for (i, a) in tokens.iter().enumerate() {
+        if let Some(b) = tokens[i + 1..].iter().find(|b| b.token == a.token) {
+            return Err(bad(
+                "OPS_TOKENS",
+                format!("operators {} and {} share a token", a.name, b.name),
+            ));
+        }
+    }
     Ok(tokens)
+}
+
+/// Shortest ops token accepted with `APP_ENV=production` (characters): a token is all that
+/// guards `/ops`, so it must not be guessable.
+pub const MIN_PRODUCTION_OPS_TOKEN: usize = 24;
+
+/// With `APP_ENV=production`, every ops token must be at least [`MIN_PRODUCTION_OPS_TOKEN`]
+/// characters; the error names the operator, never the token.
+fn strong_ops_tokens(tokens: &[OpsToken], production: bool) -> Result<(), ConfigError> {
+    if !production {
+        return Ok(());
+    }
+    match tokens
+        .iter()
+        .find(|t| t.token.expose().chars().count() < MIN_PRODUCTION_OPS_TOKEN)
+    {
+        Some(weak) => Err(bad(
+            if weak.name == "ops" {
+                "OPS_TOKEN"
+            } else {
+                "OPS_TOKENS"
+            },
+            format!(
+                "the token of operator {} is shorter than {MIN_PRODUCTION_OPS_TOKEN} characters \
+                 (APP_ENV=production)",
+                weak.name
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -336,6 +406,11 @@ impl Config {
                 "must not be true with APP_ENV=production (image URLs could reach private addresses)",
             ));
         }
+        let ops_tokens = ops_tokens(get("OPS_TOKENS"), secret("OPS_TOKEN"))?;
+        strong_ops_tokens(
+            &ops_tokens,
+            text("APP_ENV", "").eq_ignore_ascii_case("production"),
+        )?;
         let log_format = match get("LOG_FORMAT").unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -455,7 +530,7 @@ impl Config {
                 "https://hazards.fema.gov/arcgis/rest/services/public/NFHL/MapServer/28",
             ),
             discord_enabled: boolean(&get, "DISCORD_ENABLED")?,
-            ops_tokens: ops_tokens(get("OPS_TOKENS"), secret("OPS_TOKEN"))?,
+            ops_tokens,
             ops_session_ttl: Duration::from_secs(
                 number(&get, "OPS_SESSION_HOURS", 12u64)?.clamp(1, 24 * 30) * 3600,
             ),
@@ -506,10 +581,15 @@ impl Config {
 
     /// The operator whose ops token `given` is (each token compared in constant time).
     pub fn operator(&self, given: &[u8]) -> Option<&str> {
+        self.ops_token(given).map(|t| t.name.as_str())
+    }
+
+    /// The ops credential `given` is (every token compared, in constant time).
+    pub fn ops_token(&self, given: &[u8]) -> Option<&OpsToken> {
         let mut found = None;
         for t in &self.ops_tokens {
             if t.token.matches(given) && found.is_none() {
-                found = Some(t.name.as_str());
+                found = Some(t);
             }
         }
         found
@@ -584,6 +664,65 @@ mod tests {
                 .expect("config")
                 .ops_tokens
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn operators_sharing_a_token_stop_start_up_naming_them_not_the_token() {
+        for (named, unnamed, who) in [
+            ("anna:s3cr3t-shared,ben:s3cr3t-shared", None, "anna and ben"),
+            ("anna:s3cr3t-shared", Some("s3cr3t-shared"), "anna and ops"),
+            (
+                "anna:s3cr3t-a,ben:s3cr3t-b,cleo:s3cr3t-b",
+                None,
+                "ben and cleo",
+            ),
+        ] {
+            let mut v = vec![("OPS_TOKENS", named)];
+            v.extend(unnamed.map(|t| ("OPS_TOKEN", t)));
+            let e = Config::from_vars(vars(&v)).expect_err(named);
+            assert_eq!(
+                e.to_string(),
+                format!("OPS_TOKENS: operators {who} share a token")
+            );
+            assert!(!e.to_string().contains("s3cr3t"), "no token in errors: {e}");
+        }
+        let e = Config::from_vars(vars(&[
+            ("OPS_TOKENS", "ops:s3cr3t-a"),
+            ("OPS_TOKEN", "s3cr3t-b"),
+        ]))
+        .expect_err("ops named twice");
+        assert_eq!(e.var, "OPS_TOKEN");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    }
+
+    #[test]
+    fn short_ops_tokens_stop_start_up_in_production_only() {
+        let short = "s3cr3t-23-characters-xx"[..23].to_string();
+        let long = "s3cr3t-24-characters-xxx";
+        assert_eq!(long.chars().count(), MIN_PRODUCTION_OPS_TOKEN);
+        let named = format!("anna:{long},ben:{short}");
+        let e = Config::from_vars(vars(&[("OPS_TOKENS", &named), ("APP_ENV", "production")]))
+            .expect_err("short token");
+        assert_eq!(e.var, "OPS_TOKENS");
+        assert!(e.to_string().contains("operator ben"), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "no token in errors: {e}");
+        let e = Config::from_vars(vars(&[("OPS_TOKEN", &short), ("APP_ENV", "Production")]))
+            .expect_err("short token");
+        assert_eq!(e.var, "OPS_TOKEN");
+        assert!(e.to_string().contains("operator ops"), "{e}");
+        assert!(
+            Config::from_vars(vars(&[("OPS_TOKENS", &named)])).is_ok(),
+            "short tokens are fine outside production"
+        );
+        let both = format!("anna:{long}");
+        assert!(
+            Config::from_vars(vars(&[
+                ("OPS_TOKENS", &both),
+                ("OPS_TOKEN", "s3cr3t-the-unnamed-ops-one"),
+                ("APP_ENV", "production"),
+            ]))
+            .is_ok()
         );
     }
 

@@ -10,6 +10,7 @@ pub mod ops_page;
 pub mod portal;
 pub mod routing;
 pub mod supabase;
+pub mod throttle;
 pub mod tool_calls;
 pub mod tool_results;
 pub mod webhook;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub queue_gauges: Arc<tokio::sync::Mutex<Option<QueueGauges>>>,
     /// Supabase access tokens, when `SUPABASE_URL` or `SUPABASE_JWT_SECRET` is set.
     pub supabase: Option<Arc<supabase::SupabaseAuth>>,
+    /// Failed sign-ins per client (ops login, portal sign-in): too many get 429.
+    pub sign_ins: Arc<throttle::SignIns>,
 }
 
 /// Text for HTML (our server-rendered pages).
@@ -81,6 +84,7 @@ impl AppState {
             tool_results: Arc::default(),
             queue_gauges: Arc::default(),
             supabase,
+            sign_ins: Arc::default(),
         }
     }
 }
@@ -217,7 +221,9 @@ pub async fn serve_only(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "web listening");
-    axum::serve(listener, router(state))
+    // The peer address is what the sign-in limiter counts failures by (`throttle::Client`).
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

@@ -65,10 +65,19 @@ impl FromRequestParts<AppState> for Operator {
             return Err(unauthorized());
         };
         let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;
-        let name = crate::store::sessions::OPS
-            .owner(&mut conn, session)
+        let (name, mac) = crate::store::sessions::OPS
+            .bound_owner(&mut conn, session)
             .await?
             .ok_or_else(unauthorized)?;
+        // The session lives only as long as its operator, with the same token, is configured:
+        // dropping someone from OPS_TOKENS (or rotating their token) ends their sessions at once.
+        let still_configured = app.config.ops_tokens.iter().any(|t| {
+            t.name == name && mac.as_deref().is_some_and(|m| t.opened_session(session, m))
+        });
+        if !still_configured {
+            tracing::info!(operator = %name, "ops session refused: operator or token no longer configured");
+            return Err(unauthorized());
+        }
         // A browser sends the cookie with any request to us, including one a foreign page makes:
         // a state-changing request on a session must show it comes from our own pages.
         if !parts.method.is_safe() && !same_origin(&parts.headers, app) {

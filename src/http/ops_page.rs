@@ -4,9 +4,10 @@
 //! Server-rendered HTML with plain forms (no script needed). Who may use it: the operators of
 //! `OPS_TOKENS`/`OPS_TOKEN`. Logging in with a token opens a server-side session (`ops_sessions`:
 //! a random id in an `HttpOnly; SameSite=Strict` cookie scoped to `/ops`, `Secure` behind https,
-//! only its hash at rest, an expiry, revoked by logging out); the token itself never goes into a
-//! cookie. Every form post must come from our own origin (`Sec-Fetch-Site`/`Origin`), so a
-//! cross-site post gets 403. Every action goes through the same store functions and audit as the
+//! only its hash at rest, an expiry, revoked by logging out, refused once its operator or their
+//! token is no longer configured); the token itself never goes into a cookie. Every form post must come from our own origin (`Sec-Fetch-Site`/`Origin`), so a
+//! cross-site post gets 403. Ten failed logins in a minute from one client get 429
+//! ([`super::throttle`]). Every action goes through the same store functions and audit as the
 //! ops API.
 
 use axum::{
@@ -18,11 +19,14 @@ use axum::{
 };
 use serde::Deserialize;
 
+use std::time::Instant;
+
 use super::{
     AppState, cookie,
     error::ApiError,
     esc,
     ops::{Operator, SESSION_COOKIE, foreign_post, same_origin, session_cookie},
+    throttle::{self, Client},
 };
 use crate::{
     billing::Month,
@@ -68,6 +72,7 @@ struct LoginIn {
 
 async fn login(
     State(app): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Form(f): Form<LoginIn>,
 ) -> Response {
@@ -86,14 +91,25 @@ async fn login(
         )
             .into_response();
     }
-    let Some(operator) = app.config.operator(f.token.as_bytes()) else {
+    // Checked before the token: once refused, even the right token waits (guessing gains nothing).
+    let now = Instant::now();
+    if let Err(wait) = app.sign_ins.ops.check(client.0, now) {
+        tracing::warn!(client = %client.0, "ops login refused: too many failed logins");
+        return throttle::too_many(
+            wait,
+            login_form("Too many failed logins from here; try again in a minute."),
+        );
+    }
+    let Some(credential) = app.config.ops_token(f.token.as_bytes()) else {
+        app.sign_ins.ops.failed(client.0, now);
         return (StatusCode::UNAUTHORIZED, login_form("Wrong token.")).into_response();
     };
+    let operator = credential.name.as_str();
     let ttl = app.config.ops_session_ttl;
     let session = match app.pool.acquire().await {
         Ok(mut conn) => {
             sessions::OPS
-                .create(&mut conn, operator.to_string(), ttl)
+                .create_bound(&mut conn, operator, ttl, |id| credential.session_mac(id))
                 .await
         }
         Err(e) => Err(e),

@@ -10,7 +10,10 @@
 //! Sign-in: `GET /portal/sign-in?token=...` shows a button and `POST /portal/sign-in` uses the
 //! token up (a link preview, such as Discord's, only GETs, so it cannot spend the link). The
 //! session cookie (`portal_session`, `HttpOnly; SameSite=Lax; Path=/portal`, `Secure` behind
-//! https) holds a random id whose SHA-256 is all that is stored; signing out revokes it.
+//! https) holds a random id whose SHA-256 is all that is stored; signing out revokes it. Ten
+//! failed sign-ins in a minute from one client get 429 ([`super::throttle`]).
+
+use std::time::Instant;
 
 use axum::{
     Form, Router,
@@ -30,6 +33,7 @@ use super::{
     error::ApiError,
     esc,
     ops::{foreign_post, same_origin, session_cookie},
+    throttle::{self, Client},
 };
 use crate::{
     billing::Month,
@@ -104,6 +108,10 @@ fn t(lang: Lang, key: &str) -> &'static str {
         "press" => (
             "Press the button to sign in to your portal.",
             "Pulse el botón para entrar en su portal.",
+        ),
+        "too_many" => (
+            "Too many failed sign-ins from here. Try again in a minute.",
+            "Demasiados intentos fallidos desde aquí. Inténtelo de nuevo en un minuto.",
         ),
         "none" => ("Nothing yet.", "Nada todavía."),
         "older" => ("Older →", "Anteriores →"),
@@ -267,6 +275,7 @@ struct SignInForm {
 
 async fn sign_in(
     State(app): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Form(f): Form<SignInForm>,
 ) -> Response {
@@ -274,15 +283,29 @@ async fn sign_in(
     if foreign_post(&headers, &app) {
         return refused(lang, StatusCode::FORBIDDEN, "need_link");
     }
+    let now = Instant::now();
+    if let Err(wait) = app.sign_ins.portal.check(client.0, now) {
+        return too_many_sign_ins(lang, client, wait);
+    }
     let redeemed = async {
         let mut conn = app.pool.acquire().await?;
         portal::redeem_link(&mut conn, f.token.trim()).await
     };
     match redeemed.await {
         Ok(Some(agent)) => start_session(&app, agent).await,
-        Ok(None) => refused(lang, StatusCode::UNAUTHORIZED, "link_used"),
+        Ok(None) => {
+            app.sign_ins.portal.failed(client.0, now);
+            refused(lang, StatusCode::UNAUTHORIZED, "link_used")
+        }
         Err(e) => ApiError::unavailable(e).into_response(),
     }
+}
+
+/// 429: this client failed to sign in too often lately (even a good link waits).
+fn too_many_sign_ins(lang: Lang, client: Client, wait: std::time::Duration) -> Response {
+    tracing::warn!(client = %client.0, "portal sign-in refused: too many failed sign-ins");
+    let body = format!("<p>{}</p>", t(lang, "too_many"));
+    throttle::too_many(wait, page(lang, None, "agent-meter", &body))
 }
 
 #[derive(Deserialize)]
@@ -293,6 +316,7 @@ struct SupabaseForm {
 /// Sign-in with the agency's Supabase session: its access token for a portal session.
 async fn sign_in_supabase(
     State(app): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Form(f): Form<SupabaseForm>,
 ) -> Response {
@@ -300,7 +324,12 @@ async fn sign_in_supabase(
     if foreign_post(&headers, &app) {
         return refused(lang, StatusCode::FORBIDDEN, "need_link");
     }
+    let now = Instant::now();
+    if let Err(wait) = app.sign_ins.portal.check(client.0, now) {
+        return too_many_sign_ins(lang, client, wait);
+    }
     let Some(agent) = supabase_agent(&app, f.access_token.trim()).await else {
+        app.sign_ins.portal.failed(client.0, now);
         return refused(lang, StatusCode::UNAUTHORIZED, "need_link");
     };
     start_session(&app, agent).await

@@ -26,9 +26,9 @@ pub struct NonPublicAddress;
 
 /// Whether `ip` is an ordinary public unicast address. Refused: loopback, private, link-local,
 /// CGNAT (100.64/10), multicast, broadcast, 0.0.0.0/8, 240/4, documentation and benchmarking
-/// ranges; in IPv6 also unique-local, site-local, multicast, NAT64 (`64:ff9b::/96`,
-/// `64:ff9b:1::/48`), Teredo and 6to4 (they embed IPv4), discard-only, and IPv4-mapped or
-/// -compatible addresses whatever IPv4 they carry.
+/// ranges; in IPv6 also unique-local, site-local, multicast, discard-only, documentation, and
+/// every form that embeds an IPv4 address whatever IPv4 it carries ([`EMBEDS_V4`]: mapped,
+/// translated, compatible, NAT64, 6to4, Teredo).
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -50,20 +50,39 @@ fn is_public_v4(v4: Ipv4Addr) -> bool {
         || (a == 198 && (b & 0xfe) == 18)) // benchmarking 198.18/15
 }
 
+/// IPv6 prefixes that carry an IPv4 address, refused outright whatever that address is: none is
+/// ever a legitimate image host, and judging by the embedded IPv4 would leave one translation
+/// mechanism or another to get it wrong. `(prefix, length in bits)`.
+const EMBEDS_V4: [(Ipv6Addr, u32); 7] = [
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96), // IPv4-compatible ::a.b.c.d (:: and ::1 too)
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96), // IPv4-mapped ::ffff:a.b.c.d
+    (Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0), 96), // IPv4-translated ::ffff:0:a.b.c.d (SIIT)
+    (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96), // NAT64 well-known prefix
+    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48), // NAT64 local-use prefix
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16), // 6to4
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 32), // Teredo
+];
+
+/// Whether `v6` lies in one of [`EMBEDS_V4`]'s prefixes.
+fn embeds_v4(v6: Ipv6Addr) -> bool {
+    let bits = u128::from(v6);
+    EMBEDS_V4.iter().any(|&(prefix, len)| {
+        let mask = u128::MAX << (128 - len);
+        bits & mask == u128::from(prefix) & mask
+    })
+}
+
 fn is_public_v6(v6: Ipv6Addr) -> bool {
     let s = v6.segments();
-    let embeds_v4 = s[..5] == [0; 5] && (s[5] == 0 || s[5] == 0xffff); // ::a.b.c.d, ::ffff:a.b.c.d
     !(v6.is_loopback()
         || v6.is_unspecified()
-        || embeds_v4
+        || embeds_v4(v6)
         || v6.is_multicast()
         || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
         || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
-        || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 64:ff9b::/96 and 64:ff9b:1::/48
-        || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32
+        || (s[0] == 0x64 && s[1] == 0xff9b) // all of 64:ff9b::/32 (NAT64's and reserved)
         || (s[0] == 0x2001 && s[1] == 0xdb8) // documentation
-        || s[0] == 0x2002 // 6to4
         || (s[0] == 0x100 && s[1..4] == [0; 3])) // discard-only 100::/64
 }
 
@@ -248,6 +267,41 @@ mod tests {
             "100::1",
         ] {
             assert!(!is_public(ip(refused)), "{refused} must be refused");
+        }
+        // Every IPv6 form that embeds an IPv4 address is refused, whether the IPv4 inside is
+        // private (169.254.169.254, 10.0.0.1, 127.0.0.1) or public (8.8.8.8).
+        for embedded in [
+            // IPv4-mapped, ::ffff:0:0/96
+            "::ffff:169.254.169.254",
+            "::ffff:10.0.0.1",
+            "::ffff:808:808",
+            // IPv4-translated, ::ffff:0:0:0/96
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:8.8.8.8",
+            // IPv4-compatible, ::/96
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "::a9fe:a9fe",
+            // NAT64, 64:ff9b::/96 and 64:ff9b:1::/48
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::8.8.8.8",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::808:808",
+            // 6to4, 2002::/16 (the IPv4 in bits 16-48)
+            "2002:7f00:1::1",
+            "2002:808:808::1",
+            "2002:ffff:ffff:ffff::1",
+            // Teredo, 2001::/32 (the server's IPv4 in bits 32-64, the client's obfuscated)
+            "2001:0:a9fe:a9fe::1",
+            "2001:0:808:808:8000:f227:f7f7:f7f7",
+            "2001:0:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            assert!(!is_public(ip(embedded)), "{embedded} must be refused");
+        }
+        // Just outside those prefixes is ordinary address space.
+        for outside in ["2001:4860:4860::8888", "2003::1", "2a02:2e0::1"] {
+            assert!(is_public(ip(outside)), "{outside} is not an embedding form");
         }
         for public in [
             "8.8.8.8",

@@ -1,7 +1,8 @@
 //! Server-side sessions, the ops page's (`ops_sessions`, migration 0016) and the agency portal's
 //! (`portal_sessions`, migration 0017): a random id in the cookie (256 bits from the operating
 //! system, hex), only its SHA-256 at rest, an expiry, revocable. One shape on two tables, each
-//! naming its owner: an operator's name, or an agent's id.
+//! naming its owner: an operator's name, or an agent's id. Ops sessions are also bound to the
+//! operator's token, so one outlives neither the operator's place in the config nor the token.
 
 use std::{marker::PhantomData, time::Duration};
 
@@ -47,14 +48,7 @@ where
         ttl: Duration,
     ) -> Result<String, sqlx::Error> {
         let id = new_secret()?;
-        // Expired sessions go as new ones come (no background job needed for so few rows).
-        let prune = format!(
-            "DELETE FROM {} WHERE expires_at < now() - interval '1 day'",
-            self.table
-        );
-        sqlx::query(sqlx::AssertSqlSafe(prune))
-            .execute(&mut *conn)
-            .await?;
+        self.prune(conn).await?;
         let insert = format!(
             "INSERT INTO {} (id_hash, {}, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3))",
             self.table, self.owner
@@ -66,6 +60,18 @@ where
             .execute(&mut *conn)
             .await?;
         Ok(id)
+    }
+
+    /// Expired sessions go as new ones come (no background job needed for so few rows).
+    async fn prune(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let prune = format!(
+            "DELETE FROM {} WHERE expires_at < now() - interval '1 day'",
+            self.table
+        );
+        sqlx::query(sqlx::AssertSqlSafe(prune))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 
     /// The owner of a live session (not expired, not revoked), if `id` is one.
@@ -94,5 +100,55 @@ where
             .execute(conn)
             .await?;
         Ok(())
+    }
+}
+
+/// Ops sessions are also bound to the token they were opened with (migration 0025): `token_mac`
+/// is computed by the caller from the token and the new session's id
+/// ([`crate::config::OpsToken::session_mac`]), and compared again on every request.
+impl Sessions<String> {
+    /// A new session for `operator`, bound by `mac(id)`; returns the id for the cookie.
+    pub async fn create_bound(
+        &self,
+        conn: &mut PgConnection,
+        operator: &str,
+        ttl: Duration,
+        mac: impl FnOnce(&str) -> Vec<u8>,
+    ) -> Result<String, sqlx::Error> {
+        let id = new_secret()?;
+        self.prune(conn).await?;
+        let insert = format!(
+            "INSERT INTO {} (id_hash, {}, token_mac, expires_at)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+            self.table, self.owner
+        );
+        sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind(digest(&id))
+            .bind(operator)
+            .bind(mac(&id))
+            .bind(ttl.as_secs_f64())
+            .execute(&mut *conn)
+            .await?;
+        Ok(id)
+    }
+
+    /// The operator of a live session and the token binding it was opened with (`None` for a
+    /// session from before bindings, which the caller refuses).
+    pub async fn bound_owner(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+    ) -> Result<Option<(String, Option<Vec<u8>>)>, sqlx::Error> {
+        if id.len() != 64 {
+            return Ok(None);
+        }
+        let select = format!(
+            "SELECT {}, token_mac FROM {} WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
+            self.owner, self.table
+        );
+        sqlx::query_as(sqlx::AssertSqlSafe(select))
+            .bind(digest(id))
+            .fetch_optional(conn)
+            .await
     }
 }

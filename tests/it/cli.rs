@@ -296,3 +296,37 @@ async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
     ]);
     assert!(!ok && err.contains("a price cannot be negative"), "{err}");
 }
+
+#[tokio::test]
+async fn billing_commands_name_an_unknown_agent_email_and_fail() {
+    let db = TestDb::seeded().await;
+    let typo = "nobody@agent-meter.example";
+    for args in [
+        &["invoices", "rollup", "--month", "2026-11", "--agent", typo][..],
+        &[
+            "invoices", "finalize", "--month", "2026-11", "--agent", typo,
+        ],
+        &["invoices", "show", "--month", "2026-11", "--agent", typo],
+        &["invoices", "trace", "--month", "2026-11", "--agent", typo],
+        &["usage", "--month", "2026-11", "--agent", typo],
+    ] {
+        let (ok, out, err) = run_on(&db.url, args);
+        assert!(!ok, "{args:?} must fail: {out}");
+        assert!(
+            err.contains(&format!("no agent with email {typo}")),
+            "{args:?}: {err}"
+        );
+        assert!(!out.contains("invoice(s)"), "{args:?}: {out}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM invoices").await, 0);
+    // A known email still works.
+    let email = db.email_of(db.agent_id(PHONE_1).await).await;
+    let (ok, out, err) = run_on(
+        &db.url,
+        &[
+            "invoices", "rollup", "--month", "2026-11", "--agent", &email,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("1 invoice(s) for 2026-11"), "{out}");
+}

@@ -332,6 +332,17 @@ pub async fn serve_web_on(pool: PgPool) -> (String, watch::Sender<bool>) {
     (base, stop)
 }
 
+/// [`serve_web_on`] with the configuration `extra`: another web instance on the same database,
+/// as after a restart with a changed configuration.
+pub async fn serve_web_with(pool: PgPool, extra: &[(&str, &str)]) -> (String, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, shutdown) = watch::channel(false);
+    let state = agent_meter::http::AppState::new(pool, Arc::new(test_config(extra)));
+    tokio::spawn(agent_meter::http::serve(listener, state, shutdown));
+    (base, stop)
+}
+
 /// Local stand-ins for every outside API, and the configuration that points the app at them.
 pub struct Mocks {
     pub gemini: wiremock::MockServer,

@@ -268,3 +268,155 @@ async fn in_a_real_browser_an_oncall_person_logs_in_retries_a_failed_job_and_see
         1
     );
 }
+
+/// A session lives only as long as its operator, with the same token, is configured: after a
+/// restart without anna (or with her token rotated) her session is refused at once, while ben's
+/// keeps working.
+#[tokio::test]
+async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
+    let (anna, ben) = ("tok-anna-0123456789", "tok-ben-0123456789");
+    let app = TestApp::spawn_with(
+        agent_meter::app::Roles {
+            web: true,
+            worker: false,
+            clock: false,
+        },
+        &[("OPS_TOKENS", &format!("anna:{anna},ben:{ben}"))],
+    )
+    .await;
+    let pair = |cookie: String| cookie.split(';').next().expect("pair").to_string();
+    let anna_session = pair(ops_login(&app, anna).await);
+    let ben_session = pair(ops_login(&app, ben).await);
+    let client = client();
+    let status = |base: String, session: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("{base}/ops/jobs"))
+                .header("cookie", session)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(app.base.clone(), anna_session.clone()).await, 200);
+    assert_eq!(status(app.base.clone(), ben_session.clone()).await, 200);
+
+    // Restarted without anna: her session is refused, on the API and on the page.
+    let (without_anna, _stop) = serve_web_with(
+        app.db.pool.clone(),
+        &[("OPS_TOKENS", &format!("ben:{ben}"))],
+    )
+    .await;
+    assert_eq!(
+        status(without_anna.clone(), anna_session.clone()).await,
+        401
+    );
+    let page = client
+        .get(format!("{without_anna}/ops/"))
+        .header("cookie", &anna_session)
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("Log in") && !page.contains("id=queues"),
+        "{page}"
+    );
+    let post = client
+        .post(format!("{without_anna}/ops/ui/retry"))
+        .header("cookie", &anna_session)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("kind", "")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(post.status(), 401);
+    assert_eq!(status(without_anna.clone(), ben_session.clone()).await, 200);
+
+    // Restarted with anna's token rotated: the session opened with the old token is refused too.
+    let rotated = format!("anna:tok-anna-rotated-0123456789,ben:{ben}");
+    let (rotated_base, _stop2) =
+        serve_web_with(app.db.pool.clone(), &[("OPS_TOKENS", &rotated)]).await;
+    assert_eq!(
+        status(rotated_base.clone(), anna_session.clone()).await,
+        401
+    );
+    assert_eq!(status(rotated_base, ben_session).await, 200);
+    // Ben's token given as anna's (same name, another token) does not revive it either.
+    let swapped = format!("anna:{ben}");
+    let (swapped_base, _stop3) =
+        serve_web_with(app.db.pool.clone(), &[("OPS_TOKENS", &swapped)]).await;
+    assert_eq!(status(swapped_base, anna_session.clone()).await, 401);
+    // Where anna is configured as before, her session still works (nothing was revoked).
+    assert_eq!(status(app.base.clone(), anna_session).await, 200);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM ops_sessions WHERE token_mac IS NULL")
+            .await,
+        0,
+        "every new session is bound to its token"
+    );
+}
+
+/// Ten failed logins within a minute from one client, and the eleventh waits even with the right
+/// token; successes are not counted. (Another client is unaffected: `http::throttle`'s unit tests,
+/// since every test request comes from loopback.)
+#[tokio::test]
+async fn ten_failed_logins_from_one_client_then_429_even_with_the_right_token() {
+    let token = "tok-anna-0123456789";
+    let app = TestApp::spawn_with(
+        agent_meter::app::Roles {
+            web: true,
+            worker: false,
+            clock: false,
+        },
+        &[("OPS_TOKENS", &format!("anna:{token}"))],
+    )
+    .await;
+    let login = |given: &str| {
+        client()
+            .post(format!("{}/ops/login", app.base))
+            .form(&[("token", given.to_string())])
+            .send()
+    };
+    for i in 0..9 {
+        let r = login("wrong-token").await.expect("send");
+        assert_eq!(r.status(), 401, "failure {}", i + 1);
+    }
+    assert_eq!(
+        login(token).await.expect("send").status(),
+        303,
+        "not counted"
+    );
+    assert_eq!(
+        login("wrong-token").await.expect("send").status(),
+        401,
+        "the 10th failure"
+    );
+    let refused = login(token).await.expect("send");
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(refused.headers().get("set-cookie").is_none(), "no session");
+    let page = refused.text().await.expect("text");
+    assert!(page.contains("Too many failed logins"), "{page}");
+    assert!(!page.contains(token), "{page}");
+    assert_eq!(login("wrong-token").await.expect("send").status(), 429);
+    // The portal's door has a count of its own.
+    let portal = client()
+        .post(format!("{}/portal/sign-in", app.base))
+        .form(&[("token", "not-a-link")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(portal.status(), 401);
+}

@@ -609,3 +609,40 @@ async fn calls_come_in_pages_of_a_hundred() {
         assert_eq!(status, 400, "page={bad}");
     }
 }
+
+/// Ten failed sign-ins within a minute from one client, and the eleventh waits even with a good
+/// link, which stays unused for later.
+#[tokio::test]
+async fn ten_failed_sign_ins_from_one_client_then_429_even_with_a_good_link() {
+    let app = TestApp::spawn_web_only().await;
+    let a = app.db.agent_id(PHONE_1).await;
+    let link = invite(&app, &app.db.email_of(a).await);
+    for i in 0..10 {
+        let bogus = format!("{}/portal/sign-in?token={}", app.base, "f".repeat(64));
+        assert_eq!(sign_in(&app, &bogus).await, Err(401), "failure {}", i + 1);
+    }
+    let token = link.split("token=").nth(1).expect("token").to_string();
+    let refused = client()
+        .post(format!("{}/portal/sign-in", app.base))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused.headers().get("set-cookie").is_none());
+    let supabase = client()
+        .post(format!("{}/portal/sign-in/supabase", app.base))
+        .form(&[("access_token", "eyJ.not.a-token")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(supabase.status(), 429, "the same door");
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM portal_sign_in_tokens WHERE used_at IS NULL")
+            .await,
+        1,
+        "the good link was not spent"
+    );
+}

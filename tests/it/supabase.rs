@@ -85,10 +85,15 @@ impl World {
     }
 
     async fn me(&self, token: &str) -> u16 {
+        self.me_at(&self.app.base, token).await
+    }
+
+    /// `GET /v1/me` with `token` on the web instance at `base`: its status.
+    async fn me_at(&self, base: &str, token: &str) -> u16 {
         let resp = self
             .app
             .http
-            .get(format!("{}/v1/me", self.app.base))
+            .get(format!("{base}/v1/me"))
             .bearer_auth(token)
             .send()
             .await
@@ -216,4 +221,105 @@ async fn a_supabase_session_signs_in_to_the_portal() {
         .await
         .expect("send");
     assert_eq!(bad.status(), 401);
+}
+
+#[tokio::test]
+async fn supabase_tokens_must_name_the_project_as_their_issuer() {
+    let w = world().await;
+    let good = w.claims(w.user);
+    let mut missing = good.clone();
+    missing.as_object_mut().expect("object").remove("iss");
+    let mut wrong = good.clone();
+    wrong["iss"] = json!(format!("{}/auth/v2", w.jwks.uri()));
+    let mut listed = good.clone();
+    listed["iss"] = json!([format!("{}/auth/v1", w.jwks.uri())]);
+    for (alg, kid) in [
+        (Algorithm::RS256, Some("rsa-key-1")),
+        (Algorithm::ES256, Some("ec-key-1")),
+        (Algorithm::HS256, None),
+    ] {
+        assert_eq!(w.me(&w.token(alg, kid, &good)).await, 200, "{alg:?}");
+        assert_eq!(
+            w.me(&w.token(alg, kid, &missing)).await,
+            401,
+            "{alg:?} without iss"
+        );
+        assert_eq!(
+            w.me(&w.token(alg, kid, &wrong)).await,
+            401,
+            "{alg:?} with another iss"
+        );
+        assert_eq!(
+            w.me(&w.token(alg, kid, &listed)).await,
+            401,
+            "{alg:?} with iss as a list"
+        );
+    }
+}
+
+/// A slow Supabase delays only the sign-ins that need its keys: while a JWKS fetch for an unknown
+/// key id hangs, a token with a known key id is answered.
+#[tokio::test]
+async fn a_slow_jwks_refetch_does_not_stall_sign_ins_with_known_keys() {
+    let jwks = MockServer::start().await;
+    let set: Value = serde_json::from_slice(&fixture("supabase_jwks.json")).expect("jwks");
+    // The first fetch answers at once; every later one takes 3 s.
+    Mock::given(path(JWKS_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(set.clone()))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&jwks)
+        .await;
+    Mock::given(path(JWKS_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(set)
+                .set_delay(std::time::Duration::from_secs(3)),
+        )
+        .mount(&jwks)
+        .await;
+    let w = World {
+        jwks,
+        ..world().await
+    };
+    // A web instance that refetches for any unknown key id at once (not every 30 s).
+    let config = std::sync::Arc::new(test_config(&[("SUPABASE_URL", &w.jwks.uri())]));
+    let mut state = agent_meter::http::AppState::new(w.app.db.pool.clone(), config.clone());
+    state.supabase = agent_meter::http::supabase::SupabaseAuth::from_config(&config)
+        .map(|s| std::sync::Arc::new(s.with_min_refresh(std::time::Duration::ZERO)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(agent_meter::http::serve(listener, state, shutdown));
+
+    let known = w.token(Algorithm::RS256, Some("rsa-key-1"), &w.claims(w.user));
+    assert_eq!(w.me_at(&base, &known).await, 200, "keys fetched once");
+    assert_eq!(requests(&w.jwks).await, 1);
+
+    let unknown = w.token(Algorithm::RS256, Some("rotated-key"), &w.claims(w.user));
+    let slow = tokio::spawn({
+        let (client, url) = (w.app.http.clone(), format!("{base}/v1/me"));
+        async move {
+            client
+                .get(url)
+                .bearer_auth(unknown)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }
+    });
+    eventually(10, "the slow JWKS fetch to start", || async {
+        (requests(&w.jwks).await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(w.me_at(&base, &known).await, 200);
+    assert!(
+        !slow.is_finished(),
+        "the known key was answered while the refetch for the unknown one was still pending"
+    );
+    assert_eq!(slow.await.expect("slow request"), 401, "no such key");
 }

@@ -213,7 +213,12 @@ async fn the_catalog_keeps_every_tenant_table_isolated() {
         "tenant tables without RLS or a policy: {unguarded:?}"
     );
     // The tables the tenant role must never touch.
-    for table in ["webhook_events", "apalis.jobs", "apalis.workers"] {
+    for table in [
+        "webhook_events",
+        "late_findings",
+        "apalis.jobs",
+        "apalis.workers",
+    ] {
         let row = sqlx::query(
             "SELECT has_table_privilege('agent_meter_tenant', $1, 'SELECT') OR
                     has_table_privilege('agent_meter_tenant', $1, 'INSERT') AS any",
@@ -383,4 +388,46 @@ async fn on_supabase_a_signed_in_user_sees_only_their_agencys_rows() {
         .await
         .expect("agents");
     assert_eq!(visible_agents, 1);
+}
+
+/// Findings owed to live calls carry another agency's control URL: no tenant may read them, mark
+/// them said or add one (only the owner's webhook and writer touch the table).
+#[tokio::test]
+async fn a_tenant_cannot_see_or_change_late_findings() {
+    let db = TestDb::seeded().await;
+    let agents = populate(&db.pool).await;
+    sqlx::query(
+        "INSERT INTO late_findings (key, control_url) VALUES ('tool_call:tc-other', 'https://vapi.example/control/secret')",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("owed finding");
+    let mut tx = db::tenant_tx(&db.pool, agents[0]).await.expect("tenant tx");
+    for sql in [
+        "SELECT count(*) FROM late_findings",
+        "UPDATE late_findings SET delivered_at = now() WHERE delivered_at IS NULL",
+        "INSERT INTO late_findings (key, control_url) VALUES ('tool_call:tc-mine', 'https://evil.example')",
+        "DELETE FROM late_findings",
+    ] {
+        sqlx::query("SAVEPOINT op")
+            .execute(&mut *tx)
+            .await
+            .expect("savepoint");
+        let e = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .expect_err(sql);
+        assert!(e.to_string().contains("permission denied"), "{sql}: {e}");
+        sqlx::query("ROLLBACK TO SAVEPOINT op")
+            .execute(&mut *tx)
+            .await
+            .expect("rollback");
+    }
+    tx.rollback().await.expect("rollback");
+    let untouched: (i64, bool) =
+        sqlx::query_as("SELECT count(*), bool_and(delivered_at IS NULL) FROM late_findings")
+            .fetch_one(&db.pool)
+            .await
+            .expect("late findings");
+    assert_eq!(untouched, (1, true), "the owed finding is still owed");
 }

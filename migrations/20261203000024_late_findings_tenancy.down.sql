@@ -1,0 +1,1 @@
+GRANT SELECT, UPDATE ON late_findings TO agent_meter_tenant;

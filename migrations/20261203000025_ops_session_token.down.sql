@@ -1,0 +1,1 @@
+ALTER TABLE ops_sessions DROP COLUMN token_mac;
