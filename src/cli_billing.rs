@@ -36,6 +36,11 @@ pub enum PricesCommand {
         /// Our cost per unit, for margins.
         #[arg(long)]
         cost: Option<Decimal>,
+        /// A day before today re-prices what was metered since: without this the price is
+        /// refused (saying how many rows it would re-price); with it those rows are reversed and
+        /// entered again at the new price (refused where a finalized invoice holds them).
+        #[arg(long)]
+        reprice: bool,
     },
 }
 
@@ -132,10 +137,13 @@ pub async fn prices(deps: &Deps, command: PricesCommand) -> anyhow::Result<()> {
             agent,
             unit,
             cost,
+            reprice,
         } => {
             anyhow::ensure!(!price.is_sign_negative(), "a price cannot be negative");
             drop(conn);
             let agent_id = agent_id(deps, agent.as_deref()).await?;
+            let tz = deps.config.billing_timezone;
+            let today = chrono::Utc::now().with_timezone(&tz).date_naive();
             let mut tx = deps.pool.begin().await?;
             let id = pricing::set(
                 &mut tx,
@@ -147,11 +155,35 @@ pub async fn prices(deps: &Deps, command: PricesCommand) -> anyhow::Result<()> {
                 from,
             )
             .await?;
+            // A price from a past day re-prices what was metered since: only when asked, and
+            // never under a finalized invoice. Refusing rolls the new price back.
+            let mut repriced = 0;
+            if from < today {
+                let r = pricing::repricing(&mut tx, agent_id, &metric, from, tz).await?;
+                anyhow::ensure!(
+                    reprice,
+                    "{from} is before today ({today} in {tz}): {} metered {metric} row(s) since then \
+                     would be re-priced. Run again with --reprice to re-price them by reversal and \
+                     re-entry, or start the price today or later",
+                    r.rows
+                );
+                anyhow::ensure!(
+                    r.finalized.is_empty(),
+                    "{} metered {metric} row(s) since {from} would be re-priced, and finalized \
+                     invoices ({}) hold some of them: refused, nothing changed",
+                    r.rows,
+                    r.finalized.join(", ")
+                );
+                repriced = pricing::reprice(&mut tx, agent_id, &metric, from, tz, id).await?;
+            }
             tx.commit().await?;
             println!(
                 "{metric} costs {} from {from} (price id {id})",
                 price.normalize()
             );
+            if from < today {
+                println!("re-priced {repriced} metered row(s) by reversal and re-entry");
+            }
         }
     }
     Ok(())

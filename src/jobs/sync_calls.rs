@@ -221,9 +221,17 @@ async fn reconcile(
         return Ok(Reconciled::Unchanged);
     };
     let base_key = format!("vapi_call:{vapi_call_id}");
-    type Row = (String, Decimal, Decimal, DateTime<Utc>, Option<Decimal>);
+    type Row = (
+        String,
+        Decimal,
+        Decimal,
+        DateTime<Utc>,
+        Option<Decimal>,
+        bool,
+    );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT idempotency_key, quantity, unit_price_usd, occurred_at, provider_cost_usd
+        "SELECT idempotency_key, quantity, unit_price_usd, occurred_at, provider_cost_usd,
+                metadata ? 'reverses'
            FROM agent_usage_metrics
           WHERE agent_id = $1 AND metric_type = $2
             AND (idempotency_key = $3 OR corrects = $3)
@@ -250,14 +258,14 @@ async fn reconcile(
     if billed == expected {
         return Ok(Reconciled::Unchanged);
     }
-    // The live row is the latest entry (`{base}` or `{base}:v{n}`), told from reversals by its
-    // key, not its sign (a zero-minute entry's reversal is zero too). Its reversal nets it
-    // exactly: same time (so the same month), same price, quantity, cost and provider cost
-    // negated; the new row then carries the final duration and Vapi's final cost once.
-    let reversal = |key: &str| key.starts_with(&format!("{base_key}:rev"));
-    let corrections = rows.iter().filter(|(k, ..)| reversal(k)).count() + 1;
-    let Some((live_key, live_qty, live_price, live_at, live_provider_cost)) =
-        rows.iter().rev().find(|(k, ..)| !reversal(k)).cloned()
+    // The live row is the latest entry (`{base}`, `{base}:v{n}` or a re-pricing's re-entry),
+    // told from reversals by what it says it reverses, not by its sign (a zero-minute entry's
+    // reversal is zero too). Its reversal nets it exactly: same time (so the same month), same
+    // price, quantity, cost and provider cost negated; the new row then carries the final
+    // duration and Vapi's final cost once.
+    let corrections = rows.iter().filter(|r| r.5).count() + 1;
+    let Some((live_key, live_qty, live_price, live_at, live_provider_cost, _)) =
+        rows.iter().rev().find(|r| !r.5).cloned()
     else {
         return Ok(Reconciled::Unchanged);
     };

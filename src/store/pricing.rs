@@ -165,3 +165,104 @@ pub async fn set(
         _ => SetPriceError::Db(e),
     })
 }
+
+/// SQL for the live ledger rows a new price of metric `$1` from `$3` (the day's first instant
+/// `$4`) would re-price, for agent `$2` (NULL: every agent whose own price does not cover the
+/// day), days read in zone `$5`: rows metered since then that are neither a reversal nor
+/// reversed, and whose price differs from the one now in force for their day.
+const REPRICED: &str = "SELECT u.* FROM agent_usage_metrics u
+     JOIN LATERAL price_in_force(u.agent_id, u.metric_type,
+                                 (u.occurred_at AT TIME ZONE $5)::date) p ON true
+    WHERE u.metric_type = $1 AND ($2::uuid IS NULL OR u.agent_id = $2)
+      AND u.occurred_at >= $4
+      AND NOT (u.metadata ? 'reverses')
+      AND NOT EXISTS (SELECT 1 FROM agent_usage_metrics r
+                       WHERE r.agent_id = u.agent_id AND r.metric_type = u.metric_type
+                         AND r.metadata ->> 'reverses' = u.idempotency_key)
+      AND p.unit_price_usd <> u.unit_price_usd";
+
+/// What re-pricing the ledger after a new price would touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repricing {
+    /// Live rows whose price changes.
+    pub rows: i64,
+    /// Months (YYYY-MM) of finalized invoices that hold some of them (then nothing may change).
+    pub finalized: Vec<String>,
+}
+
+/// What a price from `from` (just set, on `conn`'s transaction) would re-price.
+pub async fn repricing(
+    conn: &mut PgConnection,
+    agent_id: Option<Uuid>,
+    metric_type: &str,
+    from: chrono::NaiveDate,
+    tz: Tz,
+) -> Result<Repricing, sqlx::Error> {
+    let (rows, finalized): (i64, Vec<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH r AS ({REPRICED})
+         SELECT (SELECT count(*) FROM r),
+                COALESCE((SELECT array_agg(DISTINCT to_char(i.period_start, 'YYYY-MM'))
+                            FROM r JOIN invoices i ON i.agent_id = r.agent_id
+                           WHERE i.status = 'finalized'
+                             AND invoice_holds(i, r::agent_usage_metrics)), '{{}}')"
+    )))
+    .bind(metric_type)
+    .bind(agent_id)
+    .bind(from)
+    .bind(crate::billing::month::day_start(from, tz))
+    .bind(tz.name())
+    .fetch_one(conn)
+    .await?;
+    Ok(Repricing { rows, finalized })
+}
+
+/// Re-prices the rows [`repricing`] counts by reversal and re-entry, on the caller's transaction
+/// (after the new price `price_id` was set on it): each live row gets a reversal (its own time,
+/// price, quantity, cost and provider cost negated, key `{key}:rev-p{price_id}`) and a re-entry
+/// at the price now in force for its day (key `{key}:p{price_id}`, the provider cost carried
+/// once), both naming the row they correct, so the month, the provenance and the count of
+/// provider cost are kept. Returns how many rows were re-priced.
+pub async fn reprice(
+    conn: &mut PgConnection,
+    agent_id: Option<Uuid>,
+    metric_type: &str,
+    from: chrono::NaiveDate,
+    tz: Tz,
+    price_id: i64,
+) -> Result<u64, sqlx::Error> {
+    let written = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH r AS ({REPRICED}),
+         reversals AS (
+             INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd,
+                                              cost_usd, provider_cost_usd, occurred_at,
+                                              idempotency_key, metadata, corrects)
+             SELECT agent_id, metric_type, -quantity, unit_price_usd, -cost_usd, -provider_cost_usd,
+                    occurred_at, idempotency_key || ':rev-p' || $6, m, m ->> 'corrects'
+               FROM r CROSS JOIN LATERAL (SELECT jsonb_build_object(
+                        'corrects', COALESCE(r.corrects, r.idempotency_key),
+                        'reverses', r.idempotency_key, 'reason', 're-priced',
+                        'price_id', $6) AS m) meta
+             RETURNING 1)
+         INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                          provider_cost_usd, occurred_at, idempotency_key,
+                                          metadata, corrects)
+         SELECT r.agent_id, r.metric_type, r.quantity, p.unit_price_usd, r.quantity * p.unit_price_usd,
+                r.provider_cost_usd, r.occurred_at, r.idempotency_key || ':p' || $6, m, m ->> 'corrects'
+           FROM r
+           JOIN LATERAL price_in_force(r.agent_id, r.metric_type,
+                                       (r.occurred_at AT TIME ZONE $5)::date) p ON true
+          CROSS JOIN LATERAL (SELECT r.metadata - 'reverses' || jsonb_build_object(
+                        'corrects', COALESCE(r.corrects, r.idempotency_key),
+                        'reprices', r.idempotency_key, 'price_id', $6) AS m) meta"
+    )))
+    .bind(metric_type)
+    .bind(agent_id)
+    .bind(from)
+    .bind(crate::billing::month::day_start(from, tz))
+    .bind(tz.name())
+    .bind(price_id)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(written)
+}

@@ -591,6 +591,76 @@ async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_
     assert_eq!(provider_total, d("0.31"), "Vapi's final cost, once");
 }
 
+/// Issue 21, item 4: any number of corrections net to the latest duration (a zero-minute entry's
+/// reversal is zero too, so reversals are told by what they reverse, not by their sign).
+#[tokio::test]
+async fn every_correction_nets_to_vapis_latest_duration() {
+    let mocks = Mocks::start().await;
+    let (db, agent, deps) = with_mocks(&mocks).await;
+    sqlx::query(
+        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                          occurred_at, idempotency_key)
+         VALUES ($1, 'vapi_call_minutes', 0, 0.20, 0, '2026-11-20T17:00:00Z', 'vapi_call:short')",
+    )
+    .bind(agent)
+    .execute(&db.pool)
+    .await
+    .expect("billed row");
+    sqlx::query("INSERT INTO calls (agent_id, vapi_call_id, status, duration_seconds, ended_at) VALUES ($1, 'short', 'ended', 0, '2026-11-20T17:00:00Z')")
+        .bind(agent)
+        .execute(&db.pool)
+        .await
+        .expect("call");
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
+    for (ended, minutes) in [
+        ("2026-11-20T17:00:30Z", "0.5"),
+        ("2026-11-20T17:01:30Z", "1.5"),
+        ("2026-11-20T17:01:30Z", "1.5"),
+        ("2026-11-20T17:00:06Z", "0.1"),
+    ] {
+        mocks.vapi.reset().await;
+        vapi_lists(
+            &mocks,
+            json!([vapi_call("short", "2026-11-20T17:00:00Z", ended)]),
+        )
+        .await;
+        SyncCalls {
+            date,
+            agent_id: None,
+        }
+        .sync(&deps)
+        .await
+        .expect("sync");
+        let (billed, cost): (Decimal, Decimal) = sqlx::query_as(
+            "SELECT sum(quantity), sum(cost_usd) FROM agent_usage_metrics WHERE agent_id = $1",
+        )
+        .bind(agent)
+        .fetch_one(&db.pool)
+        .await
+        .expect("sum");
+        assert_eq!(billed, d(minutes), "after the sync saw {ended}");
+        assert_eq!(cost, d(minutes) * d("0.20"));
+    }
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT idempotency_key FROM agent_usage_metrics ORDER BY created_at, idempotency_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("keys");
+    assert_eq!(
+        keys,
+        [
+            "vapi_call:short",
+            "vapi_call:short:rev1",
+            "vapi_call:short:v2",
+            "vapi_call:short:rev2",
+            "vapi_call:short:v3",
+            "vapi_call:short:rev3",
+            "vapi_call:short:v4"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn the_clock_enqueues_a_missed_tick_once_per_period() {
     let db = TestDb::seeded().await;

@@ -250,7 +250,7 @@ async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
         "solar_ocr_scan",
         "0.08",
         "--from",
-        "2026-12-01",
+        "2099-01-01",
     ]);
     assert!(ok, "{err}");
     let (ok, out, _) = run(&["prices", "list", "--json"]);
@@ -270,10 +270,10 @@ async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
         })
         .collect();
     assert_eq!(scans.len(), 2, "{scans:?}");
-    assert_eq!(scans[0].1.as_deref(), Some("2026-12-01"));
+    assert_eq!(scans[0].1.as_deref(), Some("2099-01-01"));
     assert_eq!(
         (scans[1].0.as_str(), scans[1].1.as_deref()),
-        ("2026-12-01", None)
+        ("2099-01-01", None)
     );
     let (ok, _, err) = run(&[
         "prices",
@@ -281,7 +281,7 @@ async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
         "solar_ocr_scan",
         "0.09",
         "--from",
-        "2026-11-15",
+        "2098-06-01",
     ]);
     assert!(!ok && err.contains("date order"), "{err}");
     // `--` so that clap reads -1 as the price, not a flag: the guard itself must refuse it.
@@ -289,7 +289,7 @@ async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
         "prices",
         "set",
         "--from",
-        "2027-01-01",
+        "2099-02-01",
         "solar_ocr_scan",
         "--",
         "-1",

@@ -109,3 +109,170 @@ async fn a_change_of_billing_zone_bills_a_boundary_row_once() {
         ]
     );
 }
+
+/// A scan metered at `price` on `occurred`, as metering writes it.
+async fn metered_scan(db: &TestDb, agent: uuid::Uuid, occurred: &str, key: &str) {
+    sqlx::query(
+        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                          provider_cost_usd, occurred_at, idempotency_key)
+         SELECT $1, 'solar_ocr_scan', 1, p.unit_price_usd, p.unit_price_usd, 0.01, $2::timestamptz, $3
+           FROM price_in_force($1, 'solar_ocr_scan',
+                               ($2::timestamptz AT TIME ZONE 'America/Phoenix')::date) p",
+    )
+    .bind(agent)
+    .bind(occurred)
+    .bind(key)
+    .execute(&db.pool)
+    .await
+    .expect("usage row");
+}
+
+/// The agent's November scans as invoiced: (kind, price, quantity, amount), by price.
+async fn scan_lines(db: &TestDb) -> Vec<(String, String, String, String)> {
+    let rows: Vec<(String, Decimal, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT l.kind, l.unit_price_usd, l.quantity, l.amount_usd FROM invoice_lines l
+           JOIN invoices i ON i.id = l.invoice_id
+          WHERE l.metric_type = 'solar_ocr_scan' AND i.period_start = '2026-11-01'
+          ORDER BY l.unit_price_usd",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("lines");
+    rows.into_iter()
+        .map(|(k, p, q, a)| {
+            (
+                k,
+                p.normalize().to_string(),
+                q.normalize().to_string(),
+                a.to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_invoice() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    let email = db.email_of(agent).await;
+    metered_scan(&db, agent, "2026-11-10T18:00:00Z", "scan-a").await;
+    metered_scan(&db, agent, "2026-11-20T18:00:00Z", "scan-b").await;
+    let prices = || async {
+        let (ok, out, err) = crate::cli::run_on(&db.url, &["prices", "list", "--json"]);
+        assert!(ok, "{err}");
+        out
+    };
+    let before = prices().await;
+    // Refused, saying what it would re-price; nothing changes.
+    let (ok, _, err) = crate::cli::run_on(
+        &db.url,
+        &[
+            "prices",
+            "set",
+            "solar_ocr_scan",
+            "0.10",
+            "--from",
+            "2026-11-15",
+        ],
+    );
+    assert!(
+        !ok && err.contains("1 metered solar_ocr_scan row(s) since then would be re-priced")
+            && err.contains("--reprice"),
+        "{err}"
+    );
+    assert_eq!(prices().await, before, "the price was rolled back");
+    // Asked: the November 20th scan is reversed and entered again at 0.10, in its own month.
+    let (ok, out, err) = crate::cli::run_on(
+        &db.url,
+        &[
+            "prices",
+            "set",
+            "solar_ocr_scan",
+            "0.10",
+            "--from",
+            "2026-11-15",
+            "--reprice",
+        ],
+    );
+    assert!(
+        ok && out.contains("re-priced 1 metered row(s)"),
+        "{out}{err}"
+    );
+    type Row = (
+        String,
+        Decimal,
+        Decimal,
+        Option<Decimal>,
+        DateTime<Utc>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT idempotency_key, quantity, unit_price_usd, provider_cost_usd, occurred_at, corrects
+           FROM agent_usage_metrics WHERE idempotency_key LIKE 'scan-b%' ORDER BY idempotency_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("rows");
+    let at_b = at("2026-11-20T18:00:00Z");
+    let d = |s: &str| s.parse::<Decimal>().expect("decimal");
+    let keys: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(keys.len(), 3, "{rows:?}");
+    assert!(
+        keys[0] == "scan-b"
+            && keys[1].starts_with("scan-b:p")
+            && keys[2].starts_with("scan-b:rev-p"),
+        "{keys:?}"
+    );
+    assert_eq!(
+        (rows[1].1, rows[1].2, rows[1].3, rows[1].4),
+        (d("1"), d("0.10"), Some(d("0.01")), at_b)
+    );
+    assert_eq!(
+        (rows[2].1, rows[2].2, rows[2].3, rows[2].4),
+        (d("-1"), d("0.075"), Some(d("-0.01")), at_b)
+    );
+    assert!(
+        rows[1..].iter().all(|r| r.5.as_deref() == Some("scan-b")),
+        "provenance kept"
+    );
+    // A scan metered after the change costs what the re-priced one does.
+    metered_scan(&db, agent, "2026-11-25T18:00:00Z", "scan-c").await;
+    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
+        .await
+        .expect("rollup");
+    assert_eq!(
+        scan_lines(&db).await,
+        [
+            ("usage".into(), "0.075".into(), "1".into(), "0.08".into()),
+            ("usage".into(), "0.1".into(), "2".into(), "0.20".into()),
+        ]
+    );
+    // Under a finalized invoice nothing may be re-priced.
+    billing::finalize(
+        &db.pool,
+        month("2026-11"),
+        Phoenix,
+        Some(&email),
+        at("2027-06-01T00:00:00Z"),
+    )
+    .await
+    .expect("finalize");
+    let before = prices().await;
+    let (ok, _, err) = crate::cli::run_on(
+        &db.url,
+        &[
+            "prices",
+            "set",
+            "solar_ocr_scan",
+            "0.20",
+            "--from",
+            "2026-11-20",
+            "--reprice",
+        ],
+    );
+    assert!(
+        !ok && err.contains("finalized invoices (2026-11) hold some of them"),
+        "{err}"
+    );
+    assert_eq!(prices().await, before);
+}

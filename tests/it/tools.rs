@@ -291,6 +291,8 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
     assert_eq!(flood["agents"], 5);
     assert_eq!(flood["overrides"], 0);
     // One agency pays its own price for scans from today (a future one does not count yet).
+    // `--reprice`: should the day turn in Phoenix between here and the command, "today" is
+    // yesterday there (it re-prices nothing: no scans were metered).
     let today = chrono::Utc::now()
         .with_timezone(&chrono_tz::America::Phoenix)
         .date_naive();
@@ -307,6 +309,7 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
                 &from,
                 "--agent",
                 &email,
+                "--reprice",
             ],
         );
         assert!(ok, "{err}");
