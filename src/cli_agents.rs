@@ -327,6 +327,16 @@ pub async fn invite(deps: &crate::jobs::Deps, email: &str) -> anyhow::Result<()>
     let agent = agents::find_by_email(&mut conn, email)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no agent with email {email}"))?;
+    // A cancelled agency may still read its invoices, for a while.
+    let tz = deps.config.billing_timezone;
+    anyhow::ensure!(
+        lifecycle::invoices_readable(agent.cancelled_on, chrono::Utc::now(), tz),
+        "{email} was cancelled on {} and its invoices are no longer open to it (after {} months)",
+        agent
+            .cancelled_on
+            .map_or_else(String::new, |d| d.to_string()),
+        lifecycle::INVOICE_ACCESS_MONTHS
+    );
     let token = crate::store::portal::create_link(&mut conn, agent.id, INVITE_TTL).await?;
     drop(conn);
     let base = deps

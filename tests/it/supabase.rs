@@ -323,3 +323,32 @@ async fn a_slow_jwks_refetch_does_not_stall_sign_ins_with_known_keys() {
     );
     assert_eq!(slow.await.expect("slow request"), 401, "no such key");
 }
+
+/// Issue 21: a cancelled agency's Supabase access tokens open neither the API nor the portal.
+#[tokio::test]
+async fn a_cancelled_agencys_supabase_tokens_are_refused() {
+    let w = world().await;
+    let token = w.token(Algorithm::HS256, None, &w.claims(w.user));
+    assert_eq!(w.me(&token).await, 200);
+    let email = w.app.db.email_of(w.agent).await;
+    agent_meter::lifecycle::apply(
+        &w.app.db.pool,
+        &email,
+        agent_meter::lifecycle::Move::Cancel(None),
+        "test",
+        w.app.config.billing_timezone,
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("cancel");
+    assert_eq!(w.me(&token).await, 401, "the API");
+    let portal = w
+        .app
+        .http
+        .post(format!("{}/portal/sign-in/supabase", w.app.base))
+        .form(&[("access_token", token.as_str())])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(portal.status().as_u16(), 401, "the portal");
+}
