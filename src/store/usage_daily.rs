@@ -76,7 +76,9 @@ fn row_period(months: &str, zone: &str, first: &str) -> String {
 /// Usage that occurred on the days `[from, to)` in `tz`, per agent, period, metric and price
 /// (agents without usage absent; as the tenant role, only its own), the same whenever the summary
 /// was last brought up to date: its days, plus the ledger rows created after it (read per agent
-/// by `agent_usage_metrics_late`).
+/// by `agent_usage_metrics_late`). What the rows cost us is priced here: the providers' reported
+/// costs, and for rows without one the unit cost of the price in force on their day in `tz`
+/// (`price_in_force`, read now: a unit cost set later applies at once).
 pub async fn totals(
     conn: &mut PgConnection,
     from: NaiveDate,
@@ -109,7 +111,7 @@ pub async fn totals(
                       WHERE u.occurred_at >= $1 AND u.occurred_at < $2
                       GROUP BY 1, 2, 3, 4, 10)
                  {COSTED} {COSTED_TAIL}",
-                ledger = ledger_groups(&period, "$4"),
+                ledger = ledger_groups(&period, "$4", "agent_usage_metrics u"),
             );
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(day_start(from, tz))
@@ -135,12 +137,15 @@ pub async fn totals(
                       WHERE d.time_zone = $6 AND d.day >= $4 AND d.day < $5
                      UNION ALL
                      {ledger}
-                       JOIN agents a ON u.agent_id = a.id AND u.created_at > $3
                       WHERE u.occurred_at >= $1 AND u.occurred_at < $2
                         AND u.created_at > (SELECT through FROM t)
                       GROUP BY 1, 2, 3, 4, 10)
                  {COSTED} {COSTED_TAIL}",
-                ledger = ledger_groups(&period, "$6"),
+                ledger = ledger_groups(
+                    &period,
+                    "$6",
+                    "agents a JOIN agent_usage_metrics u ON u.agent_id = a.id AND u.created_at > $3"
+                ),
             );
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(day_start(from, tz))
@@ -186,11 +191,11 @@ pub async fn totals(
         .collect())
 }
 
-/// SQL grouping ledger rows (`u`, the `FROM` left open for a join and `WHERE`/`GROUP BY 1, 2, 3,
-/// 4, 10` to follow) as `usage_daily` rows are: per period, metric and price, those without a
-/// provider cost per day in zone `zone` too (the 10th column; NULL for rows with one, so the
-/// zone conversion is done only where a unit cost is looked up).
-fn ledger_groups(period: &str, zone: &str) -> String {
+/// SQL grouping ledger rows (`u`, read `FROM {from}`; `WHERE` and `GROUP BY 1, 2, 3, 4, 10` to
+/// follow) as `usage_daily` rows are: per period, metric and price, and those without a provider
+/// cost per day in zone `zone` too (the 10th column; NULL for rows with one, so the zone
+/// conversion is done only where a unit cost is looked up).
+fn ledger_groups(period: &str, zone: &str, from: &str) -> String {
     format!(
         "SELECT u.agent_id, {period} AS period, u.metric_type, u.unit_price_usd,
                 count(*) AS events, sum(u.quantity) AS quantity,
@@ -201,7 +206,7 @@ fn ledger_groups(period: &str, zone: &str) -> String {
                     AS quantity_without_provider_cost,
                 CASE WHEN u.provider_cost_usd IS NULL
                      THEN (u.occurred_at AT TIME ZONE {zone})::date END AS day
-           FROM agent_usage_metrics u"
+           FROM {from}"
     )
 }
 
