@@ -358,14 +358,17 @@ pub async fn usage(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<
                     serde_json::json!({
                         "agent_id": r.agent_id, "agency_name": r.agency_name, "metric_type": r.metric_type, "count": r.events,
                         "quantity": r.quantity.normalize().to_string(), "billed": reports::cents(r.billed_usd),
-                        "provider_cost": reports::cents(r.provider_cost_usd), "margin": reports::cents(r.margin_usd()),
+                        "provider_cost": reports::cents(r.provider_cost_usd), "cost": reports::cents(r.cost_usd),
+                        "margin": reports::cents(r.margin_usd()), "cost_source": r.costs.source(),
                     })
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Format::Csv => {
-            println!("agent_id,agency_name,metric_type,count,quantity,billed,provider_cost,margin");
+            println!(
+                "agent_id,agency_name,metric_type,count,quantity,billed,cost,margin,cost_source"
+            );
             for r in &rows {
                 csv_row(&[
                     &r.agent_id,
@@ -374,27 +377,37 @@ pub async fn usage(deps: &Deps, m: MonthArgs, format: Format) -> anyhow::Result<
                     &r.events,
                     &r.quantity.normalize(),
                     &reports::cents(r.billed_usd),
-                    &reports::cents(r.provider_cost_usd),
+                    &reports::cents(r.cost_usd),
                     &reports::cents(r.margin_usd()),
+                    &r.costs.source(),
                 ]);
             }
         }
         Format::Table => {
             println!(
-                "{:<36} {:<30} {:<18} {:>7} {:>14} {:>10} {:>10} {:>10}",
-                "AGENT", "AGENCY", "METRIC", "COUNT", "QUANTITY", "BILLED", "COST", "MARGIN"
+                "{:<36} {:<30} {:<18} {:>7} {:>14} {:>10} {:>10} {:>10} {:<9}",
+                "AGENT",
+                "AGENCY",
+                "METRIC",
+                "COUNT",
+                "QUANTITY",
+                "BILLED",
+                "COST",
+                "MARGIN",
+                "COST FROM"
             );
             for r in &rows {
                 println!(
-                    "{:<36} {:<30} {:<18} {:>7} {:>14} {:>10} {:>10} {:>10}",
+                    "{:<36} {:<30} {:<18} {:>7} {:>14} {:>10} {:>10} {:>10} {:<9}",
                     r.agent_id,
                     r.agency_name,
                     r.metric_type,
                     r.events,
                     r.quantity.normalize(),
                     reports::cents(r.billed_usd),
-                    reports::cents(r.provider_cost_usd),
-                    reports::cents(r.margin_usd())
+                    reports::cents(r.cost_usd),
+                    reports::cents(r.margin_usd()),
+                    r.costs.source()
                 );
             }
         }

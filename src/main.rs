@@ -56,7 +56,8 @@ enum Command {
     /// Monthly invoices: rollup, finalize, show.
     #[command(subcommand)]
     Invoices(InvoicesCommand),
-    /// Usage per agent and metric for a month: count, quantity, billed, provider cost, margin.
+    /// Usage per agent and metric for a month: count, quantity, billed, cost (the provider's, else
+    /// the price's unit cost), margin, and which costs were used.
     Usage {
         #[command(flatten)]
         month: MonthArgs,

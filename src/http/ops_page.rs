@@ -252,7 +252,8 @@ struct MoneyQuery {
 }
 
 /// The operator's money view: per agency for a month, what it used, what we billed so far, what
-/// the providers cost and the margin; then six months of subscription (MRR) and usage revenue.
+/// it cost us and the margin; then six months of subscription (MRR) and usage revenue, by the
+/// same definition as the per-agency figures, with where each month's invoices stand.
 async fn money_view(
     conn: &mut sqlx::PgConnection,
     app: &AppState,
@@ -266,12 +267,14 @@ async fn money_view(
     let rows = reports::money(conn, month, tz).await?;
     let mut html = format!(
         "<h2>Money, {month}</h2><form method=get action=/ops/>month <input name=month value=\"{month}\" size=7> <button>Show</button></form>
-         <table id=money><tr><th>agency</th><th>calls</th><th>minutes</th><th>scans</th><th>lookups</th><th>billed so far</th><th>provider cost</th><th>margin</th></tr>"
+         <p>Billed so far: the usage that occurred in the month at its prices, per metric and price rounded once (as on the invoice), on an invoice yet or not.
+         Cost: per usage row the provider's reported cost, else its quantity at the unit cost of its price (<code>prices set --cost</code>); rows with neither cost nothing.</p>
+         <table id=money><tr><th>agency</th><th>calls</th><th>minutes</th><th>scans</th><th>lookups</th><th>billed so far</th><th>cost</th><th>margin</th><th>cost from</th></tr>"
     );
     let cents = reports::cents;
     for r in &rows {
         html.push_str(&format!(
-            "<tr data-agent=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=margin>{}</td></tr>",
+            "<tr data-agent=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=margin>{}</td><td class=cost-source>{}</td></tr>",
             r.agent_id,
             esc(&r.agency_name),
             r.calls,
@@ -279,48 +282,47 @@ async fn money_view(
             r.scans.normalize(),
             r.lookups.normalize(),
             cents(r.billed_usd),
-            cents(r.provider_cost_usd),
-            cents(r.margin_usd())
+            cents(r.cost_usd),
+            cents(r.margin_usd()),
+            r.costs.source()
         ));
     }
     let (billed, cost): (rust_decimal::Decimal, rust_decimal::Decimal) =
         rows.iter().fold(Default::default(), |(b, c), r| {
-            (b + r.billed_usd, c + r.provider_cost_usd)
+            (b + r.billed_usd, c + r.cost_usd)
         });
     html.push_str(&format!(
-        "<tr><th>total</th><th></th><th></th><th></th><th></th><th>{}</th><th>{}</th><th>{}</th></tr></table>",
+        "<tr><th>total</th><th></th><th></th><th></th><th></th><th>{}</th><th>{}</th><th>{}</th><th></th></tr></table>",
         cents(billed),
         cents(cost),
         cents(billed - cost)
     ));
-    // Usage revenue: what an ended month's invoices billed (usage and late adjustments), or for
-    // the running month (whose draft, if any, is already behind) or one not rolled up yet what
-    // its usage is billed so far.
-    html.push_str("<h3>Month over month</h3><table id=mom><tr><th>month</th><th>MRR (subscriptions)</th><th>usage revenue</th><th>from</th></tr>");
+    // Usage revenue is the per-agency "billed so far" of each month (so the shown month's row is
+    // the total above); the invoices column says whether the month's invoices are final.
+    html.push_str(
+        "<h3>Month over month</h3>
+         <p>Usage revenue: as billed so far above, the usage that occurred in the month (late usage billed as an adjustment on a later invoice counts in its own month).
+         Invoices: <em>finalized</em> when every invoice of the month is, <em>draft</em> while any is a draft (its figures may still change), <em>none</em> before the month is rolled up.</p>
+         <table id=mom><tr><th>month</th><th>MRR (subscriptions)</th><th>usage revenue</th><th>invoices</th></tr>",
+    );
     let months: Vec<Month> = std::iter::successors(Some(month), |m| Some(m.previous()))
         .take(6)
         .collect();
+    let oldest = months.last().copied().unwrap_or(month);
+    let revenue = reports::usage_revenue(conn, oldest, month.next(), tz).await?;
     let first_days: Vec<chrono::NaiveDate> = months.iter().map(|m| m.first_day).collect();
-    let invoiced = reports::invoiced_usage(conn, &first_days).await?;
-    let running = Month::containing(chrono::Utc::now(), tz);
+    let states = reports::invoice_states(conn, &first_days).await?;
     for m in months {
         let mrr = reports::mrr(conn, m.first_day).await?;
-        let (usage, from) = match invoiced.get(&m.first_day).filter(|_| m < running) {
-            Some(amount) => (*amount, "invoices"),
-            None if m == month => (billed, "usage so far"),
-            None => (
-                reports::usage(conn, m, tz, None)
-                    .await?
-                    .iter()
-                    .map(|u| u.billed_usd)
-                    .sum(),
-                "usage so far",
-            ),
-        };
+        let usage = revenue.get(&m.first_day).copied().unwrap_or_default();
+        let state = states.get(&m.first_day).copied().unwrap_or_default();
         html.push_str(&format!(
-            "<tr><td>{m}</td><td>{}</td><td>{}</td><td>{from}</td></tr>",
+            "<tr><td>{m}</td><td>{}</td><td>{}</td><td class=\"invoices {label}\" title=\"{} finalized, {} draft\">{label}</td></tr>",
             cents(mrr),
-            cents(usage)
+            cents(usage),
+            state.finalized,
+            state.drafts,
+            label = state.label(),
         ));
     }
     html.push_str("</table>");

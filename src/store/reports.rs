@@ -82,7 +82,47 @@ pub async fn invoices(
     Ok(out)
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+/// Which costs a group of usage rows' cost (and so its margin) is made of, by how many of its
+/// ledger rows cost what.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct CostCounts {
+    /// Rows with the provider's reported cost (`provider_cost_usd`).
+    pub provider: i64,
+    /// Rows without one whose price in force (`price_in_force` on the row's day) has a unit cost.
+    pub unit_cost: i64,
+    /// Rows with neither: they count as costing nothing.
+    pub none: i64,
+}
+
+impl CostCounts {
+    fn of(t: &usage_daily::Totals) -> CostCounts {
+        CostCounts {
+            provider: t.events_provider_cost,
+            unit_cost: t.events_unit_cost,
+            none: t.events_no_cost,
+        }
+    }
+
+    fn add(&mut self, other: CostCounts) {
+        self.provider += other.provider;
+        self.unit_cost += other.unit_cost;
+        self.none += other.none;
+    }
+
+    /// `provider` when every row has the provider's cost, `unit_cost` when none has but every
+    /// row's price has a unit cost, `none` when no row has either, `mixed` otherwise (some of
+    /// each, or some rows costed and some not).
+    pub fn source(&self) -> &'static str {
+        match (self.provider > 0, self.unit_cost > 0, self.none > 0) {
+            (true, false, false) => "provider",
+            (false, true, false) => "unit_cost",
+            (false, false, _) => "none",
+            _ => "mixed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct UsageRow {
     /// Rows are per agent: two agencies may share a name.
     pub agent_id: uuid::Uuid,
@@ -92,12 +132,18 @@ pub struct UsageRow {
     pub quantity: Decimal,
     /// Billed: the sum of quantity x price per price, each rounded once.
     pub billed_usd: Decimal,
+    /// The providers' reported costs alone (rows that have one).
     pub provider_cost_usd: Decimal,
+    /// What the usage cost us (unrounded): per ledger row the provider's reported cost when it
+    /// has one, else its quantity x the unit cost of the price in force for it.
+    pub cost_usd: Decimal,
+    /// Where `cost_usd` comes from.
+    pub costs: CostCounts,
 }
 
 impl UsageRow {
     pub fn margin_usd(&self) -> Decimal {
-        self.billed_usd - self.provider_cost_usd
+        self.billed_usd - self.cost_usd
     }
 }
 
@@ -141,6 +187,8 @@ pub async fn usage(
                     r.quantity += t.quantity;
                     r.billed_usd += billed;
                     r.provider_cost_usd += t.provider_cost_usd;
+                    r.cost_usd += t.our_cost_usd();
+                    r.costs.add(CostCounts::of(t));
                 }
                 _ => out.push(UsageRow {
                     agent_id,
@@ -150,6 +198,8 @@ pub async fn usage(
                     quantity: t.quantity,
                     billed_usd: billed,
                     provider_cost_usd: t.provider_cost_usd,
+                    cost_usd: t.our_cost_usd(),
+                    costs: CostCounts::of(t),
                 }),
             }
         }
@@ -264,17 +314,20 @@ pub struct MoneyRow {
     pub lookups: Decimal,
     /// Usage billed so far: per metric and price, each rounded once (as on the invoice).
     pub billed_usd: Decimal,
-    pub provider_cost_usd: Decimal,
+    /// What it cost us, as [`UsageRow::cost_usd`].
+    pub cost_usd: Decimal,
+    pub costs: CostCounts,
 }
 
 impl MoneyRow {
     pub fn margin_usd(&self) -> Decimal {
-        self.billed_usd - self.provider_cost_usd
+        self.billed_usd - self.cost_usd
     }
 }
 
-/// Per agency, the month `[start, end)`: calls, minutes, scans, lookups, billed so far, provider
-/// cost (the seed's "monthly cost per agent", live). Agencies without usage are listed too.
+/// Per agency, the month `[start, end)`: calls, minutes, scans, lookups, billed so far, what it
+/// cost us (the seed's "monthly cost per agent", live; as [`UsageRow::cost_usd`]). Agencies
+/// without usage are listed too.
 pub async fn money(
     conn: &mut PgConnection,
     month: Month,
@@ -311,32 +364,84 @@ pub async fn money(
                 scans: of(&["solar_ocr_scan"]),
                 lookups: of(&["water_lookup", "flood_zone_lookup"]),
                 billed_usd: mine.iter().map(|u| u.billed_usd).sum(),
-                provider_cost_usd: mine.iter().map(|u| u.provider_cost_usd).sum(),
+                cost_usd: mine.iter().map(|u| u.cost_usd).sum(),
+                costs: mine.iter().fold(CostCounts::default(), |mut c, u| {
+                    c.add(u.costs);
+                    c
+                }),
             }
         })
         .collect())
 }
 
-/// Usage invoiced (usage and adjustment lines, void invoices aside) per month, for those of
-/// `months` (first days) that have invoices: read from the invoices, not the ledger, so six
-/// months of revenue cost a few hundred rows whatever the ledger holds. Months without an
-/// invoice yet are absent.
-pub async fn invoiced_usage(
+/// Usage revenue per month of `[from, to)` (first days of months), by the same definition as the
+/// money view's per-agency "billed so far" ([`money`], [`usage`]): the usage that occurred in the
+/// month, per agent, metric and price rounded once, whether or not an invoice holds it yet (late
+/// usage counts in the month it occurred in, though a later invoice bills it as an adjustment).
+/// Months without usage are absent. One read of the daily summary for all the months.
+pub async fn usage_revenue(
+    conn: &mut PgConnection,
+    from: Month,
+    to: Month,
+    tz: Tz,
+) -> Result<std::collections::HashMap<NaiveDate, Decimal>, sqlx::Error> {
+    let totals = usage_daily::totals(
+        conn,
+        from.first_day,
+        to.first_day,
+        tz,
+        usage_daily::Periods::Months,
+    )
+    .await?;
+    let mut out = std::collections::HashMap::new();
+    for t in totals {
+        *out.entry(t.period).or_insert(Decimal::ZERO) +=
+            money::round_line(t.quantity * t.unit_price_usd);
+    }
+    Ok(out)
+}
+
+/// Where a month's invoices stand: how many are finalized and how many are drafts
+/// (void ones aside).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InvoiceStates {
+    pub finalized: i64,
+    pub drafts: i64,
+}
+
+impl InvoiceStates {
+    /// `finalized` when every invoice of the month is, `draft` while any is a draft, `none`
+    /// before the month is rolled up.
+    pub fn label(&self) -> &'static str {
+        if self.drafts > 0 {
+            "draft"
+        } else if self.finalized > 0 {
+            "finalized"
+        } else {
+            "none"
+        }
+    }
+}
+
+/// [`InvoiceStates`] per month, for those of `months` (first days) that have invoices.
+pub async fn invoice_states(
     conn: &mut PgConnection,
     months: &[NaiveDate],
-) -> Result<std::collections::HashMap<NaiveDate, Decimal>, sqlx::Error> {
-    let rows: Vec<(NaiveDate, Decimal)> = sqlx::query_as(
-        "SELECT i.period_start,
-                COALESCE(sum(l.amount_usd) FILTER (WHERE l.kind IN ('usage', 'adjustment')), 0)
-           FROM invoices i
-           LEFT JOIN invoice_lines l ON l.agent_id = i.agent_id AND l.invoice_id = i.id
-          WHERE i.period_start = ANY($1) AND i.status <> 'void'
+) -> Result<std::collections::HashMap<NaiveDate, InvoiceStates>, sqlx::Error> {
+    let rows: Vec<(NaiveDate, i64, i64)> = sqlx::query_as(
+        "SELECT period_start, count(*) FILTER (WHERE status = 'finalized'),
+                count(*) FILTER (WHERE status = 'draft')
+           FROM invoices
+          WHERE period_start = ANY($1) AND status <> 'void'
           GROUP BY 1",
     )
     .bind(months)
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|(m, finalized, drafts)| (m, InvoiceStates { finalized, drafts }))
+        .collect())
 }
 
 /// Monthly recurring revenue for the month starting `first_day`: the subscription price in force

@@ -21,7 +21,24 @@ pub struct Totals {
     pub events: i64,
     pub quantity: Decimal,
     pub cost_usd: Decimal,
+    /// The providers' reported costs (`provider_cost_usd`) of the rows that have one.
     pub provider_cost_usd: Decimal,
+    /// The rows without a reported cost priced at the unit cost (`unit_cost_usd`) of the price in
+    /// force on their day (`price_in_force`), unrounded; rows whose price has none add nothing.
+    pub unit_cost_usd: Decimal,
+    /// How many rows have a reported cost.
+    pub events_provider_cost: i64,
+    /// How many rows have none but their price has a unit cost.
+    pub events_unit_cost: i64,
+    /// How many rows have no cost at all (no reported cost, no unit cost in force).
+    pub events_no_cost: i64,
+}
+
+impl Totals {
+    /// What the usage cost us: the providers' reported costs, else the prices' unit costs.
+    pub fn our_cost_usd(&self) -> Decimal {
+        self.provider_cost_usd + self.unit_cost_usd
+    }
 }
 
 /// How [`totals`] groups the days it reads.
@@ -59,7 +76,9 @@ fn row_period(months: &str, zone: &str, first: &str) -> String {
 /// Usage that occurred on the days `[from, to)` in `tz`, per agent, period, metric and price
 /// (agents without usage absent; as the tenant role, only its own), the same whenever the summary
 /// was last brought up to date: its days, plus the ledger rows created after it (read per agent
-/// by `agent_usage_metrics_late`).
+/// by `agent_usage_metrics_late`). What the rows cost us is priced here: the providers' reported
+/// costs, and for rows without one the unit cost of the price in force on their day in `tz`
+/// (`price_in_force`, read now: a unit cost set later applies at once).
 pub async fn totals(
     conn: &mut PgConnection,
     from: NaiveDate,
@@ -70,18 +89,29 @@ pub async fn totals(
     // A zone's `through` only moves forward, so the one read here bounds the ledger rows the
     // summary may lack (and lets the planner read them per agent by `created_at`); the statement
     // re-reads it in its own snapshot, which decides what the summary holds.
-    type Row = (Uuid, NaiveDate, String, Decimal, i64, Decimal, Decimal);
+    type Row = (
+        Uuid,
+        NaiveDate,
+        String,
+        Decimal,
+        i64,
+        Decimal,
+        Decimal,
+        Decimal,
+        i64,
+        i64,
+    );
     let months = periods == Periods::Months;
     let rows: Vec<Row> = match through(&mut *conn, tz).await? {
         None => {
             let period = row_period("$5", "$4", "$3");
             let sql = format!(
-                "SELECT u.agent_id, {period} AS period, u.metric_type, u.unit_price_usd,
-                        count(*) AS events, sum(u.quantity) AS quantity,
-                        COALESCE(sum(u.provider_cost_usd), 0) AS provider_cost_usd
-                   FROM agent_usage_metrics u
-                  WHERE u.occurred_at >= $1 AND u.occurred_at < $2
-                  GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+                "WITH both_parts AS (
+                     {ledger}
+                      WHERE u.occurred_at >= $1 AND u.occurred_at < $2
+                      GROUP BY 1, 2, 3, 4, 10)
+                 {COSTED} {COSTED_TAIL}",
+                ledger = ledger_groups(&period, "$4", "agent_usage_metrics u"),
             );
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(day_start(from, tz))
@@ -96,29 +126,26 @@ pub async fn totals(
             let period = row_period("$7", "$6", "$4");
             let sql = format!(
                 "WITH t AS (SELECT through FROM usage_daily_through WHERE time_zone = $6),
-                 summarized AS (
+                 both_parts AS (
                      SELECT d.agent_id,
                             CASE WHEN $7 THEN d.day - (EXTRACT(DAY FROM d.day)::int - 1)
                                  ELSE $4 END AS period,
-                            d.metric_type, d.unit_price_usd, sum(d.events)::int8 AS events,
-                            sum(d.quantity) AS quantity,
-                            sum(d.provider_cost_usd) AS provider_cost_usd
+                            d.metric_type, d.unit_price_usd, d.events, d.quantity,
+                            d.provider_cost_usd, d.events_without_provider_cost,
+                            d.quantity_without_provider_cost, d.day
                        FROM usage_daily d
                       WHERE d.time_zone = $6 AND d.day >= $4 AND d.day < $5
-                      GROUP BY 1, 2, 3, 4),
-                 recent AS (
-                     SELECT u.agent_id, {period} AS period, u.metric_type, u.unit_price_usd,
-                            count(*) AS events, sum(u.quantity) AS quantity,
-                            COALESCE(sum(u.provider_cost_usd), 0) AS provider_cost_usd
-                       FROM agents a
-                       JOIN agent_usage_metrics u ON u.agent_id = a.id AND u.created_at > $3
+                     UNION ALL
+                     {ledger}
                       WHERE u.occurred_at >= $1 AND u.occurred_at < $2
                         AND u.created_at > (SELECT through FROM t)
-                      GROUP BY 1, 2, 3, 4)
-                 SELECT agent_id, period, metric_type, unit_price_usd, sum(events)::int8,
-                        sum(quantity), sum(provider_cost_usd)
-                   FROM (SELECT * FROM summarized UNION ALL SELECT * FROM recent) both_parts
-                  GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+                      GROUP BY 1, 2, 3, 4, 10)
+                 {COSTED} {COSTED_TAIL}",
+                ledger = ledger_groups(
+                    &period,
+                    "$6",
+                    "agents a JOIN agent_usage_metrics u ON u.agent_id = a.id AND u.created_at > $3"
+                ),
             );
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(day_start(from, tz))
@@ -135,7 +162,18 @@ pub async fn totals(
     Ok(rows
         .into_iter()
         .map(
-            |(agent_id, period, metric_type, unit_price_usd, events, quantity, provider)| Totals {
+            |(
+                agent_id,
+                period,
+                metric_type,
+                unit_price_usd,
+                events,
+                quantity,
+                provider,
+                unit_cost,
+                events_unit_cost,
+                events_no_cost,
+            )| Totals {
                 agent_id,
                 period,
                 metric_type,
@@ -144,10 +182,48 @@ pub async fn totals(
                 cost_usd: money::usage_cost(quantity, unit_price_usd),
                 quantity,
                 provider_cost_usd: provider,
+                unit_cost_usd: unit_cost,
+                events_provider_cost: events - events_unit_cost - events_no_cost,
+                events_unit_cost,
+                events_no_cost,
             },
         )
         .collect())
 }
+
+/// SQL grouping ledger rows (`u`, read `FROM {from}`; `WHERE` and `GROUP BY 1, 2, 3, 4, 10` to
+/// follow) as `usage_daily` rows are: per period, metric and price, and those without a provider
+/// cost per day in zone `zone` too (the 10th column; NULL for rows with one, so the zone
+/// conversion is done only where a unit cost is looked up).
+fn ledger_groups(period: &str, zone: &str, from: &str) -> String {
+    format!(
+        "SELECT u.agent_id, {period} AS period, u.metric_type, u.unit_price_usd,
+                count(*) AS events, sum(u.quantity) AS quantity,
+                COALESCE(sum(u.provider_cost_usd), 0) AS provider_cost_usd,
+                count(*) FILTER (WHERE u.provider_cost_usd IS NULL)
+                    AS events_without_provider_cost,
+                COALESCE(sum(u.quantity) FILTER (WHERE u.provider_cost_usd IS NULL), 0)
+                    AS quantity_without_provider_cost,
+                CASE WHEN u.provider_cost_usd IS NULL
+                     THEN (u.occurred_at AT TIME ZONE {zone})::date END AS day
+           FROM {from}"
+    )
+}
+
+/// The outer part of a [`totals`] statement over `both_parts` (rows shaped like `usage_daily`'s):
+/// the quantity without a provider cost priced at the unit cost in force on its day, then summed
+/// per period, metric and price.
+const COSTED: &str = "SELECT agent_id, period, metric_type, unit_price_usd, sum(events)::int8,
+        sum(quantity), sum(provider_cost_usd),
+        COALESCE(sum(quantity_without_provider_cost * unit_cost), 0),
+        COALESCE(sum(events_without_provider_cost) FILTER (WHERE unit_cost IS NOT NULL), 0)::int8,
+        COALESCE(sum(events_without_provider_cost) FILTER (WHERE unit_cost IS NULL), 0)::int8
+   FROM (SELECT b.*,
+                CASE WHEN b.events_without_provider_cost <> 0 THEN
+                    (SELECT p.unit_cost_usd FROM price_in_force(b.agent_id, b.metric_type, b.day) p)
+                END AS unit_cost
+           FROM both_parts b) costed";
+const COSTED_TAIL: &str = "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4";
 
 /// What one bringing-up-to-date did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +299,11 @@ pub async fn refresh(
                  SELECT $3 AS time_zone, u.agent_id, (u.occurred_at AT TIME ZONE $3)::date AS day,
                         u.metric_type, u.unit_price_usd, count(*) AS events,
                         sum(u.quantity) AS quantity,
-                        COALESCE(sum(u.provider_cost_usd), 0) AS provider_cost_usd
+                        COALESCE(sum(u.provider_cost_usd), 0) AS provider_cost_usd,
+                        count(*) FILTER (WHERE u.provider_cost_usd IS NULL)
+                            AS events_without_provider_cost,
+                        COALESCE(sum(u.quantity) FILTER (WHERE u.provider_cost_usd IS NULL), 0)
+                            AS quantity_without_provider_cost
                    FROM agents a
                    JOIN agent_usage_metrics u
                      ON u.agent_id = a.id AND u.created_at > COALESCE($1, '-infinity')
@@ -231,12 +311,18 @@ pub async fn refresh(
                   GROUP BY 2, 3, 4, 5),
              added AS (
                  INSERT INTO usage_daily AS d (time_zone, agent_id, day, metric_type,
-                                               unit_price_usd, events, quantity, provider_cost_usd)
+                                               unit_price_usd, events, quantity, provider_cost_usd,
+                                               events_without_provider_cost,
+                                               quantity_without_provider_cost)
                  SELECT * FROM chunk
                  ON CONFLICT (time_zone, agent_id, day, metric_type, unit_price_usd) DO UPDATE
                     SET events = d.events + excluded.events,
                         quantity = d.quantity + excluded.quantity,
-                        provider_cost_usd = d.provider_cost_usd + excluded.provider_cost_usd)
+                        provider_cost_usd = d.provider_cost_usd + excluded.provider_cost_usd,
+                        events_without_provider_cost = d.events_without_provider_cost
+                            + excluded.events_without_provider_cost,
+                        quantity_without_provider_cost = d.quantity_without_provider_cost
+                            + excluded.quantity_without_provider_cost)
              SELECT COALESCE(sum(events), 0)::int8 FROM chunk",
         )
         .bind(through)

@@ -11,6 +11,7 @@ mod cli;
 mod credentials;
 mod ledger;
 mod lifecycle;
+mod margins;
 mod money;
 mod ops;
 mod ops_page;

@@ -441,11 +441,38 @@ async fn the_ops_page_shows_each_agencys_margin_for_the_month() {
     assert_eq!(ops_page(&app, &cookie, "?month=2026-13").await.0, 400);
 }
 
+/// The money view's figures in the cells of `row` (a `<tr>`), as text, tags stripped.
+fn cells(row: &str) -> Vec<String> {
+    row.split("<td")
+        .skip(1)
+        .map(|c| {
+            let c = &c[c.find('>').map_or(0, |i| i + 1)..];
+            c.split("</td>").next().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+/// The total row of the money view: billed so far, cost, margin.
+fn money_total(page: &str) -> Vec<String> {
+    row_of(page, "<tr><th>total</th>")
+        .split("<th>")
+        .skip(1)
+        .map(|c| c.split("</th>").next().unwrap_or_default().to_string())
+        .filter(|c| !c.is_empty() && c != "total")
+        .collect()
+}
+
+/// Issue 21, item 4: month over month, a month's usage revenue is its per-agency "billed so far"
+/// (the usage that occurred in it, whatever invoice holds it), and the invoices column says
+/// whether its invoices are finalized or still drafts.
 #[tokio::test]
-async fn month_over_month_usage_revenue_is_read_from_the_months_invoices() {
+async fn month_over_month_agrees_with_the_per_agency_figures_and_labels_drafts() {
     clear_of_month_turn(Phoenix).await;
     let (app, cookie) = ops_app().await;
-    let a = app.db.agent_id(PHONE_1).await;
+    let (a, b) = (
+        app.db.agent_id(PHONE_1).await,
+        app.db.agent_id(PHONE_2).await,
+    );
     sqlx::query("UPDATE agents SET billing_starts_on = '2026-09-01'")
         .execute(&app.db.pool)
         .await
@@ -462,34 +489,83 @@ async fn month_over_month_usage_revenue_is_read_from_the_months_invoices() {
         .bind(key)
         .execute(&app.db.pool)
     };
-    let october = billing::Month::parse("2026-10").expect("month");
-    scans(10, Some("2026-10-15T12:00:00Z"), "mom-1")
+    let (september, october) = (
+        billing::Month::parse("2026-09").expect("month"),
+        billing::Month::parse("2026-10").expect("month"),
+    );
+    // September: 2 scans, rolled up and finalized; then a late one (billed on October's
+    // invoice as an adjustment, counted in September, when it occurred).
+    scans(2, Some("2026-09-15T12:00:00Z"), "sep-1")
+        .await
+        .expect("usage");
+    billing::rollup(&app.db.pool, september, Phoenix, None)
+        .await
+        .expect("rollup");
+    let later = "2027-06-01T00:00:00Z".parse().expect("time");
+    billing::finalize(&app.db.pool, september, Phoenix, None, later)
+        .await
+        .expect("finalize");
+    scans(1, Some("2026-09-16T12:00:00Z"), "sep-late")
+        .await
+        .expect("usage");
+    // October: 10 scans rolled up as a draft, then 4 more the draft does not hold yet.
+    scans(10, Some("2026-10-15T12:00:00Z"), "oct-1")
         .await
         .expect("usage");
     billing::rollup(&app.db.pool, october, Phoenix, None)
         .await
         .expect("rollup");
-    // After the rollup: on no invoice yet, so not in October's invoiced revenue.
-    scans(4, Some("2026-10-16T12:00:00Z"), "mom-2")
+    scans(4, Some("2026-10-16T12:00:00Z"), "oct-2")
         .await
         .expect("usage");
-    let (status, page) = ops_page(&app, &cookie, "?month=2026-11").await;
-    assert_eq!(status, 200, "{page}");
-    let row = row_of(&page, "<tr><td>2026-10</td>");
-    assert!(row.ends_with("<td>0.75</td><td>invoices</td>"), "{row}");
-    // October's own money view counts all of its usage billed so far (14 x 0.075), while its
-    // revenue line stays what its invoices billed.
-    let (_, page) = ops_page(&app, &cookie, "?month=2026-10").await;
-    let r = row_of(&page, &format!("<tr data-agent=\"{a}\">"));
-    assert!(r.contains("<td>1.05</td>"), "{r}");
-    let row = row_of(&page, "<tr><td>2026-10</td>");
-    assert!(row.ends_with("<td>0.75</td><td>invoices</td>"), "{row}");
-    // The running month is read live even when a draft of it exists.
+    for (m, per_agency, label) in [
+        ("2026-09", "0.23", "finalized"), // 3 x 0.075, rounded once
+        ("2026-10", "1.05", "draft"),     // 14 x 0.075
+    ] {
+        let (status, page) = ops_page(&app, &cookie, &format!("?month={m}")).await;
+        assert_eq!(status, 200, "{page}");
+        let mine = cells(&row_of(&page, &format!("<tr data-agent=\"{a}\">")));
+        assert_eq!(mine[5], per_agency, "{mine:?}");
+        assert_eq!(money_total(&page)[0], per_agency, "{page}");
+        let mom = cells(&row_of(&page, &format!("<tr><td>{m}</td>")));
+        assert_eq!(mom[2..], [per_agency, label], "{mom:?}");
+        assert!(
+            page.contains(&format!("class=\"invoices {label}\"")),
+            "{page}"
+        );
+    }
+    // A month after them, never rolled up, lists them the same way.
+    let (_, page) = ops_page(&app, &cookie, "?month=2026-11").await;
+    assert_eq!(
+        cells(&row_of(&page, "<tr><td>2026-10</td>"))[2..],
+        ["1.05", "draft"]
+    );
+    assert_eq!(
+        cells(&row_of(&page, "<tr><td>2026-09</td>"))[2..],
+        ["0.23", "finalized"]
+    );
+    assert_eq!(
+        cells(&row_of(&page, "<tr><td>2026-11</td>"))[2..],
+        ["0.00", "none"]
+    );
+    // The running month: drafted, then more usage. Its month-over-month figure is the sum of the
+    // per-agency figures above it: a 2.00 + 0.23 (3 scans, rounded once), b 2.00 + 0.08.
+    populate(&app.db, a, 1).await;
+    populate(&app.db, b, 2).await;
     let running = roll_up_this_month(&app.db).await;
-    scans(2, None, "mom-now").await.expect("usage");
-    let (_, page) = ops_page(&app, &cookie, &format!("?month={running}")).await;
-    let row = row_of(&page, &format!("<tr><td>{running}</td>"));
-    assert!(row.ends_with("<td>0.15</td><td>usage so far</td>"), "{row}");
+    scans(2, None, "now").await.expect("usage");
+    let (_, page) = ops_page(&app, &cookie, "").await;
+    let per_agency: Vec<String> = [a, b]
+        .iter()
+        .map(|agent| cells(&row_of(&page, &format!("<tr data-agent=\"{agent}\">")))[5].clone())
+        .collect();
+    assert_eq!(per_agency, ["2.23", "2.08"]);
+    assert_eq!(money_total(&page)[0], "4.31");
+    let mom = cells(&row_of(&page, &format!("<tr><td>{running}</td>")));
+    assert_eq!(mom[2..], ["4.31", "draft"], "{mom:?}");
+    // a's cost: the providers' for the populated rows, none for the later scans.
+    let mine = cells(&row_of(&page, &format!("<tr data-agent=\"{a}\">")));
+    assert_eq!(mine[6..], ["0.91", "1.32", "mixed"], "{mine:?}");
 }
 
 /// In headless Chromium (as `.ci/run` installs it): open the link, press the button, see the
