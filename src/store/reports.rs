@@ -327,7 +327,7 @@ impl MoneyRow {
 
 /// Per agency, the month `[start, end)`: calls, minutes, scans, lookups, billed so far, what it
 /// cost us (the seed's "monthly cost per agent", live; as [`UsageRow::cost_usd`]). Agencies
-/// without usage are listed too.
+/// billable in the month are listed even without usage; others only with calls or usage in it.
 pub async fn money(
     conn: &mut PgConnection,
     month: Month,
@@ -335,20 +335,27 @@ pub async fn money(
 ) -> Result<Vec<MoneyRow>, sqlx::Error> {
     let (start, end) = (month.start(tz), month.next().start(tz));
     let usage = usage(&mut *conn, month, tz, None).await?;
-    let agencies: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(
+    let agencies: Vec<(uuid::Uuid, String, i64, bool)> = sqlx::query_as(
         "SELECT a.id, a.agency_name,
                 (SELECT count(*) FROM calls c WHERE c.agent_id = a.id
                     AND COALESCE(c.started_at, c.created_at) >= $1
-                    AND COALESCE(c.started_at, c.created_at) < $2)
+                    AND COALESCE(c.started_at, c.created_at) < $2),
+                billable_in(a.id, a.billing_starts_on, a.cancelled_on, $3)
            FROM agents a ORDER BY a.agency_name, a.id",
     )
     .bind(start)
     .bind(end)
+    .bind(month.first_day)
     .fetch_all(conn)
     .await?;
+    // An agency is listed in the months it pays for, and in any other month it has calls or usage
+    // in (a late report after a cancellation): never as a silent row of zeros it is not billed for.
     Ok(agencies
         .into_iter()
-        .map(|(agent_id, agency_name, calls)| {
+        .filter(|(agent_id, _, calls, billable)| {
+            *billable || *calls > 0 || usage.iter().any(|u| u.agent_id == *agent_id)
+        })
+        .map(|(agent_id, agency_name, calls, _)| {
             let mine: Vec<&UsageRow> = usage.iter().filter(|u| u.agent_id == agent_id).collect();
             let of = |metrics: &[&str]| -> Decimal {
                 mine.iter()

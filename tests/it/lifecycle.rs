@@ -155,6 +155,15 @@ async fn a_cancelled_agency_is_billed_through_its_cancellation_month_and_never_a
         .await
         .expect("mrr");
     assert_eq!((nov, dec), (Decimal::from(5 * 249), Decimal::from(4 * 249)));
+    // So does the money view.
+    let agent = db.agent_id(PHONE_1).await;
+    for (m, rows, listed) in [("2026-11", 5, true), ("2026-12", 4, false)] {
+        let money = reports::money(&mut conn, month(m), Phoenix)
+            .await
+            .expect("money");
+        assert_eq!(money.len(), rows, "{m}");
+        assert_eq!(money.iter().any(|r| r.agent_id == agent), listed, "{m}");
+    }
 }
 
 #[tokio::test]
