@@ -439,10 +439,41 @@ pub async fn summarize_usage(deps: &Deps, budget: std::time::Duration) -> anyhow
 
 pub async fn sync_calls(deps: &Deps, date: NaiveDate, agent: Option<&str>) -> anyhow::Result<()> {
     let agent_id = agent_id(deps, agent).await?;
-    let report = SyncCalls { date, agent_id }.sync(deps).await?;
+    anyhow::ensure!(
+        deps.config.vapi_api_key.is_some(),
+        "VAPI_API_KEY is not set: there is no Vapi API to reconcile with"
+    );
+    let mut report = SyncCalls { date, agent_id }.sync(deps).await?;
+    report.per_agency.sort_by(|a, b| a.email.cmp(&b.email));
+    for a in &report.per_agency {
+        match &a.error {
+            Some(e) => println!("{date} {}: not synced: {e}", a.email),
+            None => println!(
+                "{date} {}: {} found, {} new, {} metered, {} corrected, {} not connected, {} failed",
+                a.email, a.seen, a.new, a.metered, a.corrected, a.not_connected, a.failed
+            ),
+        }
+    }
     println!(
-        "{date}: {} agent(s), {} call(s) seen, {} new, {} metered, {} corrected",
-        report.agents, report.seen, report.new, report.metered, report.corrected
+        "{date}: {} agent(s), {} call(s) seen, {} new, {} metered, {} corrected, {} not connected, {} failed",
+        report.agents,
+        report.seen,
+        report.new,
+        report.metered,
+        report.corrected,
+        report.not_connected,
+        report.failed
+    );
+    let failed: Vec<&str> = report
+        .per_agency
+        .iter()
+        .filter(|a| a.error.is_some() || a.failed > 0)
+        .map(|a| a.email.as_str())
+        .collect();
+    anyhow::ensure!(
+        failed.is_empty(),
+        "not everything was synced for: {} (the others were)",
+        failed.join(", ")
     );
     Ok(())
 }

@@ -38,7 +38,7 @@ impl Job for MeterCall {
         let mut call = calls::find(&mut tx, self.agent_id, &self.vapi_call_id)
             .await?
             .ok_or_else(|| JobError::Permanent(format!("call {} not found", self.vapi_call_id)))?;
-        if call.duration_seconds.is_none() {
+        if call.duration_seconds.is_none() && !never_connected(&call) {
             // The report lacked timing: ask Vapi (outside the transaction), record, carry on.
             tx.rollback().await?;
             let fetched = deps.providers.vapi.get_call(&self.vapi_call_id).await?;
@@ -58,6 +58,15 @@ impl Job for MeterCall {
                        key = %self.idempotency_key(), written, "metered");
         Ok(())
     }
+}
+
+/// An ended call that never started: an outbound call nobody answered, a call that failed
+/// before connecting. Its report has an end or a reason, and no start.
+pub fn never_connected(call: &Call) -> bool {
+    call.started_at.is_none()
+        && (call.ended_at.is_some()
+            || call.ended_reason.is_some()
+            || call.status.as_deref() == Some("ended"))
 }
 
 /// Writes the call's `vapi_call_minutes` row under `key` (once), priced at the call's end.
@@ -82,12 +91,17 @@ pub async fn meter_minutes(
                        "not metered: the call started after the agency's cancellation");
         return Ok(false);
     }
-    let seconds = call.duration_seconds.ok_or_else(|| {
-        JobError::Permanent(format!(
-            "call {} has no duration, not even from the Vapi API (not ended yet?)",
-            call.vapi_call_id
-        ))
-    })?;
+    let seconds = match call.duration_seconds {
+        Some(seconds) => seconds,
+        // Nobody answered: billed as 0 minutes (the key then says the call is settled).
+        None if never_connected(call) => rust_decimal::Decimal::ZERO,
+        None => {
+            return Err(JobError::Permanent(format!(
+                "call {} has no duration, not even from the Vapi API (not ended yet?)",
+                call.vapi_call_id
+            )));
+        }
+    };
     effects::meter(
         tx,
         deps,

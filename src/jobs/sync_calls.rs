@@ -28,7 +28,7 @@ pub struct SyncCalls {
     pub agent_id: Option<Uuid>,
 }
 
-/// What a sync found.
+/// What a sync found, in all and per agency.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SyncReport {
     pub agents: usize,
@@ -36,6 +36,38 @@ pub struct SyncReport {
     pub new: usize,
     pub metered: usize,
     pub corrected: usize,
+    /// Ended calls that never connected (no start): stored with their reason, billed 0 minutes.
+    pub not_connected: usize,
+    /// Calls that could not be recorded (logged each): counted, never stopping the day.
+    pub failed: usize,
+    pub per_agency: Vec<AgencySync>,
+}
+
+/// One agency's part of a sync.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AgencySync {
+    pub agent_id: Uuid,
+    pub email: String,
+    pub seen: usize,
+    pub new: usize,
+    pub metered: usize,
+    pub corrected: usize,
+    pub not_connected: usize,
+    pub failed: usize,
+    /// Why the agency's calls could not be listed at all (the others' sync goes on).
+    pub error: Option<String>,
+}
+
+impl SyncReport {
+    fn add(&mut self, a: AgencySync) {
+        self.seen += a.seen;
+        self.new += a.new;
+        self.metered += a.metered;
+        self.corrected += a.corrected;
+        self.not_connected += a.not_connected;
+        self.failed += a.failed;
+        self.per_agency.push(a);
+    }
 }
 
 impl SyncCalls {
@@ -98,8 +130,8 @@ impl SyncCalls {
                 self.date
             )));
         };
-        let agents: Vec<(Uuid, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT id, vapi_phone_number_id, vapi_assistant_id FROM agents
+        let agents: Vec<(Uuid, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT id, email, vapi_phone_number_id, vapi_assistant_id FROM agents
               WHERE (vapi_phone_number_id IS NOT NULL OR vapi_assistant_id IS NOT NULL)
                 AND ($1::uuid IS NULL OR id = $1)
               ORDER BY id",
@@ -111,7 +143,13 @@ impl SyncCalls {
             agents: agents.len(),
             ..SyncReport::default()
         };
-        for (agent_id, phone_number_id, assistant_id) in agents {
+        for (agent_id, email, phone_number_id, assistant_id) in agents {
+            let mut agency = AgencySync {
+                agent_id,
+                email,
+                ..AgencySync::default()
+            };
+            // One agency's listing failing never stops the others'.
             let listed = Self::calls_of(
                 deps,
                 phone_number_id.as_deref(),
@@ -119,48 +157,50 @@ impl SyncCalls {
                 start,
                 end,
             )
-            .await?;
-            for call in listed {
-                report.seen += 1;
-                let mut tx = deps.pool.begin().await?;
-                let known = calls::find(&mut tx, agent_id, &call.id).await?.is_some();
-                let ended =
-                    call.ended_at.is_some() && call.status.as_deref().is_none_or(|s| s == "ended");
-                if ended {
-                    calls::upsert_report(&mut tx, agent_id, &CallReport::from_api(&call)).await?;
-                } else if let Some(status) = call.status.as_deref() {
-                    let customer = call.customer.as_ref().and_then(|c| c.number.as_deref());
-                    calls::update_status(
-                        &mut tx,
-                        agent_id,
-                        &call.id,
-                        customer,
-                        status,
-                        call.ended_reason.as_deref(),
-                    )
-                    .await?;
+            .await;
+            let listed = match listed {
+                Ok(listed) => listed,
+                // One agency's job: its own retries decide.
+                Err(e) if self.agent_id.is_some() => return Err(e),
+                Err(e) => {
+                    tracing::error!(agent.id = %agent_id, date = %self.date, error = %e,
+                                    "vapi sync: the agency's calls could not be listed");
+                    agency.error = Some(e.to_string());
+                    report.add(agency);
+                    continue;
                 }
-                report.new += usize::from(!known);
-                let reconciled = if ended {
-                    reconcile(&mut tx, deps, agent_id, &call.id).await?
-                } else {
-                    Reconciled::Unchanged
-                };
-                tx.commit().await?;
-                // Counted once committed: a rolled-back attempt wrote nothing.
-                let rows = match reconciled {
-                    Reconciled::Metered => {
-                        report.metered += 1;
-                        1
+            };
+            for call in listed {
+                agency.seen += 1;
+                match record_call(deps, agent_id, &call).await {
+                    Ok(done) => {
+                        agency.new += usize::from(done.new);
+                        agency.not_connected += usize::from(done.not_connected);
+                        let rows = match done.reconciled {
+                            Reconciled::Metered => {
+                                agency.metered += 1;
+                                1
+                            }
+                            Reconciled::Corrected => {
+                                agency.corrected += 1;
+                                2 // the reversal and the new row
+                            }
+                            Reconciled::Unchanged => 0,
+                        };
+                        crate::telemetry::usage_recorded(metric::VAPI_CALL_MINUTES, rows);
                     }
-                    Reconciled::Corrected => {
-                        report.corrected += 1;
-                        2 // the reversal and the new row
+                    // The database itself failing is worth a retry of the whole agency (what
+                    // committed stays; the rest is idempotent).
+                    Err(JobError::Transient(e)) => return Err(JobError::Transient(e)),
+                    // One call we cannot record is logged and counted; the day goes on.
+                    Err(e) => {
+                        tracing::error!(agent.id = %agent_id, call.id = %call.id, error = %e,
+                                        "vapi sync: call not recorded");
+                        agency.failed += 1;
                     }
-                    Reconciled::Unchanged => 0,
-                };
-                crate::telemetry::usage_recorded(metric::VAPI_CALL_MINUTES, rows);
+                }
             }
+            report.add(agency);
         }
         tracing::info!(date = %self.date, ?report, "vapi calls reconciled");
         Ok(report)
@@ -202,6 +242,49 @@ impl SyncCalls {
         }
         Ok(calls)
     }
+}
+
+/// What recording one listed call did.
+struct Recorded {
+    new: bool,
+    not_connected: bool,
+    reconciled: Reconciled,
+}
+
+/// Records one call of Vapi's listing in its own transaction: its status, or its report when it
+/// has ended (whether or not it ever connected), then bills or corrects it.
+async fn record_call(deps: &Deps, agent_id: Uuid, call: &CallOut) -> Result<Recorded, JobError> {
+    let mut tx = deps.pool.begin().await?;
+    let known = calls::find(&mut tx, agent_id, &call.id).await?.is_some();
+    // Ended: Vapi says so, or gives an end. A call that never connected (an outbound call nobody
+    // answered) has an end and a reason but no start.
+    let ended = call.status.as_deref() == Some("ended")
+        || (call.ended_at.is_some() && call.status.is_none());
+    if ended {
+        calls::upsert_report(&mut tx, agent_id, &CallReport::from_api(call)).await?;
+    } else if let Some(status) = call.status.as_deref() {
+        let customer = call.customer.as_ref().and_then(|c| c.number.as_deref());
+        calls::update_status(
+            &mut tx,
+            agent_id,
+            &call.id,
+            customer,
+            status,
+            call.ended_reason.as_deref(),
+        )
+        .await?;
+    }
+    let reconciled = if ended {
+        reconcile(&mut tx, deps, agent_id, &call.id).await?
+    } else {
+        Reconciled::Unchanged
+    };
+    tx.commit().await?;
+    Ok(Recorded {
+        new: !known,
+        not_connected: ended && call.started_at.is_none(),
+        reconciled,
+    })
 }
 
 enum Reconciled {
@@ -294,6 +377,13 @@ impl Job for SyncCalls {
     const MAX_ATTEMPTS: usize = 6;
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
+        // Nothing to reconcile with: one line, no failed jobs.
+        if deps.config.vapi_api_key.is_none() {
+            if self.agent_id.is_none() {
+                tracing::info!(date = %self.date, "daily Vapi sync skipped: VAPI_API_KEY is not set");
+            }
+            return Ok(());
+        }
         match self.agent_id {
             None => self.fan_out(deps).await.map(|_| ()),
             Some(_) => self.sync(deps).await.map(|_| ()),

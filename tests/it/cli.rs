@@ -4,7 +4,7 @@ use std::process::Command;
 
 use crate::helpers::*;
 
-fn agent_meter() -> Command {
+pub fn agent_meter() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-meter"));
     // Run in an empty directory so a developer's .env cannot leak in.
     cmd.current_dir(std::env::temp_dir());

@@ -5,6 +5,7 @@ mod helpers;
 
 mod api;
 mod billing;
+mod call_shapes;
 mod calls;
 mod catalogue;
 mod cli;

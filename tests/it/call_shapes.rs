@@ -1,0 +1,258 @@
+//! Every call, whatever its shape (issue 22): built from Vapi's published `Call` schema
+//! (`status`, `startedAt` and `endedAt` optional; `endedReason` e.g. `customer-did-not-answer`).
+
+use agent_meter::jobs::{Deps, Job, sync_calls::SyncCalls};
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{method, path, query_param},
+};
+
+use crate::helpers::*;
+
+const DAY: &str = "2026-11-20";
+
+fn day() -> NaiveDate {
+    DAY.parse().expect("day")
+}
+
+/// An answered call on `phone`, 90 s long.
+fn answered(id: &str, phone: &str) -> Value {
+    json!({"id": id, "type": "inboundPhoneCall", "phoneNumberId": phone, "status": "ended",
+           "customer": {"number": "+16025550123"},
+           "startedAt": "2026-11-20T17:00:00Z", "endedAt": "2026-11-20T17:01:30Z",
+           "endedReason": "customer-ended-call", "cost": 0.12,
+           "createdAt": "2026-11-20T16:59:50Z", "updatedAt": "2026-11-20T17:01:31Z"})
+}
+
+/// An outbound call nobody answered: ended, with a reason, never started.
+fn unanswered(id: &str, phone: &str) -> Value {
+    json!({"id": id, "type": "outboundPhoneCall", "phoneNumberId": phone, "status": "ended",
+           "customer": {"number": "+16025550124"},
+           "endedAt": "2026-11-20T18:00:40Z", "endedReason": "customer-did-not-answer",
+           "cost": 0, "createdAt": "2026-11-20T18:00:00Z", "updatedAt": "2026-11-20T18:00:41Z"})
+}
+
+/// Vapi's `GET /call` listing `calls` for `phone`'s number, nothing for the others.
+async fn lists(mocks: &Mocks, phone: &str, calls: Value) {
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .and(query_param("phoneNumberId", phone))
+        .respond_with(ResponseTemplate::new(200).set_body_json(calls))
+        .mount(&mocks.vapi)
+        .await;
+}
+
+async fn nothing_else(mocks: &Mocks) {
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&mocks.vapi)
+        .await;
+}
+
+fn deps(db: &TestDb, mocks: &Mocks) -> Deps {
+    let vars = mocks.config();
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Deps::new(db.pool.clone(), Arc::new(test_config(&borrowed)))
+}
+
+/// (call, status, ended reason, billed minutes) for every call, by Vapi id.
+async fn calls_and_minutes(
+    db: &TestDb,
+) -> Vec<(String, Option<String>, Option<String>, Option<Decimal>)> {
+    sqlx::query_as(
+        "SELECT c.vapi_call_id, c.status, c.ended_reason,
+                (SELECT sum(u.quantity) FROM agent_usage_metrics u
+                  WHERE u.agent_id = c.agent_id AND u.idempotency_key = 'vapi_call:' || c.vapi_call_id)
+           FROM calls c ORDER BY c.vapi_call_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("calls")
+}
+
+#[tokio::test]
+async fn an_unanswered_call_is_billed_zero_minutes_and_never_halts_the_sync() {
+    let mocks = Mocks::start().await;
+    let db = TestDb::seeded().await;
+    // The second agency's day holds a call we cannot store (a customer number with U+0000,
+    // which PostgreSQL refuses): logged and counted, the rest of the day goes on.
+    let mut bad = answered("call-bad", PHONE_2);
+    bad["customer"]["number"] = json!("+1602\u{0000}555");
+    lists(
+        &mocks,
+        PHONE_1,
+        json!([
+            unanswered("call-nobody", PHONE_1),
+            answered("call-answered", PHONE_1)
+        ]),
+    )
+    .await;
+    lists(&mocks, PHONE_2, json!([bad, answered("call-two", PHONE_2)])).await;
+    nothing_else(&mocks).await;
+    let report = SyncCalls {
+        date: day(),
+        agent_id: None,
+    }
+    .sync(&deps(&db, &mocks))
+    .await
+    .expect("the day is synced");
+    assert_eq!(
+        (
+            report.agents,
+            report.seen,
+            report.metered,
+            report.not_connected,
+            report.failed
+        ),
+        (5, 4, 3, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        calls_and_minutes(&db).await,
+        [
+            (
+                "call-answered".into(),
+                Some("ended".into()),
+                Some("customer-ended-call".into()),
+                Some(Decimal::new(15, 1))
+            ),
+            (
+                "call-nobody".into(),
+                Some("ended".into()),
+                Some("customer-did-not-answer".into()),
+                Some(Decimal::ZERO)
+            ),
+            (
+                "call-two".into(),
+                Some("ended".into()),
+                Some("customer-ended-call".into()),
+                Some(Decimal::new(15, 1))
+            ),
+        ]
+    );
+    // Again: nothing new, nothing failed twice over, nothing billed twice.
+    let again = SyncCalls {
+        date: day(),
+        agent_id: None,
+    }
+    .sync(&deps(&db, &mocks))
+    .await
+    .expect("again");
+    assert_eq!((again.metered, again.corrected), (0, 0), "{again:?}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM agent_usage_metrics").await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn sync_calls_prints_each_agency_and_names_the_one_not_fully_synced() {
+    let mocks = Mocks::start().await;
+    let db = TestDb::seeded().await;
+    let mut bad = answered("call-bad", PHONE_2);
+    bad["customer"]["number"] = json!("+1602\u{0000}555");
+    lists(
+        &mocks,
+        PHONE_1,
+        json!([
+            unanswered("call-nobody", PHONE_1),
+            answered("call-answered", PHONE_1)
+        ]),
+    )
+    .await;
+    lists(&mocks, PHONE_2, json!([bad])).await;
+    nothing_else(&mocks).await;
+    let out = crate::cli::agent_meter()
+        .args(["sync-calls", "--date", DAY])
+        .env("DATABASE_URL", &db.url)
+        .envs(mocks.config())
+        .output()
+        .expect("run");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("client1@agent-meter.example: 2 found, 2 new, 2 metered, 0 corrected, 1 not connected, 0 failed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("client2@agent-meter.example: 1 found, 0 new, 0 metered, 0 corrected, 0 not connected, 1 failed"), "{stdout}");
+    assert!(
+        stdout.contains("client5@agent-meter.example: 0 found"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(
+            "not everything was synced for: client2@agent-meter.example (the others were)"
+        ),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_vapi_key_the_daily_sync_is_skipped_quietly() {
+    let db = TestDb::seeded().await;
+    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
+    SyncCalls {
+        date: day(),
+        agent_id: None,
+    }
+    .run(&deps)
+    .await
+    .expect("skipped, not failed");
+    assert_eq!(
+        db.count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'sync_calls'")
+            .await,
+        0,
+        "no per-agency jobs to fail"
+    );
+    let out = crate::cli::agent_meter()
+        .args(["sync-calls", "--date", DAY])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VAPI_API_KEY is not set"));
+}
+
+/// The webhook's report of an unanswered call: stored with its reason, a 0-minute row, and its
+/// `meter_call` job done (never failed, never killed).
+#[tokio::test]
+async fn a_report_of_a_call_nobody_answered_is_metered_zero_minutes() {
+    let app = TestApp::spawn().await;
+    let report = json!({"message": {
+        "type": "end-of-call-report",
+        "call": {"id": "call-nobody", "type": "outboundPhoneCall", "phoneNumberId": PHONE_1,
+                 "customer": {"number": "+16025550124"}},
+        "endedAt": "2026-11-20T18:00:40.000Z",
+        "endedReason": "customer-did-not-answer",
+        "cost": 0,
+        "artifact": {},
+        "analysis": {}
+    }});
+    assert_eq!(app.post(&report).await.status(), 200);
+    drain(&app.db.pool, 20).await;
+    assert_eq!(
+        calls_and_minutes(&app.db).await,
+        [(
+            "call-nobody".into(),
+            Some("ended".into()),
+            Some("customer-did-not-answer".into()),
+            Some(Decimal::ZERO)
+        )]
+    );
+    assert_eq!(
+        app.db
+            .count(
+                "SELECT count(*) FROM apalis.jobs WHERE job_type = 'meter_call' AND status = 'Done'"
+            )
+            .await,
+        1
+    );
+}
