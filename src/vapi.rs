@@ -41,6 +41,9 @@ pub struct MessageIn {
     /// The assistant of the call (web and API calls carry no phone number).
     #[serde(default)]
     pub assistant: Option<AssistantIn>,
+    /// When Vapi sent the message (a number, milliseconds), as it wrote it.
+    #[serde(default)]
+    pub timestamp: Option<serde_json::Number>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,29 +138,17 @@ impl MessageIn {
             .filter(|id| !id.is_empty())
     }
 
-    /// Every key that may name the message's agent, in the order they are tried: the phone
-    /// number, then the saved assistant, then an `agent_id` we put in the assistant.
+    /// Every key that may name the message's agent, in the order they are tried: an `agent_id`
+    /// we put in the assistant (our own answer names the agency outright), then the phone number,
+    /// then the saved assistant.
     pub fn route_keys(&self) -> Vec<RouteKey> {
         let mut keys = Vec::new();
-        if let Some(id) = self.phone_number_id() {
-            keys.push(RouteKey::PhoneNumber(id.to_string()));
-        }
         let call = self.call.as_ref();
         let assistants = [
             call.and_then(|c| c.assistant.as_ref()),
             call.and_then(|c| c.assistant_overrides.as_ref()),
             self.assistant.as_ref(),
         ];
-        let saved = call
-            .and_then(|c| c.assistant_id.as_deref())
-            .into_iter()
-            .chain(assistants.iter().flatten().filter_map(|a| a.id.as_deref()));
-        for id in saved.filter(|id| !id.is_empty()) {
-            let key = RouteKey::Assistant(id.to_string());
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
         for a in assistants.iter().flatten() {
             for bag in [&a.metadata, &a.variable_values].into_iter().flatten() {
                 let agent = bag
@@ -169,6 +160,19 @@ impl MessageIn {
                 {
                     keys.push(agent);
                 }
+            }
+        }
+        if let Some(id) = self.phone_number_id() {
+            keys.push(RouteKey::PhoneNumber(id.to_string()));
+        }
+        let saved = call
+            .and_then(|c| c.assistant_id.as_deref())
+            .into_iter()
+            .chain(assistants.iter().flatten().filter_map(|a| a.id.as_deref()));
+        for id in saved.filter(|id| !id.is_empty()) {
+            let key = RouteKey::Assistant(id.to_string());
+            if !keys.contains(&key) {
+                keys.push(key);
             }
         }
         keys
@@ -189,10 +193,18 @@ impl MessageIn {
         let call = self.call_id().unwrap_or("-");
         match self.kind.as_str() {
             "end-of-call-report" | "assistant-request" => format!("{}:{call}", self.kind),
-            "status-update" => format!(
-                "status-update:{call}:{}",
-                self.status.as_deref().unwrap_or("-")
-            ),
+            // With Vapi's timestamp when it gives one: a call may pass a status twice
+            // (in-progress, forwarding, in-progress again), and a redelivery repeats its stamp.
+            "status-update" => match &self.timestamp {
+                Some(at) => format!(
+                    "status-update:{call}:{}:{at}",
+                    self.status.as_deref().unwrap_or("-")
+                ),
+                None => format!(
+                    "status-update:{call}:{}",
+                    self.status.as_deref().unwrap_or("-")
+                ),
+            },
             "tool-calls" => {
                 let ids: Vec<&str> = self
                     .tool_call_list

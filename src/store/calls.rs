@@ -55,8 +55,15 @@ pub async fn upsert_report(
     .await
 }
 
-/// Records a status change. An ended call never goes back to an earlier status, whatever order
-/// the messages arrive in.
+/// A call's statuses in the order Vapi moves through them (`scheduled` first); a status we do
+/// not know ranks before them all.
+const STATUS_RANK: &str = "array_position(ARRAY['scheduled', 'queued', 'ringing', 'in-progress',
+                                              'forwarding', 'ended'], {s})";
+
+/// Records a status change. Statuses only move forward (queued < ringing < in-progress <
+/// forwarding < ended; in-progress again after forwarding, when the forwarded leg connects),
+/// whatever order the messages arrive in: a late `ringing` never overwrites `in-progress`, and
+/// nothing reopens an ended call.
 pub async fn update_status(
     conn: &mut PgConnection,
     agent_id: Uuid,
@@ -65,7 +72,11 @@ pub async fn update_status(
     status: &str,
     ended_reason: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let (old, new) = (
+        STATUS_RANK.replace("{s}", "calls.status"),
+        STATUS_RANK.replace("{s}", "EXCLUDED.status"),
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO calls (agent_id, vapi_call_id, customer_number, status, ended_reason)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (agent_id, vapi_call_id) DO UPDATE SET
@@ -73,8 +84,11 @@ pub async fn update_status(
              customer_number = COALESCE(calls.customer_number, EXCLUDED.customer_number),
              ended_reason    = COALESCE(EXCLUDED.ended_reason, calls.ended_reason),
              updated_at      = now()
-         WHERE calls.status IS DISTINCT FROM 'ended'",
-    )
+         WHERE calls.status IS DISTINCT FROM 'ended'
+           AND (calls.status IS NULL
+                OR COALESCE({new}, 0) > COALESCE({old}, 0)
+                OR (calls.status = 'forwarding' AND EXCLUDED.status = 'in-progress'))"
+    )))
     .bind(agent_id)
     .bind(vapi_call_id)
     .bind(customer_number)

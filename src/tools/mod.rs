@@ -180,7 +180,35 @@ impl ToolSpec {
     }
 }
 
-fn plan<T: Tool>(arguments: Value, call: &CallContext) -> Result<Vec<u8>, String> {
+/// Numbers the model sent as strings (`"latitude": "34.54"`), read as the numbers they spell,
+/// for the properties the tool declares as `number` or `integer`; anything else is left for the
+/// tool's own parsing to accept or refuse.
+fn numbers_spelled_as_strings(arguments: &mut Value, parameters: &Value) {
+    let (Some(args), Some(props)) = (
+        arguments.as_object_mut(),
+        parameters["properties"].as_object(),
+    ) else {
+        return;
+    };
+    for (name, schema) in props {
+        let numeric = matches!(schema["type"].as_str(), Some("number" | "integer"));
+        let Some(Value::String(text)) = args.get(name).filter(|_| numeric) else {
+            continue;
+        };
+        let number = text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .and_then(serde_json::Number::from_f64);
+        if let Some(n) = number {
+            args.insert(name.clone(), Value::Number(n));
+        }
+    }
+}
+
+fn plan<T: Tool>(mut arguments: Value, call: &CallContext) -> Result<Vec<u8>, String> {
+    numbers_spelled_as_strings(&mut arguments, &T::parameters());
     let args: T::Args = serde_json::from_value(arguments)
         .map_err(|e| format!("bad arguments for {}: {e}", T::NAME))?;
     T::validate(&args).map_err(|e| format!("{}: {e}", T::NAME))?;
@@ -420,6 +448,29 @@ mod tests {
             plan(
                 "flood_zone_lookup",
                 json!({"latitude": "x", "longitude": 1})
+            )
+            .is_err()
+        );
+        // Numbers spelled as strings are the numbers they spell; junk and infinities are not.
+        assert!(
+            plan(
+                "water_lookup",
+                json!({"latitude": " 34.54", "longitude": "-112.47"})
+            )
+            .is_ok()
+        );
+        assert!(
+            plan(
+                "water_lookup",
+                json!({"latitude": "1e999", "longitude": "1"})
+            )
+            .is_err()
+        );
+        assert!(plan("water_lookup", json!({"latitude": "NaN", "longitude": "1"})).is_err());
+        assert!(
+            plan(
+                "water_lookup",
+                json!({"latitude": "34.5x", "longitude": "1"})
             )
             .is_err()
         );

@@ -256,3 +256,63 @@ async fn a_report_of_a_call_nobody_answered_is_metered_zero_minutes() {
         1
     );
 }
+
+/// Statuses only move forward, whatever order Vapi's messages arrive in; in-progress again after
+/// forwarding (the forwarded leg connects) is taken.
+#[tokio::test]
+async fn call_statuses_only_move_forward() {
+    let app = TestApp::spawn_web_only().await;
+    let status = |s: &str, at: u64| {
+        json!({"message": {"type": "status-update", "status": s, "timestamp": at,
+               "call": {"id": "c-order", "phoneNumberId": PHONE_1}}})
+    };
+    let read = || async {
+        sqlx::query_scalar::<_, String>("SELECT status FROM calls WHERE vapi_call_id = 'c-order'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("call")
+    };
+    for (s, at, expected) in [
+        ("in-progress", 3, "in-progress"),
+        ("ringing", 2, "in-progress"),
+        ("queued", 1, "in-progress"),
+        ("forwarding", 4, "forwarding"),
+        ("ringing", 5, "forwarding"),
+        ("in-progress", 6, "in-progress"),
+        ("forwarding", 7, "forwarding"),
+        ("ended", 8, "ended"),
+        ("in-progress", 9, "ended"),
+    ] {
+        assert_eq!(app.post(&status(s, at)).await.status(), 200);
+        assert_eq!(read().await, expected, "after {s} at {at}");
+    }
+    // A redelivered message (same stamp) is a duplicate.
+    let again: Value = app
+        .post(&status("in-progress", 6))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["duplicate"], true, "{again}");
+}
+
+/// Routing prefers the agency our own answer named, then the number, then the saved assistant.
+#[tokio::test]
+async fn our_own_agent_id_routes_before_the_number_and_the_assistant() {
+    let app = TestApp::spawn_web_only().await;
+    let (a, b) = (
+        app.db.agent_id(PHONE_1).await,
+        app.db.agent_id(PHONE_2).await,
+    );
+    let msg = json!({"message": {"type": "status-update", "status": "in-progress",
+        "call": {"id": "c-route", "phoneNumberId": PHONE_1,
+                 "assistantOverrides": {"variableValues": {"agent_id": b.to_string()}}}}});
+    assert_eq!(app.post(&msg).await.status(), 200);
+    let owner: uuid::Uuid =
+        sqlx::query_scalar("SELECT agent_id FROM calls WHERE vapi_call_id = 'c-route'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("call");
+    assert_eq!(owner, b);
+    assert_ne!(owner, a);
+}
