@@ -243,7 +243,10 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
             match agents::insert(&mut conn, &new).await {
                 Ok(id) => println!("added agent {id} ({})", new.email),
                 Err(e) if crate::store::is_unique_violation(&e) => {
-                    anyhow::bail!("an agent with that email or Vapi phone number id already exists")
+                    anyhow::bail!(
+                        "{}",
+                        taken(&mut conn, &e, new.vapi_assistant_id.as_deref()).await?
+                    )
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -307,13 +310,44 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                 Ok(true) => println!("updated {}", s.email),
                 Ok(false) => anyhow::bail!("no agent with email {}", s.email),
                 Err(e) if crate::store::is_unique_violation(&e) => {
-                    anyhow::bail!("that Vapi phone number id belongs to another agent")
+                    anyhow::bail!(
+                        "{}",
+                        taken(&mut conn, &e, changes.vapi_assistant_id.as_deref()).await?
+                    )
                 }
                 Err(e) => return Err(e.into()),
             }
         }
     }
     Ok(())
+}
+
+/// What a unique violation on `agents` means, naming the owner of a Vapi assistant (a Vapi
+/// assistant belongs to one agency, so its web calls are billed to one).
+async fn taken(
+    conn: &mut sqlx::PgConnection,
+    e: &sqlx::Error,
+    assistant: Option<&str>,
+) -> anyhow::Result<String> {
+    let constraint = match e {
+        sqlx::Error::Database(d) => d.constraint().unwrap_or_default().to_string(),
+        _ => String::new(),
+    };
+    Ok(match (constraint.as_str(), assistant) {
+        ("agents_one_owner_per_assistant", Some(id)) => {
+            let owner: Option<String> =
+                sqlx::query_scalar("SELECT email FROM agents WHERE vapi_assistant_id = $1")
+                    .bind(id)
+                    .fetch_optional(conn)
+                    .await?;
+            format!(
+                "Vapi assistant {id} belongs to {}: an assistant has one agency",
+                owner.as_deref().unwrap_or("another agent")
+            )
+        }
+        ("agents_email_key", _) => "an agent with that email already exists".to_string(),
+        _ => "that Vapi phone number id belongs to another agent".to_string(),
+    })
 }
 
 /// How long a portal sign-in link stays valid.

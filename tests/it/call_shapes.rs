@@ -316,3 +316,72 @@ async fn our_own_agent_id_routes_before_the_number_and_the_assistant() {
     assert_eq!(owner, b);
     assert_ne!(owner, a);
 }
+
+/// A Vapi assistant belongs to one agency: a second is refused, naming the owner.
+#[tokio::test]
+async fn a_vapi_assistant_has_one_owner() {
+    let db = TestDb::seeded().await;
+    let run = |args: &[&str]| crate::cli::run_on(&db.url, args);
+    let (ok, _, err) = run(&[
+        "agents",
+        "set",
+        "client2@agent-meter.example",
+        "--vapi-assistant-id",
+        "asst-shared",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&[
+        "agents",
+        "set",
+        "client3@agent-meter.example",
+        "--vapi-assistant-id",
+        "asst-shared",
+    ]);
+    assert!(
+        !ok && err.contains("Vapi assistant asst-shared belongs to client2@agent-meter.example"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "agents",
+        "add",
+        "--agency-name",
+        "Kingman Insurance",
+        "--email",
+        "k@agent-meter.example",
+        "--vapi-assistant-id",
+        "asst-shared",
+    ]);
+    assert!(
+        !ok && err.contains("belongs to client2@agent-meter.example"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "agents",
+        "add",
+        "--agency-name",
+        "Dup",
+        "--email",
+        "client2@agent-meter.example",
+    ]);
+    assert!(
+        !ok && err.contains("an agent with that email already exists"),
+        "{err}"
+    );
+    // Cleared, it can be given to another.
+    let (ok, _, err) = run(&[
+        "agents",
+        "set",
+        "client2@agent-meter.example",
+        "--vapi-assistant-id",
+        "",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&[
+        "agents",
+        "set",
+        "client3@agent-meter.example",
+        "--vapi-assistant-id",
+        "asst-shared",
+    ]);
+    assert!(ok, "{err}");
+}

@@ -1,0 +1,1 @@
+DROP INDEX agents_one_owner_per_assistant;
