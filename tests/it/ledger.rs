@@ -197,6 +197,9 @@ type Line = (String, String, Decimal, Decimal, Decimal);
 
 /// An invoice and metric whose held rows and lines disagree (either sum may be missing).
 type HeldVsLines = (Uuid, Option<String>, Option<Decimal>, Option<Decimal>);
+/// A usage row (agent, occurred, created) held by a number of invoices, and whether it is
+/// stranded (see [`World::settle`]).
+type NotOnce = (Uuid, DateTime<Utc>, DateTime<Utc>, i64, bool);
 /// An agent, metric and price whose ledger and invoices disagree.
 type LedgerVsBilled = (Uuid, String, Decimal, Option<Decimal>, Option<Decimal>);
 
@@ -867,19 +870,18 @@ impl World {
             .map_err(|e| TestCaseError::fail(format!("rollup: {e}")))?;
         self.check().await?;
         let pool = &self.db.pool;
-        let not_once: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>, i64, bool)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT u.agent_id, u.occurred_at, u.created_at,
+        let not_once: Vec<NotOnce> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT u.agent_id, u.occurred_at, u.created_at,
                     (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u)), {STRANDED}
                FROM agent_usage_metrics u JOIN agents a ON a.id = u.agent_id
               WHERE (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u))
                     <> CASE WHEN {STRANDED} THEN 0 ELSE 1 END
               ORDER BY u.id"
-            )))
-            .bind(month_at(self.now).first_day)
-            .fetch_all(pool)
-            .await
-            .expect("held once");
+        )))
+        .bind(month_at(self.now).first_day)
+        .fetch_all(pool)
+        .await
+        .expect("held once");
         if !not_once.is_empty() {
             return Err(TestCaseError::fail(format!(
                 "usage row(s) (agent, occurred, created, invoices holding it, stranded) not on \
