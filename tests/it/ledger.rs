@@ -140,7 +140,7 @@ fn life_move() -> impl Strategy<Value = LifeMove> {
         1 => Just(LifeMove::Resume),
         2 => Just(LifeMove::CancelToday),
         3 => (-45..45i16).prop_map(|days| LifeMove::CancelOn { days }),
-        3 => Just(LifeMove::Reactivate),
+        4 => Just(LifeMove::Reactivate),
         2 => (0..MONTHS - 1, 1..29u8).prop_map(|(month, day)| LifeMove::StartOn { month, day }),
     ]
 }
@@ -166,7 +166,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..MONTHS, proptest::option::of(0..2usize), 0..ZONES.len())
             .prop_map(|(month, agent, zone)| Step::Finalize { month, agent, zone }),
         1 => Just(Step::Summarize),
-        3 => (0..2usize, life_move(), 0..ZONES.len(), 0..200u16)
+        5 => (0..2usize, life_move(), 0..ZONES.len(), 0..200u16)
             .prop_map(|(agent, mv, zone, hours)| Step::Life { agent, mv, zone, hours }),
         // RETROACTIVE RE-PRICING: its step's strategy and weight go here.
     ]
