@@ -18,7 +18,7 @@
 //! cancellation is the month's service the agency chose to use, and an invoice line stays one
 //! exact figure with nothing to round. The setup fee is billed once, in the first month.
 
-use chrono::{DateTime, Months, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use chrono_tz::Tz;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -336,16 +336,30 @@ pub async fn apply(
     .bind(billing_starts_on)
     .execute(&mut *tx)
     .await?;
-    // Drafts of months the agency no longer pays for go (finalized invoices never change).
+    // Drafts of months the agency no longer pays for go (finalized invoices never change). A
+    // billing start moved to an earlier month makes the drafts after the new first month stale
+    // (none is final then; the next rollup rebuilds them): the old first month's held every
+    // earlier row and the setup fee, and left in place it would share rows with the new first
+    // month's draft and keep the fee from it. (Moved later, a remaining draft only holds less
+    // until it is rebuilt.)
+    let first_month = |day: NaiveDate| day.with_day(1).unwrap_or(day);
+    let stale_after = match &mv {
+        Move::BillingStartsOn(day) if first_month(*day) < first_month(facts.billing_starts_on) => {
+            Some(first_month(*day))
+        }
+        _ => None,
+    };
     sqlx::query(
         "WITH gone AS (
              SELECT i.id FROM invoices i JOIN agents a ON a.id = i.agent_id
               WHERE i.agent_id = $1 AND i.status = 'draft'
-                AND NOT billable_in(a.id, a.billing_starts_on, a.cancelled_on, i.period_start)),
+                AND (i.period_start > $2
+                     OR NOT billable_in(a.id, a.billing_starts_on, a.cancelled_on, i.period_start))),
          lines AS (DELETE FROM invoice_lines WHERE invoice_id IN (SELECT id FROM gone))
          DELETE FROM invoices WHERE id IN (SELECT id FROM gone)",
     )
     .bind(facts.id)
+    .bind(stale_after)
     .execute(&mut *tx)
     .await?;
     let to = state(status, cancelled_on, now, tz);

@@ -105,15 +105,16 @@ impl Ledger {
         // Only our constants are spliced in; the values are bound.
         let coverage: Vec<Coverage> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "WITH {COVERAGE} SELECT ctx.id AS agent_id, {HOLDS} AS holds, {LATE_AFTER} AS late_after,
-                    {LATE_ALL} AS late_all, ctx.starts_at
+                    {LATE_ALL} AS late_all, ctx.starts_at, ctx.ends_at
                FROM ctx"
         )))
         .bind(agents)
         .bind(month.first_day)
         .bind(month.start(tz))
+        .bind(month.next().start(tz))
         .fetch_all(&mut *conn)
         .await?;
-        let held = held_rows_from(&mut conn, &coverage, month.next().start(tz), cut).await?;
+        let held = held_rows_from(&mut conn, &coverage, cut).await?;
         Ok(Ledger {
             cut,
             coverage,
@@ -123,10 +124,13 @@ impl Ledger {
 }
 
 /// Each agent's open month (the one after its latest finalized invoice, or its first billable
-/// month), the watermark of that latest finalized invoice, and where month `$2` starts for it:
-/// where its invoice for the billable month before ended (made in whatever zone that one was),
-/// else `$3`, the month's start in the zone in force. So a change of `BILLING_TIMEZONE` neither
-/// bills a row on two invoices nor leaves one between them. `$1` agents.
+/// month), the watermark of that latest finalized invoice, and where month `$2` starts and ends
+/// for it: where its invoice for the billable month before ended (made in whatever zone that one
+/// was), else `$3`, the month's start in the zone in force; and where its invoice for the next
+/// billable month starts, if one exists, else `$4`, the month's end in the zone in force. So the
+/// edge between two billable months is set by whichever of their invoices was made first, and a
+/// change of `BILLING_TIMEZONE` neither bills a row on two invoices (a draft made after the
+/// change next to one made before it) nor leaves one between them. `$1` agents.
 const COVERAGE: &str = "ctx AS (
      SELECT a.id,
             COALESCE(billable_from(a.id, (max(f.period_start) + interval '1 month')::date),
@@ -135,7 +139,11 @@ const COVERAGE: &str = "ctx AS (
             COALESCE((SELECT p.ends_at FROM invoices p
                        WHERE p.agent_id = a.id AND p.period_start < $2 AND p.status <> 'void'
                          AND billable_from(a.id, (p.period_start + interval '1 month')::date) = $2
-                       ORDER BY p.period_start DESC LIMIT 1), $3) AS starts_at
+                       ORDER BY p.period_start DESC LIMIT 1), $3) AS starts_at,
+            COALESCE((SELECT n.starts_at FROM invoices n
+                       WHERE n.agent_id = a.id AND n.period_start > $2 AND n.status <> 'void'
+                         AND n.period_start = billable_from(a.id, ($2 + interval '1 month')::date)
+                       ORDER BY n.period_start LIMIT 1), $4) AS ends_at
        FROM agents a
        LEFT JOIN invoices f ON f.agent_id = a.id AND f.status = 'finalized'
       WHERE a.id = ANY($1)
@@ -218,14 +226,14 @@ pub(super) async fn rollup_agents(
     let coverage: Vec<Coverage> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH {COVERAGE}
          UPDATE invoices i
-            SET starts_at = ctx.starts_at, ends_at = $4, time_zone = $6,
+            SET starts_at = ctx.starts_at, ends_at = ctx.ends_at, time_zone = $6,
                 usage_through = CASE WHEN {HOLDS} THEN $5 ELSE '-infinity' END,
                 late_after = CASE WHEN $2 = ctx.open_month THEN ctx.billed_through
                                   ELSE 'infinity' END
            FROM ctx
           WHERE i.agent_id = ctx.id AND i.period_start = $2 AND i.status = 'draft'
          RETURNING i.agent_id, {HOLDS} AS holds, {LATE_AFTER} AS late_after, {LATE_ALL} AS late_all,
-                   ctx.starts_at"
+                   ctx.starts_at, ctx.ends_at"
     )))
     .bind(&drafts)
     .bind(month.first_day)
@@ -247,7 +255,7 @@ pub(super) async fn rollup_agents(
         .cloned()
         .collect();
     if !moved.is_empty() {
-        held.extend(held_rows_from(tx, &moved, end, cut).await?);
+        held.extend(held_rows_from(tx, &moved, cut).await?);
     }
     let (late, usage): (Vec<_>, Vec<_>) = held.into_iter().partition(|h| h.0);
     let sums = |rows: Vec<Held>| -> Vec<UsageSum> {
@@ -338,22 +346,27 @@ struct Coverage {
     late_all: bool,
     /// Where the month starts for the agent (see [`COVERAGE`]).
     starts_at: DateTime<Utc>,
+    /// Where the month ends for the agent (see [`COVERAGE`]).
+    ends_at: DateTime<Utc>,
 }
 
-/// [`held_rows`] for drafts that may start at different instants (after a change of zone): one
-/// read per start, in the common case one in all.
+/// [`held_rows`] for drafts that may start or end at different instants (after a change of
+/// zone): one read per pair of bounds, in the common case one in all.
 async fn held_rows_from(
     tx: &mut PgConnection,
     coverage: &[Coverage],
-    end: DateTime<Utc>,
     cut: DateTime<Utc>,
 ) -> Result<Vec<Held>, sqlx::Error> {
-    let mut starts: Vec<DateTime<Utc>> = coverage.iter().map(|c| c.starts_at).collect();
-    starts.sort_unstable();
-    starts.dedup();
+    let mut bounds: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+        coverage.iter().map(|c| (c.starts_at, c.ends_at)).collect();
+    bounds.sort_unstable();
+    bounds.dedup();
     let mut held = Vec::new();
-    for start in starts {
-        let group: Vec<&Coverage> = coverage.iter().filter(|c| c.starts_at == start).collect();
+    for (start, end) in bounds {
+        let group: Vec<&Coverage> = coverage
+            .iter()
+            .filter(|c| (c.starts_at, c.ends_at) == (start, end))
+            .collect();
         held.extend(held_rows(tx, &group, start, end, cut).await?);
     }
     held.sort();

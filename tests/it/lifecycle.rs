@@ -595,3 +595,77 @@ async fn a_cancelled_agency_can_do_nothing_but_read_its_invoices() {
     }
     assert_eq!(get("/portal/invoices").await.0, 200);
 }
+
+/// Found by the ledger property test: the billing start moved to an earlier month while the old
+/// first month had a draft. That draft held every earlier row (nothing was billed before it) and
+/// the setup fee, so the new first month's draft shared its rows and got no setup fee, and once
+/// both were finalized in order the fee was never billed. Such drafts now go with the move.
+#[tokio::test]
+async fn moving_the_billing_start_earlier_leaves_no_stale_draft_of_the_old_first_month() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    let now = at("2027-02-10T12:00:00Z");
+    lifecycle::apply(
+        &db.pool,
+        EMAIL_1,
+        Move::BillingStartsOn("2026-12-15".parse().expect("day")),
+        "test",
+        Phoenix,
+        now,
+    )
+    .await
+    .expect("start in December");
+    sqlx::query(
+        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
+                                          occurred_at, idempotency_key)
+         VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, '2026-11-20T18:00:00Z', 'nov-scan')",
+    )
+    .bind(agent)
+    .execute(&db.pool)
+    .await
+    .expect("usage row");
+    billing::rollup(&db.pool, month("2026-12"), Phoenix, Some(EMAIL_1))
+        .await
+        .expect("december, the first month");
+    lifecycle::apply(
+        &db.pool,
+        EMAIL_1,
+        Move::BillingStartsOn("2026-11-10".parse().expect("day")),
+        "test",
+        Phoenix,
+        now,
+    )
+    .await
+    .expect("start in November");
+    for m in ["2026-11", "2026-12"] {
+        billing::finalize(&db.pool, month(m), Phoenix, Some(EMAIL_1), now)
+            .await
+            .expect("finalize");
+    }
+    let held_twice = db
+        .count(
+            "SELECT count(*) FROM agent_usage_metrics u
+              WHERE (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u)) <> 1",
+        )
+        .await;
+    assert_eq!(held_twice, 0);
+    assert_eq!(
+        invoices_of(&db, EMAIL_1).await,
+        [
+            (
+                "2026-11".to_string(),
+                "finalized".to_string(),
+                lines(&[
+                    ("subscription", "249.00"),
+                    ("setup_fee", "500.00"),
+                    ("usage", "0.08")
+                ])
+            ),
+            (
+                "2026-12".to_string(),
+                "finalized".to_string(),
+                lines(&[("subscription", "249.00")])
+            )
+        ]
+    );
+}

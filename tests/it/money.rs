@@ -276,3 +276,52 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
     );
     assert_eq!(prices().await, before);
 }
+
+/// Found by the ledger property test: a month's draft made in one zone before the previous
+/// month's invoice exists starts where the month starts in that zone (UTC: midnight); the previous
+/// month, made later in another zone (Phoenix), ends 7 hours after that. A row in between (Dec 31
+/// in Phoenix, January in UTC) was held by both, December's final invoice and January's draft,
+/// until January was rebuilt. A month now ends where the next month's invoice starts when there
+/// is one, as it starts where the previous one ended: the edge is set once.
+#[tokio::test]
+async fn a_draft_made_in_another_zone_before_the_previous_month_never_shares_a_row() {
+    let db = TestDb::seeded().await;
+    let agent = db.agent_id(PHONE_1).await;
+    let email = db.email_of(agent).await;
+    scan(&db, agent, "2027-01-01T06:59:59Z", "edge").await;
+    billing::rollup(&db.pool, month("2027-01"), UTC, Some(&email))
+        .await
+        .expect("january in UTC");
+    for m in ["2026-11", "2026-12"] {
+        billing::finalize(
+            &db.pool,
+            month(m),
+            Phoenix,
+            Some(&email),
+            at("2027-06-01T00:00:00Z"),
+        )
+        .await
+        .expect("finalize in Phoenix");
+    }
+    let holders: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM invoices i JOIN agent_usage_metrics u ON invoice_holds(i, u)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("holders");
+    assert_eq!(holders, 1, "{:?}", held(&db).await);
+    // December ends where January's draft starts (midnight UTC): the row is January's.
+    let jan_starts = at("2027-01-01T00:00:00Z");
+    assert_eq!(
+        held(&db).await[1..],
+        [
+            (
+                "2026-12".into(),
+                "America/Phoenix".into(),
+                at("2026-12-01T07:00:00Z"),
+                Decimal::ZERO
+            ),
+            ("2027-01".into(), "UTC".into(), jan_starts, Decimal::ONE),
+        ]
+    );
+}
