@@ -13,7 +13,7 @@ use agent_meter::{
     lifecycle::{self, Move, MoveError, State},
     money,
     store::{
-        reports,
+        pricing, reports,
         usage::{self, NewUsage},
         usage_daily,
     },
@@ -67,6 +67,9 @@ const METERS: [(&str, &str); 4] = [
     ("water_lookup", "0"),
 ];
 
+/// Prices a re-pricing step may set.
+const REPRICES: [&str; 3] = ["0.09", "0.30", "0.125"];
+
 #[derive(Debug, Clone)]
 enum Step {
     /// Usage of `agent` occurring `back` months before the current one (0 = on time; on time and
@@ -107,12 +110,18 @@ enum Step {
         zone: usize,
         hours: u16,
     },
-    // RETROACTIVE RE-PRICING (issue 21, item 4; being built on main, not here): add its step
-    // here, e.g. `Reprice { metric, from_month, price }` through the `prices set --reprice` path,
-    // with its expectations in `World::apply` (refused while a finalized invoice holds a row it
-    // would re-price; otherwise reversals and re-entries in the rows' own months) and its weight
-    // in `step()`. The checks after each step and in `settle` need no change: re-priced rows are
-    // ledger rows like corrections.
+    /// A default price of `METERS[meter]`'s metric at `price` from day `day` of the month `back`
+    /// months before the current one (or the day after the metric's latest price, when later),
+    /// re-pricing what was metered since (`prices set --reprice`): refused when a finalized
+    /// invoice holds a row it would re-price (then nothing changes, the price included);
+    /// otherwise reversals and re-entries in the rows' own months, ledger rows like corrections.
+    Reprice {
+        meter: usize,
+        back: u8,
+        day: u8,
+        price: usize,
+        zone: usize,
+    },
 }
 
 /// The lifecycle moves a sequence makes (see [`Step::Life`]).
@@ -168,7 +177,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Summarize),
         5 => (0..2usize, life_move(), 0..ZONES.len(), 0..200u16)
             .prop_map(|(agent, mv, zone, hours)| Step::Life { agent, mv, zone, hours }),
-        // RETROACTIVE RE-PRICING: its step's strategy and weight go here.
+        2 => (0..2usize, 0..3u8, 1..29u8, 0..REPRICES.len(), 0..ZONES.len())
+            .prop_map(|(meter, back, day, price, zone)| Step::Reprice { meter, back, day, price, zone }),
     ]
 }
 
@@ -553,6 +563,53 @@ impl World {
         }
     }
 
+    /// A retroactive default price, as `prices set --reprice` makes it (one transaction).
+    async fn reprice(
+        &mut self,
+        meter: usize,
+        month: u8,
+        day: u8,
+        price: usize,
+        tz: Tz,
+    ) -> Result<(), TestCaseError> {
+        let metric = METERS[meter].0;
+        let price: Decimal = REPRICES[price].parse().expect("price");
+        let fail =
+            |what: &str, e: &dyn std::fmt::Display| TestCaseError::fail(format!("{what}: {e}"));
+        let mut tx = self.db.pool.begin().await.map_err(|e| fail("begin", &e))?;
+        // Prices change in date order: the day asked for, or the day after the metric's latest
+        // price when that is later (so a sequence's re-pricings take effect, not only refusals).
+        let latest: Option<NaiveDate> = sqlx::query_scalar(
+            "SELECT max(effective_from) FROM pricing_config WHERE metric_type = $1 AND agent_id IS NULL",
+        )
+        .bind(metric)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| fail("latest price", &e))?;
+        let asked = month_at(month).first_day + chrono::Days::new(u64::from(day) - 1);
+        let from = latest.map_or(asked, |l| asked.max(l + chrono::Days::new(1)));
+        let id = match pricing::set(&mut tx, None, metric, price, None, None, from).await {
+            Ok(id) => id,
+            Err(e) => return Err(fail("prices set", &e)),
+        };
+        let r = pricing::repricing(&mut tx, None, metric, from, tz)
+            .await
+            .map_err(|e| fail("repricing", &e))?;
+        if !r.finalized.is_empty() {
+            // Refused under a finalized invoice: the price goes too.
+            return tx.rollback().await.map_err(|e| fail("rollback", &e));
+        }
+        let written = pricing::reprice(&mut tx, None, metric, from, tz, id)
+            .await
+            .map_err(|e| fail("reprice", &e))?;
+        prop_assert_eq!(
+            written,
+            u64::try_from(r.rows).unwrap_or(0),
+            "re-entries, one per row"
+        );
+        tx.commit().await.map_err(|e| fail("commit", &e))
+    }
+
     async fn apply(&mut self, step: &Step) -> Result<(), TestCaseError> {
         match *step {
             Step::Use {
@@ -584,6 +641,16 @@ impl World {
                     self.now += 1;
                     self.into = Duration::days(1);
                 }
+            }
+            Step::Reprice {
+                meter,
+                back,
+                day,
+                price,
+                zone,
+            } => {
+                let month = self.now.saturating_sub(back);
+                self.reprice(meter, month, day, price, ZONES[zone]).await?
             }
             Step::Rollup { month, zone } => {
                 billing::rollup(&self.db.pool, month_at(month), ZONES[zone], None)
