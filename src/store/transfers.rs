@@ -36,16 +36,3 @@ pub async fn insert(conn: &mut PgConnection, t: &NewTransfer<'_>) -> Result<(), 
     .await?;
     Ok(())
 }
-
-/// SQL for a jsonb array of a call's transfers, oldest first, for a query where `{call}` is the
-/// calls row's alias (`agent_id`, `vapi_call_id`).
-pub fn json_of_call_sql(call: &str) -> String {
-    format!(
-        "COALESCE((SELECT jsonb_agg(jsonb_build_object('requested_at', t.requested_at,
-                          'number', t.number, 'in_hours', t.in_hours, 'hours', t.hours)
-                          ORDER BY t.requested_at, t.id)
-                     FROM call_transfers t
-                    WHERE t.agent_id = {call}.agent_id AND t.vapi_call_id = {call}.vapi_call_id),
-                  '[]'::jsonb)"
-    )
-}
