@@ -690,8 +690,8 @@ async fn calls(
                         esc(caller.as_deref().unwrap_or("-")),
                         secs.map(|s| s.round_dp(0).to_string()).unwrap_or_default(),
                         minutes.normalize().to_string(),
-                        esc(findings.as_deref().unwrap_or("")),
                         transfers_text(l, tz, &transfers),
+                        esc(findings.as_deref().unwrap_or("")),
                     ]
                 })
                 .collect();
@@ -700,8 +700,8 @@ async fn calls(
                 "caller",
                 "duration",
                 "billed_minutes",
-                "findings",
                 "transfers",
+                "findings",
             ];
             Ok(list_page(l, "calls", &head, &rows, page, more))
         })
