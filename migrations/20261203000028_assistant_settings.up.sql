@@ -13,11 +13,13 @@ ALTER TABLE agents
     ADD CONSTRAINT agents_transfer_needs_hours
         CHECK (transfer_number IS NULL OR transfer_hours IS NOT NULL);
 
--- Every transfer-destination-request we answered for an agency with a transfer number: when,
--- to which number, and whether it was within the hours (out of hours the assistant takes a
--- message instead). Keyed by the Vapi call id, not by calls.id: the request comes during the
--- call, before the end-of-call report (or the daily sync) creates the calls row. One row per
--- stored request (a redelivery adds none).
+-- The transfers of a call: every transfer-destination-request we answered for an agency with a
+-- transfer number (when, to which number, whether it was within the hours: out of hours the
+-- assistant takes a message instead), and the transfers Vapi made on its own (hours `always`:
+-- the number is in the assistant, so Vapi does not ask) as its transfer-update reports them.
+-- Keyed by the Vapi call id, not by calls.id: they come during the call, before the
+-- end-of-call report (or the daily sync) creates the calls row. One row per stored message (a
+-- redelivery adds none).
 CREATE TABLE call_transfers (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     agent_id         uuid NOT NULL REFERENCES agents (id),
@@ -27,6 +29,7 @@ CREATE TABLE call_transfers (
     number           text NOT NULL,
     hours            text NOT NULL,
     in_hours         boolean NOT NULL,
+    source           text NOT NULL CHECK (source IN ('transfer-destination-request', 'transfer-update')),
     created_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX call_transfers_by_call ON call_transfers (agent_id, vapi_call_id, requested_at);

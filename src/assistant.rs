@@ -127,6 +127,7 @@ pub const SERVER_MESSAGES: &[&str] = &[
     "tool-calls",
     "function-call",
     "transfer-destination-request",
+    "transfer-update",
     "handoff-destination-request",
     "conversation-update",
     "hang",

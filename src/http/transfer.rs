@@ -2,12 +2,17 @@
 //! transient assistant declares it without destinations when the agency's hours are limited).
 //! Stored like every message; for an agency with a transfer number, the hours decide at the
 //! moment of asking, and the answer is recorded in `call_transfers` in the same transaction.
+//! A `transfer-update` to a number records a transfer Vapi made without asking (hours `always`).
 
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
 use super::{AppState, error::ApiError, webhook};
 use crate::{
-    store::transfers::{self, NewTransfer},
+    store::{
+        agents::Agent,
+        transfers::{self, NewTransfer},
+    },
     transfer::{self, Hours},
     vapi::MessageIn,
 };
@@ -47,10 +52,47 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
             number,
             hours: &hours,
             in_hours,
+            source: "transfer-destination-request",
         };
         transfers::insert(&mut tx, &row).await?;
     }
     tx.commit().await?;
     tracing::info!(agent.id = %agent.id, call.id = msg.call_id(), in_hours, "transfer-destination-request answered");
     Ok(answer)
+}
+
+/// A stored `transfer-update` of `agent`'s call: when its destination is a phone number, the
+/// transfer is recorded (in hours: Vapi made it), unless it is the one we answered.
+pub async fn record_update(
+    tx: &mut PgConnection,
+    agent: &Agent,
+    msg: &MessageIn,
+    raw: &str,
+    event_id: i64,
+) -> Result<(), ApiError> {
+    let Some(call_id) = msg.call_id() else {
+        return Ok(());
+    };
+    // The destination is not part of the typed message: read from the stored body.
+    let body: Value = serde_json::from_str(raw).unwrap_or_default();
+    let destination = &body["message"]["destination"];
+    let Some(number) = destination["number"]
+        .as_str()
+        .filter(|_| destination["type"] == "number")
+    else {
+        return Ok(());
+    };
+    let hours = agent.transfer_hours.as_deref().unwrap_or("-");
+    let row = NewTransfer {
+        agent_id: agent.id,
+        vapi_call_id: call_id,
+        webhook_event_id: event_id,
+        requested_at: chrono::Utc::now(),
+        number,
+        hours,
+        in_hours: true,
+        source: "transfer-update",
+    };
+    transfers::insert_reported(tx, &row).await?;
+    Ok(())
 }

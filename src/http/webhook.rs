@@ -92,6 +92,7 @@ async fn handle(
         | "hang"
         | "transcript"
         | "transfer-destination-request"
+        | "transfer-update"
         | "knowledge-base-request") => k.to_string(),
         _ => "other".to_string(),
     };
@@ -336,6 +337,9 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
                 msg.ended_reason.as_deref(),
             )
             .await?;
+        }
+        ("transfer-update", _) => {
+            super::transfer::record_update(&mut tx, &agent, msg, raw, event_id).await?;
         }
         _ => {}
     }

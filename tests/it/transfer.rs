@@ -1,7 +1,8 @@
 //! Warm transfer over real HTTP: `transfer-destination-request` answered by the agency's number
 //! and hours (made deterministic with `always` and `never`: the clock-dependent decision is unit
-//! tested at fixed instants in `agent_meter::transfer`), recorded once per request, and shown in
-//! the `/v1` lead detail and on the portal's calls page.
+//! tested at fixed instants in `agent_meter::transfer`), recorded once per request (and from
+//! Vapi's `transfer-update` when Vapi transferred without asking), and shown in the `/v1` lead
+//! detail and on the portal's calls page.
 
 use std::time::Duration;
 
@@ -40,7 +41,8 @@ async fn answer(app: &TestApp, body: &Value) -> Value {
 }
 
 #[tokio::test]
-async fn transfer_requests_connect_in_hours_take_a_message_outside_and_are_recorded_once() {
+async fn transfer_requests_connect_in_hours_take_a_message_outside_and_each_transfer_is_recorded_once()
+ {
     let app = TestApp::spawn_web_only().await;
     set_transfer(&app, PHONE_1, IN_HOURS_NUMBER, "always").await;
     set_transfer(&app, PHONE_2, CLOSED_NUMBER, "never").await;
@@ -72,6 +74,17 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_are_recor
         "{none}"
     );
 
+    // Vapi's transfer-update: the transfer we answered is not counted twice; one Vapi made on
+    // its own (the number was in the assistant: hours `always`) is recorded.
+    for call in ["xfer-open", "xfer-direct"] {
+        let update = json!({"message": {
+            "type": "transfer-update",
+            "destination": {"type": "number", "number": IN_HOURS_NUMBER},
+            "call": {"id": call, "phoneNumberId": PHONE_1}
+        }});
+        assert_eq!(app.post(&update).await.status(), 200);
+    }
+
     let rows: Vec<(String, String, bool, String)> = sqlx::query_as(
         "SELECT vapi_call_id, number, in_hours, hours FROM call_transfers ORDER BY vapi_call_id",
     )
@@ -86,6 +99,12 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_are_recor
                 CLOSED_NUMBER.to_string(),
                 false,
                 "never".to_string()
+            ),
+            (
+                "xfer-direct".to_string(),
+                IN_HOURS_NUMBER.to_string(),
+                true,
+                "always".to_string()
             ),
             (
                 "xfer-open".to_string(),
