@@ -111,8 +111,50 @@ pub struct SetArgs {
     /// default for a new agent) gives every registered tool, "" none.
     #[arg(long)]
     pub tools: Option<String>,
+    /// Vapi ends a call of its assistant after this many minutes (1 to 720; 30 for a new agent).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=720))]
+    pub max_call_minutes: Option<i32>,
+    /// Where its assistant may warm-transfer a caller who asks for a person: E.164, e.g.
+    /// +19285550100; "" clears (no transfers). Needs --transfer-hours the first time.
+    #[arg(long, value_parser = parse_transfer_number)]
+    pub transfer_number: Option<String>,
+    /// When transfers are made, in BILLING_TIMEZONE: "Mon-Fri 08:00-17:00, Sat 09:00-12:00"
+    /// (comma-separated ranges, 24-hour), `always` or `never`. Outside them the assistant takes
+    /// a message.
+    #[arg(long, value_parser = parse_transfer_hours)]
+    pub transfer_hours: Option<String>,
     #[command(flatten)]
     pub persona: PersonaArgs,
+}
+
+/// `--transfer-number`: E.164, or "" to clear.
+fn parse_transfer_number(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() || crate::transfer::is_e164(value) {
+        return Ok(value.to_string());
+    }
+    Err(format!(
+        "{value:?} is not an E.164 number: a +, the country code and the number, digits only (e.g. +19285550100)"
+    ))
+}
+
+/// `--transfer-hours`: stored in canonical form; "" clears.
+fn parse_transfer_hours(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        return Ok(String::new());
+    }
+    value
+        .parse::<crate::transfer::Hours>()
+        .map(|h| h.to_string())
+}
+
+/// `agents list`: the transfer number and its hours, or `-`.
+fn transfer_text(a: &agents::Agent) -> String {
+    match (&a.transfer_number, &a.transfer_hours) {
+        (Some(n), Some(h)) => format!("{n} {h}"),
+        (Some(n), None) => n.clone(),
+        (None, _) => "-".to_string(),
+    }
 }
 
 /// `--tools`: `all` is every registered tool (stored as NULL, so new tools come with it).
@@ -188,14 +230,24 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                             "greeting": a.greeting, "has_system_prompt": a.system_prompt.is_some(),
                             "has_discord": a.discord_webhook_url.is_some(),
                             "tools": crate::tools::of_agent(a.tools.as_deref()).iter().map(|t| t.name).collect::<Vec<_>>(),
+                            "max_call_minutes": a.max_call_minutes,
+                            "transfer_number": a.transfer_number, "transfer_hours": a.transfer_hours,
                         })
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<30} {:<32} {:<14} {:<26} {:<9} {:<10} {:<10} PERSONA",
-                    "AGENCY", "EMAIL", "PHONE", "VAPI PHONE ID", "STATUS", "BILLED FROM", "CANCELS"
+                    "{:<30} {:<32} {:<14} {:<26} {:<9} {:<10} {:<10} {:<8} {:<24} TRANSFER",
+                    "AGENCY",
+                    "EMAIL",
+                    "PHONE",
+                    "VAPI PHONE ID",
+                    "STATUS",
+                    "BILLED FROM",
+                    "CANCELS",
+                    "MAX MIN",
+                    "PERSONA"
                 );
                 for a in &list {
                     let persona = match (&a.vapi_assistant_id, &a.system_prompt) {
@@ -204,7 +256,7 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                         (None, None) => "default".to_string(),
                     };
                     println!(
-                        "{:<30} {:<32} {:<14} {:<26} {:<9} {:<10} {:<10} {}",
+                        "{:<30} {:<32} {:<14} {:<26} {:<9} {:<10} {:<10} {:<8} {:<24} {}",
                         a.agency_name,
                         a.email,
                         a.phone_number.as_deref().unwrap_or("-"),
@@ -212,7 +264,9 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                         a.state(now, tz).as_str(),
                         a.billing_starts_on,
                         a.cancelled_on.map_or("-".to_string(), |d| d.to_string()),
-                        persona
+                        a.max_call_minutes,
+                        persona,
+                        transfer_text(a)
                     );
                 }
             }
@@ -305,10 +359,18 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                 discord_webhook_url: s.persona.discord_webhook_url,
                 greeting: s.persona.greeting,
                 tools: s.tools.as_deref().map(parse_tools).transpose()?,
+                max_call_minutes: s.max_call_minutes,
+                transfer_number: s.transfer_number,
+                transfer_hours: s.transfer_hours,
             };
             match agents::update(&mut conn, &s.email, &changes).await {
                 Ok(true) => println!("updated {}", s.email),
                 Ok(false) => anyhow::bail!("no agent with email {}", s.email),
+                Err(e) if constraint(&e) == Some("agents_transfer_needs_hours") => {
+                    anyhow::bail!(
+                        "a transfer number needs its hours: add --transfer-hours \"Mon-Fri 08:00-17:00\" (in BILLING_TIMEZONE), always or never"
+                    )
+                }
                 Err(e) if crate::store::is_unique_violation(&e) => {
                     anyhow::bail!(
                         "{}",
@@ -348,6 +410,11 @@ async fn taken(
         ("agents_email_key", _) => "an agent with that email already exists".to_string(),
         _ => "that Vapi phone number id belongs to another agent".to_string(),
     })
+}
+
+/// The constraint a database error names, if any.
+fn constraint(e: &sqlx::Error) -> Option<&str> {
+    e.as_database_error().and_then(|d| d.constraint())
 }
 
 /// How long a portal sign-in link stays valid.

@@ -7,6 +7,7 @@
 //! | `VAPI_CREDENTIALS` | none (a JSON array of Vapi `authenticationPlan` objects) | yes |
 //! | `VAPI_CREDENTIALS_FILE` | none (a file holding that array) | no |
 //! | `PUBLIC_BASE_URL` | none (our public URL, for HMAC payloads with `{url}`) | no |
+//! | `VAPI_SERVER_CREDENTIAL_ID` | none (a credential made in Vapi: our transient assistant's `server.credentialId`; needs `PUBLIC_BASE_URL`) | no |
 //! | `VAPI_WEBHOOK_SECRET` | none (legacy `X-Vapi-Secret` header) | yes |
 //! | `VAPI_HMAC_SECRET` | none (HMAC-SHA256 `x-signature`) | yes |
 //! | `VAPI_API_KEY` | none | yes |
@@ -258,6 +259,9 @@ pub struct Config {
     pub vapi_credentials: Vec<crate::credentials::Credential>,
     /// Our public base URL (`https://meter.example.com`), for `{url}` in HMAC payloads.
     pub public_base_url: Option<String>,
+    /// The id of a credential created in Vapi (dashboard or API), named as our transient
+    /// assistant's `server.credentialId` so Vapi signs or authenticates what it sends us.
+    pub vapi_server_credential_id: Option<String>,
     pub vapi_api_key: Option<Secret>,
     pub vapi_base_url: String,
     pub gemini_api_key: Option<Secret>,
@@ -506,6 +510,14 @@ impl Config {
                 reqwest::Url::parse(url).map_err(|e| bad(url_var, format!("not a URL: {e}")))?;
             }
         }
+        // The credential goes with the server URL it authenticates: an assistant `server` with a
+        // credential and no URL would leave which URL Vapi signs for to the phone number.
+        if get("VAPI_SERVER_CREDENTIAL_ID").is_some() && get("PUBLIC_BASE_URL").is_none() {
+            return Err(bad(
+                "VAPI_SERVER_CREDENTIAL_ID",
+                "needs PUBLIC_BASE_URL: the credential signs what Vapi sends to our server.url",
+            ));
+        }
         Ok(Self {
             database_url: secret("DATABASE_URL"),
             bind_addr,
@@ -513,6 +525,7 @@ impl Config {
             vapi_hmac_secret: secret("VAPI_HMAC_SECRET"),
             vapi_credentials,
             public_base_url: get("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            vapi_server_credential_id: get("VAPI_SERVER_CREDENTIAL_ID").map(str::to_string),
             vapi_api_key: secret("VAPI_API_KEY"),
             vapi_base_url: text("VAPI_BASE_URL", "https://api.vapi.ai"),
             gemini_api_key: secret("GEMINI_API_KEY"),
@@ -634,6 +647,22 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_server_credential_needs_the_public_url_it_signs_for() {
+        let e = Config::from_vars(vars(&[("VAPI_SERVER_CREDENTIAL_ID", "cred-1")]))
+            .expect_err("no PUBLIC_BASE_URL");
+        assert!(
+            e.to_string().starts_with("VAPI_SERVER_CREDENTIAL_ID"),
+            "{e}"
+        );
+        let c = Config::from_vars(vars(&[
+            ("VAPI_SERVER_CREDENTIAL_ID", " cred-1 "),
+            ("PUBLIC_BASE_URL", "https://meter.example.com"),
+        ]))
+        .expect("config");
+        assert_eq!(c.vapi_server_credential_id.as_deref(), Some("cred-1"));
     }
 
     #[test]

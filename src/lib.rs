@@ -8,6 +8,7 @@
 //! - [`store`]: SQL by table family; [`money`]: exact amounts and the one rounding rule.
 //! - [`vapi`]: the Vapi server messages we read; [`seed`]: launch agents and prices.
 //! - [`assistant`]: answers to assistant-request; [`tools`]: tool-call parsing.
+//! - [`transfer`]: warm transfer to the agency: number, hours, the in-hours decision.
 //! - [`providers`]: Gemini, ArcGIS, Vapi and Discord clients that classify their failures.
 //! - [`lifecycle`]: an agency's states, moves and dates, in one place.
 //! - [`app`]: runs any mix of roles in one process with graceful shutdown.
@@ -35,5 +36,6 @@ pub mod seed;
 pub mod store;
 pub mod telemetry;
 pub mod tools;
+pub mod transfer;
 pub mod vapi;
 pub mod worker;

@@ -224,6 +224,8 @@ pub struct LeadDetail {
     #[schema(value_type = Vec<Object>)]
     pub risk_assessments: Vec<serde_json::Value>,
     pub tags: Vec<String>,
+    /// Its calls, each with `transfers`: `[{requested_at, number, in_hours, hours}]`, the
+    /// transfers its assistant asked for (out of hours it took a message instead).
     #[schema(value_type = Vec<Object>)]
     pub calls: Vec<serde_json::Value>,
 }
@@ -257,11 +259,20 @@ async fn lead(
             )
             .fetch_all(&mut *c)
             .await?;
+            // Each call with the transfers its assistant asked for (call_transfers, keyed by
+            // Vapi's call id: recorded during the call, before this row existed).
             let calls = json_rows(
-                "SELECT jsonb_build_object('vapi_call_id', vapi_call_id, 'status', status,
-                        'started_at', started_at, 'ended_at', ended_at, 'duration_seconds', duration_seconds,
-                        'ended_reason', ended_reason)
-                   FROM calls WHERE lead_id = $1 ORDER BY created_at",
+                "SELECT jsonb_build_object('vapi_call_id', c.vapi_call_id, 'status', c.status,
+                        'started_at', c.started_at, 'ended_at', c.ended_at, 'duration_seconds', c.duration_seconds,
+                        'ended_reason', c.ended_reason,
+                        'transfers', COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                                          'requested_at', t.requested_at, 'number', t.number,
+                                          'in_hours', t.in_hours, 'hours', t.hours)
+                                          ORDER BY t.requested_at, t.id)
+                                     FROM call_transfers t
+                                    WHERE t.agent_id = c.agent_id AND t.vapi_call_id = c.vapi_call_id),
+                                  '[]'::jsonb))
+                   FROM calls c WHERE c.lead_id = $1 ORDER BY c.created_at, c.id",
             )
             .fetch_all(&mut *c)
             .await?;

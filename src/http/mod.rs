@@ -13,6 +13,7 @@ pub mod supabase;
 pub mod throttle;
 pub mod tool_calls;
 pub mod tool_results;
+pub mod transfer;
 pub mod webhook;
 
 use std::{sync::Arc, time::Duration};

@@ -84,6 +84,11 @@ fn t(lang: Lang, key: &str) -> &'static str {
         "duration" => ("Duration (s)", "Duración (s)"),
         "billed_minutes" => ("Minutes billed", "Minutos facturados"),
         "findings" => ("Findings", "Hallazgos"),
+        "transfers" => ("Transfers", "Transferencias"),
+        "out_of_hours" => (
+            "out of hours: message taken",
+            "fuera de horario: se tomó un mensaje",
+        ),
         "phone" => ("Phone", "Teléfono"),
         "name" => ("Name", "Nombre"),
         "property" => ("Property", "Propiedad"),
@@ -644,6 +649,7 @@ async fn calls(
                 Option<Decimal>,
                 Decimal,
                 Option<String>,
+                serde_json::Value,
             );
             let rows: Vec<Row> = sqlx::query_as(
                 // The page first, then each call's minutes by key (its base row and its
@@ -662,7 +668,12 @@ async fn calls(
                                      AND (u.idempotency_key = p.key OR u.corrects = p.key)), 0),
                         (SELECT string_agg(DISTINCT r.kind, ', ') FROM risk_assessments r
                           WHERE r.vapi_call_id = p.vapi_call_id
-                             OR (r.vapi_call_id IS NULL AND r.lead_id = p.lead_id))
+                             OR (r.vapi_call_id IS NULL AND r.lead_id = p.lead_id)),
+                        COALESCE((SELECT jsonb_agg(jsonb_build_object('at', t.requested_at,
+                                         'number', t.number, 'in_hours', t.in_hours)
+                                         ORDER BY t.requested_at, t.id)
+                                    FROM call_transfers t WHERE t.vapi_call_id = p.vapi_call_id),
+                                 '[]'::jsonb)
                    FROM page p ORDER BY COALESCE(p.started_at, p.created_at) DESC, p.id",
             )
             .bind(offset)
@@ -672,22 +683,52 @@ async fn calls(
             let (rows, more) = one_page(rows);
             let rows: Vec<Vec<String>> = rows
                 .into_iter()
-                .map(|(at, caller, secs, minutes, findings)| {
+                .map(|(at, caller, secs, minutes, findings, transfers)| {
                     vec![
                         at.map(|a| a.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
                             .unwrap_or_default(),
                         esc(caller.as_deref().unwrap_or("-")),
                         secs.map(|s| s.round_dp(0).to_string()).unwrap_or_default(),
                         minutes.normalize().to_string(),
+                        transfers_text(l, tz, &transfers),
                         esc(findings.as_deref().unwrap_or("")),
                     ]
                 })
                 .collect();
-            let head = ["time", "caller", "duration", "billed_minutes", "findings"];
+            let head = [
+                "time",
+                "caller",
+                "duration",
+                "billed_minutes",
+                "transfers",
+                "findings",
+            ];
             Ok(list_page(l, "calls", &head, &rows, page, more))
         })
     })
     .await
+}
+
+/// A call's transfers on the calls page: `→ +19285550100 10:02`, each, with the out-of-hours
+/// ones saying a message was taken (HTML-escaped).
+fn transfers_text(l: Lang, tz: chrono_tz::Tz, transfers: &serde_json::Value) -> String {
+    let items = transfers.as_array().map(Vec::as_slice).unwrap_or_default();
+    let shown: Vec<String> = items
+        .iter()
+        .map(|x| {
+            let at = x["at"]
+                .as_str()
+                .and_then(|a| DateTime::parse_from_rfc3339(a).ok())
+                .map(|a| a.with_timezone(&tz).format("%H:%M").to_string())
+                .unwrap_or_default();
+            let number = x["number"].as_str().unwrap_or("");
+            match x["in_hours"].as_bool() {
+                Some(true) => format!("→ {number} {at}"),
+                _ => format!("{at} ({})", t(l, "out_of_hours")),
+            }
+        })
+        .collect();
+    esc(&shown.join("; "))
 }
 
 async fn leads(

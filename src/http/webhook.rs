@@ -92,12 +92,14 @@ async fn handle(
         | "hang"
         | "transcript"
         | "transfer-destination-request"
+        | "transfer-update"
         | "knowledge-base-request") => k.to_string(),
         _ => "other".to_string(),
     };
     let answer = match msg.kind.as_str() {
         "assistant-request" => assistant_request(app, msg, raw).await?,
         "tool-calls" | "function-call" => tool_calls::answer(app, msg, raw).await?,
+        "transfer-destination-request" => super::transfer::answer(app, msg, raw).await?,
         "campaign.predial" => campaign_predial(app, msg, raw).await?,
         other => {
             let stored = ingest(app, msg, raw).await?;
@@ -107,13 +109,16 @@ async fn handle(
     Ok(Json(answer).into_response())
 }
 
+/// The answer to a transfer request for an agency without a transfer number (or a call we
+/// cannot place): the assistant takes a message.
+pub const NO_TRANSFER: &str = "No transfer destination is set up for this agency; take a message and an agent will call back.";
+
 /// Messages Vapi waits on get an answer inside its schema, never a bare `{"received": true}`.
-/// No agency has transfer destinations or a knowledge base here yet: the answer says so, and
-/// the assistant tells the caller an agent will call back.
+/// Transfers are answered in [`super::transfer`]; no agency has handoff destinations or a
+/// knowledge base here yet: the answer says so, and the assistant tells the caller an agent
+/// will call back.
 fn expected_answer(kind: &str) -> Option<serde_json::Value> {
-    const NO_TRANSFER: &str = "No transfer destination is set up for this agency; take a message and an agent will call back.";
     match kind {
-        "transfer-destination-request" => Some(json!({"error": NO_TRANSFER})),
         "handoff-destination-request" => Some(json!({"destination": {}, "error": NO_TRANSFER})),
         "knowledge-base-request" => Some(json!({"documents": []})),
         // A moderate wait before the caller's turn counts as finished (we tune nothing per call).
@@ -265,11 +270,15 @@ async fn assistant_request(app: &AppState, msg: &MessageIn, raw: &str) -> Result
         .public_base_url
         .as_deref()
         .map(|base| format!("{base}/vapi/webhook"));
+    let server = assistant::Server {
+        url: server_url.as_deref(),
+        credential_id: app.config.vapi_server_credential_id.as_deref(),
+    };
     Ok(assistant::answer(
         &agent,
         lead,
         msg.customer_number(),
-        server_url.as_deref(),
+        server,
     ))
 }
 
@@ -328,6 +337,9 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
                 msg.ended_reason.as_deref(),
             )
             .await?;
+        }
+        ("transfer-update", _) => {
+            super::transfer::record_update(&mut tx, &agent, msg, raw, event_id).await?;
         }
         _ => {}
     }

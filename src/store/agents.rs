@@ -21,6 +21,12 @@ pub struct Agent {
     pub billing_starts_on: chrono::NaiveDate,
     /// The day its cancellation takes effect (a future day: scheduled); see [`crate::lifecycle`].
     pub cancelled_on: Option<chrono::NaiveDate>,
+    /// The transient assistant's `maxDurationSeconds`, in minutes (1 to 720).
+    pub max_call_minutes: i32,
+    /// Where the assistant may transfer a caller (E.164), and when ([`crate::transfer::Hours`]
+    /// text; always set with the number).
+    pub transfer_number: Option<String>,
+    pub transfer_hours: Option<String>,
 }
 
 impl Agent {
@@ -42,7 +48,8 @@ impl Agent {
 const COLUMNS: &str =
     "id, agency_name, email, phone_number, vapi_phone_number_id, vapi_assistant_id,
                        discord_webhook_url, greeting, system_prompt, status, tools,
-                       billing_starts_on, cancelled_on";
+                       billing_starts_on, cancelled_on, max_call_minutes, transfer_number,
+                       transfer_hours";
 
 /// The agent that owns a Vapi phone number, if any.
 pub async fn find_by_phone_number_id(
@@ -143,6 +150,11 @@ pub struct AgentChanges {
     pub system_prompt: Option<String>,
     /// `Some(None)`: every registered tool; `Some(Some(names))`: just those.
     pub tools: Option<Option<Vec<String>>>,
+    pub max_call_minutes: Option<i32>,
+    /// E.164, checked by the caller (and the database); `Some("")` clears.
+    pub transfer_number: Option<String>,
+    /// Canonical [`crate::transfer::Hours`] text; `Some("")` clears.
+    pub transfer_hours: Option<String>,
 }
 
 /// Applies `changes` to the agent with `email`; `false` when no such agent.
@@ -161,7 +173,10 @@ pub async fn update(
             discord_webhook_url  = CASE WHEN $6::text IS NULL THEN discord_webhook_url ELSE NULLIF($6, '') END,
             greeting             = CASE WHEN $7::text IS NULL THEN greeting ELSE NULLIF($7, '') END,
             system_prompt        = CASE WHEN $8::text IS NULL THEN system_prompt ELSE NULLIF($8, '') END,
-            tools                = CASE WHEN $9 THEN $10::text[] ELSE tools END
+            tools                = CASE WHEN $9 THEN $10::text[] ELSE tools END,
+            max_call_minutes     = COALESCE($11, max_call_minutes),
+            transfer_number      = CASE WHEN $12::text IS NULL THEN transfer_number ELSE NULLIF($12, '') END,
+            transfer_hours       = CASE WHEN $13::text IS NULL THEN transfer_hours ELSE NULLIF($13, '') END
           WHERE email = $1",
     )
     .bind(email)
@@ -174,6 +189,9 @@ pub async fn update(
     .bind(&c.system_prompt)
     .bind(c.tools.is_some())
     .bind(c.tools.clone().flatten())
+    .bind(c.max_call_minutes)
+    .bind(&c.transfer_number)
+    .bind(&c.transfer_hours)
     .execute(conn)
     .await?
     .rows_affected();

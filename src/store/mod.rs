@@ -14,6 +14,7 @@ pub mod reports;
 pub mod secrets;
 pub mod sessions;
 pub mod tools;
+pub mod transfers;
 pub mod usage;
 pub mod usage_daily;
 pub mod webhook_events;

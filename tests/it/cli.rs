@@ -330,3 +330,88 @@ async fn billing_commands_name_an_unknown_agent_email_and_fail() {
     assert!(ok, "{err}");
     assert!(out.contains("1 invoice(s) for 2026-11"), "{out}");
 }
+
+#[tokio::test]
+async fn agents_set_validates_call_length_and_transfer_settings_and_list_shows_them() {
+    let db = TestDb::seeded().await;
+    let run = |args: &[&str]| run_on(&db.url, args);
+    let one = "client1@agent-meter.example";
+    let (ok, _, err) = run(&[
+        "agents",
+        "set",
+        one,
+        "--max-call-minutes",
+        "45",
+        "--transfer-number",
+        "+19285550100",
+        "--transfer-hours",
+        "mon-fri 08:00-17:00,  Sat 09:00-12:00",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["agents", "list", "--json"]);
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json list");
+    let of = |email: &str| {
+        list.as_array()
+            .expect("array")
+            .iter()
+            .find(|a| a["email"] == email)
+            .cloned()
+            .expect("listed")
+    };
+    let a = of(one);
+    assert_eq!(a["max_call_minutes"], 45);
+    assert_eq!(a["transfer_number"], "+19285550100");
+    assert_eq!(a["transfer_hours"], "Mon-Fri 08:00-17:00, Sat 09:00-12:00");
+    assert_eq!(of("client2@agent-meter.example")["max_call_minutes"], 30);
+    let (ok, table, _) = run(&["agents", "list"]);
+    assert!(
+        ok && table.contains("MAX MIN") && table.contains("+19285550100 Mon-Fri"),
+        "{table}"
+    );
+
+    // Each mistake is a clear error, and changes nothing.
+    for (args, says) in [
+        (vec!["--max-call-minutes", "0"], "1..=720"),
+        (vec!["--max-call-minutes", "721"], "1..=720"),
+        (vec!["--max-call-minutes", "ten"], "--max-call-minutes"),
+        (vec!["--transfer-number", "928-555-0100"], "E.164"),
+        (vec!["--transfer-number", "+0928555"], "E.164"),
+        (
+            vec!["--transfer-hours", "Mon-Fri 17:00-08:00"],
+            "end must be after the start",
+        ),
+        (vec!["--transfer-hours", "weekdays 9-5"], "unknown day"),
+    ] {
+        let mut full = vec!["agents", "set", one];
+        full.extend(&args);
+        let (ok, _, err) = run(&full);
+        assert!(!ok && err.contains(says), "{args:?}: {err}");
+    }
+    // A number needs its hours the first time.
+    let two = "client2@agent-meter.example";
+    let (ok, _, err) = run(&["agents", "set", two, "--transfer-number", "+15205550100"]);
+    assert!(!ok && err.contains("needs its hours"), "{err}");
+    let (ok, _, err) = run(&[
+        "agents",
+        "set",
+        two,
+        "--transfer-number",
+        "+15205550100",
+        "--transfer-hours",
+        "always",
+    ]);
+    assert!(ok, "{err}");
+    // "" clears the number (no transfers).
+    let (ok, _, err) = run(&["agents", "set", one, "--transfer-number", ""]);
+    assert!(ok, "{err}");
+    let settings: (i32, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT max_call_minutes, transfer_number, transfer_hours FROM agents WHERE email = $1",
+    )
+    .bind(one)
+    .fetch_one(&db.pool)
+    .await
+    .expect("agent");
+    assert_eq!(settings.0, 45);
+    assert_eq!(settings.1, None);
+}

@@ -24,6 +24,7 @@ mod schema;
 mod supabase;
 mod tenancy;
 mod tools;
+mod transfer;
 mod vapi_schema;
 mod webhook;
 mod worker;

@@ -93,6 +93,10 @@ async fn every_answer_we_give_vapi_fits_its_published_schema() {
         &Mocks::start().await,
         &[
             ("PUBLIC_BASE_URL", "https://meter.example.com"),
+            (
+                "VAPI_SERVER_CREDENTIAL_ID",
+                "550e8400-e29b-41d4-a716-446655440000",
+            ),
             ("TOOL_RESULT_WAIT_MS", "200"),
         ],
     )
@@ -101,11 +105,12 @@ async fn every_answer_we_give_vapi_fits_its_published_schema() {
     let set = |sql: &'static str| async move {
         sqlx::query(sql).execute(pool).await.expect(sql);
     };
-    // One agent of each kind.
-    set("UPDATE agents SET agency_name = 'Compañía de Seguros Familiares del Gran Cañón y Alrededores' WHERE vapi_phone_number_id = 'ph_placeholder_client1'").await;
+    // One agent of each kind (transfers: at any time with the number declared, limited hours
+    // asked of us, never; the longest call Vapi allows).
+    set("UPDATE agents SET agency_name = 'Compañía de Seguros Familiares del Gran Cañón y Alrededores', max_call_minutes = 720, transfer_number = '+19285550100', transfer_hours = 'always' WHERE vapi_phone_number_id = 'ph_placeholder_client1'").await;
     set("UPDATE agents SET vapi_assistant_id = 'asst_saved' WHERE vapi_phone_number_id = 'ph_placeholder_client2'").await;
-    set("UPDATE agents SET tools = ARRAY['flood_zone_lookup'], system_prompt = 'Only English, for {agency_name}.' WHERE vapi_phone_number_id = 'ph_placeholder_client3'").await;
-    set("UPDATE agents SET tools = ARRAY[]::text[] WHERE vapi_phone_number_id = 'ph_placeholder_client4'").await;
+    set("UPDATE agents SET tools = ARRAY['flood_zone_lookup'], system_prompt = 'Only English, for {agency_name}.', max_call_minutes = 1, transfer_number = '+15205550199', transfer_hours = 'Mon-Fri 08:00-17:00, Sat 09:00-12:00' WHERE vapi_phone_number_id = 'ph_placeholder_client3'").await;
+    set("UPDATE agents SET tools = ARRAY[]::text[], transfer_number = '+16025550111', transfer_hours = 'never' WHERE vapi_phone_number_id = 'ph_placeholder_client4'").await;
     set(
         "UPDATE agents SET status = 'paused' WHERE vapi_phone_number_id = 'ph_placeholder_client5'",
     )
@@ -123,13 +128,33 @@ async fn every_answer_we_give_vapi_fits_its_published_schema() {
             .await
             .expect("json");
         assert_valid(&spec, "ServerMessageResponseAssistantRequest", &answer);
-        if n == 0 {
-            let name = answer["assistant"]["name"].as_str().expect("name");
-            assert!(name.chars().count() <= 40, "{name}");
-            assert_eq!(
-                answer["assistant"]["server"]["url"],
-                "https://meter.example.com/vapi/webhook"
-            );
+        let transfer = answer["assistant"]["model"]["tools"]
+            .as_array()
+            .and_then(|tools| tools.iter().find(|t| t["type"] == "transferCall"));
+        match n {
+            0 => {
+                let name = answer["assistant"]["name"].as_str().expect("name");
+                assert!(name.chars().count() <= 40, "{name}");
+                assert_eq!(
+                    answer["assistant"]["server"],
+                    json!({"url": "https://meter.example.com/vapi/webhook",
+                           "credentialId": "550e8400-e29b-41d4-a716-446655440000"})
+                );
+                assert_eq!(answer["assistant"]["maxDurationSeconds"], 43200);
+                let to = &transfer.expect("transferCall")["destinations"][0];
+                assert_eq!(to["number"], "+19285550100");
+                assert!(
+                    answer["assistant"]["artifactPlan"]["structuredOutputs"][0]["schema"]
+                        ["properties"]["best_callback_time"]
+                        .is_object()
+                );
+            }
+            2 | 3 => {
+                assert_eq!(transfer.expect("transferCall")["destinations"], json!([]));
+                let minutes = if n == 2 { 1 } else { 30 };
+                assert_eq!(answer["assistant"]["maxDurationSeconds"], minutes * 60);
+            }
+            _ => assert!(transfer.is_none(), "#{n}: {answer}"),
         }
     }
 
@@ -145,6 +170,17 @@ async fn every_answer_we_give_vapi_fits_its_published_schema() {
         .await
         .expect("json");
     assert_valid(&spec, "ServerMessageResponseToolCalls", &answer);
+
+    // Transfers: in hours (client1, `always`) the number, out of hours (client4, `never`) the
+    // error that makes the assistant take a message.
+    let transfer_schema = "ServerMessageResponseTransferDestinationRequest";
+    for (phone, connects) in [(PHONE_1, true), (PHONES[3], false)] {
+        let message = json!({"message": {"type": "transfer-destination-request", "call": {"id": format!("schema-transfer-{phone}"), "phoneNumberId": phone}}});
+        let answer: Value = app.post(&message).await.json().await.expect("json");
+        assert_eq!(answer.get("destination").is_some(), connects, "{answer}");
+        assert_eq!(answer.get("error").is_some(), !connects, "{answer}");
+        assert_valid(&spec, transfer_schema, &answer);
+    }
 
     for (kind, schema) in [
         (
