@@ -38,7 +38,10 @@ impl Job for MeterCall {
         let mut call = calls::find(&mut tx, self.agent_id, &self.vapi_call_id)
             .await?
             .ok_or_else(|| JobError::Permanent(format!("call {} not found", self.vapi_call_id)))?;
-        if call.duration_seconds.is_none() && !never_connected(&call) {
+        // The report lacked timing: ask Vapi when we can (a call that never connected has none
+        // there either; without a key, a report with no start is taken as never connected).
+        let ask = deps.config.vapi_api_key.is_some() || !never_connected(&call);
+        if call.duration_seconds.is_none() && ask {
             // The report lacked timing: ask Vapi (outside the transaction), record, carry on.
             tx.rollback().await?;
             let fetched = deps.providers.vapi.get_call(&self.vapi_call_id).await?;

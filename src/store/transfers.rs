@@ -23,23 +23,7 @@ pub struct NewTransfer<'a> {
 }
 
 pub async fn insert(conn: &mut PgConnection, t: &NewTransfer<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO call_transfers
-             (agent_id, vapi_call_id, webhook_event_id, requested_at, number, hours, in_hours, source)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (webhook_event_id) DO NOTHING",
-    )
-    .bind(t.agent_id)
-    .bind(t.vapi_call_id)
-    .bind(t.webhook_event_id)
-    .bind(t.requested_at)
-    .bind(t.number)
-    .bind(t.hours)
-    .bind(t.in_hours)
-    .bind(t.source)
-    .execute(conn)
-    .await?;
-    Ok(())
+    write(conn, t, "").await.map(|_| ())
 }
 
 /// Records a transfer Vapi reports (`transfer-update`) unless we already recorded answering the
@@ -48,15 +32,29 @@ pub async fn insert_reported(
     conn: &mut PgConnection,
     t: &NewTransfer<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let rows = sqlx::query(
+    write(
+        conn,
+        t,
+        "WHERE NOT EXISTS (SELECT 1 FROM call_transfers
+                            WHERE agent_id = $1 AND vapi_call_id = $2 AND number = $5 AND in_hours
+                              AND source = 'transfer-destination-request')",
+    )
+    .await
+}
+
+/// Inserts `t` (once per webhook event) when `condition` (a `WHERE` over its parameters, or
+/// nothing) holds; whether a row was written.
+async fn write(
+    conn: &mut PgConnection,
+    t: &NewTransfer<'_>,
+    condition: &'static str,
+) -> Result<bool, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO call_transfers
              (agent_id, vapi_call_id, webhook_event_id, requested_at, number, hours, in_hours, source)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8
-          WHERE NOT EXISTS (SELECT 1 FROM call_transfers
-                             WHERE agent_id = $1 AND vapi_call_id = $2 AND number = $5 AND in_hours
-                               AND source = 'transfer-destination-request')
-         ON CONFLICT (webhook_event_id) DO NOTHING",
-    )
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 {condition}
+         ON CONFLICT (webhook_event_id) DO NOTHING"
+    )))
     .bind(t.agent_id)
     .bind(t.vapi_call_id)
     .bind(t.webhook_event_id)

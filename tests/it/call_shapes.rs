@@ -75,25 +75,29 @@ async fn calls_and_minutes(
     .expect("calls")
 }
 
-#[tokio::test]
-async fn an_unanswered_call_is_billed_zero_minutes_and_never_halts_the_sync() {
+/// A day on which the first agency had an unanswered and an answered call, and the second one
+/// a call we cannot store (a customer number with U+0000, which PostgreSQL refuses), then
+/// `more` of its calls.
+async fn a_day_with_a_bad_call(more: &[Value]) -> (Mocks, TestDb) {
     let mocks = Mocks::start().await;
     let db = TestDb::seeded().await;
-    // The second agency's day holds a call we cannot store (a customer number with U+0000,
-    // which PostgreSQL refuses): logged and counted, the rest of the day goes on.
     let mut bad = answered("call-bad", PHONE_2);
     bad["customer"]["number"] = json!("+1602\u{0000}555");
-    lists(
-        &mocks,
-        PHONE_1,
-        json!([
-            unanswered("call-nobody", PHONE_1),
-            answered("call-answered", PHONE_1)
-        ]),
-    )
-    .await;
-    lists(&mocks, PHONE_2, json!([bad, answered("call-two", PHONE_2)])).await;
+    let first = json!([
+        unanswered("call-nobody", PHONE_1),
+        answered("call-answered", PHONE_1)
+    ]);
+    lists(&mocks, PHONE_1, first).await;
+    let second: Vec<Value> = std::iter::once(bad).chain(more.iter().cloned()).collect();
+    lists(&mocks, PHONE_2, Value::Array(second)).await;
     nothing_else(&mocks).await;
+    (mocks, db)
+}
+
+/// The bad call is logged and counted; the rest of the day goes on.
+#[tokio::test]
+async fn an_unanswered_call_is_billed_zero_minutes_and_never_halts_the_sync() {
+    let (mocks, db) = a_day_with_a_bad_call(&[answered("call-two", PHONE_2)]).await;
     let report = SyncCalls {
         date: day(),
         agent_id: None,
@@ -152,21 +156,7 @@ async fn an_unanswered_call_is_billed_zero_minutes_and_never_halts_the_sync() {
 
 #[tokio::test]
 async fn sync_calls_prints_each_agency_and_names_the_one_not_fully_synced() {
-    let mocks = Mocks::start().await;
-    let db = TestDb::seeded().await;
-    let mut bad = answered("call-bad", PHONE_2);
-    bad["customer"]["number"] = json!("+1602\u{0000}555");
-    lists(
-        &mocks,
-        PHONE_1,
-        json!([
-            unanswered("call-nobody", PHONE_1),
-            answered("call-answered", PHONE_1)
-        ]),
-    )
-    .await;
-    lists(&mocks, PHONE_2, json!([bad])).await;
-    nothing_else(&mocks).await;
+    let (mocks, db) = a_day_with_a_bad_call(&[]).await;
     let out = crate::cli::agent_meter()
         .args(["sync-calls", "--date", DAY])
         .env("DATABASE_URL", &db.url)

@@ -642,3 +642,21 @@ pub async fn clear_of_month_turn(tz: chrono_tz::Tz) {
         tokio::time::sleep(wait).await;
     }
 }
+
+/// Uses a portal sign-in link's `token` up; the session cookie's `name=value`.
+pub async fn portal_sign_in(app: &TestApp, token: String) -> String {
+    let resp = client()
+        .post(format!("{}/portal/sign-in", app.base))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(resp.status(), 303);
+    resp.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string()
+}

@@ -550,20 +550,7 @@ async fn a_cancelled_agency_can_do_nothing_but_read_its_invoices() {
             .await
             .expect("link")
     };
-    let resp = client()
-        .post(format!("{}/portal/sign-in", app.base))
-        .form(&[("token", link)])
-        .send()
-        .await
-        .expect("sign in");
-    assert_eq!(resp.status(), 303);
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_string();
+    let cookie = portal_sign_in(&app, link).await;
     let get = |path: &'static str| {
         let (base, cookie) = (app.base.clone(), cookie.clone());
         async move {

@@ -160,20 +160,7 @@ async fn a_recorded_transfer_shows_in_the_api_lead_detail_and_the_portal_calls_p
     assert_eq!(transfers[0]["number"], IN_HOURS_NUMBER);
     assert_eq!(transfers[0]["in_hours"], true);
 
-    let signed_in = client()
-        .post(format!("{}/portal/sign-in", app.base))
-        .form(&[("token", link)])
-        .send()
-        .await
-        .expect("sign in");
-    assert_eq!(signed_in.status(), 303);
-    let cookie = signed_in.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_string();
+    let cookie = portal_sign_in(&app, link).await;
     for (lang, heading) in [("en", "Transfers"), ("es", "Transferencias")] {
         let page = client()
             .get(format!("{}/portal/calls?lang={lang}", app.base))
