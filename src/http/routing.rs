@@ -55,12 +55,7 @@ impl RoutingCache {
             return Ok(hit);
         }
         let mut conn = pool.acquire().await?;
-        let agent = match key {
-            RouteKey::PhoneNumber(id) => agents::find_by_phone_number_id(&mut conn, id).await?,
-            RouteKey::Assistant(id) => agents::find_by_assistant_id(&mut conn, id).await?,
-            RouteKey::Agent(id) => agents::find(&mut conn, *id).await?,
-        }
-        .map(Arc::new);
+        let agent = agents::for_route(&mut conn, key).await?.map(Arc::new);
         if let Ok(mut map) = self.entries.lock() {
             if map.len() >= MAX_ENTRIES {
                 map.clear();

@@ -316,12 +316,20 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
 
     match (msg.kind.as_str(), report) {
         ("end-of-call-report", Some(report)) => {
-            calls::upsert_report(&mut tx, agent.id, &report).await?;
-            let job = MeterCall {
-                agent_id: agent.id,
-                vapi_call_id: report.vapi_call_id.clone(),
-            };
-            jobs::enqueue(&mut tx, &job, None).await?;
+            // Metered for the agency that owns the call (the first to record it), only.
+            if calls::upsert_report(&mut tx, agent.id, &report)
+                .await?
+                .is_some()
+            {
+                let job = MeterCall {
+                    agent_id: agent.id,
+                    vapi_call_id: report.vapi_call_id.clone(),
+                };
+                jobs::enqueue(&mut tx, &job, None).await?;
+            } else {
+                tracing::warn!(agent.id = %agent.id, call.id = %report.vapi_call_id,
+                               "report of a call another agency owns: stored, not metered here");
+            }
         }
         ("status-update", _) => {
             let (Some(call_id), Some(status)) = (msg.call_id(), msg.status.as_deref()) else {
