@@ -21,7 +21,7 @@ fn day() -> NaiveDate {
 
 /// An answered call on `phone`, 90 s long.
 fn answered(id: &str, phone: &str) -> Value {
-    json!({"id": id, "type": "inboundPhoneCall", "phoneNumberId": phone, "status": "ended",
+    json!({"id": id, "orgId": "org-1", "type": "inboundPhoneCall", "phoneNumberId": phone, "status": "ended",
            "customer": {"number": "+16025550123"},
            "startedAt": "2026-11-20T17:00:00Z", "endedAt": "2026-11-20T17:01:30Z",
            "endedReason": "customer-ended-call", "cost": 0.12,
@@ -30,7 +30,7 @@ fn answered(id: &str, phone: &str) -> Value {
 
 /// An outbound call nobody answered: ended, with a reason, never started.
 fn unanswered(id: &str, phone: &str) -> Value {
-    json!({"id": id, "type": "outboundPhoneCall", "phoneNumberId": phone, "status": "ended",
+    json!({"id": id, "orgId": "org-1", "type": "outboundPhoneCall", "phoneNumberId": phone, "status": "ended",
            "customer": {"number": "+16025550124"},
            "endedAt": "2026-11-20T18:00:40Z", "endedReason": "customer-did-not-answer",
            "cost": 0, "createdAt": "2026-11-20T18:00:00Z", "updatedAt": "2026-11-20T18:00:41Z"})
@@ -371,6 +371,50 @@ async fn a_vapi_assistant_has_one_owner() {
     assert!(ok, "{err}");
 }
 
+/// A web call with our transient assistant: it names agency `agent` in its metadata.
+fn web_with_our_assistant(id: &str, agent: uuid::Uuid) -> Value {
+    let mut call = answered(id, PHONE_1);
+    call.as_object_mut().expect("call").remove("phoneNumberId");
+    call["type"] = json!("webCall");
+    call["assistant"] = json!({"name": "Flagstaff", "metadata": {"agent_id": agent.to_string()}});
+    call
+}
+
+/// A web call on a saved assistant (no number).
+fn web_with_saved_assistant(id: &str, assistant: &str) -> Value {
+    let mut call = answered(id, PHONE_1);
+    call.as_object_mut().expect("call").remove("phoneNumberId");
+    call["type"] = json!("webCall");
+    call["assistantId"] = json!(assistant);
+    call
+}
+
+/// A squad's web call: no number, no assistant of ours.
+fn squad_web_call(id: &str) -> Value {
+    let mut call = web_with_saved_assistant(id, "unused");
+    call.as_object_mut().expect("call").remove("assistantId");
+    call["squadId"] = json!("squad-x");
+    call
+}
+
+/// Every call shape these tests replay is a `Call` by Vapi's published schema.
+#[test]
+fn every_call_shape_here_is_a_call_by_vapis_schema() {
+    let Some(spec) = crate::vapi_schema::spec() else {
+        println!("SKIPPED: Vapi's OpenAPI document not found");
+        return;
+    };
+    for call in [
+        answered("a", PHONE_1),
+        unanswered("b", PHONE_1),
+        web_with_our_assistant("c", uuid::Uuid::nil()),
+        web_with_saved_assistant("d", "asst-b"),
+        squad_web_call("e"),
+    ] {
+        crate::vapi_schema::assert_valid(&spec, "Call", &call);
+    }
+}
+
 /// The daily sync lists the organisation once and routes each call by the webhook's rules: a web
 /// call with our transient assistant (its `metadata.agent_id`) is found, a call on a number no
 /// agency owns is counted unroutable, and a call one agency recorded first is never stored or
@@ -385,23 +429,14 @@ async fn the_sync_routes_every_call_shape_to_one_agency() {
         .execute(&db.pool)
         .await
         .expect("assistant");
-    // A web call with our transient assistant names agency A in its metadata.
-    let mut ours = answered("web-transient", PHONE_1);
-    ours.as_object_mut().expect("call").remove("phoneNumberId");
-    ours["type"] = json!("webCall");
-    ours["assistant"] = json!({"name": "Flagstaff", "metadata": {"agent_id": a.to_string()}});
+    let ours = web_with_our_assistant("web-transient", a);
     // A phone call on A's number whose assistant is B's saved one: the number wins.
     let mut on_a = answered("phone-a", PHONE_1);
     on_a["assistantId"] = json!("asst-b");
-    // A web call on B's saved assistant.
-    let mut web_b = answered("web-b", PHONE_1);
-    web_b.as_object_mut().expect("call").remove("phoneNumberId");
-    web_b["assistantId"] = json!("asst-b");
+    let web_b = web_with_saved_assistant("web-b", "asst-b");
     // Another organisation number, and a squad call: no agency.
     let stranger = answered("stranger", "ph_unknown");
-    let mut squad = answered("squad-1", PHONE_1);
-    squad.as_object_mut().expect("call").remove("phoneNumberId");
-    squad["squadId"] = json!("squad-x");
+    let squad = squad_web_call("squad-1");
     // B's webhook recorded this call first (as its own); the listing routes it to A by number.
     let first_seen = answered("first-seen", PHONE_1);
     sqlx::query("INSERT INTO calls (agent_id, vapi_call_id, status) VALUES ($1, 'first-seen', 'in-progress')")
