@@ -16,6 +16,7 @@ mod margins;
 mod money;
 mod ops;
 mod ops_page;
+mod outage;
 mod portal;
 mod providers;
 mod queue;
