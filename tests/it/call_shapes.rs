@@ -307,21 +307,13 @@ async fn our_own_agent_id_routes_before_the_number_and_the_assistant() {
 async fn a_vapi_assistant_has_one_owner() {
     let db = TestDb::seeded().await;
     let run = |args: &[&str]| crate::cli::run_on(&db.url, args);
-    let (ok, _, err) = run(&[
-        "agents",
-        "set",
-        "client2@agent-meter.example",
-        "--vapi-assistant-id",
-        "asst-shared",
-    ]);
+    let give = |who: &str, assistant: &str| {
+        let email = format!("{who}@agent-meter.example");
+        run(&["agents", "set", &email, "--vapi-assistant-id", assistant])
+    };
+    let (ok, _, err) = give("client2", "asst-shared");
     assert!(ok, "{err}");
-    let (ok, _, err) = run(&[
-        "agents",
-        "set",
-        "client3@agent-meter.example",
-        "--vapi-assistant-id",
-        "asst-shared",
-    ]);
+    let (ok, _, err) = give("client3", "asst-shared");
     assert!(
         !ok && err.contains("Vapi assistant asst-shared belongs to client2@agent-meter.example"),
         "{err}"
@@ -353,21 +345,9 @@ async fn a_vapi_assistant_has_one_owner() {
         "{err}"
     );
     // Cleared, it can be given to another.
-    let (ok, _, err) = run(&[
-        "agents",
-        "set",
-        "client2@agent-meter.example",
-        "--vapi-assistant-id",
-        "",
-    ]);
+    let (ok, _, err) = give("client2", "");
     assert!(ok, "{err}");
-    let (ok, _, err) = run(&[
-        "agents",
-        "set",
-        "client3@agent-meter.example",
-        "--vapi-assistant-id",
-        "asst-shared",
-    ]);
+    let (ok, _, err) = give("client3", "asst-shared");
     assert!(ok, "{err}");
 }
 
