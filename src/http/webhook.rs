@@ -317,6 +317,8 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
     match (msg.kind.as_str(), report) {
         ("end-of-call-report", Some(report)) => {
             calls::upsert_report(&mut tx, agent.id, &report).await?;
+            calls::save_content(&mut tx, agent.id, &report.vapi_call_id, &msg.call_content())
+                .await?;
             let job = MeterCall {
                 agent_id: agent.id,
                 vapi_call_id: report.vapi_call_id.clone(),
