@@ -759,8 +759,8 @@ async fn calls(
                         secs.map(|s| s.round_dp(0).to_string()).unwrap_or_default(),
                         minutes.normalize().to_string(),
                         transfers_text(l, tz, &transfers),
-                        esc(findings.as_deref().unwrap_or("")),
                         esc(summary.as_deref().unwrap_or("")),
+                        esc(findings.as_deref().unwrap_or("")),
                     ]
                 })
                 .collect();
@@ -770,8 +770,8 @@ async fn calls(
                 "duration",
                 "billed_minutes",
                 "transfers",
-                "findings",
                 "summary",
+                "findings",
             ]
             .iter()
             .map(|key| t(l, key))
