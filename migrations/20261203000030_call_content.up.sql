@@ -35,10 +35,31 @@ BEGIN
 END
 $$;
 
--- The portal's search (`/portal/calls?q=`) is a case-insensitive substring match (ILIKE) over
--- transcripts and summaries, filtered to the agency by RLS. Trigram GIN indexes make it an
--- index search where pg_trgm is installable (it is a trusted extension in PostgreSQL 13+);
--- without it the same query scans the agency's own rows, still correct.
+CREATE INDEX call_content_agent ON call_content (agent_id);
+
+-- The portal's search (`/portal/calls?q=`): a case-insensitive substring match (ILIKE) over the
+-- agency's transcripts and summaries. Under RLS the planner may not use an index for ILIKE (the
+-- operator is not leakproof, so it must run after the policy's filter), so the search is this
+-- function: SECURITY DEFINER (it reads past RLS as the owner), pinned search_path, executable by
+-- the tenant role only, and scoped to current_agent_id() by its own WHERE (no agent set: no
+-- rows). Planned for each pattern (EXECUTE), so a word of 3+ characters uses the trigram GIN
+-- indexes below (pg_trgm, a trusted extension in PostgreSQL 13+, when installable) and a shorter
+-- one the agency's own rows (call_content_agent).
+CREATE FUNCTION search_call_content(pattern text) RETURNS SETOF uuid
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, public
+    AS $$
+BEGIN
+    RETURN QUERY EXECUTE
+        'SELECT call_id FROM public.call_content
+          WHERE agent_id = public.current_agent_id()
+            AND (transcript ILIKE $1 OR summary ILIKE $1)'
+        USING pattern;
+END
+$$;
+REVOKE ALL ON FUNCTION search_call_content(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION search_call_content(text) TO agent_meter_tenant;
+
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm') THEN

@@ -705,11 +705,12 @@ async fn calls(
                 serde_json::Value,
                 Option<String>,
             );
-            // A search keeps the calls whose transcript or summary contains the words
-            // (`call_content`, trigram-indexed); RLS keeps it to the agency's own calls.
+            // A search keeps the calls whose transcript or summary contains the words:
+            // `search_call_content` (migration 0030) matches the agency's own `call_content`
+            // through the trigram indexes, which ILIKE under RLS could not use; the calls
+            // themselves are still read through RLS.
             let filter = if search.is_some() {
-                "WHERE c.id IN (SELECT cc.call_id FROM call_content cc
-                                 WHERE cc.transcript ILIKE $3 OR cc.summary ILIKE $3)"
+                "WHERE c.id IN (SELECT s FROM search_call_content($3) s)"
             } else {
                 "WHERE $3::text IS NULL"
             };

@@ -504,6 +504,36 @@ async fn search_finds_words_of_transcripts_and_summaries_and_never_another_agenc
     assert_eq!(found(&theirs), ["+14805550804"], "{theirs}");
     let (_, theirs) = page(&app, &b, "/portal/calls?q=roof").await;
     assert!(found(&theirs).is_empty(), "{theirs}");
+    // The search function reads past RLS, so it scopes itself: the tenant's own rows, none
+    // without a tenant, and only the tenant role may call it.
+    let agent_b = app.db.agent_id(PHONE_2).await;
+    let mut tx = agent_meter::db::tenant_tx(&app.db.pool, agent_b)
+        .await
+        .expect("tenant");
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT * FROM search_call_content('%hailstorm%')")
+        .fetch_all(&mut *tx)
+        .await
+        .expect("search");
+    assert_eq!(ids, [call_id(&app, "b-hail").await]);
+    sqlx::query("SELECT set_config('app.agent_id', '', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("no tenant");
+    let none: i64 = sqlx::query_scalar("SELECT count(*) FROM search_call_content('%%')")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("search");
+    assert_eq!(none, 0);
+    tx.rollback().await.expect("rollback");
+    let public: bool = sqlx::query_scalar(
+        "SELECT bool_or(has_function_privilege(r.oid, 'search_call_content(text)', 'EXECUTE'))
+           FROM pg_roles r WHERE r.rolname NOT IN ('agent_meter_tenant', current_user)
+                             AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("privileges");
+    assert!(!public, "only the tenant role executes the search");
 }
 
 #[tokio::test]
