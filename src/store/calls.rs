@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::vapi::{CallContent, CallReport};
+use crate::vapi::CallReport;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Call {
@@ -125,7 +125,7 @@ pub async fn save_content(
     conn: &mut PgConnection,
     agent_id: Uuid,
     vapi_call_id: &str,
-    content: &CallContent,
+    content: &crate::vapi::CallContent,
 ) -> Result<(), sqlx::Error> {
     let call: Option<(Uuid, Option<String>, Option<Uuid>)> = sqlx::query_as(
         "SELECT id, customer_number, lead_id FROM calls WHERE agent_id = $1 AND vapi_call_id = $2",
@@ -233,5 +233,11 @@ pub async fn save_api_content(
     agent_id: Uuid,
     call: &crate::providers::vapi::CallOut,
 ) -> Result<(), sqlx::Error> {
-    save_content(conn, agent_id, &call.id, &CallContent::from_api(call)).await
+    save_content(
+        conn,
+        agent_id,
+        &call.id,
+        &crate::vapi::CallContent::from_api(call),
+    )
+    .await
 }
