@@ -443,31 +443,34 @@ pub async fn sync_calls(deps: &Deps, date: NaiveDate, agent: Option<&str>) -> an
         deps.config.vapi_api_key.is_some(),
         "VAPI_API_KEY is not set: there is no Vapi API to reconcile with"
     );
-    let mut report = SyncCalls { date, agent_id }.sync(deps).await?;
-    report.per_agency.sort_by(|a, b| a.email.cmp(&b.email));
+    let report = SyncCalls {
+        date,
+        agent_id,
+        slice: None,
+    }
+    .sync(deps)
+    .await?;
     for a in &report.per_agency {
-        match &a.error {
-            Some(e) => println!("{date} {}: not synced: {e}", a.email),
-            None => println!(
-                "{date} {}: {} found, {} new, {} metered, {} corrected, {} not connected, {} failed",
-                a.email, a.seen, a.new, a.metered, a.corrected, a.not_connected, a.failed
-            ),
-        }
+        println!(
+            "{date} {}: {} found, {} new, {} metered, {} corrected, {} not connected, {} failed",
+            a.email, a.seen, a.new, a.metered, a.corrected, a.not_connected, a.failed
+        );
     }
     println!(
-        "{date}: {} agent(s), {} call(s) seen, {} new, {} metered, {} corrected, {} not connected, {} failed",
+        "{date}: {} agent(s), {} call(s) seen, {} new, {} metered, {} corrected, {} not connected, {} failed, {} unroutable",
         report.agents,
         report.seen,
         report.new,
         report.metered,
         report.corrected,
         report.not_connected,
-        report.failed
+        report.failed,
+        report.unroutable
     );
     let failed: Vec<&str> = report
         .per_agency
         .iter()
-        .filter(|a| a.error.is_some() || a.failed > 0)
+        .filter(|a| a.failed > 0)
         .map(|a| a.email.as_str())
         .collect();
     anyhow::ensure!(

@@ -96,6 +96,20 @@ pub(crate) fn actor(given: Option<&str>) -> String {
 
 pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
+    // An unknown agency is a typo, not "no jobs".
+    let asked = match &command {
+        JobsCommand::List { filter, .. } => filter.agent.as_deref(),
+        JobsCommand::Retry { filter, .. } => filter.agent.as_deref(),
+        _ => None,
+    };
+    if let Some(email) = asked {
+        anyhow::ensure!(
+            crate::store::agents::find_by_email(&mut conn, email)
+                .await?
+                .is_some(),
+            "no agent with email {email}"
+        );
+    }
     match command {
         JobsCommand::List {
             filter,

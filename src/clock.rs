@@ -65,6 +65,7 @@ pub async fn enqueue_tick(deps: &Deps, job: &str, tick: DateTime<Utc>) -> anyhow
         SyncCalls {
             date: today.pred_opt().unwrap_or(today),
             agent_id: None,
+            slice: None,
         }
     };
     let rollup = || InvoiceRollup {

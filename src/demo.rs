@@ -313,6 +313,7 @@ pub async fn run(
         let r = SyncCalls {
             date,
             agent_id: None,
+            slice: None,
         }
         .sync(&deps)
         .await?;

@@ -109,7 +109,7 @@ pub struct ArtifactIn {
 }
 
 /// The parts of an assistant (or its overrides) that can name our agent.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssistantIn {
     #[serde(default)]
@@ -180,44 +180,19 @@ impl MessageIn {
             .filter(|id| !id.is_empty())
     }
 
-    /// Every key that may name the message's agent, in the order they are tried: an `agent_id`
-    /// we put in the assistant (our own answer names the agency outright), then the phone number,
-    /// then the saved assistant.
+    /// Every key that may name the message's agent, in the order they are tried (see
+    /// [`route_keys`]).
     pub fn route_keys(&self) -> Vec<RouteKey> {
-        let mut keys = Vec::new();
         let call = self.call.as_ref();
-        let assistants = [
-            call.and_then(|c| c.assistant.as_ref()),
-            call.and_then(|c| c.assistant_overrides.as_ref()),
-            self.assistant.as_ref(),
-        ];
-        for a in assistants.iter().flatten() {
-            for bag in [&a.metadata, &a.variable_values].into_iter().flatten() {
-                let agent = bag
-                    .get("agent_id")
-                    .and_then(|v| v.as_str())
-                    .and_then(|v| uuid::Uuid::parse_str(v).ok());
-                if let Some(agent) = agent.map(RouteKey::Agent)
-                    && !keys.contains(&agent)
-                {
-                    keys.push(agent);
-                }
-            }
-        }
-        if let Some(id) = self.phone_number_id() {
-            keys.push(RouteKey::PhoneNumber(id.to_string()));
-        }
-        let saved = call
-            .and_then(|c| c.assistant_id.as_deref())
-            .into_iter()
-            .chain(assistants.iter().flatten().filter_map(|a| a.id.as_deref()));
-        for id in saved.filter(|id| !id.is_empty()) {
-            let key = RouteKey::Assistant(id.to_string());
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-        keys
+        route_keys(
+            self.phone_number_id(),
+            call.and_then(|c| c.assistant_id.as_deref()),
+            &[
+                call.and_then(|c| c.assistant.as_ref()),
+                call.and_then(|c| c.assistant_overrides.as_ref()),
+                self.assistant.as_ref(),
+            ],
+        )
     }
 
     pub fn customer_number(&self) -> Option<&str> {
@@ -504,6 +479,44 @@ pub fn is_https_url(url: &str) -> bool {
 
 fn digest(body: &[u8]) -> String {
     hex::encode(&Sha256::digest(body)[..12])
+}
+
+/// The keys that may name a call's agency, in the order they are tried, one rule for the webhook
+/// and the daily sync: an `agent_id` we put in the assistant (`metadata`, or the overrides'
+/// `variableValues`: our own answer names the agency outright), then the phone number, then the
+/// saved assistant (`assistantId`, or an assistant's `id`).
+pub fn route_keys(
+    phone_number_id: Option<&str>,
+    assistant_id: Option<&str>,
+    assistants: &[Option<&AssistantIn>],
+) -> Vec<RouteKey> {
+    let mut keys = Vec::new();
+    for a in assistants.iter().flatten() {
+        for bag in [&a.metadata, &a.variable_values].into_iter().flatten() {
+            let agent = bag
+                .get("agent_id")
+                .and_then(|v| v.as_str())
+                .and_then(|v| uuid::Uuid::parse_str(v).ok());
+            if let Some(agent) = agent.map(RouteKey::Agent)
+                && !keys.contains(&agent)
+            {
+                keys.push(agent);
+            }
+        }
+    }
+    if let Some(id) = phone_number_id.filter(|id| !id.is_empty()) {
+        keys.push(RouteKey::PhoneNumber(id.to_string()));
+    }
+    let saved = assistant_id
+        .into_iter()
+        .chain(assistants.iter().flatten().filter_map(|a| a.id.as_deref()));
+    for id in saved.filter(|id| !id.is_empty()) {
+        let key = RouteKey::Assistant(id.to_string());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
 }
 
 #[cfg(test)]

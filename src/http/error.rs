@@ -58,6 +58,11 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// True for [`ApiError::unavailable`]: the database could not be reached.
+    pub fn is_unavailable(&self) -> bool {
+        self.code == "database_unavailable"
+    }
+
     /// No connection could be had (or it died): 503, so the sender retries.
     pub fn unavailable(e: sqlx::Error) -> Self {
         tracing::warn!(error = %e, "database unavailable");

@@ -18,6 +18,10 @@ use crate::{
 
 /// How long a routing answer is trusted.
 pub const ROUTING_TTL: Duration = Duration::from_secs(2);
+/// How old an agent read from the database may be and still answer an `assistant-request` while
+/// the database is unreachable ([`RoutingCache::last_known`]): the caller hears their agency
+/// rather than nothing.
+pub const LAST_KNOWN_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Beyond this many numbers the cache is cleared rather than grown (bounds memory against a
 /// stranger sending random phone number ids).
 const MAX_ENTRIES: usize = 10_000;
@@ -55,12 +59,7 @@ impl RoutingCache {
             return Ok(hit);
         }
         let mut conn = pool.acquire().await?;
-        let agent = match key {
-            RouteKey::PhoneNumber(id) => agents::find_by_phone_number_id(&mut conn, id).await?,
-            RouteKey::Assistant(id) => agents::find_by_assistant_id(&mut conn, id).await?,
-            RouteKey::Agent(id) => agents::find(&mut conn, *id).await?,
-        }
-        .map(Arc::new);
+        let agent = agents::for_route(&mut conn, key).await?.map(Arc::new);
         if let Ok(mut map) = self.entries.lock() {
             if map.len() >= MAX_ENTRIES {
                 map.clear();
@@ -68,6 +67,18 @@ impl RoutingCache {
             map.insert(key.clone(), (Instant::now(), agent.clone()));
         }
         Ok(agent)
+    }
+
+    /// The agent any of `keys` last named, read at most [`LAST_KNOWN_MAX_AGE`] ago, however
+    /// stale (for when the database cannot be asked). "No such agent" is never remembered here:
+    /// a number we do not know is not answered from memory.
+    pub fn last_known(&self, keys: &[RouteKey]) -> Option<Arc<Agent>> {
+        let map = self.entries.lock().ok()?;
+        keys.iter().find_map(|key| {
+            map.get(key)
+                .filter(|(at, _)| at.elapsed() < LAST_KNOWN_MAX_AGE)
+                .and_then(|(_, agent)| agent.clone())
+        })
     }
 
     fn cached(&self, key: &RouteKey) -> Option<Option<Arc<Agent>>> {

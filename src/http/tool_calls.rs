@@ -112,7 +112,15 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
                         if let Some(rx) = waiter {
                             let _ = tokio::time::timeout_at(deadline, rx).await;
                         }
-                        late(app, agent.id, tool, &call.id, control_url.as_deref()).await?
+                        // Woken (or out of time): a finding committed by now is said here,
+                        // inline, and nothing is owed to the call. Only a finding still missing
+                        // is owed to its control URL.
+                        match find(app, agent.id, tool.kind, &call.id).await? {
+                            Some(found) => Some(found),
+                            None => {
+                                late(app, agent.id, tool, &call.id, control_url.as_deref()).await?
+                            }
+                        }
                     }
                 };
                 app.tool_results.forget(&call.id);
@@ -161,10 +169,16 @@ fn tool_for(agent: &Agent, name: &str) -> Result<&'static ToolSpec, String> {
     }
 }
 
-/// The last look once the wait is over. With a control URL, the finding is owed to the call
-/// first, then looked for: if it is here now, this answer says it only if it can claim it (the
-/// tool job may have claimed it a moment ago and said it through the control URL); if not, the
-/// job says it when it saves it. Either way it is said once.
+/// After the wait, when the last look found nothing: the answer goes out without the finding.
+/// With a control URL, the finding is owed to the call first, then looked for once more: if it
+/// was committed in between, this answer says it only if it can claim it (the tool job's commit
+/// may have claimed it a moment ago and said it through the control URL); if not, the job says
+/// it when it saves it. Either way it is said once.
+///
+/// Owing only after a last look that found nothing is what keeps a finding ready within the
+/// wait inline: owing first (as before) let the job's commit, which claims right after it
+/// commits, take the row from under a webhook that had just been woken by that very commit, and
+/// about one answer in five said "running" with the finding already saved.
 async fn late(
     app: &AppState,
     agent_id: Uuid,
@@ -173,7 +187,7 @@ async fn late(
     control_url: Option<&str>,
 ) -> Result<Option<Value>, ApiError> {
     let Some(url) = control_url else {
-        return find(app, agent_id, tool.kind, tool_call_id).await;
+        return Ok(None);
     };
     let key = effects::tool_call_key(tool_call_id);
     let mut conn = app.pool.acquire().await.map_err(ApiError::unavailable)?;

@@ -252,19 +252,79 @@ pub async fn caller_lead(
 
 /// `assistant-request`: answered inline from memory and one short transaction (lead upsert).
 /// A redelivered request gets the same answer again: Vapi needs one to take the call.
+///
+/// The database unreachable: an agency the routing cache knows (read within
+/// [`super::routing::LAST_KNOWN_MAX_AGE`]) is still answered with its assistant, without a lead
+/// id, rather than a 503 the caller would hear as silence; the event is not stored and the
+/// caller's lead is made by the call's next message that reaches us ([`ingest`]: status updates
+/// and the end-of-call report make sure the caller's lead exists). A number the cache does not
+/// know still gets 503 (Vapi retries).
 async fn assistant_request(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, ApiError> {
-    let (routing, agent) = route(app, msg).await?;
-    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
-    let Some(agent) = agent.filter(|a| a.in_service(app.config.billing_timezone)) else {
-        tx.commit().await?;
-        return Ok(json!({
-            "error": "Sorry, this number is not in service with an agency right now. Please call back later."
-        }));
+    let (routing, agent) = match route(app, msg).await {
+        Ok(routed) => routed,
+        Err(e) if e.is_unavailable() => {
+            let Some(agent) = app.routing.last_known(&msg.route_keys()) else {
+                return Err(e);
+            };
+            return Ok(assistant_without_database(app, msg, &agent));
+        }
+        Err(e) => return Err(e),
     };
-    let lead = caller_lead(&mut tx, app, &agent, msg).await?;
-    tx.commit().await?;
+    let lead = match store_assistant_request(app, msg, raw, routing, agent.as_deref()).await {
+        Ok(lead) => lead,
+        Err(e) if e.is_unavailable() => match agent.as_deref() {
+            Some(agent) => return Ok(assistant_without_database(app, msg, agent)),
+            None => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    let Some(agent) = agent.filter(|a| a.in_service(app.config.billing_timezone)) else {
+        return Ok(not_in_service());
+    };
     tracing::info!(agent.id = %agent.id, call.id = msg.call_id(), "assistant-request answered");
+    Ok(assistant_answer(app, &agent, lead, msg))
+}
+
+/// Stores the request and, for an agency in service, finds or creates the caller's lead.
+async fn store_assistant_request(
+    app: &AppState,
+    msg: &MessageIn,
+    raw: &str,
+    routing: Routing,
+    agent: Option<&Agent>,
+) -> Result<Option<uuid::Uuid>, ApiError> {
+    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
+    record(&mut tx, agent, routing, msg, raw).await?;
+    let lead = match agent.filter(|a| a.in_service(app.config.billing_timezone)) {
+        Some(agent) => caller_lead(&mut tx, app, agent, msg).await?,
+        None => None,
+    };
+    tx.commit().await?;
+    Ok(lead)
+}
+
+/// The answer for an agency known from the routing cache while the database is unreachable.
+fn assistant_without_database(app: &AppState, msg: &MessageIn, agent: &Agent) -> Value {
+    if !agent.in_service(app.config.billing_timezone) {
+        return not_in_service();
+    }
+    tracing::warn!(agent.id = %agent.id, call.id = msg.call_id(),
+                   "assistant-request answered from the routing cache: the database is unreachable (event not stored; the lead comes with the call's next message)");
+    assistant_answer(app, agent, None, msg)
+}
+
+fn not_in_service() -> Value {
+    json!({
+        "error": "Sorry, this number is not in service with an agency right now. Please call back later."
+    })
+}
+
+fn assistant_answer(
+    app: &AppState,
+    agent: &Agent,
+    lead: Option<uuid::Uuid>,
+    msg: &MessageIn,
+) -> Value {
     let server_url = app
         .config
         .public_base_url
@@ -274,12 +334,7 @@ async fn assistant_request(app: &AppState, msg: &MessageIn, raw: &str) -> Result
         url: server_url.as_deref(),
         credential_id: app.config.vapi_server_credential_id.as_deref(),
     };
-    Ok(assistant::answer(
-        &agent,
-        lead,
-        msg.customer_number(),
-        server,
-    ))
+    assistant::answer(agent, lead, msg.customer_number(), server)
 }
 
 /// Every other message: store it (once) and do what its type asks, all in one transaction.
@@ -314,16 +369,31 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
         }));
     };
 
+    // The caller's lead, should the assistant-request have been answered while the database was
+    // unreachable (or not come to us at all): made by the call's later messages.
+    if matches!(msg.kind.as_str(), "end-of-call-report" | "status-update")
+        && agent.in_service(app.config.billing_timezone)
+    {
+        caller_lead(&mut tx, app, &agent, msg).await?;
+    }
     match (msg.kind.as_str(), report) {
         ("end-of-call-report", Some(report)) => {
-            calls::upsert_report(&mut tx, agent.id, &report).await?;
-            calls::save_content(&mut tx, agent.id, &report.vapi_call_id, &msg.call_content())
-                .await?;
-            let job = MeterCall {
-                agent_id: agent.id,
-                vapi_call_id: report.vapi_call_id.clone(),
-            };
-            jobs::enqueue(&mut tx, &job, None).await?;
+            // Metered for the agency that owns the call (the first to record it), only.
+            if calls::upsert_report(&mut tx, agent.id, &report)
+                .await?
+                .is_some()
+            {
+                calls::save_content(&mut tx, agent.id, &report.vapi_call_id, &msg.call_content())
+                    .await?;
+                let job = MeterCall {
+                    agent_id: agent.id,
+                    vapi_call_id: report.vapi_call_id.clone(),
+                };
+                jobs::enqueue(&mut tx, &job, None).await?;
+            } else {
+                tracing::warn!(agent.id = %agent.id, call.id = %report.vapi_call_id,
+                               "report of a call another agency owns: stored, not metered here");
+            }
         }
         ("status-update", _) => {
             let (Some(call_id), Some(status)) = (msg.call_id(), msg.status.as_deref()) else {

@@ -23,10 +23,17 @@ use crate::{
 pub struct SyncCalls {
     /// The day to reconcile, in `BILLING_TIMEZONE`.
     pub date: NaiveDate,
-    /// Only this agent (by id); all agents when absent.
+    /// Only this agent's calls (by id); every agency's when absent.
     #[serde(default)]
     pub agent_id: Option<Uuid>,
+    /// One of the day's [`SLICES`] equal slices (the day's job fans out one job per slice, each
+    /// with the whole job timeout and its own retries); the whole day when absent.
+    #[serde(default)]
+    pub slice: Option<u8>,
 }
+
+/// The day's job fans out this many slices of the day.
+pub const SLICES: u8 = 24;
 
 /// What a sync found, in all and per agency.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -40,6 +47,9 @@ pub struct SyncReport {
     pub not_connected: usize,
     /// Calls that could not be recorded (logged each): counted, never stopping the day.
     pub failed: usize,
+    /// Calls that no agency owns by the webhook's rules (another org number, a squad): counted.
+    pub unroutable: usize,
+    /// Every agency with a Vapi number or assistant (or the one asked for), by email.
     pub per_agency: Vec<AgencySync>,
 }
 
@@ -54,54 +64,34 @@ pub struct AgencySync {
     pub corrected: usize,
     pub not_connected: usize,
     pub failed: usize,
-    /// Why the agency's calls could not be listed at all (the others' sync goes on).
-    pub error: Option<String>,
-}
-
-impl SyncReport {
-    fn add(&mut self, a: AgencySync) {
-        self.seen += a.seen;
-        self.new += a.new;
-        self.metered += a.metered;
-        self.corrected += a.corrected;
-        self.not_connected += a.not_connected;
-        self.failed += a.failed;
-        self.per_agency.push(a);
-    }
 }
 
 impl SyncCalls {
-    /// `vapi-sync:{date}` for the day's job (the clock's), `vapi-sync:{date}:{agent}` for the
-    /// per-agent jobs it fans out to.
+    /// `vapi-sync:{date}` for the day's job (the clock's), `vapi-sync:{date}:s{NN}` for the
+    /// slices it fans out to, `vapi-sync:{date}:{agent}` for one agency's.
     pub fn idempotency_key(&self) -> String {
-        match self.agent_id {
-            None => format!("vapi-sync:{}", self.date),
-            Some(agent) => format!("vapi-sync:{}:{agent}", self.date),
+        match (self.agent_id, self.slice) {
+            (Some(agent), _) => format!("vapi-sync:{}:{agent}", self.date),
+            (None, Some(slice)) => format!("vapi-sync:{}:s{slice:02}", self.date),
+            (None, None) => format!("vapi-sync:{}", self.date),
         }
     }
 
-    /// The day's job for all agents queues one job per agent with a Vapi number (in one
-    /// transaction; agents already queued for the day are skipped), so each agent's sync has
-    /// the whole job timeout and its own retries, and workers share them.
+    /// The day's job queues one job per slice of the day (in one transaction; slices already
+    /// queued are skipped).
     pub async fn fan_out(&self, deps: &Deps) -> Result<usize, JobError> {
-        let agents: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM agents
-              WHERE vapi_phone_number_id IS NOT NULL OR vapi_assistant_id IS NOT NULL ORDER BY id",
-        )
-        .fetch_all(&deps.pool)
-        .await?;
-        let per_agent: Vec<SyncCalls> = agents
-            .into_iter()
-            .map(|agent| SyncCalls {
+        let slices: Vec<SyncCalls> = (0..SLICES)
+            .map(|slice| SyncCalls {
                 date: self.date,
-                agent_id: Some(agent),
+                agent_id: None,
+                slice: Some(slice),
             })
             .collect();
-        let keys: Vec<String> = per_agent.iter().map(Self::idempotency_key).collect();
+        let keys: Vec<String> = slices.iter().map(Self::idempotency_key).collect();
         let mut tx = deps.pool.begin().await?;
         let queued = crate::store::queue::queued_keys(&mut tx, Self::QUEUE, &keys).await?;
         let mut count = 0;
-        for (job, key) in per_agent.iter().zip(&keys) {
+        for (job, key) in slices.iter().zip(&keys) {
             if queued.contains(key) {
                 continue;
             }
@@ -111,13 +101,12 @@ impl SyncCalls {
             count += 1;
         }
         tx.commit().await?;
-        tracing::info!(date = %self.date, agents = count, "vapi sync fanned out per agent");
+        tracing::info!(date = %self.date, slices = count, "vapi sync fanned out per slice of the day");
         Ok(count)
     }
 
-    /// Runs the reconciliation and reports its counts.
-    pub async fn sync(&self, deps: &Deps) -> Result<SyncReport, JobError> {
-        let tz = deps.config.billing_timezone;
+    /// The window this job lists: the day in `BILLING_TIMEZONE`, or its slice.
+    fn window(&self, tz: chrono_tz::Tz) -> Result<(DateTime<Utc>, DateTime<Utc>), JobError> {
         let day_start = |d: NaiveDate| {
             tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default())
                 .earliest()
@@ -130,118 +119,126 @@ impl SyncCalls {
                 self.date
             )));
         };
-        let agents: Vec<(Uuid, String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT id, email, vapi_phone_number_id, vapi_assistant_id FROM agents
-              WHERE (vapi_phone_number_id IS NOT NULL OR vapi_assistant_id IS NOT NULL)
+        let Some(slice) = self.slice.filter(|s| *s < SLICES) else {
+            return Ok((start, end));
+        };
+        // Equal slices of the day as it is (23 or 25 hours across a change of clocks).
+        let at = |i: u8| start + (end - start) * i32::from(i) / i32::from(SLICES);
+        Ok((
+            at(slice),
+            if slice + 1 == SLICES {
+                end
+            } else {
+                at(slice + 1)
+            },
+        ))
+    }
+
+    /// Lists the organisation's calls created in the window once, routes each by the webhook's
+    /// own rules (our `agent_id`, the number, the saved assistant) and records it for its
+    /// agency: web calls with our transient assistant are found as well as phone calls, each call
+    /// is stored and billed for one agency, and one call that cannot be recorded is logged and
+    /// counted while the rest goes on.
+    pub async fn sync(&self, deps: &Deps) -> Result<SyncReport, JobError> {
+        let (start, end) = self.window(deps.config.billing_timezone)?;
+        let agents: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, email FROM agents
+              WHERE (vapi_phone_number_id IS NOT NULL OR vapi_assistant_id IS NOT NULL
+                     OR id = $1)
                 AND ($1::uuid IS NULL OR id = $1)
-              ORDER BY id",
+              ORDER BY email, id",
         )
         .bind(self.agent_id)
         .fetch_all(&deps.pool)
         .await?;
         let mut report = SyncReport {
             agents: agents.len(),
+            per_agency: agents
+                .into_iter()
+                .map(|(agent_id, email)| AgencySync {
+                    agent_id,
+                    email,
+                    ..AgencySync::default()
+                })
+                .collect(),
             ..SyncReport::default()
         };
-        for (agent_id, email, phone_number_id, assistant_id) in agents {
-            let mut agency = AgencySync {
-                agent_id,
-                email,
-                ..AgencySync::default()
+        let listed = deps
+            .providers
+            .vapi
+            .list_calls(CallsOf::Org, start, end)
+            .await?;
+        for call in listed {
+            let agent = {
+                let mut conn = deps.pool.acquire().await?;
+                route(&mut conn, &call).await?
             };
-            // One agency's listing failing never stops the others'.
-            let listed = Self::calls_of(
-                deps,
-                phone_number_id.as_deref(),
-                assistant_id.as_deref(),
-                start,
-                end,
-            )
-            .await;
-            let listed = match listed {
-                Ok(listed) => listed,
-                // One agency's job: its own retries decide.
-                Err(e) if self.agent_id.is_some() => return Err(e),
-                Err(e) => {
-                    tracing::error!(agent.id = %agent_id, date = %self.date, error = %e,
-                                    "vapi sync: the agency's calls could not be listed");
-                    agency.error = Some(e.to_string());
-                    report.add(agency);
-                    continue;
+            let Some(agent_id) = agent else {
+                tracing::debug!(call.id = %call.id, "vapi sync: no agency owns this call");
+                report.unroutable += 1;
+                continue;
+            };
+            // Another agency's call (a sync for one agency), or an agency made since the list.
+            let Some(agency) = report
+                .per_agency
+                .iter_mut()
+                .find(|a| a.agent_id == agent_id)
+            else {
+                continue;
+            };
+            agency.seen += 1;
+            match record_call(deps, agent_id, &call).await {
+                Ok(done) => {
+                    agency.new += usize::from(done.new);
+                    agency.not_connected += usize::from(done.not_connected);
+                    let rows = match done.reconciled {
+                        Reconciled::Metered => {
+                            agency.metered += 1;
+                            1
+                        }
+                        Reconciled::Corrected => {
+                            agency.corrected += 1;
+                            2 // the reversal and the new row
+                        }
+                        Reconciled::Unchanged => 0,
+                    };
+                    crate::telemetry::usage_recorded(metric::VAPI_CALL_MINUTES, rows);
                 }
-            };
-            for call in listed {
-                agency.seen += 1;
-                match record_call(deps, agent_id, &call).await {
-                    Ok(done) => {
-                        agency.new += usize::from(done.new);
-                        agency.not_connected += usize::from(done.not_connected);
-                        let rows = match done.reconciled {
-                            Reconciled::Metered => {
-                                agency.metered += 1;
-                                1
-                            }
-                            Reconciled::Corrected => {
-                                agency.corrected += 1;
-                                2 // the reversal and the new row
-                            }
-                            Reconciled::Unchanged => 0,
-                        };
-                        crate::telemetry::usage_recorded(metric::VAPI_CALL_MINUTES, rows);
-                    }
-                    // The database itself failing is worth a retry of the whole agency (what
-                    // committed stays; the rest is idempotent).
-                    Err(JobError::Transient(e)) => return Err(JobError::Transient(e)),
-                    // One call we cannot record is logged and counted; the day goes on.
-                    Err(e) => {
-                        tracing::error!(agent.id = %agent_id, call.id = %call.id, error = %e,
-                                        "vapi sync: call not recorded");
-                        agency.failed += 1;
-                    }
+                // The database itself failing is worth a retry (what committed stays; the rest
+                // is idempotent).
+                Err(JobError::Transient(e)) => return Err(JobError::Transient(e)),
+                // One call we cannot record is logged and counted; the day goes on.
+                Err(e) => {
+                    tracing::error!(agent.id = %agent_id, call.id = %call.id, error = %e,
+                                    "vapi sync: call not recorded");
+                    agency.failed += 1;
                 }
             }
-            report.add(agency);
         }
-        tracing::info!(date = %self.date, ?report, "vapi calls reconciled");
+        for a in &report.per_agency {
+            report.seen += a.seen;
+            report.new += a.new;
+            report.metered += a.metered;
+            report.corrected += a.corrected;
+            report.not_connected += a.not_connected;
+            report.failed += a.failed;
+        }
+        tracing::info!(date = %self.date, slice = ?self.slice, seen = report.seen, new = report.new,
+                       metered = report.metered, corrected = report.corrected,
+                       not_connected = report.not_connected, failed = report.failed,
+                       unroutable = report.unroutable, "vapi calls reconciled");
         Ok(report)
     }
 }
 
-impl SyncCalls {
-    /// The agent's calls of the day: those on its number, and its assistant's calls without a
-    /// number (web calls) or on its own number; deduplicated by id. A call on another number
-    /// belongs to that number's agent and is synced there.
-    async fn calls_of(
-        deps: &Deps,
-        phone_number_id: Option<&str>,
-        assistant_id: Option<&str>,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<Vec<CallOut>, JobError> {
-        let vapi = &deps.providers.vapi;
-        let mut calls = match phone_number_id {
-            Some(number) => {
-                vapi.list_calls(CallsOf::PhoneNumber(number), start, end)
-                    .await?
-            }
-            None => Vec::new(),
-        };
-        if let Some(assistant) = assistant_id {
-            for call in vapi
-                .list_calls(CallsOf::Assistant(assistant), start, end)
-                .await?
-            {
-                let ours = call
-                    .phone_number_id
-                    .as_deref()
-                    .is_none_or(|n| Some(n) == phone_number_id);
-                if ours && !calls.iter().any(|c| c.id == call.id) {
-                    calls.push(call);
-                }
-            }
+/// The agency that owns `call` by the webhook's rules: the first of its keys an agent answers to.
+async fn route(conn: &mut PgConnection, call: &CallOut) -> Result<Option<Uuid>, sqlx::Error> {
+    for key in call.route_keys() {
+        if let Some(agent) = crate::store::agents::for_route(&mut *conn, &key).await? {
+            return Ok(Some(agent.id));
         }
-        Ok(calls)
     }
+    Ok(None)
 }
 
 /// What recording one listed call did.
@@ -275,15 +272,17 @@ async fn record_call(deps: &Deps, agent_id: Uuid, call: &CallOut) -> Result<Reco
         )
         .await?;
     }
-    let reconciled = if ended {
+    // A call another agency recorded first stays that agency's: nothing was written here.
+    let ours = calls::find(&mut tx, agent_id, &call.id).await?.is_some();
+    let reconciled = if ended && ours {
         reconcile(&mut tx, deps, agent_id, &call.id).await?
     } else {
         Reconciled::Unchanged
     };
     tx.commit().await?;
     Ok(Recorded {
-        new: !known,
-        not_connected: ended && call.started_at.is_none(),
+        new: !known && ours,
+        not_connected: ours && ended && call.started_at.is_none(),
         reconciled,
     })
 }
@@ -380,14 +379,14 @@ impl Job for SyncCalls {
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         // Nothing to reconcile with: one line, no failed jobs.
         if deps.config.vapi_api_key.is_none() {
-            if self.agent_id.is_none() {
+            if self.agent_id.is_none() && self.slice.is_none() {
                 tracing::info!(date = %self.date, "daily Vapi sync skipped: VAPI_API_KEY is not set");
             }
             return Ok(());
         }
-        match self.agent_id {
-            None => self.fan_out(deps).await.map(|_| ()),
-            Some(_) => self.sync(deps).await.map(|_| ()),
+        match (self.agent_id, self.slice) {
+            (None, None) => self.fan_out(deps).await.map(|_| ()),
+            _ => self.sync(deps).await.map(|_| ()),
         }
     }
 }

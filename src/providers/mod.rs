@@ -320,15 +320,28 @@ pub fn classify_reqwest(provider: &'static str, err: reqwest::Error) -> Provider
 /// first, then while streaming).
 pub(crate) async fn read_limited(
     provider: &'static str,
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     max_bytes: usize,
 ) -> Result<Vec<u8>, ProviderError> {
-    let too_big = || ProviderError::permanent(provider, format!("response over {max_bytes} bytes"));
+    read_at_most(provider, response, max_bytes)
+        .await?
+        .ok_or_else(|| {
+            ProviderError::permanent(provider, format!("response over {max_bytes} bytes"))
+        })
+}
+
+/// The body, or `None` as soon as it is known to be over `max_bytes` (by its length, or while
+/// reading: the rest is never read).
+pub(crate) async fn read_at_most(
+    provider: &'static str,
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Option<Vec<u8>>, ProviderError> {
     if response
         .content_length()
         .is_some_and(|len| len > max_bytes as u64)
     {
-        return Err(too_big());
+        return Ok(None);
     }
     let mut body = Vec::new();
     while let Some(chunk) = response
@@ -337,11 +350,11 @@ pub(crate) async fn read_limited(
         .map_err(|e| classify_reqwest(provider, e))?
     {
         if body.len() + chunk.len() > max_bytes {
-            return Err(too_big());
+            return Ok(None);
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(Some(body))
 }
 
 /// A non-2xx answer classified by [`classify_status`], with a body excerpt.

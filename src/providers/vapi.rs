@@ -1,5 +1,6 @@
 //! The Vapi REST API for the daily reconciliation: one call by id, or every call of a phone
-//! number created in a time window. Costs are read exactly, never through `f64`.
+//! number, an assistant or the whole organisation created in a time window. Costs are read
+//! exactly, never through `f64`.
 
 use std::collections::HashMap;
 
@@ -7,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, de::DeserializeOwned};
 
-use super::{CircuitBreaker, ProviderError, classify_reqwest, read_limited, status_error};
+use super::{CircuitBreaker, ProviderError, classify_reqwest, read_at_most, status_error};
 use crate::config::Secret;
 
 /// The provider name in errors.
@@ -16,7 +17,7 @@ pub const PROVIDER: &str = "vapi";
 pub const PAGE_LIMIT: usize = 1000;
 /// Pages followed before giving up (a million calls in one window is not a real tenant).
 const MAX_PAGES: usize = 1000;
-/// A page of 1000 full call objects (transcripts, messages) can be large.
+/// The most of one response read: a page over it is asked again with fewer calls.
 const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A call as `GET /call` and `GET /call/{id}` return it (the fields we use).
@@ -43,6 +44,14 @@ pub struct CallOut {
     pub created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
+    /// A saved assistant's id; the assistant itself (transient: ours carries
+    /// `metadata.agent_id`) and its overrides: what routes a call without a number.
+    #[serde(default)]
+    pub assistant_id: Option<String>,
+    #[serde(default)]
+    pub assistant: Option<crate::vapi::AssistantIn>,
+    #[serde(default)]
+    pub assistant_overrides: Option<crate::vapi::AssistantIn>,
     /// What the call said ([`crate::vapi::CallContent::from_api`]): its `type`, `analysis`,
     /// `artifact` (transcript, recording; not `messages`) and `costs[]`.
     #[serde(default, rename = "type")]
@@ -53,6 +62,17 @@ pub struct CallOut {
     pub artifact: Option<crate::vapi::ArtifactIn>,
     #[serde(default)]
     pub costs: Option<serde_json::Value>,
+}
+
+impl CallOut {
+    /// The keys that may name the call's agency, by the webhook's own rule.
+    pub fn route_keys(&self) -> Vec<crate::vapi::RouteKey> {
+        crate::vapi::route_keys(
+            self.phone_number_id.as_deref(),
+            self.assistant_id.as_deref(),
+            &[self.assistant.as_ref(), self.assistant_overrides.as_ref()],
+        )
+    }
 }
 
 /// The caller.
@@ -70,11 +90,13 @@ pub struct VapiClient {
     breaker: CircuitBreaker,
 }
 
-/// Whose calls to list: a phone number's, or an assistant's (web calls have no number).
+/// Whose calls to list: a phone number's, an assistant's (web calls have no number), or the
+/// whole organisation's (the daily sync, which routes each call itself).
 #[derive(Debug, Clone, Copy)]
 pub enum CallsOf<'a> {
     PhoneNumber(&'a str),
     Assistant(&'a str),
+    Org,
 }
 
 impl VapiClient {
@@ -102,11 +124,14 @@ impl VapiClient {
         self.get_json(url, &[]).await
     }
 
-    /// `GET /call?phoneNumberId=..` (or `assistantId=..`, for web calls that have no number)
-    /// `&createdAtGe=..&createdAtLt=..&limit=1000` (a bare JSON array). The endpoint has no cursor and states no order, so a full page (1,000 calls) does
-    /// not say which calls it left out: the window is split in two and each half asked again,
-    /// until every window comes back short. Nothing is lost whatever order Vapi lists in;
-    /// calls are deduplicated by id and returned oldest first.
+    /// `GET /call?phoneNumberId=..` (or `assistantId=..`, or neither for the whole organisation)
+    /// `&createdAtGe=..&createdAtLt=..&limit=1000` (a bare JSON array). The endpoint has no
+    /// cursor and states no order, so a full page does not say which calls it left out: the
+    /// window is split in two and each half asked again, until every window comes back short.
+    /// Calls carry their artifacts (a long call's transcript and messages run to megabytes), so a
+    /// page over [`MAX_PAGE_BYTES`] is not read: the window is asked again with a quarter of the
+    /// `limit`, down to one call a page. Nothing is lost whatever order Vapi lists in; calls are
+    /// deduplicated by id and returned oldest first.
     pub async fn list_calls(
         &self,
         of: CallsOf<'_>,
@@ -115,9 +140,9 @@ impl VapiClient {
     ) -> Result<Vec<CallOut>, ProviderError> {
         let url = self.url(&["call"])?;
         let mut seen: HashMap<String, CallOut> = HashMap::new();
-        let mut windows = vec![(created_at_ge, created_at_lt)];
+        let mut windows = vec![(created_at_ge, created_at_lt, PAGE_LIMIT)];
         let mut requests = 0;
-        while let Some((ge, lt)) = windows.pop() {
+        while let Some((ge, lt, limit)) = windows.pop() {
             if lt <= ge {
                 continue;
             }
@@ -128,17 +153,32 @@ impl VapiClient {
                     format!("more than {MAX_PAGES} pages of calls; narrow the window"),
                 ));
             }
-            let query = [
-                match of {
-                    CallsOf::PhoneNumber(id) => ("phoneNumberId", id.to_string()),
-                    CallsOf::Assistant(id) => ("assistantId", id.to_string()),
-                },
+            let mut query = vec![
                 ("createdAtGe", timestamp(ge)),
                 ("createdAtLt", timestamp(lt)),
-                ("limit", PAGE_LIMIT.to_string()),
+                ("limit", limit.to_string()),
             ];
-            let page: Vec<CallOut> = self.get_json(url.clone(), &query).await?;
-            if page.len() < PAGE_LIMIT {
+            match of {
+                CallsOf::PhoneNumber(id) => query.insert(0, ("phoneNumberId", id.to_string())),
+                CallsOf::Assistant(id) => query.insert(0, ("assistantId", id.to_string())),
+                CallsOf::Org => {}
+            }
+            let Some(body) = self.get_body(url.clone(), &query, MAX_PAGE_BYTES).await? else {
+                if limit == 1 {
+                    return Err(ProviderError::permanent(
+                        PROVIDER,
+                        format!("one call is over {MAX_PAGE_BYTES} bytes"),
+                    ));
+                }
+                tracing::info!(
+                    limit,
+                    "a page of calls over {MAX_PAGE_BYTES} bytes: asking for fewer"
+                );
+                windows.push((ge, lt, (limit / 4).max(1)));
+                continue;
+            };
+            let page: Vec<CallOut> = parse(&body)?;
+            if page.len() < limit {
                 for call in page {
                     seen.entry(call.id.clone()).or_insert(call);
                 }
@@ -150,12 +190,12 @@ impl VapiClient {
             if span <= 1 {
                 return Err(ProviderError::permanent(
                     PROVIDER,
-                    format!("cannot page: {PAGE_LIMIT} calls created within one millisecond"),
+                    format!("cannot page: {limit} calls created within one millisecond"),
                 ));
             }
             let middle = ge + TimeDelta::milliseconds(span / 2);
-            windows.push((middle, lt));
-            windows.push((ge, middle));
+            windows.push((middle, lt, limit));
+            windows.push((ge, middle, limit));
         }
         Ok(oldest_first(seen))
     }
@@ -175,6 +215,22 @@ impl VapiClient {
         url: reqwest::Url,
         query: &[(&str, String)],
     ) -> Result<T, ProviderError> {
+        match self.get_body(url, query, MAX_PAGE_BYTES).await? {
+            Some(body) => parse(&body),
+            None => Err(ProviderError::permanent(
+                PROVIDER,
+                format!("response over {MAX_PAGE_BYTES} bytes"),
+            )),
+        }
+    }
+
+    /// The body of a `GET`, or `None` when it is over `max_bytes` (not read).
+    async fn get_body(
+        &self,
+        url: reqwest::Url,
+        query: &[(&str, String)],
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, ProviderError> {
         let Some(key) = &self.api_key else {
             return Err(ProviderError::permanent(
                 PROVIDER,
@@ -194,14 +250,17 @@ impl VapiClient {
             if !response.status().is_success() {
                 return Err(status_error(PROVIDER, response).await);
             }
-            let body = read_limited(PROVIDER, response, MAX_PAGE_BYTES).await?;
-            serde_json::from_slice(&body)
-                .map_err(|e| ProviderError::permanent(PROVIDER, format!("malformed response: {e}")))
+            read_at_most(PROVIDER, response, max_bytes).await
         }
         .await;
         self.breaker.record(&result);
         result
     }
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProviderError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ProviderError::permanent(PROVIDER, format!("malformed response: {e}")))
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {

@@ -96,6 +96,20 @@ pub async fn find_by_assistant_id(
     .await
 }
 
+/// The agent a routing key names (see [`crate::vapi::route_keys`]), if any: the webhook's
+/// routing cache and the daily sync resolve keys alike.
+pub async fn for_route(
+    conn: &mut PgConnection,
+    key: &crate::vapi::RouteKey,
+) -> Result<Option<Agent>, sqlx::Error> {
+    use crate::vapi::RouteKey;
+    match key {
+        RouteKey::PhoneNumber(id) => find_by_phone_number_id(conn, id).await,
+        RouteKey::Assistant(id) => find_by_assistant_id(conn, id).await,
+        RouteKey::Agent(id) => find(conn, *id).await,
+    }
+}
+
 pub async fn find_by_email(
     conn: &mut PgConnection,
     email: &str,

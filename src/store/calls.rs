@@ -22,17 +22,19 @@ pub struct Call {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Records an ended call; fields the report lacks keep what an earlier message said.
+/// Records an ended call; fields the report lacks keep what an earlier message said. A Vapi call
+/// has one owner, the agency that first recorded it: `None` (nothing written) when it is
+/// another's.
 pub async fn upsert_report(
     conn: &mut PgConnection,
     agent_id: Uuid,
     report: &CallReport,
-) -> Result<Uuid, sqlx::Error> {
+) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO calls (agent_id, vapi_call_id, customer_number, status, started_at, ended_at,
                             duration_seconds, ended_reason, vapi_cost_usd)
          VALUES ($1, $2, $3, 'ended', $4, $5, $6, $7, $8)
-         ON CONFLICT (agent_id, vapi_call_id) DO UPDATE SET
+         ON CONFLICT (vapi_call_id) DO UPDATE SET
              customer_number  = COALESCE(EXCLUDED.customer_number, calls.customer_number),
              status           = 'ended',
              started_at       = COALESCE(EXCLUDED.started_at, calls.started_at),
@@ -41,6 +43,7 @@ pub async fn upsert_report(
              ended_reason     = COALESCE(EXCLUDED.ended_reason, calls.ended_reason),
              vapi_cost_usd    = COALESCE(EXCLUDED.vapi_cost_usd, calls.vapi_cost_usd),
              updated_at       = now()
+         WHERE calls.agent_id = EXCLUDED.agent_id
          RETURNING id",
     )
     .bind(agent_id)
@@ -51,7 +54,7 @@ pub async fn upsert_report(
     .bind(report.duration_seconds)
     .bind(&report.ended_reason)
     .bind(report.cost)
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
 }
 
@@ -79,12 +82,13 @@ pub async fn update_status(
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO calls (agent_id, vapi_call_id, customer_number, status, ended_reason)
          VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (agent_id, vapi_call_id) DO UPDATE SET
+         ON CONFLICT (vapi_call_id) DO UPDATE SET
              status          = EXCLUDED.status,
              customer_number = COALESCE(calls.customer_number, EXCLUDED.customer_number),
              ended_reason    = COALESCE(EXCLUDED.ended_reason, calls.ended_reason),
              updated_at      = now()
-         WHERE calls.status IS DISTINCT FROM 'ended'
+         WHERE calls.agent_id = EXCLUDED.agent_id
+           AND calls.status IS DISTINCT FROM 'ended'
            AND (calls.status IS NULL
                 OR COALESCE({new}, 0) > COALESCE({old}, 0)
                 OR (calls.status = 'forwarding' AND EXCLUDED.status = 'in-progress'))"

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use wiremock::{
     Mock, ResponseTemplate,
-    matchers::{method, path, query_param},
+    matchers::{method, path},
 };
 
 use crate::helpers::*;
@@ -435,17 +435,11 @@ async fn with_mocks(mocks: &Mocks) -> (TestDb, uuid::Uuid, Deps) {
     (db, agent, deps)
 }
 
-/// Vapi's `GET /call` listing `calls` for the first agent's number and nothing for the others.
+/// Vapi's organisation-wide `GET /call` listing `calls` (the sync routes each to its agency).
 async fn vapi_lists(mocks: &Mocks, calls: Value) {
     Mock::given(method("GET"))
         .and(path("/call"))
-        .and(query_param("phoneNumberId", PHONE_1))
         .respond_with(ResponseTemplate::new(200).set_body_json(calls))
-        .mount(&mocks.vapi)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
         .mount(&mocks.vapi)
         .await;
 }
@@ -480,6 +474,7 @@ async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_dura
     let report = SyncCalls {
         date,
         agent_id: None,
+        slice: None,
     }
     .sync(&deps)
     .await
@@ -507,6 +502,7 @@ async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_dura
     let again = SyncCalls {
         date,
         agent_id: None,
+        slice: None,
     }
     .sync(&deps)
     .await
@@ -556,6 +552,7 @@ async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_
     SyncCalls {
         date,
         agent_id: None,
+        slice: None,
     }
     .sync(&deps)
     .await
@@ -627,6 +624,7 @@ async fn every_correction_nets_to_vapis_latest_duration() {
         SyncCalls {
             date,
             agent_id: None,
+            slice: None,
         }
         .sync(&deps)
         .await
@@ -785,14 +783,15 @@ async fn invoices_show_prints_the_documented_json_shape() {
 }
 
 #[tokio::test]
-async fn the_daily_sync_fans_out_one_job_per_agent_once() {
+async fn the_daily_sync_fans_out_one_job_per_slice_of_the_day_once() {
     let db = TestDb::seeded().await;
     let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
     let day = SyncCalls {
         date: chrono::NaiveDate::from_ymd_opt(2026, 11, 27).expect("date"),
         agent_id: None,
+        slice: None,
     };
-    assert_eq!(day.fan_out(&deps).await.expect("fan out"), 5);
+    assert_eq!(day.fan_out(&deps).await.expect("fan out"), 24);
     // A re-run (the day's job retried after a crash) queues nothing new.
     assert_eq!(day.fan_out(&deps).await.expect("again"), 0);
     let keys: Vec<String> = sqlx::query_scalar(
@@ -801,11 +800,10 @@ async fn the_daily_sync_fans_out_one_job_per_agent_once() {
     .fetch_all(&db.pool)
     .await
     .expect("jobs");
-    assert_eq!(keys.len(), 5);
-    assert!(
-        keys.iter().all(|k| k.starts_with("vapi-sync:2026-11-27:")),
-        "{keys:?}"
-    );
+    let expected: Vec<String> = (0..24)
+        .map(|s| format!("vapi-sync:2026-11-27:s{s:02}"))
+        .collect();
+    assert_eq!(keys, expected);
 }
 
 /// Issue 14, item 5: reports are per agent; two agencies with the same name stay apart.
@@ -915,8 +913,8 @@ async fn finalize_keeps_months_in_order_and_the_setup_fee_in_the_first_month() {
     );
 }
 
-/// Web calls have no phone number: the daily sync also lists the agent's assistant's calls, keeps
-/// those without a number (or on its own), and leaves calls on another agent's number to it.
+/// Web calls have no phone number: the daily sync routes them by the agent's saved assistant,
+/// and leaves calls on another agent's number to that agent.
 #[tokio::test]
 async fn the_daily_sync_finds_web_calls_by_the_agents_assistant() {
     let mocks = Mocks::start().await;
@@ -928,18 +926,15 @@ async fn the_daily_sync_finds_web_calls_by_the_agents_assistant() {
         .expect("assistant");
     let mut web = vapi_call("web-1", "2026-11-20T18:00:00Z", "2026-11-20T18:02:00Z");
     web.as_object_mut().expect("call").remove("phoneNumberId");
+    web["assistantId"] = json!("asst-web");
     let mut elsewhere = vapi_call("other-1", "2026-11-20T19:00:00Z", "2026-11-20T19:01:00Z");
     elsewhere["phoneNumberId"] = json!(PHONE_2);
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .and(query_param("assistantId", "asst-web"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([web, elsewhere])))
-        .mount(&mocks.vapi)
-        .await;
-    vapi_lists(&mocks, json!([])).await;
+    elsewhere["assistantId"] = json!("asst-web");
+    vapi_lists(&mocks, json!([web, elsewhere])).await;
     let report = SyncCalls {
         date: "2026-11-20".parse().expect("date"),
         agent_id: Some(agent),
+        slice: None,
     }
     .sync(&deps)
     .await

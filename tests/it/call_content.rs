@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use wiremock::{
     Mock, ResponseTemplate,
-    matchers::{method, path, query_param},
+    matchers::{method, path},
 };
 
 use crate::helpers::*;
@@ -557,21 +557,17 @@ async fn the_sync_keeps_what_a_call_said_from_vapis_call_object() {
                      "structuredOutputs": {"o": {"name": "caller_details",
                                                  "result": {"caller_name": "Synced Caller"}}}}
     });
+    // The organisation's calls of the day (the sync lists them all and routes each).
     Mock::given(method("GET"))
         .and(path("/call"))
-        .and(query_param("phoneNumberId", PHONE_1))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([call])))
-        .mount(&mocks.vapi)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
         .mount(&mocks.vapi)
         .await;
     let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
     SyncCalls {
         date,
         agent_id: None,
+        slice: None,
     }
     .sync(&deps)
     .await

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use wiremock::{
     Mock, ResponseTemplate,
-    matchers::{method, path, query_param},
+    matchers::{method, path},
 };
 
 use crate::helpers::*;
@@ -21,7 +21,7 @@ fn day() -> NaiveDate {
 
 /// An answered call on `phone`, 90 s long.
 fn answered(id: &str, phone: &str) -> Value {
-    json!({"id": id, "type": "inboundPhoneCall", "phoneNumberId": phone, "status": "ended",
+    json!({"id": id, "orgId": "org-1", "type": "inboundPhoneCall", "phoneNumberId": phone, "status": "ended",
            "customer": {"number": "+16025550123"},
            "startedAt": "2026-11-20T17:00:00Z", "endedAt": "2026-11-20T17:01:30Z",
            "endedReason": "customer-ended-call", "cost": 0.12,
@@ -30,26 +30,17 @@ fn answered(id: &str, phone: &str) -> Value {
 
 /// An outbound call nobody answered: ended, with a reason, never started.
 fn unanswered(id: &str, phone: &str) -> Value {
-    json!({"id": id, "type": "outboundPhoneCall", "phoneNumberId": phone, "status": "ended",
+    json!({"id": id, "orgId": "org-1", "type": "outboundPhoneCall", "phoneNumberId": phone, "status": "ended",
            "customer": {"number": "+16025550124"},
            "endedAt": "2026-11-20T18:00:40Z", "endedReason": "customer-did-not-answer",
            "cost": 0, "createdAt": "2026-11-20T18:00:00Z", "updatedAt": "2026-11-20T18:00:41Z"})
 }
 
-/// Vapi's `GET /call` listing `calls` for `phone`'s number, nothing for the others.
-async fn lists(mocks: &Mocks, phone: &str, calls: Value) {
+/// Vapi's organisation-wide `GET /call` listing `calls`.
+async fn lists(mocks: &Mocks, calls: Value) {
     Mock::given(method("GET"))
         .and(path("/call"))
-        .and(query_param("phoneNumberId", phone))
         .respond_with(ResponseTemplate::new(200).set_body_json(calls))
-        .mount(&mocks.vapi)
-        .await;
-}
-
-async fn nothing_else(mocks: &Mocks) {
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
         .mount(&mocks.vapi)
         .await;
 }
@@ -83,14 +74,15 @@ async fn a_day_with_a_bad_call(more: &[Value]) -> (Mocks, TestDb) {
     let db = TestDb::seeded().await;
     let mut bad = answered("call-bad", PHONE_2);
     bad["customer"]["number"] = json!("+1602\u{0000}555");
-    let first = json!([
+    let day: Vec<Value> = [
         unanswered("call-nobody", PHONE_1),
-        answered("call-answered", PHONE_1)
-    ]);
-    lists(&mocks, PHONE_1, first).await;
-    let second: Vec<Value> = std::iter::once(bad).chain(more.iter().cloned()).collect();
-    lists(&mocks, PHONE_2, Value::Array(second)).await;
-    nothing_else(&mocks).await;
+        answered("call-answered", PHONE_1),
+        bad,
+    ]
+    .into_iter()
+    .chain(more.iter().cloned())
+    .collect();
+    lists(&mocks, Value::Array(day)).await;
     (mocks, db)
 }
 
@@ -101,6 +93,7 @@ async fn an_unanswered_call_is_billed_zero_minutes_and_never_halts_the_sync() {
     let report = SyncCalls {
         date: day(),
         agent_id: None,
+        slice: None,
     }
     .sync(&deps(&db, &mocks))
     .await
@@ -143,6 +136,7 @@ async fn an_unanswered_call_is_billed_zero_minutes_and_never_halts_the_sync() {
     let again = SyncCalls {
         date: day(),
         agent_id: None,
+        slice: None,
     }
     .sync(&deps(&db, &mocks))
     .await
@@ -192,6 +186,7 @@ async fn without_a_vapi_key_the_daily_sync_is_skipped_quietly() {
     SyncCalls {
         date: day(),
         agent_id: None,
+        slice: None,
     }
     .run(&deps)
     .await
@@ -374,4 +369,156 @@ async fn a_vapi_assistant_has_one_owner() {
         "asst-shared",
     ]);
     assert!(ok, "{err}");
+}
+
+/// A web call with our transient assistant: it names agency `agent` in its metadata.
+fn web_with_our_assistant(id: &str, agent: uuid::Uuid) -> Value {
+    let mut call = answered(id, PHONE_1);
+    call.as_object_mut().expect("call").remove("phoneNumberId");
+    call["type"] = json!("webCall");
+    call["assistant"] = json!({"name": "Flagstaff", "metadata": {"agent_id": agent.to_string()}});
+    call
+}
+
+/// A web call on a saved assistant (no number).
+fn web_with_saved_assistant(id: &str, assistant: &str) -> Value {
+    let mut call = answered(id, PHONE_1);
+    call.as_object_mut().expect("call").remove("phoneNumberId");
+    call["type"] = json!("webCall");
+    call["assistantId"] = json!(assistant);
+    call
+}
+
+/// A squad's web call: no number, no assistant of ours.
+fn squad_web_call(id: &str) -> Value {
+    let mut call = web_with_saved_assistant(id, "unused");
+    call.as_object_mut().expect("call").remove("assistantId");
+    call["squadId"] = json!("squad-x");
+    call
+}
+
+/// Every call shape these tests replay is a `Call` by Vapi's published schema.
+#[test]
+fn every_call_shape_here_is_a_call_by_vapis_schema() {
+    let Some(spec) = crate::vapi_schema::spec() else {
+        println!("SKIPPED: Vapi's OpenAPI document not found");
+        return;
+    };
+    for call in [
+        answered("a", PHONE_1),
+        unanswered("b", PHONE_1),
+        web_with_our_assistant("c", uuid::Uuid::nil()),
+        web_with_saved_assistant("d", "asst-b"),
+        squad_web_call("e"),
+    ] {
+        crate::vapi_schema::assert_valid(&spec, "Call", &call);
+    }
+}
+
+/// The daily sync lists the organisation once and routes each call by the webhook's rules: a web
+/// call with our transient assistant (its `metadata.agent_id`) is found, a call on a number no
+/// agency owns is counted unroutable, and a call one agency recorded first is never stored or
+/// billed for another.
+#[tokio::test]
+async fn the_sync_routes_every_call_shape_to_one_agency() {
+    let mocks = Mocks::start().await;
+    let db = TestDb::seeded().await;
+    let (a, b) = (db.agent_id(PHONE_1).await, db.agent_id(PHONE_2).await);
+    sqlx::query("UPDATE agents SET vapi_assistant_id = 'asst-b' WHERE id = $1")
+        .bind(b)
+        .execute(&db.pool)
+        .await
+        .expect("assistant");
+    let ours = web_with_our_assistant("web-transient", a);
+    // A phone call on A's number whose assistant is B's saved one: the number wins.
+    let mut on_a = answered("phone-a", PHONE_1);
+    on_a["assistantId"] = json!("asst-b");
+    let web_b = web_with_saved_assistant("web-b", "asst-b");
+    // Another organisation number, and a squad call: no agency.
+    let stranger = answered("stranger", "ph_unknown");
+    let squad = squad_web_call("squad-1");
+    // B's webhook recorded this call first (as its own); the listing routes it to A by number.
+    let first_seen = answered("first-seen", PHONE_1);
+    sqlx::query("INSERT INTO calls (agent_id, vapi_call_id, status) VALUES ($1, 'first-seen', 'in-progress')")
+        .bind(b)
+        .execute(&db.pool)
+        .await
+        .expect("seen by b");
+    lists(
+        &mocks,
+        json!([ours, on_a, web_b, stranger, squad, first_seen]),
+    )
+    .await;
+    let report = SyncCalls {
+        date: day(),
+        agent_id: None,
+        slice: None,
+    }
+    .sync(&deps(&db, &mocks))
+    .await
+    .expect("sync");
+    assert_eq!(report.unroutable, 2, "{report:?}");
+    let owners: Vec<(String, uuid::Uuid)> =
+        sqlx::query_as("SELECT vapi_call_id, agent_id FROM calls ORDER BY vapi_call_id")
+            .fetch_all(&db.pool)
+            .await
+            .expect("calls");
+    assert_eq!(
+        owners,
+        [
+            ("first-seen".to_string(), b),
+            ("phone-a".to_string(), a),
+            ("web-b".to_string(), b),
+            ("web-transient".to_string(), a),
+        ]
+    );
+    let billed: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+        "SELECT idempotency_key, agent_id FROM agent_usage_metrics ORDER BY idempotency_key",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("usage");
+    assert_eq!(
+        billed,
+        [
+            ("vapi_call:phone-a".to_string(), a),
+            ("vapi_call:web-b".to_string(), b),
+            ("vapi_call:web-transient".to_string(), a),
+        ],
+        "first-seen is B's call: not billed to A (B's own report bills it)"
+    );
+}
+
+/// Calls carry their artifacts: a page over the size limit is asked again with fewer calls a
+/// page, and nothing is lost.
+#[tokio::test]
+async fn a_page_too_large_to_read_is_asked_again_with_fewer_calls() {
+    let mocks = Mocks::start().await;
+    let db = TestDb::seeded().await;
+    // 65 MB: over the 64 MB a response may hold.
+    let huge = format!("[{}]", " ".repeat(65 * 1024 * 1024));
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .and(wiremock::matchers::query_param("limit", "1000"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(huge))
+        .mount(&mocks.vapi)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/call"))
+        .and(wiremock::matchers::query_param("limit", "250"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!([answered("c-1", PHONE_1), answered("c-2", PHONE_2)])),
+        )
+        .mount(&mocks.vapi)
+        .await;
+    let report = SyncCalls {
+        date: day(),
+        agent_id: None,
+        slice: None,
+    }
+    .sync(&deps(&db, &mocks))
+    .await
+    .expect("sync");
+    assert_eq!((report.seen, report.metered), (2, 2), "{report:?}");
 }

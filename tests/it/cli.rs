@@ -309,6 +309,8 @@ async fn billing_commands_name_an_unknown_agent_email_and_fail() {
         &["invoices", "show", "--month", "2026-11", "--agent", typo],
         &["invoices", "trace", "--month", "2026-11", "--agent", typo],
         &["usage", "--month", "2026-11", "--agent", typo],
+        &["jobs", "list", "--agent", typo],
+        &["jobs", "retry", "--failed", "--agent", typo],
     ] {
         let (ok, out, err) = run_on(&db.url, args);
         assert!(!ok, "{args:?} must fail: {out}");

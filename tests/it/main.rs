@@ -17,6 +17,7 @@ mod margins;
 mod money;
 mod ops;
 mod ops_page;
+mod outage;
 mod portal;
 mod providers;
 mod queue;

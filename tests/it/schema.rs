@@ -128,6 +128,12 @@ async fn every_tenant_table_has_agent_id_rls_and_tenant_scoped_uniques() {
         .fetch_all(&db.pool)
         .await
         .expect("constraints");
+        // The one exception, on purpose: a Vapi call id is Vapi's, global, and a call has one
+        // owner (issue 22): the service's own writes (never a tenant's) meet it.
+        let missing: Vec<String> = missing
+            .into_iter()
+            .filter(|c| c != "calls_one_owner_per_call")
+            .collect();
         assert!(
             missing.is_empty(),
             "{table}: unique without agent_id: {missing:?}"

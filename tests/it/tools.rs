@@ -388,3 +388,114 @@ async fn every_registered_tool_is_allowed_and_priced_on_a_migrated_seeded_databa
         .await
         .expect("every tool priced and allowed");
 }
+
+/// Issue 22, item 3: a finding ready within the wait is said in the answer, not later through
+/// the control URL (the webhook's last look used to owe the finding to the call first, and the
+/// job's commit, claiming right after it committed, took it from under the webhook it had just
+/// woken). 100 tool calls with an instant provider and a wait far longer than any job: each is
+/// said exactly once, inline or (should a job ever outlast the wait) through its own control URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_ready_within_the_wait_is_answered_inline_and_said_once() {
+    use futures::StreamExt;
+    const CALLS: usize = 100;
+    let mocks = Mocks::start().await;
+    Mock::given(method("GET"))
+        .and(path(ARCGIS_QUERY_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "features": [well(551_234, 35.1984, -111.6513)], "exceededTransferLimit": false})))
+        .mount(&mocks.arcgis)
+        .await;
+    let control = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&control)
+        .await;
+    // Far longer than an instant job takes even on a loaded machine: "ready within the wait".
+    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "60000")]).await;
+    let running = agent_meter::tools::find("water_lookup")
+        .expect("water tool")
+        .running;
+
+    let answers: Vec<(usize, String)> = futures::stream::iter(0..CALLS)
+        .map(|i| {
+            let app = &app;
+            let control = control.uri();
+            async move {
+                let mut message = tool_calls(
+                    &format!("call-race-{i}"),
+                    PHONE_1,
+                    json!([{"id": format!("tc-race-{i}"), "name": "water_lookup",
+                            "arguments": {"latitude": 35.1983, "longitude": -111.6513}}]),
+                );
+                message["message"]["call"]["customer"]["number"] = json!(format!("+1602555{i:04}"));
+                message["message"]["call"]["monitor"] =
+                    json!({"controlUrl": format!("{control}/call-race-{i}/control")});
+                let resp = app.post(&message).await;
+                assert_eq!(resp.status(), 200);
+                let body: Value = resp.json().await.expect("json");
+                let said = body["results"][0]["result"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("a result: {body}"))
+                    .to_string();
+                (i, said)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert_eq!(answers.len(), CALLS);
+    let late: std::collections::BTreeSet<String> = answers
+        .iter()
+        .filter(|(_, said)| said == running)
+        .map(|(i, _)| format!("/call-race-{i}/control"))
+        .collect();
+    for (i, said) in answers.iter().filter(|(_, said)| said != running) {
+        assert!(
+            said.contains("well"),
+            "call {i} answered with the finding: {said}"
+        );
+    }
+    let inline = CALLS - late.len();
+    assert!(inline >= 99, "{inline} of {CALLS} answered inline");
+
+    // Every job done means every commit's claim is made; the control URL hears exactly the
+    // calls answered "running", each once.
+    drain(&app.db.pool, 60).await;
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM late_findings").await,
+        i64::try_from(late.len()).expect("small"),
+        "a finding is owed only to a call answered without it"
+    );
+    let heard = eventually(
+        15,
+        "each late finding said through its control URL",
+        || async {
+            let heard: Vec<String> = control
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|r| r.url.path().to_string())
+                .collect();
+            (heard.len() >= late.len()).then_some(heard)
+        },
+    )
+    .await;
+    let distinct: std::collections::BTreeSet<String> = heard.iter().cloned().collect();
+    assert_eq!(distinct.len(), heard.len(), "said once: {heard:?}");
+    assert_eq!(
+        distinct, late,
+        "said late only to the calls answered without it"
+    );
+    assert_eq!(
+        inline + heard.len(),
+        CALLS,
+        "each finding said exactly once"
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM agent_usage_metrics WHERE metric_type = 'water_lookup'")
+            .await,
+        i64::try_from(CALLS).expect("small")
+    );
+}

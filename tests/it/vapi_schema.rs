@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// Vapi's OpenAPI document, if it can be found.
-fn spec() -> Option<Value> {
+pub fn spec() -> Option<Value> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("VAPI_OPENAPI")
         .map(PathBuf::from)
         .into_iter()
@@ -64,7 +64,7 @@ fn validator(spec: &Value, name: &str) -> jsonschema::Validator {
         .expect("Vapi's schema compiles")
 }
 
-fn assert_valid(spec: &Value, name: &str, answer: &Value) {
+pub fn assert_valid(spec: &Value, name: &str, answer: &Value) {
     let v = validator(spec, name);
     let errors: Vec<String> = v
         .iter_errors(answer)

@@ -1,6 +1,6 @@
 //! Check 4: clock races. Two clock processes (two pools, as two processes would have) tick for the
 //! same day and month at once, 20 times over: each time exactly one sync job and one invoice
-//! rollup job win, each sync fans out one job per agent, and the worker leaves one invoice per
+//! rollup job win, each sync fans out one job per slice of the day, and the worker leaves one invoice per
 //! agent per month.
 
 use std::sync::Arc;
@@ -92,9 +92,10 @@ async fn two_clocks_racing_twenty_times_give_one_sync_and_one_invoice_each_time(
         (left == 0).then_some(())
     })
     .await;
-    // Per kind: the clock's jobs (one per day or month), then the per-agent syncs they fanned out to.
+    // Per kind: the clock's jobs (one per day or month), then the slices of the days they fanned
+    // out to.
     let per_kind: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT job_type || CASE WHEN idempotency_key ~ '^vapi-sync:[0-9-]+:' THEN ' per agent' ELSE '' END AS kind,
+        "SELECT job_type || CASE WHEN idempotency_key ~ '^vapi-sync:[0-9-]+:' THEN ' per slice' ELSE '' END AS kind,
                 count(*)
            FROM apalis.jobs WHERE job_type IN ('sync_calls', 'invoice_rollup')
           GROUP BY 1 ORDER BY 1",
@@ -121,7 +122,10 @@ async fn two_clocks_racing_twenty_times_give_one_sync_and_one_invoice_each_time(
         [
             ("invoice_rollup".to_string(), ROUNDS as i64),
             ("sync_calls".to_string(), ROUNDS as i64),
-            ("sync_calls per agent".to_string(), expected),
+            (
+                "sync_calls per slice".to_string(),
+                (ROUNDS * usize::from(agent_meter::jobs::sync_calls::SLICES)) as i64
+            ),
         ]
     );
     assert_eq!((invoices, pairs), (expected, expected));
