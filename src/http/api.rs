@@ -224,10 +224,41 @@ pub struct LeadDetail {
     #[schema(value_type = Vec<Object>)]
     pub risk_assessments: Vec<serde_json::Value>,
     pub tags: Vec<String>,
-    /// Its calls, each with `transfers`: `[{requested_at, number, in_hours, hours}]`, the
-    /// transfers its assistant asked for (out of hours it took a message instead).
-    #[schema(value_type = Vec<Object>)]
+    /// Its calls, oldest first, with what each said and the transfers its assistant asked for.
+    #[schema(value_type = Vec<LeadCall>)]
     pub calls: Vec<serde_json::Value>,
+}
+
+/// A call of a lead (`/v1/leads/{id}`), as the lead detail's `calls` carry it. The values come
+/// from one SQL `jsonb_build_object` (exact numbers as stored); this type documents them.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct LeadCall {
+    pub vapi_call_id: String,
+    pub status: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Seconds, to the millisecond.
+    pub duration_seconds: Option<f64>,
+    pub ended_reason: Option<String>,
+    /// Vapi's call type: `inboundPhoneCall`, `outboundPhoneCall`, `webCall`, ...
+    #[serde(rename = "type")]
+    pub call_type: Option<String>,
+    /// Vapi's summary of the call.
+    pub summary: Option<String>,
+    /// Vapi's success evaluation, as text (`"true"`, `"8"`, `"Pass"`, per the assistant's rubric).
+    pub success_evaluation: Option<String>,
+    /// What the call's analysis extracted (`analysis.structuredData` and our `caller_details`
+    /// output: `caller_name`, `property_address`, `email`, `coverage_interest`,
+    /// `best_callback_time`).
+    #[schema(value_type = Option<Object>)]
+    pub structured_data: Option<serde_json::Value>,
+    /// The recording as Vapi stores it (any scheme: check before linking).
+    pub recording_url: Option<String>,
+    /// `[{requested_at, number, in_hours, hours}]`: the transfers its assistant asked for (out
+    /// of hours it took a message instead).
+    #[schema(value_type = Vec<Object>)]
+    pub transfers: Vec<serde_json::Value>,
 }
 
 #[utoipa::path(get, path = "/v1/leads/{id}", params(("id" = Uuid, Path)), security(("bearer" = [])),
@@ -265,6 +296,9 @@ async fn lead(
                 "SELECT jsonb_build_object('vapi_call_id', c.vapi_call_id, 'status', c.status,
                         'started_at', c.started_at, 'ended_at', c.ended_at, 'duration_seconds', c.duration_seconds,
                         'ended_reason', c.ended_reason,
+                        'type', cc.call_type, 'summary', cc.summary,
+                        'success_evaluation', cc.success_evaluation,
+                        'structured_data', cc.structured_data, 'recording_url', cc.recording_url,
                         'transfers', COALESCE((SELECT jsonb_agg(jsonb_build_object(
                                           'requested_at', t.requested_at, 'number', t.number,
                                           'in_hours', t.in_hours, 'hours', t.hours)
@@ -272,7 +306,8 @@ async fn lead(
                                      FROM call_transfers t
                                     WHERE t.agent_id = c.agent_id AND t.vapi_call_id = c.vapi_call_id),
                                   '[]'::jsonb))
-                   FROM calls c WHERE c.lead_id = $1 ORDER BY c.created_at, c.id",
+                   FROM calls c LEFT JOIN call_content cc ON cc.call_id = c.id
+                  WHERE c.lead_id = $1 ORDER BY c.created_at, c.id",
             )
             .fetch_all(&mut *c)
             .await?;
@@ -420,6 +455,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "agent-meter agent API", description = "An agency's own leads, usage and invoices."),
     paths(me, leads, lead, usage, invoices, invoice),
+    components(schemas(LeadCall)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

@@ -51,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/portal/sign-out", post(sign_out))
         .route("/portal/", get(overview))
         .route("/portal/calls", get(calls))
+        .route("/portal/calls/{id}", get(call))
         .route("/portal/leads", get(leads))
         .route("/portal/usage", get(usage))
         .route("/portal/invoices", get(invoices))
@@ -121,6 +122,30 @@ fn t(lang: Lang, key: &str) -> &'static str {
         "none" => ("Nothing yet.", "Nada todavía."),
         "older" => ("Older →", "Anteriores →"),
         "newer" => ("← Newer", "← Recientes"),
+        "call" => ("Call", "Llamada"),
+        "summary" => ("Summary", "Resumen de la llamada"),
+        "success" => ("Success evaluation", "Evaluación del resultado"),
+        "structured" => ("Caller details", "Datos del llamante"),
+        "transcript" => ("Transcript", "Transcripción"),
+        "recording" => ("Recording", "Grabación"),
+        "listen" => ("Listen", "Escuchar"),
+        "costs" => ("Vapi costs", "Costes de Vapi"),
+        "cost" => ("Cost (USD)", "Coste (USD)"),
+        "part" => ("Part", "Concepto"),
+        "type" => ("Type", "Tipo"),
+        "inbound" => ("Inbound", "Entrante"),
+        "outbound" => ("Outbound", "Saliente"),
+        "web" => ("Web", "Web"),
+        "ended_reason" => ("Ended", "Finalizó"),
+        "search" => (
+            "Search transcripts and summaries",
+            "Buscar en transcripciones y resúmenes",
+        ),
+        "search_button" => ("Search", "Buscar"),
+        "all_calls" => ("← All calls", "← Todas las llamadas"),
+        "no_call" => ("No such call.", "No existe esa llamada."),
+        "field" => ("Field", "Campo"),
+        "value" => ("Value", "Valor"),
         _ => ("?", "?"),
     };
     match lang {
@@ -192,6 +217,30 @@ struct LangQuery {
     lang: Option<String>,
     /// Page of a long list (calls, leads), from 0, [`PAGE`] rows each.
     page: Option<u32>,
+    /// The calls page's search: words of a transcript or summary ([`search_pattern`]).
+    q: Option<String>,
+}
+
+/// Characters of a search kept (longer ones are cut): a bounded pattern for a bounded scan.
+const MAX_SEARCH_CHARS: usize = 100;
+
+/// `?q=` as an `ILIKE` pattern: trimmed, at most [`MAX_SEARCH_CHARS`] characters, `%`, `_` and
+/// `\` matched literally, anywhere in the text; `None` when blank. With the text kept, shown
+/// back in the search box.
+fn search_pattern(q: Option<&str>) -> Option<(String, String)> {
+    let q: String = q?.trim().chars().take(MAX_SEARCH_CHARS).collect();
+    if q.is_empty() {
+        return None;
+    }
+    let mut pattern = String::from("%");
+    for ch in q.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(ch);
+    }
+    pattern.push('%');
+    Some((pattern, q))
 }
 
 /// Rows per page of the calls and leads lists.
@@ -221,23 +270,25 @@ fn list_page(
     more: bool,
 ) -> (String, String) {
     let head: Vec<&str> = head.iter().map(|key| t(l, key)).collect();
-    let body = table(&head, rows, l) + &pager(l, &format!("/portal/{list}"), page, more);
+    let body = table(&head, rows, l) + &pager(l, &format!("/portal/{list}"), "", page, more);
     (t(l, list).to_string(), body)
 }
 
-/// "Newer" and "Older" links around a page of a list at `path`.
-fn pager(lang: Lang, path: &str, page: u32, more: bool) -> String {
+/// "Newer" and "Older" links around a page of a list at `path`; `extra` is more of the query
+/// (`&q=...`, already URL-encoded).
+fn pager(lang: Lang, path: &str, extra: &str, page: u32, more: bool) -> String {
+    let extra = esc(extra);
     let mut html = String::from("<p class=pager>");
     if page > 0 {
         html.push_str(&format!(
-            "<a href=\"{path}?page={}\" rel=prev>{}</a> ",
+            "<a href=\"{path}?page={}{extra}\" rel=prev>{}</a> ",
             page - 1,
             t(lang, "newer")
         ));
     }
     if more {
         html.push_str(&format!(
-            "<a href=\"{path}?page={}\" rel=next id=older>{}</a>",
+            "<a href=\"{path}?page={}{extra}\" rel=next id=older>{}</a>",
             page + 1,
             t(lang, "older")
         ));
@@ -640,18 +691,30 @@ async fn calls(
 ) -> Response {
     let tz = app.config.billing_timezone;
     let (offset, fetch, page) = paging(q.page);
+    let search = search_pattern(q.q.as_deref());
     tenant_page(&app, &headers, q, Shows::Service, |c, who| {
         Box::pin(async move {
             let l = who.lang;
             type Row = (
+                Uuid,
                 Option<DateTime<Utc>>,
                 Option<String>,
                 Option<Decimal>,
                 Decimal,
                 Option<String>,
                 serde_json::Value,
+                Option<String>,
             );
-            let rows: Vec<Row> = sqlx::query_as(
+            // A search keeps the calls whose transcript or summary contains the words:
+            // `search_call_content` (migration 0030) matches the agency's own `call_content`
+            // through the trigram indexes, which ILIKE under RLS could not use; the calls
+            // themselves are still read through RLS.
+            let filter = if search.is_some() {
+                "WHERE c.id IN (SELECT s FROM search_call_content($3) s)"
+            } else {
+                "WHERE $3::text IS NULL"
+            };
+            let sql = format!(
                 // The page first, then each call's minutes by key (its base row and its
                 // corrections, both indexed): written over `calls` directly, the lookups
                 // scanned the agency's whole ledger once per row shown (1.8 s at 20,000 calls).
@@ -660,9 +723,10 @@ async fn calls(
                 "WITH page AS (
                      SELECT c.id, c.started_at, c.created_at, c.customer_number, c.duration_seconds,
                             c.lead_id, c.vapi_call_id, 'vapi_call:' || c.vapi_call_id AS key
-                       FROM calls c ORDER BY COALESCE(c.started_at, c.created_at) DESC, c.id
+                       FROM calls c {filter}
+                      ORDER BY COALESCE(c.started_at, c.created_at) DESC, c.id
                       LIMIT $2 OFFSET $1)
-                 SELECT p.started_at, p.customer_number, p.duration_seconds,
+                 SELECT p.id, p.started_at, p.customer_number, p.duration_seconds,
                         COALESCE((SELECT sum(u.quantity) FROM agent_usage_metrics u
                                    WHERE u.metric_type = 'vapi_call_minutes'
                                      AND (u.idempotency_key = p.key OR u.corrects = p.key)), 0),
@@ -673,40 +737,229 @@ async fn calls(
                                          'number', t.number, 'in_hours', t.in_hours)
                                          ORDER BY t.requested_at, t.id)
                                     FROM call_transfers t WHERE t.vapi_call_id = p.vapi_call_id),
-                                 '[]'::jsonb)
-                   FROM page p ORDER BY COALESCE(p.started_at, p.created_at) DESC, p.id",
-            )
-            .bind(offset)
-            .bind(fetch)
-            .fetch_all(&mut *c)
-            .await?;
+                                 '[]'::jsonb),
+                        (SELECT left(cc.summary, 160) FROM call_content cc WHERE cc.call_id = p.id)
+                   FROM page p ORDER BY COALESCE(p.started_at, p.created_at) DESC, p.id"
+            );
+            let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(offset)
+                .bind(fetch)
+                .bind(search.as_ref().map(|s| s.0.as_str()))
+                .fetch_all(&mut *c)
+                .await?;
             let (rows, more) = one_page(rows);
             let rows: Vec<Vec<String>> = rows
                 .into_iter()
-                .map(|(at, caller, secs, minutes, findings, transfers)| {
+                .map(|(id, at, caller, secs, minutes, findings, transfers, summary)| {
+                    let when = at
+                        .map(|a| a.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "-".to_string());
                     vec![
-                        at.map(|a| a.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
-                            .unwrap_or_default(),
+                        format!("<a href=/portal/calls/{id}>{when}</a>"),
                         esc(caller.as_deref().unwrap_or("-")),
                         secs.map(|s| s.round_dp(0).to_string()).unwrap_or_default(),
                         minutes.normalize().to_string(),
                         transfers_text(l, tz, &transfers),
+                        esc(summary.as_deref().unwrap_or("")),
                         esc(findings.as_deref().unwrap_or("")),
                     ]
                 })
                 .collect();
-            let head = [
+            let head: Vec<&str> = [
                 "time",
                 "caller",
                 "duration",
                 "billed_minutes",
                 "transfers",
+                "summary",
                 "findings",
-            ];
-            Ok(list_page(l, "calls", &head, &rows, page, more))
+            ]
+            .iter()
+            .map(|key| t(l, key))
+            .collect();
+            let shown = search.as_ref().map_or("", |s| s.1.as_str());
+            let extra = match &search {
+                Some((_, q)) => {
+                    format!("&q={}", url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>())
+                }
+                None => String::new(),
+            };
+            let body = format!(
+                "<form method=get action=/portal/calls role=search id=search>\
+                 <input type=search name=q value=\"{}\" maxlength={MAX_SEARCH_CHARS} aria-label=\"{}\" placeholder=\"{}\"> \
+                 <button type=submit>{}</button></form>{}{}",
+                esc(shown),
+                t(l, "search"),
+                t(l, "search"),
+                t(l, "search_button"),
+                table(&head, &rows, l),
+                pager(l, "/portal/calls", &extra, page, more)
+            );
+            Ok((t(l, "calls").to_string(), body))
         })
     })
     .await
+}
+
+/// `/portal/calls/{id}`: what one call said (summary, success evaluation, caller details,
+/// recording, Vapi's costs, transcript), all HTML-escaped; the recording is a link only when it is
+/// an `https` URL. Another agency's call, like a missing one, is 404 (RLS hides it).
+async fn call(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<LangQuery>,
+) -> Response {
+    let tz = app.config.billing_timezone;
+    let id: Option<Uuid> = id.parse().ok();
+    tenant_page(&app, &headers, q, Shows::Service, |c, who| {
+        Box::pin(async move {
+            let l = who.lang;
+            type Row = (
+                Option<DateTime<Utc>>,
+                DateTime<Utc>,
+                Option<String>,
+                Option<Decimal>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<serde_json::Value>,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<serde_json::Value>,
+            );
+            let row: Option<Row> = match id {
+                Some(id) => {
+                    sqlx::query_as(
+                        "SELECT c.started_at, c.created_at, c.customer_number, c.duration_seconds,
+                                c.ended_reason, cc.call_type, cc.summary, cc.structured_data,
+                                cc.success_evaluation, cc.transcript, cc.recording_url, cc.costs
+                           FROM calls c LEFT JOIN call_content cc ON cc.call_id = c.id
+                          WHERE c.id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *c)
+                    .await?
+                }
+                None => None,
+            };
+            let Some((started, created, caller, secs, ended, kind, summary, data, success, transcript, recording, costs)) = row
+            else {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", t(l, "no_call")));
+            };
+            let when = started
+                .unwrap_or(created)
+                .with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M")
+                .to_string();
+            let kind = match kind.as_deref() {
+                Some("inboundPhoneCall") => t(l, "inbound").to_string(),
+                Some("outboundPhoneCall") => t(l, "outbound").to_string(),
+                Some("webCall") => t(l, "web").to_string(),
+                Some(other) => esc(other),
+                None => String::new(),
+            };
+            let facts = [
+                (t(l, "time"), esc(&when)),
+                (t(l, "caller"), esc(caller.as_deref().unwrap_or("-"))),
+                (t(l, "type"), kind),
+                (t(l, "duration"), secs.map(|s| s.round_dp(0).to_string()).unwrap_or_default()),
+                (t(l, "ended_reason"), esc(ended.as_deref().unwrap_or(""))),
+                (t(l, "success"), esc(success.as_deref().unwrap_or(""))),
+            ];
+            let mut body = format!("<p><a href=/portal/calls>{}</a></p><table id=call>", t(l, "all_calls"));
+            for (label, value) in facts {
+                body.push_str(&format!("<tr><th>{label}</th><td>{value}</td></tr>"));
+            }
+            body.push_str("</table>");
+            body.push_str(&format!(
+                "<h2>{}</h2><p id=summary>{}</p>",
+                t(l, "summary"),
+                esc(summary.as_deref().unwrap_or("-"))
+            ));
+            let data_rows: Vec<Vec<String>> = data
+                .as_ref()
+                .and_then(|d| d.as_object())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            let v = match v {
+                                serde_json::Value::String(s) => s.clone(),
+                                serde_json::Value::Array(items) => items
+                                    .iter()
+                                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                other => other.to_string(),
+                            };
+                            vec![esc(k), esc(&v)]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            body.push_str(&format!(
+                "<h2>{}</h2><div id=structured>{}</div>",
+                t(l, "structured"),
+                table(&[t(l, "field"), t(l, "value")], &data_rows, l)
+            ));
+            let recording = match recording.as_deref() {
+                Some(url) if crate::vapi::is_https_url(url) => format!(
+                    "<a href=\"{}\" rel=\"noopener noreferrer\" target=_blank id=recording-link>{}</a>",
+                    esc(url),
+                    t(l, "listen")
+                ),
+                Some(other) => format!("<span>{}</span>", esc(other)),
+                None => "-".to_string(),
+            };
+            body.push_str(&format!("<h2>{}</h2><p id=recording>{recording}</p>", t(l, "recording")));
+            let cost_rows: Vec<Vec<String>> = costs
+                .as_ref()
+                .and_then(|c| c.as_array())
+                .map(|items| items.iter().map(cost_row).collect())
+                .unwrap_or_default();
+            body.push_str(&format!(
+                "<h2>{}</h2><div id=costs>{}</div>",
+                t(l, "costs"),
+                table(&[t(l, "part"), t(l, "minutes"), t(l, "cost")], &cost_rows, l)
+            ));
+            body.push_str(&format!(
+                "<h2>{}</h2><pre id=transcript style=\"white-space:pre-wrap;font:inherit\">{}</pre>",
+                t(l, "transcript"),
+                esc(transcript.as_deref().unwrap_or("-"))
+            ));
+            Ok((format!("{} {when}", t(l, "call")), body))
+        })
+    })
+    .await
+}
+
+/// One part of Vapi's `costs[]`: its type (with the provider, model or sub-type that names it),
+/// its minutes and its cost, exact as Vapi wrote them, escaped.
+fn cost_row(part: &serde_json::Value) -> Vec<String> {
+    let word = |key: &str| part.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let number = |key: &str| match part.get(key) {
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let detail = [
+        word("provider"),
+        word("subType"),
+        part.pointer("/model/model")
+            .and_then(|v| v.as_str())
+            .unwrap_or(""),
+    ]
+    .into_iter()
+    .filter(|w| !w.is_empty())
+    .collect::<Vec<_>>()
+    .join(", ");
+    let name = if detail.is_empty() {
+        word("type").to_string()
+    } else {
+        format!("{} ({detail})", word("type"))
+    };
+    vec![esc(&name), esc(&number("minutes")), esc(&number("cost"))]
 }
 
 /// A call's transfers on the calls page: `→ +19285550100 10:02`, each, with the out-of-hours

@@ -383,6 +383,8 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
                 .await?
                 .is_some()
             {
+                calls::save_content(&mut tx, agent.id, &report.vapi_call_id, &msg.call_content())
+                    .await?;
                 let job = MeterCall {
                     agent_id: agent.id,
                     vapi_call_id: report.vapi_call_id.clone(),

@@ -259,6 +259,7 @@ async fn record_call(deps: &Deps, agent_id: Uuid, call: &CallOut) -> Result<Reco
         || (call.ended_at.is_some() && call.status.is_none());
     if ended {
         calls::upsert_report(&mut tx, agent_id, &CallReport::from_api(call)).await?;
+        calls::save_api_content(&mut tx, agent_id, call).await?;
     } else if let Some(status) = call.status.as_deref() {
         let customer = call.customer.as_ref().and_then(|c| c.number.as_deref());
         calls::update_status(

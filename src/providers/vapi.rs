@@ -52,6 +52,16 @@ pub struct CallOut {
     pub assistant: Option<crate::vapi::AssistantIn>,
     #[serde(default)]
     pub assistant_overrides: Option<crate::vapi::AssistantIn>,
+    /// What the call said ([`crate::vapi::CallContent::from_api`]): its `type`, `analysis`,
+    /// `artifact` (transcript, recording; not `messages`) and `costs[]`.
+    #[serde(default, rename = "type")]
+    pub call_type: Option<serde_json::Value>,
+    #[serde(default)]
+    pub analysis: Option<crate::vapi::AnalysisIn>,
+    #[serde(default)]
+    pub artifact: Option<crate::vapi::ArtifactIn>,
+    #[serde(default)]
+    pub costs: Option<serde_json::Value>,
 }
 
 impl CallOut {

@@ -118,3 +118,130 @@ pub async fn find(
     .fetch_optional(conn)
     .await
 }
+
+/// Keeps what an ended call said (`call_content`) next to its `calls` row, in the caller's
+/// transaction (the webhook's report, the sync's upsert), and links the call to its caller's lead:
+/// fields this content lacks keep what an earlier report or sync said. When the structured data
+/// names the caller (name, email, property address) the lead's empty fields are filled, never
+/// overwritten; a caller without a lead yet gets one then. A call whose row does not exist is
+/// left alone (nothing to attach to).
+pub async fn save_content(
+    conn: &mut PgConnection,
+    agent_id: Uuid,
+    vapi_call_id: &str,
+    content: &crate::vapi::CallContent,
+) -> Result<(), sqlx::Error> {
+    let call: Option<(Uuid, Option<String>, Option<Uuid>)> = sqlx::query_as(
+        "SELECT id, customer_number, lead_id FROM calls WHERE agent_id = $1 AND vapi_call_id = $2",
+    )
+    .bind(agent_id)
+    .bind(vapi_call_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((call_id, customer, lead)) = call else {
+        return Ok(());
+    };
+    if !content.is_empty() {
+        sqlx::query(
+            "INSERT INTO call_content (call_id, agent_id, call_type, summary, structured_data,
+                                       success_evaluation, transcript, recording_url, costs)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (call_id) DO UPDATE SET
+                 call_type          = COALESCE(EXCLUDED.call_type, call_content.call_type),
+                 summary            = COALESCE(EXCLUDED.summary, call_content.summary),
+                 structured_data    = COALESCE(EXCLUDED.structured_data, call_content.structured_data),
+                 success_evaluation = COALESCE(EXCLUDED.success_evaluation, call_content.success_evaluation),
+                 transcript         = COALESCE(EXCLUDED.transcript, call_content.transcript),
+                 recording_url      = COALESCE(EXCLUDED.recording_url, call_content.recording_url),
+                 costs              = COALESCE(EXCLUDED.costs, call_content.costs),
+                 updated_at         = now()",
+        )
+        .bind(call_id)
+        .bind(agent_id)
+        .bind(&content.call_type)
+        .bind(&content.summary)
+        .bind(&content.structured_data)
+        .bind(&content.success_evaluation)
+        .bind(&content.transcript)
+        .bind(&content.recording_url)
+        .bind(&content.costs)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let details = content.caller_details();
+    let number = customer.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    let lead = match (lead, number) {
+        (Some(lead), _) => Some(lead),
+        (None, Some(number)) if !details.is_empty() => Some(
+            super::leads::upsert_by_phone(&mut *conn, agent_id, number)
+                .await?
+                .0,
+        ),
+        (None, Some(number)) => {
+            sqlx::query_scalar("SELECT id FROM leads WHERE agent_id = $1 AND phone = $2")
+                .bind(agent_id)
+                .bind(number)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+        (None, None) => None,
+    };
+    let Some(lead) = lead else {
+        return Ok(());
+    };
+    sqlx::query("UPDATE calls SET lead_id = $2 WHERE id = $1 AND lead_id IS NULL")
+        .bind(call_id)
+        .bind(lead)
+        .execute(&mut *conn)
+        .await?;
+    if details.is_empty() {
+        return Ok(());
+    }
+    // Only empty fields change: what the agency (or an earlier call) wrote stays.
+    sqlx::query(
+        "UPDATE leads SET
+             name    = CASE WHEN NULLIF(btrim(name), '') IS NULL THEN COALESCE($3, name) ELSE name END,
+             email   = CASE WHEN NULLIF(btrim(email), '') IS NULL THEN COALESCE($4, email) ELSE email END,
+             address = CASE WHEN NULLIF(btrim(address), '') IS NULL THEN COALESCE($5, address) ELSE address END,
+             updated_at = now()
+         WHERE agent_id = $1 AND id = $2",
+    )
+    .bind(agent_id)
+    .bind(lead)
+    .bind(&details.name)
+    .bind(&details.email)
+    .bind(&details.address)
+    .execute(&mut *conn)
+    .await?;
+    // The property to insure, when the lead has none yet (a tool call during the call may have
+    // added one already: that one is the agency's record and stays alone).
+    if let Some(address) = &details.address {
+        sqlx::query(
+            "INSERT INTO properties (agent_id, lead_id, address)
+             SELECT $1, $2, $3
+              WHERE NOT EXISTS (SELECT 1 FROM properties WHERE agent_id = $1 AND lead_id = $2)
+             ON CONFLICT (agent_id, lead_id, address) DO NOTHING",
+        )
+        .bind(agent_id)
+        .bind(lead)
+        .bind(address)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// [`save_content`] for a call as Vapi's REST API returns it (the daily sync).
+pub async fn save_api_content(
+    conn: &mut PgConnection,
+    agent_id: Uuid,
+    call: &crate::providers::vapi::CallOut,
+) -> Result<(), sqlx::Error> {
+    save_content(
+        conn,
+        agent_id,
+        &call.id,
+        &crate::vapi::CallContent::from_api(call),
+    )
+    .await
+}

@@ -5,6 +5,7 @@ mod helpers;
 
 mod api;
 mod billing;
+mod call_content;
 mod call_shapes;
 mod calls;
 mod catalogue;
