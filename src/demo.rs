@@ -14,7 +14,10 @@ use std::{
 use agent_meter::{
     app::{self, Roles},
     billing::{self, Month},
-    cli_billing::{self, Format, InvoicesCommand, MonthArgs},
+    cli::{
+        self,
+        billing::{Format, InvoicesCommand, MonthArgs},
+    },
     config::Config,
     db,
     jobs::{Deps, sync_calls::SyncCalls},
@@ -330,9 +333,9 @@ pub async fn run(
         "6. invoices rolled up for {month}; {} Discord notes posted to the stand-in\n",
         stand.discord_posts.load(Ordering::SeqCst)
     );
-    cli_billing::usage(&deps, MonthArgs { month, agent: None }, Format::Table).await?;
+    cli::billing::usage(&deps, MonthArgs { month, agent: None }, Format::Table).await?;
     println!();
-    cli_billing::invoices(
+    cli::billing::invoices(
         &deps,
         InvoicesCommand::Show {
             month: MonthArgs { month, agent: None },

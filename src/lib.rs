@@ -16,10 +16,7 @@
 pub mod app;
 pub mod assistant;
 pub mod billing;
-pub mod cli_agents;
-pub mod cli_billing;
-pub mod cli_jobs;
-pub mod cli_tools;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;

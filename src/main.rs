@@ -6,10 +6,13 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use agent_meter::{
     app::{self, Roles},
-    cli_agents::{self, AgentsCommand},
-    cli_billing::{self, Format, InvoicesCommand, MonthArgs, PricesCommand},
-    cli_jobs::{self, JobsCommand},
-    cli_tools::{self, ToolsCommand},
+    cli::{
+        self,
+        agents::AgentsCommand,
+        billing::{Format, InvoicesCommand, MonthArgs, PricesCommand},
+        jobs::JobsCommand,
+        tools::ToolsCommand,
+    },
     config::{Config, LogFormat},
     db,
     jobs::Deps,
@@ -204,22 +207,22 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Agents(cmd) => {
             if let AgentsCommand::Invite { email } = *cmd {
-                return cli_agents::invite(&deps(), &email).await;
+                return cli::agents::invite(&deps(), &email).await;
             }
-            return cli_agents::run(&pool, config.billing_timezone, *cmd).await;
+            return cli::agents::run(&pool, config.billing_timezone, *cmd).await;
         }
-        Command::Jobs(cmd) => return cli_jobs::run(&pool, cmd).await,
-        Command::Tools(cmd) => return cli_tools::run(&pool, config.billing_timezone, cmd).await,
-        Command::Prices(cmd) => return cli_billing::prices(&deps(), cmd).await,
-        Command::Invoices(cmd) => return cli_billing::invoices(&deps(), cmd).await,
+        Command::Jobs(cmd) => return cli::jobs::run(&pool, cmd).await,
+        Command::Tools(cmd) => return cli::tools::run(&pool, config.billing_timezone, cmd).await,
+        Command::Prices(cmd) => return cli::billing::prices(&deps(), cmd).await,
+        Command::Invoices(cmd) => return cli::billing::invoices(&deps(), cmd).await,
         Command::Usage { month, format } => {
-            return cli_billing::usage(&deps(), month, format).await;
+            return cli::billing::usage(&deps(), month, format).await;
         }
         Command::SummarizeUsage { budget_secs } => {
-            return cli_billing::summarize_usage(&deps(), Duration::from_secs(budget_secs)).await;
+            return cli::billing::summarize_usage(&deps(), Duration::from_secs(budget_secs)).await;
         }
         Command::SyncCalls { date, agent } => {
-            return cli_billing::sync_calls(&deps(), date, agent.as_deref()).await;
+            return cli::billing::sync_calls(&deps(), date, agent.as_deref()).await;
         }
         _ => {}
     }

@@ -206,7 +206,7 @@ async fn make_move(
     mv: Move,
     actor: Option<&str>,
 ) -> anyhow::Result<()> {
-    let who = crate::cli_jobs::actor(actor);
+    let who = crate::cli::jobs::actor(actor);
     let moved = lifecycle::apply(pool, email, mv, &who, tz, chrono::Utc::now()).await?;
     println!("{email}: {} -> {}; {}", moved.from, moved.to, moved.summary);
     Ok(())
