@@ -87,8 +87,11 @@ async fn three_workers_and_two_webs_share_three_thousand_jobs() {
         REPORTS,
         "every metered row logged by a worker"
     );
+    // Every worker takes a real share. Not an even one: on a 2-core machine the scheduler
+    // decides which of five processes runs, and one CI run saw [255, 1616, 1129] against the
+    // old bound of a tenth; a thirtieth (100 jobs) still fails a worker that is left out.
     assert!(
-        shares.iter().all(|n| *n >= REPORTS / 10),
+        shares.iter().all(|n| *n >= REPORTS / 30),
         "the work is spread across all workers: {shares:?}"
     );
 }
