@@ -10,12 +10,14 @@
 //! - [`assistant`]: answers to assistant-request; [`tools`]: tool-call parsing.
 //! - [`transfer`]: warm transfer to the agency: number, hours, the in-hours decision.
 //! - [`providers`]: Gemini, ArcGIS, Vapi and Discord clients that classify their failures.
+//! - [`calendar`]: months and days in the billing zone (a leaf).
 //! - [`lifecycle`]: an agency's states, moves and dates, in one place.
 //! - [`app`]: runs any mix of roles in one process with graceful shutdown.
 
 pub mod app;
 pub mod assistant;
 pub mod billing;
+pub mod calendar;
 pub mod cli;
 pub mod clock;
 pub mod config;

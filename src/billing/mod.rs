@@ -10,14 +10,14 @@
 //! rows), never a write per usage row; SQL's `invoice_holds` is the rule and `usage_provenance`
 //! shows, per row, the invoice and line that bills it.
 //!
-//! - [`month`]: calendar months in the billing timezone.
+//! - [`month`]: calendar months in the billing timezone ([`crate::calendar`], re-exported).
 //! - [`lines`]: invoice lines and their rounding.
 //! - [`rollup`]: drafts, and what each holds.
 //! - [`finalize`]: closing months in order.
 
 pub mod finalize;
 pub mod lines;
-pub mod month;
+pub use crate::calendar as month;
 pub mod rollup;
 
 pub use finalize::{FinalizeError, finalize};

@@ -311,9 +311,7 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
             )
         }
         AgentsCommand::Token { email, revoke } => {
-            let agent = agents::find_by_email(&mut conn, &email)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no agent with email {email}"))?;
+            let agent = super::agent(&mut conn, &email).await?;
             if revoke {
                 let n = agents::revoke_tokens(&mut conn, agent.id).await?;
                 println!("revoked {n} token(s) of {email}");
@@ -325,17 +323,13 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
             }
         }
         AgentsCommand::Set(s) => {
-            if agents::find_by_email(&mut conn, &s.email).await?.is_none() {
-                anyhow::bail!("no agent with email {}", s.email);
-            }
+            let agent = super::agent(&mut conn, &s.email).await?;
             // The life of the agency goes through its one state machine.
             if let Some(status) = s.status.as_deref() {
-                let agent = agents::find_by_email(&mut conn, &s.email).await?;
-                let state = agent.map(|a| a.state(now, tz));
-                let mv = match (status, state) {
+                let mv = match (status, agent.state(now, tz)) {
                     ("paused", _) => Move::Pause,
                     ("cancelled", _) => Move::Cancel(None),
-                    (_, Some(State::Paused)) => Move::Resume,
+                    (_, State::Paused) => Move::Resume,
                     _ => Move::Reactivate,
                 };
                 make_move(pool, tz, &s.email, mv, s.actor.as_deref()).await?;
@@ -425,9 +419,7 @@ pub const INVITE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 
 /// (only its hash is stored), so it is posted here, directly.
 pub async fn invite(deps: &crate::jobs::Deps, email: &str) -> anyhow::Result<()> {
     let mut conn = deps.pool.acquire().await?;
-    let agent = agents::find_by_email(&mut conn, email)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no agent with email {email}"))?;
+    let agent = super::agent(&mut conn, email).await?;
     // A cancelled agency may still read its invoices, for a while.
     let tz = deps.config.billing_timezone;
     anyhow::ensure!(

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::{
     billing::{self, Month},
     jobs::{Deps, sync_calls::SyncCalls},
-    store::{agents, pricing, reports},
+    store::{pricing, reports},
 };
 
 #[derive(Subcommand)]
@@ -92,12 +92,7 @@ fn parse_month(s: &str) -> Result<Month, String> {
 async fn agent_id(deps: &Deps, email: Option<&str>) -> anyhow::Result<Option<Uuid>> {
     let Some(email) = email else { return Ok(None) };
     let mut conn = deps.pool.acquire().await?;
-    let agent = agents::find_by_email(&mut conn, email).await?;
-    Ok(Some(
-        agent
-            .ok_or_else(|| anyhow::anyhow!("no agent with email {email}"))?
-            .id,
-    ))
+    Ok(Some(super::agent(&mut conn, email).await?.id))
 }
 
 pub async fn prices(deps: &Deps, command: PricesCommand) -> anyhow::Result<()> {

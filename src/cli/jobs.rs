@@ -103,12 +103,7 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
         _ => None,
     };
     if let Some(email) = asked {
-        anyhow::ensure!(
-            crate::store::agents::find_by_email(&mut conn, email)
-                .await?
-                .is_some(),
-            "no agent with email {email}"
-        );
+        super::agent(&mut conn, email).await?;
     }
     match command {
         JobsCommand::List {

@@ -6,3 +6,13 @@ pub mod agents;
 pub mod billing;
 pub mod jobs;
 pub mod tools;
+
+/// The agent with `email`; an unknown email is an error naming it (a typo, never "nothing").
+pub async fn agent(
+    conn: &mut sqlx::PgConnection,
+    email: &str,
+) -> anyhow::Result<crate::store::agents::Agent> {
+    crate::store::agents::find_by_email(conn, email)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no agent with email {email}"))
+}

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::billing::month::Month;
+use crate::calendar::Month;
 use crate::money;
 use crate::store::usage_daily;
 

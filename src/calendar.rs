@@ -1,4 +1,5 @@
-//! Calendar months in the billing timezone.
+//! Calendar months and days in a time zone (the billing zone): what billing, the lifecycle and
+//! the reports count in. A leaf: it needs nothing of the crate.
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
