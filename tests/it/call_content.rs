@@ -183,15 +183,7 @@ async fn a_full_report_is_kept_and_shown_on_the_portal_and_in_the_api() {
             .fetch_one(&app.db.pool)
             .await
             .expect("lead");
-    let detail: Value = client()
-        .get(format!("{}/v1/leads/{lead}", app.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let detail: Value = lead_detail(&app, &token, lead).await;
     let call = &detail["calls"][0];
     assert_eq!(call["vapi_call_id"], "call-full", "{detail:#}");
     assert_eq!(call["type"], "inboundPhoneCall");

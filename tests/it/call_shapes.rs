@@ -1,7 +1,10 @@
 //! Every call, whatever its shape (issue 22): built from Vapi's published `Call` schema
 //! (`status`, `startedAt` and `endedAt` optional; `endedReason` e.g. `customer-did-not-answer`).
 
-use agent_meter::jobs::{Deps, Job, sync_calls::SyncCalls};
+use agent_meter::jobs::{
+    Deps, Job, JobError,
+    sync_calls::{SyncCalls, SyncReport},
+};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -43,6 +46,17 @@ async fn lists(mocks: &Mocks, calls: Value) {
         .respond_with(ResponseTemplate::new(200).set_body_json(calls))
         .mount(&mocks.vapi)
         .await;
+}
+
+/// The whole day's sync, every agency, as `sync-calls --date` runs it.
+async fn sync_day(db: &TestDb, mocks: &Mocks) -> Result<SyncReport, JobError> {
+    SyncCalls {
+        date: day(),
+        agent_id: None,
+        slice: None,
+    }
+    .sync(&deps(db, mocks))
+    .await
 }
 
 fn deps(db: &TestDb, mocks: &Mocks) -> Deps {
@@ -90,14 +104,7 @@ async fn a_day_with_a_bad_call(more: &[Value]) -> (Mocks, TestDb) {
 #[tokio::test]
 async fn an_unanswered_call_is_billed_zero_minutes_and_never_halts_the_sync() {
     let (mocks, db) = a_day_with_a_bad_call(&[answered("call-two", PHONE_2)]).await;
-    let report = SyncCalls {
-        date: day(),
-        agent_id: None,
-        slice: None,
-    }
-    .sync(&deps(&db, &mocks))
-    .await
-    .expect("the day is synced");
+    let report = sync_day(&db, &mocks).await.expect("the day is synced");
     assert_eq!(
         (
             report.agents,
@@ -133,14 +140,7 @@ async fn an_unanswered_call_is_billed_zero_minutes_and_never_halts_the_sync() {
         ]
     );
     // Again: nothing new, nothing failed twice over, nothing billed twice.
-    let again = SyncCalls {
-        date: day(),
-        agent_id: None,
-        slice: None,
-    }
-    .sync(&deps(&db, &mocks))
-    .await
-    .expect("again");
+    let again = sync_day(&db, &mocks).await.expect("again");
     assert_eq!((again.metered, again.corrected), (0, 0), "{again:?}");
     assert_eq!(
         db.count("SELECT count(*) FROM agent_usage_metrics").await,
@@ -429,14 +429,7 @@ async fn the_sync_routes_every_call_shape_to_one_agency() {
         json!([ours, on_a, web_b, stranger, squad, first_seen]),
     )
     .await;
-    let report = SyncCalls {
-        date: day(),
-        agent_id: None,
-        slice: None,
-    }
-    .sync(&deps(&db, &mocks))
-    .await
-    .expect("sync");
+    let report = sync_day(&db, &mocks).await.expect("sync");
     assert_eq!(report.unroutable, 2, "{report:?}");
     let owners: Vec<(String, uuid::Uuid)> =
         sqlx::query_as("SELECT vapi_call_id, agent_id FROM calls ORDER BY vapi_call_id")
@@ -492,13 +485,6 @@ async fn a_page_too_large_to_read_is_asked_again_with_fewer_calls() {
         )
         .mount(&mocks.vapi)
         .await;
-    let report = SyncCalls {
-        date: day(),
-        agent_id: None,
-        slice: None,
-    }
-    .sync(&deps(&db, &mocks))
-    .await
-    .expect("sync");
+    let report = sync_day(&db, &mocks).await.expect("sync");
     assert_eq!((report.seen, report.metered), (2, 2), "{report:?}");
 }

@@ -660,3 +660,16 @@ pub async fn portal_sign_in(app: &TestApp, token: String) -> String {
         .expect("pair")
         .to_string()
 }
+
+/// `GET /v1/leads/{lead}` with an API `token`: the lead's detail.
+pub async fn lead_detail(app: &TestApp, token: &str, lead: uuid::Uuid) -> Value {
+    client()
+        .get(format!("{}/v1/leads/{lead}", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json")
+}

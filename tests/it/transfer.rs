@@ -146,15 +146,7 @@ async fn a_recorded_transfer_shows_in_the_api_lead_detail_and_the_portal_calls_p
         .expect("link");
     drop(conn);
 
-    let detail: Value = client()
-        .get(format!("{}/v1/leads/{lead}", app.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let detail: Value = lead_detail(&app, &token, lead).await;
     let transfers = &detail["calls"][0]["transfers"];
     assert_eq!(transfers.as_array().map(Vec::len), Some(1), "{detail:#}");
     assert_eq!(transfers[0]["number"], IN_HOURS_NUMBER);
