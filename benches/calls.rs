@@ -26,8 +26,8 @@ use std::{
 use agent_meter::{
     config::Config,
     http,
+    jobs::supervise as worker,
     jobs::{self, Deps, Job, JobError, water_lookup::WaterLookup},
-    worker,
 };
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -15,26 +15,16 @@
 //! - [`app`]: runs any mix of roles in one process with graceful shutdown.
 
 pub mod app;
-pub mod assistant;
 pub mod billing;
-pub mod calendar;
 pub mod cli;
-pub mod clock;
 pub mod config;
-pub mod credentials;
-pub mod db;
 pub mod failpoint;
 pub mod http;
-pub mod invoice_pdf;
 pub mod jobs;
 pub mod lifecycle;
-pub mod listen;
 pub mod money;
 pub mod providers;
-pub mod seed;
 pub mod store;
 pub mod telemetry;
 pub mod tools;
-pub mod transfer;
 pub mod vapi;
-pub mod worker;

@@ -23,7 +23,7 @@ use chrono_tz::Tz;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::calendar::{Month, day_start};
+use crate::money::calendar::{Month, day_start};
 
 /// How long a cancelled agency may still sign in to read its invoices.
 pub const INVOICE_ACCESS_MONTHS: u32 = 12;

@@ -1,7 +1,5 @@
 //! The `agent-meter` command: one binary, one subcommand per role or chore.
 
-mod demo;
-
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use agent_meter::{
@@ -14,9 +12,8 @@ use agent_meter::{
         tools::ToolsCommand,
     },
     config::{Config, LogFormat},
-    db,
     jobs::Deps,
-    seed,
+    store::{db, seed},
 };
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -169,7 +166,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             "refusing to run the demo: APP_ENV=production"
         );
         let url = config.database_url.as_ref().map(|s| s.expose().to_string());
-        return demo::run(url.as_deref(), config.bind_addr, !exit).await;
+        return cli::demo::run(url.as_deref(), config.bind_addr, !exit).await;
     }
     let seeding = matches!(command, Command::Seed | Command::Serve { seed: true, .. });
     if seeding && config.is_production() {

@@ -4,7 +4,7 @@
 
 use std::{str::FromStr, time::Duration};
 
-use agent_meter::{db, seed};
+use agent_meter::store::{db, seed};
 use sqlx::{Connection, PgConnection, PgPool};
 
 pub struct Scratch {

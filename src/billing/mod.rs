@@ -17,8 +17,9 @@
 
 pub mod finalize;
 pub mod lines;
-pub use crate::calendar as month;
+pub mod pdf;
 pub mod rollup;
+pub use crate::money::calendar as month;
 
 pub use finalize::{FinalizeError, finalize};
 pub use lines::{Line, total};

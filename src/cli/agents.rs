@@ -130,7 +130,7 @@ pub struct SetArgs {
 /// `--transfer-number`: E.164, or "" to clear.
 fn parse_transfer_number(value: &str) -> Result<String, String> {
     let value = value.trim();
-    if value.is_empty() || crate::transfer::is_e164(value) {
+    if value.is_empty() || crate::vapi::transfer::is_e164(value) {
         return Ok(value.to_string());
     }
     Err(format!(
@@ -144,7 +144,7 @@ fn parse_transfer_hours(value: &str) -> Result<String, String> {
         return Ok(String::new());
     }
     value
-        .parse::<crate::transfer::Hours>()
+        .parse::<crate::vapi::transfer::Hours>()
         .map(|h| h.to_string())
 }
 

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod billing;
+pub mod demo;
 pub mod jobs;
 pub mod tools;
 

@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::{AppState, error::ApiError};
 use crate::{
     billing::Month,
-    db, money,
-    store::{agents, reports},
+    money,
+    store::{agents, db, reports},
 };
 
 pub fn router() -> Router<AppState> {

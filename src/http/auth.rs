@@ -13,8 +13,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
-use crate::{
-    config::{Config, Secret},
+use crate::config::{
+    Config, Secret,
     credentials::{self, Credential, HmacAlgorithm},
 };
 

@@ -2,6 +2,7 @@
 //! answers; it never calls an outside API inline.
 
 pub mod api;
+pub mod assistant;
 pub mod auth;
 pub mod error;
 pub mod oauth;
@@ -12,7 +13,6 @@ pub mod routing;
 pub mod supabase;
 pub mod throttle;
 pub mod tool_calls;
-pub mod tool_results;
 pub mod transfer;
 pub mod webhook;
 
@@ -39,7 +39,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub auth: Arc<auth::VapiAuth>,
     pub routing: Arc<routing::RoutingCache>,
-    pub tool_results: Arc<tool_results::ToolResults>,
+    pub tool_results: Arc<crate::jobs::tool_results::ToolResults>,
     /// The last queue gauges read for `/metrics` and when; scrapes within `METRICS_CACHE_SECS`
     /// reuse them, and concurrent scrapes wait for one read (the lock) instead of each reading.
     pub queue_gauges: Arc<tokio::sync::Mutex<Option<QueueGauges>>>,
@@ -121,7 +121,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    if crate::db::is_ready(&app.pool).await? {
+    if crate::store::db::is_ready(&app.pool).await? {
         Ok(Json(serde_json::json!({"status": "ready"})))
     } else {
         Err(ApiError::new(
@@ -171,7 +171,7 @@ async fn metrics(
         }
     };
     // Every registered queue is reported, empty ones as 0.
-    let mut by_kind: std::collections::BTreeMap<String, (i64, f64)> = crate::worker::queues()
+    let mut by_kind: std::collections::BTreeMap<String, (i64, f64)> = crate::tools::queues()
         .iter()
         .map(|q| (q.to_string(), (0, 0.0)))
         .collect();
@@ -196,17 +196,17 @@ async fn not_found() -> ApiError {
 
 /// Serves until `shutdown` turns true; requests in flight are answered before returning. Runs
 /// its own notification listener for tool results; a process that runs more roles shares one
-/// listener between them instead ([`serve_only`] and [`crate::listen`]).
+/// listener between them instead ([`serve_only`] and [`crate::jobs::listen`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let targets = crate::listen::Targets {
+    let targets = crate::jobs::listen::Targets {
         tool_results: Some(state.tool_results.clone()),
         queues: None,
     };
-    tokio::spawn(crate::listen::run(
+    tokio::spawn(crate::jobs::listen::run(
         state.pool.clone(),
         targets,
         shutdown.clone(),

@@ -20,7 +20,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{AppState, auth::AuthError};
-use crate::credentials::{Credential, OAuth2};
+use crate::config::credentials::{Credential, OAuth2};
 
 /// How long an issued token passes the webhook.
 pub const TOKEN_LIFETIME_SECS: i64 = 3600;

@@ -37,8 +37,8 @@ use super::{
 };
 use crate::{
     billing::Month,
-    db, money,
-    store::{portal, sessions, usage_daily},
+    money,
+    store::{db, portal, sessions, usage_daily},
 };
 
 pub const SESSION_COOKIE: &str = "portal_session";
@@ -1134,7 +1134,7 @@ async fn invoices(
 async fn invoice_of(
     c: &mut PgConnection,
     month: Month,
-) -> Result<(String, Decimal, Vec<crate::invoice_pdf::PdfLine>), ApiError> {
+) -> Result<(String, Decimal, Vec<crate::billing::pdf::PdfLine>), ApiError> {
     let head: Option<(Uuid, String, Decimal)> =
         sqlx::query_as("SELECT id, status, total_usd FROM invoices WHERE period_start = $1")
             .bind(month.first_day)
@@ -1180,7 +1180,7 @@ async fn invoice(
         return match read.await {
             Ok((status, total, lines)) => {
                 let bytes =
-                    crate::invoice_pdf::render(&who.name, &month.label(), &status, &lines, total);
+                    crate::billing::pdf::render(&who.name, &month.label(), &status, &lines, total);
                 let name = format!("attachment; filename=\"invoice-{month}.pdf\"");
                 (
                     [

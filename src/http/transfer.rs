@@ -13,8 +13,10 @@ use crate::{
         agents::Agent,
         transfers::{self, NewTransfer},
     },
-    transfer::{self, Hours},
-    vapi::MessageIn,
+    vapi::{
+        MessageIn,
+        transfer::{self, Hours},
+    },
 };
 
 pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, ApiError> {

@@ -13,9 +13,8 @@ use axum::{
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::{AppState, error::ApiError, tool_calls};
+use super::{AppState, assistant, error::ApiError, tool_calls};
 use crate::{
-    assistant,
     jobs::{self, meter_call::MeterCall, notify_discord::NotifyDiscord},
     store::{
         agents::Agent,

@@ -34,7 +34,7 @@ impl Job for MeterCall {
     const MAX_ATTEMPTS: usize = 8;
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
-        let mut tx = crate::db::tenant_tx(&deps.pool, self.agent_id).await?;
+        let mut tx = crate::store::db::tenant_tx(&deps.pool, self.agent_id).await?;
         let mut call = calls::find(&mut tx, self.agent_id, &self.vapi_call_id)
             .await?
             .ok_or_else(|| JobError::Permanent(format!("call {} not found", self.vapi_call_id)))?;
@@ -46,7 +46,7 @@ impl Job for MeterCall {
             tx.rollback().await?;
             let fetched = deps.providers.vapi.get_call(&self.vapi_call_id).await?;
             let report = CallReport::from_api(&fetched);
-            tx = crate::db::tenant_tx(&deps.pool, self.agent_id).await?;
+            tx = crate::store::db::tenant_tx(&deps.pool, self.agent_id).await?;
             calls::upsert_report(&mut tx, self.agent_id, &report).await?;
             call = calls::find(&mut tx, self.agent_id, &self.vapi_call_id)
                 .await?

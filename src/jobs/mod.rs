@@ -4,14 +4,18 @@
 //! A job's `run` says at the call site which failures retry ([`JobError::Transient`]) and which
 //! stop at once with the reason stored ([`JobError::Permanent`]).
 
+pub mod backend;
 pub mod effects;
 pub mod flood_zone_lookup;
 pub mod invoice_rollup;
+pub mod listen;
 pub mod meter_call;
 pub mod notify_discord;
 pub mod prune_jobs;
 pub mod solar_ocr_scan;
+pub mod supervise;
 pub mod sync_calls;
+pub mod tool_results;
 pub mod water_lookup;
 pub mod writer;
 
@@ -33,17 +37,15 @@ pub struct Deps {
     pub providers: Providers,
     /// Commits tool jobs' effects, many per transaction.
     pub writer: writer::Writer,
-    /// Wake-ups per queue, fed by the process's LISTEN connection ([`crate::listen`]).
-    pub signals: Arc<crate::worker::backend::QueueSignals>,
+    /// Wake-ups per queue, fed by the process's LISTEN connection ([`crate::jobs::listen`]).
+    pub signals: Arc<crate::jobs::backend::QueueSignals>,
 }
 
 impl Deps {
     pub fn new(pool: PgPool, config: Arc<Config>) -> Self {
         let providers = Providers::from_config(&config);
         let writer = writer::Writer::new(pool.clone(), config.clone());
-        let signals = Arc::new(crate::worker::backend::QueueSignals::new(
-            &crate::worker::queues(),
-        ));
+        let signals = Arc::new(backend::QueueSignals::default());
         Self {
             pool,
             config,
@@ -52,6 +54,44 @@ impl Deps {
             signals,
         }
     }
+}
+
+/// The queues of the jobs that are not tools (tools: [`crate::tools::registry`]).
+pub const QUEUES: &[&str] = &[
+    meter_call::MeterCall::QUEUE,
+    notify_discord::NotifyDiscord::QUEUE,
+    sync_calls::SyncCalls::QUEUE,
+    invoice_rollup::InvoiceRollup::QUEUE,
+    prune_jobs::PruneJobs::QUEUE,
+];
+
+/// Starts a supervised worker for each job in [`QUEUES`] on `set`.
+pub fn supervise_others(
+    set: &mut tokio::task::JoinSet<()>,
+    deps: &Deps,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) {
+    use supervise::supervise;
+    set.spawn(supervise::<meter_call::MeterCall>(
+        deps.clone(),
+        shutdown.clone(),
+    ));
+    set.spawn(supervise::<notify_discord::NotifyDiscord>(
+        deps.clone(),
+        shutdown.clone(),
+    ));
+    set.spawn(supervise::<sync_calls::SyncCalls>(
+        deps.clone(),
+        shutdown.clone(),
+    ));
+    set.spawn(supervise::<invoice_rollup::InvoiceRollup>(
+        deps.clone(),
+        shutdown.clone(),
+    ));
+    set.spawn(supervise::<prune_jobs::PruneJobs>(
+        deps.clone(),
+        shutdown.clone(),
+    ));
 }
 
 /// Why a job run failed, and so whether to run it again.

@@ -23,7 +23,7 @@ pub struct Agent {
     pub cancelled_on: Option<chrono::NaiveDate>,
     /// The transient assistant's `maxDurationSeconds`, in minutes (1 to 720).
     pub max_call_minutes: i32,
-    /// Where the assistant may transfer a caller (E.164), and when ([`crate::transfer::Hours`]
+    /// Where the assistant may transfer a caller (E.164), and when ([`crate::vapi::transfer::Hours`]
     /// text; always set with the number).
     pub transfer_number: Option<String>,
     pub transfer_hours: Option<String>,
@@ -167,7 +167,7 @@ pub struct AgentChanges {
     pub max_call_minutes: Option<i32>,
     /// E.164, checked by the caller (and the database); `Some("")` clears.
     pub transfer_number: Option<String>,
-    /// Canonical [`crate::transfer::Hours`] text; `Some("")` clears.
+    /// Canonical [`crate::vapi::transfer::Hours`] text; `Some("")` clears.
     pub transfer_hours: Option<String>,
 }
 

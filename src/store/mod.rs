@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod calls;
 pub mod clock_ticks;
+pub mod db;
 pub mod findings;
 pub mod late_findings;
 pub mod leads;
@@ -12,6 +13,7 @@ pub mod pricing;
 pub mod queue;
 pub mod reports;
 pub mod secrets;
+pub mod seed;
 pub mod sessions;
 pub mod tools;
 pub mod transfers;

@@ -209,7 +209,7 @@ pub async fn repricing(
     .bind(metric_type)
     .bind(agent_id)
     .bind(from)
-    .bind(crate::calendar::day_start(from, tz))
+    .bind(crate::money::calendar::day_start(from, tz))
     .bind(tz.name())
     .fetch_one(conn)
     .await?;
@@ -258,7 +258,7 @@ pub async fn reprice(
     .bind(metric_type)
     .bind(agent_id)
     .bind(from)
-    .bind(crate::calendar::day_start(from, tz))
+    .bind(crate::money::calendar::day_start(from, tz))
     .bind(tz.name())
     .bind(price_id)
     .execute(conn)

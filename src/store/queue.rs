@@ -280,7 +280,7 @@ pub async fn waiting_by_kind(
     .await
 }
 
-/// The apalis version this module, migration 0007 and [`crate::worker::backend`] were written
+/// The apalis version this module, migration 0007 and [`crate::app::worker::backend`] were written
 /// against.
 pub const APALIS_VERSION: &str = "apalis-postgres 1.0.0";
 

@@ -7,8 +7,8 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::calendar::Month;
 use crate::money;
+use crate::money::calendar::Month;
 use crate::store::usage_daily;
 
 /// Money as a decimal string with two places ("249.00").

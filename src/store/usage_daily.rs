@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::{calendar::day_start, money};
+use crate::money::{self, calendar::day_start};
 
 /// Usage per agent, period, metric and price: what a report needs of the ledger.
 #[derive(Debug, Clone, PartialEq)]

@@ -37,6 +37,15 @@ pub fn registry() -> &'static [ToolSpec] {
     &REGISTRY
 }
 
+/// The queue names of every job kind, tools first (checked against `jobs/README.md` in tests).
+pub fn queues() -> Vec<&'static str> {
+    registry()
+        .iter()
+        .map(|t| t.queue)
+        .chain(crate::jobs::QUEUES.iter().copied())
+        .collect()
+}
+
 /// What a tool call is made in: the agent, its caller's lead, the call.
 #[derive(Debug, Clone)]
 pub struct CallContext {
@@ -127,7 +136,9 @@ impl ToolSpec {
             plan: plan::<T>,
             say: T::say,
             example: T::example,
-            supervise: |deps, shutdown| Box::pin(crate::worker::supervise::<T>(deps, shutdown)),
+            supervise: |deps, shutdown| {
+                Box::pin(crate::jobs::supervise::supervise::<T>(deps, shutdown))
+            },
         }
     }
 
@@ -174,7 +185,7 @@ impl ToolSpec {
         args
     }
 
-    /// Runs this tool's worker until shutdown (see [`crate::worker::supervise`]).
+    /// Runs this tool's worker until shutdown (see [`crate::jobs::supervise::supervise`]).
     pub fn supervise(&self, deps: Deps, shutdown: watch::Receiver<bool>) -> BoxFuture<'static, ()> {
         (self.supervise)(deps, shutdown)
     }

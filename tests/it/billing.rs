@@ -663,13 +663,13 @@ async fn every_correction_nets_to_vapis_latest_duration() {
 async fn the_clock_enqueues_a_missed_tick_once_per_period() {
     let db = TestDb::seeded().await;
     let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
-    let schedule =
-        agent_meter::clock::Schedule::parse(agent_meter::clock::SCHEDULE_TOML).expect("schedule");
+    let schedule = agent_meter::app::clock::Schedule::parse(agent_meter::app::clock::SCHEDULE_TOML)
+        .expect("schedule");
     let now = chrono::DateTime::parse_from_rfc3339("2026-12-15T12:00:00Z")
         .expect("t")
         .with_timezone(&chrono::Utc);
-    agent_meter::clock::catch_up(&deps, &schedule, now).await;
-    agent_meter::clock::catch_up(&deps, &schedule, now).await;
+    agent_meter::app::clock::catch_up(&deps, &schedule, now).await;
+    agent_meter::app::clock::catch_up(&deps, &schedule, now).await;
     let keys: Vec<String> =
         sqlx::query_scalar("SELECT idempotency_key FROM apalis.jobs ORDER BY 1")
             .fetch_all(&db.pool)
@@ -692,19 +692,19 @@ async fn the_clock_enqueues_a_missed_tick_once_per_period() {
 async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once() {
     let db = TestDb::seeded().await;
     let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
-    let schedule = agent_meter::clock::Schedule::parse(
+    let schedule = agent_meter::app::clock::Schedule::parse(
         "[[entry]]\njob = \"invoice_rollup\"\ncron = \"0 0 2 1 * *\"",
     )
     .expect("schedule");
     let at = |t: &str| -> chrono::DateTime<chrono::Utc> { t.parse().expect("time") };
     // The clock last ran on June 1st (rolling up May), then nothing until mid-September.
     assert!(
-        agent_meter::clock::enqueue_tick(&deps, "invoice_rollup", at("2026-06-01T09:00:00Z"))
+        agent_meter::app::clock::enqueue_tick(&deps, "invoice_rollup", at("2026-06-01T09:00:00Z"))
             .await
             .expect("june tick")
     );
-    agent_meter::clock::catch_up(&deps, &schedule, at("2026-09-15T12:00:00Z")).await;
-    agent_meter::clock::catch_up(&deps, &schedule, at("2026-09-15T12:05:00Z")).await;
+    agent_meter::app::clock::catch_up(&deps, &schedule, at("2026-09-15T12:00:00Z")).await;
+    agent_meter::app::clock::catch_up(&deps, &schedule, at("2026-09-15T12:05:00Z")).await;
     let queued: Vec<String> = sqlx::query_scalar(
         "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY run_at",
     )
@@ -744,7 +744,7 @@ async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once
         db.pool.clone(),
         Arc::new(test_config(&[("CLOCK_CATCH_UP_DAYS", "40")])),
     );
-    agent_meter::clock::catch_up(&deps, &schedule, at("2027-03-15T12:00:00Z")).await;
+    agent_meter::app::clock::catch_up(&deps, &schedule, at("2027-03-15T12:00:00Z")).await;
     let latest: Vec<String> = sqlx::query_scalar(
         "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY run_at DESC LIMIT 2",
     )

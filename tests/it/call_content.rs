@@ -499,7 +499,7 @@ async fn search_finds_words_of_transcripts_and_summaries_and_never_another_agenc
     // The search function reads past RLS, so it scopes itself: the tenant's own rows, none
     // without a tenant, and only the tenant role may call it.
     let agent_b = app.db.agent_id(PHONE_2).await;
-    let mut tx = agent_meter::db::tenant_tx(&app.db.pool, agent_b)
+    let mut tx = agent_meter::store::db::tenant_tx(&app.db.pool, agent_b)
         .await
         .expect("tenant");
     let ids: Vec<Uuid> = sqlx::query_scalar("SELECT * FROM search_call_content('%hailstorm%')")

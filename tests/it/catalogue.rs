@@ -1,6 +1,6 @@
 //! The job catalogue (`jobs/README.md`, `jobs/schedule.toml`) agrees with the code.
 
-use agent_meter::{clock, worker};
+use agent_meter::{app::clock, tools};
 
 #[test]
 fn jobs_readme_lists_every_queue() {
@@ -11,7 +11,7 @@ fn jobs_readme_lists_every_queue() {
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split('`').next())
         .collect();
-    let mut registered = worker::queues();
+    let mut registered = tools::queues();
     let mut documented = listed.clone();
     registered.sort_unstable();
     documented.sort_unstable();
@@ -27,7 +27,7 @@ fn schedule_parses_and_names_registered_jobs() {
     assert!(!schedule.entries.is_empty());
     for e in &schedule.entries {
         assert!(
-            worker::queues().contains(&e.job.as_str()),
+            tools::queues().contains(&e.job.as_str()),
             "{} is not registered",
             e.job
         );

@@ -5,7 +5,7 @@ use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 use agent_meter::{
     app::{self, Roles},
     config::Config,
-    db, seed,
+    store::{db, seed},
 };
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};

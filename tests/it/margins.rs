@@ -249,11 +249,13 @@ async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which(
     // The summary again, then the migration undone and redone: its backfill is exact.
     agent_meter_on(&db, &["summarize-usage"]);
     assert_eq!(usage_json(&db), after);
-    agent_meter::db::MIGRATOR
+    agent_meter::store::db::MIGRATOR
         .undo(&db.pool, 20261203000025)
         .await
         .expect("down to 0025");
-    agent_meter::db::migrate(&db.pool).await.expect("up again");
+    agent_meter::store::db::migrate(&db.pool)
+        .await
+        .expect("up again");
     let summarized: i64 = db
         .count("SELECT count(*) FROM usage_daily WHERE events_without_provider_cost > 0")
         .await;

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use agent_meter::{db, seed};
+use agent_meter::store::{db, seed};
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::*;
@@ -57,8 +57,8 @@ struct AtRest {
 /// here) is work, not rest, and is tested in `billing`; measured inside the window it made an idle
 /// `serve` read 5.1 % of a core once on a loaded CI machine.
 async fn settled_db() -> TestDb {
-    let schedule =
-        agent_meter::clock::Schedule::parse(agent_meter::clock::SCHEDULE_TOML).expect("schedule");
+    let schedule = agent_meter::app::clock::Schedule::parse(agent_meter::app::clock::SCHEDULE_TOML)
+        .expect("schedule");
     clear_of_live_ticks(&schedule).await;
     let db = TestDb::seeded().await;
     for entry in &schedule.entries {
@@ -81,13 +81,15 @@ async fn settled_db() -> TestDb {
 /// not rest: if one is due before the measurement can have ended, start after it. The horizon
 /// covers a slow set-up too (seeding, vacuum, the process's start and its workers' registration,
 /// then the settle and the window), with room to spare: five minutes.
-async fn clear_of_live_ticks(schedule: &agent_meter::clock::Schedule) {
+async fn clear_of_live_ticks(schedule: &agent_meter::app::clock::Schedule) {
     let now = chrono::Utc::now();
     let soon = now + chrono::Duration::seconds(300);
     let due = schedule
         .entries
         .iter()
-        .flat_map(|e| agent_meter::clock::ticks_between(e, now, soon, chrono_tz::America::Phoenix))
+        .flat_map(|e| {
+            agent_meter::app::clock::ticks_between(e, now, soon, chrono_tz::America::Phoenix)
+        })
         .max();
     if let Some(tick) = due {
         let wait = (tick - now).to_std().unwrap_or_default() + Duration::from_secs(2);
@@ -130,7 +132,7 @@ async fn check_at_rest(role: &str, max_transactions_per_sec: f64, max_cpu: f64, 
     // Nothing here talks to it: any free port of the kernel's choosing.
     vars.push(("BIND_ADDR".into(), "127.0.0.1:0".into()));
     let proc = Proc::start(&[role], &vars);
-    workers_registered(&db, agent_meter::worker::queues().len() as i64).await;
+    workers_registered(&db, agent_meter::tools::queues().len() as i64).await;
     let m = at_rest(&db, &proc, Duration::from_secs(8)).await;
     println!(
         "idle {role}: {:.1} transactions/s, {:.2} % of a core, {:.1} MiB",
@@ -196,7 +198,7 @@ async fn a_report_taken_by_one_process_is_metered_by_another_within_milliseconds
     let db = TestDb::seeded().await;
     let worker = Proc::start(&["worker"], &env(&db, "http://127.0.0.1:9", AT_REST_ENV));
     let (_web, base) = Proc::web(&db).await;
-    workers_registered(&db, agent_meter::worker::queues().len() as i64).await;
+    workers_registered(&db, agent_meter::tools::queues().len() as i64).await;
     let http = reqwest::Client::new();
     for i in 0..REPORTS {
         let r = http

@@ -1,6 +1,6 @@
 //! The schema: tenancy shape, the seed's query, seeds, and the tested down migration.
 
-use agent_meter::{db, seed};
+use agent_meter::store::{db, seed};
 use rust_decimal::Decimal;
 use serde_json::json;
 

@@ -1,6 +1,6 @@
 //! Tenant isolation at the database: the role, the policies, and an audit of the catalog.
 
-use agent_meter::db;
+use agent_meter::store::db;
 use sqlx::{PgPool, Row, postgres::PgPoolOptions};
 use uuid::Uuid;
 
@@ -353,7 +353,7 @@ async fn on_supabase_a_signed_in_user_sees_only_their_agencys_rows() {
     .await
     .expect("a Supabase-like auth schema");
     db::migrate(&db.pool).await.expect("migrate");
-    agent_meter::seed::run(&db.pool).await.expect("seed");
+    agent_meter::store::seed::run(&db.pool).await.expect("seed");
     let agents = populate(&db.pool).await;
     let user = Uuid::new_v4();
     sqlx::query("UPDATE agents SET user_id = $1 WHERE id = $2")

@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use agent_meter::{
+    jobs::supervise as worker,
     jobs::{self, Deps, Job, JobError, meter_call::MeterCall},
-    worker,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

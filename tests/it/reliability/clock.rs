@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use agent_meter::{clock, db, jobs::Deps};
+use agent_meter::{app::clock, jobs::Deps, store::db};
 use chrono::{Duration as Days, TimeZone, Utc};
 use wiremock::{
     Mock, ResponseTemplate,

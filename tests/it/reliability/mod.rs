@@ -57,7 +57,7 @@ async fn jobs_of_a_dead_worker_are_rescued_after_the_orphan_window() {
     let deps = agent_meter::jobs::Deps::new(app.db.pool.clone(), config);
     let (stop, shutdown) = watch::channel(false);
     let started = tokio::time::Instant::now();
-    let w = tokio::spawn(agent_meter::worker::supervise::<
+    let w = tokio::spawn(agent_meter::jobs::supervise::supervise::<
         agent_meter::jobs::meter_call::MeterCall,
     >(deps, shutdown));
     let lock_by: Option<String> = eventually(20, "the orphan to be run to Done", || async {

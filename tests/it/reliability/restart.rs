@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_meter::{app, db, seed};
+use agent_meter::{
+    app,
+    store::{db, seed},
+};
 use tokio::sync::watch;
 
 use super::support::*;

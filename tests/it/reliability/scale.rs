@@ -22,7 +22,7 @@ async fn three_workers_and_two_webs_share_three_thousand_jobs() {
         })
         .collect();
     // Every worker on the job before the load starts, so each can take its share.
-    let queues = agent_meter::worker::queues().len() as i64;
+    let queues = agent_meter::tools::queues().len() as i64;
     workers_registered(&db, 3 * queues).await;
 
     let started = Instant::now();

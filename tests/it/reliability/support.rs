@@ -174,12 +174,12 @@ fn free_port() -> u16 {
 /// A private PostgreSQL cluster under a fresh temporary directory, started, with the guard that
 /// stops and removes it. Its port is picked before the server binds it, so another test may take
 /// it in between: then it is started again on another.
-pub async fn private_cluster() -> (agent_meter::db::LocalCluster, Stopper) {
+pub async fn private_cluster() -> (agent_meter::store::db::LocalCluster, Stopper) {
     let root = std::env::temp_dir().join(format!("am-pg-{}", uuid::Uuid::new_v4().simple()));
     let mut tries = 0;
     loop {
         tries += 1;
-        let cluster = agent_meter::db::LocalCluster::new(root.join("data"), free_port());
+        let cluster = agent_meter::store::db::LocalCluster::new(root.join("data"), free_port());
         match cluster.start().await {
             Ok(()) => return (cluster.clone(), Stopper(cluster)),
             Err(e) if tries < 3 => {
@@ -314,7 +314,7 @@ pub async fn usage(pool: &PgPool, metric: &str) -> (i64, i64) {
 }
 
 /// Stops the private server (and removes its files) however the test ends.
-pub struct Stopper(pub agent_meter::db::LocalCluster);
+pub struct Stopper(pub agent_meter::store::db::LocalCluster);
 
 impl Drop for Stopper {
     fn drop(&mut self) {

@@ -4,8 +4,8 @@ use sqlx::PgPool;
 
 /// The seed files, in the order they run.
 pub const SEEDS: &[(&str, &str)] = &[
-    ("seeds/agents.sql", include_str!("../seeds/agents.sql")),
-    ("seeds/prices.sql", include_str!("../seeds/prices.sql")),
+    ("seeds/agents.sql", include_str!("../../seeds/agents.sql")),
+    ("seeds/prices.sql", include_str!("../../seeds/prices.sql")),
 ];
 
 /// Applies every seed file in one transaction.

@@ -2,7 +2,7 @@
 //!
 //! | variable | default | secret |
 //! | --- | --- | --- |
-//! | `DATABASE_URL` | local default, see [`crate::db::resolve_database_url`] | yes (may hold a password) |
+//! | `DATABASE_URL` | local default, see [`crate::store::db::resolve_database_url`] | yes (may hold a password) |
 //! | `BIND_ADDR` | `127.0.0.1:8080`; `PORT` set means `0.0.0.0:$PORT` | no |
 //! | `VAPI_CREDENTIALS` | none (a JSON array of Vapi `authenticationPlan` objects) | yes |
 //! | `VAPI_CREDENTIALS_FILE` | none (a file holding that array) | no |
@@ -49,6 +49,8 @@
 //! | `PROVIDER_BREAKER_OPEN_SECS` | `30` (an open circuit refuses calls this long, then tries one) | no |
 //! | `GEMINI_INPUT_USD_PER_MTOK` | none (Gemini prompt token price, for provider cost) | no |
 //! | `GEMINI_OUTPUT_USD_PER_MTOK` | none (Gemini output token price) | no |
+
+pub mod credentials;
 
 use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
 
@@ -256,7 +258,7 @@ pub struct Config {
     pub vapi_webhook_secret: Option<Secret>,
     pub vapi_hmac_secret: Option<Secret>,
     /// `VAPI_CREDENTIALS` (or its file): the plans a webhook request may pass by.
-    pub vapi_credentials: Vec<crate::credentials::Credential>,
+    pub vapi_credentials: Vec<crate::config::credentials::Credential>,
     /// Our public base URL (`https://meter.example.com`), for `{url}` in HMAC payloads.
     pub public_base_url: Option<String>,
     /// The id of a credential created in Vapi (dashboard or API), named as our transient
@@ -368,7 +370,7 @@ impl Config {
             size += POOL_CLOCK;
         }
         if web || worker {
-            size += 1; // the process's one LISTEN connection (crate::listen)
+            size += 1; // the process's one LISTEN connection (crate::jobs::listen)
         }
         if size == 0 { POOL_COMMAND } else { size }
     }
@@ -486,7 +488,7 @@ impl Config {
                 ));
             }
             (Some(json), None) => {
-                crate::credentials::parse(json).map_err(|e| bad("VAPI_CREDENTIALS", e))?
+                crate::config::credentials::parse(json).map_err(|e| bad("VAPI_CREDENTIALS", e))?
             }
             (None, Some(path)) => {
                 let json = std::fs::read_to_string(path).map_err(|e| {
@@ -495,7 +497,8 @@ impl Config {
                         format!("cannot read {path:?}: {}", e.kind()),
                     )
                 })?;
-                crate::credentials::parse(&json).map_err(|e| bad("VAPI_CREDENTIALS_FILE", e))?
+                crate::config::credentials::parse(&json)
+                    .map_err(|e| bad("VAPI_CREDENTIALS_FILE", e))?
             }
             (None, None) => Vec::new(),
         };

@@ -1,9 +1,6 @@
-//! The worker role: every job kind registered here (the table of contents), each on its own
-//! apalis-postgres queue, each under a supervisor that restarts it with backoff and a fresh name.
-//! Workers fetch through [`backend::GatedBackend`]: at rest a queue costs one `get_jobs` per
-//! `WORKER_POLL_SECS` plus heartbeats, and a NOTIFY wakes it at once.
-
-pub mod backend;
+//! One queue's worker under a supervisor that restarts it with backoff and a fresh name.
+//! Workers fetch through [`super::backend::GatedBackend`]: at rest a queue costs one `get_jobs`
+//! per `WORKER_POLL_SECS` plus heartbeats, and a NOTIFY wakes it at once.
 
 use std::time::Duration;
 
@@ -12,48 +9,7 @@ use apalis_postgres::Config as QueueConfig;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::jobs::{
-    Deps, Job, JobError, invoice_rollup::InvoiceRollup, meter_call::MeterCall,
-    notify_discord::NotifyDiscord, prune_jobs::PruneJobs, sync_calls::SyncCalls,
-};
-
-/// Runs every job kind until `shutdown` turns true, then lets in-flight jobs finish. Each queue
-/// is its own task, so one queue's wake-ups never re-poll another's worker.
-pub async fn run(deps: Deps, shutdown: watch::Receiver<bool>) {
-    let mut queues = tokio::task::JoinSet::new();
-    for tool in crate::tools::registry() {
-        queues.spawn(tool.supervise(deps.clone(), shutdown.clone()));
-    }
-    queues.spawn(supervise::<MeterCall>(deps.clone(), shutdown.clone()));
-    queues.spawn(supervise::<NotifyDiscord>(deps.clone(), shutdown.clone()));
-    queues.spawn(supervise::<SyncCalls>(deps.clone(), shutdown.clone()));
-    queues.spawn(supervise::<InvoiceRollup>(deps.clone(), shutdown.clone()));
-    queues.spawn(supervise::<PruneJobs>(deps.clone(), shutdown.clone()));
-    while let Some(done) = queues.join_next().await {
-        if let Err(e) = done {
-            tracing::error!(error = %e, "a queue's supervisor ended abnormally");
-        }
-    }
-}
-
-/// The jobs that are not tools (tools come from [`crate::tools::registry`]).
-const OTHER_QUEUES: &[&str] = &[
-    MeterCall::QUEUE,
-    NotifyDiscord::QUEUE,
-    SyncCalls::QUEUE,
-    InvoiceRollup::QUEUE,
-    PruneJobs::QUEUE,
-];
-
-/// The queue names of every registered job kind, tools first (checked against `jobs/README.md`
-/// in tests).
-pub fn queues() -> Vec<&'static str> {
-    crate::tools::registry()
-        .iter()
-        .map(|t| t.queue)
-        .chain(OTHER_QUEUES.iter().copied())
-        .collect()
-}
+use super::{Deps, Job, JobError, backend};
 
 /// Keeps one worker for `J` alive. apalis ends `worker.run()` on the first database error and its
 /// own monitor restarts at once under the same name; here each restart waits (1 s doubling to

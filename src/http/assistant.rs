@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::{
     store::agents::Agent,
     tools,
-    transfer::{self, Hours},
+    vapi::transfer::{self, Hours},
 };
 
 /// The default persona: bilingual, Arizona, insurance. `{agency_name}` is filled in.

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use agent_meter::{
+use crate::{
     app::{self, Roles},
     billing::{self, Month},
     cli::{
@@ -19,10 +19,8 @@ use agent_meter::{
         billing::{Format, InvoicesCommand, MonthArgs},
     },
     config::Config,
-    db,
     jobs::{Deps, sync_calls::SyncCalls},
-    seed,
-    store::queue,
+    store::{db, queue, seed},
 };
 use anyhow::Context as _;
 use axum::{
@@ -254,7 +252,7 @@ pub async fn run(
                 .await?;
             // Every registered tool, with its example arguments.
             let address = format!("{n}{k} Pine St, Flagstaff AZ");
-            let tool_calls: Vec<Value> = agent_meter::tools::registry()
+            let tool_calls: Vec<Value> = crate::tools::registry()
                 .iter()
                 .map(|t| {
                     json!({"id": format!("{call}-{}", t.name), "name": t.name,

@@ -3,6 +3,8 @@
 //! Usage rows keep unrounded amounts; an invoice line is rounded once, half away from zero, to
 //! cents, and an invoice total is the sum of its rounded lines.
 
+pub mod calendar;
+
 use rust_decimal::{Decimal, RoundingStrategy};
 
 /// Decimal places kept for metered quantities (minutes to the microsecond-minute).

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// The schedule shipped with this build.
-pub const SCHEDULE_TOML: &str = include_str!("../jobs/schedule.toml");
+pub const SCHEDULE_TOML: &str = include_str!("../../jobs/schedule.toml");
 
 #[derive(Debug, Deserialize)]
 pub struct Schedule {

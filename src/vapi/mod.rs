@@ -2,6 +2,8 @@
 //!
 //! Shapes follow Vapi's OpenAPI `ServerMessage*` schemas; see `../shared/notes/providers.md`.
 
+pub mod transfer;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;

@@ -1,5 +1,5 @@
 //! Wakes a webhook request waiting for its tool call's job: jobs `NOTIFY` the tool call id on
-//! commit (from any process); the process's one `LISTEN` connection ([`crate::listen`]) fans it
+//! commit (from any process); the process's one `LISTEN` connection ([`crate::jobs::listen`]) fans it
 //! out in memory.
 //! No database polling: a waiter sleeps on a oneshot until woken or its wait runs out.
 

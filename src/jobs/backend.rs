@@ -43,7 +43,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 
 /// Per-process wake-up signals, one per queue, fed by the process's single LISTEN connection
-/// ([`crate::listen`]). A signal sent while nobody waits is kept (one permit), so a job inserted
+/// ([`crate::jobs::listen`]). A signal sent while nobody waits is kept (one permit), so a job inserted
 /// during a fetch is not missed.
 #[derive(Debug, Default)]
 pub struct QueueSignals {

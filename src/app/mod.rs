@@ -1,17 +1,18 @@
 //! Runs the roles (web, worker, clock) of one process, with shutdown passed in as a signal so
 //! tests drive it exactly like SIGTERM does.
 
+pub mod clock;
+pub mod worker;
+
 use std::sync::Arc;
 
 use sqlx::PgPool;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    clock,
     config::Config,
     http::{self, AppState},
     jobs::Deps,
-    worker,
 };
 
 /// Which roles to run.
@@ -52,11 +53,15 @@ pub async fn run(
     let _ = crate::telemetry::handle();
     let state = AppState::new(pool.clone(), config.clone());
     // One LISTEN connection for the whole process, whatever roles it runs.
-    let targets = crate::listen::Targets {
+    let targets = crate::jobs::listen::Targets {
         tool_results: roles.web.then(|| state.tool_results.clone()),
         queues: roles.worker.then(|| deps.signals.clone()),
     };
-    let listening = tokio::spawn(crate::listen::run(pool.clone(), targets, shutdown.clone()));
+    let listening = tokio::spawn(crate::jobs::listen::run(
+        pool.clone(),
+        targets,
+        shutdown.clone(),
+    ));
     let web = async {
         match (roles.web, listener) {
             (true, Some(listener)) => {

@@ -10,10 +10,8 @@ use serde::Deserialize;
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::watch;
 
-use crate::{
-    http::tool_results::ToolResults, jobs::effects::TOOL_RESULTS_CHANNEL, store::queue,
-    worker::backend::QueueSignals,
-};
+use super::{backend::QueueSignals, effects::TOOL_RESULTS_CHANNEL, tool_results::ToolResults};
+use crate::store::queue;
 
 /// Who hears what; a role that is not running leaves its part empty.
 #[derive(Clone, Default)]
