@@ -27,7 +27,8 @@ use agent_meter::{
     config::Config,
     http,
     jobs::supervise as worker,
-    jobs::{self, Deps, Job, JobError, water_lookup::WaterLookup},
+    jobs::{self, Deps, Job, JobError},
+    tools::water_lookup::WaterLookup,
 };
 use apalis::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -387,18 +388,19 @@ async fn main() {
         let address = Some(format!("{} N Humphreys St, Flagstaff, AZ", i % leads.len()));
         let tool_call_id = format!("call_bench_{i}");
         let job = WaterLookup {
-            agent_id,
-            lead_id: Some(lead_id),
-            tool_call_id,
-            vapi_call_id: None,
+            call: agent_meter::tools::CallContext {
+                agent_id,
+                lead_id: Some(lead_id),
+                tool_call_id,
+                vapi_call_id: None,
+                requested_at: None,
+            },
             latitude: 35.1983,
             longitude: -111.6513,
             radius_m: 1609,
             address,
-            // A backlog: no webhook is still waiting for these (none would be after 3 s).
-            requested_at: None,
         };
-        let key = job.idempotency_key();
+        let key = job.call.key();
         (job, key)
     })
     .await;
@@ -425,15 +427,17 @@ async fn main() {
         .map(|i| {
             let (agent_id, lead_id) = leads[i % leads.len()];
             WaterLookup {
-                agent_id,
-                lead_id: Some(lead_id),
-                tool_call_id: format!("call_plain_{i}"),
-                vapi_call_id: None,
+                call: agent_meter::tools::CallContext {
+                    agent_id,
+                    lead_id: Some(lead_id),
+                    tool_call_id: format!("call_plain_{i}"),
+                    vapi_call_id: None,
+                    requested_at: None,
+                },
                 latitude: 35.1983,
                 longitude: -111.6513,
                 radius_m: 1609,
                 address: Some(format!("{} N Humphreys St, Flagstaff, AZ", i % leads.len())),
-                requested_at: None,
             }
         })
         .collect();

@@ -14,6 +14,7 @@ use agent_meter::{
     config::{Config, LogFormat},
     jobs::Deps,
     store::{db, seed},
+    tools,
 };
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -99,7 +100,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A .env file is for development; real deployments set the environment.
     let _ = dotenvy::dotenv();
-    let config = match Config::from_env() {
+    // The tools' own variables are checked with the rest (`tools::check_settings`).
+    let config = match Config::from_env().and_then(|c| tools::check_settings(&c).map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("agent-meter: configuration error: {e}");
@@ -168,6 +170,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         let url = config.database_url.as_ref().map(|s| s.expose().to_string());
         return cli::demo::run(url.as_deref(), config.bind_addr, !exit).await;
     }
+    if let Command::Tools(ToolsCommand::Env) = command {
+        // Needs no database: the registry's variables, as `.env.example` lists them.
+        print!("{}", tools::env_example());
+        return Ok(());
+    }
     let seeding = matches!(command, Command::Seed | Command::Serve { seed: true, .. });
     if seeding && config.is_production() {
         anyhow::bail!("refusing to seed: APP_ENV=production");
@@ -192,7 +199,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Migrate | Command::Serve { migrate: true, .. }
     );
     if migrating {
-        db::migrate(&pool).await.context("migrating")?;
+        app::migrate(&pool).await.context("migrating")?;
         tracing::info!("migrations applied");
     }
     if seeding {

@@ -39,7 +39,7 @@ impl Scratch {
             q => format!("{base}/{name}?{q}"),
         };
         let pool = db::connect(&url, pool_size).await.expect("pool");
-        db::migrate(&pool).await.expect("migrate");
+        agent_meter::app::migrate(&pool).await.expect("migrate");
         seed::run(&pool).await.expect("seed");
         Scratch {
             admin,

@@ -15,6 +15,16 @@ use crate::{
     jobs::Deps,
 };
 
+/// `agent-meter migrate`: the schema ([`crate::store::db::migrate`]), then every registered
+/// tool's finding kind (a new tool needs no migration of its own). Safe to run concurrently and
+/// repeatedly.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    crate::store::db::migrate(pool).await?;
+    crate::tools::sync_kinds(pool)
+        .await
+        .map_err(sqlx::migrate::MigrateError::Execute)
+}
+
 /// Which roles to run.
 #[derive(Debug, Clone, Copy)]
 pub struct Roles {

@@ -178,7 +178,7 @@ mod tests {
     fn lines_round_once_and_the_total_is_their_sum() {
         let scans = Line::new(
             "usage",
-            "solar_ocr_scan",
+            "a_scan",
             String::new(),
             Decimal::from(3),
             d("0.075"),
@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(scans.amount, d("0.23"));
         let many = Line::new(
             "usage",
-            "solar_ocr_scan",
+            "a_scan",
             String::new(),
             Decimal::from(1000),
             d("0.075"),

@@ -20,7 +20,7 @@ pub enum PricesCommand {
     },
     /// Start a new price on a date; the range in force then ends that day.
     Set {
-        /// The metric (subscription, setup_fee, solar_ocr_scan, water_lookup, vapi_call_minutes, ...).
+        /// The metric (subscription, setup_fee, vapi_call_minutes, or a tool's: `agent-meter tools list`).
         metric: String,
         /// Unit price in USD, e.g. 0.075.
         price: Decimal,

@@ -1,6 +1,7 @@
 //! `agent-meter demo`: the whole product in one command, on a fresh `agent_meter_demo` database
-//! of the local default server. Vapi, Gemini, ArcGIS, FEMA and Discord are LOCAL STAND-INS on loopback;
-//! the real clients talk to them over HTTP and nothing in the service is bypassed.
+//! of the local default server. Vapi, Discord and every tool's provider are LOCAL STAND-INS on
+//! loopback (each tool declares its own, [`crate::tools::StandIn`]); the real clients talk to
+//! them over HTTP and nothing in the service is bypassed.
 
 use std::{
     collections::HashMap,
@@ -18,9 +19,10 @@ use crate::{
         self,
         billing::{Format, InvoicesCommand, MonthArgs},
     },
-    config::Config,
+    config::{Config, Kind},
     jobs::{Deps, sync_calls::SyncCalls},
     store::{db, queue, seed},
+    tools::{self, ToolSpec},
 };
 use anyhow::Context as _;
 use axum::{
@@ -28,7 +30,7 @@ use axum::{
     extract::{Path, Query, State},
     http::StatusCode,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{any, get, post},
 };
 use chrono::{Duration as Days, Utc};
 use serde_json::{Value, json};
@@ -37,47 +39,27 @@ use tokio::sync::watch;
 const SECRET: &str = "demo-webhook-secret";
 const OPS_TOKEN: &str = "demo-ops-token";
 
-/// The stand-ins' shared state: whether Gemini is "down", what Discord received, Vapi's call log.
+/// The stand-ins' shared state: whether a tool's provider is "down", what Discord received,
+/// Vapi's call log.
 #[derive(Default)]
 struct Stand {
-    gemini_down: AtomicBool,
+    down: AtomicBool,
     discord_posts: AtomicUsize,
     calls: std::sync::Mutex<Vec<Value>>,
 }
 
-async fn gemini(State(s): State<Arc<Stand>>) -> impl IntoResponse {
-    if s.gemini_down.load(Ordering::SeqCst) {
+/// A tool's provider stand-in: its registered answer, or a 403 while it is "down".
+fn tool_stand_in(stand: &Stand, tool: &'static ToolSpec) -> (StatusCode, Json<Value>) {
+    if stand.down.load(Ordering::SeqCst) && std::ptr::eq(tool, outage_tool()) {
         let e = json!({"error": {"code": 403, "message": "API key expired (stand-in outage)", "status": "PERMISSION_DENIED"}});
         return (StatusCode::FORBIDDEN, Json(e));
     }
-    let finding = json!({"has_solar": true, "panel_count": 22, "ownership": "leased", "installer": "SunRun", "confidence": 0.91});
-    (
-        StatusCode::OK,
-        Json(json!({
-            "candidates": [{"content": {"role": "model", "parts": [{"text": finding.to_string()}]}, "finishReason": "STOP"}],
-            "usageMetadata": {"promptTokenCount": 1290, "candidatesTokenCount": 42, "totalTokenCount": 1332},
-            "modelVersion": "stand-in"
-        })),
-    )
+    (StatusCode::OK, Json(((tool.stand_in)().answer)()))
 }
 
-async fn arcgis() -> Json<Value> {
-    let well = |id: u64, lat: f64, lon: f64, depth: u32| {
-        json!({"attributes": {"REGISTRY_ID": id, "WELL_DEPTH": depth, "WATER_LEVEL": depth / 2,
-                              "WATER_USE": "DOMESTIC", "WELL_CANCELLED": "N"},
-               "geometry": {"x": lon, "y": lat}})
-    };
-    Json(
-        json!({"features": [well(551_234, 35.1984, -111.6513, 420), well(551_900, 35.2011, -111.6490, 610)],
-                "exceededTransferLimit": false}),
-    )
-}
-
-/// FEMA's flood hazard zones layer: a high-risk zone (AE) everywhere.
-async fn fema() -> Json<Value> {
-    Json(
-        json!({"features": [{"attributes": {"FLD_ZONE": "AE", "ZONE_SUBTY": null, "SFHA_TF": "T"}}]}),
-    )
+/// The tool whose provider the demo takes down for a while (the first registered).
+fn outage_tool() -> &'static ToolSpec {
+    &tools::registry()[0]
 }
 
 async fn discord(State(s): State<Arc<Stand>>) -> StatusCode {
@@ -125,10 +107,15 @@ async fn vapi_call(State(s): State<Arc<Stand>>, Path(id): Path<String>) -> impl 
 }
 
 async fn start_stand_ins(stand: Arc<Stand>) -> anyhow::Result<String> {
-    let router = Router::new()
-        .route("/gemini/v1beta/models/{model}", post(gemini))
-        .route("/arcgis/layer/0/query", get(arcgis))
-        .route("/fema/MapServer/28/query", get(fema))
+    let mut router = Router::new();
+    for tool in tools::registry() {
+        let path = format!("/{}{}", tool.name, (tool.stand_in)().route);
+        router = router.route(
+            &path,
+            any(move |State(s): State<Arc<Stand>>| async move { tool_stand_in(&s, tool) }),
+        );
+    }
+    let router = router
         .route("/discord/{agent}", post(discord))
         .route("/vapi/call", get(vapi_calls))
         .route("/vapi/call/{id}", get(vapi_call))
@@ -145,7 +132,12 @@ pub async fn run(
     stay: bool,
 ) -> anyhow::Result<()> {
     println!(
-        "agent-meter demo: Vapi, Gemini, ArcGIS (ADWR), FEMA and Discord are LOCAL STAND-INS on 127.0.0.1.\n"
+        "agent-meter demo: Vapi, Discord and the tools' providers ({}) are LOCAL STAND-INS on 127.0.0.1.\n",
+        tools::registry()
+            .iter()
+            .map(|t| t.provider)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     // A fresh demo database on the server of DATABASE_URL, else of the local default.
     let resolved = db::resolve_database_url(database_url).await?;
@@ -164,7 +156,7 @@ pub async fn run(
     let pool = db::connect(&url, 24)
         .await
         .context("connecting to the demo database")?;
-    db::migrate(&pool).await?;
+    crate::app::migrate(&pool).await?;
     seed::run(&pool).await?;
     println!("1. database {url} migrated and seeded (5 agents, default prices)");
 
@@ -177,16 +169,12 @@ pub async fn run(
     sqlx::query("UPDATE agents SET vapi_assistant_id = 'asst_demo_prescott' WHERE email = 'client2@agent-meter.example'")
         .execute(&pool)
         .await?;
-    let vars: HashMap<String, String> = [
+    let mut vars: HashMap<String, String> = [
         ("VAPI_WEBHOOK_SECRET", SECRET.to_string()),
         ("OPS_TOKEN", OPS_TOKEN.to_string()),
         ("BIND_ADDR", bind.to_string()),
         ("VAPI_BASE_URL", format!("{stand_base}/vapi")),
         ("VAPI_API_KEY", "stand-in".into()),
-        ("GEMINI_BASE_URL", format!("{stand_base}/gemini")),
-        ("GEMINI_API_KEY", "stand-in".into()),
-        ("ADWR_WELLS_URL", format!("{stand_base}/arcgis/layer/0")),
-        ("FEMA_NFHL_URL", format!("{stand_base}/fema/MapServer/28")),
         ("DISCORD_ENABLED", "true".into()),
         ("JOB_BACKOFF_BASE_MS", "300".into()),
         ("TOOL_RESULT_WAIT_MS", "1500".into()),
@@ -195,6 +183,13 @@ pub async fn run(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    for tool in tools::registry() {
+        for s in tool.settings.iter().filter(|s| s.kind == Kind::Secret) {
+            vars.insert(s.name.into(), "stand-in".into());
+        }
+        let url = (tool.stand_in)().url.name;
+        vars.insert(url.into(), format!("{stand_base}/{}", tool.name));
+    }
     let config = Arc::new(Config::from_vars(vars)?);
     // The demo's agencies start billing this month, so its invoices show a whole first month
     // (subscription and setup fee) whatever day it runs.
@@ -237,8 +232,12 @@ pub async fn run(
     let mut sent = 0;
     for (n, (_, email, phone)) in agents.iter().enumerate() {
         if n == 3 {
-            stand.gemini_down.store(true, Ordering::SeqCst);
-            println!("   ! Gemini stand-in starts rejecting requests (an expired key) ...");
+            stand.down.store(true, Ordering::SeqCst);
+            println!(
+                "   ! the {} stand-in ({}) starts rejecting requests (an expired key) ...",
+                outage_tool().provider,
+                outage_tool().name
+            );
         }
         for k in 0..2 {
             let call = format!("demo-{n}-{k}");
@@ -297,13 +296,13 @@ pub async fn run(
             .and_then(|f| f.last_error.clone())
             .unwrap_or_default()
     );
-    stand.gemini_down.store(false, Ordering::SeqCst);
+    stand.down.store(false, Ordering::SeqCst);
     let ids: Vec<String> = failed.into_iter().map(|f| f.id).collect();
     let retried = queue::retry(&mut conn, &ids).await?;
     queue::audit(&mut conn, "demo", "retry", &retried, None).await?;
     drop(conn);
     println!(
-        "   Gemini is back; re-ran {} failed job(s) (what `agent-meter jobs retry --failed` does)",
+        "   the stand-in is back; re-ran {} failed job(s) (what `agent-meter jobs retry --failed` does)",
         retried.len()
     );
     wait_for_queue(&pool).await?;

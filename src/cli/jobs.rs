@@ -57,7 +57,7 @@ pub struct FilterArgs {
     /// pending, running, failed, done or cancelled.
     #[arg(long, value_parser = ["pending", "running", "failed", "done", "cancelled"])]
     pub status: Option<String>,
-    /// The job kind (queue), e.g. solar_ocr_scan.
+    /// The job kind (queue), e.g. meter_call (`agent-meter tools list` names the tools' queues).
     #[arg(long)]
     pub kind: Option<String>,
     /// The agent's email.

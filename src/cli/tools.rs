@@ -18,6 +18,9 @@ pub enum ToolsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every tool's environment variables with their defaults, as `.env.example` lists them
+    /// (needs no database).
+    Env,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,7 +41,10 @@ struct ToolRow {
 }
 
 pub async fn run(pool: &PgPool, tz: Tz, command: ToolsCommand) -> anyhow::Result<()> {
-    let ToolsCommand::List { json } = command;
+    let ToolsCommand::List { json } = command else {
+        print!("{}", crate::tools::env_example());
+        return Ok(());
+    };
     let mut conn = pool.acquire().await?;
     let today = chrono::Utc::now().with_timezone(&tz).date_naive();
     let mut rows = Vec::new();

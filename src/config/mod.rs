@@ -12,11 +12,6 @@
 //! | `VAPI_HMAC_SECRET` | none (HMAC-SHA256 `x-signature`) | yes |
 //! | `VAPI_API_KEY` | none | yes |
 //! | `VAPI_BASE_URL` | `https://api.vapi.ai` | no |
-//! | `GEMINI_API_KEY` | none | yes |
-//! | `GEMINI_BASE_URL` | `https://generativelanguage.googleapis.com` | no |
-//! | `GEMINI_MODEL` | `gemini-2.5-flash` | no |
-//! | `ADWR_WELLS_URL` | the ADWR Well Registry 2024 ArcGIS layer | no |
-//! | `FEMA_NFHL_URL` | FEMA's public NFHL MapServer, layer 28 (Flood Hazard Zones) | no |
 //! | `DISCORD_ENABLED` | `false` | no |
 //! | `OPS_TOKEN` | none (one unnamed operator, `ops`) | yes |
 //! | `OPS_TOKENS` | none (`name:token,...`: named operators; with neither, ops is disabled; no two share a token; 24+ characters each in production) | yes |
@@ -47,12 +42,19 @@
 //! | `IMAGE_FETCH_ALLOW_PRIVATE` | `false` (allow image URLs on private/loopback addresses; tests, demos) | no |
 //! | `JOB_RETENTION_DAYS` | `14` (finished jobs kept before `prune_jobs` deletes them) | no |
 //! | `PROVIDER_BREAKER_OPEN_SECS` | `30` (an open circuit refuses calls this long, then tries one) | no |
-//! | `GEMINI_INPUT_USD_PER_MTOK` | none (Gemini prompt token price, for provider cost) | no |
-//! | `GEMINI_OUTPUT_USD_PER_MTOK` | none (Gemini output token price) | no |
+//!
+//! Each tool's own variables (its provider's URL, key, model) are declared in its module
+//! ([`settings::Setting`]) and listed by `agent-meter tools env`.
 
 pub mod credentials;
+mod secrets;
+pub mod settings;
 
-use std::{collections::HashMap, fmt, net::SocketAddr, str::FromStr, time::Duration};
+pub use secrets::{MIN_PRODUCTION_OPS_TOKEN, OpsToken, Secret, same_secret};
+use secrets::{ops_tokens, strong_ops_tokens};
+pub use settings::{Kind, Setting};
+
+use std::{collections::HashMap, net::SocketAddr, str::FromStr, time::Duration};
 
 /// Pool of a `web` process's handlers.
 const POOL_WEB: u32 = 6;
@@ -62,171 +64,6 @@ const POOL_CLOCK: u32 = 2;
 const POOL_COMMAND: u32 = 4;
 
 use chrono_tz::Tz;
-use rust_decimal::Decimal;
-
-/// A value that must never reach a log line or an error body.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The secret itself; call only where it is used (a header, a MAC key).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Secret {
-    /// Whether `given` is this secret, in constant time whatever the lengths (digests compared).
-    pub fn matches(&self, given: &[u8]) -> bool {
-        same_secret(given, self.0.as_bytes())
-    }
-}
-
-/// The one constant-time comparison of a presented secret with the expected one: both are
-/// hashed first, so neither the content nor the length leaks through timing.
-pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    use sha2::Digest;
-    use subtle::ConstantTimeEq;
-    let (a, b) = (sha2::Sha256::digest(given), sha2::Sha256::digest(expected));
-    a.ct_eq(&b).into()
-}
-
-/// A named ops credential: the audit trail names `name` for whatever the token does.
-#[derive(Clone, Debug)]
-pub struct OpsToken {
-    pub name: String,
-    pub token: Secret,
-}
-
-impl OpsToken {
-    /// What binds an ops page session to this token: HMAC-SHA256 keyed by the token over the
-    /// session id. Stored with the session and recomputed on each request, so a session outlives
-    /// neither its operator's place in the config nor the token; neither can be read back from it.
-    pub fn session_mac(&self, session_id: &str) -> Vec<u8> {
-        use hmac::Mac;
-        // HMAC takes a key of any length; the error arm cannot happen.
-        match hmac::Hmac::<sha2::Sha256>::new_from_slice(self.token.expose().as_bytes()) {
-            Ok(mut mac) => {
-                mac.update(b"agent-meter ops session\0");
-                mac.update(session_id.as_bytes());
-                mac.finalize().into_bytes().to_vec()
-            }
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// Whether `mac` binds session `session_id` to this token (constant time).
-    pub fn opened_session(&self, session_id: &str, mac: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        let expected = self.session_mac(session_id);
-        !expected.is_empty() && bool::from(expected.ct_eq(mac))
-    }
-}
-
-/// `OPS_TOKENS=name:token,...` and the unnamed `OPS_TOKEN` (operator `ops`). Names are short
-/// and printable; a malformed entry is refused without echoing the token.
-fn ops_tokens(named: Option<&str>, unnamed: Option<Secret>) -> Result<Vec<OpsToken>, ConfigError> {
-    let mut tokens = Vec::new();
-    for (i, entry) in named
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .enumerate()
-    {
-        if entry.is_empty() {
-            continue;
-        }
-        let (name, token) = entry
-            .split_once(':')
-            .map(|(n, t)| (n.trim(), t.trim()))
-            .unwrap_or(("", ""));
-        let name_ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
-        if !name_ok || token.is_empty() {
-            return Err(bad(
-                "OPS_TOKENS",
-                format!(
-                    "entry {} is not name:token (names: letters, digits, . _ @ -)",
-                    i + 1
-                ),
-            ));
-        }
-        if tokens.iter().any(|t: &OpsToken| t.name == name) {
-            return Err(bad(
-                "OPS_TOKENS",
-                format!("operator {name:?} is named twice"),
-            ));
-        }
-        tokens.push(OpsToken {
-            name: name.to_string(),
-            token: Secret::new(token),
-        });
-    }
-    if let Some(token) = unnamed {
-        if tokens.iter().any(|t| t.name == "ops") {
-            return Err(bad(
-                "OPS_TOKEN",
-                "its operator \"ops\" is also named in OPS_TOKENS",
-            ));
-        }
-        tokens.push(OpsToken {
-            name: "ops".into(),
-            token,
-        });
-    }
-    // One token, two operators: the audit would name whichever is listed first.
-    for (i, a) in tokens.iter().enumerate() {
-        if let Some(b) = tokens[i + 1..].iter().find(|b| b.token == a.token) {
-            return Err(bad(
-                "OPS_TOKENS",
-                format!("operators {} and {} share a token", a.name, b.name),
-            ));
-        }
-    }
-    Ok(tokens)
-}
-
-/// Shortest ops token accepted with `APP_ENV=production` (characters): a token is all that
-/// guards `/ops`, so it must not be guessable.
-pub const MIN_PRODUCTION_OPS_TOKEN: usize = 24;
-
-/// With `APP_ENV=production`, every ops token must be at least [`MIN_PRODUCTION_OPS_TOKEN`]
-/// characters; the error names the operator, never the token.
-fn strong_ops_tokens(tokens: &[OpsToken], production: bool) -> Result<(), ConfigError> {
-    if !production {
-        return Ok(());
-    }
-    match tokens
-        .iter()
-        .find(|t| t.token.expose().chars().count() < MIN_PRODUCTION_OPS_TOKEN)
-    {
-        Some(weak) => Err(bad(
-            if weak.name == "ops" {
-                "OPS_TOKEN"
-            } else {
-                "OPS_TOKENS"
-            },
-            format!(
-                "the token of operator {} is shorter than {MIN_PRODUCTION_OPS_TOKEN} characters \
-                 (APP_ENV=production)",
-                weak.name
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -266,12 +103,6 @@ pub struct Config {
     pub vapi_server_credential_id: Option<String>,
     pub vapi_api_key: Option<Secret>,
     pub vapi_base_url: String,
-    pub gemini_api_key: Option<Secret>,
-    pub gemini_base_url: String,
-    pub gemini_model: String,
-    pub adwr_wells_url: String,
-    /// FEMA's flood hazard zones layer (flood_zone_lookup).
-    pub fema_nfhl_url: String,
     pub discord_enabled: bool,
     /// Who may use the ops API and page: `OPS_TOKENS` (named) and `OPS_TOKEN` (named `ops`).
     pub ops_tokens: Vec<OpsToken>,
@@ -305,9 +136,9 @@ pub struct Config {
     pub image_max_bytes: usize,
     /// Let image URLs reach loopback/private addresses (never in production: SSRF).
     pub image_fetch_allow_private: bool,
-    /// Gemini token prices (USD per million tokens); both set means scans carry a provider cost.
-    pub gemini_usd_per_mtok: Option<(Decimal, Decimal)>,
     pub worker: WorkerConfig,
+    /// The environment as read, for the tools' own variables ([`Config::setting`]).
+    pub raw: settings::Raw,
 }
 
 /// Queue worker tuning; the orphan window is `heartbeat x missed_heartbeats`.
@@ -370,7 +201,7 @@ impl Config {
             size += POOL_CLOCK;
         }
         if web || worker {
-            size += 1; // the process's one LISTEN connection (crate::jobs::listen)
+            size += 1; // the process's one LISTEN connection (jobs::listen)
         }
         if size == 0 { POOL_COMMAND } else { size }
     }
@@ -450,29 +281,6 @@ impl Config {
                     })?,
             },
         };
-        let price = |var: &'static str| -> Result<Option<Decimal>, ConfigError> {
-            get(var)
-                .map(|v| {
-                    Decimal::from_str(v)
-                        .ok()
-                        .filter(|d| !d.is_sign_negative())
-                        .ok_or_else(|| bad(var, format!("not a non-negative decimal: {v:?}")))
-                })
-                .transpose()
-        };
-        let gemini_usd_per_mtok = match (
-            price("GEMINI_INPUT_USD_PER_MTOK")?,
-            price("GEMINI_OUTPUT_USD_PER_MTOK")?,
-        ) {
-            (Some(input), Some(output)) => Some((input, output)),
-            (None, None) => None,
-            _ => {
-                return Err(bad(
-                    "GEMINI_INPUT_USD_PER_MTOK",
-                    "set both GEMINI_INPUT_USD_PER_MTOK and GEMINI_OUTPUT_USD_PER_MTOK, or neither",
-                ));
-            }
-        };
         if worker.job_timeout >= worker.orphan_window() {
             return Err(bad(
                 "JOB_TIMEOUT_SECS",
@@ -502,13 +310,7 @@ impl Config {
             }
             (None, None) => Vec::new(),
         };
-        for url_var in [
-            "PUBLIC_BASE_URL",
-            "VAPI_BASE_URL",
-            "GEMINI_BASE_URL",
-            "ADWR_WELLS_URL",
-            "FEMA_NFHL_URL",
-        ] {
+        for url_var in ["PUBLIC_BASE_URL", "VAPI_BASE_URL"] {
             if let Some(url) = get(url_var) {
                 reqwest::Url::parse(url).map_err(|e| bad(url_var, format!("not a URL: {e}")))?;
             }
@@ -531,20 +333,6 @@ impl Config {
             vapi_server_credential_id: get("VAPI_SERVER_CREDENTIAL_ID").map(str::to_string),
             vapi_api_key: secret("VAPI_API_KEY"),
             vapi_base_url: text("VAPI_BASE_URL", "https://api.vapi.ai"),
-            gemini_api_key: secret("GEMINI_API_KEY"),
-            gemini_base_url: text(
-                "GEMINI_BASE_URL",
-                "https://generativelanguage.googleapis.com",
-            ),
-            gemini_model: text("GEMINI_MODEL", "gemini-2.5-flash"),
-            adwr_wells_url: text(
-                "ADWR_WELLS_URL",
-                "https://services.arcgis.com/C34zQ7veRS0V1t04/ArcGIS/rest/services/Well_Registry_2024/FeatureServer/0",
-            ),
-            fema_nfhl_url: text(
-                "FEMA_NFHL_URL",
-                "https://hazards.fema.gov/arcgis/rest/services/public/NFHL/MapServer/28",
-            ),
             discord_enabled: boolean(&get, "DISCORD_ENABLED")?,
             ops_tokens,
             ops_session_ttl: Duration::from_secs(
@@ -575,8 +363,8 @@ impl Config {
             ),
             image_max_bytes: number(&get, "IMAGE_MAX_BYTES", 10 * 1024 * 1024)?,
             image_fetch_allow_private,
-            gemini_usd_per_mtok,
             worker,
+            raw: settings::Raw::new(&vars),
         })
     }
 
@@ -642,212 +430,4 @@ fn boolean<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn a_server_credential_needs_the_public_url_it_signs_for() {
-        let e = Config::from_vars(vars(&[("VAPI_SERVER_CREDENTIAL_ID", "cred-1")]))
-            .expect_err("no PUBLIC_BASE_URL");
-        assert!(
-            e.to_string().starts_with("VAPI_SERVER_CREDENTIAL_ID"),
-            "{e}"
-        );
-        let c = Config::from_vars(vars(&[
-            ("VAPI_SERVER_CREDENTIAL_ID", " cred-1 "),
-            ("PUBLIC_BASE_URL", "https://meter.example.com"),
-        ]))
-        .expect("config");
-        assert_eq!(c.vapi_server_credential_id.as_deref(), Some("cred-1"));
-    }
-
-    #[test]
-    fn ops_tokens_name_their_operators() {
-        let c = Config::from_vars(vars(&[
-            ("OPS_TOKENS", "anna:tok-anna, ben@oncall:tok-ben"),
-            ("OPS_TOKEN", "tok-shared"),
-        ]))
-        .expect("config");
-        assert_eq!(c.operator(b"tok-anna"), Some("anna"));
-        assert_eq!(c.operator(b"tok-ben"), Some("ben@oncall"));
-        assert_eq!(c.operator(b"tok-shared"), Some("ops"));
-        assert_eq!(c.operator(b"tok-"), None);
-        assert_eq!(c.operator(b""), None);
-        for bad in [
-            "anna",
-            ":s3cr3t",
-            "an na:s3cr3t",
-            "anna:s3cr3t,anna:s3cr3t",
-            "anna:",
-        ] {
-            let e = Config::from_vars(vars(&[("OPS_TOKENS", bad)])).expect_err(bad);
-            assert!(e.to_string().starts_with("OPS_TOKENS"), "{e}");
-            assert!(!e.to_string().contains("s3cr3t"), "no token in errors: {e}");
-        }
-        assert!(
-            Config::from_vars(vars(&[]))
-                .expect("config")
-                .ops_tokens
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn operators_sharing_a_token_stop_start_up_naming_them_not_the_token() {
-        for (named, unnamed, who) in [
-            ("anna:s3cr3t-shared,ben:s3cr3t-shared", None, "anna and ben"),
-            ("anna:s3cr3t-shared", Some("s3cr3t-shared"), "anna and ops"),
-            (
-                "anna:s3cr3t-a,ben:s3cr3t-b,cleo:s3cr3t-b",
-                None,
-                "ben and cleo",
-            ),
-        ] {
-            let mut v = vec![("OPS_TOKENS", named)];
-            v.extend(unnamed.map(|t| ("OPS_TOKEN", t)));
-            let e = Config::from_vars(vars(&v)).expect_err(named);
-            assert_eq!(
-                e.to_string(),
-                format!("OPS_TOKENS: operators {who} share a token")
-            );
-            assert!(!e.to_string().contains("s3cr3t"), "no token in errors: {e}");
-        }
-        let e = Config::from_vars(vars(&[
-            ("OPS_TOKENS", "ops:s3cr3t-a"),
-            ("OPS_TOKEN", "s3cr3t-b"),
-        ]))
-        .expect_err("ops named twice");
-        assert_eq!(e.var, "OPS_TOKEN");
-        assert!(!e.to_string().contains("s3cr3t"), "{e}");
-    }
-
-    #[test]
-    fn short_ops_tokens_stop_start_up_in_production_only() {
-        let short = "s3cr3t-23-characters-xx"[..23].to_string();
-        let long = "s3cr3t-24-characters-xxx";
-        assert_eq!(long.chars().count(), MIN_PRODUCTION_OPS_TOKEN);
-        let named = format!("anna:{long},ben:{short}");
-        let e = Config::from_vars(vars(&[("OPS_TOKENS", &named), ("APP_ENV", "production")]))
-            .expect_err("short token");
-        assert_eq!(e.var, "OPS_TOKENS");
-        assert!(e.to_string().contains("operator ben"), "{e}");
-        assert!(!e.to_string().contains("s3cr3t"), "no token in errors: {e}");
-        let e = Config::from_vars(vars(&[("OPS_TOKEN", &short), ("APP_ENV", "Production")]))
-            .expect_err("short token");
-        assert_eq!(e.var, "OPS_TOKEN");
-        assert!(e.to_string().contains("operator ops"), "{e}");
-        assert!(
-            Config::from_vars(vars(&[("OPS_TOKENS", &named)])).is_ok(),
-            "short tokens are fine outside production"
-        );
-        let both = format!("anna:{long}");
-        assert!(
-            Config::from_vars(vars(&[
-                ("OPS_TOKENS", &both),
-                ("OPS_TOKEN", "s3cr3t-the-unnamed-ops-one"),
-                ("APP_ENV", "production"),
-            ]))
-            .is_ok()
-        );
-    }
-
-    #[test]
-    fn private_image_hosts_are_refused_in_production() {
-        let both = [
-            ("IMAGE_FETCH_ALLOW_PRIVATE", "true"),
-            ("APP_ENV", "production"),
-        ];
-        let e = Config::from_vars(vars(&both)).expect_err("refused");
-        assert!(e.to_string().contains("IMAGE_FETCH_ALLOW_PRIVATE"), "{e}");
-        assert!(
-            Config::from_vars(vars(&both[..1])).is_ok(),
-            "fine for tests and demos"
-        );
-        assert!(Config::from_vars(vars(&both[1..])).is_ok());
-    }
-
-    #[test]
-    fn pool_size_follows_roles_unless_set() {
-        let c = Config::from_vars(vars(&[])).expect("config");
-        assert_eq!(c.pool_size(true, false, false), 7, "web: 6 + LISTEN");
-        assert_eq!(
-            c.pool_size(false, true, false),
-            11,
-            "worker: 8 + 2 + LISTEN"
-        );
-        assert_eq!(c.pool_size(false, false, true), 2, "clock");
-        assert_eq!(c.pool_size(true, true, true), 19, "serve");
-        assert_eq!(c.pool_size(false, false, false), 4, "a command");
-        // 2 web + 3 worker + 1 clock fit a 60-connection server with room to spare.
-        let deployment = 2 * c.pool_size(true, false, false)
-            + 3 * c.pool_size(false, true, false)
-            + c.pool_size(false, false, true);
-        assert_eq!(deployment, 49);
-        let c = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "32")])).expect("config");
-        assert_eq!(c.pool_size(false, true, false), 35);
-        let c = Config::from_vars(vars(&[("DATABASE_MAX_CONNECTIONS", "6")])).expect("config");
-        assert_eq!(c.pool_size(true, true, true), 6);
-        assert!(Config::from_vars(vars(&[("DATABASE_MAX_CONNECTIONS", "lots")])).is_err());
-    }
-
-    #[test]
-    fn defaults_bind_to_loopback_8080_in_phoenix() {
-        let c = Config::from_vars(vars(&[])).expect("defaults are valid");
-        assert_eq!(c.bind_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.billing_timezone, chrono_tz::America::Phoenix);
-        assert_eq!(c.worker.orphan_window(), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn port_means_all_interfaces() {
-        let c = Config::from_vars(vars(&[("PORT", "5000"), ("BIND_ADDR", "127.0.0.1:1")]))
-            .expect("valid");
-        assert_eq!(c.bind_addr.to_string(), "0.0.0.0:5000");
-    }
-
-    #[test]
-    fn errors_name_the_variable() {
-        let e =
-            Config::from_vars(vars(&[("BILLING_TIMEZONE", "Mars/Olympus")])).expect_err("invalid");
-        assert_eq!(e.var, "BILLING_TIMEZONE");
-        for bad in ["0", "-1", "soon", "7200"] {
-            let e = Config::from_vars(vars(&[("WORKER_POLL_SECS", bad)])).expect_err("invalid");
-            assert!(e.to_string().starts_with("WORKER_POLL_SECS:"), "{e}");
-        }
-        let c = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "5")])).expect("config");
-        assert_eq!(c.worker.fetch_batch, 10, "twice the concurrency");
-        let c = Config::from_vars(vars(&[("WORKER_FETCH_BATCH", "3")])).expect("config");
-        assert_eq!(c.worker.fetch_batch, 3);
-        let c = Config::from_vars(vars(&[("WORKER_POLL_SECS", "0.25")])).expect("config");
-        assert_eq!(c.worker.poll, Duration::from_millis(250));
-        let e = Config::from_vars(vars(&[("WORKER_CONCURRENCY", "many")])).expect_err("invalid");
-        assert!(e.to_string().starts_with("WORKER_CONCURRENCY:"), "{e}");
-        let e = Config::from_vars(vars(&[("LOG_FORMAT", "xml")])).expect_err("invalid");
-        assert_eq!(e.var, "LOG_FORMAT");
-    }
-
-    #[test]
-    fn serving_needs_a_vapi_secret_and_secrets_stay_redacted() {
-        let c = Config::from_vars(vars(&[])).expect("valid");
-        assert_eq!(
-            c.require_webhook_secret().expect_err("invalid").var,
-            "VAPI_WEBHOOK_SECRET"
-        );
-        let c = Config::from_vars(vars(&[("VAPI_HMAC_SECRET", "hunter2")])).expect("valid");
-        assert!(c.require_webhook_secret().is_ok());
-        assert!(!format!("{c:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn job_timeout_must_fit_in_the_orphan_window() {
-        let e = Config::from_vars(vars(&[("JOB_TIMEOUT_SECS", "30")])).expect_err("invalid");
-        assert_eq!(e.var, "JOB_TIMEOUT_SECS");
-    }
-}
+mod tests;

@@ -626,10 +626,10 @@ async fn overview(
             let mut body = format!("<h2>{} ({month})</h2><div class=cards id=overview>", t(l, "this_month"));
             body.push_str(&card(t(l, "calls"), calls.to_string()));
             body.push_str(&card(t(l, "minutes"), sum(&["vapi_call_minutes"]).round_dp(1).normalize().to_string()));
-            body.push_str(&card(t(l, "scans"), sum(&["solar_ocr_scan"]).normalize().to_string()));
+            body.push_str(&card(t(l, "scans"), sum(&crate::tools::metrics_of(crate::tools::Category::Scan)).normalize().to_string()));
             body.push_str(&card(
                 t(l, "lookups"),
-                sum(&["water_lookup", "flood_zone_lookup"]).normalize().to_string(),
+                sum(&crate::tools::metrics_of(crate::tools::Category::Lookup)).normalize().to_string(),
             ));
             body.push_str(&card(t(l, "amount"), money_text(amount(groups.iter().map(|g| (g.1, g.2))))));
             body.push_str("</div>");

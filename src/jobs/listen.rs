@@ -110,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_insert_wakes_only_its_queue_and_garbage_wakes_nobody() {
-        let signals = Arc::new(QueueSignals::new(&["water_lookup", "meter_call"]));
+        let signals = Arc::new(QueueSignals::new(&["a_queue", "meter_call"]));
         let results = Arc::new(ToolResults::default());
         let targets = Targets {
             tool_results: Some(results.clone()),
@@ -119,9 +119,9 @@ mod tests {
         let inserted = queue::JOB_INSERTED_CHANNEL;
         targets.deliver(
             inserted,
-            r#"{"job_type":"water_lookup","id":"01J","run_at":"2026-12-01T00:00:00Z"}"#,
+            r#"{"job_type":"a_queue","id":"01J","run_at":"2026-12-01T00:00:00Z"}"#,
         );
-        assert!(woken(&signals, "water_lookup").await);
+        assert!(woken(&signals, "a_queue").await);
         assert!(!woken(&signals, "meter_call").await);
 
         let long = "x".repeat(100_000);
@@ -137,7 +137,7 @@ mod tests {
             targets.deliver(inserted, garbage);
             targets.deliver("some_channel_we_never_listen_on", garbage);
         }
-        assert!(!woken(&signals, "water_lookup").await);
+        assert!(!woken(&signals, "a_queue").await);
         assert!(!woken(&signals, "meter_call").await);
 
         // A tool result goes to its waiter, whatever else arrives.

@@ -14,7 +14,6 @@ use crate::{
         calls::{self, Call},
         usage::metric,
     },
-    vapi::CallReport,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,7 +44,7 @@ impl Job for MeterCall {
             // The report lacked timing: ask Vapi (outside the transaction), record, carry on.
             tx.rollback().await?;
             let fetched = deps.providers.vapi.get_call(&self.vapi_call_id).await?;
-            let report = CallReport::from_api(&fetched);
+            let report = fetched.report();
             tx = crate::store::db::tenant_tx(&deps.pool, self.agent_id).await?;
             calls::upsert_report(&mut tx, self.agent_id, &report).await?;
             call = calls::find(&mut tx, self.agent_id, &self.vapi_call_id)

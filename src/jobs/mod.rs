@@ -6,17 +6,14 @@
 
 pub mod backend;
 pub mod effects;
-pub mod flood_zone_lookup;
 pub mod invoice_rollup;
 pub mod listen;
 pub mod meter_call;
 pub mod notify_discord;
 pub mod prune_jobs;
-pub mod solar_ocr_scan;
 pub mod supervise;
 pub mod sync_calls;
 pub mod tool_results;
-pub mod water_lookup;
 pub mod writer;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -37,9 +34,15 @@ pub struct Deps {
     pub providers: Providers,
     /// Commits tool jobs' effects, many per transaction.
     pub writer: writer::Writer,
-    /// Wake-ups per queue, fed by the process's LISTEN connection ([`crate::jobs::listen`]).
-    pub signals: Arc<crate::jobs::backend::QueueSignals>,
+    /// Wake-ups per queue, fed by the process's LISTEN connection ([`listen`]).
+    pub signals: Arc<backend::QueueSignals>,
+    /// Clients the tools build on first use, one of each type per process ([`Deps::client`]).
+    clients: Arc<Clients>,
 }
+
+type Clients = std::sync::Mutex<
+    std::collections::HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>,
+>;
 
 impl Deps {
     pub fn new(pool: PgPool, config: Arc<Config>) -> Self {
@@ -52,7 +55,25 @@ impl Deps {
             providers,
             writer,
             signals,
+            clients: Arc::default(),
         }
+    }
+
+    /// The process's one `C`, built by `build` on first use: a tool's own provider client, whose
+    /// breaker must outlive a single job.
+    pub fn client<C: Send + Sync + 'static>(&self, build: impl FnOnce(&Deps) -> C) -> Arc<C> {
+        let id = std::any::TypeId::of::<C>();
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients
+            .get(&id)
+            .cloned()
+            .and_then(|c| c.downcast::<C>().ok())
+        {
+            return client;
+        }
+        let client = Arc::new(build(self));
+        clients.insert(id, client.clone());
+        client
     }
 }
 

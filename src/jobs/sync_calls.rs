@@ -16,7 +16,6 @@ use crate::{
     money,
     providers::vapi::{CallOut, CallsOf},
     store::{calls, usage, usage::metric},
-    vapi::CallReport,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -258,8 +257,8 @@ async fn record_call(deps: &Deps, agent_id: Uuid, call: &CallOut) -> Result<Reco
     let ended = call.status.as_deref() == Some("ended")
         || (call.ended_at.is_some() && call.status.is_none());
     if ended {
-        calls::upsert_report(&mut tx, agent_id, &CallReport::from_api(call)).await?;
-        calls::save_api_content(&mut tx, agent_id, call).await?;
+        calls::upsert_report(&mut tx, agent_id, &call.report()).await?;
+        calls::save_content(&mut tx, agent_id, &call.id, &call.content()).await?;
     } else if let Some(status) = call.status.as_deref() {
         let customer = call.customer.as_ref().and_then(|c| c.number.as_deref());
         calls::update_status(

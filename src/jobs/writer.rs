@@ -58,6 +58,8 @@ pub struct ToolEffect {
     pub discord_note: Option<String>,
     /// Woken on commit (a webhook may be waiting for this tool call).
     pub wake: Option<String>,
+    /// Said into the live call when its webhook stopped waiting before the finding was saved.
+    pub late_message: String,
 }
 
 /// What the write did.
@@ -103,17 +105,7 @@ async fn say_late_findings(pool: &PgPool, effects: &[&ToolEffect]) {
         let Some(effect) = effects.iter().find(|e| e.key == key) else {
             continue;
         };
-        let Some(tool) = crate::tools::registry()
-            .iter()
-            .find(|t| t.kind == effect.kind)
-        else {
-            continue;
-        };
-        let content = format!(
-            "The {} result is ready: {}. Tell the caller now.",
-            tool.name,
-            tool.say(&effect.result)
-        );
+        let content = effect.late_message.clone();
         let http = late_http().clone();
         let agent = effect.agent_id;
         tokio::spawn(async move {

@@ -1,5 +1,7 @@
-//! Clients for the outside APIs (Gemini, ArcGIS, Vapi REST, Discord): bytes in, a typed answer or a
-//! classified [`ProviderError`] out. They know nothing of the database or the job queue.
+//! Clients for the outside APIs every part shares (Vapi REST, Discord, image fetching, the ArcGIS
+//! point query): bytes in, a typed answer or a classified [`ProviderError`] out. They know nothing
+//! of the database or the job queue. A tool's own provider client lives in its module under
+//! `src/tools/`, built on [`Providers::http`] and [`Providers::breaker`].
 //!
 //! Every client shares one [`http_client`] (connect and total timeouts) and has its own
 //! [`CircuitBreaker`]. Error reasons never carry a URL or a key: reqwest errors are stripped of
@@ -7,8 +9,6 @@
 
 pub mod arcgis;
 pub mod discord;
-pub mod fema;
-pub mod gemini;
 pub mod image;
 pub mod vapi;
 
@@ -373,12 +373,10 @@ pub(crate) async fn status_error(
 /// All four clients, built from configuration.
 #[derive(Clone)]
 pub struct Providers {
-    /// Solar-panel OCR.
-    pub gemini: Arc<gemini::GeminiClient>,
-    /// ADWR well registry.
-    pub arcgis: Arc<arcgis::ArcGisClient>,
-    /// FEMA National Flood Hazard Layer.
-    pub fema: Arc<fema::FemaClient>,
+    /// The one HTTP client ([`DEFAULT_TIMEOUT`]) every provider client is built on.
+    pub http: reqwest::Client,
+    /// How long an open breaker refuses calls (`PROVIDER_BREAKER_OPEN_SECS`).
+    pub breaker_open_for: Duration,
     /// Vapi REST (daily sync).
     pub vapi: Arc<vapi::VapiClient>,
     /// Agent notifications.
@@ -389,30 +387,13 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// Builds every client with one shared [`http_client`] ([`DEFAULT_TIMEOUT`]) and a breaker per
-    /// provider ([`BREAKER_THRESHOLD`] failures open it for `PROVIDER_BREAKER_OPEN_SECS`).
+    /// Builds the shared clients on one [`http_client`] ([`DEFAULT_TIMEOUT`]), each with its
+    /// breaker ([`Providers::breaker`]).
     pub fn from_config(config: &crate::config::Config) -> Self {
         let http = http_client(DEFAULT_TIMEOUT);
         let open_for = config.breaker_open_for;
         let breaker = |name| CircuitBreaker::new(name, BREAKER_THRESHOLD, open_for);
         Self {
-            gemini: Arc::new(gemini::GeminiClient::new(
-                config.gemini_base_url.clone(),
-                config.gemini_api_key.clone(),
-                config.gemini_model.clone(),
-                http.clone(),
-                breaker(gemini::PROVIDER),
-            )),
-            arcgis: Arc::new(arcgis::ArcGisClient::new(
-                config.adwr_wells_url.clone(),
-                http.clone(),
-                breaker(arcgis::PROVIDER),
-            )),
-            fema: Arc::new(fema::FemaClient::new(
-                config.fema_nfhl_url.clone(),
-                http.clone(),
-                breaker(fema::PROVIDER),
-            )),
             vapi: Arc::new(vapi::VapiClient::new(
                 config.vapi_base_url.clone(),
                 config.vapi_api_key.clone(),
@@ -424,7 +405,15 @@ impl Providers {
                 breaker(discord::PROVIDER),
             )),
             image: Arc::new(image::ImageFetcher::new(config.image_fetch_allow_private)),
+            http,
+            breaker_open_for: open_for,
         }
+    }
+
+    /// A new closed breaker for `provider`: [`BREAKER_THRESHOLD`] consecutive failures open it
+    /// for `PROVIDER_BREAKER_OPEN_SECS`.
+    pub fn breaker(&self, provider: &'static str) -> CircuitBreaker {
+        CircuitBreaker::new(provider, BREAKER_THRESHOLD, self.breaker_open_for)
     }
 }
 

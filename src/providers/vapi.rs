@@ -52,7 +52,7 @@ pub struct CallOut {
     pub assistant: Option<crate::vapi::AssistantIn>,
     #[serde(default)]
     pub assistant_overrides: Option<crate::vapi::AssistantIn>,
-    /// What the call said ([`crate::vapi::CallContent::from_api`]): its `type`, `analysis`,
+    /// What the call said ([`CallOut::content`]): its `type`, `analysis`,
     /// `artifact` (transcript, recording; not `messages`) and `costs[]`.
     #[serde(default, rename = "type")]
     pub call_type: Option<serde_json::Value>,
@@ -71,6 +71,29 @@ impl CallOut {
             self.phone_number_id.as_deref(),
             self.assistant_id.as_deref(),
             &[self.assistant.as_ref(), self.assistant_overrides.as_ref()],
+        )
+    }
+
+    /// The call's facts as an `end-of-call-report` would give them.
+    pub fn report(&self) -> crate::vapi::CallReport {
+        crate::vapi::CallReport {
+            vapi_call_id: self.id.clone(),
+            customer_number: self.customer.as_ref().and_then(|c| c.number.clone()),
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            duration_seconds: crate::vapi::duration(self.started_at, self.ended_at, None),
+            ended_reason: self.ended_reason.clone(),
+            cost: self.cost,
+        }
+    }
+
+    /// What the call said, as an `end-of-call-report` would give it.
+    pub fn content(&self) -> crate::vapi::CallContent {
+        crate::vapi::CallContent::from_parts(
+            self.call_type.as_ref(),
+            self.analysis.as_ref(),
+            self.artifact.as_ref(),
+            self.costs.as_ref(),
         )
     }
 }

@@ -230,18 +230,3 @@ pub async fn save_content(
     }
     Ok(())
 }
-
-/// [`save_content`] for a call as Vapi's REST API returns it (the daily sync).
-pub async fn save_api_content(
-    conn: &mut PgConnection,
-    agent_id: Uuid,
-    call: &crate::providers::vapi::CallOut,
-) -> Result<(), sqlx::Error> {
-    save_content(
-        conn,
-        agent_id,
-        &call.id,
-        &crate::vapi::CallContent::from_api(call),
-    )
-    .await
-}

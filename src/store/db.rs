@@ -38,17 +38,14 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
-/// Applies apalis's queue schema (schema `apalis`) and then ours. Safe to run concurrently and
+/// Applies apalis's queue schema (schema `apalis`) and then ours ([`crate::app::migrate`] adds
+/// the registered tools' finding kinds). Safe to run concurrently and
 /// repeatedly: sqlx takes an advisory lock and skips applied versions.
 pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
     apalis_postgres::PostgresStorage::migrations()
         .run(pool)
         .await?;
-    MIGRATOR.run(pool).await?;
-    // Registered tools' finding kinds: a new tool needs no migration of its own.
-    crate::tools::sync_kinds(pool)
-        .await
-        .map_err(MigrateError::Execute)
+    MIGRATOR.run(pool).await
 }
 
 /// True when the database answers and every migration we ship has been applied.

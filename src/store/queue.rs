@@ -36,7 +36,7 @@ const AGENT_SQL: &str = "(convert_from(j.job, 'UTF8')::jsonb ->> 'agent_id')";
 pub struct JobFilter {
     /// pending, running, failed, done or cancelled.
     pub status: Option<String>,
-    /// The queue (job kind), e.g. solar_ocr_scan.
+    /// The queue (job kind), e.g. meter_call.
     pub kind: Option<String>,
     /// The agent's email.
     pub agent: Option<String>,

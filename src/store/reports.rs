@@ -310,8 +310,8 @@ pub struct MoneyRow {
     pub agency_name: String,
     pub calls: i64,
     pub minutes: Decimal,
-    pub scans: Decimal,
-    pub lookups: Decimal,
+    /// Quantity per metric (the caller groups tools' metrics by category: `tools::metrics_of`).
+    pub quantities: std::collections::BTreeMap<String, Decimal>,
     /// Usage billed so far: per metric and price, each rounded once (as on the invoice).
     pub billed_usd: Decimal,
     /// What it cost us, as [`UsageRow::cost_usd`].
@@ -320,6 +320,15 @@ pub struct MoneyRow {
 }
 
 impl MoneyRow {
+    /// The quantity of `metrics` together.
+    pub fn quantity_of(&self, metrics: &[&str]) -> Decimal {
+        metrics
+            .iter()
+            .filter_map(|m| self.quantities.get(*m))
+            .copied()
+            .sum()
+    }
+
     pub fn margin_usd(&self) -> Decimal {
         self.billed_usd - self.cost_usd
     }
@@ -368,8 +377,10 @@ pub async fn money(
                 agency_name,
                 calls,
                 minutes: of(&["vapi_call_minutes"]),
-                scans: of(&["solar_ocr_scan"]),
-                lookups: of(&["water_lookup", "flood_zone_lookup"]),
+                quantities: mine.iter().fold(Default::default(), |mut q, u| {
+                    *q.entry(u.metric_type.clone()).or_default() += u.quantity;
+                    q
+                }),
                 billed_usd: mine.iter().map(|u| u.billed_usd).sum(),
                 cost_usd: mine.iter().map(|u| u.cost_usd).sum(),
                 costs: mine.iter().fold(CostCounts::default(), |mut c, u| {

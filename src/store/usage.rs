@@ -7,11 +7,10 @@ use uuid::Uuid;
 
 use crate::money;
 
-/// Metric names, as stored in `metric_type` and `pricing_config`.
+/// Metric names, as stored in `metric_type` and `pricing_config` (a tool's metric is its own:
+/// `crate::tools::Tool::METRIC`).
 pub mod metric {
     pub const VAPI_CALL_MINUTES: &str = "vapi_call_minutes";
-    pub const SOLAR_OCR_SCAN: &str = "solar_ocr_scan";
-    pub const WATER_LOOKUP: &str = "water_lookup";
     pub const SUBSCRIPTION: &str = "subscription";
     pub const SETUP_FEE: &str = "setup_fee";
 }

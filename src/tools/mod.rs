@@ -1,37 +1,45 @@
 //! The billable tools: one registry, one module per tool.
 //!
-//! A tool is a job module that implements [`Tool`]: its name and aliases, its arguments and their
-//! validation, the function declaration the assistant gets, its finding kind, metric, provider
-//! and spoken texts. [`registry`] lists them, one line each; parsing tool calls, enqueueing, the
-//! assistant's tool list, worker registration, the start-up check and `tools list` all iterate
-//! it. Nothing outside a tool's module names a tool, and an unknown name is an error, never a
-//! default tool.
+//! A tool is one module under `src/tools/` that implements [`Tool`]: its name and aliases, its
+//! arguments and their validation, the function declaration the assistant gets, its job, its
+//! finding kind, metric and report category, its provider client (or a shared one such as the
+//! ArcGIS point query), its environment variables, its demo stand-in and its spoken texts.
+//! [`registry`] lists them, one line each; parsing tool calls, enqueueing, the assistant's tool
+//! list, worker registration, the start-up checks, reports, the portal, the demo and
+//! `tools list|env` all iterate it. Nothing outside a tool's module and its registry line names
+//! a tool (a test reads `src/` for it), and an unknown name is an error, never a default tool.
 //!
 //! Tool calls are read in every shape Vapi uses: `{id, name, arguments}`,
 //! `{id, type, function: {name, arguments}}`, arguments as an object or a JSON string, a tool's
 //! aliases (the seed deployment's names), and the legacy `function-call` (`{name, parameters}`).
 
+mod context;
+pub mod flood_zone_lookup;
+pub mod solar_ocr_scan;
+pub mod water_lookup;
+
+pub use context::{CallContext, Finding};
+
 use std::sync::LazyLock;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::future::BoxFuture;
-use serde::de::DeserializeOwned;
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use uuid::Uuid;
 
-use crate::jobs::{
-    Deps, Job, flood_zone_lookup::FloodZoneLookup, solar_ocr_scan::SolarOcrScan,
-    water_lookup::WaterLookup,
+use crate::{
+    config::{Config, ConfigError, Setting},
+    jobs::{Deps, Job},
 };
 
 /// Every billable tool, one line each. Adding a tool: README, "Adding a tool".
 pub fn registry() -> &'static [ToolSpec] {
     static REGISTRY: LazyLock<Vec<ToolSpec>> = LazyLock::new(|| {
         vec![
-            ToolSpec::of::<SolarOcrScan>(),
-            ToolSpec::of::<WaterLookup>(),
-            ToolSpec::of::<FloodZoneLookup>(),
+            ToolSpec::of::<solar_ocr_scan::SolarOcrScan>(),
+            ToolSpec::of::<water_lookup::WaterLookup>(),
+            ToolSpec::of::<flood_zone_lookup::FloodZoneLookup>(),
         ]
     });
     &REGISTRY
@@ -46,15 +54,41 @@ pub fn queues() -> Vec<&'static str> {
         .collect()
 }
 
-/// What a tool call is made in: the agent, its caller's lead, the call.
-#[derive(Debug, Clone)]
-pub struct CallContext {
-    pub agent_id: Uuid,
-    pub lead_id: Option<Uuid>,
-    pub tool_call_id: String,
-    /// Vapi's id of the call the tool was called in (its finding is shown with that call).
-    pub vapi_call_id: Option<String>,
-    pub requested_at: Option<DateTime<Utc>>,
+/// How reports, the money view and the portal group a tool's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// Reads an image or document (priced per scan).
+    Scan,
+    /// Looks a property up in a public register or map.
+    Lookup,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Scan => "scan",
+            Category::Lookup => "lookup",
+        }
+    }
+}
+
+/// The metrics of every registered tool in `category` (reports and the portal sum them).
+pub fn metrics_of(category: Category) -> Vec<&'static str> {
+    registry()
+        .iter()
+        .filter(|t| t.category == category)
+        .map(|t| t.metric)
+        .collect()
+}
+
+/// The demo's stand-in for a tool's provider (`agent-meter demo`): the demo points `url` at its
+/// stand-in server, sets the tool's secret settings to `"stand-in"`, and answers `route` (below
+/// that URL, axum path syntax, any method) with `answer()`.
+pub struct StandIn {
+    pub url: &'static Setting,
+    pub route: &'static str,
+    pub answer: fn() -> Value,
 }
 
 /// A billable tool: a job (its queue and attempts) plus everything the assistant and billing
@@ -78,6 +112,10 @@ pub trait Tool: Job {
     const RUNNING: &'static str;
     /// What the caller hears when it failed for good.
     const FAILED: &'static str;
+    /// How reports and the portal group its usage.
+    const CATEGORY: Category;
+    /// The environment variables it reads (its provider's URL, key, ...).
+    const SETTINGS: &'static [Setting];
 
     /// Its arguments as the assistant sends them.
     type Args: DeserializeOwned;
@@ -96,11 +134,16 @@ pub trait Tool: Job {
 
     /// Valid example arguments (the demo calls every tool with them).
     fn example() -> Value;
+
+    /// The demo's stand-in for its provider.
+    fn stand_in() -> StandIn;
 }
 
 /// A registered tool, type-erased so the registry is one list.
 pub struct ToolSpec {
     pub name: &'static str,
+    /// Its module below `src/tools/` (where everything of the tool lives).
+    pub module: &'static str,
     pub aliases: &'static [&'static str],
     pub description: &'static str,
     pub when_to_use: &'static str,
@@ -111,6 +154,9 @@ pub struct ToolSpec {
     pub max_attempts: usize,
     pub running: &'static str,
     pub failed: &'static str,
+    pub category: Category,
+    pub settings: &'static [Setting],
+    pub stand_in: fn() -> StandIn,
     parameters: fn() -> Value,
     plan: fn(Value, &CallContext) -> Result<Vec<u8>, String>,
     say: fn(&Value) -> Option<String>,
@@ -120,8 +166,14 @@ pub struct ToolSpec {
 
 impl ToolSpec {
     pub fn of<T: Tool>() -> Self {
+        // `agent_meter::tools::<module>::<Type>`.
+        let module = std::any::type_name::<T>()
+            .split("::")
+            .nth(2)
+            .unwrap_or_default();
         Self {
             name: T::NAME,
+            module,
             aliases: T::ALIASES,
             description: T::DESCRIPTION,
             when_to_use: T::WHEN_TO_USE,
@@ -132,6 +184,9 @@ impl ToolSpec {
             max_attempts: T::MAX_ATTEMPTS,
             running: T::RUNNING,
             failed: T::FAILED,
+            category: T::CATEGORY,
+            settings: T::SETTINGS,
+            stand_in: T::stand_in,
             parameters: T::parameters,
             plan: plan::<T>,
             say: T::say,
@@ -270,6 +325,29 @@ pub async fn check(pool: &sqlx::PgPool, tz: chrono_tz::Tz) -> anyhow::Result<()>
     }
 }
 
+/// The start-up check of every role: each registered tool's variables are usable (required ones
+/// set, URLs that parse, decimals that read); else an error naming the variable.
+pub fn check_settings(config: &Config) -> Result<(), ConfigError> {
+    registry()
+        .iter()
+        .flat_map(|t| t.settings)
+        .try_for_each(|s| config.check_setting(s))
+}
+
+/// `.env.example`'s block of tool variables, from the registry (`agent-meter tools env`).
+pub fn env_example() -> String {
+    registry()
+        .iter()
+        .map(|t| {
+            crate::config::settings::env_example(
+                &format!("{} ({}): {}", t.name, t.provider, t.description),
+                t.settings,
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Latitude and longitude in range (WGS 84 degrees), for tools that take a point.
 pub fn check_coordinates(latitude: f64, longitude: f64) -> Result<(), String> {
     if (-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude) {
@@ -346,12 +424,14 @@ pub fn from_message(message: &Value) -> Vec<ToolCall> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashSet;
+
+    use uuid::Uuid;
 
     use super::*;
 
-    fn call() -> CallContext {
+    pub(crate) fn call() -> CallContext {
         CallContext {
             agent_id: Uuid::nil(),
             lead_id: None,
@@ -406,109 +486,49 @@ mod tests {
 
     #[test]
     fn every_shape_and_alias_is_read() {
-        let msg = json!({"toolCallList": [
-            {"id": "t1", "name": "solar-ocr-scanner", "arguments": {"image_url": "https://x/y.jpg"}},
-            {"id": "t2", "type": "function", "function": {"name": "adwr-lookup",
-             "arguments": "{\"latitude\": 35.2, \"longitude\": -111.6}"}},
-            {"name": "no id"}
-        ]});
-        let calls = from_message(&msg);
-        assert_eq!(calls.len(), 2);
-        let solar = find(&calls[0].name).expect("solar alias");
-        assert_eq!(solar.name, "solar_ocr_scan");
-        assert!(solar.plan(&calls[0].arguments, &call()).is_ok());
-        let water = find(&calls[1].name).expect("water alias");
-        assert_eq!(water.name, "water_lookup");
-        let job: Value =
-            serde_json::from_slice(&water.plan(&calls[1].arguments, &call()).expect("water"))
-                .expect("json");
-        assert_eq!(job["radius_m"], 805);
+        for t in registry() {
+            let args = t.example("1 Main St");
+            for name in std::iter::once(&t.name).chain(t.aliases) {
+                let msg = json!({"toolCallList": [
+                    {"id": "t1", "name": name, "arguments": args},
+                    {"id": "t2", "type": "function", "function": {"name": name,
+                     "arguments": args.to_string()}},
+                    {"id": "t3", "name": name, "parameters": args},
+                    {"name": "no id"}
+                ]});
+                let calls = from_message(&msg);
+                assert_eq!(calls.len(), 3, "{name}");
+                for c in calls {
+                    let found = find(&c.name).expect("registered");
+                    assert_eq!(found.name, t.name);
+                    found.plan(&c.arguments, &call()).expect("valid");
+                }
+            }
+        }
     }
 
     #[test]
-    fn unknown_names_pick_no_tool_and_bad_arguments_are_errors() {
+    fn unknown_names_pick_no_tool() {
         assert!(find("crystal_ball").is_none());
         assert!(find("").is_none());
         assert!(canonical_names(&["crystal_ball".into()]).is_err());
-        assert_eq!(
-            canonical_names(&["adwr-lookup".into(), "flood_zone_lookup".into()]).expect("known"),
-            vec!["water_lookup".to_string(), "flood_zone_lookup".to_string()]
-        );
-        let plan = |name: &str, arguments: Value| find(name).expect(name).plan(&arguments, &call());
-        assert!(plan("solar_ocr_scan", json!({})).is_err());
-        assert!(plan("solar_ocr_scan", json!({"image_base64": "AAAA"})).is_err());
-        assert!(plan("solar_ocr_scan", json!({"image_url": "file:///etc/passwd"})).is_err());
-        assert!(plan("water_lookup", json!({"latitude": 135, "longitude": 1})).is_err());
-        assert!(plan("water_lookup", json!("{not json")).is_err());
-        assert!(
-            plan(
-                "water_lookup",
-                json!({"latitude": 35, "longitude": -111, "radius_m": -1})
-            )
-            .is_err()
-        );
-        assert!(plan("flood_zone_lookup", json!({"latitude": 35})).is_err());
-        assert!(
-            plan(
-                "flood_zone_lookup",
-                json!({"latitude": 35, "longitude": 200})
-            )
-            .is_err()
-        );
-        assert!(
-            plan(
-                "flood_zone_lookup",
-                json!({"latitude": "x", "longitude": 1})
-            )
-            .is_err()
-        );
-        // Numbers spelled as strings are the numbers they spell; junk and infinities are not.
-        assert!(
-            plan(
-                "water_lookup",
-                json!({"latitude": " 34.54", "longitude": "-112.47"})
-            )
-            .is_ok()
-        );
-        assert!(
-            plan(
-                "water_lookup",
-                json!({"latitude": "1e999", "longitude": "1"})
-            )
-            .is_err()
-        );
-        assert!(plan("water_lookup", json!({"latitude": "NaN", "longitude": "1"})).is_err());
-        assert!(
-            plan(
-                "water_lookup",
-                json!({"latitude": "34.5x", "longitude": "1"})
-            )
-            .is_err()
-        );
-        assert!(
-            plan(
-                "flood_zone_lookup",
-                json!({"latitude": 33.4, "longitude": -112.0})
-            )
-            .is_ok()
-        );
-        assert!(
-            plan(
-                "solar_ocr_scan",
-                json!({"image_base64": "AAAA", "mime_type": "image/png"})
-            )
-            .is_ok()
-        );
+        let aliases: Vec<String> = registry()
+            .iter()
+            .map(|t| t.aliases.first().unwrap_or(&t.name).to_string())
+            .collect();
+        let names: Vec<String> = registry().iter().map(|t| t.name.to_string()).collect();
+        assert_eq!(canonical_names(&aliases).expect("known"), names);
+        for t in registry() {
+            assert!(t.plan(&json!("{not json"), &call()).is_err(), "{}", t.name);
+        }
     }
 
     #[test]
     fn an_agent_gets_only_its_tools() {
         assert_eq!(of_agent(None).len(), registry().len());
-        let only = of_agent(Some(&["flood_zone_lookup".to_string()]));
-        assert_eq!(
-            only.iter().map(|t| t.name).collect::<Vec<_>>(),
-            ["flood_zone_lookup"]
-        );
+        let last = registry()[registry().len() - 1].name;
+        let only = of_agent(Some(&[last.to_string()]));
+        assert_eq!(only.iter().map(|t| t.name).collect::<Vec<_>>(), [last]);
         assert!(of_agent(Some(&[])).is_empty());
     }
 }

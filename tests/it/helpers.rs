@@ -92,7 +92,7 @@ impl TestDb {
     /// Migrated (apalis's schema and ours) and seeded.
     pub async fn seeded() -> TestDb {
         let t = Self::empty().await;
-        db::migrate(&t.pool).await.expect("migrate");
+        agent_meter::app::migrate(&t.pool).await.expect("migrate");
         seed::run(&t.pool).await.expect("seed");
         t
     }

@@ -11,6 +11,7 @@ mod calls;
 mod catalogue;
 mod cli;
 mod credentials;
+mod layout;
 mod ledger;
 mod lifecycle;
 mod margins;

@@ -253,9 +253,7 @@ async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which(
         .undo(&db.pool, 20261203000025)
         .await
         .expect("down to 0025");
-    agent_meter::store::db::migrate(&db.pool)
-        .await
-        .expect("up again");
+    agent_meter::app::migrate(&db.pool).await.expect("up again");
     let summarized: i64 = db
         .count("SELECT count(*) FROM usage_daily WHERE events_without_provider_cost > 0")
         .await;

@@ -7,14 +7,14 @@ use agent_meter::{
     config::Secret,
     providers::{
         CircuitBreaker, ProviderError,
-        arcgis::ArcGisClient,
-        arcgis::summarize,
         discord::DiscordClient,
-        gemini::GeminiClient,
-        gemini::Ownership,
         http_client,
         image::{ImageFetcher, PublicResolver},
         vapi::VapiClient,
+    },
+    tools::{
+        solar_ocr_scan::gemini::{GeminiClient, Ownership},
+        water_lookup::wells::{WellRegistry as ArcGisClient, summarize},
     },
 };
 use chrono::{DateTime, Utc};
@@ -73,7 +73,7 @@ fn gemini_answer(text: &str) -> Value {
 
 async fn gemini_replies(
     template: ResponseTemplate,
-) -> Result<agent_meter::providers::gemini::SolarScan, ProviderError> {
+) -> Result<agent_meter::tools::solar_ocr_scan::gemini::SolarScan, ProviderError> {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(GEMINI_PATH))

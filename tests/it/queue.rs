@@ -264,7 +264,7 @@ async fn two_webs_three_workers_and_a_clock_fit_a_sixty_connection_server() {
     let url = format!("postgres://postgres@127.0.0.1:{}/budget", cluster.port);
     {
         let pool = db::connect(&url, 2).await.expect("pool");
-        db::migrate(&pool).await.expect("migrate");
+        agent_meter::app::migrate(&pool).await.expect("migrate");
         seed::run(&pool).await.expect("seed");
         pool.close().await;
     }
@@ -330,7 +330,7 @@ async fn two_webs_three_workers_and_a_clock_fit_a_sixty_connection_server() {
     let migrator = db::connect(&url, 1)
         .await
         .expect("a migration's connection");
-    db::migrate(&migrator)
+    agent_meter::app::migrate(&migrator)
         .await
         .expect("migrate beside the deployment");
     let after = connections().await;

@@ -224,7 +224,7 @@ async fn the_down_migration_removes_our_schema_and_up_restores_it() {
             .await,
         0
     );
-    db::migrate(&db.pool).await.expect("up again");
+    agent_meter::app::migrate(&db.pool).await.expect("up again");
     seed::run(&db.pool).await.expect("seed again");
     assert_eq!(db.count("SELECT count(*) FROM agents").await, 5);
     assert!(db::is_ready(&db.pool).await.expect("ready check"));
@@ -233,10 +233,10 @@ async fn the_down_migration_removes_our_schema_and_up_restores_it() {
 #[tokio::test]
 async fn migrate_is_safe_to_run_twice_and_concurrently() {
     let db = TestDb::empty().await;
-    let (a, b) = tokio::join!(db::migrate(&db.pool), db::migrate(&db.pool));
+    let (a, b) = tokio::join!(agent_meter::app::migrate(&db.pool), db::migrate(&db.pool));
     a.expect("first");
     b.expect("second");
-    db::migrate(&db.pool).await.expect("third");
+    agent_meter::app::migrate(&db.pool).await.expect("third");
     assert!(db::is_ready(&db.pool).await.expect("ready"));
 }
 
@@ -341,7 +341,7 @@ async fn findings_from_before_calls_were_recorded_get_their_call_from_the_stored
         .undo(&db.pool, 20261201000019)
         .await
         .expect("down to 0019");
-    db::migrate(&db.pool).await.expect("up again");
+    agent_meter::app::migrate(&db.pool).await.expect("up again");
     let calls: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT idempotency_key, vapi_call_id FROM risk_assessments ORDER BY idempotency_key",
     )

@@ -352,7 +352,7 @@ async fn on_supabase_a_signed_in_user_sees_only_their_agencys_rows() {
     .execute(&db.pool)
     .await
     .expect("a Supabase-like auth schema");
-    db::migrate(&db.pool).await.expect("migrate");
+    agent_meter::app::migrate(&db.pool).await.expect("migrate");
     agent_meter::store::seed::run(&db.pool).await.expect("seed");
     let agents = populate(&db.pool).await;
     let user = Uuid::new_v4();

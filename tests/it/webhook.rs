@@ -388,9 +388,7 @@ async fn readyz_needs_migrations() {
         .expect("send");
     assert_eq!(before.status(), 503);
     assert_eq!(error_code(before).await, "not_migrated");
-    agent_meter::store::db::migrate(&db.pool)
-        .await
-        .expect("migrate");
+    agent_meter::app::migrate(&db.pool).await.expect("migrate");
     let after = client
         .get(format!("{base}/readyz"))
         .send()

@@ -8,7 +8,7 @@ use agent_meter::{
         JobError,
         writer::{self, Recorded, ToolEffect},
     },
-    store::{findings, leads, usage::metric},
+    store::{findings, leads},
 };
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -27,12 +27,13 @@ fn effect(agent_id: Uuid, lead_id: Uuid, key: &str) -> ToolEffect {
         result: json!({"summary": {"well_count": 1}, "key": key}),
         facts: json!({"water_source": "private_well"}),
         tags: Vec::new(),
-        metric: metric::WATER_LOOKUP,
+        metric: "water_lookup",
         quantity: Decimal::ONE,
         provider_cost_usd: None,
         metadata: json!({"tool_call_id": key}),
         discord_note: None,
         wake: None,
+        late_message: String::new(),
     }
 }
 
@@ -171,7 +172,10 @@ async fn concurrent_writes_through_the_writer_each_get_their_own_answer() {
 /// never be written fails the job for good, the provider is asked once, and nothing is billed.
 #[tokio::test]
 async fn a_paid_answer_is_kept_and_never_paid_twice_when_its_effect_keeps_failing() {
-    use agent_meter::jobs::{Deps, Job, solar_ocr_scan::SolarOcrScan};
+    use agent_meter::{
+        jobs::{Deps, Job},
+        tools::solar_ocr_scan::SolarOcrScan,
+    };
     use wiremock::{
         Mock, ResponseTemplate,
         matchers::{method, path},
@@ -197,15 +201,17 @@ async fn a_paid_answer_is_kept_and_never_paid_twice_when_its_effect_keeps_failin
     let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&borrowed)));
     // Agent a's scan names agent b's lead: the database refuses the effect every time.
     let job = SolarOcrScan {
-        agent_id: a,
-        lead_id: Some(lead_of_b),
-        tool_call_id: "tc-refused".into(),
-        vapi_call_id: None,
+        call: agent_meter::tools::CallContext {
+            agent_id: a,
+            lead_id: Some(lead_of_b),
+            tool_call_id: "tc-refused".into(),
+            vapi_call_id: None,
+            requested_at: None,
+        },
         image_url: None,
         image_base64: Some("iVBORw0KGgo=".into()),
         mime_type: Some("image/png".into()),
         address: Some("1 Elm St".into()),
-        requested_at: None,
     };
     for attempt in 0..2 {
         let e = job.clone().run(&deps).await.expect_err("refused");

@@ -35,7 +35,7 @@ async fn postgres_restarted_twice_under_load_loses_and_duplicates_nothing() {
     .await
     .expect("database");
     let pool = db::connect(&url, 20).await.expect("pool");
-    db::migrate(&pool).await.expect("migrate");
+    agent_meter::app::migrate(&pool).await.expect("migrate");
     seed::run(&pool).await.expect("seed");
 
     let config = Arc::new(test_config(&[("JOB_BACKOFF_BASE_MS", "100")]));

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use agent_meter::jobs::{self, solar_ocr_scan::SolarOcrScan};
+use agent_meter::{jobs, tools::solar_ocr_scan::SolarOcrScan};
 use serde_json::{Value, json};
 use sqlx::{Connection as _, PgPool};
 
@@ -266,17 +266,19 @@ pub async fn enqueue_scans(pool: &PgPool, jobs: std::ops::Range<usize>) {
     let mut tx = pool.begin().await.expect("begin");
     for i in jobs {
         let job = SolarOcrScan {
-            agent_id: agents[i % agents.len()],
-            lead_id: None,
-            tool_call_id: format!("tc-{i}"),
-            vapi_call_id: None,
+            call: agent_meter::tools::CallContext {
+                agent_id: agents[i % agents.len()],
+                lead_id: None,
+                tool_call_id: format!("tc-{i}"),
+                vapi_call_id: None,
+                requested_at: None,
+            },
             image_url: None,
             image_base64: Some(PNG_BASE64.into()),
             mime_type: Some("image/png".into()),
             address: Some(format!("job-{i:05} Elm St, Flagstaff")),
-            requested_at: None,
         };
-        jobs::enqueue(&mut tx, &job, Some(&job.idempotency_key()))
+        jobs::enqueue(&mut tx, &job, Some(&job.call.key()))
             .await
             .expect("enqueue");
     }

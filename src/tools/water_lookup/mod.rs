@@ -2,14 +2,27 @@
 //! `water_lookup` usage row per tool call (price 0.00, still metered; key `tool_call:{id}`).
 //! A registered tool ([`crate::tools`]).
 
+pub mod wells;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
 
-use super::{Deps, Job, JobError, effects, writer::ToolEffect};
+use super::{CallContext, Category, Finding, StandIn, Tool};
 use crate::{
-    providers::arcgis::{self, WaterSummary},
-    tools::{CallContext, Tool},
+    config::{Kind, Setting},
+    jobs::{Deps, Job, JobError},
+};
+use wells::{WaterSummary, WellRegistry};
+
+/// The well registry layer (ending `/FeatureServer/0`).
+pub const WELLS_URL: Setting = Setting {
+    name: "ADWR_WELLS_URL",
+    kind: Kind::Url,
+    default: Some(
+        "https://services.arcgis.com/C34zQ7veRS0V1t04/ArcGIS/rest/services/Well_Registry_2024/FeatureServer/0",
+    ),
+    required: false,
+    about: "ADWR well registry ArcGIS layer",
 };
 
 /// Default search radius: half a mile.
@@ -35,11 +48,13 @@ impl Tool for WaterLookup {
     const WHEN_TO_USE: &'static str = "When you know the property's coordinates, use the water_lookup tool to learn whether it is on a private well.";
     const KIND: &'static str = "water";
     const METRIC: &'static str = "water_lookup";
-    const PROVIDER: &'static str = arcgis::PROVIDER;
+    const PROVIDER: &'static str = wells::PROVIDER;
     const RUNNING: &'static str =
         "The water check is running; the result will be ready in a moment.";
     const FAILED: &'static str =
         "The well registry could not be checked right now; an agent will confirm the water source.";
+    const CATEGORY: Category = Category::Lookup;
+    const SETTINGS: &'static [Setting] = &[WELLS_URL];
     type Args = WaterArgs;
 
     fn parameters() -> serde_json::Value {
@@ -52,7 +67,7 @@ impl Tool for WaterLookup {
     }
 
     fn validate(a: &WaterArgs) -> Result<(), String> {
-        crate::tools::check_coordinates(a.latitude, a.longitude)?;
+        super::check_coordinates(a.latitude, a.longitude)?;
         match a.radius_m {
             Some(r) if !(r > 0.0 && r <= f64::from(MAX_RADIUS_M)) => {
                 Err(format!("radius_m must be in (0, {MAX_RADIUS_M}]"))
@@ -63,10 +78,7 @@ impl Tool for WaterLookup {
 
     fn job(a: WaterArgs, call: &CallContext) -> Self {
         WaterLookup {
-            agent_id: call.agent_id,
-            lead_id: call.lead_id,
-            tool_call_id: call.tool_call_id.clone(),
-            vapi_call_id: call.vapi_call_id.clone(),
+            call: call.clone(),
             latitude: a.latitude,
             longitude: a.longitude,
             radius_m: a
@@ -75,7 +87,6 @@ impl Tool for WaterLookup {
                 .unwrap_or(DEFAULT_RADIUS_M)
                 .max(1),
             address: a.address,
-            requested_at: call.requested_at,
         }
     }
 
@@ -92,6 +103,24 @@ impl Tool for WaterLookup {
     fn example() -> serde_json::Value {
         json!({"latitude": 35.1983, "longitude": -111.6513})
     }
+
+    fn stand_in() -> StandIn {
+        StandIn {
+            url: &WELLS_URL,
+            route: "/query",
+            answer: || {
+                let well = |id: u64, lat: f64, lon: f64, depth: u32| {
+                    json!({"attributes": {"REGISTRY_ID": id, "WELL_DEPTH": depth,
+                                          "WATER_LEVEL": depth / 2, "WATER_USE": "DOMESTIC",
+                                          "WELL_CANCELLED": "N"},
+                           "geometry": {"x": lon, "y": lat}})
+                };
+                json!({"features": [well(551_234, 35.1984, -111.6513, 420),
+                                    well(551_900, 35.2011, -111.6490, 610)],
+                       "exceededTransferLimit": false})
+            },
+        }
+    }
 }
 
 /// A registered well this close is taken as the property's own water source.
@@ -99,25 +128,12 @@ const OWN_WELL_WITHIN_M: f64 = 150.0;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WaterLookup {
-    pub agent_id: Uuid,
-    pub lead_id: Option<Uuid>,
-    pub tool_call_id: String,
-    /// The Vapi call it was asked in (absent in jobs queued before it was recorded).
-    #[serde(default)]
-    pub vapi_call_id: Option<String>,
+    #[serde(flatten)]
+    pub call: CallContext,
     pub latitude: f64,
     pub longitude: f64,
     pub radius_m: u32,
     pub address: Option<String>,
-    /// When the webhook asked (it may be waiting for the answer); absent for other enqueuers.
-    #[serde(default)]
-    pub requested_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-impl WaterLookup {
-    pub fn idempotency_key(&self) -> String {
-        effects::tool_call_key(&self.tool_call_id)
-    }
 }
 
 impl Job for WaterLookup {
@@ -125,41 +141,31 @@ impl Job for WaterLookup {
     const MAX_ATTEMPTS: usize = 8;
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
-        let key = self.idempotency_key();
         // The registry is free, so there is no saved answer to look up first: a re-run asks again
         // and the writer keeps the finding saved first (the usage row is keyed all the same).
-        let wells = deps
-            .providers
-            .arcgis
+        let registry = deps.client(|deps| {
+            WellRegistry::new(
+                deps.config.setting(&WELLS_URL).unwrap_or_default(),
+                deps.providers.http.clone(),
+                deps.providers.breaker(wells::PROVIDER),
+            )
+        });
+        let found = registry
             .wells_near(self.latitude, self.longitude, self.radius_m)
             .await?;
-        let summary = arcgis::summarize(&wells, self.latitude, self.longitude);
-        let result = json!({"summary": summary, "latitude": self.latitude, "longitude": self.longitude,
-                            "radius_m": self.radius_m, "address": self.address});
-        let metadata = json!({"tool_call_id": self.tool_call_id, "well_count": summary.well_count});
-        deps.writer
-            .write(ToolEffect {
-                agent_id: self.agent_id,
-                lead_id: self.lead_id,
-                vapi_call_id: self.vapi_call_id.clone(),
-                kind: Self::KIND,
-                result,
-                facts: json!({"water_source": water_source(&summary)}),
-                tags: Vec::new(),
-                metric: Self::METRIC,
-                quantity: rust_decimal::Decimal::ONE,
-                provider_cost_usd: None,
-                metadata,
-                discord_note: Some(format!(
-                    "💧 Water check: {}",
-                    describe(&summary, self.radius_m)
-                )),
-                wake: effects::awaited(&self.tool_call_id, self.requested_at, deps)
-                    .map(str::to_string),
-                address: self.address,
-                key,
-            })
-            .await?;
+        let summary = wells::summarize(&found, self.latitude, self.longitude);
+        let finding = Finding {
+            result: json!({"summary": summary, "latitude": self.latitude,
+                           "longitude": self.longitude, "radius_m": self.radius_m,
+                           "address": self.address}),
+            facts: json!({"water_source": water_source(&summary)}),
+            tags: Vec::new(),
+            provider_cost_usd: None,
+            metadata: json!({"well_count": summary.well_count}),
+            note: format!("💧 Water check: {}", describe(&summary, self.radius_m)),
+            address: self.address,
+        };
+        self.call.record::<Self>(deps, finding).await?;
         crate::failpoint::hit(crate::failpoint::AFTER_EFFECT_COMMIT);
         Ok(())
     }
@@ -191,4 +197,30 @@ pub fn describe(summary: &WaterSummary, radius_m: u32) -> String {
         opt(&n.water_level_ft),
         n.water_use.as_deref().unwrap_or("unknown"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::tools::{ToolSpec, tests::call};
+
+    fn plan(arguments: Value) -> Result<Vec<u8>, String> {
+        ToolSpec::of::<super::WaterLookup>().plan(&arguments, &call())
+    }
+
+    #[test]
+    fn arguments_are_checked_and_numbers_spelled_as_strings_read() {
+        let job: Value = serde_json::from_slice(
+            &plan(json!("{\"latitude\": 35.2, \"longitude\": -111.6}")).expect("valid"),
+        )
+        .expect("json");
+        assert_eq!(job["radius_m"], 805);
+        assert!(plan(json!({"latitude": 135, "longitude": 1})).is_err());
+        assert!(plan(json!({"latitude": 35, "longitude": -111, "radius_m": -1})).is_err());
+        assert!(plan(json!({"latitude": " 34.54", "longitude": "-112.47"})).is_ok());
+        assert!(plan(json!({"latitude": "1e999", "longitude": "1"})).is_err());
+        assert!(plan(json!({"latitude": "NaN", "longitude": "1"})).is_err());
+        assert!(plan(json!({"latitude": "34.5x", "longitude": "1"})).is_err());
+    }
 }

@@ -2,20 +2,58 @@
 //! usage row per tool call (key `tool_call:{id}`). A registered tool ([`crate::tools`]).
 //!
 //! Steps: reuse a saved answer if a previous run paid for one; else fetch the image (size-capped)
-//! and ask Gemini; then the effects writer saves the answer, updates the property, tags the lead,
+//! and ask Gemini ([`gemini`]); then the effects writer saves the answer, updates the property, tags the lead,
 //! meters, queues the Discord note and wakes the webhook waiting for this tool call, all in one
 //! statement (a missing price fails the job but keeps the paid answer).
+
+pub mod gemini;
 
 use base64::Engine as _;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
 
-use super::{Deps, Job, JobError, effects, writer::ToolEffect};
+use super::{CallContext, Category, Finding, StandIn, Tool};
 use crate::{
-    providers::{self, gemini::SolarScan},
-    tools::{CallContext, Tool},
+    config::{Kind, Setting},
+    jobs::{Deps, Job, JobError, effects},
+};
+use gemini::{GeminiClient, SolarScan};
+
+pub const API_KEY: Setting = Setting {
+    name: "GEMINI_API_KEY",
+    kind: Kind::Secret,
+    default: None,
+    required: false,
+    about: "Gemini API key (unset: every scan fails, permanently)",
+};
+pub const BASE_URL: Setting = Setting {
+    name: "GEMINI_BASE_URL",
+    kind: Kind::Url,
+    default: Some("https://generativelanguage.googleapis.com"),
+    required: false,
+    about: "Gemini API base URL",
+};
+pub const MODEL: Setting = Setting {
+    name: "GEMINI_MODEL",
+    kind: Kind::Text,
+    default: Some("gemini-2.5-flash"),
+    required: false,
+    about: "Gemini model",
+};
+pub const INPUT_PRICE: Setting = Setting {
+    name: "GEMINI_INPUT_USD_PER_MTOK",
+    kind: Kind::Decimal,
+    default: None,
+    required: false,
+    about: "Gemini prompt token price, USD per million (with the output price: scans carry a provider cost)",
+};
+pub const OUTPUT_PRICE: Setting = Setting {
+    name: "GEMINI_OUTPUT_USD_PER_MTOK",
+    kind: Kind::Decimal,
+    default: None,
+    required: false,
+    about: "Gemini output token price, USD per million",
 };
 
 /// What the assistant sends: an image by URL, or inline with its MIME type.
@@ -40,11 +78,13 @@ impl Tool for SolarOcrScan {
         "When the caller shares a photo or document of the property, use the solar_ocr_scan tool.";
     const KIND: &'static str = "solar";
     const METRIC: &'static str = "solar_ocr_scan";
-    const PROVIDER: &'static str = providers::gemini::PROVIDER;
+    const PROVIDER: &'static str = gemini::PROVIDER;
     const RUNNING: &'static str =
         "The solar check is running; the result will be ready in a moment.";
     const FAILED: &'static str =
         "The solar check could not read that image; an agent will look at it and call back.";
+    const CATEGORY: Category = Category::Scan;
+    const SETTINGS: &'static [Setting] = &[API_KEY, BASE_URL, MODEL, INPUT_PRICE, OUTPUT_PRICE];
     type Args = SolarArgs;
 
     fn parameters() -> serde_json::Value {
@@ -79,15 +119,11 @@ impl Tool for SolarOcrScan {
 
     fn job(a: SolarArgs, call: &CallContext) -> Self {
         SolarOcrScan {
-            agent_id: call.agent_id,
-            lead_id: call.lead_id,
-            tool_call_id: call.tool_call_id.clone(),
-            vapi_call_id: call.vapi_call_id.clone(),
+            call: call.clone(),
             image_url: a.image_url,
             image_base64: a.image_base64,
             mime_type: a.mime_type,
             address: a.address,
-            requested_at: call.requested_at,
         }
     }
 
@@ -100,30 +136,38 @@ impl Tool for SolarOcrScan {
     fn example() -> serde_json::Value {
         json!({"image_base64": "iVBORw0KGgo=", "mime_type": "image/png"})
     }
+
+    fn stand_in() -> StandIn {
+        StandIn {
+            url: &BASE_URL,
+            route: "/v1beta/models/{model}",
+            answer: || {
+                let finding = json!({"has_solar": true, "panel_count": 22, "ownership": "leased",
+                                     "installer": "SunRun", "confidence": 0.91});
+                json!({
+                    "candidates": [{"content": {"role": "model",
+                                                "parts": [{"text": finding.to_string()}]},
+                                    "finishReason": "STOP"}],
+                    "usageMetadata": {"promptTokenCount": 1290, "candidatesTokenCount": 42,
+                                      "totalTokenCount": 1332},
+                    "modelVersion": "stand-in"
+                })
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SolarOcrScan {
-    pub agent_id: Uuid,
-    pub lead_id: Option<Uuid>,
-    pub tool_call_id: String,
-    /// The Vapi call it was asked in (absent in jobs queued before it was recorded).
-    #[serde(default)]
-    pub vapi_call_id: Option<String>,
+    #[serde(flatten)]
+    pub call: CallContext,
     pub image_url: Option<String>,
     pub image_base64: Option<String>,
     pub mime_type: Option<String>,
     pub address: Option<String>,
-    /// When the webhook asked (it may be waiting for the answer); absent for other enqueuers.
-    #[serde(default)]
-    pub requested_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl SolarOcrScan {
-    pub fn idempotency_key(&self) -> String {
-        effects::tool_call_key(&self.tool_call_id)
-    }
-
     async fn image(&self, deps: &Deps) -> Result<(Vec<u8>, String), JobError> {
         if let Some(data) = self.image_base64.as_deref().filter(|d| !d.is_empty()) {
             let bytes = base64::engine::general_purpose::STANDARD
@@ -151,7 +195,8 @@ impl SolarOcrScan {
 
     /// Gemini's cost for this scan, when token prices are configured.
     fn provider_cost(scan: &SolarScan, deps: &Deps) -> Option<Decimal> {
-        let (input, output) = deps.config.gemini_usd_per_mtok?;
+        let input = deps.config.decimal_setting(&INPUT_PRICE)?;
+        let output = deps.config.decimal_setting(&OUTPUT_PRICE)?;
         let million = Decimal::from(1_000_000);
         Some(
             (Decimal::from(scan.usage.prompt_tokens) * input
@@ -166,12 +211,19 @@ impl Job for SolarOcrScan {
     const MAX_ATTEMPTS: usize = 8;
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
-        let key = self.idempotency_key();
-        let result = effects::saved_or_ask(deps, self.agent_id, Self::KIND, &key, || async {
+        let key = self.call.key();
+        let result = effects::saved_or_ask(deps, self.call.agent_id, Self::KIND, &key, || async {
             let (image, mime) = self.image(deps).await?;
-            let scan = deps
-                .providers
-                .gemini
+            let gemini = deps.client(|deps| {
+                GeminiClient::new(
+                    deps.config.setting(&BASE_URL).unwrap_or_default(),
+                    deps.config.secret_setting(&API_KEY),
+                    deps.config.setting(&MODEL).unwrap_or_default(),
+                    deps.providers.http.clone(),
+                    deps.providers.breaker(gemini::PROVIDER),
+                )
+            });
+            let scan = gemini
                 .scan_solar(&image, &mime, self.address.as_deref())
                 .await?;
             crate::failpoint::hit(crate::failpoint::AFTER_PROVIDER_ANSWER);
@@ -181,27 +233,16 @@ impl Job for SolarOcrScan {
         let scan: SolarScan = serde_json::from_value(result["scan"].clone())
             .map_err(|e| JobError::Permanent(format!("saved solar finding is unreadable: {e}")))?;
         let has_solar = scan.finding.has_solar;
-        deps.writer
-            .write(ToolEffect {
-                agent_id: self.agent_id,
-                lead_id: self.lead_id,
-                vapi_call_id: self.vapi_call_id.clone(),
-                kind: Self::KIND,
-                result,
-                facts: json!({"has_solar": has_solar}),
-                tags: if has_solar { vec!["solar"] } else { Vec::new() },
-                metric: Self::METRIC,
-                quantity: Decimal::ONE,
-                provider_cost_usd: Self::provider_cost(&scan, deps),
-                metadata: json!({"tool_call_id": self.tool_call_id, "has_solar": has_solar,
-                                 "tokens": scan.usage}),
-                discord_note: Some(format!("☀️ Solar check: {}", describe(&scan))),
-                wake: effects::awaited(&self.tool_call_id, self.requested_at, deps)
-                    .map(str::to_string),
-                address: self.address,
-                key,
-            })
-            .await?;
+        let finding = Finding {
+            result,
+            facts: json!({"has_solar": has_solar}),
+            tags: if has_solar { vec!["solar"] } else { Vec::new() },
+            provider_cost_usd: Self::provider_cost(&scan, deps),
+            metadata: json!({"has_solar": has_solar, "tokens": scan.usage}),
+            note: format!("☀️ Solar check: {}", describe(&scan)),
+            address: self.address.clone(),
+        };
+        self.call.record::<Self>(deps, finding).await?;
         crate::failpoint::hit(crate::failpoint::AFTER_EFFECT_COMMIT);
         Ok(())
     }
@@ -230,4 +271,24 @@ pub fn describe(scan: &SolarScan) -> String {
         "solar found: {panels}, ownership {ownership}{installer} (confidence {:.2})",
         f.confidence
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::tools::{ToolSpec, tests::call};
+
+    fn plan(arguments: Value) -> Result<Vec<u8>, String> {
+        ToolSpec::of::<super::SolarOcrScan>().plan(&arguments, &call())
+    }
+
+    #[test]
+    fn an_image_by_https_url_or_inline_with_its_type() {
+        assert!(plan(json!({"image_url": "https://x/y.jpg"})).is_ok());
+        assert!(plan(json!({})).is_err());
+        assert!(plan(json!({"image_base64": "AAAA"})).is_err());
+        assert!(plan(json!({"image_url": "file:///etc/passwd"})).is_err());
+        assert!(plan(json!({"image_base64": "AAAA", "mime_type": "image/png"})).is_ok());
+    }
 }

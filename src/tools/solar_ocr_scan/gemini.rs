@@ -7,11 +7,11 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{
-    CircuitBreaker, MAX_RESPONSE_BYTES, ProviderError, classify_reqwest, classify_status,
+use crate::config::Secret;
+use crate::providers::{
+    CircuitBreaker, MAX_RESPONSE_BYTES, ProviderError, classify_reqwest, classify_status, excerpt,
     read_limited, retry_after_header, seconds,
 };
-use crate::config::Secret;
 
 /// The provider name in errors.
 pub const PROVIDER: &str = "gemini";
@@ -213,7 +213,7 @@ fn classify_error(
     if per_day {
         return ProviderError::permanent(
             PROVIDER,
-            format!("daily quota exhausted: {}", super::excerpt(&message)),
+            format!("daily quota exhausted: {}", excerpt(&message)),
         );
     }
     let retry_info = details
@@ -222,7 +222,7 @@ fn classify_error(
         .find_map(|d| d["retryDelay"].as_str().and_then(parse_retry_delay));
     ProviderError::Transient {
         provider: PROVIDER,
-        reason: format!("HTTP 429: {}", super::excerpt(&message)),
+        reason: format!("HTTP 429: {}", excerpt(&message)),
         retry_after: retry_info.or_else(|| retry_after_header(headers)),
     }
 }

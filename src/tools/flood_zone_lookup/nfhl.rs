@@ -2,12 +2,12 @@
 //!
 //! One point-intersect query on the "Flood Hazard Zones" layer (28 of the public NFHL
 //! MapServer) for `FLD_ZONE`, `ZONE_SUBTY` and `SFHA_TF`. Errors inside an HTTP 200 are
-//! classified like the ADWR registry's ([`super::arcgis::query`]).
+//! classified like the ADWR registry's ([`crate::providers::arcgis::query`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{CircuitBreaker, ProviderError, arcgis};
+use crate::providers::{CircuitBreaker, ProviderError, arcgis};
 
 /// The provider name in errors and breakers.
 pub const PROVIDER: &str = "fema";

@@ -3,30 +3,34 @@
 //! `tool_call:{id}`). A `flood` finding; the lead is tagged `flood_risk` in a Special Flood
 //! Hazard Area. A registered tool ([`crate::tools`]).
 
+pub mod nfhl;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
 
-use super::{Deps, Job, JobError, effects, writer::ToolEffect};
+use super::{CallContext, Category, Finding, StandIn, Tool};
 use crate::{
-    providers::fema::{self, FloodZone},
-    tools::{CallContext, Tool},
+    config::{Kind, Setting},
+    jobs::{Deps, Job, JobError},
+};
+use nfhl::{FemaClient, FloodZone};
+
+/// FEMA's flood hazard zones layer (layer 28 of the public NFHL MapServer).
+pub const NFHL_URL: Setting = Setting {
+    name: "FEMA_NFHL_URL",
+    kind: Kind::Url,
+    default: Some("https://hazards.fema.gov/arcgis/rest/services/public/NFHL/MapServer/28"),
+    required: false,
+    about: "FEMA National Flood Hazard Layer, Flood Hazard Zones",
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FloodZoneLookup {
-    pub agent_id: Uuid,
-    pub lead_id: Option<Uuid>,
-    pub tool_call_id: String,
-    /// The Vapi call it was asked in (absent in jobs queued before it was recorded).
-    #[serde(default)]
-    pub vapi_call_id: Option<String>,
+    #[serde(flatten)]
+    pub call: CallContext,
     pub latitude: f64,
     pub longitude: f64,
     pub address: Option<String>,
-    /// When the webhook asked (it may be waiting for the answer); absent for other enqueuers.
-    #[serde(default)]
-    pub requested_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What the assistant sends.
@@ -48,11 +52,13 @@ impl Tool for FloodZoneLookup {
         zone means for flood insurance.";
     const KIND: &'static str = "flood";
     const METRIC: &'static str = "flood_zone_lookup";
-    const PROVIDER: &'static str = fema::PROVIDER;
+    const PROVIDER: &'static str = nfhl::PROVIDER;
     const RUNNING: &'static str =
         "The flood zone check is running; the result will be ready in a moment.";
     const FAILED: &'static str =
         "FEMA's flood map could not be checked right now; an agent will confirm the flood zone.";
+    const CATEGORY: Category = Category::Lookup;
+    const SETTINGS: &'static [Setting] = &[NFHL_URL];
     type Args = FloodArgs;
 
     fn parameters() -> serde_json::Value {
@@ -64,19 +70,15 @@ impl Tool for FloodZoneLookup {
     }
 
     fn validate(a: &FloodArgs) -> Result<(), String> {
-        crate::tools::check_coordinates(a.latitude, a.longitude)
+        super::check_coordinates(a.latitude, a.longitude)
     }
 
     fn job(a: FloodArgs, call: &CallContext) -> Self {
         FloodZoneLookup {
-            agent_id: call.agent_id,
-            lead_id: call.lead_id,
-            tool_call_id: call.tool_call_id.clone(),
-            vapi_call_id: call.vapi_call_id.clone(),
+            call: call.clone(),
             latitude: a.latitude,
             longitude: a.longitude,
             address: a.address,
-            requested_at: call.requested_at,
         }
     }
 
@@ -89,6 +91,18 @@ impl Tool for FloodZoneLookup {
     fn example() -> serde_json::Value {
         json!({"latitude": 35.1983, "longitude": -111.6513})
     }
+
+    fn stand_in() -> StandIn {
+        StandIn {
+            url: &NFHL_URL,
+            route: "/query",
+            // A high-risk zone (AE) everywhere.
+            answer: || {
+                json!({"features": [{"attributes": {"FLD_ZONE": "AE", "ZONE_SUBTY": null,
+                                                    "SFHA_TF": "T"}}]})
+            },
+        }
+    }
 }
 
 impl Job for FloodZoneLookup {
@@ -96,36 +110,27 @@ impl Job for FloodZoneLookup {
     const MAX_ATTEMPTS: usize = 8;
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
-        let key = effects::tool_call_key(&self.tool_call_id);
         // FEMA is free: a re-run asks again; the writer keeps the finding saved first.
-        let zone = deps
-            .providers
-            .fema
-            .flood_zone(self.latitude, self.longitude)
-            .await?;
+        let fema = deps.client(|deps| {
+            FemaClient::new(
+                deps.config.setting(&NFHL_URL).unwrap_or_default(),
+                deps.providers.http.clone(),
+                deps.providers.breaker(nfhl::PROVIDER),
+            )
+        });
+        let zone = fema.flood_zone(self.latitude, self.longitude).await?;
         let sfha = zone.special_flood_hazard_area;
-        deps.writer
-            .write(ToolEffect {
-                agent_id: self.agent_id,
-                lead_id: self.lead_id,
-                vapi_call_id: self.vapi_call_id.clone(),
-                kind: Self::KIND,
-                result: json!({"zone": zone, "latitude": self.latitude, "longitude": self.longitude,
-                               "address": self.address}),
-                facts: json!({"flood_zone": zone.zone, "special_flood_hazard_area": sfha}),
-                tags: if sfha { vec!["flood_risk"] } else { Vec::new() },
-                metric: Self::METRIC,
-                quantity: rust_decimal::Decimal::ONE,
-                provider_cost_usd: None,
-                metadata: json!({"tool_call_id": self.tool_call_id, "flood_zone": zone.zone,
-                                 "special_flood_hazard_area": sfha}),
-                discord_note: Some(format!("🌊 Flood check: {}", describe(&zone))),
-                wake: effects::awaited(&self.tool_call_id, self.requested_at, deps)
-                    .map(str::to_string),
-                address: self.address,
-                key,
-            })
-            .await?;
+        let finding = Finding {
+            result: json!({"zone": zone, "latitude": self.latitude, "longitude": self.longitude,
+                           "address": self.address}),
+            facts: json!({"flood_zone": zone.zone, "special_flood_hazard_area": sfha}),
+            tags: if sfha { vec!["flood_risk"] } else { Vec::new() },
+            provider_cost_usd: None,
+            metadata: json!({"flood_zone": zone.zone, "special_flood_hazard_area": sfha}),
+            note: format!("🌊 Flood check: {}", describe(&zone)),
+            address: self.address,
+        };
+        self.call.record::<Self>(deps, finding).await?;
         Ok(())
     }
 }
@@ -211,5 +216,24 @@ mod tests {
         assert!(minimal.contains("minimal") && minimal.contains("not"));
         assert!(describe(&zone(Some("D"), None, false)).contains("not been studied"));
         assert!(describe(&zone(None, None, false)).contains("no flood zone mapped"));
+    }
+}
+
+#[cfg(test)]
+mod plans {
+    use serde_json::{Value, json};
+
+    use crate::tools::{ToolSpec, tests::call};
+
+    fn plan(arguments: Value) -> Result<Vec<u8>, String> {
+        ToolSpec::of::<super::FloodZoneLookup>().plan(&arguments, &call())
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        assert!(plan(json!({"latitude": 33.4, "longitude": -112.0})).is_ok());
+        assert!(plan(json!({"latitude": 35})).is_err());
+        assert!(plan(json!({"latitude": 35, "longitude": 200})).is_err());
+        assert!(plan(json!({"latitude": "x", "longitude": 1})).is_err());
     }
 }
