@@ -5,6 +5,7 @@ pub mod api;
 pub mod assistant;
 pub mod auth;
 pub mod error;
+pub mod message;
 pub mod oauth;
 pub mod ops;
 pub mod ops_page;

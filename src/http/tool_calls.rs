@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{AppState, error::ApiError, webhook};
+use super::{AppState, error::ApiError, message};
 use crate::{
     jobs::effects,
     store::{agents::Agent, findings},
@@ -50,16 +50,16 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
     }
     if calls.is_empty() {
         // Spec-valid (an empty list): stored, nothing to run.
-        let (routing, agent) = webhook::route(app, msg).await?;
+        let (routing, agent) = message::route(app, msg).await?;
         let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-        webhook::record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
+        message::record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
         tx.commit().await?;
         return Ok(json!({"results": []}));
     }
 
-    let (routing, agent) = webhook::route(app, msg).await?;
+    let (routing, agent) = message::route(app, msg).await?;
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    webhook::record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
+    message::record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
     let Some(agent) = agent.filter(|a| a.in_service(app.config.billing_timezone)) else {
         tx.commit().await?;
         let error = "this phone number is not in service with an agency";
@@ -68,7 +68,7 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
             calls.iter().map(|c| (c, Err(error.to_string()))).collect(),
         ));
     };
-    let lead = webhook::caller_lead(&mut tx, app, &agent, msg).await?;
+    let lead = message::caller_lead(&mut tx, app, &agent, msg).await?;
     let mut planned = Vec::with_capacity(calls.len());
     let mut waits = Vec::new();
     let requested_at = Some(chrono::Utc::now());

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::{AppState, error::ApiError, webhook};
+use super::{AppState, error::ApiError, message};
 use crate::{
     store::{
         agents::Agent,
@@ -20,15 +20,15 @@ use crate::{
 };
 
 pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, ApiError> {
-    let (routing, agent) = webhook::route(app, msg).await?;
+    let (routing, agent) = message::route(app, msg).await?;
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let event_id = webhook::record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
+    let event_id = message::record(&mut tx, agent.as_deref(), routing, msg, raw).await?;
     let configured = agent
         .as_deref()
         .and_then(|a| Some((a, a.transfer_number.as_deref().filter(|n| !n.is_empty())?)));
     let Some((agent, number)) = configured else {
         tx.commit().await?;
-        return Ok(json!({"error": webhook::NO_TRANSFER}));
+        return Ok(json!({"error": message::NO_TRANSFER}));
     };
     // Hours that cannot be read (edited by hand) never transfer: a message is the safe side.
     let hours = agent
