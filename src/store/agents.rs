@@ -51,17 +51,29 @@ const COLUMNS: &str =
                        billing_starts_on, cancelled_on, max_call_minutes, transfer_number,
                        transfer_hours";
 
+/// The agent matching `condition` on `$1` (a constant: it is pasted into the SQL), if any.
+async fn one<'q, T>(
+    conn: &mut PgConnection,
+    condition: &'static str,
+    value: T,
+) -> Result<Option<Agent>, sqlx::Error>
+where
+    T: 'q + Send + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM agents WHERE {condition}"
+    )))
+    .bind(value)
+    .fetch_optional(conn)
+    .await
+}
+
 /// The agent that owns a Vapi phone number, if any.
 pub async fn find_by_phone_number_id(
     conn: &mut PgConnection,
     phone_number_id: &str,
 ) -> Result<Option<Agent>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM agents WHERE vapi_phone_number_id = $1"
-    )))
-    .bind(phone_number_id)
-    .fetch_optional(conn)
-    .await
+    one(conn, "vapi_phone_number_id = $1", phone_number_id).await
 }
 
 /// Every agent, by agency name.
@@ -74,12 +86,7 @@ pub async fn list(conn: &mut PgConnection) -> Result<Vec<Agent>, sqlx::Error> {
 }
 
 pub async fn find(conn: &mut PgConnection, agent_id: Uuid) -> Result<Option<Agent>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM agents WHERE id = $1"
-    )))
-    .bind(agent_id)
-    .fetch_optional(conn)
-    .await
+    one(conn, "id = $1", agent_id).await
 }
 
 /// The agent whose own saved Vapi assistant this is (web, dashboard and API calls name the
@@ -88,11 +95,11 @@ pub async fn find_by_assistant_id(
     conn: &mut PgConnection,
     assistant_id: &str,
 ) -> Result<Option<Agent>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM agents WHERE vapi_assistant_id = $1 ORDER BY created_at LIMIT 1"
-    )))
-    .bind(assistant_id)
-    .fetch_optional(conn)
+    one(
+        conn,
+        "vapi_assistant_id = $1 ORDER BY created_at LIMIT 1",
+        assistant_id,
+    )
     .await
 }
 
@@ -114,12 +121,7 @@ pub async fn find_by_email(
     conn: &mut PgConnection,
     email: &str,
 ) -> Result<Option<Agent>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM agents WHERE email = $1"
-    )))
-    .bind(email)
-    .fetch_optional(conn)
-    .await
+    one(conn, "email = $1", email).await
 }
 
 /// A new agent; the email and Vapi phone number id must be unused.

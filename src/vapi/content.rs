@@ -186,13 +186,7 @@ pub fn is_https_url(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vapi::EnvelopeIn;
-
-    fn parse(json: &str) -> MessageIn {
-        serde_json::from_str::<EnvelopeIn>(json)
-            .expect("valid message")
-            .message
-    }
+    use crate::vapi::tests::parse;
 
     #[test]
     fn content_merges_structured_data_and_reads_the_recording_wherever_it_is() {

@@ -319,10 +319,11 @@ pub fn route_keys(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn parse(json: &str) -> MessageIn {
+    /// The message of a webhook body.
+    pub(crate) fn parse(json: &str) -> MessageIn {
         serde_json::from_str::<EnvelopeIn>(json)
             .expect("valid message")
             .message

@@ -90,16 +90,32 @@ async fn seeds_are_idempotent_and_hold_the_documented_prices() {
     .expect("prices");
     let day = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("date");
     let d = |s: &str| s.parse::<Decimal>().expect("decimal");
+    // The subscription, the setup fee and minutes as the design document prices them; each
+    // registered tool has its seeded price (its own, from seeds/prices.sql), and nothing else.
+    let (tools, others): (Vec<_>, Vec<_>) = prices.into_iter().partition(|p| {
+        agent_meter::tools::registry()
+            .iter()
+            .any(|t| t.metric == p.0)
+    });
     assert_eq!(
-        prices,
+        others,
         vec![
-            ("flood_zone_lookup".into(), "lookup".into(), d("0.00"), day),
             ("setup_fee".into(), "once".into(), d("500.00"), day),
-            ("solar_ocr_scan".into(), "scan".into(), d("0.075"), day),
             ("subscription".into(), "month".into(), d("249.00"), day),
             ("vapi_call_minutes".into(), "minute".into(), d("0.20"), day),
-            ("water_lookup".into(), "lookup".into(), d("0.00"), day),
         ]
+    );
+    let mut seeded: Vec<&str> = tools.iter().map(|p| p.0.as_str()).collect();
+    let mut registered: Vec<&str> = agent_meter::tools::registry()
+        .iter()
+        .map(|t| t.metric)
+        .collect();
+    seeded.sort_unstable();
+    registered.sort_unstable();
+    assert_eq!(seeded, registered, "one seeded price per tool");
+    assert!(
+        tools.iter().all(|p| p.3 == day && !p.2.is_sign_negative()),
+        "{tools:?}"
     );
 }
 
