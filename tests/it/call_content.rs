@@ -518,7 +518,7 @@ async fn search_finds_words_of_transcripts_and_summaries_and_never_another_agenc
     assert_eq!(none, 0);
     tx.rollback().await.expect("rollback");
     let public: bool = sqlx::query_scalar(
-        "SELECT bool_or(has_function_privilege(r.oid, 'search_call_content(text)', 'EXECUTE'))
+        "SELECT COALESCE(bool_or(has_function_privilege(r.oid, 'search_call_content(text)', 'EXECUTE')), false)
            FROM pg_roles r WHERE r.rolname NOT IN ('agent_meter_tenant', current_user)
                              AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'",
     )
