@@ -158,7 +158,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
         ("/portal/leads", "1 Saguaro Way"),
         ("/portal/usage", "vapi_call_minutes"),
         ("/portal/invoices", &month.label()),
-        (&format!("/portal/invoices/{month}"), "id=total"),
+        (&format!("/portal/invoices/{month}"), "id=\"total\""),
     ];
     for (path, needle) in &expect {
         let (status, page) = get(&app, path, Some(&cookie), "en").await;
