@@ -10,7 +10,7 @@
 //! rows), never a write per usage row; SQL's `invoice_holds` is the rule and `usage_provenance`
 //! shows, per row, the invoice and line that bills it.
 //!
-//! - [`month`]: calendar months in the billing timezone ([`crate::calendar`], re-exported).
+//! - [`month`]: calendar months in the billing timezone ([`crate::money::calendar`], re-exported).
 //! - [`lines`]: invoice lines and their rounding.
 //! - [`rollup`]: drafts, and what each holds.
 //! - [`finalize`]: closing months in order.

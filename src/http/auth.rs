@@ -1,6 +1,6 @@
 //! Webhook authentication on the raw bytes, in constant time, before anything is parsed.
 //!
-//! Every plan Vapi's webhook credentials offer (see [`crate::credentials`]): a Bearer token in
+//! Every plan Vapi's webhook credentials offer (see [`crate::config::credentials`]): a Bearer token in
 //! any header, HMAC with any algorithm, header, prefix, encoding and payload format, and OAuth2
 //! (we are the token server, `POST /oauth/token`, see [`super::oauth`]), plus the legacy
 //! `X-Vapi-Secret`. A request passes when any configured plan verifies it, so a secret is rotated

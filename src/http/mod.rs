@@ -5,6 +5,7 @@ pub mod api;
 pub mod assistant;
 pub mod auth;
 pub mod error;
+pub mod html;
 pub mod message;
 pub mod oauth;
 pub mod ops;
@@ -48,15 +49,6 @@ pub struct AppState {
     pub supabase: Option<Arc<supabase::SupabaseAuth>>,
     /// Failed sign-ins per client (ops login, portal sign-in): too many get 429.
     pub sign_ins: Arc<throttle::SignIns>,
-}
-
-/// Text for HTML (our server-rendered pages).
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 /// A cookie's value.

@@ -10,21 +10,23 @@
 //! ([`super::throttle`]). Every action goes through the same store functions and audit as the
 //! ops API.
 
+use std::time::Instant;
+
 use axum::{
     Form, Router,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
-    response::{Html, IntoResponse, Redirect, Response},
+    response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
+use maud::{Markup, html};
+use rust_decimal::Decimal;
 use serde::Deserialize;
-
-use std::time::Instant;
 
 use super::{
     AppState, cookie,
     error::ApiError,
-    esc,
+    html::{Head, document, head_row},
     ops::{Operator, SESSION_COOKIE, foreign_post, same_origin, session_cookie},
     throttle::{self, Client},
 };
@@ -50,19 +52,26 @@ const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}t
 td,th{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}th{background:#f4f4f4}
 .err{color:#a00;max-width:40em}form.inline{display:inline}button{cursor:pointer}.bar{fill:#4a7bd0}.cost{fill:#d08a4a}";
 
-fn shell(body: &str) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>agent-meter ops</title><style>{STYLE}</style></head><body>{body}</body></html>"
-    ))
+fn shell(body: Markup) -> Markup {
+    let head = Head {
+        title: "agent-meter ops",
+        lang: None,
+        style: STYLE,
+        phone: false,
+    };
+    document(&head, body)
 }
 
-fn login_form(message: &str) -> Html<String> {
-    shell(&format!(
-        "<h1>agent-meter ops</h1><p>{}</p><form method=post action=/ops/login>
-         <label>Ops token <input type=password name=token id=token autofocus></label>
-         <button type=submit id=login>Log in</button></form>",
-        esc(message)
-    ))
+fn login_form(message: &str) -> Markup {
+    shell(html! {
+        h1 { "agent-meter ops" }
+        p { (message) }
+        form method="post" action="/ops/login" {
+            label { "Ops token " input #token type="password" name="token" autofocus; }
+            " "
+            button #login type="submit" { "Log in" }
+        }
+    })
 }
 
 #[derive(Deserialize)]
@@ -185,70 +194,122 @@ async fn page(
         tz,
     )
     .await?;
+    let money = money_view(&mut conn, &app, money.month.as_deref()).await?;
+    Ok(shell(html! {
+        h1 { "agent-meter ops" }
+        form.inline method="post" action="/ops/logout" { button { "Log out" } }
+        (queues_table(&queues))
+        (jobs_view(&f, &jobs))
+        (chart(&activity))
+        (money)
+    })
+    .into_response())
+}
 
-    let mut html = String::from(
-        "<h1>agent-meter ops</h1><form method=post action=/ops/logout class=inline><button>Log out</button></form>",
-    );
-    html.push_str("<h2>Queues</h2><table id=queues><tr><th>kind</th><th>agent</th><th>waiting</th><th>running</th><th>failed</th><th>oldest wait (s)</th></tr>");
-    for q in &queues {
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td></tr>",
-            esc(&q.kind),
-            esc(q.agent_email.as_deref().unwrap_or("-")),
-            q.depth,
-            q.running,
-            q.failed,
-            q.oldest_age_secs.unwrap_or(0.0)
-        ));
+fn queues_table(queues: &[queue::QueueRow]) -> Markup {
+    let head = [
+        "kind",
+        "agent",
+        "waiting",
+        "running",
+        "failed",
+        "oldest wait (s)",
+    ];
+    html! {
+        h2 { "Queues" }
+        table #queues {
+            (head_row(&head))
+            @for q in queues {
+                tr {
+                    td { (q.kind) }
+                    td { (q.agent_email.as_deref().unwrap_or("-")) }
+                    td { (q.depth) }
+                    td { (q.running) }
+                    td { (q.failed) }
+                    td { (format!("{:.0}", q.oldest_age_secs.unwrap_or(0.0))) }
+                }
+            }
+        }
     }
-    html.push_str("</table>");
-    let opt = |v: &Option<String>| esc(v.as_deref().unwrap_or(""));
-    html.push_str(&format!(
-        "<h2>Jobs</h2><form method=get action=/ops/ id=filters>status <select name=status>{}</select>
-         kind <input name=kind value=\"{}\"> agent <input name=agent value=\"{}\"> <button>Filter</button></form>",
-        std::iter::once("")
-            .chain(queue::STATUSES.iter().copied())
-            .map(|s| format!("<option{}>{s}</option>", if f.status.as_deref() == Some(s) { " selected" } else { "" }))
-            .collect::<String>(),
-        opt(&f.kind),
-        opt(&f.agent)
-    ));
-    html.push_str(&format!(
-        "<form method=post action=/ops/ui/retry><input type=hidden name=kind value=\"{}\"><input type=hidden name=agent value=\"{}\">
-         <button id=retry-all>Retry all matching failed jobs</button></form>",
-        opt(&f.kind),
-        opt(&f.agent)
-    ));
-    html.push_str("<table id=jobs><tr><th>id</th><th>kind</th><th>status</th><th>agent</th><th>attempts</th><th>run at</th><th>last error</th><th></th></tr>");
-    for j in &jobs {
-        let action = match j.status.as_str() {
-            "failed" | "cancelled" => format!(
-                "<form method=post action=/ops/ui/jobs/{id}/retry class=inline><button class=retry data-job=\"{id}\">Retry</button></form>",
-                id = esc(&j.id)
-            ),
-            "pending" => format!(
-                "<form method=post action=/ops/ui/jobs/{id}/cancel class=inline><button class=cancel>Cancel</button></form>",
-                id = esc(&j.id)
-            ),
-            _ => String::new(),
-        };
-        html.push_str(&format!(
-            "<tr class=\"job {status}\" data-job=\"{id}\"><td>{id}</td><td>{kind}</td><td class=status>{status}</td><td>{agent}</td><td>{a}/{m}</td><td>{run}</td><td class=err>{err}</td><td>{action}</td></tr>",
-            id = esc(&j.id), kind = esc(&j.kind), status = esc(&j.status),
-            agent = esc(j.agent_email.as_deref().unwrap_or("-")), a = j.attempts, m = j.max_attempts,
-            run = j.run_at.format("%Y-%m-%d %H:%M:%S"), err = esc(j.last_error.as_deref().unwrap_or("")),
-        ));
+}
+
+/// The job filters, "retry all matching" and the jobs that match, each with its button.
+fn jobs_view(f: &JobFilter, jobs: &[queue::JobRow]) -> Markup {
+    let kind = f.kind.as_deref().unwrap_or("");
+    let agent = f.agent.as_deref().unwrap_or("");
+    let statuses = std::iter::once("").chain(queue::STATUSES.iter().copied());
+    let head = [
+        "id",
+        "kind",
+        "status",
+        "agent",
+        "attempts",
+        "run at",
+        "last error",
+        "",
+    ];
+    html! {
+        h2 { "Jobs" }
+        form #filters method="get" action="/ops/" {
+            "status "
+            select name="status" {
+                @for s in statuses {
+                    option selected[f.status.as_deref() == Some(s)] { (s) }
+                }
+            }
+            " kind " input name="kind" value=(kind);
+            " agent " input name="agent" value=(agent);
+            " " button { "Filter" }
+        }
+        form method="post" action="/ops/ui/retry" {
+            input type="hidden" name="kind" value=(kind);
+            input type="hidden" name="agent" value=(agent);
+            button #retry-all { "Retry all matching failed jobs" }
+        }
+        table #jobs {
+            (head_row(&head))
+            @for j in jobs {
+                tr class={ "job " (j.status) } data-job=(j.id) {
+                    td { (j.id) }
+                    td { (j.kind) }
+                    td.status { (j.status) }
+                    td { (j.agent_email.as_deref().unwrap_or("-")) }
+                    td { (j.attempts) "/" (j.max_attempts) }
+                    td { (j.run_at.format("%Y-%m-%d %H:%M:%S")) }
+                    td.err { (j.last_error.as_deref().unwrap_or("")) }
+                    td {
+                        @match j.status.as_str() {
+                            "failed" | "cancelled" => {
+                                form.inline method="post" action={ "/ops/ui/jobs/" (j.id) "/retry" } {
+                                    button.retry data-job=(j.id) { "Retry" }
+                                }
+                            }
+                            "pending" => {
+                                form.inline method="post" action={ "/ops/ui/jobs/" (j.id) "/cancel" } {
+                                    button.cancel { "Cancel" }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
     }
-    html.push_str("</table>");
-    html.push_str(&chart(&activity));
-    html.push_str(&money_view(&mut conn, &app, money.month.as_deref()).await?);
-    Ok(shell(&html).into_response())
 }
 
 #[derive(Deserialize, Default)]
 struct MoneyQuery {
     /// The money view's month, YYYY-MM (default: the running month).
     month: Option<String>,
+}
+
+/// One month of the money view's month-over-month table.
+struct MonthFigures {
+    month: Month,
+    mrr: Decimal,
+    usage: Decimal,
+    invoices: reports::InvoiceStates,
 }
 
 /// The operator's money view: per agency for a month, what it used, what we billed so far, what
@@ -258,53 +319,16 @@ async fn money_view(
     conn: &mut sqlx::PgConnection,
     app: &AppState,
     asked: Option<&str>,
-) -> Result<String, ApiError> {
+) -> Result<Markup, ApiError> {
     let tz = app.config.billing_timezone;
     let month = match asked.filter(|m| !m.is_empty()) {
         Some(m) => Month::parse(m).map_err(|e| ApiError::bad_request("invalid_month", e))?,
         None => Month::containing(chrono::Utc::now(), tz),
     };
     let rows = reports::money(conn, month, tz).await?;
-    let mut html = format!(
-        "<h2>Money, {month}</h2><form method=get action=/ops/>month <input name=month value=\"{month}\" size=7> <button>Show</button></form>
-         <p>Billed so far: the usage that occurred in the month at its prices, per metric and price rounded once (as on the invoice), on an invoice yet or not.
-         Cost: per usage row the provider's reported cost, else its quantity at the unit cost of its price (<code>prices set --cost</code>); rows with neither cost nothing.</p>
-         <table id=money><tr><th>agency</th><th>calls</th><th>minutes</th><th>scans</th><th>lookups</th><th>billed so far</th><th>cost</th><th>margin</th><th>cost from</th></tr>"
-    );
-    let cents = reports::cents;
-    for r in &rows {
-        html.push_str(&format!(
-            "<tr data-agent=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=margin>{}</td><td class=cost-source>{}</td></tr>",
-            r.agent_id,
-            esc(&r.agency_name),
-            r.calls,
-            r.minutes.round_dp(1).normalize(),
-            r.quantity_of(&crate::tools::metrics_of(crate::tools::Category::Scan)).normalize(),
-            r.quantity_of(&crate::tools::metrics_of(crate::tools::Category::Lookup)).normalize(),
-            cents(r.billed_usd),
-            cents(r.cost_usd),
-            cents(r.margin_usd()),
-            r.costs.source()
-        ));
-    }
-    let (billed, cost): (rust_decimal::Decimal, rust_decimal::Decimal) =
-        rows.iter().fold(Default::default(), |(b, c), r| {
-            (b + r.billed_usd, c + r.cost_usd)
-        });
-    html.push_str(&format!(
-        "<tr><th>total</th><th></th><th></th><th></th><th></th><th>{}</th><th>{}</th><th>{}</th><th></th></tr></table>",
-        cents(billed),
-        cents(cost),
-        cents(billed - cost)
-    ));
     // Usage revenue is the per-agency "billed so far" of each month (so the shown month's row is
-    // the total above); the invoices column says whether the month's invoices are final.
-    html.push_str(
-        "<h3>Month over month</h3>
-         <p>Usage revenue: as billed so far above, the usage that occurred in the month (late usage billed as an adjustment on a later invoice counts in its own month).
-         Invoices: <em>finalized</em> when every invoice of the month is, <em>draft</em> while any is a draft (its figures may still change), <em>none</em> before the month is rolled up.</p>
-         <table id=mom><tr><th>month</th><th>MRR (subscriptions)</th><th>usage revenue</th><th>invoices</th></tr>",
-    );
+    // the total of the per-agency table); the invoices column says whether the month's invoices
+    // are final.
     let months: Vec<Month> = std::iter::successors(Some(month), |m| Some(m.previous()))
         .take(6)
         .collect();
@@ -312,47 +336,128 @@ async fn money_view(
     let revenue = reports::usage_revenue(conn, oldest, month.next(), tz).await?;
     let first_days: Vec<chrono::NaiveDate> = months.iter().map(|m| m.first_day).collect();
     let states = reports::invoice_states(conn, &first_days).await?;
+    let mut figures = Vec::with_capacity(months.len());
     for m in months {
-        let mrr = reports::mrr(conn, m.first_day).await?;
-        let usage = revenue.get(&m.first_day).copied().unwrap_or_default();
-        let state = states.get(&m.first_day).copied().unwrap_or_default();
-        html.push_str(&format!(
-            "<tr><td>{m}</td><td>{}</td><td>{}</td><td class=\"invoices {label}\" title=\"{} finalized, {} draft\">{label}</td></tr>",
-            cents(mrr),
-            cents(usage),
-            state.finalized,
-            state.drafts,
-            label = state.label(),
-        ));
+        figures.push(MonthFigures {
+            month: m,
+            mrr: reports::mrr(conn, m.first_day).await?,
+            usage: revenue.get(&m.first_day).copied().unwrap_or_default(),
+            invoices: states.get(&m.first_day).copied().unwrap_or_default(),
+        });
     }
-    html.push_str("</table>");
-    Ok(html)
+    Ok(html! {
+        (per_agency(month, &rows))
+        (month_over_month(&figures))
+    })
+}
+
+/// The money view's table of agencies for `month`, with its total row.
+fn per_agency(month: Month, rows: &[reports::MoneyRow]) -> Markup {
+    let head = [
+        "agency",
+        "calls",
+        "minutes",
+        "scans",
+        "lookups",
+        "billed so far",
+        "cost",
+        "margin",
+        "cost from",
+    ];
+    let cents = reports::cents;
+    let (billed, cost): (Decimal, Decimal) = rows.iter().fold(Default::default(), |(b, c), r| {
+        (b + r.billed_usd, c + r.cost_usd)
+    });
+    html! {
+        h2 { "Money, " (month) }
+        form method="get" action="/ops/" {
+            "month " input name="month" value=(month) size="7";
+            " " button { "Show" }
+        }
+        p {
+            "Billed so far: the usage that occurred in the month at its prices, per metric and price \
+             rounded once (as on the invoice), on an invoice yet or not. Cost: per usage row the \
+             provider's reported cost, else its quantity at the unit cost of its price ("
+            code { "prices set --cost" }
+            "); rows with neither cost nothing."
+        }
+        table #money {
+            (head_row(&head))
+            @for r in rows {
+                tr data-agent=(r.agent_id) {
+                    td { (r.agency_name) }
+                    td { (r.calls) }
+                    td { (r.minutes.round_dp(1).normalize()) }
+                    td { (r.quantity_of(&crate::tools::metrics_of(crate::tools::Category::Scan)).normalize()) }
+                    td { (r.quantity_of(&crate::tools::metrics_of(crate::tools::Category::Lookup)).normalize()) }
+                    td { (cents(r.billed_usd)) }
+                    td { (cents(r.cost_usd)) }
+                    td.margin { (cents(r.margin_usd())) }
+                    td.cost-source { (r.costs.source()) }
+                }
+            }
+            tr {
+                th { "total" } th {} th {} th {} th {}
+                th { (cents(billed)) }
+                th { (cents(cost)) }
+                th { (cents(billed - cost)) }
+                th {}
+            }
+        }
+    }
+}
+
+/// Six months of subscription (MRR) and usage revenue, newest first.
+fn month_over_month(months: &[MonthFigures]) -> Markup {
+    let cents = reports::cents;
+    html! {
+        h3 { "Month over month" }
+        p {
+            "Usage revenue: as billed so far above, the usage that occurred in the month (late \
+             usage billed as an adjustment on a later invoice counts in its own month). Invoices: "
+            em { "finalized" } " when every invoice of the month is, "
+            em { "draft" } " while any is a draft (its figures may still change), "
+            em { "none" } " before the month is rolled up."
+        }
+        table #mom {
+            (head_row(&["month", "MRR (subscriptions)", "usage revenue", "invoices"]))
+            @for m in months {
+                @let label = m.invoices.label();
+                tr {
+                    td { (m.month) }
+                    td { (cents(m.mrr)) }
+                    td { (cents(m.usage)) }
+                    td class={ "invoices " (label) }
+                        title={ (m.invoices.finalized) " finalized, " (m.invoices.drafts) " draft" } {
+                        (label)
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Jobs (blue) and billed cost (orange) per agent over the last 30 days, as inline SVG bars.
-fn chart(rows: &[(String, i64, rust_decimal::Decimal)]) -> String {
+fn chart(rows: &[(String, i64, Decimal)]) -> Markup {
     let max_n = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1) as f64;
     let max_c = rows.iter().map(|r| r.2).max().unwrap_or_default();
-    let max_c = if max_c.is_zero() {
-        rust_decimal::Decimal::ONE
-    } else {
-        max_c
-    };
-    let mut svg = format!(
-        "<h2>Last 30 days per agent: metered events and billed usage</h2><svg id=chart width=720 height={}>",
-        rows.len() * 34 + 10
-    );
-    for (i, (name, n, cost)) in rows.iter().enumerate() {
-        let y = i * 34 + 5;
-        let w_n = (*n as f64 / max_n * 300.0).round();
-        let w_c = ((*cost / max_c) * rust_decimal::Decimal::from(300)).round();
-        svg.push_str(&format!(
-            "<text x=0 y={} font-size=12>{}</text><rect class=bar x=220 y={} width={w_n} height=12/><rect class=cost x=220 y={} width={w_c} height=12/><text x=530 y={} font-size=11>{n} events, ${}</text>",
-            y + 12, esc(name), y, y + 14, y + 12, crate::store::reports::cents(*cost)
-        ));
+    let max_c = if max_c.is_zero() { Decimal::ONE } else { max_c };
+    html! {
+        h2 { "Last 30 days per agent: metered events and billed usage" }
+        svg #chart width="720" height=(rows.len() * 34 + 10) {
+            @for (i, (name, n, cost)) in rows.iter().enumerate() {
+                @let y = i * 34 + 5;
+                @let w_n = (*n as f64 / max_n * 300.0).round();
+                @let w_c = ((*cost / max_c) * Decimal::from(300)).round();
+                text x="0" y=(y + 12) font-size="12" { (name) }
+                rect.bar x="220" y=(y) width=(w_n) height="12" {}
+                rect.cost x="220" y=(y + 14) width=(w_c) height="12" {}
+                text x="530" y=(y + 12) font-size="11" {
+                    (n) " events, $" (reports::cents(*cost))
+                }
+            }
+        }
     }
-    svg.push_str("</svg>");
-    svg
 }
 
 fn back(headers: &HeaderMap) -> Redirect {
@@ -365,16 +470,20 @@ fn back(headers: &HeaderMap) -> Redirect {
     Redirect::to(&to)
 }
 
+/// What a job's button does.
+#[derive(Clone, Copy)]
+enum Act {
+    Retry,
+    Cancel,
+}
+
 async fn retry_one(
     State(app): State<AppState>,
     op: Operator,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Redirect, ApiError> {
-    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let retried = queue::retry(&mut tx, std::slice::from_ref(&id)).await?;
-    queue::audit(&mut tx, &op.actor, "retry", &retried, None).await?;
-    tx.commit().await?;
+    act_on_one(&app, &op, id, Act::Retry).await?;
     Ok(back(&headers))
 }
 
@@ -384,12 +493,21 @@ async fn cancel_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Redirect, ApiError> {
-    let actor = op.actor.clone();
-    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let cancelled = queue::cancel(&mut tx, std::slice::from_ref(&id), &actor).await?;
-    queue::audit(&mut tx, &actor, "cancel", &cancelled, None).await?;
-    tx.commit().await?;
+    act_on_one(&app, &op, id, Act::Cancel).await?;
     Ok(back(&headers))
+}
+
+/// Retries or cancels one job and audits it, in one transaction (the ops API's store functions).
+async fn act_on_one(app: &AppState, op: &Operator, id: String, act: Act) -> Result<(), ApiError> {
+    let ids = std::slice::from_ref(&id);
+    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
+    let (action, done) = match act {
+        Act::Retry => ("retry", queue::retry(&mut tx, ids).await?),
+        Act::Cancel => ("cancel", queue::cancel(&mut tx, ids, &op.actor).await?),
+    };
+    queue::audit(&mut tx, &op.actor, action, &done, None).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -1,4 +1,4 @@
-//! Job kinds: one file each (payload, queue name, run). `crate::worker` registers them all.
+//! Job kinds: one file each (payload, queue name, run). the tools are jobs too (`crate::tools`); `crate::app::worker` registers every queue.
 //!
 //! Every job is at-least-once; its effects are exactly-once through business idempotency keys.
 //! A job's `run` says at the call site which failures retry ([`JobError::Transient`]) and which

@@ -140,7 +140,7 @@ async fn a_full_report_is_kept_and_shown_on_the_portal_and_in_the_api() {
     let id = call_id(&app, "call-full").await;
     let (_, list) = page(&app, &cookie, "/portal/calls").await;
     assert!(
-        list.contains(&format!("<a href=/portal/calls/{id}>")),
+        list.contains(&format!("<a href=\"/portal/calls/{id}\">")),
         "{list}"
     );
     assert!(list.contains("Maria asked for a home quote."), "{list}");
@@ -387,12 +387,12 @@ async fn hostile_transcripts_and_recording_urls_are_shown_as_text() {
         "<b onmouseover",
         "<i>key",
         "href=\"javascript:",
-        "id=recording-link",
+        "id=\"recording-link\"",
     ] {
         assert!(!detail.contains(absent), "{absent}: {detail}");
     }
     for escaped in [
-        "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;",
+        "&lt;script&gt;alert('x')&lt;/script&gt;",
         "&lt;/pre&gt;&lt;img src=x onerror=alert(1)&gt;",
         "&lt;b onmouseover=alert(2)&gt;summary&lt;/b&gt;",
         "&lt;i&gt;key&lt;/i&gt;",
@@ -406,7 +406,7 @@ async fn hostile_transcripts_and_recording_urls_are_shown_as_text() {
     let http = call_id(&app, "call-http").await;
     let (_, detail) = page(&app, &cookie, &format!("/portal/calls/{http}")).await;
     assert!(
-        !detail.contains("id=recording-link"),
+        !detail.contains("id=\"recording-link\""),
         "only https is a link: {detail}"
     );
     assert!(

@@ -417,3 +417,57 @@ async fn agents_set_validates_call_length_and_transfer_settings_and_list_shows_t
     assert_eq!(settings.0, 45);
     assert_eq!(settings.1, None);
 }
+
+/// Issue 23: CSV exports go through the `csv` crate, and an agency name a spreadsheet would run as
+/// a formula is neutralised with a leading `'` (OWASP "CSV injection"); commas, quotes and line
+/// breaks are quoted, and our own figures stay numbers.
+#[tokio::test]
+async fn csv_exports_neutralise_agency_names_that_read_as_formulas() {
+    let db = TestDb::seeded().await;
+    let names = [
+        (
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"",
+        ),
+        ("+1+1", "'+1+1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("-2+3", "'-2+3"),
+        (
+            "Smith, \"Best\" Insurance\nLLC",
+            "\"Smith, \"\"Best\"\" Insurance\nLLC\"",
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (phone, (name, cell)) in PHONES.iter().zip(names) {
+        let agent = db.agent_id(phone).await;
+        sqlx::query("UPDATE agents SET agency_name = $2 WHERE id = $1")
+            .bind(agent)
+            .bind(name)
+            .execute(&db.pool)
+            .await
+            .expect("rename");
+        sqlx::query(
+            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd,
+                                              cost_usd, occurred_at, idempotency_key)
+             VALUES ($1, 'solar_ocr_scan', 2, 0.075, 0.15, '2026-11-10T12:00:00Z', $2)",
+        )
+        .bind(agent)
+        .bind(format!("csv-{phone}"))
+        .execute(&db.pool)
+        .await
+        .expect("usage");
+        expected.push(format!("\n{agent},{cell},solar_ocr_scan,1,2,0.15,"));
+    }
+    let usage = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "csv"]);
+    let usage = String::from_utf8_lossy(&usage);
+    for line in &expected {
+        assert!(usage.contains(line.as_str()), "{line:?} not in {usage}");
+    }
+    let (ok, trace, err) = run_on(
+        &db.url,
+        &["invoices", "trace", "--month", "2026-11", "--format", "csv"],
+    );
+    assert!(ok, "{err}");
+    assert!(trace.contains(",'+1+1,solar_ocr_scan,"), "{trace}");
+    assert!(!trace.contains(",+1+1,"), "{trace}");
+}

@@ -19,6 +19,35 @@ async fn with_failed_job_and(extra: &[(&str, &str)]) -> (Mocks, TestApp, String)
     (mocks, app, id)
 }
 
+/// A web-only app (no worker, no clock) whose operators are `ops_tokens` (as `OPS_TOKENS`).
+pub async fn web_app_with_operators(ops_tokens: &str) -> TestApp {
+    TestApp::spawn_with(
+        agent_meter::app::Roles {
+            web: true,
+            worker: false,
+            clock: false,
+        },
+        &[("OPS_TOKENS", ops_tokens)],
+    )
+    .await
+}
+
+/// `/ops/{query}` at `base` (e.g. `?month=2026-11`) for the session `cookie` (`name=value`), or
+/// for no one: status and body.
+pub async fn ops_page_at(base: &str, cookie: Option<&str>, query: &str) -> (u16, String) {
+    let mut req = client().get(format!("{base}/ops/{query}"));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let r = req.send().await.expect("send");
+    (r.status().as_u16(), r.text().await.expect("text"))
+}
+
+/// A session cookie's `name=value` (what a browser sends back).
+fn pair(cookie: &str) -> String {
+    cookie.split(';').next().expect("pair").to_string()
+}
+
 async fn job_status(app: &TestApp, id: &str) -> String {
     sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
         .bind(id)
@@ -31,14 +60,7 @@ async fn job_status(app: &TestApp, id: &str) -> String {
 async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
     let (_mocks, app, id) = with_failed_job().await;
     let client = client();
-    let page = client
-        .get(format!("{}/ops/", app.base))
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let (_, page) = ops_page_at(&app.base, None, "").await;
     assert!(
         page.contains("Log in") && !page.contains(&id),
         "no data before login"
@@ -62,7 +84,7 @@ async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
         !cookie.contains(OPS),
         "the token never goes into a cookie: {cookie}"
     );
-    let pair = cookie.split(';').next().expect("pair").to_string();
+    let pair = pair(&cookie);
     let session_id = pair.trim_start_matches("ops_session=").to_string();
     // Only the session id's hash is stored.
     let (rows, raw): (i64, i64) = sqlx::query_as(
@@ -74,17 +96,9 @@ async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
     .await
     .expect("sessions");
     assert_eq!((rows, raw), (1, 0));
-    let page = client
-        .get(format!("{}/ops/", app.base))
-        .header("cookie", &pair)
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let (_, page) = ops_page_at(&app.base, Some(&pair), "").await;
     assert!(
-        page.contains(&id) && page.contains("key expired") && page.contains("<svg id=chart"),
+        page.contains(&id) && page.contains("key expired") && page.contains("<svg id=\"chart\""),
         "{page}"
     );
     // A post on the session from another site (or with no word on where it comes from) is refused.
@@ -189,7 +203,7 @@ async fn named_operators_are_audited_as_themselves_and_https_sessions_are_secure
 
     let cookie = ops_login(&app, "tok-ben-0123456789").await;
     assert!(cookie.contains("; Secure"), "{cookie}");
-    let pair = cookie.split(';').next().expect("pair").to_string();
+    let pair = pair(&cookie);
     let ours = client
         .get(format!("{}/ops/jobs?status=failed", app.base))
         .header("cookie", &pair)
@@ -275,18 +289,9 @@ async fn in_a_real_browser_an_oncall_person_logs_in_retries_a_failed_job_and_see
 #[tokio::test]
 async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
     let (anna, ben) = ("tok-anna-0123456789", "tok-ben-0123456789");
-    let app = TestApp::spawn_with(
-        agent_meter::app::Roles {
-            web: true,
-            worker: false,
-            clock: false,
-        },
-        &[("OPS_TOKENS", &format!("anna:{anna},ben:{ben}"))],
-    )
-    .await;
-    let pair = |cookie: String| cookie.split(';').next().expect("pair").to_string();
-    let anna_session = pair(ops_login(&app, anna).await);
-    let ben_session = pair(ops_login(&app, ben).await);
+    let app = web_app_with_operators(&format!("anna:{anna},ben:{ben}")).await;
+    let anna_session = pair(&ops_login(&app, anna).await);
+    let ben_session = pair(&ops_login(&app, ben).await);
     let client = client();
     let status = |base: String, session: String| {
         let client = client.clone();
@@ -314,17 +319,9 @@ async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
         status(without_anna.clone(), anna_session.clone()).await,
         401
     );
-    let page = client
-        .get(format!("{without_anna}/ops/"))
-        .header("cookie", &anna_session)
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text");
+    let (_, page) = ops_page_at(&without_anna, Some(&anna_session), "").await;
     assert!(
-        page.contains("Log in") && !page.contains("id=queues"),
+        page.contains("Log in") && !page.contains("id=\"queues\""),
         "{page}"
     );
     let post = client
@@ -369,15 +366,7 @@ async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
 #[tokio::test]
 async fn ten_failed_logins_from_one_client_then_429_even_with_the_right_token() {
     let token = "tok-anna-0123456789";
-    let app = TestApp::spawn_with(
-        agent_meter::app::Roles {
-            web: true,
-            worker: false,
-            clock: false,
-        },
-        &[("OPS_TOKENS", &format!("anna:{token}"))],
-    )
-    .await;
+    let app = web_app_with_operators(&format!("anna:{token}")).await;
     let login = |given: &str| {
         client()
             .post(format!("{}/ops/login", app.base))
