@@ -17,7 +17,7 @@ use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
 use maud::{Markup, html};
 use rust_decimal::Decimal;
@@ -43,8 +43,8 @@ pub fn router() -> Router<AppState> {
         .route("/ops/", get(page))
         .route("/ops/login", post(login))
         .route("/ops/logout", post(logout))
-        .route("/ops/ui/jobs/{id}/retry", post(retry_one))
-        .route("/ops/ui/jobs/{id}/cancel", post(cancel_one))
+        .route("/ops/ui/jobs/{id}/retry", job_button(Act::Retry))
+        .route("/ops/ui/jobs/{id}/cancel", job_button(Act::Cancel))
         .route("/ops/ui/retry", post(retry_matching))
 }
 
@@ -477,24 +477,17 @@ enum Act {
     Cancel,
 }
 
-async fn retry_one(
-    State(app): State<AppState>,
-    op: Operator,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Redirect, ApiError> {
-    act_on_one(&app, &op, id, Act::Retry).await?;
-    Ok(back(&headers))
-}
-
-async fn cancel_one(
-    State(app): State<AppState>,
-    op: Operator,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Redirect, ApiError> {
-    act_on_one(&app, &op, id, Act::Cancel).await?;
-    Ok(back(&headers))
+/// The handler of one job's button: `act` on the job of the path, audited, then back to the page.
+fn job_button(act: Act) -> MethodRouter<AppState> {
+    post(
+        move |State(app): State<AppState>,
+              op: Operator,
+              headers: HeaderMap,
+              Path(id): Path<String>| async move {
+            act_on_one(&app, &op, id, act).await?;
+            Ok::<_, ApiError>(back(&headers))
+        },
+    )
 }
 
 /// Retries or cancels one job and audits it, in one transaction (the ops API's store functions).

@@ -13,9 +13,9 @@
 //! https) holds a random id whose SHA-256 is all that is stored; signing out revokes it. Ten
 //! failed sign-ins in a minute from one client get 429 ([`super::throttle`]).
 //!
-//! By concern: [`auth`] (sign-in, sessions, the agency behind a request), [`pages`] (the overview,
-//! leads, usage and invoices), [`calls`] (the calls list, its search, and one call's page),
-//! [`render`] (the shared markup: layout, tables, paging, money) and [`i18n`] (the labels).
+//! By concern: `auth` (sign-in, sessions, the agency behind a request), `pages` (the overview,
+//! leads, usage and invoices), `calls` (the calls list, its search, and one call's page),
+//! `render` (the shared markup: layout, tables, paging, money) and `i18n` (the labels).
 
 mod auth;
 mod calls;
