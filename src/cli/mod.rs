@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod billing;
 pub mod demo;
+pub mod export;
 pub mod jobs;
 pub mod tools;
 
