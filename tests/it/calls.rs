@@ -384,14 +384,14 @@ async fn gemini_429_with_retry_after_waits_at_least_that_long() {
         json!([solar_call("tc-429")]),
     ))
     .await;
-    eventually(20, "the scan to be metered", || async {
-        (app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    app.db
+        .count_reaches(
+            "SELECT count(*) FROM agent_usage_metrics",
+            1,
+            20,
+            "the scan to be metered",
+        )
+        .await;
     assert!(
         started.elapsed() >= Duration::from_secs(2),
         "retried after {:?}",
@@ -417,14 +417,14 @@ async fn a_slow_provider_times_out_and_the_job_retries() {
         json!([solar_call("tc-slow")]),
     ))
     .await;
-    eventually(20, "the retried scan to be metered", || async {
-        (app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    app.db
+        .count_reaches(
+            "SELECT count(*) FROM agent_usage_metrics",
+            1,
+            20,
+            "the retried scan to be metered",
+        )
+        .await;
     assert_eq!(requests(&mocks.gemini).await, 2);
 }
 

@@ -120,6 +120,14 @@ impl TestDb {
             .await
             .expect(sql)
     }
+
+    /// Waits (up to `secs`) until `sql` counts `n`; panics naming `what` if it never does.
+    pub async fn count_reaches(&self, sql: &'static str, n: i64, secs: u64, what: &str) {
+        eventually(secs, what, || async {
+            (self.count(sql).await == n).then_some(())
+        })
+        .await;
+    }
 }
 
 impl Drop for TestDb {

@@ -80,10 +80,7 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
     );
     let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--yes"]);
     assert!(ok && out.contains("re-queued 1"), "{out}{err}");
-    eventually(15, "the re-run to finish", || async {
-        (app.db.count("SELECT count(*) FROM apalis.jobs WHERE status = 'Done' AND job_type = 'solar_ocr_scan'").await == 1).then_some(())
-    })
-    .await;
+    app.db.count_reaches("SELECT count(*) FROM apalis.jobs WHERE status = 'Done' AND job_type = 'solar_ocr_scan'", 1, 15, "the re-run to finish").await;
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM agent_usage_metrics")
@@ -236,14 +233,14 @@ async fn the_ops_api_lists_retries_and_cancels_behind_its_token() {
         (status, out["retried"].as_array().map(Vec::len)),
         (200, Some(1))
     );
-    eventually(15, "the re-run to finish", || async {
-        (app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    app.db
+        .count_reaches(
+            "SELECT count(*) FROM agent_usage_metrics",
+            1,
+            15,
+            "the re-run to finish",
+        )
+        .await;
 
     // A job due tomorrow is pending and can be cancelled; a done job cannot.
     let pending = pending_job(&app.db.pool).await;

@@ -99,14 +99,14 @@ async fn service_recovers_by_itself_after_its_connections_are_killed() {
     )
     .await;
     app.post(&end_of_call_report("call-before", PHONE_1)).await;
-    eventually(10, "the first call to be metered", || async {
-        (app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    app.db
+        .count_reaches(
+            "SELECT count(*) FROM agent_usage_metrics",
+            1,
+            10,
+            "the first call to be metered",
+        )
+        .await;
 
     // A three-second outage: no new connections, every existing one killed.
     let admin = sqlx::PgPool::connect(&admin_url()).await.expect("admin");
