@@ -77,43 +77,31 @@ impl Deps {
     }
 }
 
-/// The queues of the jobs that are not tools (tools: [`crate::tools::registry`]).
-pub const QUEUES: &[&str] = &[
-    meter_call::MeterCall::QUEUE,
-    notify_discord::NotifyDiscord::QUEUE,
-    sync_calls::SyncCalls::QUEUE,
-    invoice_rollup::InvoiceRollup::QUEUE,
-    prune_jobs::PruneJobs::QUEUE,
-];
+/// The jobs that are not tools, each named once: their queues ([`QUEUES`]) and their
+/// supervisors ([`supervise_others`]) come from this one list.
+macro_rules! other_jobs {
+    ($($job:ty),* $(,)?) => {
+        /// The queues of the jobs that are not tools (tools: [`crate::tools::registry`]).
+        pub const QUEUES: &[&str] = &[$(<$job>::QUEUE),*];
 
-/// Starts a supervised worker for each job in [`QUEUES`] on `set`.
-pub fn supervise_others(
-    set: &mut tokio::task::JoinSet<()>,
-    deps: &Deps,
-    shutdown: &tokio::sync::watch::Receiver<bool>,
-) {
-    use supervise::supervise;
-    set.spawn(supervise::<meter_call::MeterCall>(
-        deps.clone(),
-        shutdown.clone(),
-    ));
-    set.spawn(supervise::<notify_discord::NotifyDiscord>(
-        deps.clone(),
-        shutdown.clone(),
-    ));
-    set.spawn(supervise::<sync_calls::SyncCalls>(
-        deps.clone(),
-        shutdown.clone(),
-    ));
-    set.spawn(supervise::<invoice_rollup::InvoiceRollup>(
-        deps.clone(),
-        shutdown.clone(),
-    ));
-    set.spawn(supervise::<prune_jobs::PruneJobs>(
-        deps.clone(),
-        shutdown.clone(),
-    ));
+        /// Starts a supervised worker for each job in [`QUEUES`] on `set`.
+        pub fn supervise_others(
+            set: &mut tokio::task::JoinSet<()>,
+            deps: &Deps,
+            shutdown: &tokio::sync::watch::Receiver<bool>,
+        ) {
+            $(set.spawn(supervise::supervise::<$job>(deps.clone(), shutdown.clone()));)*
+        }
+    };
 }
+
+other_jobs!(
+    meter_call::MeterCall,
+    notify_discord::NotifyDiscord,
+    sync_calls::SyncCalls,
+    invoice_rollup::InvoiceRollup,
+    prune_jobs::PruneJobs,
+);
 
 /// Why a job run failed, and so whether to run it again.
 #[derive(Debug, thiserror::Error)]
