@@ -431,6 +431,11 @@ pub(crate) mod tests {
 
     use super::*;
 
+    /// `T`'s plan for `arguments` in a test call (each tool's own argument tests use it).
+    pub(crate) fn plan<T: Tool>(arguments: Value) -> Result<Vec<u8>, String> {
+        ToolSpec::of::<T>().plan(&arguments, &call())
+    }
+
     pub(crate) fn call() -> CallContext {
         CallContext {
             agent_id: Uuid::nil(),

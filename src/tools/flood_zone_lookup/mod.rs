@@ -223,10 +223,8 @@ mod tests {
 mod plans {
     use serde_json::{Value, json};
 
-    use crate::tools::{ToolSpec, tests::call};
-
     fn plan(arguments: Value) -> Result<Vec<u8>, String> {
-        ToolSpec::of::<super::FloodZoneLookup>().plan(&arguments, &call())
+        crate::tools::tests::plan::<super::FloodZoneLookup>(arguments)
     }
 
     #[test]

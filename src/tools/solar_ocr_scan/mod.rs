@@ -277,10 +277,8 @@ pub fn describe(scan: &SolarScan) -> String {
 mod tests {
     use serde_json::{Value, json};
 
-    use crate::tools::{ToolSpec, tests::call};
-
     fn plan(arguments: Value) -> Result<Vec<u8>, String> {
-        ToolSpec::of::<super::SolarOcrScan>().plan(&arguments, &call())
+        crate::tools::tests::plan::<super::SolarOcrScan>(arguments)
     }
 
     #[test]

@@ -203,10 +203,8 @@ pub fn describe(summary: &WaterSummary, radius_m: u32) -> String {
 mod tests {
     use serde_json::{Value, json};
 
-    use crate::tools::{ToolSpec, tests::call};
-
     fn plan(arguments: Value) -> Result<Vec<u8>, String> {
-        ToolSpec::of::<super::WaterLookup>().plan(&arguments, &call())
+        crate::tools::tests::plan::<super::WaterLookup>(arguments)
     }
 
     #[test]
