@@ -6,7 +6,8 @@
 //! feature, and the suite must run with README's plain `cargo test` against the real binary.
 //!
 //! Points: `after_provider_answer` (a paid answer is in hand, not yet saved) and
-//! `after_effect_commit` (the effects are committed, the job not yet acked).
+//! `after_effect_commit` (the effects are committed, the job not yet acked) and
+//! `after_stripe_invoice` (Stripe made the invoice; its id is not stored, no item is on it).
 
 use std::sync::{
     OnceLock,
@@ -15,6 +16,7 @@ use std::sync::{
 
 pub const AFTER_PROVIDER_ANSWER: &str = "after_provider_answer";
 pub const AFTER_EFFECT_COMMIT: &str = "after_effect_commit";
+pub const AFTER_STRIPE_INVOICE: &str = "after_stripe_invoice";
 
 struct Point {
     name: String,

@@ -32,6 +32,20 @@ pub async fn finalize(
     only_email: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<RollupOutcome>, FinalizeError> {
+    finalize_for(pool, month, tz, only_email, now, false).await
+}
+
+/// [`finalize`]; with `stripe`, each invoice that asks for money is also marked for Stripe
+/// (`stripe_push = 'pending'`) in the same transaction that freezes it
+/// ([`crate::jobs::stripe`] sends it).
+pub async fn finalize_for(
+    pool: &PgPool,
+    month: Month,
+    tz: Tz,
+    only_email: Option<&str>,
+    now: DateTime<Utc>,
+    stripe: bool,
+) -> Result<Vec<RollupOutcome>, FinalizeError> {
     // Usage can still arrive for a month that has not ended: it cannot be closed yet.
     if !month.has_ended(tz, now) {
         return Err(FinalizeError::Order(format!(
@@ -58,10 +72,12 @@ pub async fn finalize(
             .map(|o| o.invoice_id)
             .collect();
         sqlx::query(
-            "UPDATE invoices SET status = 'finalized', finalized_at = clock_timestamp(), updated_at = now()
+            "UPDATE invoices SET status = 'finalized', finalized_at = clock_timestamp(), updated_at = now(),
+                    stripe_push = CASE WHEN $2 AND total_usd > 0 THEN 'pending' END
               WHERE id = ANY($1)",
         )
         .bind(&rebuilt)
+        .bind(stripe)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -21,7 +21,7 @@ pub mod pdf;
 pub mod rollup;
 pub use crate::money::calendar as month;
 
-pub use finalize::{FinalizeError, finalize};
+pub use finalize::{FinalizeError, finalize, finalize_for};
 pub use lines::{Line, total};
 pub use month::Month;
 pub use rollup::{RollupOutcome, billable_agents, ledger_cut, rollup};

@@ -11,7 +11,7 @@ use chrono_tz::Tz;
 
 use crate::{
     lifecycle::{self, Move, State},
-    store::agents::{self, AgentChanges, NewAgent},
+    store::agents::{self, AgentChanges},
 };
 
 #[derive(Subcommand)]
@@ -190,11 +190,20 @@ pub struct PersonaArgs {
 }
 
 impl PersonaArgs {
-    fn system_prompt(&self) -> anyhow::Result<Option<String>> {
-        self.system_prompt_file
+    /// `changes` with the persona's fields (the system prompt read from its file).
+    fn into_changes(self, changes: AgentChanges) -> anyhow::Result<AgentChanges> {
+        let system_prompt = self
+            .system_prompt_file
             .as_ref()
             .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
-            .transpose()
+            .transpose()?;
+        Ok(AgentChanges {
+            system_prompt,
+            vapi_assistant_id: self.vapi_assistant_id,
+            discord_webhook_url: self.discord_webhook_url,
+            greeting: self.greeting,
+            ..changes
+        })
     }
 }
 
@@ -237,38 +246,40 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:<30} {:<32} {:<14} {:<26} {:<9} {:<10} {:<10} {:<8} {:<24} TRANSFER",
-                    "AGENCY",
-                    "EMAIL",
-                    "PHONE",
-                    "VAPI PHONE ID",
-                    "STATUS",
-                    "BILLED FROM",
-                    "CANCELS",
-                    "MAX MIN",
-                    "PERSONA"
+                let columns = [
+                    ("AGENCY", 30),
+                    ("EMAIL", 32),
+                    ("PHONE", 14),
+                    ("VAPI PHONE ID", 26),
+                    ("STATUS", 9),
+                    ("BILLED FROM", 10),
+                    ("CANCELS", 10),
+                    ("MAX MIN", 8),
+                    ("PERSONA", 24),
+                    ("TRANSFER", 0),
+                ];
+                super::print_table(
+                    &columns,
+                    list.iter().map(|a| {
+                        let persona = match (&a.vapi_assistant_id, &a.system_prompt) {
+                            (Some(id), _) => format!("assistant {id}"),
+                            (None, Some(_)) => "own prompt".to_string(),
+                            (None, None) => "default".to_string(),
+                        };
+                        vec![
+                            a.agency_name.clone(),
+                            a.email.clone(),
+                            super::or_dash(a.phone_number.as_deref()),
+                            super::or_dash(a.vapi_phone_number_id.as_deref()),
+                            a.state(now, tz).as_str().to_string(),
+                            a.billing_starts_on.to_string(),
+                            super::or_dash(a.cancelled_on),
+                            a.max_call_minutes.to_string(),
+                            persona,
+                            transfer_text(a),
+                        ]
+                    }),
                 );
-                for a in &list {
-                    let persona = match (&a.vapi_assistant_id, &a.system_prompt) {
-                        (Some(id), _) => format!("assistant {id}"),
-                        (None, Some(_)) => "own prompt".to_string(),
-                        (None, None) => "default".to_string(),
-                    };
-                    println!(
-                        "{:<30} {:<32} {:<14} {:<26} {:<9} {:<10} {:<10} {:<8} {:<24} {}",
-                        a.agency_name,
-                        a.email,
-                        a.phone_number.as_deref().unwrap_or("-"),
-                        a.vapi_phone_number_id.as_deref().unwrap_or("-"),
-                        a.state(now, tz).as_str(),
-                        a.billing_starts_on,
-                        a.cancelled_on.map_or("-".to_string(), |d| d.to_string()),
-                        a.max_call_minutes,
-                        persona,
-                        transfer_text(a)
-                    );
-                }
             }
         }
         AgentsCommand::Pause(m) => {
@@ -284,22 +295,17 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
             make_move(pool, tz, &m.email, Move::Reactivate, m.actor.as_deref()).await?
         }
         AgentsCommand::Add(a) => {
-            let new = NewAgent {
-                system_prompt: a.persona.system_prompt()?,
-                agency_name: a.agency_name,
-                email: a.email,
+            let profile = a.persona.into_changes(AgentChanges {
                 phone_number: a.phone_number,
                 vapi_phone_number_id: a.vapi_phone_number_id,
-                vapi_assistant_id: a.persona.vapi_assistant_id,
-                discord_webhook_url: a.persona.discord_webhook_url,
-                greeting: a.persona.greeting,
-            };
-            match agents::insert(&mut conn, &new).await {
-                Ok(id) => println!("added agent {id} ({})", new.email),
+                ..AgentChanges::default()
+            })?;
+            match agents::insert(&mut conn, &a.agency_name, &a.email, &profile).await {
+                Ok(id) => println!("added agent {id} ({})", a.email),
                 Err(e) if crate::store::is_unique_violation(&e) => {
                     anyhow::bail!(
                         "{}",
-                        taken(&mut conn, &e, new.vapi_assistant_id.as_deref()).await?
+                        taken(&mut conn, &e, profile.vapi_assistant_id.as_deref()).await?
                     )
                 }
                 Err(e) => return Err(e.into()),
@@ -344,19 +350,16 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                 )
                 .await?;
             }
-            let changes = AgentChanges {
-                system_prompt: s.persona.system_prompt()?,
+            let changes = s.persona.into_changes(AgentChanges {
                 agency_name: s.agency_name,
                 phone_number: s.phone_number,
                 vapi_phone_number_id: s.vapi_phone_number_id,
-                vapi_assistant_id: s.persona.vapi_assistant_id,
-                discord_webhook_url: s.persona.discord_webhook_url,
-                greeting: s.persona.greeting,
                 tools: s.tools.as_deref().map(parse_tools).transpose()?,
                 max_call_minutes: s.max_call_minutes,
                 transfer_number: s.transfer_number,
                 transfer_hours: s.transfer_hours,
-            };
+                ..AgentChanges::default()
+            })?;
             match agents::update(&mut conn, &s.email, &changes).await {
                 Ok(true) => println!("updated {}", s.email),
                 Ok(false) => anyhow::bail!("no agent with email {}", s.email),

@@ -101,30 +101,30 @@ pub async fn prices(deps: &Deps, command: PricesCommand) -> anyhow::Result<()> {
     match command {
         PricesCommand::List { json } => {
             let rows = pricing::list(&mut conn).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-                return Ok(());
-            }
-            println!(
-                "{:<20} {:<8} {:>12} {:>10} {:<12} {:<12} AGENT",
-                "METRIC", "UNIT", "PRICE", "COST", "FROM", "TO"
-            );
-            for r in rows {
-                println!(
-                    "{:<20} {:<8} {:>12} {:>10} {:<12} {:<12} {}",
-                    r.metric_type,
-                    r.unit,
-                    r.unit_price_usd.normalize(),
-                    r.unit_cost_usd
-                        .map(|c| c.normalize().to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    r.effective_from,
-                    r.effective_to
-                        .map(|d| d.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    r.agent_email.as_deref().unwrap_or("(default)")
-                );
-            }
+            super::print_rows(
+                json,
+                &rows,
+                &[
+                    ("METRIC", 20),
+                    ("UNIT", 8),
+                    ("PRICE", -12),
+                    ("COST", -10),
+                    ("FROM", 12),
+                    ("TO", 12),
+                    ("AGENT", 0),
+                ],
+                |r| {
+                    vec![
+                        r.metric_type.clone(),
+                        r.unit.clone(),
+                        r.unit_price_usd.normalize().to_string(),
+                        super::or_dash(r.unit_cost_usd.map(|c| c.normalize())),
+                        r.effective_from.to_string(),
+                        super::or_dash(r.effective_to),
+                        r.agent_email.clone().unwrap_or_else(|| "(default)".into()),
+                    ]
+                },
+            )?;
         }
         PricesCommand::Set {
             metric,
@@ -212,12 +212,14 @@ pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<(
             println!("{} invoice(s) for {}", done.len(), m.month);
         }
         InvoicesCommand::Finalize(m) => {
-            let done = billing::finalize(
+            let stripe = deps.config.stripe.is_some();
+            let done = billing::finalize_for(
                 &deps.pool,
                 m.month,
                 tz,
                 m.agent.as_deref(),
                 chrono::Utc::now(),
+                stripe,
             )
             .await?;
             println!(
@@ -225,6 +227,12 @@ pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<(
                 done.iter().filter(|o| o.rebuilt).count(),
                 m.month
             );
+            if stripe {
+                let queued = crate::jobs::stripe::enqueue_pending(&deps.pool)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("queueing Stripe pushes: {e}"))?;
+                println!("{queued} invoice(s) queued for Stripe");
+            }
         }
         InvoicesCommand::Show { month, format } => {
             let mut conn = deps.pool.acquire().await?;
@@ -244,6 +252,7 @@ pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<(
                         "unit_price",
                         "amount",
                         "total",
+                        "payment_status",
                     ];
                     let rows = list.iter().flat_map(|i| {
                         i.lines.iter().map(move |l| {
@@ -258,6 +267,7 @@ pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<(
                                 l.unit_price.to_string(),
                                 l.amount.to_string(),
                                 i.total.to_string(),
+                                i.payment_status.clone().unwrap_or_default(),
                             ]
                         })
                     });
@@ -265,8 +275,13 @@ pub async fn invoices(deps: &Deps, command: InvoicesCommand) -> anyhow::Result<(
                 }
                 Format::Table => {
                     for i in &list {
+                        let payment = match (&i.payment_status, i.paid_at) {
+                            (Some(p), Some(at)) => format!(", {p} {}", at.format("%Y-%m-%d")),
+                            (Some(p), None) => format!(", {p}"),
+                            (None, _) => String::new(),
+                        };
                         println!(
-                            "{} — {} ({}) [agent {}]",
+                            "{} — {} ({}{payment}) [agent {}]",
                             i.agency_name, i.period, i.status, i.agent_id
                         );
                         for l in &i.lines {

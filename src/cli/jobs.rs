@@ -114,27 +114,30 @@ pub async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<()> {
             let f = filter.to_filter(limit);
             f.validate().map_err(anyhow::Error::msg)?;
             let rows = queue::list(&mut conn, &f).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-                return Ok(());
-            }
-            println!(
-                "{:<28} {:<15} {:<9} {:<30} {:>5} {:<20} LAST ERROR",
-                "ID", "KIND", "STATUS", "AGENT", "TRIES", "RUN AT"
-            );
-            for r in rows {
-                println!(
-                    "{:<28} {:<15} {:<9} {:<30} {:>2}/{:<2} {:<20} {}",
-                    r.id,
-                    r.kind,
-                    r.status,
-                    r.agent_email.as_deref().unwrap_or("-"),
-                    r.attempts,
-                    r.max_attempts,
-                    r.run_at.format("%Y-%m-%d %H:%M:%S"),
-                    r.last_error.as_deref().unwrap_or("")
-                );
-            }
+            super::print_rows(
+                json,
+                &rows,
+                &[
+                    ("ID", 28),
+                    ("KIND", 15),
+                    ("STATUS", 9),
+                    ("AGENT", 30),
+                    ("TRIES", -5),
+                    ("RUN AT", 20),
+                    ("LAST ERROR", 0),
+                ],
+                |r| {
+                    vec![
+                        r.id.to_string(),
+                        r.kind.to_string(),
+                        r.status.to_string(),
+                        super::or_dash(r.agent_email.as_deref()),
+                        format!("{}/{}", r.attempts, r.max_attempts),
+                        r.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        r.last_error.clone().unwrap_or_default(),
+                    ]
+                },
+            )?;
         }
         JobsCommand::Show { id } => {
             let detail = queue::show(&mut conn, &id)

@@ -18,3 +18,48 @@ pub async fn agent(
         .await?
         .ok_or_else(|| anyhow::anyhow!("no agent with email {email}"))
 }
+
+/// Prints `rows` as pretty JSON (`json`), or as a table ([`print_table`]) with a line of
+/// `cells` per row.
+pub fn print_rows<T: serde::Serialize>(
+    json: bool,
+    rows: &[T],
+    columns: &[(&str, i32)],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+    } else {
+        print_table(columns, rows.iter().map(cells));
+    }
+    Ok(())
+}
+
+/// A plain-text table: each column's header and width (a negative width aligns right); the last
+/// column is not padded.
+pub fn print_table(columns: &[(&str, i32)], rows: impl IntoIterator<Item = Vec<String>>) {
+    let line = |cells: &[String]| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = Vec::with_capacity(cells.len());
+        for (i, cell) in cells.iter().enumerate() {
+            let width = columns.get(i).map_or(0, |c| c.1);
+            let w = width.unsigned_abs() as usize;
+            out.push(match (i == last, width < 0) {
+                (true, false) => cell.clone(),
+                (_, true) => format!("{cell:>w$}"),
+                (false, false) => format!("{cell:<w$}"),
+            });
+        }
+        out.join(" ")
+    };
+    let header: Vec<String> = columns.iter().map(|c| c.0.to_string()).collect();
+    println!("{}", line(&header));
+    for row in rows {
+        println!("{}", line(&row));
+    }
+}
+
+/// `-` for a missing value in a table cell.
+pub fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}

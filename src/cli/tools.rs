@@ -61,27 +61,31 @@ pub async fn run(pool: &PgPool, tz: Tz, command: ToolsCommand) -> anyhow::Result
             overrides: crate::store::pricing::overrides_on(&mut conn, t.metric, today).await?,
         });
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    println!(
-        "{:<20} {:<36} {:<20} {:>9} {:<20} {:<8} {:>6} {:>9}",
-        "TOOL", "ALIASES", "METRIC", "PRICE", "QUEUE", "PROVIDER", "AGENTS", "OVERRIDES"
-    );
-    for r in rows {
-        println!(
-            "{:<20} {:<36} {:<20} {:>9} {:<20} {:<8} {:>6} {:>9}",
-            r.name,
-            r.aliases.join(", "),
-            r.metric,
-            r.price_usd
-                .map_or_else(|| "none".to_string(), |p| p.to_string()),
-            r.queue,
-            r.provider,
-            r.agents,
-            r.overrides
-        );
-    }
-    Ok(())
+    super::print_rows(
+        json,
+        &rows,
+        &[
+            ("TOOL", 20),
+            ("ALIASES", 36),
+            ("METRIC", 20),
+            ("PRICE", -9),
+            ("QUEUE", 20),
+            ("PROVIDER", 8),
+            ("AGENTS", -6),
+            ("OVERRIDES", -9),
+        ],
+        |r| {
+            vec![
+                r.name.to_string(),
+                r.aliases.join(", "),
+                r.metric.to_string(),
+                r.price_usd
+                    .map_or_else(|| "none".to_string(), |p| p.to_string()),
+                r.queue.to_string(),
+                r.provider.to_string(),
+                r.agents.to_string(),
+                r.overrides.to_string(),
+            ]
+        },
+    )
 }

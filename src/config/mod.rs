@@ -137,6 +137,13 @@ pub struct Config {
     /// Let image URLs reach loopback/private addresses (never in production: SSRF).
     pub image_fetch_allow_private: bool,
     pub worker: WorkerConfig,
+    /// Invoices go to Stripe when `STRIPE_API_KEY` is set; `None`: finalized here only.
+    pub stripe: Option<StripeConfig>,
+    /// `STRIPE_WEBHOOK_SECRET` (`whsec_...`, comma-separated for rotation); none: `POST
+    /// /stripe/webhook` is 404.
+    pub stripe_webhook_secrets: Vec<Secret>,
+    /// The operator's Discord channel (`OPS_DISCORD_WEBHOOK_URL`): payment failures.
+    pub ops_discord_webhook_url: Option<Secret>,
     /// The environment as read, for the tools' own variables ([`Config::setting`]).
     pub raw: settings::Raw,
 }
@@ -157,6 +164,16 @@ pub struct WorkerConfig {
     /// How often an idle queue looks for work nobody announced (retries come due, ops re-runs,
     /// a lost notification); a NOTIFY wakes it at once.
     pub poll: Duration,
+}
+
+/// Stripe's API, for sending invoices ([`crate::providers::stripe`]).
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub api_key: Secret,
+    /// `STRIPE_BASE_URL`, default `https://api.stripe.com`.
+    pub base_url: String,
+    /// `STRIPE_DAYS_UNTIL_DUE` (1 to 365, default 14).
+    pub days_until_due: u32,
 }
 
 impl WorkerConfig {
@@ -310,7 +327,12 @@ impl Config {
             }
             (None, None) => Vec::new(),
         };
-        for url_var in ["PUBLIC_BASE_URL", "VAPI_BASE_URL"] {
+        for url_var in [
+            "PUBLIC_BASE_URL",
+            "VAPI_BASE_URL",
+            "STRIPE_BASE_URL",
+            "OPS_DISCORD_WEBHOOK_URL",
+        ] {
             if let Some(url) = get(url_var) {
                 reqwest::Url::parse(url).map_err(|e| bad(url_var, format!("not a URL: {e}")))?;
             }
@@ -364,6 +386,23 @@ impl Config {
             image_max_bytes: number(&get, "IMAGE_MAX_BYTES", 10 * 1024 * 1024)?,
             image_fetch_allow_private,
             worker,
+            stripe: match secret("STRIPE_API_KEY") {
+                None => None,
+                Some(api_key) => Some(StripeConfig {
+                    api_key,
+                    base_url: text("STRIPE_BASE_URL", "https://api.stripe.com")
+                        .trim_end_matches('/')
+                        .to_string(),
+                    days_until_due: number(&get, "STRIPE_DAYS_UNTIL_DUE", 14u32)
+                        .ok()
+                        .filter(|d| (1..=365).contains(d))
+                        .ok_or_else(|| {
+                            bad("STRIPE_DAYS_UNTIL_DUE", "not a number of days from 1 to 365")
+                        })?,
+                }),
+            },
+            stripe_webhook_secrets: stripe_webhook_secrets(get("STRIPE_WEBHOOK_SECRET"))?,
+            ops_discord_webhook_url: secret("OPS_DISCORD_WEBHOOK_URL"),
             raw: settings::Raw::new(&vars),
         })
     }
@@ -402,6 +441,28 @@ impl Config {
     pub fn is_production(&self) -> bool {
         self.app_env.eq_ignore_ascii_case("production")
     }
+}
+
+/// `STRIPE_WEBHOOK_SECRET`: one or more `whsec_...` secrets, comma-separated.
+fn stripe_webhook_secrets(value: Option<&str>) -> Result<Vec<Secret>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.starts_with("whsec_") && s.len() > "whsec_".len() {
+                Ok(Secret::new(s))
+            } else {
+                Err(bad(
+                    "STRIPE_WEBHOOK_SECRET",
+                    "each secret is the endpoint's signing secret, whsec_...",
+                ))
+            }
+        })
+        .collect()
 }
 
 fn number<'a, T: FromStr>(

@@ -368,6 +368,10 @@ pub struct InvoiceSummary {
     pub period: String,
     pub status: String,
     pub total: String,
+    /// At Stripe: open, paid, past_due, void or uncollectible; absent when not billed there.
+    pub payment_status: Option<String>,
+    /// Stripe's page where the invoice is paid.
+    pub hosted_invoice_url: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -394,10 +398,17 @@ async fn invoices(
                 .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one we issued"))
         })
         .transpose()?;
-    let mut rows: Vec<(chrono::NaiveDate, String, rust_decimal::Decimal)> = as_tenant(&app, agent, |c| {
+    type Row = (
+        chrono::NaiveDate,
+        String,
+        rust_decimal::Decimal,
+        Option<String>,
+        Option<String>,
+    );
+    let mut rows: Vec<Row> = as_tenant(&app, agent, |c| {
         Box::pin(async move {
             Ok(sqlx::query_as(
-                "SELECT period_start, status, total_usd FROM invoices
+                "SELECT period_start, status, total_usd, payment_status, hosted_invoice_url FROM invoices
                   WHERE ($1::date IS NULL OR period_start < $1) ORDER BY period_start DESC LIMIT $2",
             )
             .bind(before.map(|m| m.first_day))
@@ -410,10 +421,12 @@ async fn invoices(
     let next_cursor = last_page_cut(&mut rows, limit, |r| r.0.format("%Y-%m").to_string());
     let data: Vec<InvoiceSummary> = rows
         .into_iter()
-        .map(|(p, status, total)| InvoiceSummary {
+        .map(|(p, status, total, payment_status, hosted_invoice_url)| InvoiceSummary {
             period: p.format("%Y-%m").to_string(),
             status,
             total: reports::cents(total),
+            payment_status,
+            hosted_invoice_url,
         })
         .collect();
     Ok(Json(InvoicePage { data, next_cursor }))

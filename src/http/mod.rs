@@ -12,6 +12,7 @@ pub mod ops;
 pub mod ops_page;
 pub mod portal;
 pub mod routing;
+pub mod stripe;
 pub mod supabase;
 pub mod throttle;
 pub mod tool_calls;
@@ -91,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .route("/functions/v1/vapi-handler", post(webhook::vapi_webhook))
         // Vapi's OAuth2 credential asks here for tokens (anyone with a configured client).
         .route("/oauth/token", post(oauth::token))
+        // Stripe's events about our invoices (signed with STRIPE_WEBHOOK_SECRET).
+        .route("/stripe/webhook", post(stripe::stripe_webhook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -345,10 +345,34 @@ async fn money_view(
             invoices: states.get(&m.first_day).copied().unwrap_or_default(),
         });
     }
+    let now = chrono::Utc::now();
+    let this_month = Month::containing(now, tz).start(tz);
+    let owed = crate::store::stripe::receivables(conn, now, this_month).await?;
     Ok(html! {
         (per_agency(month, &rows))
         (month_over_month(&figures))
+        (receivables(&owed))
     })
+}
+
+/// What agencies owe at Stripe and what came in this month.
+fn receivables(r: &crate::store::stripe::Receivables) -> Markup {
+    let cents = reports::cents;
+    html! {
+        h3 { "Receivables (Stripe)" }
+        table #receivables {
+            (head_row(&["open", "overdue 1-30 days", "31-60 days", "over 60 days",
+                        "paid this month", "push errors"]))
+            tr {
+                td { (cents(r.open_usd)) " (" (r.open_count) ")" }
+                td { (cents(r.overdue_1_30_usd)) }
+                td { (cents(r.overdue_31_60_usd)) }
+                td { (cents(r.overdue_over_60_usd)) }
+                td { (cents(r.paid_usd)) " (" (r.paid_count) ")" }
+                td { (r.push_errors) }
+            }
+        }
+    }
 }
 
 /// The money view's table of agencies for `month`, with its total row.

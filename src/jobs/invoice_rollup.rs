@@ -28,6 +28,11 @@ impl Job for InvoiceRollup {
         let outcomes =
             billing::rollup(&deps.pool, month, deps.config.billing_timezone, None).await?;
         tracing::info!(month = %month, invoices = outcomes.len(), "invoices rolled up");
+        // A finalize that stopped before queueing its Stripe pushes is caught up here.
+        if deps.config.stripe.is_some() {
+            let queued = super::stripe::enqueue_pending(&deps.pool).await?;
+            tracing::info!(queued, "invoices pending for Stripe queued");
+        }
         Ok(())
     }
 }

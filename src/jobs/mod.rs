@@ -11,6 +11,7 @@ pub mod listen;
 pub mod meter_call;
 pub mod notify_discord;
 pub mod prune_jobs;
+pub mod stripe;
 pub mod supervise;
 pub mod sync_calls;
 pub mod tool_results;
@@ -98,9 +99,12 @@ macro_rules! other_jobs {
 other_jobs!(
     meter_call::MeterCall,
     notify_discord::NotifyDiscord,
+    notify_discord::NotifyOps,
     sync_calls::SyncCalls,
     invoice_rollup::InvoiceRollup,
     prune_jobs::PruneJobs,
+    stripe::StripePush,
+    stripe::StripeEvent,
 );
 
 /// Why a job run failed, and so whether to run it again.

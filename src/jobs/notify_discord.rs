@@ -37,3 +37,24 @@ impl Job for NotifyDiscord {
         Ok(())
     }
 }
+
+/// A note to the operator's channel (`OPS_DISCORD_WEBHOOK_URL`), e.g. a failed payment. Skipped
+/// when the URL is not set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NotifyOps {
+    pub content: String,
+}
+
+impl Job for NotifyOps {
+    const QUEUE: &'static str = "notify_ops";
+    const MAX_ATTEMPTS: usize = 6;
+
+    async fn run(self, deps: &Deps) -> Result<(), JobError> {
+        let Some(url) = &deps.config.ops_discord_webhook_url else {
+            return Ok(());
+        };
+        deps.providers.discord.post(url.expose(), &self.content).await?;
+        tracing::info!("ops note posted");
+        Ok(())
+    }
+}

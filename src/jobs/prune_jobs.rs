@@ -15,7 +15,6 @@ use super::{Deps, Job, JobError};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct PruneJobs {
     /// Days of finished jobs to keep; default `JOB_RETENTION_DAYS` (14).
-    #[serde(default)]
     pub keep_days: Option<u32>,
 }
 

@@ -23,11 +23,9 @@ pub struct SyncCalls {
     /// The day to reconcile, in `BILLING_TIMEZONE`.
     pub date: NaiveDate,
     /// Only this agent's calls (by id); every agency's when absent.
-    #[serde(default)]
     pub agent_id: Option<Uuid>,
     /// One of the day's [`SLICES`] equal slices (the day's job fans out one job per slice, each
     /// with the whole job timeout and its own retries); the whole day when absent.
-    #[serde(default)]
     pub slice: Option<u8>,
 }
 

@@ -25,42 +25,28 @@ const MAX_PAGE_BYTES: usize = 64 * 1024 * 1024;
 #[serde(rename_all = "camelCase")]
 pub struct CallOut {
     pub id: String,
-    #[serde(default)]
     pub phone_number_id: Option<String>,
-    #[serde(default)]
     pub customer: Option<CustomerOut>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub ended_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub ended_reason: Option<String>,
     /// USD, exact.
     #[serde(default, with = "rust_decimal::serde::arbitrary_precision_option")]
     pub cost: Option<Decimal>,
-    #[serde(default)]
     pub created_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
     /// A saved assistant's id; the assistant itself (transient: ours carries
     /// `metadata.agent_id`) and its overrides: what routes a call without a number.
-    #[serde(default)]
     pub assistant_id: Option<String>,
-    #[serde(default)]
     pub assistant: Option<crate::vapi::AssistantIn>,
-    #[serde(default)]
     pub assistant_overrides: Option<crate::vapi::AssistantIn>,
     /// What the call said ([`CallOut::content`]): its `type`, `analysis`,
     /// `artifact` (transcript, recording; not `messages`) and `costs[]`.
     #[serde(default, rename = "type")]
     pub call_type: Option<serde_json::Value>,
-    #[serde(default)]
     pub analysis: Option<crate::vapi::AnalysisIn>,
-    #[serde(default)]
     pub artifact: Option<crate::vapi::ArtifactIn>,
-    #[serde(default)]
     pub costs: Option<serde_json::Value>,
 }
 
@@ -101,7 +87,6 @@ impl CallOut {
 /// The caller.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CustomerOut {
-    #[serde(default)]
     pub number: Option<String>,
 }
 

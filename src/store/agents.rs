@@ -124,34 +124,24 @@ pub async fn find_by_email(
     one(conn, "email = $1", email).await
 }
 
-/// A new agent; the email and Vapi phone number id must be unused.
-pub struct NewAgent {
-    pub agency_name: String,
-    pub email: String,
-    pub phone_number: Option<String>,
-    pub vapi_phone_number_id: Option<String>,
-    pub vapi_assistant_id: Option<String>,
-    pub discord_webhook_url: Option<String>,
-    pub greeting: Option<String>,
-    pub system_prompt: Option<String>,
-}
-
-pub async fn insert(conn: &mut PgConnection, a: &NewAgent) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO agents (agency_name, email, phone_number, vapi_phone_number_id, vapi_assistant_id,
-                             discord_webhook_url, greeting, system_prompt)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-    )
-    .bind(&a.agency_name)
-    .bind(&a.email)
-    .bind(&a.phone_number)
-    .bind(&a.vapi_phone_number_id)
-    .bind(&a.vapi_assistant_id)
-    .bind(&a.discord_webhook_url)
-    .bind(&a.greeting)
-    .bind(&a.system_prompt)
-    .fetch_one(conn)
-    .await
+/// A new agent named `agency_name` with `email`, then `profile` applied ([`update`]) in the
+/// same transaction; the email and Vapi phone number id must be unused.
+pub async fn insert(
+    conn: &mut PgConnection,
+    agency_name: &str,
+    email: &str,
+    profile: &AgentChanges,
+) -> Result<Uuid, sqlx::Error> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
+    let id = sqlx::query_scalar("INSERT INTO agents (agency_name, email) VALUES ($1, $2) RETURNING id")
+        .bind(agency_name)
+        .bind(email)
+        .fetch_one(&mut *tx)
+        .await?;
+    update(&mut tx, email, profile).await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
 /// Changes to an agent; `None` leaves a field as it is, `Some("")` clears it.

@@ -15,6 +15,7 @@ pub mod reports;
 pub mod secrets;
 pub mod seed;
 pub mod sessions;
+pub mod stripe;
 pub mod tools;
 pub mod transfers;
 pub mod usage;

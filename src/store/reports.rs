@@ -24,6 +24,11 @@ pub struct InvoiceOut {
     pub status: String,
     pub lines: Vec<InvoiceLineOut>,
     pub total: String,
+    /// At Stripe: open, paid, past_due, void or uncollectible; `None` when not sent there.
+    pub payment_status: Option<String>,
+    pub paid_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Stripe's page where the agency pays.
+    pub hosted_invoice_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -41,8 +46,15 @@ pub async fn invoices(
     first_day: NaiveDate,
     email: Option<&str>,
 ) -> Result<Vec<InvoiceOut>, sqlx::Error> {
-    let heads: Vec<(Uuid, Uuid, String, String, Decimal)> = sqlx::query_as(
-        "SELECT i.id, a.id, a.agency_name, i.status, i.total_usd
+    type Head = (Uuid, Uuid, String, String, Decimal, Payment);
+    type Payment = (
+        Option<String>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<String>,
+    );
+    let heads: Vec<Head> = sqlx::query_as(
+        "SELECT i.id, a.id, a.agency_name, i.status, i.total_usd,
+                (i.payment_status, i.paid_at, i.hosted_invoice_url)
            FROM invoices i JOIN agents a ON a.id = i.agent_id
           WHERE i.period_start = $1 AND ($2::text IS NULL OR a.email = $2)
           ORDER BY a.agency_name",
@@ -52,7 +64,8 @@ pub async fn invoices(
     .fetch_all(&mut *conn)
     .await?;
     let mut out = Vec::with_capacity(heads.len());
-    for (invoice_id, agent_id, agency_name, status, total) in heads {
+    for (invoice_id, agent_id, agency_name, status, total, payment) in heads {
+        let (payment_status, paid_at, hosted_invoice_url) = payment;
         let lines: Vec<(String, String, Decimal, Decimal, Decimal)> = sqlx::query_as(
             "SELECT kind, metric_type, quantity, unit_price_usd, amount_usd FROM invoice_lines
               WHERE agent_id = $1 AND invoice_id = $2 ORDER BY position",
@@ -77,6 +90,9 @@ pub async fn invoices(
                 })
                 .collect(),
             total: cents(total),
+            payment_status,
+            paid_at,
+            hosted_invoice_url,
         });
     }
     Ok(out)

@@ -76,17 +76,24 @@ where
 
     /// The owner of a live session (not expired, not revoked), if `id` is one.
     pub async fn owner(&self, conn: &mut PgConnection, id: &str) -> Result<Option<T>, sqlx::Error> {
-        if id.len() != 64 {
+        let Some(select) = self.live(&self.owner, id) else {
             return Ok(None);
-        }
-        let select = format!(
-            "SELECT {} FROM {} WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
-            self.owner, self.table
-        );
+        };
         sqlx::query_scalar(sqlx::AssertSqlSafe(select))
             .bind(digest(id))
             .fetch_optional(conn)
             .await
+    }
+
+    /// The query of `columns` of the live session (not expired, not revoked) whose id hashes to
+    /// `$1`; `None` when `id` cannot be a session id.
+    fn live(&self, columns: &str, id: &str) -> Option<String> {
+        (id.len() == 64).then(|| {
+            format!(
+                "SELECT {columns} FROM {} WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
+                self.table
+            )
+        })
     }
 
     /// Ends a session (logout, sign-out); later requests with its cookie are refused.
@@ -139,13 +146,9 @@ impl Sessions<String> {
         conn: &mut PgConnection,
         id: &str,
     ) -> Result<Option<(String, Option<Vec<u8>>)>, sqlx::Error> {
-        if id.len() != 64 {
+        let Some(select) = self.live(&format!("{}, token_mac", self.owner), id) else {
             return Ok(None);
-        }
-        let select = format!(
-            "SELECT {}, token_mac FROM {} WHERE id_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
-            self.owner, self.table
-        );
+        };
         sqlx::query_as(sqlx::AssertSqlSafe(select))
             .bind(digest(id))
             .fetch_optional(conn)

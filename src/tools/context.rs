@@ -20,10 +20,8 @@ pub struct CallContext {
     pub tool_call_id: String,
     /// Vapi's id of the call the tool was called in (its finding is shown with that call; absent
     /// in jobs queued before it was recorded).
-    #[serde(default)]
     pub vapi_call_id: Option<String>,
     /// When the webhook asked (it may be waiting for the answer); absent for other enqueuers.
-    #[serde(default)]
     pub requested_at: Option<DateTime<Utc>>,
 }
 

@@ -23,60 +23,41 @@ pub struct EnvelopeIn {
 pub struct MessageIn {
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default)]
     pub call: Option<CallIn>,
-    #[serde(default)]
     pub phone_number: Option<PhoneNumberIn>,
-    #[serde(default)]
     pub customer: Option<CustomerIn>,
-    #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub ended_at: Option<DateTime<Utc>>,
-    #[serde(default)]
     pub ended_reason: Option<String>,
     #[serde(default, with = "rust_decimal::serde::arbitrary_precision_option")]
     pub cost: Option<Decimal>,
     #[serde(default, with = "rust_decimal::serde::arbitrary_precision_option")]
     pub duration_seconds: Option<Decimal>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
     pub tool_call_list: Option<Vec<ToolCallIn>>,
     /// The assistant of the call (web and API calls carry no phone number).
-    #[serde(default)]
     pub assistant: Option<AssistantIn>,
     /// When Vapi sent the message (a number, milliseconds), as it wrote it.
-    #[serde(default)]
     pub timestamp: Option<serde_json::Number>,
     /// An end-of-call report's `analysis` (summary, structured data, success evaluation).
-    #[serde(default)]
     pub analysis: Option<AnalysisIn>,
     /// An end-of-call report's `artifact` (transcript, recording, structured outputs).
-    #[serde(default)]
     pub artifact: Option<ArtifactIn>,
     /// An end-of-call report's `costs[]`, the parts of `cost`.
-    #[serde(default)]
     pub costs: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CallIn {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub phone_number_id: Option<String>,
-    #[serde(default)]
     pub customer: Option<CustomerIn>,
     /// A saved assistant's id (an agent's `vapi_assistant_id`).
-    #[serde(default)]
     pub assistant_id: Option<String>,
     /// A transient assistant (ours carries `metadata.agent_id`).
-    #[serde(default)]
     pub assistant: Option<AssistantIn>,
     /// Overrides of a saved assistant (ours carry `variableValues.agent_id`).
-    #[serde(default)]
     pub assistant_overrides: Option<AssistantIn>,
     /// `inboundPhoneCall`, `outboundPhoneCall`, `webCall`, ...
     #[serde(default, rename = "type")]
@@ -88,11 +69,8 @@ pub struct CallIn {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisIn {
-    #[serde(default)]
     pub summary: Option<serde_json::Value>,
-    #[serde(default)]
     pub structured_data: Option<serde_json::Value>,
-    #[serde(default)]
     pub success_evaluation: Option<serde_json::Value>,
 }
 
@@ -101,15 +79,11 @@ pub struct AnalysisIn {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactIn {
-    #[serde(default)]
     pub transcript: Option<serde_json::Value>,
-    #[serde(default)]
     pub recording_url: Option<serde_json::Value>,
     /// `{"mono": {"combinedUrl": ...}, "stereoUrl": ...}`, the newer home of the recording.
-    #[serde(default)]
     pub recording: Option<serde_json::Value>,
     /// Keyed by output id: `{"<id>": {"name": "caller_details", "result": {...}}}`.
-    #[serde(default)]
     pub structured_outputs: Option<serde_json::Value>,
 }
 
@@ -117,11 +91,8 @@ pub struct ArtifactIn {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssistantIn {
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub metadata: Option<serde_json::Value>,
-    #[serde(default)]
     pub variable_values: Option<serde_json::Value>,
 }
 
@@ -139,19 +110,16 @@ pub enum RouteKey {
 
 #[derive(Debug, Deserialize)]
 pub struct PhoneNumberIn {
-    #[serde(default)]
     pub id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct CustomerIn {
-    #[serde(default)]
     pub number: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct ToolCallIn {
-    #[serde(default)]
     pub id: Option<String>,
 }
 

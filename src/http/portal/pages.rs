@@ -241,38 +241,58 @@ pub(super) fn usage<'c>(c: &'c mut PgConnection, who: &'c Agency, ask: Ask) -> B
 pub(super) fn invoices<'c>(c: &'c mut PgConnection, who: &'c Agency, _: Ask) -> Built<'c> {
     Box::pin(async move {
         let l = who.lang;
-        let rows: Vec<(NaiveDate, String, Decimal)> = sqlx::query_as(
-            "SELECT period_start, status, total_usd FROM invoices ORDER BY period_start DESC",
+        let rows: Vec<(NaiveDate, String, Decimal, Option<String>)> = sqlx::query_as(
+            "SELECT period_start, status, total_usd, payment_status FROM invoices
+              ORDER BY period_start DESC",
         )
         .fetch_all(&mut *c)
         .await?;
         let rows: Vec<Vec<Markup>> = rows
             .into_iter()
-            .map(|(p, status, total)| {
+            .map(|(p, status, total, payment)| {
                 let m = p.format("%Y-%m").to_string();
                 vec![
                     html! { a href={ "/portal/invoices/" (m) } { (m) } },
                     status.render(),
                     money_text(total).render(),
+                    payment.map_or("-", |p| t(l, &p)).render(),
                 ]
             })
             .collect();
-        let head = ["month", "status", "total"];
+        let head = ["month", "status", "total", "payment"];
         Ok((t(l, "invoices").to_string(), table(l, &head, &rows)))
     })
 }
 
+/// An invoice as the tenant sees it.
+struct InvoiceView {
+    status: String,
+    total: Decimal,
+    lines: Vec<crate::billing::pdf::PdfLine>,
+    /// Its payment at Stripe: status, when paid, and where to pay.
+    payment: Option<String>,
+    paid_at: Option<chrono::DateTime<chrono::Utc>>,
+    pay_url: Option<String>,
+}
+
 /// An invoice's head and lines as the tenant sees it, or 404.
-async fn invoice_of(
-    c: &mut PgConnection,
-    month: Month,
-) -> Result<(String, Decimal, Vec<crate::billing::pdf::PdfLine>), ApiError> {
-    let head: Option<(Uuid, String, Decimal)> =
-        sqlx::query_as("SELECT id, status, total_usd FROM invoices WHERE period_start = $1")
-            .bind(month.first_day)
-            .fetch_optional(&mut *c)
-            .await?;
-    let Some((id, status, total)) = head else {
+async fn invoice_of(c: &mut PgConnection, month: Month) -> Result<InvoiceView, ApiError> {
+    type Head = (
+        Uuid,
+        String,
+        Decimal,
+        Option<String>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<String>,
+    );
+    let head: Option<Head> = sqlx::query_as(
+        "SELECT id, status, total_usd, payment_status, paid_at, hosted_invoice_url
+           FROM invoices WHERE period_start = $1",
+    )
+    .bind(month.first_day)
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some((id, status, total, payment, paid_at, pay_url)) = head else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -286,7 +306,15 @@ async fn invoice_of(
     .bind(id)
     .fetch_all(&mut *c)
     .await?;
-    Ok((status, total, lines))
+    Ok(InvoiceView {
+        status,
+        total,
+        lines,
+        payment,
+        paid_at,
+        // Only Stripe's own https pages become a button.
+        pay_url: pay_url.filter(|u| u.starts_with("https://")),
+    })
 }
 
 /// `/portal/invoices/{YYYY-MM}` (a printable page) and `/portal/invoices/{YYYY-MM}.pdf`.
@@ -309,7 +337,15 @@ pub(super) async fn invoice(
     tenant_page(&app, &headers, q.lang, Shows::Invoices, |c, who| {
         Box::pin(async move {
             let l = who.lang;
-            let (status, total, lines) = invoice_of(c, month).await?;
+            let InvoiceView {
+                status,
+                total,
+                lines,
+                payment,
+                paid_at,
+                pay_url,
+            } = invoice_of(c, month).await?;
+            let payable = matches!(payment.as_deref(), Some("open" | "past_due"));
             let rows: Vec<Vec<Markup>> = lines
                 .into_iter()
                 .map(|(text, q, p, a)| {
@@ -326,6 +362,15 @@ pub(super) async fn invoice(
                 p { (who.name) " · " (t(l, "status")) ": " (status) }
                 (table(l, &head, &rows))
                 p #total { strong { (t(l, "total")) ": " (money_text(total)) } }
+                @if let Some(p) = &payment {
+                    p #payment {
+                        (t(l, "payment")) ": " span.status { (t(l, p)) }
+                        @if let Some(at) = paid_at { " (" (t(l, "paid_on")) " " (at.format("%Y-%m-%d")) ")" }
+                        @if let (true, Some(url)) = (payable, &pay_url) {
+                            " " a #pay.button href=(url) rel="noopener" { (t(l, "pay")) }
+                        }
+                    }
+                }
                 p {
                     a #pdf href={ "/portal/invoices/" (month) ".pdf" } { "PDF" }
                     " · "
@@ -346,9 +391,9 @@ async fn invoice_pdf(app: &AppState, headers: &HeaderMap, month: Month) -> Respo
     };
     let read = crate::http::api::as_tenant(app, who.id, |c| Box::pin(invoice_of(c, month)));
     match read.await {
-        Ok((status, total, lines)) => {
+        Ok(v) => {
             let bytes =
-                crate::billing::pdf::render(&who.name, &month.label(), &status, &lines, total);
+                crate::billing::pdf::render(&who.name, &month.label(), &v.status, &v.lines, v.total);
             let name = format!("attachment; filename=\"invoice-{month}.pdf\"");
             (
                 [

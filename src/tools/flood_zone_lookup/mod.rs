@@ -38,7 +38,6 @@ pub struct FloodZoneLookup {
 pub struct FloodArgs {
     pub latitude: f64,
     pub longitude: f64,
-    #[serde(default)]
     pub address: Option<String>,
 }
 

@@ -59,13 +59,9 @@ pub const OUTPUT_PRICE: Setting = Setting {
 /// What the assistant sends: an image by URL, or inline with its MIME type.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SolarArgs {
-    #[serde(default)]
     pub image_url: Option<String>,
-    #[serde(default)]
     pub image_base64: Option<String>,
-    #[serde(default)]
     pub mime_type: Option<String>,
-    #[serde(default)]
     pub address: Option<String>,
 }
 

@@ -34,9 +34,7 @@ const MAX_RADIUS_M: u32 = 10_000;
 pub struct WaterArgs {
     pub latitude: f64,
     pub longitude: f64,
-    #[serde(default)]
     pub radius_m: Option<f64>,
-    #[serde(default)]
     pub address: Option<String>,
 }
 
