@@ -24,6 +24,7 @@ mod providers;
 mod queue;
 mod reliability;
 mod schema;
+mod stripe;
 mod supabase;
 mod tenancy;
 mod tools;
