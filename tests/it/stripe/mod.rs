@@ -402,3 +402,120 @@ async fn forged_stale_and_malformed_events_are_refused_and_nothing_is_stored() {
         .expect("post");
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_crash_after_stripe_made_the_invoice_leaves_one_invoice_after_a_restart() {
+    use crate::reliability::support::{Proc, env};
+    let standin = StripeStandIn::start().await;
+    let db = TestDb::seeded().await;
+    let invoice = finalize_november(&db).await;
+    let vars = stripe_vars(&standin);
+    let mut extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let calm = env(&db, "http://127.0.0.1:9", &extra);
+    extra.push(("AGENT_METER_FAILPOINTS", "after_stripe_invoice=1"));
+    let mut worker = Proc::start(&["worker"], &env(&db, "http://127.0.0.1:9", &extra));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !worker.exited() {
+        assert!(tokio::time::Instant::now() < deadline, "the worker never reached the failpoint");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Stripe has the invoice; we have not stored its id, and it has no items.
+    {
+        let books = standin.books();
+        assert_eq!((books.invoices.len(), books.items.len()), (1, 0));
+    }
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT stripe_invoice_id FROM invoices WHERE id = $1")
+            .bind(invoice)
+            .fetch_one(&db.pool)
+            .await
+            .expect("row");
+    assert_eq!(stored, None);
+
+    // A fresh worker finds it by our id in its metadata and finishes it.
+    let _worker = Proc::start(&["worker"], &calm);
+    sent(&db).await;
+    one_of_each(&standin, invoice);
+    assert_eq!(standin.books().posts("/v1/invoices"), 1, "found, not made again");
+}
+
+#[tokio::test]
+async fn the_agency_sees_what_it_owes_and_pays_and_the_operator_sees_receivables() {
+    clear_of_month_turn(Phoenix).await;
+    let standin = StripeStandIn::start().await;
+    let app = spawn(&standin, &[("OPS_TOKENS", "anna:stripe-ops-token-0123456789".into())]).await;
+    let invoice = finalize_november(&app.db).await;
+    sent(&app.db).await;
+    let pay_url = stripe_invoice(&standin)["hosted_invoice_url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+
+    // The portal: the status and a Pay button to Stripe's page.
+    let agent = app.db.agent_id(PHONE_1).await;
+    let mut conn = app.db.pool.acquire().await.expect("conn");
+    let link = agent_meter::store::portal::create_link(&mut conn, agent, std::time::Duration::from_secs(600))
+        .await
+        .expect("link");
+    let token = agent_meter::store::agents::new_token(&mut conn, agent)
+        .await
+        .expect("token");
+    drop(conn);
+    let cookie = portal_sign_in(&app, link).await;
+    let page = client()
+        .get(format!("{}/portal/invoices/2026-11", app.base))
+        .header("cookie", &cookie)
+        .header("accept-language", "en")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    assert!(page.contains("id=\"pay\"") && page.contains(&pay_url), "{page}");
+    assert!(page.contains("Due"), "{page}");
+
+    // The API.
+    let list: Value = client()
+        .get(format!("{}/v1/invoices", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("api")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["data"][0]["payment_status"], "open", "{list}");
+    assert_eq!(list["data"][0]["hosted_invoice_url"], pay_url.as_str());
+
+    // The operator: 749.08 open.
+    let ops = ops_login(&app, "stripe-ops-token-0123456789").await;
+    let ops = ops.split(';').next().expect("pair").to_string();
+    let money = client()
+        .get(format!("{}/ops/", app.base))
+        .header("cookie", &ops)
+        .send()
+        .await
+        .expect("ops")
+        .text()
+        .await
+        .expect("text");
+    assert!(money.contains("id=\"receivables\"") && money.contains("749.08 (1)"), "{money}");
+
+    // Paid: no button any more, and it counts as paid this month (paid now).
+    let mut paid = stripe_invoice(&standin);
+    paid["status"] = json!("paid");
+    paid["status_transitions"]["paid_at"] = json!(chrono::Utc::now().timestamp());
+    post_event(&app, "evt_paid_portal", "invoice.paid", paid, None).await;
+    payment_becomes(&app.db, invoice, "paid").await;
+    let page = client()
+        .get(format!("{}/portal/invoices/2026-11", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    assert!(!page.contains("id=\"pay\"") && page.contains("Paid"), "{page}");
+}
