@@ -397,7 +397,10 @@ impl Config {
                         .ok()
                         .filter(|d| (1..=365).contains(d))
                         .ok_or_else(|| {
-                            bad("STRIPE_DAYS_UNTIL_DUE", "not a number of days from 1 to 365")
+                            bad(
+                                "STRIPE_DAYS_UNTIL_DUE",
+                                "not a number of days from 1 to 365",
+                            )
                         })?,
                 }),
             },

@@ -206,3 +206,35 @@ fn job_timeout_must_fit_in_the_orphan_window() {
     let e = Config::from_vars(vars(&[("JOB_TIMEOUT_SECS", "30")])).expect_err("invalid");
     assert_eq!(e.var, "JOB_TIMEOUT_SECS");
 }
+
+#[test]
+fn stripe_is_off_without_its_key_and_its_variables_are_checked() {
+    let c = Config::from_vars(vars(&[("STRIPE_DAYS_UNTIL_DUE", "30")])).expect("config");
+    assert!(c.stripe.is_none() && c.stripe_webhook_secrets.is_empty());
+    let c = Config::from_vars(vars(&[
+        ("STRIPE_API_KEY", "sk_test_1"),
+        ("STRIPE_WEBHOOK_SECRET", " whsec_a , whsec_b ,"),
+    ]))
+    .expect("config");
+    let stripe = c.stripe.expect("stripe");
+    assert_eq!(
+        (stripe.base_url.as_str(), stripe.days_until_due),
+        ("https://api.stripe.com", 14)
+    );
+    assert_eq!(c.stripe_webhook_secrets.len(), 2);
+    for (var, value) in [
+        ("STRIPE_WEBHOOK_SECRET", "not-a-whsec"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_"),
+        ("STRIPE_DAYS_UNTIL_DUE", "0"),
+        ("STRIPE_DAYS_UNTIL_DUE", "366"),
+        ("STRIPE_DAYS_UNTIL_DUE", "two weeks"),
+        ("STRIPE_BASE_URL", "not a url"),
+        ("OPS_DISCORD_WEBHOOK_URL", "discord"),
+    ] {
+        let e = Config::from_vars(vars(&[("STRIPE_API_KEY", "sk_test_1"), (var, value)]))
+            .expect_err(value);
+        let text = e.to_string();
+        assert!(text.starts_with(var), "{text}");
+        assert!(!text.contains("sk_test_1"), "{text}");
+    }
+}

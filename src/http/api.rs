@@ -421,13 +421,15 @@ async fn invoices(
     let next_cursor = last_page_cut(&mut rows, limit, |r| r.0.format("%Y-%m").to_string());
     let data: Vec<InvoiceSummary> = rows
         .into_iter()
-        .map(|(p, status, total, payment_status, hosted_invoice_url)| InvoiceSummary {
-            period: p.format("%Y-%m").to_string(),
-            status,
-            total: reports::cents(total),
-            payment_status,
-            hosted_invoice_url,
-        })
+        .map(
+            |(p, status, total, payment_status, hosted_invoice_url)| InvoiceSummary {
+                period: p.format("%Y-%m").to_string(),
+                status,
+                total: reports::cents(total),
+                payment_status,
+                hosted_invoice_url,
+            },
+        )
         .collect();
     Ok(Json(InvoicePage { data, next_cursor }))
 }

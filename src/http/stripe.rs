@@ -165,9 +165,18 @@ mod tests {
             (None, SignatureError::Missing),
             (Some(format!("v1={good}")), SignatureError::Malformed),
             (Some(format!("t={t}")), SignatureError::Malformed),
-            (Some(format!("t={},v1={good}", t - 301)), SignatureError::Stale),
-            (Some(format!("t={t},v1={}", sign("whsec_other", t, body))), SignatureError::Mismatch),
-            (Some(format!("t={},v1={good}", t + 1)), SignatureError::Mismatch),
+            (
+                Some(format!("t={},v1={good}", t - 301)),
+                SignatureError::Stale,
+            ),
+            (
+                Some(format!("t={t},v1={}", sign("whsec_other", t, body))),
+                SignatureError::Mismatch,
+            ),
+            (
+                Some(format!("t={},v1={good}", t + 1)),
+                SignatureError::Mismatch,
+            ),
         ];
         for (header, want) in cases {
             let got = verify(header.as_deref().map(str::as_bytes), body, &secrets, now);
@@ -175,7 +184,12 @@ mod tests {
         }
         // A changed byte of the body fails.
         assert_eq!(
-            verify(Some(header.as_bytes()), br#"{"id": "evt_2"}"#, &secrets, now),
+            verify(
+                Some(header.as_bytes()),
+                br#"{"id": "evt_2"}"#,
+                &secrets,
+                now
+            ),
             Err(SignatureError::Mismatch)
         );
     }

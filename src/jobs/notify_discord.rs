@@ -53,7 +53,10 @@ impl Job for NotifyOps {
         let Some(url) = &deps.config.ops_discord_webhook_url else {
             return Ok(());
         };
-        deps.providers.discord.post(url.expose(), &self.content).await?;
+        deps.providers
+            .discord
+            .post(url.expose(), &self.content)
+            .await?;
         tracing::info!("ops note posted");
         Ok(())
     }

@@ -115,15 +115,27 @@ impl StripeClient {
     pub async fn find_customer(&self, agent_id: &str) -> Result<Option<Customer>, ProviderError> {
         let query = format!("metadata['agent_id']:'{}'", quote(agent_id));
         let list: List<Customer> = self
-            .call(Method::GET, "/v1/customers/search", &[("query", query)], None, None)
+            .call(
+                Method::GET,
+                "/v1/customers/search",
+                &[("query", query)],
+                None,
+                None,
+            )
             .await?;
         Ok(list.data.into_iter().find(|c| !c.deleted))
     }
 
     /// `GET /v1/customers/{id}` (a deleted one answers with `deleted: true`).
     pub async fn customer(&self, id: &str) -> Result<Customer, ProviderError> {
-        self.call(Method::GET, &format!("/v1/customers/{}", path(id)?), &[], None, None)
-            .await
+        self.call(
+            Method::GET,
+            &format!("/v1/customers/{}", path(id)?),
+            &[],
+            None,
+            None,
+        )
+        .await
     }
 
     /// `POST /v1/customers`.
@@ -137,15 +149,27 @@ impl StripeClient {
     pub async fn find_invoice(&self, invoice_id: &str) -> Result<Option<Invoice>, ProviderError> {
         let query = format!("metadata['invoice_id']:'{}'", quote(invoice_id));
         let list: List<Invoice> = self
-            .call(Method::GET, "/v1/invoices/search", &[("query", query)], None, None)
+            .call(
+                Method::GET,
+                "/v1/invoices/search",
+                &[("query", query)],
+                None,
+                None,
+            )
             .await?;
         Ok(list.data.into_iter().next())
     }
 
     /// `GET /v1/invoices/{id}`.
     pub async fn invoice(&self, id: &str) -> Result<Invoice, ProviderError> {
-        self.call(Method::GET, &format!("/v1/invoices/{}", path(id)?), &[], None, None)
-            .await
+        self.call(
+            Method::GET,
+            &format!("/v1/invoices/{}", path(id)?),
+            &[],
+            None,
+            None,
+        )
+        .await
     }
 
     /// `POST /v1/invoices`.
@@ -219,9 +243,8 @@ impl StripeClient {
             if !status.is_success() {
                 return Err(classify_status(PROVIDER, status, &headers, &message(&body)));
             }
-            serde_json::from_slice(&body).map_err(|e| {
-                ProviderError::permanent(PROVIDER, format!("malformed response: {e}"))
-            })
+            serde_json::from_slice(&body)
+                .map_err(|e| ProviderError::permanent(PROVIDER, format!("malformed response: {e}")))
         }
         .await;
         self.breaker.record(&result);

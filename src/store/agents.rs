@@ -134,11 +134,12 @@ pub async fn insert(
 ) -> Result<Uuid, sqlx::Error> {
     use sqlx::Connection;
     let mut tx = conn.begin().await?;
-    let id = sqlx::query_scalar("INSERT INTO agents (agency_name, email) VALUES ($1, $2) RETURNING id")
-        .bind(agency_name)
-        .bind(email)
-        .fetch_one(&mut *tx)
-        .await?;
+    let id =
+        sqlx::query_scalar("INSERT INTO agents (agency_name, email) VALUES ($1, $2) RETURNING id")
+            .bind(agency_name)
+            .bind(email)
+            .fetch_one(&mut *tx)
+            .await?;
     update(&mut tx, email, profile).await?;
     tx.commit().await?;
     Ok(id)

@@ -76,7 +76,7 @@ where
 
     /// The owner of a live session (not expired, not revoked), if `id` is one.
     pub async fn owner(&self, conn: &mut PgConnection, id: &str) -> Result<Option<T>, sqlx::Error> {
-        let Some(select) = self.live(&self.owner, id) else {
+        let Some(select) = self.live(self.owner, id) else {
             return Ok(None);
         };
         sqlx::query_scalar(sqlx::AssertSqlSafe(select))

@@ -392,8 +392,13 @@ async fn invoice_pdf(app: &AppState, headers: &HeaderMap, month: Month) -> Respo
     let read = crate::http::api::as_tenant(app, who.id, |c| Box::pin(invoice_of(c, month)));
     match read.await {
         Ok(v) => {
-            let bytes =
-                crate::billing::pdf::render(&who.name, &month.label(), &v.status, &v.lines, v.total);
+            let bytes = crate::billing::pdf::render(
+                &who.name,
+                &month.label(),
+                &v.status,
+                &v.lines,
+                v.total,
+            );
             let name = format!("attachment; filename=\"invoice-{month}.pdf\"");
             (
                 [

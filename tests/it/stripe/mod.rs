@@ -18,7 +18,10 @@ fn stripe_vars(standin: &StripeStandIn) -> Vec<(&'static str, String)> {
     vec![
         ("STRIPE_API_KEY", "sk_test_standin".to_string()),
         ("STRIPE_BASE_URL", standin.url.clone()),
-        ("STRIPE_WEBHOOK_SECRET", format!("whsec_old_one,{WEBHOOK_SECRET}")),
+        (
+            "STRIPE_WEBHOOK_SECRET",
+            format!("whsec_old_one,{WEBHOOK_SECRET}"),
+        ),
         ("JOB_BACKOFF_BASE_MS", "100".to_string()),
     ]
 }
@@ -123,8 +126,8 @@ async fn post_event(
     event["type"] = json!(kind);
     event["data"] = json!({"object": object});
     let body = event.to_string();
-    let signature = signature
-        .unwrap_or_else(|| signed(&body, WEBHOOK_SECRET, chrono::Utc::now().timestamp()));
+    let signature =
+        signature.unwrap_or_else(|| signed(&body, WEBHOOK_SECRET, chrono::Utc::now().timestamp()));
     app.http
         .post(format!("{}/stripe/webhook", app.base))
         .header("stripe-signature", signature)
@@ -160,23 +163,32 @@ async fn finalizing_sends_one_stripe_invoice_and_payment_events_come_back() {
     let invoice = finalize_november(&app.db).await;
     sent(&app.db).await;
     one_of_each(&standin, invoice);
+    let agent = app.db.agent_id(PHONE_1).await.to_string();
     {
         let books = standin.books();
         let customer = &books.customers[0];
-        assert_eq!(customer["metadata"]["agent_id"], app.db.agent_id(PHONE_1).await.to_string());
+        assert_eq!(customer["metadata"]["agent_id"], agent);
         assert!(customer["email"].is_string() && customer["name"].is_string());
         // Every POST carries a key derived from our ids; the invoice asks nothing pending in.
         for post in books.seen.iter().filter(|s| s.method == "POST") {
             let key = post.key.as_deref().expect("an Idempotency-Key");
             assert!(key.starts_with("agent-meter:invoice:"), "{key}");
         }
-        let create = books.seen.iter().find(|s| s.path == "/v1/invoices").expect("create");
+        let create = books
+            .seen
+            .iter()
+            .find(|s| s.path == "/v1/invoices")
+            .expect("create");
         for (k, v) in [
             ("collection_method", "send_invoice"),
             ("days_until_due", "14"),
             ("pending_invoice_items_behavior", "exclude"),
         ] {
-            assert!(create.form.contains(&(k.into(), v.into())), "{k}: {:?}", create.form);
+            assert!(
+                create.form.contains(&(k.into(), v.into())),
+                "{k}: {:?}",
+                create.form
+            );
         }
     }
     // Stripe's ids are stored on our invoice and lines; it is open for payment.
@@ -195,7 +207,10 @@ async fn finalizing_sends_one_stripe_invoice_and_payment_events_come_back() {
             .await,
         3
     );
-    assert_eq!(payment(&app.db, invoice).await, (Some("open".into()), false));
+    assert_eq!(
+        payment(&app.db, invoice).await,
+        (Some("open".into()), false)
+    );
 
     // Paid: the event is applied once; its redelivery is a 2xx that changes nothing.
     let mut paid = at_stripe.clone();
@@ -207,11 +222,21 @@ async fn finalizing_sends_one_stripe_invoice_and_payment_events_come_back() {
     assert!(payment(&app.db, invoice).await.1, "paid_at is set");
     let again = post_event(&app, "evt_paid_1", "invoice.paid", paid, None).await;
     assert_eq!(again.status(), 200);
-    assert_eq!(again.json::<Value>().await.expect("json")["duplicate"], true);
+    assert_eq!(
+        again.json::<Value>().await.expect("json")["duplicate"],
+        true
+    );
     assert_eq!(app.db.count("SELECT count(*) FROM stripe_events").await, 1);
 
     // A late failure never moves a paid invoice back.
-    let r = post_event(&app, "evt_failed_late", "invoice.payment_failed", at_stripe, None).await;
+    let r = post_event(
+        &app,
+        "evt_failed_late",
+        "invoice.payment_failed",
+        at_stripe,
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 200);
     app.db
         .count_reaches(
@@ -224,7 +249,10 @@ async fn finalizing_sends_one_stripe_invoice_and_payment_events_come_back() {
     assert_eq!(payment(&app.db, invoice).await.0.as_deref(), Some("paid"));
 
     // Everyone sees it: the CLI's JSON.
-    let out = agent_meter_on(&app.db, &["invoices", "show", "--month", "2026-11", "--format", "json"]);
+    let out = agent_meter_on(
+        &app.db,
+        &["invoices", "show", "--month", "2026-11", "--format", "json"],
+    );
     let shown: Value = serde_json::from_slice(&out).expect("json");
     let mine = shown
         .as_array()
@@ -245,8 +273,16 @@ async fn a_500_creating_the_invoice_and_a_429_on_finalize_are_retried_into_one_i
     sent(&app.db).await;
     one_of_each(&standin, invoice);
     let books = standin.books();
-    assert_eq!(books.posts("/v1/invoices"), 2, "the 500, then the one that made it");
-    assert_eq!(books.posts("/finalize"), 2, "the 429, then the one that made it");
+    assert_eq!(
+        books.posts("/v1/invoices"),
+        2,
+        "the 500, then the one that made it"
+    );
+    assert_eq!(
+        books.posts("/finalize"),
+        2,
+        "the 429, then the one that made it"
+    );
     assert_eq!(books.posts("/v1/customers"), 1);
 }
 
@@ -278,7 +314,9 @@ async fn a_second_finalize_and_a_rerun_of_a_sent_invoice_make_nothing_new() {
         .await
         .expect("reset");
     let mut conn = app.db.pool.acquire().await.expect("conn");
-    let job = agent_meter::jobs::stripe::StripePush { invoice_id: invoice };
+    let job = agent_meter::jobs::stripe::StripePush {
+        invoice_id: invoice,
+    };
     agent_meter::jobs::enqueue(&mut conn, &job, Some("stripe-push:again"))
         .await
         .expect("enqueue");
@@ -286,7 +324,12 @@ async fn a_second_finalize_and_a_rerun_of_a_sent_invoice_make_nothing_new() {
     sent(&app.db).await;
     one_of_each(&standin, invoice);
     let books = standin.books();
-    let new_posts: Vec<_> = books.seen.iter().filter(|s| s.method == "POST").skip(posts_before).collect();
+    let new_posts: Vec<_> = books
+        .seen
+        .iter()
+        .filter(|s| s.method == "POST")
+        .skip(posts_before)
+        .collect();
     assert!(
         new_posts.iter().all(|p| p.path.ends_with("/send")),
         "only the send is asked again (and replayed by its key): {new_posts:?}"
@@ -317,9 +360,16 @@ async fn a_total_stripe_disagrees_with_fails_the_push_with_both_figures() {
         .fetch_one(&app.db.pool)
         .await
         .expect("error");
-    assert!(error.contains("74908") && error.contains("74909"), "{error}");
+    assert!(
+        error.contains("74908") && error.contains("74909"),
+        "{error}"
+    );
     let books = standin.books();
-    assert_eq!(books.posts("/finalize") + books.posts("/send"), 0, "nothing was billed");
+    assert_eq!(
+        books.posts("/finalize") + books.posts("/send"),
+        0,
+        "nothing was billed"
+    );
 }
 
 #[tokio::test]
@@ -335,15 +385,27 @@ async fn a_payment_failure_tells_the_operator_and_a_deleted_customer_is_forgotte
     let invoice = finalize_november(&app.db).await;
     sent(&app.db).await;
     let at_stripe = stripe_invoice(&standin);
-    let r = post_event(&app, "evt_failed_1", "invoice.payment_failed", at_stripe, None).await;
+    let r = post_event(
+        &app,
+        "evt_failed_1",
+        "invoice.payment_failed",
+        at_stripe,
+        None,
+    )
+    .await;
     assert_eq!(r.status(), 200);
     payment_becomes(&app.db, invoice, "past_due").await;
     let note = eventually(30, "the ops note", || async {
         let requests = discord.received_requests().await.unwrap_or_default();
-        requests.first().map(|r| String::from_utf8_lossy(&r.body).to_string())
+        requests
+            .first()
+            .map(|r| String::from_utf8_lossy(&r.body).to_string())
     })
     .await;
-    assert!(note.contains("2026-11") && note.contains("749.08"), "{note}");
+    assert!(
+        note.contains("2026-11") && note.contains("749.08"),
+        "{note}"
+    );
 
     let customer = standin.books().customers[0].clone();
     let r = post_event(&app, "evt_cus_gone", "customer.deleted", customer, None).await;
@@ -366,10 +428,22 @@ async fn forged_stale_and_malformed_events_are_refused_and_nothing_is_stored() {
     let body = json!({"id": "evt_x", "type": "invoice.paid", "data": {"object": {}}}).to_string();
     let cases: Vec<(&str, Option<String>, String)> = vec![
         ("no signature", None, body.clone()),
-        ("another secret", Some(signed(&body, "whsec_attacker", now)), body.clone()),
-        ("stale", Some(signed(&body, WEBHOOK_SECRET, now - 3600)), body.clone()),
+        (
+            "another secret",
+            Some(signed(&body, "whsec_attacker", now)),
+            body.clone(),
+        ),
+        (
+            "stale",
+            Some(signed(&body, WEBHOOK_SECRET, now - 3600)),
+            body.clone(),
+        ),
         ("garbage", Some("t=abc,v1=zz".into()), body.clone()),
-        ("not JSON", Some(signed("{{{", WEBHOOK_SECRET, now)), "{{{".into()),
+        (
+            "not JSON",
+            Some(signed("{{{", WEBHOOK_SECRET, now)),
+            "{{{".into(),
+        ),
         (
             "no event id",
             Some(signed(r#"{"type":"invoice.paid"}"#, WEBHOOK_SECRET, now)),
@@ -416,7 +490,10 @@ async fn a_crash_after_stripe_made_the_invoice_leaves_one_invoice_after_a_restar
     let mut worker = Proc::start(&["worker"], &env(&db, "http://127.0.0.1:9", &extra));
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     while !worker.exited() {
-        assert!(tokio::time::Instant::now() < deadline, "the worker never reached the failpoint");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never reached the failpoint"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // Stripe has the invoice; we have not stored its id, and it has no items.
@@ -436,14 +513,22 @@ async fn a_crash_after_stripe_made_the_invoice_leaves_one_invoice_after_a_restar
     let _worker = Proc::start(&["worker"], &calm);
     sent(&db).await;
     one_of_each(&standin, invoice);
-    assert_eq!(standin.books().posts("/v1/invoices"), 1, "found, not made again");
+    assert_eq!(
+        standin.books().posts("/v1/invoices"),
+        1,
+        "found, not made again"
+    );
 }
 
 #[tokio::test]
 async fn the_agency_sees_what_it_owes_and_pays_and_the_operator_sees_receivables() {
     clear_of_month_turn(Phoenix).await;
     let standin = StripeStandIn::start().await;
-    let app = spawn(&standin, &[("OPS_TOKENS", "anna:stripe-ops-token-0123456789".into())]).await;
+    let app = spawn(
+        &standin,
+        &[("OPS_TOKENS", "anna:stripe-ops-token-0123456789".into())],
+    )
+    .await;
     let invoice = finalize_november(&app.db).await;
     sent(&app.db).await;
     let pay_url = stripe_invoice(&standin)["hosted_invoice_url"]
@@ -454,9 +539,13 @@ async fn the_agency_sees_what_it_owes_and_pays_and_the_operator_sees_receivables
     // The portal: the status and a Pay button to Stripe's page.
     let agent = app.db.agent_id(PHONE_1).await;
     let mut conn = app.db.pool.acquire().await.expect("conn");
-    let link = agent_meter::store::portal::create_link(&mut conn, agent, std::time::Duration::from_secs(600))
-        .await
-        .expect("link");
+    let link = agent_meter::store::portal::create_link(
+        &mut conn,
+        agent,
+        std::time::Duration::from_secs(600),
+    )
+    .await
+    .expect("link");
     let token = agent_meter::store::agents::new_token(&mut conn, agent)
         .await
         .expect("token");
@@ -472,7 +561,10 @@ async fn the_agency_sees_what_it_owes_and_pays_and_the_operator_sees_receivables
         .text()
         .await
         .expect("text");
-    assert!(page.contains("id=\"pay\"") && page.contains(&pay_url), "{page}");
+    assert!(
+        page.contains("id=\"pay\"") && page.contains(&pay_url),
+        "{page}"
+    );
     assert!(page.contains("Due"), "{page}");
 
     // The API.
@@ -500,7 +592,10 @@ async fn the_agency_sees_what_it_owes_and_pays_and_the_operator_sees_receivables
         .text()
         .await
         .expect("text");
-    assert!(money.contains("id=\"receivables\"") && money.contains("749.08 (1)"), "{money}");
+    assert!(
+        money.contains("id=\"receivables\"") && money.contains("749.08 (1)"),
+        "{money}"
+    );
 
     // Paid: no button any more, and it counts as paid this month (paid now).
     let mut paid = stripe_invoice(&standin);
@@ -517,5 +612,8 @@ async fn the_agency_sees_what_it_owes_and_pays_and_the_operator_sees_receivables
         .text()
         .await
         .expect("text");
-    assert!(!page.contains("id=\"pay\"") && page.contains("Paid"), "{page}");
+    assert!(
+        !page.contains("id=\"pay\"") && page.contains("Paid"),
+        "{page}"
+    );
 }

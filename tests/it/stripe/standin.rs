@@ -125,7 +125,10 @@ fn known(route: &str) -> &'static [&'static str] {
 fn metadata(form: &[(String, String)]) -> Value {
     let mut m = serde_json::Map::new();
     for (k, v) in form {
-        if let Some(key) = k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')) {
+        if let Some(key) = k
+            .strip_prefix("metadata[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
             m.insert(key.to_string(), json!(v));
         }
     }
@@ -133,7 +136,9 @@ fn metadata(form: &[(String, String)]) -> Value {
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// `metadata['name']:'value'` -> (name, value).
@@ -170,7 +175,11 @@ async fn handle(
     });
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer sk_test_standin")
     {
-        return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Invalid API Key provided");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Invalid API Key provided",
+        );
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let route = match (method.as_str(), segments.as_slice()) {
@@ -184,7 +193,13 @@ async fn handle(
         ("POST", ["v1", "invoices", _, "send"]) => "send",
         ("GET", ["v1", "invoiceitems"]) => "items",
         ("POST", ["v1", "invoiceitems"]) => "create_item",
-        _ => return error(StatusCode::NOT_FOUND, "invalid_request_error", "Unrecognized request URL"),
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "Unrecognized request URL",
+            );
+        }
     };
     if let Some(status) = b.faults.get_mut(route).and_then(VecDeque::pop_front) {
         let status = StatusCode::from_u16(status).expect("status");
@@ -197,38 +212,46 @@ async fn handle(
         return response;
     }
     if method == Method::POST {
-        if let Some(unknown) = form.iter().map(|(k, _)| k.as_str()).find(|k| {
-            !k.starts_with("metadata[") && !known(route).contains(k)
-        }) {
+        if let Some(unknown) = form
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .find(|k| !k.starts_with("metadata[") && !known(route).contains(k))
+        {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 &format!("Received unknown parameter: {unknown}"),
             );
         }
-        if let Some(k) = &key {
-            if let Some((params, answer)) = b.keys.get(k) {
-                if *params != form {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "idempotency_error",
-                        "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-                    );
-                }
-                let mut response = axum::Json(answer.clone()).into_response();
-                response
-                    .headers_mut()
-                    .insert("idempotent-replayed", "true".parse().expect("header"));
-                return response;
+        if let Some((params, answer)) = key.as_ref().and_then(|k| b.keys.get(k)) {
+            if *params != form {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "idempotency_error",
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                );
             }
+            let mut response = axum::Json(answer.clone()).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", "true".parse().expect("header"));
+            return response;
         }
     }
     let answer = match route {
         "search_customers" | "search_invoices" => {
             let Some((name, value)) = query.get("query").and_then(|q| search_term(q)) else {
-                return error(StatusCode::BAD_REQUEST, "invalid_request_error", "bad query");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "bad query",
+                );
             };
-            let pool = if route == "search_customers" { &b.customers } else { &b.invoices };
+            let pool = if route == "search_customers" {
+                &b.customers
+            } else {
+                &b.invoices
+            };
             return list(
                 pool.iter()
                     .filter(|o| o["metadata"][&name] == json!(value))
@@ -247,11 +270,19 @@ async fn handle(
             );
         }
         "customer" | "invoice" => {
-            let pool = if route == "customer" { &b.customers } else { &b.invoices };
+            let pool = if route == "customer" {
+                &b.customers
+            } else {
+                &b.invoices
+            };
             match pool.iter().find(|o| o["id"] == json!(segments[2])) {
                 Some(o) => return axum::Json(o.clone()).into_response(),
                 None => {
-                    return error(StatusCode::NOT_FOUND, "invalid_request_error", "No such object");
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        "invalid_request_error",
+                        "No such object",
+                    );
                 }
             }
         }
@@ -267,7 +298,11 @@ async fn handle(
         "create_invoice" => {
             let customer = field(&form, "customer").unwrap_or_default().to_string();
             if !b.customers.iter().any(|c| c["id"] == json!(customer)) {
-                return error(StatusCode::BAD_REQUEST, "invalid_request_error", "No such customer");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "No such customer",
+                );
             }
             let mut i = fixture("invoice");
             let id = b.next_id("in");
@@ -281,20 +316,29 @@ async fn handle(
             i["collection_method"] = json!(field(&form, "collection_method"));
             i["metadata"] = metadata(&form);
             i["lines"] = json!({"object": "list", "data": [], "has_more": false});
-            i["status_transitions"] =
-                json!({"finalized_at": null, "paid_at": null, "voided_at": null,
+            i["status_transitions"] = json!({"finalized_at": null, "paid_at": null, "voided_at": null,
                        "marked_uncollectible_at": null});
             b.invoices.push(i.clone());
             i
         }
         "create_item" => {
             let invoice = field(&form, "invoice").unwrap_or_default().to_string();
-            let amount: i64 = field(&form, "amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+            let amount: i64 = field(&form, "amount")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
             let Some(pos) = b.invoices.iter().position(|i| i["id"] == json!(invoice)) else {
-                return error(StatusCode::BAD_REQUEST, "invalid_request_error", "No such invoice");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "No such invoice",
+                );
             };
             if b.invoices[pos]["status"] != json!("draft") {
-                return error(StatusCode::BAD_REQUEST, "invalid_request_error", "Invoice is not a draft");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "Invoice is not a draft",
+                );
             }
             let mut item = fixture("invoiceitem");
             item["id"] = json!(b.next_id("ii"));
@@ -310,8 +354,16 @@ async fn handle(
             item
         }
         "finalize" | "send" => {
-            let Some(pos) = b.invoices.iter().position(|i| i["id"] == json!(segments[2])) else {
-                return error(StatusCode::NOT_FOUND, "invalid_request_error", "No such invoice");
+            let Some(pos) = b
+                .invoices
+                .iter()
+                .position(|i| i["id"] == json!(segments[2]))
+            else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "No such invoice",
+                );
             };
             let want = if route == "finalize" { "draft" } else { "open" };
             if b.invoices[pos]["status"] != json!(want) {
@@ -323,7 +375,12 @@ async fn handle(
             }
             if route == "finalize" {
                 let id = segments[2].to_string();
-                let n = b.invoices.iter().filter(|i| i["number"].is_string()).count() + 1;
+                let n = b
+                    .invoices
+                    .iter()
+                    .filter(|i| i["number"].is_string())
+                    .count()
+                    + 1;
                 let inv = &mut b.invoices[pos];
                 inv["status"] = json!("open");
                 inv["number"] = json!(format!("AM-{n:04}"));
