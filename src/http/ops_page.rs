@@ -348,15 +348,19 @@ async fn money_view(
     let now = chrono::Utc::now();
     let this_month = Month::containing(now, tz).start(tz);
     let owed = crate::store::stripe::receivables(conn, now, this_month).await?;
+    let errors = crate::store::stripe::push_errors(conn).await?;
     Ok(html! {
         (per_agency(month, &rows))
         (month_over_month(&figures))
-        (receivables(&owed))
+        (receivables(&owed, &errors))
     })
 }
 
 /// What agencies owe at Stripe and what came in this month.
-fn receivables(r: &crate::store::stripe::Receivables) -> Markup {
+fn receivables(
+    r: &crate::store::stripe::Receivables,
+    errors: &[(String, String, String)],
+) -> Markup {
     let cents = reports::cents;
     html! {
         h3 { "Receivables (Stripe)" }
@@ -370,6 +374,14 @@ fn receivables(r: &crate::store::stripe::Receivables) -> Markup {
                 td { (cents(r.overdue_over_60_usd)) }
                 td { (cents(r.paid_usd)) " (" (r.paid_count) ")" }
                 td { (r.push_errors) }
+            }
+        }
+        @if !errors.is_empty() {
+            table #push-errors {
+                (head_row(&["agency", "month", "why the push to Stripe stopped"]))
+                @for (agency, month, why) in errors {
+                    tr { td { (agency) } td { (month) } td { (why) } }
+                }
             }
         }
     }

@@ -312,3 +312,17 @@ pub async fn receivables(
     .fetch_one(conn)
     .await
 }
+
+/// Invoices whose push to Stripe stopped: agency, month (`YYYY-MM`) and why, newest first.
+pub async fn push_errors(
+    conn: &mut PgConnection,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.agency_name, to_char(i.period_start, 'YYYY-MM'), i.stripe_error
+           FROM invoices i JOIN agents a ON a.id = i.agent_id
+          WHERE i.stripe_error IS NOT NULL
+          ORDER BY i.period_start DESC, a.agency_name LIMIT 50",
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -13,6 +13,21 @@ use standin::StripeStandIn;
 use crate::helpers::*;
 
 const WEBHOOK_SECRET: &str = "whsec_test_standin";
+const OPS_TOKEN: &str = "stripe-ops-token-0123456789";
+
+/// The ops page (its money view) as operator anna.
+async fn ops_page(app: &TestApp) -> String {
+    let cookie = ops_login(app, OPS_TOKEN).await;
+    client()
+        .get(format!("{}/ops/", app.base))
+        .header("cookie", cookie.split(';').next().expect("pair"))
+        .send()
+        .await
+        .expect("ops")
+        .text()
+        .await
+        .expect("text")
+}
 
 fn stripe_vars(standin: &StripeStandIn) -> Vec<(&'static str, String)> {
     vec![
@@ -339,7 +354,7 @@ async fn a_second_finalize_and_a_rerun_of_a_sent_invoice_make_nothing_new() {
 #[tokio::test]
 async fn a_total_stripe_disagrees_with_fails_the_push_with_both_figures() {
     let standin = StripeStandIn::start().await;
-    let app = spawn(&standin, &[]).await;
+    let app = spawn(&standin, &[("OPS_TOKENS", format!("anna:{OPS_TOKEN}"))]).await;
     let invoice = finalize_november(&app.db).await;
     // Our total says a cent more than the lines Stripe is sent.
     sqlx::query("UPDATE invoices SET total_usd = total_usd + 0.01 WHERE id = $1")
@@ -581,17 +596,7 @@ async fn the_agency_sees_what_it_owes_and_pays_and_the_operator_sees_receivables
     assert_eq!(list["data"][0]["hosted_invoice_url"], pay_url.as_str());
 
     // The operator: 749.08 open.
-    let ops = ops_login(&app, "stripe-ops-token-0123456789").await;
-    let ops = ops.split(';').next().expect("pair").to_string();
-    let money = client()
-        .get(format!("{}/ops/", app.base))
-        .header("cookie", &ops)
-        .send()
-        .await
-        .expect("ops")
-        .text()
-        .await
-        .expect("text");
+    let money = ops_page(&app).await;
     assert!(
         money.contains("id=\"receivables\"") && money.contains("749.08 (1)"),
         "{money}"
