@@ -44,7 +44,7 @@ pub struct Customer {
 pub struct InvoiceItem {
     pub id: String,
     pub amount: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub metadata: HashMap<String, String>,
 }
 
@@ -58,7 +58,7 @@ pub struct Invoice {
     pub hosted_invoice_url: Option<String>,
     /// Unix seconds.
     pub due_date: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub metadata: HashMap<String, String>,
     pub status_transitions: Option<StatusTransitions>,
 }
@@ -67,6 +67,13 @@ pub struct Invoice {
 pub struct StatusTransitions {
     /// Unix seconds.
     pub paid_at: Option<i64>,
+}
+
+/// Stripe types `metadata` as an object or `null`: `null` reads as empty.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<HashMap<String, String>, D::Error> {
+    Ok(Option::<HashMap<String, String>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,6 +309,15 @@ mod tests {
             "invalid_request_error: resource_missing: No such customer: 'cus_x'"
         );
         assert_eq!(message(b"<html>"), "<html>");
+    }
+
+    #[test]
+    fn null_metadata_reads_as_empty() {
+        let item: InvoiceItem =
+            serde_json::from_str(r#"{"id": "ii_1", "amount": -500, "metadata": null}"#)
+                .expect("item");
+        assert!(item.metadata.is_empty());
+        assert_eq!(item.amount, -500);
     }
 
     #[test]
