@@ -190,6 +190,35 @@ pub async fn enqueue<J: Job>(
     enqueue_due(conn, job, idempotency_key, None).await
 }
 
+/// [`enqueue_due`] inside the caller's transaction, where a job already queued under
+/// `idempotency_key` (any status) is not an error: `Ok(false)`, and the transaction goes on
+/// (a savepoint keeps the failed insert from aborting it).
+pub async fn enqueue_once<J: Job>(
+    tx: &mut PgConnection,
+    job: &J,
+    idempotency_key: &str,
+    due: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<bool, apalis_postgres::Error> {
+    sqlx::query("SAVEPOINT enqueue_once")
+        .execute(&mut *tx)
+        .await?;
+    match enqueue_due(tx, job, Some(idempotency_key), due).await {
+        Ok(()) => {
+            sqlx::query("RELEASE SAVEPOINT enqueue_once")
+                .execute(&mut *tx)
+                .await?;
+            Ok(true)
+        }
+        Err(apalis_postgres::Error::Database(e)) if crate::store::is_unique_violation(&e) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT enqueue_once")
+                .execute(&mut *tx)
+                .await?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// [`enqueue`], due at `due` (now when `None`). A job due in the past runs at once, after every
 /// job due earlier: the fetch takes the oldest `run_at` first.
 pub async fn enqueue_due<J: Job>(

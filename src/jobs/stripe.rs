@@ -34,20 +34,24 @@ impl StripePush {
     }
 }
 
-/// Enqueues a push for every invoice still pending; the number of invoices pending.
+/// Enqueues a push for every invoice still pending that has none queued yet; how many it queued.
 pub async fn enqueue_pending(pool: &PgPool) -> Result<usize, JobError> {
     let mut tx = pool.begin().await?;
     let pending = store::stripe::pending(&mut tx).await?;
+    let mut queued = 0;
     for invoice_id in &pending {
         let job = StripePush {
             invoice_id: *invoice_id,
         };
-        super::enqueue(&mut tx, &job, Some(&job.idempotency_key()))
+        if super::enqueue_once(&mut tx, &job, &job.idempotency_key(), None)
             .await
-            .map_err(|e| JobError::Transient(format!("enqueue: {e}")))?;
+            .map_err(|e| JobError::Transient(format!("enqueue: {e}")))?
+        {
+            queued += 1;
+        }
     }
     tx.commit().await?;
-    Ok(pending.len())
+    Ok(queued)
 }
 
 /// The process's Stripe client (`None`: `STRIPE_API_KEY` is not set).

@@ -79,6 +79,11 @@ async fn finalize_november(db: &TestDb) -> uuid::Uuid {
         .await
         .expect("enqueue");
     assert_eq!(queued, 1);
+    // Asked again (a rollup after a finalize), nothing more is queued.
+    let again = agent_meter::jobs::stripe::enqueue_pending(&db.pool)
+        .await
+        .expect("enqueue again");
+    assert_eq!(again, 0);
     sqlx::query_scalar("SELECT id FROM invoices WHERE agent_id = $1 AND period_start = $2")
         .bind(agent)
         .bind(nov.first_day)
