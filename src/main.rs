@@ -210,8 +210,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let deps = || Deps::new(pool.clone(), config.clone());
     match command {
         Command::Agents(cmd) => {
-            if let AgentsCommand::Invite { email } = *cmd {
-                return cli::agents::invite(&deps(), &email).await;
+            match *cmd {
+                AgentsCommand::Invite { email } => {
+                    return cli::agents::invite(&deps(), &email).await;
+                }
+                AgentsCommand::Webhooks(w) => return cli::webhooks::run(&deps(), w).await,
+                _ => {}
             }
             return cli::agents::run(&pool, config.billing_timezone, *cmd).await;
         }

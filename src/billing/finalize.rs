@@ -80,6 +80,7 @@ pub async fn finalize_for(
         .bind(stripe)
         .execute(&mut *tx)
         .await?;
+        crate::store::outbound::invoices_finalized(&mut tx, &rebuilt).await?;
         tx.commit().await?;
         done.extend(outcomes);
     }

@@ -40,6 +40,10 @@ pub enum AgentsCommand {
         #[arg(long)]
         revoke: bool,
     },
+    /// The agency's own webhook endpoints (Standard Webhooks): add, list, remove, rotate a
+    /// secret, see deliveries, replay.
+    #[command(subcommand)]
+    Webhooks(super::webhooks::WebhooksCommand),
     /// Suspend service (calls get an error answer, tool calls are refused); still billed.
     Pause(MoveArgs),
     /// End a pause: back in service.
@@ -310,6 +314,9 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        AgentsCommand::Webhooks(_) => {
+            anyhow::bail!("agents webhooks: needs the service configuration (run through main)")
         }
         AgentsCommand::Invite { email } => {
             anyhow::bail!(

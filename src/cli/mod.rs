@@ -8,6 +8,7 @@ pub mod demo;
 pub mod export;
 pub mod jobs;
 pub mod tools;
+pub mod webhooks;
 
 /// The agent with `email`; an unknown email is an error naming it (a typo, never "nothing").
 pub async fn agent(

@@ -144,6 +144,11 @@ pub struct Config {
     pub stripe_webhook_secrets: Vec<Secret>,
     /// The operator's Discord channel (`OPS_DISCORD_WEBHOOK_URL`): payment failures.
     pub ops_discord_webhook_url: Option<Secret>,
+    /// Agencies' webhook endpoints may be `http` and private (`OUTBOUND_ALLOW_PRIVATE`; tests,
+    /// demos; refused in production).
+    pub outbound_allow_private: bool,
+    /// Waits before each attempt of an outbound delivery (`OUTBOUND_RETRY_SCHEDULE`, seconds).
+    pub outbound_retry_schedule: Vec<Duration>,
     /// The environment as read, for the tools' own variables ([`Config::setting`]).
     pub raw: settings::Raw,
 }
@@ -258,6 +263,13 @@ impl Config {
             return Err(bad(
                 "IMAGE_FETCH_ALLOW_PRIVATE",
                 "must not be true with APP_ENV=production (image URLs could reach private addresses)",
+            ));
+        }
+        let outbound_allow_private = boolean(&get, "OUTBOUND_ALLOW_PRIVATE")?;
+        if outbound_allow_private && text("APP_ENV", "").eq_ignore_ascii_case("production") {
+            return Err(bad(
+                "OUTBOUND_ALLOW_PRIVATE",
+                "must not be true with APP_ENV=production (webhook URLs could reach private addresses)",
             ));
         }
         let ops_tokens = ops_tokens(get("OPS_TOKENS"), secret("OPS_TOKEN"))?;
@@ -406,6 +418,8 @@ impl Config {
             },
             stripe_webhook_secrets: stripe_webhook_secrets(get("STRIPE_WEBHOOK_SECRET"))?,
             ops_discord_webhook_url: secret("OPS_DISCORD_WEBHOOK_URL"),
+            outbound_allow_private,
+            outbound_retry_schedule: retry_schedule(get("OUTBOUND_RETRY_SCHEDULE"))?,
             raw: settings::Raw::new(&vars),
         })
     }
@@ -443,6 +457,26 @@ impl Config {
 
     pub fn is_production(&self) -> bool {
         self.app_env.eq_ignore_ascii_case("production")
+    }
+}
+
+/// Svix's schedule: at once, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+pub const DEFAULT_RETRY_SCHEDULE: &str = "0,5,300,1800,7200,18000,36000,36000";
+
+/// `OUTBOUND_RETRY_SCHEDULE`: 1 to 20 waits in whole seconds (each at most a day).
+fn retry_schedule(value: Option<&str>) -> Result<Vec<Duration>, ConfigError> {
+    let value = value.unwrap_or(DEFAULT_RETRY_SCHEDULE);
+    let waits: Option<Vec<Duration>> = value
+        .split(',')
+        .map(|s| s.trim().parse::<u64>().ok().filter(|s| *s <= 86_400))
+        .map(|s| s.map(Duration::from_secs))
+        .collect();
+    match waits {
+        Some(w) if (1..=20).contains(&w.len()) => Ok(w),
+        _ => Err(bad(
+            "OUTBOUND_RETRY_SCHEDULE",
+            "1 to 20 waits in whole seconds (at most 86400 each), comma-separated",
+        )),
     }
 }
 

@@ -90,6 +90,12 @@ pub async fn caller_lead(
         return Ok(None);
     };
     let (lead, created) = leads::upsert_by_phone(tx, agent.id, number).await?;
+    if created {
+        let id = format!("msg_lead_created_{}", lead.simple());
+        let data =
+            serde_json::json!({"lead_id": lead, "phone": number, "vapi_call_id": msg.call_id()});
+        crate::store::outbound::emit(tx, agent.id, &id, "lead.created", data).await?;
+    }
     if created && app.config.discord_enabled && agent.discord_webhook_url.is_some() {
         let note = format!(
             "📞 New lead for {}: {number} is calling.",

@@ -291,6 +291,7 @@ async fn ingest(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value, Api
             {
                 calls::save_content(&mut tx, agent.id, &report.vapi_call_id, &msg.call_content())
                     .await?;
+                crate::store::outbound::call_ended(&mut tx, agent.id, &report.vapi_call_id).await?;
                 let job = MeterCall {
                     agent_id: agent.id,
                     vapi_call_id: report.vapi_call_id.clone(),

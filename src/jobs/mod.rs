@@ -10,6 +10,7 @@ pub mod invoice_rollup;
 pub mod listen;
 pub mod meter_call;
 pub mod notify_discord;
+pub mod outbound;
 pub mod prune_jobs;
 pub mod stripe;
 pub mod supervise;
@@ -105,6 +106,8 @@ other_jobs!(
     prune_jobs::PruneJobs,
     stripe::StripePush,
     stripe::StripeEvent,
+    outbound::DeliverWebhook,
+    outbound::DeliverWebhookSlow,
 );
 
 /// Why a job run failed, and so whether to run it again.

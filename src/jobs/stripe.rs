@@ -297,6 +297,22 @@ impl Job for StripeEvent {
                 Some(moved) => {
                     tracing::info!(invoice.id = %moved.id, status, event = %self.event_id,
                                    "payment status moved");
+                    let kind = match status {
+                        "paid" => Some("invoice.paid"),
+                        "past_due" => Some("invoice.payment_failed"),
+                        _ => None,
+                    };
+                    if let Some(kind) = kind {
+                        let data = serde_json::json!({
+                            "invoice_id": moved.id,
+                            "period": moved.period_start.format("%Y-%m").to_string(),
+                            "total_usd": store::reports::cents(moved.total_usd),
+                            "payment_status": status,
+                            "hosted_invoice_url": invoice.hosted_invoice_url,
+                        });
+                        let id = format!("msg_{}_{}", kind.replace('.', "_"), self.event_id);
+                        store::outbound::emit(&mut tx, moved.agent_id, &id, kind, data).await?;
+                    }
                     if status == "past_due" && deps.config.ops_discord_webhook_url.is_some() {
                         let note = NotifyOps {
                             content: format!(

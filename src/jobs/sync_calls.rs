@@ -255,8 +255,13 @@ async fn record_call(deps: &Deps, agent_id: Uuid, call: &CallOut) -> Result<Reco
     let ended = call.status.as_deref() == Some("ended")
         || (call.ended_at.is_some() && call.status.is_none());
     if ended {
-        calls::upsert_report(&mut tx, agent_id, &call.report()).await?;
-        calls::save_content(&mut tx, agent_id, &call.id, &call.content()).await?;
+        if calls::upsert_report(&mut tx, agent_id, &call.report())
+            .await?
+            .is_some()
+        {
+            calls::save_content(&mut tx, agent_id, &call.id, &call.content()).await?;
+            crate::store::outbound::call_ended(&mut tx, agent_id, &call.id).await?;
+        }
     } else if let Some(status) = call.status.as_deref() {
         let customer = call.customer.as_ref().and_then(|c| c.number.as_deref());
         calls::update_status(

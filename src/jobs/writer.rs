@@ -227,6 +227,19 @@ async fn write_batch(
         }
     }
     sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    // The agencies' endpoints hear of each new finding (once: the id is the finding's).
+    for (effect, outcome) in effects.iter().zip(&outcomes) {
+        if let Ok(r) = outcome {
+            let id = format!("msg_finding_created_{}", r.finding_id.simple());
+            let data = serde_json::json!({
+                "finding_id": r.finding_id, "tool": effect.metric, "kind": effect.kind,
+                "result": effect.result, "lead_id": effect.lead_id,
+                "vapi_call_id": effect.vapi_call_id,
+            });
+            crate::store::outbound::emit(&mut tx, effect.agent_id, &id, "finding.created", data)
+                .await?;
+        }
+    }
     for (effect, outcome) in effects.iter().zip(&outcomes) {
         if let (Ok(r), Some(note), true) = (outcome, &effect.discord_note, config.discord_enabled)
             && r.written

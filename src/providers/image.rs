@@ -19,9 +19,9 @@ use super::{CONNECT_TIMEOUT, IMAGE_TIMEOUT, ProviderError, classify_reqwest, rea
 
 const PROVIDER: &str = "image";
 
-/// Why an image URL was refused: its host is (or resolves to) a non-public address.
+/// Why a URL was refused: its host is (or resolves to) a non-public address.
 #[derive(Debug, thiserror::Error)]
-#[error("image URL points at a non-public address")]
+#[error("the URL points at a non-public address")]
 pub struct NonPublicAddress;
 
 /// Whether `ip` is an ordinary public unicast address. Refused: loopback, private, link-local,
@@ -108,19 +108,21 @@ impl Resolve for PublicResolver {
     }
 }
 
-/// The client for caller-supplied image URLs.
+/// An HTTP client for URLs someone outside gave us (an image, an agency's webhook endpoint):
+/// public addresses only, checked on the one resolution it connects with; no redirects, no
+/// proxy from the environment.
 #[derive(Debug, Clone)]
-pub struct ImageFetcher {
-    http: reqwest::Client,
+pub struct PublicOnly {
+    pub http: reqwest::Client,
     /// Private addresses allowed (tests and demos on loopback; refused in production by config).
-    allow_private: bool,
+    pub allow_private: bool,
 }
 
-impl ImageFetcher {
-    pub fn new(allow_private: bool) -> ImageFetcher {
+impl PublicOnly {
+    pub fn new(timeout: std::time::Duration, allow_private: bool) -> PublicOnly {
         let builder = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(IMAGE_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .user_agent(concat!("agent-meter/", env!("CARGO_PKG_VERSION")));
@@ -129,11 +131,61 @@ impl ImageFetcher {
         } else {
             builder.dns_resolver(Arc::new(PublicResolver))
         };
-        ImageFetcher {
+        PublicOnly {
             // Building fails only when TLS cannot initialize; a plain client then still refuses
-            // nothing it should not reach, because `fetch` refuses every URL without the resolver.
+            // nothing it should not reach, because `check` refuses every URL without the resolver.
             http: builder.build().unwrap_or_default(),
             allow_private,
+        }
+    }
+
+    /// `url` parsed, when its scheme is one of `schemes` and its host (an IP literal, in any
+    /// spelling URL parsing normalizes) is public; the reason otherwise (never the URL).
+    pub fn check(&self, url: &str, schemes: &[&str]) -> Result<reqwest::Url, String> {
+        let url = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+        if !schemes.contains(&url.scheme()) {
+            return Err(format!("the URL must be {}", schemes.join(" or ")));
+        }
+        if !self.allow_private {
+            let literal = match url.host() {
+                Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+                Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+                Some(url::Host::Domain(_)) => None,
+                None => return Err("the URL has no host".into()),
+            };
+            if literal.is_some_and(|ip| !is_public(ip)) {
+                return Err(NonPublicAddress.to_string());
+            }
+        }
+        Ok(url)
+    }
+
+    /// Sends `request`; a host that resolved to a non-public address is permanent.
+    pub async fn send(
+        &self,
+        provider: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ProviderError> {
+        request.send().await.map_err(|e| {
+            if refused_address(&e) {
+                ProviderError::permanent(provider, NonPublicAddress.to_string())
+            } else {
+                classify_reqwest(provider, e)
+            }
+        })
+    }
+}
+
+/// The client for caller-supplied image URLs.
+#[derive(Debug, Clone)]
+pub struct ImageFetcher {
+    client: PublicOnly,
+}
+
+impl ImageFetcher {
+    pub fn new(allow_private: bool) -> ImageFetcher {
+        ImageFetcher {
+            client: PublicOnly::new(IMAGE_TIMEOUT, allow_private),
         }
     }
 
@@ -146,41 +198,16 @@ impl ImageFetcher {
         url: &str,
         max_bytes: usize,
     ) -> Result<(Vec<u8>, String), ProviderError> {
-        let url = reqwest::Url::parse(url)
-            .map_err(|e| ProviderError::permanent(PROVIDER, format!("invalid image URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ProviderError::permanent(
-                PROVIDER,
-                "image URL must be http or https",
-            ));
-        }
-        if !self.allow_private {
-            let literal = match url.host() {
-                Some(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
-                Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
-                Some(url::Host::Domain(_)) => None,
-                None => return Err(ProviderError::permanent(PROVIDER, "image URL has no host")),
-            };
-            if literal.is_some_and(|ip| !is_public(ip)) {
-                return Err(ProviderError::permanent(
-                    PROVIDER,
-                    NonPublicAddress.to_string(),
-                ));
-            }
-        }
-        let response = self
+        let url = self
+            .client
+            .check(url, &["http", "https"])
+            .map_err(|e| ProviderError::permanent(PROVIDER, format!("image: {e}")))?;
+        let request = self
+            .client
             .http
             .get(url)
-            .header(reqwest::header::ACCEPT, "image/*")
-            .send()
-            .await
-            .map_err(|e| {
-                if refused_address(&e) {
-                    ProviderError::permanent(PROVIDER, NonPublicAddress.to_string())
-                } else {
-                    classify_reqwest(PROVIDER, e)
-                }
-            })?;
+            .header(reqwest::header::ACCEPT, "image/*");
+        let response = self.client.send(PROVIDER, request).await?;
         if !response.status().is_success() {
             return Err(super::status_error(PROVIDER, response).await);
         }

@@ -10,6 +10,7 @@
 pub mod arcgis;
 pub mod discord;
 pub mod image;
+pub mod outbound;
 pub mod stripe;
 pub mod vapi;
 

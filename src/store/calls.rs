@@ -172,11 +172,17 @@ pub async fn save_content(
     let number = customer.as_deref().map(str::trim).filter(|n| !n.is_empty());
     let lead = match (lead, number) {
         (Some(lead), _) => Some(lead),
-        (None, Some(number)) if !details.is_empty() => Some(
-            super::leads::upsert_by_phone(&mut *conn, agent_id, number)
-                .await?
-                .0,
-        ),
+        (None, Some(number)) if !details.is_empty() => {
+            let (lead, created) =
+                super::leads::upsert_by_phone(&mut *conn, agent_id, number).await?;
+            if created {
+                let id = format!("msg_lead_created_{}", lead.simple());
+                let data = serde_json::json!({"lead_id": lead, "phone": number,
+                                              "vapi_call_id": vapi_call_id});
+                super::outbound::emit(conn, agent_id, &id, "lead.created", data).await?;
+            }
+            Some(lead)
+        }
         (None, Some(number)) => {
             sqlx::query_scalar("SELECT id FROM leads WHERE agent_id = $1 AND phone = $2")
                 .bind(agent_id)
@@ -197,22 +203,35 @@ pub async fn save_content(
     if details.is_empty() {
         return Ok(());
     }
-    // Only empty fields change: what the agency (or an earlier call) wrote stays.
-    sqlx::query(
-        "UPDATE leads SET
-             name    = CASE WHEN NULLIF(btrim(name), '') IS NULL THEN COALESCE($3, name) ELSE name END,
-             email   = CASE WHEN NULLIF(btrim(email), '') IS NULL THEN COALESCE($4, email) ELSE email END,
-             address = CASE WHEN NULLIF(btrim(address), '') IS NULL THEN COALESCE($5, address) ELSE address END,
-             updated_at = now()
-         WHERE agent_id = $1 AND id = $2",
+    // Only empty fields change: what the agency (or an earlier call) wrote stays. A lead that
+    // changed is announced (`lead.updated`).
+    let updated: Option<(serde_json::Value, i64)> = sqlx::query_as(
+        "WITH new AS (
+             SELECT id,
+                    CASE WHEN NULLIF(btrim(name), '') IS NULL THEN COALESCE($3, name) ELSE name END AS name,
+                    CASE WHEN NULLIF(btrim(email), '') IS NULL THEN COALESCE($4, email) ELSE email END AS email,
+                    CASE WHEN NULLIF(btrim(address), '') IS NULL THEN COALESCE($5, address) ELSE address END AS address
+               FROM leads WHERE agent_id = $1 AND id = $2)
+         UPDATE leads l SET name = new.name, email = new.email, address = new.address,
+                updated_at = now()
+           FROM new
+          WHERE l.id = new.id
+            AND (l.name, l.email, l.address) IS DISTINCT FROM (new.name, new.email, new.address)
+         RETURNING jsonb_build_object('lead_id', l.id, 'phone', l.phone, 'name', l.name,
+                                      'email', l.email, 'address', l.address),
+                   (extract(epoch FROM l.updated_at) * 1000000)::bigint",
     )
     .bind(agent_id)
     .bind(lead)
     .bind(&details.name)
     .bind(&details.email)
     .bind(&details.address)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
+    if let Some((data, at)) = updated {
+        let id = format!("msg_lead_updated_{}_{at}", lead.simple());
+        super::outbound::emit(conn, agent_id, &id, "lead.updated", data).await?;
+    }
     // The property to insure, when the lead has none yet (a tool call during the call may have
     // added one already: that one is the agency's record and stays alone).
     if let Some(address) = &details.address {

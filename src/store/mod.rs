@@ -8,6 +8,7 @@ pub mod db;
 pub mod findings;
 pub mod late_findings;
 pub mod leads;
+pub mod outbound;
 pub mod portal;
 pub mod pricing;
 pub mod queue;

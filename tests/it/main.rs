@@ -19,6 +19,7 @@ mod money;
 mod ops;
 mod ops_page;
 mod outage;
+mod outbound;
 mod portal;
 mod providers;
 mod queue;
