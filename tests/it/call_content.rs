@@ -139,11 +139,8 @@ async fn a_full_report_is_kept_and_shown_on_the_portal_and_in_the_api() {
     let cookie = portal_session(&app, PHONE_1).await;
     let id = call_id(&app, "call-full").await;
     let (_, list) = page(&app, &cookie, "/portal/calls").await;
-    assert!(
-        list.contains(&format!("<a href=\"/portal/calls/{id}\">")),
-        "{list}"
-    );
-    assert!(list.contains("Maria asked for a home quote."), "{list}");
+    assert_has(&list, &format!("<a href=\"/portal/calls/{id}\">"));
+    assert_has(&list, "Maria asked for a home quote.");
     let (status, detail) = page(&app, &cookie, &format!("/portal/calls/{id}")).await;
     assert_eq!(status, 200, "{detail}");
     for shown in [
@@ -256,8 +253,8 @@ async fn what_a_call_said_outlives_the_pruned_raw_events() {
     let id = call_id(&app, "call-kept").await;
     let (status, detail) = page(&app, &cookie, &format!("/portal/calls/{id}")).await;
     assert_eq!(status, 200);
-    assert!(detail.contains("User: keep me"), "{detail}");
-    assert!(detail.contains("Kept summary"), "{detail}");
+    assert_has(&detail, "User: keep me");
+    assert_has(&detail, "Kept summary");
 }
 
 #[tokio::test]
@@ -409,10 +406,7 @@ async fn hostile_transcripts_and_recording_urls_are_shown_as_text() {
         !detail.contains("id=\"recording-link\""),
         "only https is a link: {detail}"
     );
-    assert!(
-        detail.contains("http://storage.example.com/rec.wav"),
-        "{detail}"
-    );
+    assert_has(&detail, "http://storage.example.com/rec.wav");
 }
 
 #[tokio::test]

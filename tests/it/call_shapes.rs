@@ -39,15 +39,6 @@ fn unanswered(id: &str, phone: &str) -> Value {
            "cost": 0, "createdAt": "2026-11-20T18:00:00Z", "updatedAt": "2026-11-20T18:00:41Z"})
 }
 
-/// Vapi's organisation-wide `GET /call` listing `calls`.
-async fn lists(mocks: &Mocks, calls: Value) {
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(calls))
-        .mount(&mocks.vapi)
-        .await;
-}
-
 /// The whole day's sync, every agency, as `sync-calls --date` runs it.
 async fn sync_day(db: &TestDb, mocks: &Mocks) -> Result<SyncReport, JobError> {
     SyncCalls {
@@ -96,7 +87,7 @@ async fn a_day_with_a_bad_call(more: &[Value]) -> (Mocks, TestDb) {
     .into_iter()
     .chain(more.iter().cloned())
     .collect();
-    lists(&mocks, Value::Array(day)).await;
+    vapi_lists(&mocks, Value::Array(day)).await;
     (mocks, db)
 }
 
@@ -142,10 +133,7 @@ async fn an_unanswered_call_is_billed_zero_minutes_and_never_halts_the_sync() {
     // Again: nothing new, nothing failed twice over, nothing billed twice.
     let again = sync_day(&db, &mocks).await.expect("again");
     assert_eq!((again.metered, again.corrected), (0, 0), "{again:?}");
-    assert_eq!(
-        db.count("SELECT count(*) FROM agent_usage_metrics").await,
-        3
-    );
+    assert_eq!(db.count(USAGE_ROWS).await, 3);
 }
 
 #[tokio::test]
@@ -162,15 +150,15 @@ async fn sync_calls_prints_each_agency_and_names_the_one_not_fully_synced() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(!out.status.success(), "{stdout}{stderr}");
-    assert!(
-        stdout.contains("client1@agent-meter.example: 2 found, 2 new, 2 metered, 0 corrected, 1 not connected, 0 failed"),
-        "{stdout}"
+    assert_has(
+        &stdout,
+        "client1@agent-meter.example: 2 found, 2 new, 2 metered, 0 corrected, 1 not connected, 0 failed",
     );
-    assert!(stdout.contains("client2@agent-meter.example: 1 found, 0 new, 0 metered, 0 corrected, 0 not connected, 1 failed"), "{stdout}");
-    assert!(
-        stdout.contains("client5@agent-meter.example: 0 found"),
-        "{stdout}"
+    assert_has(
+        &stdout,
+        "client2@agent-meter.example: 1 found, 0 new, 0 metered, 0 corrected, 0 not connected, 1 failed",
     );
+    assert_has(&stdout, "client5@agent-meter.example: 0 found");
     assert!(
         stderr.contains(
             "not everything was synced for: client2@agent-meter.example (the others were)"
@@ -424,7 +412,7 @@ async fn the_sync_routes_every_call_shape_to_one_agency() {
         .execute(&db.pool)
         .await
         .expect("seen by b");
-    lists(
+    vapi_lists(
         &mocks,
         json!([ours, on_a, web_b, stranger, squad, first_seen]),
     )

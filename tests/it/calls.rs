@@ -23,17 +23,6 @@ fn water_call(id: &str) -> Value {
            "arguments": "{\"latitude\": 35.1983, \"longitude\": -111.6513, \"address\": \"1 Elm St, Flagstaff\"}"}})
 }
 
-async fn usage_rows(app: &TestApp, metric: &str) -> Vec<(String, Decimal, Decimal)> {
-    sqlx::query_as(
-        "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics
-          WHERE metric_type = $1 ORDER BY idempotency_key",
-    )
-    .bind(metric)
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("usage rows")
-}
-
 async fn mount_gemini_ok(mocks: &Mocks) {
     Mock::given(method("POST"))
         .and(path(GEMINI_PATH))
@@ -42,6 +31,31 @@ async fn mount_gemini_ok(mocks: &Mocks) {
         .mount(&mocks.gemini)
         .await;
 }
+
+/// Mounts `first` on Gemini for its first `times` requests; the 18-panel answer after them.
+async fn gemini_first(mocks: &Mocks, first: Mock, times: u64) {
+    first
+        .up_to_n_times(times)
+        .with_priority(1)
+        .mount(&mocks.gemini)
+        .await;
+    mount_gemini_ok(mocks).await;
+}
+
+/// The app on `mocks`, answering a tool call after at most 100 ms of waiting for its job.
+async fn impatient_app(mocks: &Mocks) -> TestApp {
+    TestApp::spawn_with_mocks(mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await
+}
+
+/// Asks, in call `call_id` on the first agent's number, for the one tool `call`: the answer,
+/// which is a 200 whatever the tool did.
+async fn ask(app: &TestApp, call_id: &str, call: Value) -> Value {
+    let resp = app.post_tools(call_id, json!([call])).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("json")
+}
+
+const SCANS: &str = "SELECT count(*) FROM agent_usage_metrics WHERE metric_type = 'solar_ocr_scan'";
 
 async fn wait_for_job_status(app: &TestApp, status: &str) -> (i32, Value) {
     eventually(20, &format!("a job to be {status}"), || async {
@@ -81,14 +95,9 @@ async fn assistant_request_answers_with_the_default_persona_and_creates_the_lead
         "every registered tool, for an agent with the default tools"
     );
     // A second call from the same number, and a redelivery, find the same lead.
-    app.post(&assistant_request("c2", PHONE_1, "+16025550111"))
-        .await;
-    let again: Value = app
-        .post(&assistant_request("c2", PHONE_1, "+16025550111"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let second = assistant_request("c2", PHONE_1, "+16025550111");
+    app.post(&second).await;
+    let again = app.answer(&second).await;
     assert!(
         again.get("assistant").is_some(),
         "a redelivered request still gets its assistant"
@@ -113,12 +122,7 @@ async fn assistant_request_uses_the_agents_own_assistant_or_prompt() {
         .await
         .expect("prompt");
 
-    let own: Value = app
-        .post(&assistant_request("c1", PHONE_2, "+1602"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let own = app.answer(&assistant_request("c1", PHONE_2, "+1602")).await;
     assert_eq!(own["assistantId"], "asst_123");
     assert_eq!(
         own["assistantOverrides"]["firstMessage"],
@@ -129,12 +133,9 @@ async fn assistant_request_uses_the_agents_own_assistant_or_prompt() {
         "Prescott Valley Insurance"
     );
 
-    let prompt: Value = app
-        .post(&assistant_request("c2", "ph_placeholder_client3", "+1602"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let prompt = app
+        .answer(&assistant_request("c2", "ph_placeholder_client3", "+1602"))
+        .await;
     assert_eq!(
         prompt["assistant"]["model"]["messages"][0]["content"],
         "Solo español, para Sedona Red Rock Insurance."
@@ -169,15 +170,7 @@ async fn solar_tool_call_answers_with_the_finding_and_meters_one_scan() {
     let mocks = Mocks::start().await;
     mount_gemini_ok(&mocks).await;
     let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
-    let resp = app
-        .post(&tool_calls(
-            "call-s",
-            PHONE_1,
-            json!([solar_call("tc-solar")]),
-        ))
-        .await;
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.expect("json");
+    let body = ask(&app, "call-s", solar_call("tc-solar")).await;
     assert_eq!(body["results"][0]["toolCallId"], "tc-solar");
     let said = body["results"][0]["result"].as_str().expect("result");
     assert!(
@@ -187,7 +180,7 @@ async fn solar_tool_call_answers_with_the_finding_and_meters_one_scan() {
 
     drain(&app.db.pool, 15).await;
     assert_eq!(
-        usage_rows(&app, "solar_ocr_scan").await,
+        usage_rows(&app.db.pool, Some("solar_ocr_scan")).await,
         vec![(
             "tool_call:tc-solar".into(),
             Decimal::ONE,
@@ -233,10 +226,9 @@ async fn solar_scan_fetches_an_image_url() {
     let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
     let call = json!({"id": "tc-url", "name": "solar-ocr-scanner",
                       "arguments": {"image_url": format!("{}/roof.png", mocks.arcgis.uri())}});
-    app.post(&tool_calls("call-u", PHONE_1, json!([call])))
-        .await;
+    ask(&app, "call-u", call).await;
     drain(&app.db.pool, 15).await;
-    assert_eq!(usage_rows(&app, "solar_ocr_scan").await.len(), 1);
+    assert_eq!(app.db.count(SCANS).await, 1);
 }
 
 #[tokio::test]
@@ -262,16 +254,7 @@ async fn water_tool_call_follows_paging_and_meters_a_free_lookup() {
         .await;
     let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
 
-    let body: Value = app
-        .post(&tool_calls(
-            "call-w",
-            PHONE_1,
-            json!([water_call("tc-water")]),
-        ))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let body = ask(&app, "call-w", water_call("tc-water")).await;
     assert_eq!(body["results"][0]["name"], "adwr-lookup");
     let said = body["results"][0]["result"].as_str().expect("result");
     assert!(
@@ -280,7 +263,7 @@ async fn water_tool_call_follows_paging_and_meters_a_free_lookup() {
     );
     drain(&app.db.pool, 15).await;
     assert_eq!(
-        usage_rows(&app, "water_lookup").await,
+        usage_rows(&app.db.pool, Some("water_lookup")).await,
         vec![("tool_call:tc-water".into(), Decimal::ONE, Decimal::ZERO)]
     );
     let source: Option<String> = sqlx::query_scalar("SELECT water_source FROM properties")
@@ -300,27 +283,9 @@ async fn water_tool_call_follows_paging_and_meters_a_free_lookup() {
 #[tokio::test]
 async fn gemini_503_503_200_makes_three_requests_and_one_usage_row() {
     let mocks = Mocks::start().await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(503).set_body_json(
-            json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}),
-        ))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&mocks.gemini)
-        .await;
-    mount_gemini_ok(&mocks).await;
-    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await;
-    let body: Value = app
-        .post(&tool_calls(
-            "call-r",
-            PHONE_1,
-            json!([solar_call("tc-retry")]),
-        ))
-        .await
-        .json()
-        .await
-        .expect("json");
+    gemini_first(&mocks, gemini_error(503, "overloaded", "UNAVAILABLE"), 2).await;
+    let app = impatient_app(&mocks).await;
+    let body = ask(&app, "call-r", solar_call("tc-retry")).await;
     assert!(
         body["results"][0]["result"]
             .as_str()
@@ -329,7 +294,7 @@ async fn gemini_503_503_200_makes_three_requests_and_one_usage_row() {
     );
     drain(&app.db.pool, 20).await;
     assert_eq!(requests(&mocks.gemini).await, 3);
-    assert_eq!(usage_rows(&app, "solar_ocr_scan").await.len(), 1);
+    assert_eq!(app.db.count(SCANS).await, 1);
     let (attempts, _) = wait_for_job_status(&app, "Done").await;
     assert_eq!(attempts, 3);
 }
@@ -337,28 +302,16 @@ async fn gemini_503_503_200_makes_three_requests_and_one_usage_row() {
 #[tokio::test]
 async fn gemini_400_fails_the_job_at_once_with_its_reason_and_meters_nothing() {
     let mocks = Mocks::start().await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"code": 400, "message": "Image is not valid", "status": "INVALID_ARGUMENT"}})))
+    gemini_error(400, "Image is not valid", "INVALID_ARGUMENT")
         .mount(&mocks.gemini)
         .await;
-    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await;
-    app.post(&tool_calls(
-        "call-b",
-        PHONE_1,
-        json!([solar_call("tc-bad")]),
-    ))
-    .await;
+    let app = impatient_app(&mocks).await;
+    ask(&app, "call-b", solar_call("tc-bad")).await;
     let (attempts, result) = wait_for_job_status(&app, "Killed").await;
     assert_eq!(attempts, 1);
     assert!(result.to_string().contains("400"), "{result}");
     assert_eq!(requests(&mocks.gemini).await, 1);
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        0
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 0);
     assert_eq!(
         app.db.count("SELECT count(*) FROM risk_assessments").await,
         0
@@ -368,29 +321,14 @@ async fn gemini_400_fails_the_job_at_once_with_its_reason_and_meters_nothing() {
 #[tokio::test]
 async fn gemini_429_with_retry_after_waits_at_least_that_long() {
     let mocks = Mocks::start().await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "2").set_body_json(json!({"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}})))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&mocks.gemini)
-        .await;
-    mount_gemini_ok(&mocks).await;
-    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await;
+    let slow_down = google_error(429, "slow down", "RESOURCE_EXHAUSTED");
+    let retry_after = gemini_replying(slow_down.insert_header("retry-after", "2"));
+    gemini_first(&mocks, retry_after, 1).await;
+    let app = impatient_app(&mocks).await;
     let started = tokio::time::Instant::now();
-    app.post(&tool_calls(
-        "call-t",
-        PHONE_1,
-        json!([solar_call("tc-429")]),
-    ))
-    .await;
+    ask(&app, "call-t", solar_call("tc-429")).await;
     app.db
-        .count_reaches(
-            "SELECT count(*) FROM agent_usage_metrics",
-            1,
-            20,
-            "the scan to be metered",
-        )
+        .count_reaches(USAGE_ROWS, 1, 20, "the scan to be metered")
         .await;
     assert!(
         started.elapsed() >= Duration::from_secs(2),
@@ -403,27 +341,12 @@ async fn gemini_429_with_retry_after_waits_at_least_that_long() {
 #[tokio::test]
 async fn a_slow_provider_times_out_and_the_job_retries() {
     let mocks = Mocks::start().await;
-    gemini_slow(Duration::from_secs(10))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&mocks.gemini)
-        .await;
-    mount_gemini_ok(&mocks).await;
+    gemini_first(&mocks, gemini_slow(Duration::from_secs(10)), 1).await;
     // JOB_TIMEOUT_SECS is 3 in tests: the first attempt is cut off there.
-    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await;
-    app.post(&tool_calls(
-        "call-slow",
-        PHONE_1,
-        json!([solar_call("tc-slow")]),
-    ))
-    .await;
+    let app = impatient_app(&mocks).await;
+    ask(&app, "call-slow", solar_call("tc-slow")).await;
     app.db
-        .count_reaches(
-            "SELECT count(*) FROM agent_usage_metrics",
-            1,
-            20,
-            "the retried scan to be metered",
-        )
+        .count_reaches(USAGE_ROWS, 1, 20, "the retried scan to be metered")
         .await;
     assert_eq!(requests(&mocks.gemini).await, 2);
 }
@@ -438,22 +361,12 @@ async fn arcgis_error_inside_http_200_is_classified_by_its_code() {
         ))
         .mount(&mocks.arcgis)
         .await;
-    let app = TestApp::spawn_with_mocks(&mocks, &[("TOOL_RESULT_WAIT_MS", "100")]).await;
-    app.post(&tool_calls(
-        "call-e",
-        PHONE_1,
-        json!([water_call("tc-arc-err")]),
-    ))
-    .await;
+    let app = impatient_app(&mocks).await;
+    ask(&app, "call-e", water_call("tc-arc-err")).await;
     let (attempts, result) = wait_for_job_status(&app, "Killed").await;
     assert_eq!(attempts, 1);
     assert!(result.to_string().contains("Invalid geometry"), "{result}");
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        0
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 0);
 }
 
 #[tokio::test]
@@ -462,15 +375,15 @@ async fn a_duplicate_tool_call_enqueues_and_meters_nothing_new() {
     mount_gemini_ok(&mocks).await;
     let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
     let msg = tool_calls("call-d", PHONE_1, json!([solar_call("tc-dup")]));
-    let first: Value = app.post(&msg).await.json().await.expect("json");
+    let first = app.answer(&msg).await;
     // The same message again, and the same tool call inside a different message.
-    let second: Value = app.post(&msg).await.json().await.expect("json");
+    let second = app.answer(&msg).await;
     let other = tool_calls(
         "call-d",
         PHONE_1,
         json!([solar_call("tc-dup"), {"id": "tc-x", "name": "nope", "arguments": {}}]),
     );
-    let third: Value = app.post(&other).await.json().await.expect("json");
+    let third = app.answer(&other).await;
     assert_eq!(
         first["results"][0]["result"],
         second["results"][0]["result"]
@@ -489,12 +402,7 @@ async fn a_duplicate_tool_call_enqueues_and_meters_nothing_new() {
         1
     );
     assert_eq!(requests(&mocks.gemini).await, 1);
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
 }
 
 #[tokio::test]
@@ -505,7 +413,7 @@ async fn bad_arguments_and_unknown_tools_get_an_error_per_call_not_an_http_error
         {"id": "b", "name": "water_lookup", "arguments": {"latitude": "north"}},
         {"id": "c", "name": "solar_ocr_scan", "arguments": "{broken"}
     ]);
-    let resp = app.post(&tool_calls("call-x", PHONE_1, calls)).await;
+    let resp = app.post_tools("call-x", calls).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.expect("json");
     let results = body["results"].as_array().expect("results");
@@ -527,7 +435,7 @@ async fn legacy_function_call_is_answered_with_a_result() {
     let msg = json!({"message": {"type": "function-call",
         "call": {"id": "call-f", "phoneNumberId": PHONE_1},
         "functionCall": {"name": "solar-ocr-scanner", "parameters": {"image_base64": PNG_BASE64, "mime_type": "image/png"}}}});
-    let body: Value = app.post(&msg).await.json().await.expect("json");
+    let body = app.answer(&msg).await;
     assert!(
         body["result"]
             .as_str()
@@ -535,7 +443,7 @@ async fn legacy_function_call_is_answered_with_a_result() {
         "{body}"
     );
     drain(&app.db.pool, 15).await;
-    assert_eq!(usage_rows(&app, "solar_ocr_scan").await.len(), 1);
+    assert_eq!(app.db.count(SCANS).await, 1);
 }
 
 #[tokio::test]
@@ -581,12 +489,7 @@ async fn discord_hears_of_new_leads_and_findings() {
         .expect("discord url");
     app.post(&assistant_request("call-dc", PHONE_1, "+16025550199"))
         .await;
-    app.post(&tool_calls(
-        "call-dc",
-        PHONE_1,
-        json!([solar_call("tc-dc")]),
-    ))
-    .await;
+    ask(&app, "call-dc", solar_call("tc-dc")).await;
     drain(&app.db.pool, 15).await;
     let posts: Vec<String> = mocks
         .discord
@@ -604,12 +507,7 @@ async fn discord_hears_of_new_leads_and_findings() {
     assert_eq!(posts.len(), 2, "{posts:?}");
     assert!(posts.iter().any(|p| p.contains("New lead")), "{posts:?}");
     assert!(posts.iter().any(|p| p.contains("Solar check")), "{posts:?}");
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
 }
 
 #[tokio::test]
@@ -626,17 +524,11 @@ async fn an_image_url_on_a_private_address_is_refused_without_calling_gemini() {
     .await;
     let call = json!({"id": "tc-ssrf", "name": "solar_ocr_scan",
                       "arguments": {"image_url": "http://169.254.169.254/latest/meta-data"}});
-    app.post(&tool_calls("call-ssrf", PHONE_1, json!([call])))
-        .await;
+    ask(&app, "call-ssrf", call).await;
     let (_, result) = wait_for_job_status(&app, "Killed").await;
     assert!(result.to_string().contains("non-public"), "{result}");
     assert_eq!(requests(&mocks.gemini).await, 0);
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        0
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 0);
 }
 
 /// The issue's acceptance: a whole call on each seed agent's number, replayed as Vapi sends it

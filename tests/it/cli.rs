@@ -68,7 +68,7 @@ fn a_bad_variable_is_named_and_exits_2() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("BILLING_TIMEZONE"), "{err}");
+    assert_has(&err, "BILLING_TIMEZONE");
 }
 
 #[test]
@@ -80,7 +80,7 @@ fn web_refuses_to_start_without_a_vapi_secret() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("VAPI_WEBHOOK_SECRET"), "{err}");
+    assert_has(&err, "VAPI_WEBHOOK_SECRET");
 }
 
 #[tokio::test]
@@ -330,7 +330,7 @@ async fn billing_commands_name_an_unknown_agent_email_and_fail() {
         ],
     );
     assert!(ok, "{err}");
-    assert!(out.contains("1 invoice(s) for 2026-11"), "{out}");
+    assert_has(&out, "1 invoice(s) for 2026-11");
 }
 
 #[tokio::test]
@@ -468,6 +468,6 @@ async fn csv_exports_neutralise_agency_names_that_read_as_formulas() {
         &["invoices", "trace", "--month", "2026-11", "--format", "csv"],
     );
     assert!(ok, "{err}");
-    assert!(trace.contains(",'+1+1,solar_ocr_scan,"), "{trace}");
+    assert_has(&trace, ",'+1+1,solar_ocr_scan,");
     assert!(!trace.contains(",+1+1,"), "{trace}");
 }

@@ -11,6 +11,11 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
+pub use crate::books::*;
+
+/// Counts the usage ledger's rows.
+pub const USAGE_ROWS: &str = "SELECT count(*) FROM agent_usage_metrics";
+
 pub const SHARED_SECRET: &str = "test-shared-secret";
 pub const HMAC_SECRET: &str = "test-hmac-secret";
 /// The first seeded agent's placeholder Vapi phone number id.
@@ -117,6 +122,19 @@ impl TestDb {
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
+            .await
+            .expect(sql)
+    }
+
+    /// Runs `sql`, which must succeed.
+    pub async fn execute(&self, sql: &'static str) {
+        sqlx::query(sql).execute(&self.pool).await.expect(sql);
+    }
+
+    /// The text column `sql` selects, row by row.
+    pub async fn strings(&self, sql: &'static str) -> Vec<String> {
+        sqlx::query_scalar(sql)
+            .fetch_all(&self.pool)
             .await
             .expect(sql)
     }
@@ -256,6 +274,16 @@ impl TestApp {
         .await
     }
 
+    /// POSTs `body` with the shared secret; the JSON answer.
+    pub async fn answer(&self, body: &Value) -> Value {
+        self.post(body).await.json().await.expect("json")
+    }
+
+    /// POSTs a `tool-calls` message of call `call_id` on [`PHONE_1`] asking for `calls`.
+    pub async fn post_tools(&self, call_id: &str, calls: Value) -> reqwest::Response {
+        self.post(&tool_calls(call_id, PHONE_1, calls)).await
+    }
+
     pub async fn post_raw(&self, body: Vec<u8>, headers: &[(&str, String)]) -> reqwest::Response {
         let mut req = self
             .http
@@ -291,6 +319,12 @@ pub fn end_of_call_report(call_id: &str, phone_number_id: &str) -> Value {
         "artifact": {"transcript": "AI: Hola! ..."},
         "analysis": {}
     }})
+}
+
+/// Asserts that `text` contains `part`, showing the whole text when it does not.
+#[track_caller]
+pub fn assert_has(text: &str, part: &str) {
+    assert!(text.contains(part), "{part:?} is not in: {text}");
 }
 
 /// Polls `check` every 50 ms until it yields `Some`, or panics after `secs` seconds.
@@ -395,6 +429,15 @@ impl Mocks {
     }
 }
 
+/// Vapi's organisation-wide `GET /call` listing `calls` (the sync routes each to its agency).
+pub async fn vapi_lists(mocks: &Mocks, calls: Value) {
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/call"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(calls))
+        .mount(&mocks.vapi)
+        .await;
+}
+
 impl TestApp {
     /// Web and worker on a seeded database, every provider pointed at `mocks`.
     pub async fn spawn_with_mocks(mocks: &Mocks, extra: &[(&str, &str)]) -> TestApp {
@@ -418,6 +461,24 @@ impl TestApp {
     }
 }
 
+/// Gemini answering every scan with `answer` (mount it on `mocks.gemini`).
+pub fn gemini_replying(answer: wiremock::ResponseTemplate) -> wiremock::Mock {
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path(GEMINI_PATH))
+        .respond_with(answer)
+}
+
+/// Google's error answer: HTTP `code`, its `message` and error `status`.
+pub fn google_error(code: u16, message: &str, status: &str) -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(code)
+        .set_body_json(json!({"error": {"code": code, "message": message, "status": status}}))
+}
+
+/// Gemini refusing every scan with [`google_error`] (mount it on `mocks.gemini`).
+pub fn gemini_error(code: u16, message: &str, status: &str) -> wiremock::Mock {
+    gemini_replying(google_error(code, message, status))
+}
+
 /// Gemini's answer for a roof with 18 owned panels.
 pub fn gemini_solar_answer() -> Value {
     let finding = json!({"has_solar": true, "panel_count": 18, "ownership": "owned",
@@ -432,13 +493,11 @@ pub fn gemini_solar_answer() -> Value {
 
 /// Gemini answering `gemini_solar_answer()` after `delay` (mount it on `mocks.gemini`).
 pub fn gemini_slow(delay: Duration) -> wiremock::Mock {
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .and(wiremock::matchers::path(GEMINI_PATH))
-        .respond_with(
-            wiremock::ResponseTemplate::new(200)
-                .set_body_json(gemini_solar_answer())
-                .set_delay(delay),
-        )
+    gemini_replying(
+        wiremock::ResponseTemplate::new(200)
+            .set_body_json(gemini_solar_answer())
+            .set_delay(delay),
+    )
 }
 
 /// One ArcGIS feature (a well) near Flagstaff.
@@ -488,11 +547,7 @@ pub async fn spawn_with_failed_scan_and(
         Mock, ResponseTemplate,
         matchers::{method, path},
     };
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(status).set_body_json(
-            json!({"error": {"code": status, "message": message, "status": "INVALID_ARGUMENT"}}),
-        ))
+    gemini_error(status, message, "INVALID_ARGUMENT")
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&mocks.gemini)

@@ -268,10 +268,7 @@ async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which(
         ),
         "{csv}"
     );
-    assert!(
-        csv.contains(",vapi_call_minutes,4,18,3.60,1.32,2.28,mixed\n"),
-        "{csv}"
-    );
+    assert_has(&csv, ",vapi_call_minutes,4,18,3.60,1.32,2.28,mixed\n");
     let table = agent_meter_on(&db, &["usage", "--month", "2026-11"]);
     let table = String::from_utf8_lossy(&table);
     let line = table

@@ -81,12 +81,7 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
     let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--yes"]);
     assert!(ok && out.contains("re-queued 1"), "{out}{err}");
     app.db.count_reaches("SELECT count(*) FROM apalis.jobs WHERE status = 'Done' AND job_type = 'solar_ocr_scan'", 1, 15, "the re-run to finish").await;
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
     let audit: (String, String, Vec<String>) =
         sqlx::query_as("SELECT actor, action, job_ids FROM ops_audit")
             .fetch_one(&app.db.pool)
@@ -98,7 +93,7 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
     );
     // Re-running it again after it succeeded is refused: done jobs are not re-run.
     let (_, out, _) = cli(&app, &["jobs", "retry", &id, "--yes"]);
-    assert!(out.contains("re-queued 0"), "{out}");
+    assert_has(&out, "re-queued 0");
 }
 
 /// Scripts get plain answers: named jobs re-run without a prompt; a bulk re-run nobody can
@@ -114,7 +109,7 @@ async fn jobs_retry_is_scriptable_and_audited_with_the_named_actor() {
         !ok,
         "a bulk re-run without --yes and without a terminal fails: {out}"
     );
-    assert!(err.contains("--yes"), "{err}");
+    assert_has(&err, "--yes");
     assert_eq!(app.db.count("SELECT count(*) FROM ops_audit").await, 0);
     let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--actor", "pager bot"]);
     assert!(
@@ -234,12 +229,7 @@ async fn the_ops_api_lists_retries_and_cancels_behind_its_token() {
         (200, Some(1))
     );
     app.db
-        .count_reaches(
-            "SELECT count(*) FROM agent_usage_metrics",
-            1,
-            15,
-            "the re-run to finish",
-        )
+        .count_reaches(USAGE_ROWS, 1, 15, "the re-run to finish")
         .await;
 
     // A job due tomorrow is pending and can be cancelled; a done job cannot.

@@ -202,7 +202,7 @@ async fn named_operators_are_audited_as_themselves_and_https_sessions_are_secure
     assert_eq!(wrong.status(), 401);
 
     let cookie = ops_login(&app, "tok-ben-0123456789").await;
-    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert_has(&cookie, "; Secure");
     let pair = pair(&cookie);
     let ours = client
         .get(format!("{}/ops/jobs?status=failed", app.base))
@@ -273,14 +273,9 @@ async fn in_a_real_browser_an_oncall_person_logs_in_retries_a_failed_job_and_see
         .await
         .expect("browser thread")
         .expect("browser flow");
-    assert!(error_text.contains("key expired"), "{error_text}");
+    assert_has(&error_text, "key expired");
     assert_eq!(job_status(&app, &id).await, "Done");
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
 }
 
 /// A session lives only as long as its operator, with the same token, is configured: after a
@@ -397,7 +392,7 @@ async fn ten_failed_logins_from_one_client_then_429_even_with_the_right_token() 
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert!(refused.headers().get("set-cookie").is_none(), "no session");
     let page = refused.text().await.expect("text");
-    assert!(page.contains("Too many failed logins"), "{page}");
+    assert_has(&page, "Too many failed logins");
     assert!(!page.contains(token), "{page}");
     assert_eq!(login("wrong-token").await.expect("send").status(), 429);
     // The portal's door has a count of its own.

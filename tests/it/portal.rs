@@ -137,7 +137,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     // Opening the link (or a chat app's preview fetching it) does not spend it.
     let (status, page) = get(&app, link.trim_start_matches(&app.base), None, "en").await;
     assert_eq!(status, 200);
-    assert!(page.contains("id=\"sign-in\""), "{page}");
+    assert_has(&page, "id=\"sign-in\"");
     let cookie = sign_in(&app, &link).await.expect("signed in");
     assert_eq!(sign_in(&app, &link).await, Err(401), "a link works once");
     // Only the session id's hash is stored.
@@ -184,7 +184,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
         }
     }
     let (_, b_calls) = get(&app, "/portal/calls", Some(&cookie_b), "en").await;
-    assert!(b_calls.contains("+16025550002"), "{b_calls}");
+    assert_has(&b_calls, "+16025550002");
     let (_, leads) = get(&app, "/portal/leads", Some(&cookie), "en").await;
     assert!(
         leads.contains("solar-1") && leads.contains("water_source: well"),
@@ -192,7 +192,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     );
     let (_, overview) = get(&app, "/portal/", Some(&cookie), "en").await;
     // 10 minutes at 0.20 and one scan at 0.075: $2.00 + $0.08.
-    assert!(overview.contains("$2.08"), "{overview}");
+    assert_has(&overview, "$2.08");
     // Usage by month in Phoenix time, one line per month and metric: a scan in the first minute
     // of the month before last and one in the last minute of the month before that (already
     // that month in UTC).
@@ -225,10 +225,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     // A call's billed minutes are its row and its corrections (a reversal and a re-bill naming
     // it in `corrects`), read by key; a correction's `corrects` must mirror its metadata.
     let (_, calls_page) = get(&app, "/portal/calls", Some(&cookie), "en").await;
-    assert!(
-        calls_page.contains("<td>+16025550001</td><td>600</td><td>10</td>"),
-        "{calls_page}"
-    );
+    assert_has(&calls_page, "<td>+16025550001</td><td>600</td><td>10</td>");
     let correct = |key: &'static str, quantity: i32, mirrored: bool| {
         sqlx::query(
             "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
@@ -254,10 +251,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
         "a correction without its column is refused"
     );
     let (_, calls_page) = get(&app, "/portal/calls", Some(&cookie), "en").await;
-    assert!(
-        calls_page.contains("<td>+16025550001</td><td>600</td><td>12</td>"),
-        "{calls_page}"
-    );
+    assert_has(&calls_page, "<td>+16025550001</td><td>600</td><td>12</td>");
     // Findings are each call's own: the caller calls again and a flood check is made in that
     // call, which the first call does not show; the solar finding, saved before findings named
     // their call, stays with every call of its lead.
@@ -282,7 +276,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
         "{es}"
     );
     let (_, toggled) = get(&app, "/portal/usage?lang=es", Some(&cookie), "en").await;
-    assert!(toggled.contains("Consumo"), "{toggled}");
+    assert_has(&toggled, "Consumo");
     // The invoice as a PDF, with its total.
     let pdf = client()
         .get(format!("{}/portal/invoices/{month}.pdf", app.base))
@@ -524,10 +518,7 @@ async fn month_over_month_agrees_with_the_per_agency_figures_and_labels_drafts()
         assert_eq!(money_total(&page)[0], per_agency, "{page}");
         let mom = cells(&row_of(&page, &format!("<tr><td>{m}</td>")));
         assert_eq!(mom[2..], [per_agency, label], "{mom:?}");
-        assert!(
-            page.contains(&format!("class=\"invoices {label}\"")),
-            "{page}"
-        );
+        assert_has(&page, &format!("class=\"invoices {label}\""));
     }
     // A month after them, never rolled up, lists them the same way.
     let (_, page) = ops_page(&app, &cookie, "?month=2026-11").await;
@@ -635,7 +626,7 @@ async fn an_invite_is_posted_to_the_agencys_discord() {
     let posted = discord.received_requests().await.expect("recorded");
     assert_eq!(posted.len(), 1);
     let body = String::from_utf8_lossy(&posted[0].body).to_string();
-    assert!(body.contains(&link), "{body}");
+    assert_has(&body, &link);
     assert!(sign_in(&app, &link).await.is_ok(), "the posted link works");
     // An unknown agent is a clear error, not a link.
     let out = run_invite(&app, "nobody@example.com", &[]);

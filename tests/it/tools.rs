@@ -56,7 +56,7 @@ fn flood_call(id: &str, name: &str) -> Value {
 }
 
 async fn said(app: &TestApp, call_id: &str, calls: Value) -> Value {
-    app.post(&tool_calls(call_id, PHONE_1, calls))
+    app.post_tools(call_id, calls)
         .await
         .json()
         .await
@@ -173,12 +173,7 @@ async fn a_fema_error_inside_http_200_fails_the_job_and_the_caller_hears_so() {
     .expect("job");
     assert_eq!(status, "Killed", "a 400 is not retried");
     assert!(last.to_string().contains("Invalid geometry"), "{last}");
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        0
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 0);
     assert_eq!(requests(&fema).await, 1);
 }
 
@@ -241,7 +236,7 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
         {"id": "w", "name": "water_lookup", "arguments": {"latitude": 35.2, "longitude": -111.6}}
     ]);
     let body: Value = app
-        .post(&tool_calls("call-t", PHONE_1, calls))
+        .post_tools("call-t", calls)
         .await
         .json()
         .await
@@ -351,10 +346,7 @@ async fn a_registered_tool_without_a_price_or_kind_stops_the_process() {
         .expect("no flood price");
     let (db, outcome) = start(db).await;
     let e = outcome.expect_err("refused").to_string();
-    assert!(
-        e.contains("flood_zone_lookup: no default flood_zone_lookup price"),
-        "{e}"
-    );
+    assert_has(&e, "flood_zone_lookup: no default flood_zone_lookup price");
 
     sqlx::query("ALTER TABLE risk_assessments DROP CONSTRAINT risk_assessments_kind_fkey")
         .execute(&db.pool)
@@ -366,7 +358,7 @@ async fn a_registered_tool_without_a_price_or_kind_stops_the_process() {
         .expect("no flood kind");
     let (_db, outcome) = start(db).await;
     let e = outcome.expect_err("refused").to_string();
-    assert!(e.contains("finding kind \"flood\""), "{e}");
+    assert_has(&e, "finding kind \"flood\"");
 }
 
 #[tokio::test]

@@ -62,7 +62,7 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_each_tran
     let closed = answer(&app, &transfer_request("xfer-closed", PHONE_2)).await;
     assert!(closed.get("destination").is_none(), "{closed}");
     let error = closed["error"].as_str().expect("error");
-    assert!(error.contains("Take a message"), "{error}");
+    assert_has(&error, "Take a message");
 
     // An agency without a number keeps the old answer, and nothing is recorded for it.
     let none = answer(&app, &transfer_request("xfer-none", PHONES[2])).await;
@@ -164,6 +164,6 @@ async fn a_recorded_transfer_shows_in_the_api_lead_detail_and_the_portal_calls_p
             .await
             .expect("html");
         assert!(page.contains(heading), "{lang}: {page}");
-        assert!(page.contains(&format!("→ {IN_HOURS_NUMBER}")), "{page}");
+        assert_has(&page, &format!("→ {IN_HOURS_NUMBER}"));
     }
 }

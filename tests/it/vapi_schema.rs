@@ -164,7 +164,7 @@ async fn every_answer_we_give_vapi_fits_its_published_schema() {
         {"id": "unknown", "name": "crystal_ball", "arguments": {}}
     ]);
     let answer: Value = app
-        .post(&tool_calls("schema-tools", PHONE_1, calls))
+        .post_tools("schema-tools", calls)
         .await
         .json()
         .await

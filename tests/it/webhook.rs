@@ -102,12 +102,7 @@ async fn hundred_concurrent_deliveries_meter_once() {
     drain(&app.db.pool, 20).await;
     assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 1);
     assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 1);
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
 }
 
 #[tokio::test]
@@ -204,12 +199,7 @@ async fn unknown_phone_number_is_stored_unroutable_without_call_or_usage() {
     assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 0);
     assert_eq!(app.db.count("SELECT count(*) FROM leads").await, 0);
     assert_eq!(app.db.count("SELECT count(*) FROM apalis.jobs").await, 0);
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        0
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 0);
 }
 
 #[tokio::test]

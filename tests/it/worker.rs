@@ -131,12 +131,7 @@ async fn the_same_call_metered_by_many_jobs_is_billed_once() {
             .await,
         11
     );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
 }
 
 #[tokio::test]
@@ -162,12 +157,7 @@ async fn a_missing_price_kills_the_job_with_its_reason_and_bills_nothing() {
         result.to_string().contains("no vapi_call_minutes price"),
         "{result}"
     );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        0
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 0);
 }
 
 /// Records each run in `test_runs`; fails transiently while fewer than `fail_times` runs are recorded.

@@ -136,10 +136,7 @@ async fn a_batch_writes_each_effect_once_and_a_bad_effect_fails_alone() {
         again.iter().all(|o| matches!(o, Ok(r) if !r.written)),
         "{again:?}"
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM agent_usage_metrics").await,
-        40
-    );
+    assert_eq!(db.count(USAGE_ROWS).await, 40);
 }
 
 #[tokio::test]
@@ -162,10 +159,7 @@ async fn concurrent_writes_through_the_writer_each_get_their_own_answer() {
         .map(|o| o.as_ref().expect("written").finding_id)
         .collect();
     assert_eq!(ids.len(), 200, "one finding per tool call");
-    assert_eq!(
-        db.count("SELECT count(*) FROM agent_usage_metrics").await,
-        200
-    );
+    assert_eq!(db.count(USAGE_ROWS).await, 200);
 }
 
 /// Issue 14, item 3: a paid answer is committed on its own before any effect; an effect that can
@@ -226,8 +220,5 @@ async fn a_paid_answer_is_kept_and_never_paid_twice_when_its_effect_keeps_failin
             .await,
         1
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM agent_usage_metrics").await,
-        0
-    );
+    assert_eq!(db.count(USAGE_ROWS).await, 0);
 }

@@ -75,12 +75,7 @@ async fn jobs_of_a_dead_worker_are_rescued_after_the_orphan_window() {
         "rescued after {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
     stop.send(true).expect("stop");
     w.await.expect("worker");
 }
@@ -100,12 +95,7 @@ async fn service_recovers_by_itself_after_its_connections_are_killed() {
     .await;
     app.post(&end_of_call_report("call-before", PHONE_1)).await;
     app.db
-        .count_reaches(
-            "SELECT count(*) FROM agent_usage_metrics",
-            1,
-            10,
-            "the first call to be metered",
-        )
+        .count_reaches(USAGE_ROWS, 1, 10, "the first call to be metered")
         .await;
 
     // A three-second outage: no new connections, every existing one killed.
