@@ -170,23 +170,34 @@ impl Drop for TestDb {
     }
 }
 
+/// Variables as owned pairs.
+pub fn owned(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The configuration tests run with; `extra` overrides or adds variables.
 pub fn test_config(extra: &[(&str, &str)]) -> Config {
-    let mut vars: HashMap<String, String> = [
+    let mut vars: HashMap<String, String> = owned(&[
         ("VAPI_WEBHOOK_SECRET", SHARED_SECRET),
         ("VAPI_HMAC_SECRET", HMAC_SECRET),
         ("WORKER_HEARTBEAT_SECS", "2"),
         ("WORKER_MISSED_HEARTBEATS", "2"),
         ("JOB_TIMEOUT_SECS", "3"),
         ("WORKER_CONCURRENCY", "4"),
-    ]
+    ])
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    for (k, v) in extra {
-        vars.insert(k.to_string(), v.to_string());
-    }
+    vars.extend(owned(extra));
     Config::from_vars(vars).expect("test config is valid")
+}
+
+/// A listener at a loopback port of the kernel's choosing, and the base URL it will serve.
+pub async fn loopback() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    (listener, base)
 }
 
 /// The service running in-process against its own database.
@@ -233,8 +244,7 @@ impl TestApp {
 
     pub async fn spawn_on(db: TestDb, roles: Roles, extra: &[(&str, &str)]) -> TestApp {
         let config = Arc::new(test_config(extra));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (listener, base) = loopback().await;
         let (stop, shutdown) = watch::channel(false);
         let handle = tokio::spawn(app::run(
             db.pool.clone(),
@@ -282,6 +292,11 @@ impl TestApp {
     /// POSTs a `tool-calls` message of call `call_id` on [`PHONE_1`] asking for `calls`.
     pub async fn post_tools(&self, call_id: &str, calls: Value) -> reqwest::Response {
         self.post(&tool_calls(call_id, PHONE_1, calls)).await
+    }
+
+    /// [`TestApp::post_tools`]'s JSON answer.
+    pub async fn tools_answer(&self, call_id: &str, calls: Value) -> Value {
+        self.answer(&tool_calls(call_id, PHONE_1, calls)).await
     }
 
     pub async fn post_raw(&self, body: Vec<u8>, headers: &[(&str, String)]) -> reqwest::Response {
@@ -366,19 +381,13 @@ pub async fn drain(pool: &PgPool, secs: u64) {
 /// Only the web role, on any pool (even one whose database is gone), at an ephemeral port.
 /// Returns the base URL and the sender that stops it.
 pub async fn serve_web_on(pool: PgPool) -> (String, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, shutdown) = watch::channel(false);
-    let state = agent_meter::http::AppState::new(pool, Arc::new(test_config(&[])));
-    tokio::spawn(agent_meter::http::serve(listener, state, shutdown));
-    (base, stop)
+    serve_web_with(pool, &[]).await
 }
 
 /// [`serve_web_on`] with the configuration `extra`: another web instance on the same database,
 /// as after a restart with a changed configuration.
 pub async fn serve_web_with(pool: PgPool, extra: &[(&str, &str)]) -> (String, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (listener, base) = loopback().await;
     let (stop, shutdown) = watch::channel(false);
     let state = agent_meter::http::AppState::new(pool, Arc::new(test_config(extra)));
     tokio::spawn(agent_meter::http::serve(listener, state, shutdown));
@@ -446,7 +455,7 @@ impl TestApp {
         // than the default 3 s to pick it up. The answer still returns as soon as the job ends;
         // tests about the wait itself set their own.
         vars.push(("TOOL_RESULT_WAIT_MS".into(), "10000".into()));
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        vars.extend(owned(extra));
         let borrowed: Vec<(&str, &str)> =
             vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Self::spawn_with(

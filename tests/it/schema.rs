@@ -6,17 +6,13 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const TENANT_TABLES: &[&str] = &[
-    "leads",
-    "properties",
-    "risk_assessments",
-    "tags",
-    "calls",
-    "webhook_events",
-    "agent_usage_metrics",
-    "invoices",
-    "invoice_lines",
-];
+/// Every tenant table: those the tenancy tests populate, and the raw webhook events.
+fn tenant_tables() -> impl Iterator<Item = &'static str> {
+    crate::tenancy::TENANT_TABLES
+        .iter()
+        .copied()
+        .chain(["webhook_events"])
+}
 
 /// The design document's "Monthly cost per agent" query, verbatim.
 const SEED_MONTHLY_COST: &str = r#"
@@ -122,7 +118,7 @@ async fn seeds_are_idempotent_and_hold_the_documented_prices() {
 #[tokio::test]
 async fn every_tenant_table_has_agent_id_rls_and_tenant_scoped_uniques() {
     let db = TestDb::seeded().await;
-    for table in TENANT_TABLES.iter().chain(&["agents"]) {
+    for table in tenant_tables().chain(["agents"]) {
         let rls: bool =
             sqlx::query_scalar("SELECT relrowsecurity FROM pg_class WHERE relname = $1")
                 .bind(table)
@@ -131,7 +127,7 @@ async fn every_tenant_table_has_agent_id_rls_and_tenant_scoped_uniques() {
                 .expect("table exists");
         assert!(rls, "RLS enabled on {table}");
     }
-    for table in TENANT_TABLES {
+    for table in tenant_tables() {
         // Every UNIQUE constraint (not the primary key) includes agent_id.
         let missing: Vec<String> = sqlx::query_scalar(
             "SELECT c.conname::text FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
@@ -298,16 +294,12 @@ async fn the_queue_fetch_keeps_apalis_order_and_finished_jobs_let_go_of_their_wo
         .await;
     assert_eq!(queued, 4);
 
-    sqlx::query(
+    db.execute(
         "UPDATE apalis.jobs SET status = 'Done', done_at = now() WHERE id IN ('old', 'retry')",
     )
-    .execute(pool)
-    .await
-    .expect("ack");
-    sqlx::query("UPDATE apalis.jobs SET status = 'Failed' WHERE id = 'newer'")
-        .execute(pool)
-        .await
-        .expect("fail");
+    .await;
+    db.execute("UPDATE apalis.jobs SET status = 'Failed' WHERE id = 'newer'")
+        .await;
     let held: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT id, lock_by FROM apalis.jobs WHERE job_type = 'q' AND lock_at IS NOT NULL ORDER BY id")
             .fetch_all(pool)

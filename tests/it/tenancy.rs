@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-const TENANT_TABLES: &[&str] = &[
+/// The tenant tables [`populate`] writes a row of for every agent.
+pub(crate) const TENANT_TABLES: &[&str] = &[
     "leads",
     "properties",
     "risk_assessments",

@@ -235,12 +235,7 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
         {"id": "u", "name": "crystal_ball", "arguments": {}},
         {"id": "w", "name": "water_lookup", "arguments": {"latitude": 35.2, "longitude": -111.6}}
     ]);
-    let body: Value = app
-        .post_tools("call-t", calls)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let body = app.tools_answer("call-t", calls).await;
     let results = body["results"].as_array().expect("results");
     assert_eq!(results.len(), 3, "{body}");
     assert!(
