@@ -232,10 +232,9 @@ async fn what_a_call_said_outlives_the_pruned_raw_events() {
     )
     .await;
     // Everything received long ago: the high-volume events go with the daily prune.
-    sqlx::query("UPDATE webhook_events SET received_at = now() - interval '400 days'")
-        .execute(&app.db.pool)
-        .await
-        .expect("age");
+    app.db
+        .execute("UPDATE webhook_events SET received_at = now() - interval '400 days'")
+        .await;
     let deps = Deps::new(app.db.pool.clone(), Arc::new(test_config(&[])));
     PruneJobs::default().run(&deps).await.expect("prune");
     assert_eq!(
@@ -245,10 +244,7 @@ async fn what_a_call_said_outlives_the_pruned_raw_events() {
         0
     );
     // And should the report itself go too (a shorter retention one day), nothing is lost.
-    sqlx::query("DELETE FROM webhook_events")
-        .execute(&app.db.pool)
-        .await
-        .expect("delete events");
+    app.db.execute("DELETE FROM webhook_events").await;
     let cookie = portal_session(&app, PHONE_1).await;
     let id = call_id(&app, "call-kept").await;
     let (status, detail) = page(&app, &cookie, &format!("/portal/calls/{id}")).await;

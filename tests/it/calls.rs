@@ -117,10 +117,7 @@ async fn assistant_request_uses_the_agents_own_assistant_or_prompt() {
     .execute(&app.db.pool)
     .await
     .expect("assistant id");
-    sqlx::query("UPDATE agents SET system_prompt = 'Solo español, para {agency_name}.' WHERE vapi_phone_number_id = 'ph_placeholder_client3'")
-        .execute(&app.db.pool)
-        .await
-        .expect("prompt");
+    app.db.execute("UPDATE agents SET system_prompt = 'Solo español, para {agency_name}.' WHERE vapi_phone_number_id = 'ph_placeholder_client3'").await;
 
     let own = app.answer(&assistant_request("c1", PHONE_2, "+1602")).await;
     assert_eq!(own["assistantId"], "asst_123");
@@ -538,12 +535,7 @@ async fn an_image_url_on_a_private_address_is_refused_without_calling_gemini() {
 async fn a_whole_call_on_every_seed_number_bills_each_event_once() {
     let mocks = Mocks::start().await;
     mount_gemini_ok(&mocks).await;
-    Mock::given(method("GET"))
-        .and(path(ARCGIS_QUERY_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "features": [well(551_234, 35.1984, -111.6513)], "exceededTransferLimit": false})))
-        .mount(&mocks.arcgis)
-        .await;
+    arcgis_one_well(&mocks).await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(204))
         .mount(&mocks.discord)

@@ -131,12 +131,20 @@ impl TestDb {
         sqlx::query(sql).execute(&self.pool).await.expect(sql);
     }
 
-    /// The text column `sql` selects, row by row.
-    pub async fn strings(&self, sql: &'static str) -> Vec<String> {
+    /// The column `sql` selects, row by row.
+    pub async fn column<T>(&self, sql: &'static str) -> Vec<T>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
         sqlx::query_scalar(sql)
             .fetch_all(&self.pool)
             .await
             .expect(sql)
+    }
+
+    /// The text column `sql` selects, row by row.
+    pub async fn strings(&self, sql: &'static str) -> Vec<String> {
+        self.column(sql).await
     }
 
     /// Waits (up to `secs`) until `sql` counts `n`; panics naming `what` if it never does.
@@ -515,6 +523,16 @@ pub fn well(id: u64, lat: f64, lon: f64) -> Value {
                           "WATER_LEVEL": 260, "WATER_USE": "DOMESTIC", "INSTALLED": 946684800000i64,
                           "WELL_CANCELLED": "N"},
            "geometry": {"x": lon, "y": lat}})
+}
+
+/// ArcGIS answering every query with one well near Flagstaff (mounted on `mocks.arcgis`).
+pub async fn arcgis_one_well(mocks: &Mocks) {
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(ARCGIS_QUERY_PATH))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "features": [well(551_234, 35.1984, -111.6513)], "exceededTransferLimit": false})))
+        .mount(&mocks.arcgis)
+        .await;
 }
 
 /// A `tool-calls` message from a caller on `phone_number_id`.

@@ -304,14 +304,12 @@ impl World {
         .expect("others cancelled");
         // Enough quiet agents (billable, no usage) that whole-month rollups take the one-scan
         // path while single-agent finalizes take the by-index one.
-        sqlx::query(
+        db.execute(
             "INSERT INTO agents (agency_name, email, billing_starts_on)
              SELECT 'Quiet ' || g, 'quiet' || g || '@agent-meter.example', DATE '2026-11-01'
                FROM generate_series(1, 55) g",
         )
-        .execute(&db.pool)
-        .await
-        .expect("quiet agents");
+        .await;
         let [a, b]: [(Uuid, String); 2] = agents.try_into().expect("two agents");
         World {
             db,

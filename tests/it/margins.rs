@@ -233,13 +233,11 @@ async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which(
     after[a_minutes].2 = serde_json::json!([4, "3.60", "0.90", "1.32", "2.28", "mixed"]);
     assert_eq!(usage_json(&db), after);
     // A unit cost set afterwards shows at once (it is read, not summarized).
-    sqlx::query(
+    db.execute(
         "UPDATE pricing_config SET unit_cost_usd = 0.01
           WHERE agent_id IS NULL AND metric_type = 'solar_ocr_scan'",
     )
-    .execute(&db.pool)
-    .await
-    .expect("default scan cost");
+    .await;
     let b_scans = after
         .iter()
         .position(|r| r.0 == b.to_string() && r.1 == "solar_ocr_scan")

@@ -462,10 +462,9 @@ async fn month_over_month_agrees_with_the_per_agency_figures_and_labels_drafts()
         app.db.agent_id(PHONE_1).await,
         app.db.agent_id(PHONE_2).await,
     );
-    sqlx::query("UPDATE agents SET billing_starts_on = '2026-09-01'")
-        .execute(&app.db.pool)
-        .await
-        .expect("billing start");
+    app.db
+        .execute("UPDATE agents SET billing_starts_on = '2026-09-01'")
+        .await;
     let scans = |quantity: i32, at: Option<&'static str>, key: &'static str| {
         sqlx::query(
             "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,

@@ -275,10 +275,7 @@ async fn the_catalog_keeps_every_tenant_table_isolated() {
 #[tokio::test]
 async fn a_tenant_sees_default_prices_and_its_own_overrides_only() {
     let db = TestDb::seeded().await;
-    let agents: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM agents ORDER BY id LIMIT 2")
-        .fetch_all(&db.pool)
-        .await
-        .expect("agents");
+    let agents: Vec<Uuid> = db.column("SELECT id FROM agents ORDER BY id LIMIT 2").await;
     for (agent, price) in agents.iter().zip(["0.05", "0.06"]) {
         sqlx::query(
             "INSERT INTO pricing_config (metric_type, unit_price_usd, unit, effective_from, agent_id)
@@ -318,12 +315,10 @@ async fn a_tenant_sees_default_prices_and_its_own_overrides_only() {
 #[tokio::test]
 async fn a_new_tenant_table_without_a_policy_fails_the_audit() {
     let db = TestDb::seeded().await;
-    sqlx::query(
+    db.execute(
         "CREATE TABLE notes (id uuid PRIMARY KEY, agent_id uuid NOT NULL REFERENCES agents (id))",
     )
-    .execute(&db.pool)
-    .await
-    .expect("new table");
+    .await;
     let unguarded: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind = 'r'
@@ -397,12 +392,7 @@ async fn on_supabase_a_signed_in_user_sees_only_their_agencys_rows() {
 async fn a_tenant_cannot_see_or_change_late_findings() {
     let db = TestDb::seeded().await;
     let agents = populate(&db.pool).await;
-    sqlx::query(
-        "INSERT INTO late_findings (key, control_url) VALUES ('tool_call:tc-other', 'https://vapi.example/control/secret')",
-    )
-    .execute(&db.pool)
-    .await
-    .expect("owed finding");
+    db.execute("INSERT INTO late_findings (key, control_url) VALUES ('tool_call:tc-other', 'https://vapi.example/control/secret')").await;
     let mut tx = db::tenant_tx(&db.pool, agents[0]).await.expect("tenant tx");
     for sql in [
         "SELECT count(*) FROM late_findings",

@@ -55,25 +55,23 @@ fn flood_call(id: &str, name: &str) -> Value {
            "arguments": {"latitude": 33.4152, "longitude": -111.8315, "address": "9 Salt River Rd, Tempe"}})
 }
 
-async fn said(app: &TestApp, call_id: &str, calls: Value) -> Value {
-    app.post_tools(call_id, calls)
+/// Asks, in call `call_id`, for one flood lookup `id` by the tool's `name`: the answer.
+async fn ask_flood(app: &TestApp, call_id: &str, id: &str, name: &str) -> Value {
+    app.tools_answer(call_id, json!([flood_call(id, name)]))
         .await
-        .json()
-        .await
-        .expect("json")
+}
+
+/// The text of the answer's first `field` (`result` or `error`), empty without one.
+fn first<'a>(body: &'a Value, field: &str) -> &'a str {
+    body["results"][0][field].as_str().unwrap_or_default()
 }
 
 #[tokio::test]
 async fn a_flood_lookup_in_a_hazard_area_is_said_tagged_and_metered_once() {
     let fema = fema_answering(zone("AE", None, "T")).await;
     let app = app_with_fema(&fema, &[]).await;
-    let body = said(
-        &app,
-        "call-f",
-        json!([flood_call("tc-flood", "flood_zone_lookup")]),
-    )
-    .await;
-    let text = body["results"][0]["result"].as_str().unwrap_or_default();
+    let body = ask_flood(&app, "call-f", "tc-flood", "flood_zone_lookup").await;
+    let text = first(&body, "result");
     assert!(
         text.contains("zone AE")
             && text.contains("Special Flood Hazard Area")
@@ -81,12 +79,7 @@ async fn a_flood_lookup_in_a_hazard_area_is_said_tagged_and_metered_once() {
         "{body}"
     );
     // The same call delivered again: nothing new queued, asked or metered.
-    let again = said(
-        &app,
-        "call-f",
-        json!([flood_call("tc-flood", "flood_zone_lookup")]),
-    )
-    .await;
+    let again = ask_flood(&app, "call-f", "tc-flood", "flood_zone_lookup").await;
     assert_eq!(again["results"][0]["result"], body["results"][0]["result"]);
     drain(&app.db.pool, 15).await;
 
@@ -126,13 +119,8 @@ async fn a_flood_lookup_in_a_hazard_area_is_said_tagged_and_metered_once() {
 async fn outside_a_hazard_area_no_tag_and_facts_merge_with_other_tools() {
     let fema = fema_answering(zone("X", Some("AREA OF MINIMAL FLOOD HAZARD"), "F")).await;
     let app = app_with_fema(&fema, &[]).await;
-    let body = said(
-        &app,
-        "call-x",
-        json!([flood_call("tc-x", "flood-zone-lookup")]),
-    )
-    .await;
-    let text = body["results"][0]["result"].as_str().unwrap_or_default();
+    let body = ask_flood(&app, "call-x", "tc-x", "flood-zone-lookup").await;
+    let text = first(&body, "result");
     assert!(
         text.contains("zone X") && text.contains("minimal") && text.contains("not"),
         "{body}"
@@ -154,13 +142,8 @@ async fn a_fema_error_inside_http_200_fails_the_job_and_the_caller_hears_so() {
     let fema = fema_answering(json!({"error": {"code": 400, "message": "Invalid geometry"}})).await;
     // Long enough for a loaded CI machine; the answer comes as soon as the job has failed.
     let app = app_with_fema(&fema, &[("TOOL_RESULT_WAIT_MS", "10000")]).await;
-    let body = said(
-        &app,
-        "call-e",
-        json!([flood_call("tc-e", "flood_zone_lookup")]),
-    )
-    .await;
-    let error = body["results"][0]["error"].as_str().unwrap_or_default();
+    let body = ask_flood(&app, "call-e", "tc-e", "flood_zone_lookup").await;
+    let error = first(&body, "error");
     assert!(
         error.contains("FEMA") && error.contains("could not"),
         "{body}"
@@ -180,12 +163,7 @@ async fn a_fema_error_inside_http_200_fails_the_job_and_the_caller_hears_so() {
 #[tokio::test]
 async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
     let app = TestApp::spawn_web_only().await;
-    let email: String =
-        sqlx::query_scalar("SELECT email FROM agents WHERE vapi_phone_number_id = $1")
-            .bind(PHONE_1)
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("agent");
+    let email = app.db.email_of(app.db.agent_id(PHONE_1).await).await;
     let (ok, _, err) = run_on(
         &app.db.url,
         &["agents", "set", &email, "--tools", "crystal_ball"],
@@ -335,22 +313,16 @@ async fn a_registered_tool_without_a_price_or_kind_stops_the_process() {
         (db, outcome.expect("stops by itself"))
     };
     let db = TestDb::seeded().await;
-    sqlx::query("DELETE FROM pricing_config WHERE metric_type = 'flood_zone_lookup'")
-        .execute(&db.pool)
-        .await
-        .expect("no flood price");
+    db.execute("DELETE FROM pricing_config WHERE metric_type = 'flood_zone_lookup'")
+        .await;
     let (db, outcome) = start(db).await;
     let e = outcome.expect_err("refused").to_string();
     assert_has(&e, "flood_zone_lookup: no default flood_zone_lookup price");
 
-    sqlx::query("ALTER TABLE risk_assessments DROP CONSTRAINT risk_assessments_kind_fkey")
-        .execute(&db.pool)
-        .await
-        .expect("drop fk");
-    sqlx::query("DELETE FROM finding_kinds WHERE kind = 'flood'")
-        .execute(&db.pool)
-        .await
-        .expect("no flood kind");
+    db.execute("ALTER TABLE risk_assessments DROP CONSTRAINT risk_assessments_kind_fkey")
+        .await;
+    db.execute("DELETE FROM finding_kinds WHERE kind = 'flood'")
+        .await;
     let (_db, outcome) = start(db).await;
     let e = outcome.expect_err("refused").to_string();
     assert_has(&e, "finding kind \"flood\"");
@@ -359,10 +331,7 @@ async fn a_registered_tool_without_a_price_or_kind_stops_the_process() {
 #[tokio::test]
 async fn every_registered_tool_is_allowed_and_priced_on_a_migrated_seeded_database() {
     let db = TestDb::seeded().await;
-    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM finding_kinds")
-        .fetch_all(&db.pool)
-        .await
-        .expect("kinds");
+    let kinds = db.strings("SELECT kind FROM finding_kinds").await;
     for t in agent_meter::tools::registry() {
         assert!(
             kinds.iter().any(|k| k == t.kind),
@@ -386,12 +355,7 @@ async fn a_finding_ready_within_the_wait_is_answered_inline_and_said_once() {
     use futures::StreamExt;
     const CALLS: usize = 100;
     let mocks = Mocks::start().await;
-    Mock::given(method("GET"))
-        .and(path(ARCGIS_QUERY_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "features": [well(551_234, 35.1984, -111.6513)], "exceededTransferLimit": false})))
-        .mount(&mocks.arcgis)
-        .await;
+    arcgis_one_well(&mocks).await;
     let control = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200))

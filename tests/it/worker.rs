@@ -70,14 +70,13 @@ async fn price_comes_from_the_call_end_time_and_agent_override_wins() {
     let app = TestApp::spawn().await;
     let agent2 = app.db.agent_id(PHONE_2).await;
     // A new default price from 2026-12-01, and an override for agent 2 in November.
-    sqlx::query(
-        "UPDATE pricing_config SET effective_to = DATE '2026-12-01'
+    app.db
+        .execute(
+            "UPDATE pricing_config SET effective_to = DATE '2026-12-01'
           WHERE metric_type = 'vapi_call_minutes' AND agent_id IS NULL;
          ",
-    )
-    .execute(&app.db.pool)
-    .await
-    .expect("close price");
+        )
+        .await;
     sqlx::query(
         "INSERT INTO pricing_config (metric_type, unit, unit_price_usd, effective_from, agent_id)
          VALUES ('vapi_call_minutes', 'minute', 0.30, DATE '2026-12-01', NULL),
@@ -137,10 +136,9 @@ async fn the_same_call_metered_by_many_jobs_is_billed_once() {
 #[tokio::test]
 async fn a_missing_price_kills_the_job_with_its_reason_and_bills_nothing() {
     let app = TestApp::spawn().await;
-    sqlx::query("DELETE FROM pricing_config WHERE metric_type = 'vapi_call_minutes'")
-        .execute(&app.db.pool)
-        .await
-        .expect("delete price");
+    app.db
+        .execute("DELETE FROM pricing_config WHERE metric_type = 'vapi_call_minutes'")
+        .await;
     app.post(&end_of_call_report("call-noprice", PHONE_1)).await;
     let (status, attempts, result): (String, i32, serde_json::Value) =
         eventually(10, "the job to be killed", || async {
@@ -209,10 +207,7 @@ impl Job for Slow {
 
 async fn test_deps() -> (TestDb, Deps) {
     let db = TestDb::seeded().await;
-    sqlx::query("CREATE TABLE test_runs (key text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
-        .execute(&db.pool)
-        .await
-        .expect("test table");
+    db.execute("CREATE TABLE test_runs (key text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())").await;
     let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
     (db, deps)
 }

@@ -21,10 +21,8 @@ async fn two_clocks_racing_twenty_times_give_one_sync_and_one_invoice_each_time(
     let db = TestDb::seeded().await;
     // Billing starts with the first month the races roll up (ticks from 2025-02 roll up 2025-01),
     // so each agent's setup fee lands on that month's invoice.
-    sqlx::query("UPDATE agents SET billing_starts_on = '2025-01-01'")
-        .execute(&db.pool)
-        .await
-        .expect("billing start");
+    db.execute("UPDATE agents SET billing_starts_on = '2025-01-01'")
+        .await;
     let mocks = Mocks::start().await;
     Mock::given(method("GET"))
         .and(path("/call"))

@@ -38,19 +38,17 @@ async fn jobs_of_a_dead_worker_are_rescued_after_the_orphan_window() {
     let app = TestApp::spawn_web_only().await;
     app.post(&end_of_call_report("call-orphan", PHONE_1)).await;
     // Simulate a worker that took the job and died: registered, silent, job Running under it.
-    sqlx::query(
-        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+    app.db
+        .execute(
+            "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
          VALUES ('dead-worker', 'meter_call', 'PostgresStorage', '', now())",
-    )
-    .execute(&app.db.pool)
-    .await
-    .expect("dead worker");
-    sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Running', lock_by = 'dead-worker', lock_at = now()",
-    )
-    .execute(&app.db.pool)
-    .await
-    .expect("lock job");
+        )
+        .await;
+    app.db
+        .execute(
+            "UPDATE apalis.jobs SET status = 'Running', lock_by = 'dead-worker', lock_at = now()",
+        )
+        .await;
 
     let config = app.config.clone();
     assert_eq!(config.worker.orphan_window(), Duration::from_secs(4));
