@@ -411,13 +411,8 @@ async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_
         Option<Decimal>,
         chrono::DateTime<chrono::Utc>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT idempotency_key, quantity, unit_price_usd, cost_usd, provider_cost_usd, occurred_at
-           FROM agent_usage_metrics ORDER BY idempotency_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("rows");
+    let rows: Vec<Row> = db.rows("SELECT idempotency_key, quantity, unit_price_usd, cost_usd, provider_cost_usd, occurred_at
+           FROM agent_usage_metrics ORDER BY idempotency_key").await;
     let (billed, reversal, rebilled) = (&rows[0], &rows[1], &rows[2]);
     assert_eq!(reversal.0, "vapi_call:late-call:rev1");
     assert_eq!(

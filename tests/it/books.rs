@@ -93,6 +93,10 @@ pub async fn add_ended_call(
     .expect("call");
 }
 
+/// Counts the usage rows that not exactly one invoice holds (none ever should).
+pub const NOT_HELD_ONCE: &str = "SELECT count(*) FROM agent_usage_metrics u
+                                  WHERE (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u)) <> 1";
+
 /// Rolls month `m` up in Phoenix for the agent with `email` (every agent when `None`).
 pub async fn rollup(pool: &PgPool, m: &str, email: Option<&str>) -> Vec<RollupOutcome> {
     billing::rollup(pool, month(m), Phoenix, email)

@@ -302,11 +302,10 @@ async fn caller_details_fill_a_leads_empty_fields_and_never_overwrite() {
             .await
             .expect("properties");
     assert_eq!(properties, ["12 Pine St, Flagstaff AZ 86001"]);
-    let linked: Option<Uuid> =
-        sqlx::query_scalar("SELECT lead_id FROM calls WHERE vapi_call_id = 'call-fill-1'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("call");
+    let linked: Option<Uuid> = app
+        .db
+        .scalar("SELECT lead_id FROM calls WHERE vapi_call_id = 'call-fill-1'")
+        .await;
     assert_eq!(linked, Some(lead));
 
     // A later call saying other things changes nothing that is filled.
@@ -507,14 +506,9 @@ async fn search_finds_words_of_transcripts_and_summaries_and_never_another_agenc
         .expect("search");
     assert_eq!(none, 0);
     tx.rollback().await.expect("rollback");
-    let public: bool = sqlx::query_scalar(
-        "SELECT COALESCE(bool_or(has_function_privilege(r.oid, 'search_call_content(text)', 'EXECUTE')), false)
+    let public: bool = app.db.scalar("SELECT COALESCE(bool_or(has_function_privilege(r.oid, 'search_call_content(text)', 'EXECUTE')), false)
            FROM pg_roles r WHERE r.rolname NOT IN ('agent_meter_tenant', current_user)
-                             AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("privileges");
+                             AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'").await;
     assert!(!public, "only the tenant role executes the search");
 }
 

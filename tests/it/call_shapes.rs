@@ -60,15 +60,10 @@ fn deps(db: &TestDb, mocks: &Mocks) -> Deps {
 async fn calls_and_minutes(
     db: &TestDb,
 ) -> Vec<(String, Option<String>, Option<String>, Option<Decimal>)> {
-    sqlx::query_as(
-        "SELECT c.vapi_call_id, c.status, c.ended_reason,
+    db.rows("SELECT c.vapi_call_id, c.status, c.ended_reason,
                 (SELECT sum(u.quantity) FROM agent_usage_metrics u
                   WHERE u.agent_id = c.agent_id AND u.idempotency_key = 'vapi_call:' || c.vapi_call_id)
-           FROM calls c ORDER BY c.vapi_call_id",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("calls")
+           FROM calls c ORDER BY c.vapi_call_id").await
 }
 
 /// A day on which the first agency had an unanswered and an answered call, and the second one
@@ -281,11 +276,10 @@ async fn our_own_agent_id_routes_before_the_number_and_the_assistant() {
         "call": {"id": "c-route", "phoneNumberId": PHONE_1,
                  "assistantOverrides": {"variableValues": {"agent_id": b.to_string()}}}}});
     assert_eq!(app.post(&msg).await.status(), 200);
-    let owner: uuid::Uuid =
-        sqlx::query_scalar("SELECT agent_id FROM calls WHERE vapi_call_id = 'c-route'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("call");
+    let owner: uuid::Uuid = app
+        .db
+        .scalar("SELECT agent_id FROM calls WHERE vapi_call_id = 'c-route'")
+        .await;
     assert_eq!(owner, b);
     assert_ne!(owner, a);
 }
@@ -419,11 +413,9 @@ async fn the_sync_routes_every_call_shape_to_one_agency() {
     .await;
     let report = sync_day(&db, &mocks).await.expect("sync");
     assert_eq!(report.unroutable, 2, "{report:?}");
-    let owners: Vec<(String, uuid::Uuid)> =
-        sqlx::query_as("SELECT vapi_call_id, agent_id FROM calls ORDER BY vapi_call_id")
-            .fetch_all(&db.pool)
-            .await
-            .expect("calls");
+    let owners: Vec<(String, uuid::Uuid)> = db
+        .rows("SELECT vapi_call_id, agent_id FROM calls ORDER BY vapi_call_id")
+        .await;
     assert_eq!(
         owners,
         [
@@ -433,12 +425,9 @@ async fn the_sync_routes_every_call_shape_to_one_agency() {
             ("web-transient".to_string(), a),
         ]
     );
-    let billed: Vec<(String, uuid::Uuid)> = sqlx::query_as(
-        "SELECT idempotency_key, agent_id FROM agent_usage_metrics ORDER BY idempotency_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("usage");
+    let billed: Vec<(String, uuid::Uuid)> = db
+        .rows("SELECT idempotency_key, agent_id FROM agent_usage_metrics ORDER BY idempotency_key")
+        .await;
     assert_eq!(
         billed,
         [

@@ -184,18 +184,16 @@ async fn solar_tool_call_answers_with_the_finding_and_meters_one_scan() {
             Decimal::new(75, 3)
         )]
     );
-    let (tag, has_solar): (String, Option<bool>) = sqlx::query_as(
-        "SELECT t.tag, p.has_solar FROM tags t JOIN properties p ON p.lead_id = t.lead_id",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("tag and property");
+    let (tag, has_solar): (String, Option<bool>) = app
+        .db
+        .row("SELECT t.tag, p.has_solar FROM tags t JOIN properties p ON p.lead_id = t.lead_id")
+        .await;
     assert_eq!((tag.as_str(), has_solar), ("solar", Some(true)));
     // The finding names the call it was asked in (the portal shows it with that call).
-    let call: Option<String> = sqlx::query_scalar("SELECT vapi_call_id FROM risk_assessments")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("finding");
+    let call: Option<String> = app
+        .db
+        .scalar("SELECT vapi_call_id FROM risk_assessments")
+        .await;
     assert_eq!(call.as_deref(), Some("call-s"));
     let sent: Value =
         serde_json::from_slice(&mocks.gemini.received_requests().await.expect("recorded")[0].body)
@@ -263,16 +261,12 @@ async fn water_tool_call_follows_paging_and_meters_a_free_lookup() {
         usage_rows(&app.db.pool, Some("water_lookup")).await,
         vec![("tool_call:tc-water".into(), Decimal::ONE, Decimal::ZERO)]
     );
-    let source: Option<String> = sqlx::query_scalar("SELECT water_source FROM properties")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("property");
+    let source: Option<String> = app.db.scalar("SELECT water_source FROM properties").await;
     assert_eq!(source.as_deref(), Some("private_well"));
-    let summary: Value =
-        sqlx::query_scalar("SELECT result->'summary' FROM risk_assessments WHERE kind = 'water'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("finding");
+    let summary: Value = app
+        .db
+        .scalar("SELECT result->'summary' FROM risk_assessments WHERE kind = 'water'")
+        .await;
     assert_eq!(summary["well_count"], 4);
     assert_eq!(requests(&mocks.arcgis).await, 2);
 }
@@ -583,19 +577,14 @@ async fn a_whole_call_on_every_seed_number_bills_each_event_once() {
     }
     drain(&app.db.pool, 30).await;
 
-    let per_agent: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT a.email,
+    let per_agent: Vec<(String, i64, i64, i64, i64, i64, i64)> = app.db.rows("SELECT a.email,
                 (SELECT count(*) FROM leads l WHERE l.agent_id = a.id),
                 (SELECT count(*) FROM risk_assessments r WHERE r.agent_id = a.id),
                 (SELECT count(*) FROM tags t WHERE t.agent_id = a.id AND t.tag = 'solar'),
                 (SELECT count(*) FROM agent_usage_metrics u WHERE u.agent_id = a.id AND u.metric_type = 'solar_ocr_scan'),
                 (SELECT count(*) FROM agent_usage_metrics u WHERE u.agent_id = a.id AND u.metric_type = 'water_lookup'),
                 (SELECT count(*) FROM agent_usage_metrics u WHERE u.agent_id = a.id AND u.metric_type = 'vapi_call_minutes')
-           FROM agents a ORDER BY a.email",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("per agent");
+           FROM agents a ORDER BY a.email").await;
     assert_eq!(per_agent.len(), 5);
     for row in &per_agent {
         assert_eq!(

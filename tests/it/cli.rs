@@ -35,6 +35,18 @@ pub fn run_on(database_url: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// [`run_on`] with the arguments of `line`, split at white space (none of them holds any).
+pub fn run_line(database_url: &str, line: &str) -> (bool, String, String) {
+    run_on(database_url, &line.split_whitespace().collect::<Vec<_>>())
+}
+
+/// [`run_line`], which must succeed: its stdout.
+pub fn run_ok(database_url: &str, line: &str) -> String {
+    let (ok, out, err) = run_line(database_url, line);
+    assert!(ok, "{line}: {out}{err}");
+    out
+}
+
 #[test]
 fn every_command_has_help() {
     for sub in [
@@ -168,12 +180,9 @@ async fn agents_add_set_and_list_manage_personas() {
         "client6@agent-meter.example",
     ]);
     assert!(!ok && err.contains("already exists"), "{err}");
-    let stored: Option<String> = sqlx::query_scalar(
-        "SELECT system_prompt FROM agents WHERE email = 'client6@agent-meter.example'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("agent");
+    let stored: Option<String> = db
+        .scalar("SELECT system_prompt FROM agents WHERE email = 'client6@agent-meter.example'")
+        .await;
     assert_eq!(
         stored.as_deref(),
         Some("Eres el asistente de {agency_name}.")

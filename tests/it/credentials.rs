@@ -372,20 +372,15 @@ async fn spec_valid_messages_are_stored_and_answered_2xx() {
         app.db.count("SELECT count(*) FROM webhook_events").await,
         bodies.len() as i64
     );
-    let stored: String = sqlx::query_scalar(
-        "SELECT payload #>> '{message,artifact,transcript}' FROM webhook_events WHERE vapi_call_id = 'nul-1'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("stored with the escape spelled out");
+    let stored: String = app.db.scalar("SELECT payload #>> '{message,artifact,transcript}' FROM webhook_events WHERE vapi_call_id = 'nul-1'").await;
     assert_eq!(stored, "AI: hola\\u0000\\u0000 User: hi");
     drain(&app.db.pool, 15).await;
-    let minutes: rust_decimal::Decimal = sqlx::query_scalar(
-        "SELECT quantity FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:dur-1'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("metered");
+    let minutes: rust_decimal::Decimal = app
+        .db
+        .scalar(
+            "SELECT quantity FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:dur-1'",
+        )
+        .await;
     assert_eq!(
         minutes,
         rust_decimal::Decimal::new(25, 1),
@@ -436,12 +431,7 @@ async fn a_five_megabyte_report_is_taken_stored_once_and_metered() {
         .await;
     assert_eq!(r.status(), 200);
     drain(&app.db.pool, 20).await;
-    let (count, stored): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), sum(pg_column_size(payload))::int8 FROM webhook_events WHERE vapi_call_id = 'long-call'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("stored");
+    let (count, stored): (i64, i64) = app.db.row("SELECT count(*), sum(pg_column_size(payload))::int8 FROM webhook_events WHERE vapi_call_id = 'long-call'").await;
     println!(
         "a 60-minute report: {:.1} MB received, {:.2} MB stored (jsonb, TOAST-compressed)",
         body.len() as f64 / 1e6,
@@ -452,12 +442,7 @@ async fn a_five_megabyte_report_is_taken_stored_once_and_metered() {
         stored < body.len() as i64,
         "stored once, compressed: {stored}"
     );
-    let minutes: rust_decimal::Decimal = sqlx::query_scalar(
-        "SELECT quantity FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:long-call'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("metered");
+    let minutes: rust_decimal::Decimal = app.db.scalar("SELECT quantity FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:long-call'").await;
     assert_eq!(minutes, rust_decimal::Decimal::from(60));
 }
 
@@ -490,11 +475,9 @@ async fn high_volume_raw_events_are_pruned_after_their_retention_and_reports_are
     }
     let deps = Deps::new(db.pool.clone(), std::sync::Arc::new(test_config(&[])));
     PruneJobs::default().run(&deps).await.expect("prune");
-    let left: Vec<String> =
-        sqlx::query_scalar("SELECT message_type FROM webhook_events ORDER BY dedupe_key")
-            .fetch_all(&db.pool)
-            .await
-            .expect("left");
+    let left: Vec<String> = db
+        .column("SELECT message_type FROM webhook_events ORDER BY dedupe_key")
+        .await;
     assert_eq!(
         left,
         ["conversation-update", "end-of-call-report", "status-update"]

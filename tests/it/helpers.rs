@@ -120,10 +120,34 @@ impl TestDb {
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {
+        self.scalar(sql).await
+    }
+
+    /// The one value `sql` selects.
+    pub async fn scalar<T>(&self, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
         sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
             .await
             .expect(sql)
+    }
+
+    /// The one row `sql` selects.
+    pub async fn row<T>(&self, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        sqlx::query_as(sql).fetch_one(&self.pool).await.expect(sql)
+    }
+
+    /// Every row `sql` selects.
+    pub async fn rows<T>(&self, sql: &'static str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        sqlx::query_as(sql).fetch_all(&self.pool).await.expect(sql)
     }
 
     /// Runs `sql`, which must succeed.

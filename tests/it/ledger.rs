@@ -1261,10 +1261,7 @@ async fn usage_metered_while_its_month_is_finalized_is_billed_exactly_once() {
         })
     };
     eventually(10, "the writer has metered some rows", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_usage_metrics")
-            .fetch_one(&db.pool)
-            .await
-            .expect("count");
+        let n: i64 = db.scalar("SELECT count(*) FROM agent_usage_metrics").await;
         (n >= 20).then_some(())
     })
     .await;
@@ -1286,13 +1283,7 @@ async fn usage_metered_while_its_month_is_finalized_is_billed_exactly_once() {
         "rows metered after the watermark: {dec_lines:?}"
     );
     assert_eq!(on_nov + on_dec, Decimal::from(written), "every row once");
-    let not_once = db
-        .count(
-            "SELECT count(*) FROM agent_usage_metrics u
-              WHERE (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u)) <> 1",
-        )
-        .await;
-    assert_eq!(not_once, 0);
+    assert_eq!(db.count(NOT_HELD_ONCE).await, 0);
 }
 
 /// The daily summary (migration 0022): built at most a day of the ledger at a time when its
@@ -1521,21 +1512,19 @@ async fn summarize_usage_brings_a_bulk_import_into_the_summary() {
         out.contains("up to date") && out.contains(": 5000 ledger row(s) added"),
         "{out}"
     );
-    let summarized: (i64, Decimal, i64) = sqlx::query_as(
-        "SELECT sum(events)::int8, sum(quantity), count(DISTINCT day)::int8 FROM usage_daily
+    let summarized: (i64, Decimal, i64) = db
+        .row(
+            "SELECT sum(events)::int8, sum(quantity), count(DISTINCT day)::int8 FROM usage_daily
           WHERE time_zone = 'America/Phoenix'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("summary");
+        )
+        .await;
     assert_eq!(summarized, (5000, Decimal::from(5000), 20));
-    let behind: bool = sqlx::query_scalar(
-        "SELECT through < (SELECT max(created_at) FROM agent_usage_metrics)
+    let behind: bool = db
+        .scalar(
+            "SELECT through < (SELECT max(created_at) FROM agent_usage_metrics)
            FROM usage_daily_through WHERE time_zone = 'America/Phoenix'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("through");
+        )
+        .await;
     assert!(!behind, "the summary reaches the last imported row");
 
     let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]);

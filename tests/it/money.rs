@@ -31,15 +31,13 @@ async fn scan(db: &TestDb, agent: uuid::Uuid, occurred: &str, key: &str) {
 
 /// Per invoice: (month, zone, starts_at, scans held as usage or adjustment).
 async fn held(db: &TestDb) -> Vec<(String, String, DateTime<Utc>, Decimal)> {
-    sqlx::query_as(
+    db.rows(
         "SELECT to_char(i.period_start, 'YYYY-MM'), i.time_zone, i.starts_at,
                 COALESCE(sum(l.quantity) FILTER (WHERE l.kind IN ('usage', 'adjustment')), 0)
            FROM invoices i LEFT JOIN invoice_lines l ON l.invoice_id = i.id
           GROUP BY i.id ORDER BY i.period_start",
     )
-    .fetch_all(&db.pool)
     .await
-    .expect("invoices")
 }
 
 /// Finalizes November in `first`, then drafts December in `second`: the row at 03:00 UTC on
@@ -65,11 +63,9 @@ async fn zone_change(first: Tz, second: Tz) -> Vec<(String, String, DateTime<Utc
         .await
         .expect("rollup");
     let out = held(&db).await;
-    let provenance: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT state, to_char(invoice_month, 'YYYY-MM') FROM usage_provenance")
-            .fetch_all(&db.pool)
-            .await
-            .expect("provenance");
+    let provenance: Vec<(String, Option<String>)> = db
+        .rows("SELECT state, to_char(invoice_month, 'YYYY-MM') FROM usage_provenance")
+        .await;
     assert_eq!(provenance.len(), 1, "{provenance:?}");
     out
 }
@@ -129,15 +125,14 @@ async fn metered_scan(db: &TestDb, agent: uuid::Uuid, occurred: &str, key: &str)
 
 /// The agent's November scans as invoiced: (kind, price, quantity, amount), by price.
 async fn scan_lines(db: &TestDb) -> Vec<(String, String, String, String)> {
-    let rows: Vec<(String, Decimal, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT l.kind, l.unit_price_usd, l.quantity, l.amount_usd FROM invoice_lines l
+    let rows: Vec<(String, Decimal, Decimal, Decimal)> = db
+        .rows(
+            "SELECT l.kind, l.unit_price_usd, l.quantity, l.amount_usd FROM invoice_lines l
            JOIN invoices i ON i.id = l.invoice_id
           WHERE l.metric_type = 'solar_ocr_scan' AND i.period_start = '2026-11-01'
           ORDER BY l.unit_price_usd",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("lines");
+        )
+        .await;
     rows.into_iter()
         .map(|(k, p, q, a)| {
             (
@@ -206,13 +201,8 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
         DateTime<Utc>,
         Option<String>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT idempotency_key, quantity, unit_price_usd, provider_cost_usd, occurred_at, corrects
-           FROM agent_usage_metrics WHERE idempotency_key LIKE 'scan-b%' ORDER BY idempotency_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("rows");
+    let rows: Vec<Row> = db.rows("SELECT idempotency_key, quantity, unit_price_usd, provider_cost_usd, occurred_at, corrects
+           FROM agent_usage_metrics WHERE idempotency_key LIKE 'scan-b%' ORDER BY idempotency_key").await;
     let at_b = at("2026-11-20T18:00:00Z");
     let d = |s: &str| s.parse::<Decimal>().expect("decimal");
     let keys: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
@@ -303,12 +293,9 @@ async fn a_draft_made_in_another_zone_before_the_previous_month_never_shares_a_r
         .await
         .expect("finalize in Phoenix");
     }
-    let holders: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM invoices i JOIN agent_usage_metrics u ON invoice_holds(i, u)",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("holders");
+    let holders: i64 = db
+        .scalar("SELECT count(*) FROM invoices i JOIN agent_usage_metrics u ON invoice_holds(i, u)")
+        .await;
     assert_eq!(holders, 1, "{:?}", held(&db).await);
     // December ends where January's draft starts (midnight UTC): the row is January's.
     let jan_starts = at("2027-01-01T00:00:00Z");

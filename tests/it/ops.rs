@@ -82,11 +82,10 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
     assert!(ok && out.contains("re-queued 1"), "{out}{err}");
     app.db.count_reaches("SELECT count(*) FROM apalis.jobs WHERE status = 'Done' AND job_type = 'solar_ocr_scan'", 1, 15, "the re-run to finish").await;
     assert_eq!(app.db.count(USAGE_ROWS).await, 1);
-    let audit: (String, String, Vec<String>) =
-        sqlx::query_as("SELECT actor, action, job_ids FROM ops_audit")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("audit row");
+    let audit: (String, String, Vec<String>) = app
+        .db
+        .row("SELECT actor, action, job_ids FROM ops_audit")
+        .await;
     assert_eq!(
         audit,
         ("cli:oncall-anna".into(), "retry".into(), vec![id.clone()])
@@ -116,10 +115,7 @@ async fn jobs_retry_is_scriptable_and_audited_with_the_named_actor() {
         ok && out.contains("re-queued 1"),
         "named ids need no prompt: {out}{err}"
     );
-    let actor: String = sqlx::query_scalar("SELECT actor FROM ops_audit")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("audit row");
+    let actor: String = app.db.scalar("SELECT actor FROM ops_audit").await;
     assert_eq!(actor, "cli:pager bot");
 }
 
@@ -290,10 +286,10 @@ async fn the_cli_cancels_only_pending_jobs_and_bulk_retries_with_yes() {
     let mocks = Mocks::start().await;
     let app = failed_scan(&mocks).await;
     let pending = pending_job(&app.db.pool).await;
-    let failed: String = sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("id");
+    let failed: String = app
+        .db
+        .scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
+        .await;
     let (ok, out, _) = cli(&app, &["jobs", "cancel", &pending, &failed]);
     assert!(
         ok && out.contains("cancelled 1 job(s); 1 not pending"),
@@ -316,9 +312,9 @@ async fn the_cli_cancels_only_pending_jobs_and_bulk_retries_with_yes() {
         ok && out.contains(&pending) && out.contains("cancelled by cli:oncall-anna"),
         "{out}"
     );
-    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM ops_audit ORDER BY id")
-        .fetch_all(&app.db.pool)
-        .await
-        .expect("audit");
+    let actions: Vec<String> = app
+        .db
+        .column("SELECT action FROM ops_audit ORDER BY id")
+        .await;
     assert_eq!(actions, vec!["cancel".to_string(), "retry".to_string()]);
 }

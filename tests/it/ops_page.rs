@@ -188,10 +188,7 @@ async fn named_operators_are_audited_as_themselves_and_https_sessions_are_secure
         .await
         .expect("send");
     assert_eq!(cancel.status(), 200);
-    let actor: String = sqlx::query_scalar("SELECT actor FROM ops_audit")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("audit");
+    let actor: String = app.db.scalar("SELECT actor FROM ops_audit").await;
     assert_eq!(actor, "api:anna");
     let wrong = client
         .get(format!("{}/ops/jobs", app.base))

@@ -78,12 +78,7 @@ async fn seeds_are_idempotent_and_hold_the_documented_prices() {
             .await,
         5
     );
-    let prices: Vec<(String, String, Decimal, chrono::NaiveDate)> = sqlx::query_as(
-        "SELECT metric_type, unit, unit_price_usd, effective_from FROM pricing_config ORDER BY metric_type",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("prices");
+    let prices: Vec<(String, String, Decimal, chrono::NaiveDate)> = db.rows("SELECT metric_type, unit, unit_price_usd, effective_from FROM pricing_config ORDER BY metric_type").await;
     let day = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("date");
     let d = |s: &str| s.parse::<Decimal>().expect("decimal");
     // The subscription, the setup fee and minutes as the design document prices them; each
@@ -221,13 +216,12 @@ async fn usage_idempotency_key_is_unique_per_agent_and_metric() {
 async fn the_down_migration_removes_our_schema_and_up_restores_it() {
     let db = TestDb::seeded().await;
     db::MIGRATOR.undo(&db.pool, 0).await.expect("down");
-    let left: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM information_schema.tables
+    let left: i64 = db
+        .scalar(
+            "SELECT count(*) FROM information_schema.tables
           WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("count");
+        )
+        .await;
     assert_eq!(left, 0, "down left tables behind");
     // The queue schema is apalis's own: its rows are untouched, our speed-ups undone.
     assert_eq!(db.count("SELECT count(*) FROM apalis.jobs").await, 0);
@@ -350,12 +344,9 @@ async fn findings_from_before_calls_were_recorded_get_their_call_from_the_stored
         .await
         .expect("down to 0019");
     agent_meter::app::migrate(&db.pool).await.expect("up again");
-    let calls: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT idempotency_key, vapi_call_id FROM risk_assessments ORDER BY idempotency_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("findings");
+    let calls: Vec<(String, Option<String>)> = db
+        .rows("SELECT idempotency_key, vapi_call_id FROM risk_assessments ORDER BY idempotency_key")
+        .await;
     assert_eq!(
         calls,
         vec![

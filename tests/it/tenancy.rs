@@ -196,8 +196,9 @@ async fn a_thousand_transactions_alternating_tenants_on_two_connections_never_se
 async fn the_catalog_keeps_every_tenant_table_isolated() {
     let db = TestDb::seeded().await;
     // Every table with an agent_id column (and agents itself) has RLS on and a tenant policy.
-    let unguarded: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    let unguarded: Vec<String> = db
+        .column(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
             AND (c.relname = 'agents' OR EXISTS (SELECT 1 FROM pg_attribute a
                  WHERE a.attrelid = c.oid AND a.attname = 'agent_id' AND NOT a.attisdropped))
@@ -205,10 +206,8 @@ async fn the_catalog_keeps_every_tenant_table_isolated() {
             AND (NOT c.relrowsecurity OR NOT EXISTS (
                  SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid
                    AND 'agent_meter_tenant'::regrole = ANY (p.polroles)))",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("audit tables");
+        )
+        .await;
     assert!(
         unguarded.is_empty(),
         "tenant tables without RLS or a policy: {unguarded:?}"
@@ -231,43 +230,37 @@ async fn the_catalog_keeps_every_tenant_table_isolated() {
         assert!(!row.get::<bool, _>("any"), "tenant role can reach {table}");
     }
     // No DELETE, TRUNCATE or REFERENCES anywhere (tenant code never deletes); no way around RLS.
-    let dangerous: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    let dangerous: Vec<String> = db
+        .column(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname IN ('public', 'apalis') AND c.relkind IN ('r', 'p', 'v')
             AND (has_table_privilege('agent_meter_tenant', c.oid, 'DELETE')
                  OR has_table_privilege('agent_meter_tenant', c.oid, 'TRUNCATE')
                  OR has_table_privilege('agent_meter_tenant', c.oid, 'REFERENCES'))",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("audit privileges");
+        )
+        .await;
     assert!(dangerous.is_empty(), "{dangerous:?}");
-    let (bypass, superuser): (bool, bool) = sqlx::query_as(
-        "SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = 'agent_meter_tenant'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("role");
+    let (bypass, superuser): (bool, bool) = db
+        .row("SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = 'agent_meter_tenant'")
+        .await;
     assert!(!bypass && !superuser);
     // Views run with the caller's rights; SECURITY DEFINER functions the tenant can call pin search_path.
-    let leaky_views: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    let leaky_views: Vec<String> = db
+        .column(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind = 'v'
             AND NOT COALESCE('security_invoker=true' = ANY (c.reloptions), false)",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("views");
+        )
+        .await;
     assert!(leaky_views.is_empty(), "{leaky_views:?}");
-    let unpinned: Vec<String> = sqlx::query_scalar(
-        "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    let unpinned: Vec<String> = db
+        .column(
+            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
           WHERE n.nspname = 'public' AND p.prosecdef
             AND has_function_privilege('agent_meter_tenant', p.oid, 'EXECUTE')
             AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s LIKE 'search_path=%')",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("functions");
+        )
+        .await;
     assert!(unpinned.is_empty(), "{unpinned:?}");
 }
 
@@ -319,16 +312,11 @@ async fn a_new_tenant_table_without_a_policy_fails_the_audit() {
         "CREATE TABLE notes (id uuid PRIMARY KEY, agent_id uuid NOT NULL REFERENCES agents (id))",
     )
     .await;
-    let unguarded: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    let unguarded: Vec<String> = db.column("SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind = 'r'
             AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'agent_id')
             AND c.relname <> 'webhook_events'
-            AND (NOT c.relrowsecurity OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("audit");
+            AND (NOT c.relrowsecurity OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))").await;
     assert_eq!(unguarded, vec!["notes".to_string()]);
 }
 
@@ -415,10 +403,8 @@ async fn a_tenant_cannot_see_or_change_late_findings() {
             .expect("rollback");
     }
     tx.rollback().await.expect("rollback");
-    let untouched: (i64, bool) =
-        sqlx::query_as("SELECT count(*), bool_and(delivered_at IS NULL) FROM late_findings")
-            .fetch_one(&db.pool)
-            .await
-            .expect("late findings");
+    let untouched: (i64, bool) = db
+        .row("SELECT count(*), bool_and(delivered_at IS NULL) FROM late_findings")
+        .await;
     assert_eq!(untouched, (1, true), "the owed finding is still owed");
 }

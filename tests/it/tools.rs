@@ -83,29 +83,21 @@ async fn a_flood_lookup_in_a_hazard_area_is_said_tagged_and_metered_once() {
     assert_eq!(again["results"][0]["result"], body["results"][0]["result"]);
     drain(&app.db.pool, 15).await;
 
-    let usage: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics
+    let usage: Vec<(String, Decimal, Decimal)> = app
+        .db
+        .rows(
+            "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics
           WHERE metric_type = 'flood_zone_lookup'",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("usage");
+        )
+        .await;
     assert_eq!(
         usage,
         vec![("tool_call:tc-flood".into(), Decimal::ONE, Decimal::ZERO)]
     );
-    let tags: Vec<String> = sqlx::query_scalar("SELECT tag FROM tags ORDER BY tag")
-        .fetch_all(&app.db.pool)
-        .await
-        .expect("tags");
+    let tags: Vec<String> = app.db.column("SELECT tag FROM tags ORDER BY tag").await;
     assert_eq!(tags, ["flood_risk"]);
-    let (facts, finding): (Value, Value) = sqlx::query_as(
-        "SELECT p.facts, r.result FROM properties p JOIN risk_assessments r ON r.property_id = p.id
-          WHERE r.kind = 'flood'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("property and finding");
+    let (facts, finding): (Value, Value) = app.db.row("SELECT p.facts, r.result FROM properties p JOIN risk_assessments r ON r.property_id = p.id
+          WHERE r.kind = 'flood'").await;
     assert_eq!(
         facts,
         json!({"flood_zone": "AE", "special_flood_hazard_area": true})
@@ -127,10 +119,7 @@ async fn outside_a_hazard_area_no_tag_and_facts_merge_with_other_tools() {
     );
     drain(&app.db.pool, 15).await;
     assert_eq!(app.db.count("SELECT count(*) FROM tags").await, 0);
-    let facts: Value = sqlx::query_scalar("SELECT facts FROM properties")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("property");
+    let facts: Value = app.db.scalar("SELECT facts FROM properties").await;
     assert_eq!(
         facts,
         json!({"flood_zone": "X", "special_flood_hazard_area": false})
@@ -148,12 +137,10 @@ async fn a_fema_error_inside_http_200_fails_the_job_and_the_caller_hears_so() {
         error.contains("FEMA") && error.contains("could not"),
         "{body}"
     );
-    let (status, last): (String, Value) = sqlx::query_as(
-        "SELECT status, last_result FROM apalis.jobs WHERE job_type = 'flood_zone_lookup'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("job");
+    let (status, last): (String, Value) = app
+        .db
+        .row("SELECT status, last_result FROM apalis.jobs WHERE job_type = 'flood_zone_lookup'")
+        .await;
     assert_eq!(status, "Killed", "a 400 is not retried");
     assert!(last.to_string().contains("Invalid geometry"), "{last}");
     assert_eq!(app.db.count(USAGE_ROWS).await, 0);

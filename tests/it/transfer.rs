@@ -85,12 +85,7 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_each_tran
         assert_eq!(app.post(&update).await.status(), 200);
     }
 
-    let rows: Vec<(String, String, bool, String)> = sqlx::query_as(
-        "SELECT vapi_call_id, number, in_hours, hours FROM call_transfers ORDER BY vapi_call_id",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("transfers");
+    let rows: Vec<(String, String, bool, String)> = app.db.rows("SELECT vapi_call_id, number, in_hours, hours FROM call_transfers ORDER BY vapi_call_id").await;
     assert_eq!(
         rows,
         vec![

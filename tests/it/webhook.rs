@@ -36,13 +36,8 @@ async fn end_of_call_report_is_stored_with_its_job_in_one_go() {
         String,
         Decimal,
         String,
-    ) = sqlx::query_as(
-        "SELECT agent_id, status, duration_seconds, ended_reason, vapi_cost_usd, customer_number
-           FROM calls WHERE vapi_call_id = 'call-a'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("call row");
+    ) = app.db.row("SELECT agent_id, status, duration_seconds, ended_reason, vapi_cost_usd, customer_number
+           FROM calls WHERE vapi_call_id = 'call-a'").await;
     assert_eq!(agent_id, agent);
     assert_eq!(status, "ended");
     assert_eq!(duration, Decimal::from(150));
@@ -50,11 +45,10 @@ async fn end_of_call_report_is_stored_with_its_job_in_one_go() {
     assert_eq!(cost, Decimal::new(42, 2));
     assert_eq!(customer, "+16025550199");
 
-    let (event_type, routing, payload): (String, String, Value) =
-        sqlx::query_as("SELECT message_type, routing, payload FROM webhook_events")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("one event");
+    let (event_type, routing, payload): (String, String, Value) = app
+        .db
+        .row("SELECT message_type, routing, payload FROM webhook_events")
+        .await;
     assert_eq!(
         (event_type.as_str(), routing.as_str()),
         ("end-of-call-report", "routed")
@@ -64,11 +58,10 @@ async fn end_of_call_report_is_stored_with_its_job_in_one_go() {
         "AI: Hola! ..."
     );
 
-    let (queue, max_attempts, args): (String, i32, Vec<u8>) =
-        sqlx::query_as("SELECT job_type, max_attempts, job FROM apalis.jobs")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("one job");
+    let (queue, max_attempts, args): (String, i32, Vec<u8>) = app
+        .db
+        .row("SELECT job_type, max_attempts, job FROM apalis.jobs")
+        .await;
     assert_eq!(queue, "meter_call");
     assert_eq!(max_attempts, 8);
     let args: Value = serde_json::from_slice(&args).expect("JSON job args");
@@ -186,11 +179,10 @@ async fn unknown_phone_number_is_stored_unroutable_without_call_or_usage() {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["routed"], false);
-    let routing: (Option<uuid::Uuid>, String) =
-        sqlx::query_as("SELECT agent_id, routing FROM webhook_events")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("event stored");
+    let routing: (Option<uuid::Uuid>, String) = app
+        .db
+        .row("SELECT agent_id, routing FROM webhook_events")
+        .await;
     assert_eq!(routing, (None, "unroutable".to_string()));
     // A redelivery of the unroutable message is still a duplicate.
     app.post(&end_of_call_report("c-unknown", "ph_nobody"))

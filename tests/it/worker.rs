@@ -94,12 +94,7 @@ async fn price_comes_from_the_call_end_time_and_agent_override_wins() {
     app.post(&december).await;
     app.post(&end_of_call_report("call-agent2", PHONE_2)).await;
     drain(&app.db.pool, 15).await;
-    let prices: Vec<(String, Decimal)> = sqlx::query_as(
-        "SELECT idempotency_key, unit_price_usd FROM agent_usage_metrics ORDER BY idempotency_key",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("rows");
+    let prices: Vec<(String, Decimal)> = app.db.rows("SELECT idempotency_key, unit_price_usd FROM agent_usage_metrics ORDER BY idempotency_key").await;
     assert_eq!(
         prices,
         vec![
@@ -252,19 +247,15 @@ async fn a_transient_failure_is_retried_after_a_real_persisted_backoff() {
         "no immediate re-run"
     );
     eventually(15, "the retry to succeed", || async {
-        let done: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
-                .fetch_one(&db.pool)
-                .await
-                .expect("query");
+        let done: i64 = db
+            .scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
+            .await;
         (done == 1).then_some(())
     })
     .await;
-    let gap: f64 =
-        sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM max(at) - min(at))::float8 FROM test_runs")
-            .fetch_one(&db.pool)
-            .await
-            .expect("gap");
+    let gap: f64 = db
+        .scalar("SELECT EXTRACT(EPOCH FROM max(at) - min(at))::float8 FROM test_runs")
+        .await;
     assert!(gap >= 4.0, "second run came {gap} s after the first");
     stop.send(true).expect("stop");
     w.await.expect("worker task");
@@ -277,23 +268,18 @@ async fn each_worker_start_takes_a_new_name() {
         let (stop, shutdown) = watch::channel(false);
         let w = tokio::spawn(worker::supervise::<Slow>(deps.clone(), shutdown));
         eventually(10, "the worker to register", || async {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM apalis.workers WHERE worker_type = 'test_slow'",
-            )
-            .fetch_one(&db.pool)
-            .await
-            .expect("query");
+            let n: i64 = db
+                .scalar("SELECT count(*) FROM apalis.workers WHERE worker_type = 'test_slow'")
+                .await;
             (n >= started).then_some(())
         })
         .await;
         stop.send(true).expect("stop");
         w.await.expect("worker task");
     }
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM apalis.workers WHERE worker_type = 'test_slow'")
-            .fetch_all(&db.pool)
-            .await
-            .expect("names");
+    let names: Vec<String> = db
+        .column("SELECT id FROM apalis.workers WHERE worker_type = 'test_slow'")
+        .await;
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
@@ -338,11 +324,9 @@ async fn graceful_shutdown_finishes_in_flight_jobs_and_leaves_nothing_running() 
         .expect("enqueue");
     }
     eventually(10, "a job to be running", || async {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Running'")
-                .fetch_one(&db.pool)
-                .await
-                .expect("query");
+        let n: i64 = db
+            .scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Running'")
+            .await;
         (n > 0).then_some(())
     })
     .await;

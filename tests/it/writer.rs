@@ -94,12 +94,7 @@ async fn a_batch_writes_each_effect_once_and_a_bad_effect_fails_alone() {
         outcomes[42]
     );
 
-    let (usage, keys): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT idempotency_key) FROM agent_usage_metrics WHERE metric_type = 'water_lookup'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("usage");
+    let (usage, keys): (i64, i64) = db.row("SELECT count(*), count(DISTINCT idempotency_key) FROM agent_usage_metrics WHERE metric_type = 'water_lookup'").await;
     assert_eq!((usage, keys), (40, 40));
     assert_eq!(
         db.count(
