@@ -34,6 +34,83 @@ pub fn later() -> DateTime<Utc> {
 /// (metric, quantity, unit price) of a usage row: one solar scan at the seeded price.
 pub const SCAN: (&str, &str, &str) = ("solar_ocr_scan", "1", "0.075");
 
+/// A usage row to write, as metering would: [`UsageRow::new`], what differs from its defaults,
+/// then [`UsageRow::insert`].
+pub struct UsageRow<'a> {
+    agent: Uuid,
+    metric: &'a str,
+    quantity: &'a str,
+    /// The unit price; the one in force for the agent on the row's day in Phoenix when `None`.
+    price: Option<&'a str>,
+    provider_cost: Option<&'a str>,
+    at: &'a str,
+    key: &'a str,
+    /// When the row was written; now when `None`.
+    created: Option<&'a str>,
+}
+
+impl<'a> UsageRow<'a> {
+    /// `quantity` of `metric` at `price` each (cost their product), occurring `at`, metered under
+    /// `key`, with no provider cost.
+    pub fn new(
+        agent: Uuid,
+        (metric, quantity, price): (&'a str, &'a str, Option<&'a str>),
+        at: &'a str,
+        key: &'a str,
+    ) -> Self {
+        UsageRow {
+            agent,
+            metric,
+            quantity,
+            price,
+            provider_cost: None,
+            at,
+            key,
+            created: None,
+        }
+    }
+
+    /// The provider's reported cost (none reported when `None`).
+    pub fn provider_cost(self, cost: Option<&'a str>) -> Self {
+        UsageRow {
+            provider_cost: cost,
+            ..self
+        }
+    }
+
+    /// Written at `created` rather than now.
+    pub fn created(self, created: &'a str) -> Self {
+        UsageRow {
+            created: Some(created),
+            ..self
+        }
+    }
+
+    pub async fn insert(self, pool: &PgPool) {
+        sqlx::query(
+            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd,
+                                              cost_usd, provider_cost_usd, occurred_at,
+                                              idempotency_key, created_at)
+             SELECT $1, $2, $3::numeric, p.price, $3::numeric * p.price, $5::numeric,
+                    $6::timestamptz, $7, COALESCE($8::timestamptz, now())
+               FROM (SELECT COALESCE($4::numeric, (
+                        SELECT unit_price_usd FROM price_in_force($1, $2,
+                               ($6::timestamptz AT TIME ZONE 'America/Phoenix')::date))) AS price) p",
+        )
+        .bind(self.agent)
+        .bind(self.metric)
+        .bind(self.quantity)
+        .bind(self.price)
+        .bind(self.provider_cost)
+        .bind(self.at)
+        .bind(self.key)
+        .bind(self.created)
+        .execute(pool)
+        .await
+        .expect("usage row");
+    }
+}
+
 /// A usage row of `agent`: `quantity` of `metric` at `price` each (cost their product), occurring
 /// `at`, metered under `key`.
 pub async fn add_usage(
@@ -43,20 +120,9 @@ pub async fn add_usage(
     at: &str,
     key: &str,
 ) {
-    sqlx::query(
-        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                          occurred_at, idempotency_key)
-         VALUES ($1, $2, $3::numeric, $4::numeric, $3::numeric * $4::numeric, $5::timestamptz, $6)",
-    )
-    .bind(agent)
-    .bind(metric)
-    .bind(quantity)
-    .bind(price)
-    .bind(at)
-    .bind(key)
-    .execute(pool)
-    .await
-    .expect("usage row");
+    UsageRow::new(agent, (metric, quantity, Some(price)), at, key)
+        .insert(pool)
+        .await;
 }
 
 /// (idempotency key, quantity, unit price) of the usage rows of `metric` (every metric when

@@ -77,11 +77,9 @@ async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
 }
 
 async fn call_id(app: &TestApp, vapi_call_id: &str) -> Uuid {
-    sqlx::query_scalar("SELECT id FROM calls WHERE vapi_call_id = $1")
-        .bind(vapi_call_id)
-        .fetch_one(&app.db.pool)
+    app.db
+        .scalar_with("SELECT id FROM calls WHERE vapi_call_id = $1", vapi_call_id)
         .await
-        .expect("call")
 }
 
 async fn post_ok(app: &TestApp, body: &Value) {
@@ -174,12 +172,13 @@ async fn a_full_report_is_kept_and_shown_on_the_portal_and_in_the_api() {
     let mut conn = app.db.pool.acquire().await.expect("conn");
     let token = agents::new_token(&mut conn, agent).await.expect("token");
     drop(conn);
-    let lead: Uuid =
-        sqlx::query_scalar("SELECT id FROM leads WHERE agent_id = $1 AND phone = '+16025550777'")
-            .bind(agent)
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("lead");
+    let lead: Uuid = app
+        .db
+        .scalar_with(
+            "SELECT id FROM leads WHERE agent_id = $1 AND phone = '+16025550777'",
+            agent,
+        )
+        .await;
     let detail: Value = lead_detail(&app, &token, lead).await;
     let call = &detail["calls"][0];
     assert_eq!(call["vapi_call_id"], "call-full", "{detail:#}");
@@ -257,14 +256,14 @@ async fn what_a_call_said_outlives_the_pruned_raw_events() {
 async fn caller_details_fill_a_leads_empty_fields_and_never_overwrite() {
     let app = TestApp::spawn_web_only().await;
     let agent = app.db.agent_id(PHONE_1).await;
-    let lead: Uuid = sqlx::query_scalar(
-        "INSERT INTO leads (agent_id, phone, name, email, address)
+    let lead: Uuid = app
+        .db
+        .scalar_with(
+            "INSERT INTO leads (agent_id, phone, name, email, address)
          VALUES ($1, '+16025550779', 'Ana Existing', NULL, '  ') RETURNING id",
-    )
-    .bind(agent)
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("lead");
+            agent,
+        )
+        .await;
     post_ok(
         &app,
         &full_report(
@@ -567,11 +566,11 @@ async fn the_sync_keeps_what_a_call_said_from_vapis_call_object() {
     assert_eq!(stored.4, "https://storage.vapi.ai/synced.wav");
     assert_eq!(stored.5[0]["cost"].to_string(), "0.075");
     assert_eq!(stored.6["caller_name"], "Synced Caller");
-    let name: Option<String> =
-        sqlx::query_scalar("SELECT name FROM leads WHERE agent_id = $1 AND phone = '+16025550900'")
-            .bind(agent)
-            .fetch_one(&db.pool)
-            .await
-            .expect("lead");
+    let name: Option<String> = db
+        .scalar_with(
+            "SELECT name FROM leads WHERE agent_id = $1 AND phone = '+16025550900'",
+            agent,
+        )
+        .await;
     assert_eq!(name.as_deref(), Some("Synced Caller"));
 }

@@ -134,6 +134,19 @@ impl TestDb {
             .expect(sql)
     }
 
+    /// The one value `sql` selects with `arg` as its `$1`.
+    pub async fn scalar_with<T, A>(&self, sql: &'static str, arg: A) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+        A: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
+        sqlx::query_scalar(sql)
+            .bind(arg)
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
+    }
+
     /// The one row `sql` selects.
     pub async fn row<T>(&self, sql: &'static str) -> T
     where
@@ -258,15 +271,17 @@ impl TestApp {
 
     /// Web only: jobs stay in the queue for the test to inspect.
     pub async fn spawn_web_only() -> TestApp {
-        Self::spawn_with(
-            Roles {
-                web: true,
-                worker: false,
-                clock: false,
-            },
-            &[],
-        )
-        .await
+        Self::spawn_web_only_with(&[]).await
+    }
+
+    /// [`TestApp::spawn_web_only`] with the configuration `extra`.
+    pub async fn spawn_web_only_with(extra: &[(&str, &str)]) -> TestApp {
+        let roles = Roles {
+            web: true,
+            worker: false,
+            clock: false,
+        };
+        Self::spawn_with(roles, extra).await
     }
 
     pub async fn spawn_with(roles: Roles, extra: &[(&str, &str)]) -> TestApp {
@@ -314,6 +329,11 @@ impl TestApp {
             &[("x-vapi-secret", SHARED_SECRET.to_string())],
         )
         .await
+    }
+
+    /// GETs `path` (`/healthz`) of the app.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        get_url(format!("{}{path}", self.base)).await
     }
 
     /// POSTs `body` with the shared secret; the JSON answer.
@@ -391,6 +411,11 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// GETs `url` with a client of its own.
+pub async fn get_url(url: String) -> reqwest::Response {
+    reqwest::get(url).await.expect("send")
 }
 
 /// Waits until the queue has no job left to run (every job `Done`, `Failed` past its attempts,
@@ -724,6 +749,11 @@ pub fn client() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
+}
+
+/// Sends `req`: the answer's status.
+pub async fn status_of(req: reqwest::RequestBuilder) -> u16 {
+    req.send().await.expect("send").status().as_u16()
 }
 
 /// Logs in to the ops page with `token`; the whole `Set-Cookie` of the session (its `name=value`

@@ -274,11 +274,8 @@ async fn the_ops_api_is_off_without_an_ops_token() {
     let resp = app
         .http
         .get(format!("{}/ops/jobs", app.base))
-        .bearer_auth("anything")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 404);
+        .bearer_auth("anything");
+    assert_eq!(status_of(resp).await, 404);
 }
 
 #[tokio::test]

@@ -143,13 +143,13 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     // Only the session id's hash is stored.
     let session_id = cookie.trim_start_matches("portal_session=");
     let raw = app.db.count("SELECT count(*) FROM portal_sessions").await;
-    let hashed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM portal_sessions WHERE id_hash = sha256(convert_to($1, 'UTF8'))",
-    )
-    .bind(session_id)
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("hash");
+    let hashed: i64 = app
+        .db
+        .scalar_with(
+            "SELECT count(*) FROM portal_sessions WHERE id_hash = sha256(convert_to($1, 'UTF8'))",
+            session_id,
+        )
+        .await;
     assert_eq!((raw, hashed), (1, 1));
 
     let expect = [
@@ -302,11 +302,8 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     let out = client()
         .post(format!("{}/portal/sign-out", app.base))
         .header("cookie", &cookie)
-        .header("origin", &app.base)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(out.status(), 303);
+        .header("origin", &app.base);
+    assert_eq!(status_of(out).await, 303);
     let (status, _) = get(&app, "/portal/", Some(&cookie), "en").await;
     assert_eq!(status, 303, "back to sign-in");
 }
@@ -339,11 +336,8 @@ async fn expired_forged_and_missing_sessions_and_links_get_the_sign_in_page() {
     let cross = client()
         .post(format!("{}/portal/sign-in", app.base))
         .header("origin", "https://evil.example")
-        .form(&[("token", good.as_str())])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(cross.status(), 403);
+        .form(&[("token", good.as_str())]);
+    assert_eq!(status_of(cross).await, 403);
     for cookie in [
         None,
         Some("portal_session=forged"),
@@ -694,11 +688,8 @@ async fn ten_failed_sign_ins_from_one_client_then_429_even_with_a_good_link() {
     assert!(refused.headers().get("set-cookie").is_none());
     let supabase = client()
         .post(format!("{}/portal/sign-in/supabase", app.base))
-        .form(&[("access_token", "eyJ.not.a-token")])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(supabase.status(), 429, "the same door");
+        .form(&[("access_token", "eyJ.not.a-token")]);
+    assert_eq!(status_of(supabase).await, 429, "the same door");
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM portal_sign_in_tokens WHERE used_at IS NULL")

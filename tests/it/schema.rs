@@ -114,12 +114,12 @@ async fn seeds_are_idempotent_and_hold_the_documented_prices() {
 async fn every_tenant_table_has_agent_id_rls_and_tenant_scoped_uniques() {
     let db = TestDb::seeded().await;
     for table in tenant_tables().chain(["agents"]) {
-        let rls: bool =
-            sqlx::query_scalar("SELECT relrowsecurity FROM pg_class WHERE relname = $1")
-                .bind(table)
-                .fetch_one(&db.pool)
-                .await
-                .expect("table exists");
+        let rls: bool = db
+            .scalar_with(
+                "SELECT relrowsecurity FROM pg_class WHERE relname = $1",
+                table,
+            )
+            .await;
         assert!(rls, "RLS enabled on {table}");
     }
     for table in tenant_tables() {
@@ -171,13 +171,12 @@ async fn a_tenant_cannot_point_at_another_tenants_row() {
     let db = TestDb::seeded().await;
     let a1 = db.agent_id(PHONE_1).await;
     let a2 = db.agent_id(PHONE_2).await;
-    let lead: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO leads (agent_id, phone) VALUES ($1, '+16025550100') RETURNING id",
-    )
-    .bind(a1)
-    .fetch_one(&db.pool)
-    .await
-    .expect("lead");
+    let lead: uuid::Uuid = db
+        .scalar_with(
+            "INSERT INTO leads (agent_id, phone) VALUES ($1, '+16025550100') RETURNING id",
+            a1,
+        )
+        .await;
     let cross = sqlx::query("INSERT INTO tags (agent_id, lead_id, tag) VALUES ($1, $2, 'solar')")
         .bind(a2)
         .bind(lead)

@@ -195,11 +195,8 @@ async fn a_supabase_session_signs_in_to_the_portal() {
     // Presented directly.
     let page = client
         .get(format!("{}/portal/", w.app.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(page.status(), 200);
+        .bearer_auth(&token);
+    assert_eq!(status_of(page).await, 200);
     // Exchanged for a portal session.
     let signed = client
         .post(format!("{}/portal/sign-in/supabase", w.app.base))
@@ -216,11 +213,8 @@ async fn a_supabase_session_signs_in_to_the_portal() {
     );
     let bad = client
         .post(format!("{}/portal/sign-in/supabase", w.app.base))
-        .form(&[("access_token", "eyJ.not.a-token")])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(bad.status(), 401);
+        .form(&[("access_token", "eyJ.not.a-token")]);
+    assert_eq!(status_of(bad).await, 401);
 }
 
 #[tokio::test]

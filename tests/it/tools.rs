@@ -170,12 +170,10 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
         ],
     );
     assert!(ok, "{out}{err}");
-    let stored: Option<Vec<String>> =
-        sqlx::query_scalar("SELECT tools FROM agents WHERE email = $1")
-            .bind(&email)
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("tools");
+    let stored: Option<Vec<String>> = app
+        .db
+        .scalar_with("SELECT tools FROM agents WHERE email = $1", &email)
+        .await;
     assert_eq!(
         stored,
         Some(vec!["water_lookup".into(), "flood_zone_lookup".into()])

@@ -124,15 +124,9 @@ async fn a_recorded_transfer_shows_in_the_api_lead_detail_and_the_portal_calls_p
     let agent = app.db.agent_id(PHONE_1).await;
     // Asked during the call, before any calls row exists.
     answer(&app, &transfer_request("xfer-shown", PHONE_1)).await;
-    let lead: uuid::Uuid = sqlx::query_scalar(
-        "WITH l AS (INSERT INTO leads (agent_id, phone) VALUES ($1, '+16025550150') RETURNING id)
+    let lead: uuid::Uuid = app.db.scalar_with("WITH l AS (INSERT INTO leads (agent_id, phone) VALUES ($1, '+16025550150') RETURNING id)
          INSERT INTO calls (agent_id, vapi_call_id, lead_id, customer_number, started_at)
-         SELECT $1, 'xfer-shown', id, '+16025550150', now() FROM l RETURNING lead_id",
-    )
-    .bind(agent)
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("lead and call");
+         SELECT $1, 'xfer-shown', id, '+16025550150', now() FROM l RETURNING lead_id", agent).await;
 
     let mut conn = app.db.pool.acquire().await.expect("conn");
     let token = agents::new_token(&mut conn, agent).await.expect("token");

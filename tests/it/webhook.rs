@@ -14,6 +14,30 @@ fn hmac_headers(body: &[u8], timestamp: i64) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// POSTs `body` to `url` as `content_type`, with the shared secret.
+async fn post_as(url: String, content_type: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .header("x-vapi-secret", SHARED_SECRET)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send")
+}
+
+/// The bytes of an `end-of-call-report` for `call_id` on the first agent's number.
+fn report_bytes(call_id: &str) -> Vec<u8> {
+    end_of_call_report(call_id, PHONE_1)
+        .to_string()
+        .into_bytes()
+}
+
+/// Asserts that no webhook event was stored.
+async fn assert_nothing_stored(app: &TestApp) {
+    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 0);
+}
+
 async fn error_code(resp: reqwest::Response) -> String {
     let body: Value = resp.json().await.expect("JSON error body");
     body["error"]["code"]
@@ -102,8 +126,8 @@ async fn hundred_concurrent_deliveries_meter_once() {
 async fn duplicate_delivery_answers_ok_and_says_so() {
     let app = TestApp::spawn_web_only().await;
     let report = end_of_call_report("call-dup", PHONE_1);
-    let first: Value = app.post(&report).await.json().await.expect("json");
-    let second: Value = app.post(&report).await.json().await.expect("json");
+    let first = app.answer(&report).await;
+    let second = app.answer(&report).await;
     assert_eq!(first.get("duplicate"), None);
     assert_eq!(second["duplicate"], true);
 }
@@ -111,7 +135,7 @@ async fn duplicate_delivery_answers_ok_and_says_so() {
 #[tokio::test]
 async fn missing_or_wrong_shared_secret_is_401_and_stores_nothing() {
     let app = TestApp::spawn_web_only().await;
-    let body = end_of_call_report("c", PHONE_1).to_string().into_bytes();
+    let body = report_bytes("c");
     let none = app.post_raw(body.clone(), &[]).await;
     assert_eq!(none.status(), 401);
     assert_eq!(error_code(none).await, "unauthorized");
@@ -119,15 +143,13 @@ async fn missing_or_wrong_shared_secret_is_401_and_stores_nothing() {
         .post_raw(body, &[("x-vapi-secret", format!("{SHARED_SECRET}x"))])
         .await;
     assert_eq!(wrong.status(), 401);
-    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 0);
+    assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
 async fn valid_hmac_signature_is_accepted() {
     let app = TestApp::spawn_web_only().await;
-    let body = end_of_call_report("c-hmac", PHONE_1)
-        .to_string()
-        .into_bytes();
+    let body = report_bytes("c-hmac");
     let now = chrono::Utc::now().timestamp();
     let resp = app.post_raw(body.clone(), &hmac_headers(&body, now)).await;
     assert_eq!(resp.status(), 200);
@@ -137,9 +159,7 @@ async fn valid_hmac_signature_is_accepted() {
 #[tokio::test]
 async fn forged_signature_is_401() {
     let app = TestApp::spawn_web_only().await;
-    let body = end_of_call_report("c-forged", PHONE_1)
-        .to_string()
-        .into_bytes();
+    let body = report_bytes("c-forged");
     let now = chrono::Utc::now().timestamp();
     // Signed for another body: the signature covers the exact bytes.
     let mut headers = hmac_headers(b"{\"message\":{}}", now);
@@ -148,15 +168,13 @@ async fn forged_signature_is_401() {
     // Signed with another key.
     headers[1].1 = sign("not-the-key", now, &body);
     assert_eq!(app.post_raw(body, &headers).await.status(), 401);
-    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 0);
+    assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
 async fn stale_signature_is_401() {
     let app = TestApp::spawn_web_only().await;
-    let body = end_of_call_report("c-stale", PHONE_1)
-        .to_string()
-        .into_bytes();
+    let body = report_bytes("c-stale");
     let old = chrono::Utc::now().timestamp() - 301;
     let resp = app.post_raw(body.clone(), &hmac_headers(&body, old)).await;
     assert_eq!(resp.status(), 401);
@@ -167,7 +185,7 @@ async fn stale_signature_is_401() {
             .status(),
         401
     );
-    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 0);
+    assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
@@ -202,11 +220,9 @@ async fn status_update_sets_status_and_never_reopens_an_ended_call() {
                "call": {"id": "c-st", "phoneNumberId": PHONE_1}}})
     };
     assert_eq!(app.post(&status("ringing")).await.status(), 200);
-    let read = || async {
-        sqlx::query_scalar::<_, String>("SELECT status FROM calls WHERE vapi_call_id = 'c-st'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("call")
+    let read = || {
+        app.db
+            .scalar::<String>("SELECT status FROM calls WHERE vapi_call_id = 'c-st'")
     };
     assert_eq!(read().await, "ringing");
     app.post(&status("in-progress")).await;
@@ -265,21 +281,14 @@ async fn missing_fields_are_400() {
         assert_eq!(resp.status(), 400, "{body}");
         assert_eq!(error_code(resp).await, code, "{body}");
     }
-    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 0);
+    assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
 async fn wrong_content_type_is_400() {
     let app = TestApp::spawn_web_only().await;
-    let resp = app
-        .http
-        .post(format!("{}/vapi/webhook", app.base))
-        .header("content-type", "text/plain")
-        .header("x-vapi-secret", SHARED_SECRET)
-        .body(end_of_call_report("c", PHONE_1).to_string())
-        .send()
-        .await
-        .expect("send");
+    let url = format!("{}/vapi/webhook", app.base);
+    let resp = post_as(url, "text/plain", end_of_call_report("c", PHONE_1)).await;
     assert_eq!(resp.status(), 400);
     assert_eq!(error_code(resp).await, "unsupported_content_type");
 }
@@ -287,13 +296,7 @@ async fn wrong_content_type_is_400() {
 #[tokio::test]
 async fn body_one_byte_over_the_limit_is_413_and_at_the_limit_is_accepted() {
     let limit = 4096;
-    let db = TestDb::seeded().await;
-    let roles = agent_meter::app::Roles {
-        web: true,
-        worker: false,
-        clock: false,
-    };
-    let app = TestApp::spawn_on(db, roles, &[("WEBHOOK_MAX_BODY_BYTES", "4096")]).await;
+    let app = TestApp::spawn_web_only_with(&[("WEBHOOK_MAX_BODY_BYTES", "4096")]).await;
     let padded = |len: usize| {
         let mut body = end_of_call_report("c-big", PHONE_1);
         let base = body.to_string().len() + r#","pad":"""#.len();
@@ -312,16 +315,9 @@ async fn body_one_byte_over_the_limit_is_413_and_at_the_limit_is_accepted() {
 #[tokio::test]
 async fn seed_path_serves_the_same_webhook() {
     let app = TestApp::spawn_web_only().await;
-    let resp = app
-        .http
-        .post(format!("{}/functions/v1/vapi-handler", app.base))
-        .header("content-type", "application/json")
-        .header("x-vapi-secret", SHARED_SECRET)
-        .body(end_of_call_report("c-seedpath", PHONE_1).to_string())
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 200);
+    let url = format!("{}/functions/v1/vapi-handler", app.base);
+    let report = end_of_call_report("c-seedpath", PHONE_1);
+    assert_eq!(post_as(url, "application/json", report).await.status(), 200);
     assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 1);
 }
 
@@ -333,61 +329,30 @@ async fn unreachable_database_is_503_never_200() {
         .connect_lazy("postgres://postgres@127.0.0.1:9/nowhere")
         .expect("lazy pool");
     let (base, _stop) = serve_web_on(pool).await;
-    let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("{base}/vapi/webhook"))
-        .header("x-vapi-secret", SHARED_SECRET)
-        .header("content-type", "application/json")
-        .body(end_of_call_report("c", PHONE_1).to_string())
-        .send()
-        .await
-        .expect("send");
+    let report = end_of_call_report("c", PHONE_1);
+    let resp = post_as(format!("{base}/vapi/webhook"), "application/json", report).await;
     assert_eq!(resp.status(), 503);
     assert_eq!(error_code(resp).await, "database_unavailable");
-    let ready = client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("send");
+    let ready = get_url(format!("{base}/readyz")).await;
     assert_eq!(ready.status(), 503);
-    let health = client
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(health.status(), 200);
+    assert_eq!(get_url(format!("{base}/healthz")).await.status(), 200);
 }
 
 #[tokio::test]
 async fn readyz_needs_migrations() {
     let db = TestDb::empty().await;
     let (base, _stop) = serve_web_on(db.pool.clone()).await;
-    let client = reqwest::Client::new();
-    let before = client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("send");
+    let before = get_url(format!("{base}/readyz")).await;
     assert_eq!(before.status(), 503);
     assert_eq!(error_code(before).await, "not_migrated");
     agent_meter::app::migrate(&db.pool).await.expect("migrate");
-    let after = client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(after.status(), 200);
+    assert_eq!(get_url(format!("{base}/readyz")).await.status(), 200);
 }
 
 #[tokio::test]
 async fn unknown_routes_get_a_json_404() {
     let app = TestApp::spawn_web_only().await;
-    let resp = app
-        .http
-        .get(format!("{}/nope", app.base))
-        .send()
-        .await
-        .expect("send");
+    let resp = app.get("/nope").await;
     assert_eq!(resp.status(), 404);
     assert_eq!(error_code(resp).await, "not_found");
 }
@@ -430,17 +395,10 @@ async fn metrics_count_webhooks_jobs_usage_and_queue_depth() {
 /// answers while the jobs table is locked against every reader.
 #[tokio::test]
 async fn metrics_are_closed_by_a_token_and_a_scrape_costs_at_most_one_read() {
-    let app = TestApp::spawn_with(
-        agent_meter::app::Roles {
-            web: true,
-            worker: false,
-            clock: false,
-        },
-        &[
-            ("METRICS_TOKEN", "scrape-token-0123456789"),
-            ("METRICS_CACHE_SECS", "3600"),
-        ],
-    )
+    let app = TestApp::spawn_web_only_with(&[
+        ("METRICS_TOKEN", "scrape-token-0123456789"),
+        ("METRICS_CACHE_SECS", "3600"),
+    ])
     .await;
     let scrape = |token: Option<&'static str>| {
         let mut req = app
@@ -486,26 +444,21 @@ async fn metrics_are_closed_by_a_token_and_a_scrape_costs_at_most_one_read() {
 #[tokio::test]
 async fn a_campaign_contact_is_skipped_only_for_an_agency_not_in_service() {
     let app = TestApp::spawn_web_only().await;
-    sqlx::query("UPDATE agents SET status = 'paused' WHERE vapi_phone_number_id = $1")
-        .bind(PHONES[4])
-        .execute(&app.db.pool)
-        .await
-        .expect("pause");
+    let pause =
+        "UPDATE agents SET status = 'paused' WHERE vapi_phone_number_id = 'ph_placeholder_client5'";
+    app.db.execute(pause).await;
     for (n, (phone, eligible)) in [(PHONE_1, true), (PHONES[4], false), ("ph_nobody", true)]
         .into_iter()
         .enumerate()
     {
-        let answer: Value = app
-            .post(&json!({"message": {
+        let answer = app
+            .answer(&json!({"message": {
                 "type": "campaign.predial",
                 "campaignId": "camp-1",
                 "contact": {"number": format!("+1602555012{n}")},
                 "phoneNumber": {"id": phone, "provider": "vapi"},
             }}))
-            .await
-            .json()
-            .await
-            .expect("json");
+            .await;
         assert_eq!(answer, json!({"eligible": eligible}), "{phone}");
     }
     assert_eq!(
