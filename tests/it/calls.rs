@@ -452,13 +452,14 @@ async fn meter_call_asks_vapi_for_timing_a_report_lacks() {
     let report = json!({"message": {"type": "end-of-call-report", "endedReason": "hangup",
                         "call": {"id": "call-nt", "phoneNumberId": PHONE_1}}});
     assert_eq!(app.post(&report).await.status(), 200);
-    let row: (Decimal, Option<Decimal>) = eventually(15, "the usage row", || async {
-        sqlx::query_as("SELECT quantity, provider_cost_usd FROM agent_usage_metrics")
-            .fetch_optional(&app.db.pool)
-            .await
-            .expect("query")
-    })
-    .await;
+    let row: (Decimal, Option<Decimal>) = app
+        .db
+        .row_within(
+            15,
+            "the usage row",
+            "SELECT quantity, provider_cost_usd FROM agent_usage_metrics",
+        )
+        .await;
     assert_eq!(row, (Decimal::from(3), Some(Decimal::new(5123, 4))));
 }
 

@@ -128,10 +128,30 @@ impl TestDb {
     where
         T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
     {
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.pool)
-            .await
-            .expect(sql)
+        self.column(sql).await.into_iter().next().expect(sql)
+    }
+
+    /// Waits (up to `secs`) until `sql` selects a value; the first it selects. Panics naming
+    /// `what` if it never does.
+    pub async fn scalar_within<T>(&self, secs: u64, what: &str, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        eventually(secs, what, || async {
+            self.column(sql).await.into_iter().next()
+        })
+        .await
+    }
+
+    /// [`TestDb::scalar_within`] for a whole row.
+    pub async fn row_within<T>(&self, secs: u64, what: &str, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        eventually(secs, what, || async {
+            self.rows(sql).await.into_iter().next()
+        })
+        .await
     }
 
     /// The one value `sql` selects with `arg` as its `$1`.
@@ -152,7 +172,7 @@ impl TestDb {
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
-        sqlx::query_as(sql).fetch_one(&self.pool).await.expect(sql)
+        self.rows(sql).await.into_iter().next().expect(sql)
     }
 
     /// Every row `sql` selects.
@@ -177,6 +197,18 @@ impl TestDb {
             .fetch_all(&self.pool)
             .await
             .expect(sql)
+    }
+
+    /// Runs `sql` with `arg` as its `$1`; it must succeed.
+    pub async fn execute_with<A>(&self, sql: &'static str, arg: A)
+    where
+        A: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
+        sqlx::query(sql)
+            .bind(arg)
+            .execute(&self.pool)
+            .await
+            .expect(sql);
     }
 
     /// The text column `sql` selects, row by row.
@@ -640,13 +672,14 @@ pub async fn spawn_with_failed_scan_and(
                       "arguments": {"image_base64": "iVBORw0KGgo=", "mime_type": "image/png"}});
     app.post(&tool_calls("call-failing", PHONE_1, json!([call])))
         .await;
-    let id: String = eventually(15, "the scan to fail", || async {
-        sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
-            .fetch_optional(&app.db.pool)
-            .await
-            .expect("query")
-    })
-    .await;
+    let id: String = app
+        .db
+        .scalar_within(
+            15,
+            "the scan to fail",
+            "SELECT id FROM apalis.jobs WHERE status = 'Killed'",
+        )
+        .await;
     (app, id)
 }
 
@@ -759,17 +792,30 @@ pub async fn status_of(req: reqwest::RequestBuilder) -> u16 {
 /// Logs in to the ops page with `token`; the whole `Set-Cookie` of the session (its `name=value`
 /// is the part before the first `;`).
 pub async fn ops_login(app: &TestApp, token: &str) -> String {
-    let r = client()
-        .post(format!("{}/ops/login", app.base))
+    post_token(app, "/ops/login", token)
+        .await
+        .expect("ops login: 303")
+}
+
+/// POSTs the form `token=…` to `path`: the whole `Set-Cookie` of its 303, or the status of
+/// another answer.
+pub async fn post_token(app: &TestApp, path: &str, token: &str) -> Result<String, u16> {
+    let resp = client()
+        .post(format!("{}{path}", app.base))
         .form(&[("token", token)])
         .send()
         .await
         .expect("send");
-    assert_eq!(r.status(), 303, "ops login");
-    r.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .to_string()
+    if resp.status() != 303 {
+        return Err(resp.status().as_u16());
+    }
+    let cookie = resp.headers()["set-cookie"].to_str().expect("cookie");
+    Ok(cookie.to_string())
+}
+
+/// A session cookie's `name=value` (what a browser sends back).
+pub fn cookie_pair(cookie: &str) -> String {
+    cookie.split(';').next().expect("pair").to_string()
 }
 
 /// Tests that read "this month" (the portal's and the money view's default) would straddle the
@@ -789,20 +835,8 @@ pub async fn clear_of_month_turn(tz: chrono_tz::Tz) {
 
 /// Uses a portal sign-in link's `token` up; the session cookie's `name=value`.
 pub async fn portal_sign_in(app: &TestApp, token: String) -> String {
-    let resp = client()
-        .post(format!("{}/portal/sign-in", app.base))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .expect("sign in");
-    assert_eq!(resp.status(), 303);
-    resp.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_string()
+    let cookie = post_token(app, "/portal/sign-in", &token).await;
+    cookie_pair(&cookie.expect("sign in: 303"))
 }
 
 /// `GET /v1/leads/{lead}` with an API `token`: the lead's detail.

@@ -35,11 +35,6 @@ pub async fn ops_page_at(base: &str, cookie: Option<&str>, query: &str) -> (u16,
     (r.status().as_u16(), r.text().await.expect("text"))
 }
 
-/// A session cookie's `name=value` (what a browser sends back).
-fn pair(cookie: &str) -> String {
-    cookie.split(';').next().expect("pair").to_string()
-}
-
 async fn job_status(app: &TestApp, id: &str) -> String {
     app.db
         .scalar_with("SELECT status FROM apalis.jobs WHERE id = $1", id)
@@ -71,7 +66,7 @@ async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
         !cookie.contains(OPS),
         "the token never goes into a cookie: {cookie}"
     );
-    let pair = pair(&cookie);
+    let pair = cookie_pair(&cookie);
     let session_id = pair.trim_start_matches("ops_session=").to_string();
     // Only the session id's hash is stored.
     let (rows, raw): (i64, i64) = sqlx::query_as(
@@ -158,7 +153,7 @@ async fn named_operators_are_audited_as_themselves_and_https_sessions_are_secure
 
     let cookie = ops_login(&app, "tok-ben-0123456789").await;
     assert_has(&cookie, "; Secure");
-    let pair = pair(&cookie);
+    let pair = cookie_pair(&cookie);
     let ours = client
         .get(format!("{}/ops/jobs?status=failed", app.base))
         .header("cookie", &pair);
@@ -231,8 +226,8 @@ async fn in_a_real_browser_an_oncall_person_logs_in_retries_a_failed_job_and_see
 async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
     let (anna, ben) = ("tok-anna-0123456789", "tok-ben-0123456789");
     let app = web_app_with_operators(&format!("anna:{anna},ben:{ben}")).await;
-    let anna_session = pair(&ops_login(&app, anna).await);
-    let ben_session = pair(&ops_login(&app, ben).await);
+    let anna_session = cookie_pair(&ops_login(&app, anna).await);
+    let ben_session = cookie_pair(&ops_login(&app, ben).await);
     let client = client();
     let status = |base: String, session: String| {
         let client = client.clone();

@@ -86,26 +86,14 @@ fn invite(app: &TestApp, email: &str) -> String {
 /// Uses a link's token up; the session cookie's `name=value`, or the refusal's status.
 async fn sign_in(app: &TestApp, link: &str) -> Result<String, u16> {
     let token = link.split("token=").nth(1).expect("token").to_string();
-    let resp = client()
-        .post(format!("{}/portal/sign-in", app.base))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .expect("send");
-    if resp.status() != 303 {
-        return Err(resp.status().as_u16());
-    }
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .to_string();
+    let cookie = post_token(app, "/portal/sign-in", &token).await?;
     assert!(
         cookie.starts_with("portal_session=")
             && cookie.contains("HttpOnly")
             && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
-    Ok(cookie.split(';').next().expect("pair").to_string())
+    Ok(cookie_pair(&cookie))
 }
 
 async fn get(app: &TestApp, path: &str, cookie: Option<&str>, lang: &str) -> (u16, String) {
@@ -399,12 +387,12 @@ async fn the_ops_page_shows_each_agencys_margin_for_the_month() {
     populate(&app.db, a, 1).await;
     populate(&app.db, b, 2).await;
     // Two agencies with one name stay apart (money rows and the 30-day chart's bars).
-    sqlx::query("UPDATE agents SET agency_name = 'Twin Insurance' WHERE id IN ($1, $2)")
-        .bind(a)
-        .bind(b)
-        .execute(&app.db.pool)
-        .await
-        .expect("rename");
+    app.db
+        .execute(
+            "UPDATE agents SET agency_name = 'Twin Insurance'
+              WHERE vapi_phone_number_id IN ('ph_placeholder_client1', 'ph_placeholder_client2')",
+        )
+        .await;
     let (_, page) = ops_page(&app, &cookie, "").await;
     assert_eq!(page.matches("<rect class=\"bar\" ").count(), 5, "{page}");
     // Billed $2.08 (2.00 + 0.08), provider cost $0.91, margin $1.17, per agency.

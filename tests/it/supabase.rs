@@ -34,26 +34,16 @@ async fn world() -> World {
         .respond_with(ResponseTemplate::new(200).set_body_json(set))
         .mount(&jwks)
         .await;
-    let app = TestApp::spawn_with(
-        agent_meter::app::Roles {
-            web: true,
-            worker: false,
-            clock: false,
-        },
-        &[
-            ("SUPABASE_URL", &jwks.uri()),
-            ("SUPABASE_JWT_SECRET", HS_SECRET),
-        ],
-    )
+    let app = TestApp::spawn_web_only_with(&[
+        ("SUPABASE_URL", &jwks.uri()),
+        ("SUPABASE_JWT_SECRET", HS_SECRET),
+    ])
     .await;
     let agent = app.db.agent_id(PHONE_1).await;
     let user = uuid::Uuid::new_v4();
-    sqlx::query("UPDATE agents SET user_id = $2 WHERE id = $1")
-        .bind(agent)
-        .bind(user)
-        .execute(&app.db.pool)
-        .await
-        .expect("user");
+    let set_user =
+        "UPDATE agents SET user_id = $1 WHERE vapi_phone_number_id = 'ph_placeholder_client1'";
+    app.db.execute_with(set_user, user).await;
     World {
         app,
         jwks,

@@ -26,16 +26,15 @@ async fn end_of_call_report_meters_minutes_at_the_price_in_force() {
         Decimal,
         Option<Decimal>,
         String,
-    ) = eventually(10, "the usage row", || async {
-        sqlx::query_as(
+    ) = app
+        .db
+        .row_within(
+            10,
+            "the usage row",
             "SELECT agent_id, metric_type, quantity, unit_price_usd, cost_usd, provider_cost_usd,
                         idempotency_key FROM agent_usage_metrics",
         )
-        .fetch_optional(&app.db.pool)
-        .await
-        .expect("query")
-    })
-    .await;
+        .await;
     assert_eq!(row.0, agent);
     assert_eq!(row.1, "vapi_call_minutes");
     assert_eq!(row.2, Decimal::new(25, 1), "150 s is 2.5 minutes");
@@ -55,13 +54,14 @@ async fn minutes_keep_six_decimals_and_duration_seconds_is_the_fallback() {
     message.remove("endedAt");
     message.insert("durationSeconds".into(), json!(61));
     app.post(&report).await;
-    let quantity: Decimal = eventually(10, "the usage row", || async {
-        sqlx::query_scalar("SELECT quantity FROM agent_usage_metrics")
-            .fetch_optional(&app.db.pool)
-            .await
-            .expect("query")
-    })
-    .await;
+    let quantity: Decimal = app
+        .db
+        .scalar_within(
+            10,
+            "the usage row",
+            "SELECT quantity FROM agent_usage_metrics",
+        )
+        .await;
     assert_eq!(quantity, Decimal::new(1_016_667, 6));
 }
 
@@ -135,15 +135,13 @@ async fn a_missing_price_kills_the_job_with_its_reason_and_bills_nothing() {
         .execute("DELETE FROM pricing_config WHERE metric_type = 'vapi_call_minutes'")
         .await;
     app.post(&end_of_call_report("call-noprice", PHONE_1)).await;
-    let (status, attempts, result): (String, i32, serde_json::Value) =
-        eventually(10, "the job to be killed", || async {
-            sqlx::query_as(
-                "SELECT status, attempts, last_result FROM apalis.jobs WHERE status = 'Killed'",
-            )
-            .fetch_optional(&app.db.pool)
-            .await
-            .expect("query")
-        })
+    let (status, attempts, result): (String, i32, serde_json::Value) = app
+        .db
+        .row_within(
+            10,
+            "the job to be killed",
+            "SELECT status, attempts, last_result FROM apalis.jobs WHERE status = 'Killed'",
+        )
         .await;
     assert_eq!((status.as_str(), attempts), ("Killed", 1));
     assert!(
@@ -225,17 +223,15 @@ async fn a_transient_failure_is_retried_after_a_real_persisted_backoff() {
     // After the first failure the job waits with run_at in the future (5-6 s), visible to ops.
     // Measured from the failure's own record (written just before the retry is deferred), not from
     // the moment this poll sees it, so a slow machine does not shrink it.
-    let delay: f64 = eventually(10, "the first failure", || async {
-        sqlx::query_scalar(
+    let delay: f64 = db
+        .scalar_within(
+            10,
+            "the first failure",
             "SELECT EXTRACT(EPOCH FROM j.run_at - f.at)::float8
                FROM apalis.jobs j JOIN job_failures f ON f.job_id = j.id
               WHERE j.status = 'Failed' AND j.attempts = 1",
         )
-        .fetch_optional(&db.pool)
-        .await
-        .expect("query")
-    })
-    .await;
+        .await;
     assert!(
         // 5-6 s of backoff plus the moments between recording the failure and deferring it.
         delay > 3.0 && delay <= 8.0,
@@ -363,17 +359,14 @@ async fn a_job_that_outlives_its_timeout_is_retried_later_not_at_once() {
     )
     .await
     .expect("enqueue");
-    let (result, ahead): (serde_json::Value, f64) =
-        eventually(10, "the timeout to be recorded", || async {
-            sqlx::query_as(
-                "SELECT j.last_result, EXTRACT(EPOCH FROM j.run_at - f.at)::float8
+    let (result, ahead): (serde_json::Value, f64) = db
+        .row_within(
+            10,
+            "the timeout to be recorded",
+            "SELECT j.last_result, EXTRACT(EPOCH FROM j.run_at - f.at)::float8
                    FROM apalis.jobs j JOIN job_failures f ON f.job_id = j.id
                   WHERE j.status = 'Failed'",
-            )
-            .fetch_optional(&db.pool)
-            .await
-            .expect("query")
-        })
+        )
         .await;
     assert!(result.to_string().contains("timed out"), "{result}");
     assert!(ahead > 3.0, "retry scheduled {ahead} s ahead");

@@ -7,10 +7,6 @@ use std::sync::Arc;
 
 use agent_meter::{app::clock, jobs::Deps, store::db};
 use chrono::{Duration as Days, TimeZone, Utc};
-use wiremock::{
-    Mock, ResponseTemplate,
-    matchers::{method, path},
-};
 
 use crate::helpers::*;
 
@@ -24,11 +20,7 @@ async fn two_clocks_racing_twenty_times_give_one_sync_and_one_invoice_each_time(
     db.execute("UPDATE agents SET billing_starts_on = '2025-01-01'")
         .await;
     let mocks = Mocks::start().await;
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([])))
-        .mount(&mocks.vapi)
-        .await;
+    vapi_lists(&mocks, serde_json::json!([])).await;
     let vars = mocks.config();
     let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let config = Arc::new(test_config(&borrowed));

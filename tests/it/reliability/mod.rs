@@ -58,13 +58,14 @@ async fn jobs_of_a_dead_worker_are_rescued_after_the_orphan_window() {
     let w = tokio::spawn(agent_meter::jobs::supervise::supervise::<
         agent_meter::jobs::meter_call::MeterCall,
     >(deps, shutdown));
-    let lock_by: Option<String> = eventually(20, "the orphan to be run to Done", || async {
-        sqlx::query_scalar("SELECT lock_by FROM apalis.jobs WHERE status = 'Done'")
-            .fetch_optional(&app.db.pool)
-            .await
-            .expect("job")
-    })
-    .await;
+    let lock_by: Option<String> = app
+        .db
+        .scalar_within(
+            20,
+            "the orphan to be run to Done",
+            "SELECT lock_by FROM apalis.jobs WHERE status = 'Done'",
+        )
+        .await;
     // Run by the live worker, which let go of the finished job (migration 0007).
     assert_eq!(lock_by, None);
     // Not before the dead worker's heartbeat had been silent for the whole window.
