@@ -292,10 +292,7 @@ async fn gemini_503_503_200_makes_three_requests_and_one_usage_row() {
 
 #[tokio::test]
 async fn gemini_400_fails_the_job_at_once_with_its_reason_and_meters_nothing() {
-    let mocks = Mocks::start().await;
-    gemini_error(400, "Image is not valid", "INVALID_ARGUMENT")
-        .mount(&mocks.gemini)
-        .await;
+    let mocks = Mocks::gemini_refusing("Image is not valid").await;
     let app = impatient_app(&mocks).await;
     ask(&app, "call-b", solar_call("tc-bad")).await;
     let (attempts, result) = wait_for_job_status(&app, "Killed").await;

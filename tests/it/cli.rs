@@ -108,16 +108,7 @@ async fn seed_refuses_production_and_migrate_then_seed_work() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("production"));
 
     for sub in ["migrate", "seed", "seed"] {
-        let out = agent_meter()
-            .arg(sub)
-            .env("DATABASE_URL", &db.url)
-            .output()
-            .expect("run");
-        assert!(
-            out.status.success(),
-            "{sub}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(&db.url, sub);
     }
     assert_eq!(db.count("SELECT count(*) FROM agents").await, 5);
 }

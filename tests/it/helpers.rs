@@ -211,6 +211,15 @@ impl TestDb {
             .expect(sql);
     }
 
+    /// What each of the counting statements `sqls` counts.
+    pub async fn counts(&self, sqls: &[&'static str]) -> Vec<i64> {
+        let mut counts = Vec::with_capacity(sqls.len());
+        for sql in sqls {
+            counts.push(self.count(sql).await);
+        }
+        counts
+    }
+
     /// The text column `sql` selects, row by row.
     pub async fn strings(&self, sql: &'static str) -> Vec<String> {
         self.column(sql).await
@@ -495,6 +504,15 @@ pub const GEMINI_PATH: &str = "/v1beta/models/gemini-test:generateContent";
 pub const ARCGIS_QUERY_PATH: &str = "/layer/0/query";
 
 impl Mocks {
+    /// Stand-ins whose Gemini refuses every scan as a bad request (HTTP 400), saying `message`.
+    pub async fn gemini_refusing(message: &str) -> Mocks {
+        let mocks = Mocks::start().await;
+        gemini_error(400, message, "INVALID_ARGUMENT")
+            .mount(&mocks.gemini)
+            .await;
+        mocks
+    }
+
     pub async fn start() -> Mocks {
         Mocks {
             gemini: wiremock::MockServer::start().await,
@@ -787,6 +805,14 @@ pub fn client() -> reqwest::Client {
 /// Sends `req`: the answer's status.
 pub async fn status_of(req: reqwest::RequestBuilder) -> u16 {
     req.send().await.expect("send").status().as_u16()
+}
+
+/// The one value `sql` selects on `conn`.
+pub async fn scalar_on<T>(conn: &mut PgConnection, sql: &'static str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    sqlx::query_scalar(sql).fetch_one(conn).await.expect(sql)
 }
 
 /// Logs in to the ops page with `token`; the whole `Set-Cookie` of the session (its `name=value`

@@ -34,6 +34,15 @@ use crate::helpers::*;
 const FIRST: &str = "2026-10";
 const MONTHS: u8 = 6;
 
+/// `Ok` when nothing was `found`, else a failure saying `what` was, and listing it.
+fn none_of<T: std::fmt::Debug>(found: Vec<T>, what: &str) -> Result<(), TestCaseError> {
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(TestCaseError::fail(format!("{what}: {found:?}")))
+    }
+}
+
 fn month_at(i: u8) -> Month {
     (0..i).fold(Month::parse(FIRST).expect("month"), |m, _| m.next())
 }
@@ -776,11 +785,7 @@ impl World {
             .fetch_all(pool)
             .await
             .expect("lines vs held rows");
-        if !mismatched.is_empty() {
-            return fail(format!(
-                "invoice lines differ from the rows they hold: {mismatched:?}"
-            ));
-        }
+        none_of(mismatched, "invoice lines differ from the rows they hold")?;
         // Totals are the sum of lines each rounded once; finalized invoices never change; the
         // setup fee is billed at most once, on the agent's first month.
         let invoices: Vec<(Uuid, Uuid, chrono::NaiveDate, String, Decimal)> = sqlx::query_as(
@@ -898,12 +903,7 @@ impl World {
         .fetch_all(pool)
         .await
         .expect("invoices of unbilled months");
-        if !unbilled.is_empty() {
-            return fail(format!(
-                "invoices for months their agent does not pay for: {unbilled:?}"
-            ));
-        }
-        Ok(())
+        none_of(unbilled, "invoices for months their agent does not pay for")
     }
 
     /// The end of a sequence: the calendar runs to the last month, every month is finalized in
@@ -945,12 +945,11 @@ impl World {
         .fetch_all(pool)
         .await
         .expect("held once");
-        if !not_once.is_empty() {
-            return Err(TestCaseError::fail(format!(
-                "usage row(s) (agent, occurred, created, invoices holding it, stranded) not on \
-                 exactly one invoice after settling (none if stranded): {not_once:?}"
-            )));
-        }
+        none_of(
+            not_once,
+            "usage row(s) (agent, occurred, created, invoices holding it, stranded) not on \
+             exactly one invoice after settling (none if stranded)",
+        )?;
         for (i, (agent, _)) in self.agents.iter().enumerate() {
             let first = Month::containing(day_start(self.lives[i].starts, UTC), UTC).first_day;
             let fees: Vec<NaiveDate> = sqlx::query_scalar(
@@ -984,12 +983,7 @@ impl World {
         .fetch_all(pool)
         .await
         .expect("ledger vs invoices");
-        if !differ.is_empty() {
-            return Err(TestCaseError::fail(format!(
-                "invoices and ledger disagree: {differ:?}"
-            )));
-        }
-        Ok(())
+        none_of(differ, "invoices and ledger disagree")
     }
 }
 

@@ -260,12 +260,8 @@ async fn the_ops_api_lists_retries_and_cancels_behind_its_token() {
         .0,
         409
     );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM ops_audit WHERE actor = 'api:ops'")
-            .await,
-        3
-    );
+    let audited = "SELECT count(*) FROM ops_audit WHERE actor = 'api:ops'";
+    assert_eq!(app.db.count(audited).await, 3);
 }
 
 #[tokio::test]

@@ -367,10 +367,7 @@ async fn on_supabase_a_signed_in_user_sees_only_their_agencys_rows() {
     .await
     .expect("rows");
     assert_eq!(owners, vec![agents[2], agents[2]]);
-    let visible_agents: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
-        .fetch_one(&mut *tx)
-        .await
-        .expect("agents");
+    let visible_agents: i64 = scalar_on(&mut tx, "SELECT count(*) FROM agents").await;
     assert_eq!(visible_agents, 1);
 }
 

@@ -109,12 +109,9 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_each_tran
             ),
         ]
     );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM webhook_events WHERE message_type = 'transfer-destination-request'")
-            .await,
-        3
-    );
+    let stored =
+        "SELECT count(*) FROM webhook_events WHERE message_type = 'transfer-destination-request'";
+    assert_eq!(app.db.count(stored).await, 3);
 }
 
 #[tokio::test]

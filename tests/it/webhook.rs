@@ -26,6 +26,11 @@ async fn post_as(url: String, content_type: &str, body: Value) -> reqwest::Respo
         .expect("send")
 }
 
+const CALLS: &str = "SELECT count(*) FROM calls";
+const EVENTS: &str = "SELECT count(*) FROM webhook_events";
+const JOBS: &str = "SELECT count(*) FROM apalis.jobs";
+const LEADS: &str = "SELECT count(*) FROM leads";
+
 /// The bytes of an `end-of-call-report` for `call_id` on the first agent's number.
 fn report_bytes(call_id: &str) -> Vec<u8> {
     end_of_call_report(call_id, PHONE_1)
@@ -35,7 +40,7 @@ fn report_bytes(call_id: &str) -> Vec<u8> {
 
 /// Asserts that no webhook event was stored.
 async fn assert_nothing_stored(app: &TestApp) {
-    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 0);
+    assert_eq!(app.db.count(EVENTS).await, 0);
 }
 
 async fn error_code(resp: reqwest::Response) -> String {
@@ -100,9 +105,7 @@ async fn hundred_sequential_deliveries_give_one_call_one_event_one_job() {
         let resp = app.post(&report).await;
         assert_eq!(resp.status(), 200, "delivery {i}");
     }
-    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 1);
-    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 1);
-    assert_eq!(app.db.count("SELECT count(*) FROM apalis.jobs").await, 1);
+    assert_eq!(app.db.counts(&[CALLS, EVENTS, JOBS]).await, [1, 1, 1]);
 }
 
 #[tokio::test]
@@ -117,9 +120,7 @@ async fn hundred_concurrent_deliveries_meter_once() {
         .collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     drain(&app.db.pool, 20).await;
-    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 1);
-    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 1);
-    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
+    assert_eq!(app.db.counts(&[CALLS, EVENTS, USAGE_ROWS]).await, [1, 1, 1]);
 }
 
 #[tokio::test]
@@ -153,7 +154,7 @@ async fn valid_hmac_signature_is_accepted() {
     let now = chrono::Utc::now().timestamp();
     let resp = app.post_raw(body.clone(), &hmac_headers(&body, now)).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 1);
+    assert_eq!(app.db.count(CALLS).await, 1);
 }
 
 #[tokio::test]
@@ -205,11 +206,11 @@ async fn unknown_phone_number_is_stored_unroutable_without_call_or_usage() {
     // A redelivery of the unroutable message is still a duplicate.
     app.post(&end_of_call_report("c-unknown", "ph_nobody"))
         .await;
-    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 1);
-    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 0);
-    assert_eq!(app.db.count("SELECT count(*) FROM leads").await, 0);
-    assert_eq!(app.db.count("SELECT count(*) FROM apalis.jobs").await, 0);
-    assert_eq!(app.db.count(USAGE_ROWS).await, 0);
+    let stored = app
+        .db
+        .counts(&[EVENTS, CALLS, LEADS, JOBS, USAGE_ROWS])
+        .await;
+    assert_eq!(stored, [1, 0, 0, 0, 0]);
 }
 
 #[tokio::test]
@@ -244,8 +245,7 @@ async fn other_message_types_are_stored_and_answered_ok() {
     assert_eq!(app.post(&msg).await.status(), 200);
     let never_seen = json!({"message": {"type": "brand-new-type-2027"}});
     assert_eq!(app.post(&never_seen).await.status(), 200);
-    assert_eq!(app.db.count("SELECT count(*) FROM webhook_events").await, 2);
-    assert_eq!(app.db.count("SELECT count(*) FROM apalis.jobs").await, 0);
+    assert_eq!(app.db.counts(&[EVENTS, JOBS]).await, [2, 0]);
 }
 
 #[tokio::test]
@@ -318,7 +318,7 @@ async fn seed_path_serves_the_same_webhook() {
     let url = format!("{}/functions/v1/vapi-handler", app.base);
     let report = end_of_call_report("c-seedpath", PHONE_1);
     assert_eq!(post_as(url, "application/json", report).await.status(), 200);
-    assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 1);
+    assert_eq!(app.db.count(CALLS).await, 1);
 }
 
 #[tokio::test]

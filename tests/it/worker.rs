@@ -293,12 +293,11 @@ async fn a_known_worker_name_is_refused_and_registering_holds_no_lock() {
         "{again:?}"
     );
     // apalis's own statement would have left a session advisory lock on this pooled connection.
-    let held: i64 = sqlx::query_scalar(
+    let held: i64 = scalar_on(
+        &mut conn,
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
     )
-    .fetch_one(&mut *conn)
-    .await
-    .expect("locks");
+    .await;
     assert_eq!(held, 0);
 }
 

@@ -84,10 +84,7 @@ async fn an_outage_opens_the_circuit_and_recovery_completes_every_job() {
 
 #[tokio::test]
 async fn permanent_provider_errors_are_not_retried() {
-    let mocks = Mocks::start().await;
-    gemini_error(400, "Unsupported image", "INVALID_ARGUMENT")
-        .mount(&mocks.gemini)
-        .await;
+    let mocks = Mocks::gemini_refusing("Unsupported image").await;
     let app = TestApp::spawn_with_mocks(&mocks, &[("WORKER_CONCURRENCY", "4")]).await;
     enqueue_scans(&app.db.pool, 0..10).await;
     let killed =
