@@ -609,7 +609,7 @@ async fn the_daily_sync_fans_out_one_job_per_slice_of_the_day_once() {
 #[tokio::test]
 async fn usage_is_reported_per_agent_even_when_two_agencies_share_a_name() {
     let db = TestDb::seeded().await;
-    let (a, b) = (db.agent_id(PHONE_1).await, db.agent_id(PHONE_2).await);
+    let (a, b) = db.two_agents().await;
     db.execute(
         "UPDATE agents SET agency_name = 'Desert Insurance'
           WHERE vapi_phone_number_id IN ('ph_placeholder_client1', 'ph_placeholder_client2')",

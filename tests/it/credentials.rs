@@ -9,6 +9,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// Counts the usage rows of the call whose report carried NUL characters.
+const NUL_CALL_METERED: &str =
+    "SELECT count(*) FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:nul-1'";
+
 const CREDENTIALS: &str = r#"[
   {"type": "bearer", "token": "vapi-bearer-token"},
   {"type": "bearer", "token": "plain-key", "headerName": "X-Agency-Key", "bearerPrefixEnabled": false},
@@ -262,10 +266,7 @@ async fn oauth2_we_issue_tokens_to_vapi_and_accept_them_until_they_expire() {
 #[tokio::test]
 async fn calls_without_a_phone_number_route_by_assistant_then_by_agent_id() {
     let app = TestApp::spawn().await;
-    let (agent_1, agent_2) = (
-        app.db.agent_id(PHONE_1).await,
-        app.db.agent_id(PHONE_2).await,
-    );
+    let (agent_1, agent_2) = app.db.two_agents().await;
     sqlx::query("UPDATE agents SET vapi_assistant_id = 'asst_saved_2' WHERE id = $1")
         .bind(agent_2)
         .execute(&app.db.pool)
@@ -383,14 +384,7 @@ async fn spec_valid_messages_are_stored_and_answered_2xx() {
         rust_decimal::Decimal::new(25, 1),
         "150 s from the timestamps, not 999"
     );
-    assert_eq!(
-        app.db
-            .count(
-                "SELECT count(*) FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:nul-1'"
-            )
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(NUL_CALL_METERED).await, 1);
 }
 
 /// A 60-minute call's report with its whole artifact is several MB (issue 13, item 5).

@@ -110,6 +110,11 @@ impl TestDb {
             .expect("seeded agent")
     }
 
+    /// The agents on [`PHONE_1`] and [`PHONE_2`].
+    pub async fn two_agents(&self) -> (uuid::Uuid, uuid::Uuid) {
+        (self.agent_id(PHONE_1).await, self.agent_id(PHONE_2).await)
+    }
+
     /// The email of agent `id`.
     pub async fn email_of(&self, id: uuid::Uuid) -> String {
         sqlx::query_scalar("SELECT email FROM agents WHERE id = $1")

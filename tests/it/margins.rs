@@ -86,7 +86,7 @@ fn usage_json(db: &TestDb) -> Vec<(String, String, String)> {
 #[tokio::test]
 async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which() {
     let db = TestDb::seeded().await;
-    let (a, b) = (db.agent_id(PHONE_1).await, db.agent_id(PHONE_2).await);
+    let (a, b) = db.two_agents().await;
     // Agent a's minutes cost 0.05 until November 20th (Phoenix), then 0.07; its scans 0.02.
     for (price, from, to) in [
         ((MINUTES, "0.20", "0.05"), "2026-11-01", Some("2026-11-20")),

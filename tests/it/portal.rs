@@ -112,10 +112,7 @@ async fn get(app: &TestApp, path: &str, cookie: Option<&str>, lang: &str) -> (u1
 async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     clear_of_month_turn(Phoenix).await;
     let app = TestApp::spawn_web_only().await;
-    let (a, b) = (
-        app.db.agent_id(PHONE_1).await,
-        app.db.agent_id(PHONE_2).await,
-    );
+    let (a, b) = app.db.two_agents().await;
     populate(&app.db, a, 1).await;
     populate(&app.db, b, 2).await;
     let month = roll_up_this_month(&app.db).await;
@@ -380,10 +377,7 @@ fn row_of(page: &str, opening: &str) -> String {
 async fn the_ops_page_shows_each_agencys_margin_for_the_month() {
     clear_of_month_turn(Phoenix).await;
     let (app, cookie) = ops_app().await;
-    let (a, b) = (
-        app.db.agent_id(PHONE_1).await,
-        app.db.agent_id(PHONE_2).await,
-    );
+    let (a, b) = app.db.two_agents().await;
     populate(&app.db, a, 1).await;
     populate(&app.db, b, 2).await;
     // Two agencies with one name stay apart (money rows and the 30-day chart's bars).
@@ -440,10 +434,7 @@ fn money_total(page: &str) -> Vec<String> {
 async fn month_over_month_agrees_with_the_per_agency_figures_and_labels_drafts() {
     clear_of_month_turn(Phoenix).await;
     let (app, cookie) = ops_app().await;
-    let (a, b) = (
-        app.db.agent_id(PHONE_1).await,
-        app.db.agent_id(PHONE_2).await,
-    );
+    let (a, b) = app.db.two_agents().await;
     app.db
         .execute("UPDATE agents SET billing_starts_on = '2026-09-01'")
         .await;

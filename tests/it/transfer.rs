@@ -11,6 +11,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// Counts the stored transfer requests.
+const TRANSFER_REQUESTS: &str =
+    "SELECT count(*) FROM webhook_events WHERE message_type = 'transfer-destination-request'";
+
 const IN_HOURS_NUMBER: &str = "+19285550100";
 const CLOSED_NUMBER: &str = "+19285550101";
 
@@ -109,9 +113,7 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_each_tran
             ),
         ]
     );
-    let stored =
-        "SELECT count(*) FROM webhook_events WHERE message_type = 'transfer-destination-request'";
-    assert_eq!(app.db.count(stored).await, 3);
+    assert_eq!(app.db.count(TRANSFER_REQUESTS).await, 3);
 }
 
 #[tokio::test]

@@ -41,10 +41,7 @@ fn effect(agent_id: Uuid, lead_id: Uuid, key: &str) -> ToolEffect {
 async fn a_batch_writes_each_effect_once_and_a_bad_effect_fails_alone() {
     let db = TestDb::seeded().await;
     let config = Arc::new(test_config(&[]));
-    let (a, b) = (
-        db.agent_id("ph_placeholder_client1").await,
-        db.agent_id("ph_placeholder_client2").await,
-    );
+    let (a, b) = db.two_agents().await;
     let mut conn = db.pool.acquire().await.expect("conn");
     let (lead_a, _) = leads::upsert_by_phone(&mut conn, a, "+16025550101")
         .await
@@ -176,10 +173,7 @@ async fn a_paid_answer_is_kept_and_never_paid_twice_when_its_effect_keeps_failin
         .mount(&mocks.gemini)
         .await;
     let db = TestDb::seeded().await;
-    let (a, b) = (
-        db.agent_id("ph_placeholder_client1").await,
-        db.agent_id("ph_placeholder_client2").await,
-    );
+    let (a, b) = db.two_agents().await;
     let mut conn = db.pool.acquire().await.expect("conn");
     let (lead_of_b, _) = leads::upsert_by_phone(&mut conn, b, "+16025550102")
         .await
