@@ -18,6 +18,34 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
     "invoice_lines",
 ];
 
+/// Runs `sql` on `conn` inside a savepoint, then rolls back to it: what `sql` did.
+async fn attempt(
+    conn: &mut sqlx::PgConnection,
+    sql: String,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+    sqlx::query("SAVEPOINT op")
+        .execute(&mut *conn)
+        .await
+        .expect("savepoint");
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await;
+    sqlx::query("ROLLBACK TO SAVEPOINT op")
+        .execute(&mut *conn)
+        .await
+        .expect("rollback");
+    done
+}
+
+/// A pool of its own on `db`, of `connections` connections (so that they are reused).
+async fn pool_of(db: &TestDb, connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(&db.url)
+        .await
+        .expect("pool")
+}
+
 /// One row of every kind for every seeded agent, written as the owner.
 async fn populate(pool: &PgPool) -> Vec<Uuid> {
     let agents: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM agents ORDER BY id")
@@ -83,45 +111,24 @@ async fn every_tenant_sees_and_changes_only_its_own_rows() {
                     format!("DELETE FROM {table} WHERE agent_id <> '{agent}'"),
                 ),
             ] {
-                sqlx::query("SAVEPOINT op")
-                    .execute(&mut *tx)
-                    .await
-                    .expect("savepoint");
-                match sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut *tx)
-                    .await
-                {
+                match attempt(&mut tx, sql).await {
                     Ok(r) => assert_eq!(r.rows_affected(), 0, "{op} {table} as {agent}"),
                     Err(e) => assert!(
                         e.to_string().contains("permission denied"),
                         "{op} {table}: {e}"
                     ),
                 }
-                sqlx::query("ROLLBACK TO SAVEPOINT op")
-                    .execute(&mut *tx)
-                    .await
-                    .expect("rollback");
             }
             // Writing a row for another agent is refused: by the policy's WITH CHECK, the grant,
             // or the composite foreign key; never written.
             let foreign_insert = format!(
                 "INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, to_jsonb(x) || jsonb_build_object('agent_id', '{other}'::text, 'id', gen_random_uuid()))).* FROM {table} x LIMIT 1"
             );
-            sqlx::query("SAVEPOINT op")
-                .execute(&mut *tx)
-                .await
-                .expect("savepoint");
-            let refused = sqlx::query(sqlx::AssertSqlSafe(foreign_insert))
-                .execute(&mut *tx)
-                .await;
+            let refused = attempt(&mut tx, foreign_insert).await;
             assert!(
                 refused.is_err(),
                 "foreign insert into {table} as {agent} was accepted"
             );
-            sqlx::query("ROLLBACK TO SAVEPOINT op")
-                .execute(&mut *tx)
-                .await
-                .expect("rollback");
         }
         tx.rollback().await.expect("rollback");
     }
@@ -140,11 +147,7 @@ async fn every_tenant_sees_and_changes_only_its_own_rows() {
 async fn no_tenant_set_means_no_rows_even_on_a_reused_connection() {
     let db = TestDb::seeded().await;
     let agents = populate(&db.pool).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&db.url)
-        .await
-        .expect("pool");
+    let pool = pool_of(&db, 1).await;
     // Leave the one connection with a used (now empty) app.agent_id.
     db::tenant_tx(&pool, agents[0])
         .await
@@ -171,11 +174,7 @@ async fn no_tenant_set_means_no_rows_even_on_a_reused_connection() {
 async fn a_thousand_transactions_alternating_tenants_on_two_connections_never_see_a_wrong_row() {
     let db = TestDb::seeded().await;
     let agents = populate(&db.pool).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .expect("pool");
+    let pool = pool_of(&db, 2).await;
     let runs = (0..1000).map(|i| {
         let pool = pool.clone();
         let agent = agents[i % agents.len()];
@@ -385,19 +384,8 @@ async fn a_tenant_cannot_see_or_change_late_findings() {
         "INSERT INTO late_findings (key, control_url) VALUES ('tool_call:tc-mine', 'https://evil.example')",
         "DELETE FROM late_findings",
     ] {
-        sqlx::query("SAVEPOINT op")
-            .execute(&mut *tx)
-            .await
-            .expect("savepoint");
-        let e = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *tx)
-            .await
-            .expect_err(sql);
+        let e = attempt(&mut tx, sql.to_string()).await.expect_err(sql);
         assert!(e.to_string().contains("permission denied"), "{sql}: {e}");
-        sqlx::query("ROLLBACK TO SAVEPOINT op")
-            .execute(&mut *tx)
-            .await
-            .expect("rollback");
     }
     tx.rollback().await.expect("rollback");
     let untouched: (i64, bool) = db
