@@ -23,6 +23,28 @@ fn water_call(id: &str) -> Value {
            "arguments": "{\"latitude\": 35.1983, \"longitude\": -111.6513, \"address\": \"1 Elm St, Flagstaff\"}"}})
 }
 
+/// Discord taking every post, and the agencies on `phones` posting there.
+async fn discord_for(app: &TestApp, mocks: &Mocks, phones: &[&str]) {
+    Mock::given(method("POST"))
+        .and(path("/api/webhooks/123/secret-token"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&mocks.discord)
+        .await;
+    sqlx::query("UPDATE agents SET discord_webhook_url = $1 WHERE vapi_phone_number_id = ANY($2)")
+        .bind(mocks.discord_url())
+        .bind(phones)
+        .execute(&app.db.pool)
+        .await
+        .expect("discord url");
+}
+
+/// Stand-ins whose Gemini finds 18 owned panels on every roof.
+async fn gemini_ok() -> Mocks {
+    let mocks = Mocks::start().await;
+    mount_gemini_ok(&mocks).await;
+    mocks
+}
+
 async fn mount_gemini_ok(mocks: &Mocks) {
     Mock::given(method("POST"))
         .and(path(GEMINI_PATH))
@@ -55,6 +77,23 @@ async fn ask(app: &TestApp, call_id: &str, call: Value) -> Value {
     resp.json().await.expect("json")
 }
 
+/// Asks, in call `call_id`, for the one tool `call`, lets the queue drain and checks that the tool
+/// call was metered once as `metric` at `price`: the answer, and what its first result said.
+async fn ask_metered(
+    app: &TestApp,
+    (call_id, call): (&str, Value),
+    (metric, price): (&str, Decimal),
+) -> (Value, String) {
+    let key = format!("tool_call:{}", call["id"].as_str().expect("tool call id"));
+    let body = ask(app, call_id, call).await;
+    let said = body["results"][0]["result"].as_str().expect("result");
+    let said = said.to_string();
+    drain(&app.db.pool, 15).await;
+    let metered = usage_rows(&app.db.pool, Some(metric)).await;
+    assert_eq!(metered, vec![(key, Decimal::ONE, price)]);
+    (body, said)
+}
+
 const SCANS: &str = "SELECT count(*) FROM agent_usage_metrics WHERE metric_type = 'solar_ocr_scan'";
 
 async fn wait_for_job_status(app: &TestApp, status: &str) -> (i32, Value) {
@@ -79,10 +118,7 @@ async fn assistant_request_answers_with_the_default_persona_and_creates_the_lead
     let prompt = body["assistant"]["model"]["messages"][0]["content"]
         .as_str()
         .expect("prompt");
-    assert!(
-        prompt.contains("Flagstaff Family Insurance") && prompt.contains("Spanish"),
-        "{prompt}"
-    );
+    assert_has_all(&prompt, &["Flagstaff Family Insurance", "Spanish"]);
     assert!(
         body["assistant"]["firstMessage"]
             .as_str()
@@ -164,26 +200,12 @@ async fn assistant_request_for_an_unknown_number_is_a_clear_error_and_stored_unr
 
 #[tokio::test]
 async fn solar_tool_call_answers_with_the_finding_and_meters_one_scan() {
-    let mocks = Mocks::start().await;
-    mount_gemini_ok(&mocks).await;
+    let mocks = gemini_ok().await;
     let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
-    let body = ask(&app, "call-s", solar_call("tc-solar")).await;
+    let solar = ("call-s", solar_call("tc-solar"));
+    let (body, said) = ask_metered(&app, solar, ("solar_ocr_scan", Decimal::new(75, 3))).await;
     assert_eq!(body["results"][0]["toolCallId"], "tc-solar");
-    let said = body["results"][0]["result"].as_str().expect("result");
-    assert!(
-        said.contains("18 panels") && said.contains("owned"),
-        "{said}"
-    );
-
-    drain(&app.db.pool, 15).await;
-    assert_eq!(
-        usage_rows(&app.db.pool, Some("solar_ocr_scan")).await,
-        vec![(
-            "tool_call:tc-solar".into(),
-            Decimal::ONE,
-            Decimal::new(75, 3)
-        )]
-    );
+    assert_has_all(&said, &["18 panels", "owned"]);
     let (tag, has_solar): (String, Option<bool>) = app
         .db
         .row("SELECT t.tag, p.has_solar FROM tags t JOIN properties p ON p.lead_id = t.lead_id")
@@ -207,8 +229,7 @@ async fn solar_tool_call_answers_with_the_finding_and_meters_one_scan() {
 
 #[tokio::test]
 async fn solar_scan_fetches_an_image_url() {
-    let mocks = Mocks::start().await;
-    mount_gemini_ok(&mocks).await;
+    let mocks = gemini_ok().await;
     Mock::given(method("GET"))
         .and(path("/roof.png"))
         .respond_with(
@@ -249,18 +270,10 @@ async fn water_tool_call_follows_paging_and_meters_a_free_lookup() {
         .await;
     let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
 
-    let body = ask(&app, "call-w", water_call("tc-water")).await;
+    let water = ("call-w", water_call("tc-water"));
+    let (body, said) = ask_metered(&app, water, ("water_lookup", Decimal::ZERO)).await;
     assert_eq!(body["results"][0]["name"], "adwr-lookup");
-    let said = body["results"][0]["result"].as_str().expect("result");
-    assert!(
-        said.contains("4 registered well(s)") && said.contains("559999"),
-        "{said}"
-    );
-    drain(&app.db.pool, 15).await;
-    assert_eq!(
-        usage_rows(&app.db.pool, Some("water_lookup")).await,
-        vec![("tool_call:tc-water".into(), Decimal::ONE, Decimal::ZERO)]
-    );
+    assert_has_all(&said, &["4 registered well(s)", "559999"]);
     let source: Option<String> = app.db.scalar("SELECT water_source FROM properties").await;
     assert_eq!(source.as_deref(), Some("private_well"));
     let summary: Value = app
@@ -359,8 +372,7 @@ async fn arcgis_error_inside_http_200_is_classified_by_its_code() {
 
 #[tokio::test]
 async fn a_duplicate_tool_call_enqueues_and_meters_nothing_new() {
-    let mocks = Mocks::start().await;
-    mount_gemini_ok(&mocks).await;
+    let mocks = gemini_ok().await;
     let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
     let msg = tool_calls("call-d", PHONE_1, json!([solar_call("tc-dup")]));
     let first = app.answer(&msg).await;
@@ -417,8 +429,7 @@ async fn bad_arguments_and_unknown_tools_get_an_error_per_call_not_an_http_error
 
 #[tokio::test]
 async fn legacy_function_call_is_answered_with_a_result() {
-    let mocks = Mocks::start().await;
-    mount_gemini_ok(&mocks).await;
+    let mocks = gemini_ok().await;
     let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
     let msg = json!({"message": {"type": "function-call",
         "call": {"id": "call-f", "phoneNumberId": PHONE_1},
@@ -462,20 +473,9 @@ async fn meter_call_asks_vapi_for_timing_a_report_lacks() {
 
 #[tokio::test]
 async fn discord_hears_of_new_leads_and_findings() {
-    let mocks = Mocks::start().await;
-    mount_gemini_ok(&mocks).await;
-    Mock::given(method("POST"))
-        .and(path("/api/webhooks/123/secret-token"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&mocks.discord)
-        .await;
+    let mocks = gemini_ok().await;
     let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
-    sqlx::query("UPDATE agents SET discord_webhook_url = $1 WHERE vapi_phone_number_id = $2")
-        .bind(mocks.discord_url())
-        .bind(PHONE_1)
-        .execute(&app.db.pool)
-        .await
-        .expect("discord url");
+    discord_for(&app, &mocks, &[PHONE_1]).await;
     app.post(&assistant_request("call-dc", PHONE_1, "+16025550199"))
         .await;
     ask(&app, "call-dc", solar_call("tc-dc")).await;
@@ -501,8 +501,7 @@ async fn discord_hears_of_new_leads_and_findings() {
 
 #[tokio::test]
 async fn an_image_url_on_a_private_address_is_refused_without_calling_gemini() {
-    let mocks = Mocks::start().await;
-    mount_gemini_ok(&mocks).await;
+    let mocks = gemini_ok().await;
     let app = TestApp::spawn_with_mocks(
         &mocks,
         &[
@@ -525,19 +524,10 @@ async fn an_image_url_on_a_private_address_is_refused_without_calling_gemini() {
 /// exactly one usage row per billable event.
 #[tokio::test]
 async fn a_whole_call_on_every_seed_number_bills_each_event_once() {
-    let mocks = Mocks::start().await;
-    mount_gemini_ok(&mocks).await;
+    let mocks = gemini_ok().await;
     arcgis_one_well(&mocks).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&mocks.discord)
-        .await;
     let app = TestApp::spawn_with_mocks(&mocks, &[]).await;
-    sqlx::query("UPDATE agents SET discord_webhook_url = $1")
-        .bind(mocks.discord_url())
-        .execute(&app.db.pool)
-        .await
-        .expect("discord urls");
+    discord_for(&app, &mocks, &PHONES).await;
 
     for n in 1..=5 {
         let phone = format!("ph_placeholder_client{n}");

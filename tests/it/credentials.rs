@@ -520,10 +520,7 @@ async fn a_late_finding_is_said_in_the_call_through_its_control_url_once() {
     assert_eq!(body["type"], "add-message");
     assert_eq!(body["message"]["role"], "system");
     let content = body["message"]["content"].as_str().unwrap_or_default();
-    assert!(
-        content.contains("solar") && content.contains("18 panels"),
-        "{content}"
-    );
+    assert_has_all(&content, &["solar", "18 panels"]);
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM agent_usage_metrics WHERE metric_type = 'solar_ocr_scan'")

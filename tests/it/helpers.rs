@@ -440,6 +440,14 @@ pub fn assert_has(text: &str, part: &str) {
     assert!(text.contains(part), "{part:?} is not in: {text}");
 }
 
+/// Asserts that `text` contains every one of `parts`, showing the whole text when it does not.
+#[track_caller]
+pub fn assert_has_all(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert_has(text, part);
+    }
+}
+
 /// Polls `check` every 50 ms until it yields `Some`, or panics after `secs` seconds.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where

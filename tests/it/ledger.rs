@@ -1477,10 +1477,7 @@ async fn summarize_usage_brings_a_bulk_import_into_the_summary() {
     .expect("import");
     let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]);
     assert!(ok, "{err}");
-    assert!(
-        out.contains("up to date") && out.contains(": 5000 ledger row(s) added"),
-        "{out}"
-    );
+    assert_has_all(&out, &["up to date", ": 5000 ledger row(s) added"]);
     let summarized: (i64, Decimal, i64) = db
         .row(
             "SELECT sum(events)::int8, sum(quantity), count(DISTINCT day)::int8 FROM usage_daily

@@ -171,10 +171,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     let (_, b_calls) = get(&app, "/portal/calls", Some(&cookie_b), "en").await;
     assert_has(&b_calls, "+16025550002");
     let (_, leads) = get(&app, "/portal/leads", Some(&cookie), "en").await;
-    assert!(
-        leads.contains("solar-1") && leads.contains("water_source: well"),
-        "{leads}"
-    );
+    assert_has_all(&leads, &["solar-1", "water_source: well"]);
     let (_, overview) = get(&app, "/portal/", Some(&cookie), "en").await;
     // 10 minutes at 0.20 and one scan at 0.075: $2.00 + $0.08.
     assert_has(&overview, "$2.08");
@@ -256,10 +253,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     assert!(first.ends_with("<td>solar</td>"), "{first}");
     // Spanish from the browser's language, and by the toggle.
     let (_, es) = get(&app, "/portal/calls", Some(&cookie), "es-MX,es;q=0.9").await;
-    assert!(
-        es.contains("Llamadas") && es.contains("<html lang=\"es\">"),
-        "{es}"
-    );
+    assert_has_all(&es, &["Llamadas", "<html lang=\"es\">"]);
     let (_, toggled) = get(&app, "/portal/usage?lang=es", Some(&cookie), "en").await;
     assert_has(&toggled, "Consumo");
     // The invoice as a PDF, with its total.
@@ -348,12 +342,14 @@ fn row_of_cells(page: &str, cell: &str) -> String {
     page[start..end].to_string()
 }
 
-/// A web-only app with one operator, and that operator's session cookie.
-async fn ops_app() -> (TestApp, String) {
+/// A web-only app with one operator, clear of the month turn: the operator's session cookie, and
+/// the first two agents.
+async fn ops_app() -> (TestApp, String, (Uuid, Uuid)) {
+    clear_of_month_turn(Phoenix).await;
     let app = web_app_with_operators("anna:tok-anna-0123456789").await;
     let cookie = ops_login(&app, "tok-anna-0123456789").await;
-    let pair = cookie.split(';').next().expect("pair").to_string();
-    (app, pair)
+    let agents = app.db.two_agents().await;
+    (app, cookie_pair(&cookie), agents)
 }
 
 /// The ops page at `query` (e.g. `?month=2026-11`): status and body.
@@ -375,9 +371,7 @@ fn row_of(page: &str, opening: &str) -> String {
 
 #[tokio::test]
 async fn the_ops_page_shows_each_agencys_margin_for_the_month() {
-    clear_of_month_turn(Phoenix).await;
-    let (app, cookie) = ops_app().await;
-    let (a, b) = app.db.two_agents().await;
+    let (app, cookie, (a, b)) = ops_app().await;
     populate(&app.db, a, 1).await;
     populate(&app.db, b, 2).await;
     // Two agencies with one name stay apart (money rows and the 30-day chart's bars).
@@ -392,17 +386,12 @@ async fn the_ops_page_shows_each_agencys_margin_for_the_month() {
     // Billed $2.08 (2.00 + 0.08), provider cost $0.91, margin $1.17, per agency.
     for agent in [a, b] {
         let r = row_of(&page, &format!("<tr data-agent=\"{agent}\">"));
-        assert!(
-            r.contains("<td>2.08</td>")
-                && r.contains("<td>0.91</td>")
-                && r.contains("class=\"margin\">1.17<"),
-            "{r}"
+        assert_has_all(
+            &r,
+            &["<td>2.08</td>", "<td>0.91</td>", "class=\"margin\">1.17<"],
         );
     }
-    assert!(
-        page.contains("id=\"mom\"") && page.contains("MRR"),
-        "{page}"
-    );
+    assert_has_all(&page, &["id=\"mom\"", "MRR"]);
     assert_eq!(ops_page(&app, &cookie, "?month=2026-13").await.0, 400);
 }
 
@@ -432,53 +421,22 @@ fn money_total(page: &str) -> Vec<String> {
 /// whether its invoices are finalized or still drafts.
 #[tokio::test]
 async fn month_over_month_agrees_with_the_per_agency_figures_and_labels_drafts() {
-    clear_of_month_turn(Phoenix).await;
-    let (app, cookie) = ops_app().await;
-    let (a, b) = app.db.two_agents().await;
+    let (app, cookie, (a, b)) = ops_app().await;
     app.db
         .execute("UPDATE agents SET billing_starts_on = '2026-09-01'")
         .await;
-    let scans = |quantity: i32, at: Option<&'static str>, key: &'static str| {
-        sqlx::query(
-            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                              occurred_at, idempotency_key)
-             VALUES ($1, 'solar_ocr_scan', $2, 0.075, $2 * 0.075, COALESCE($3::timestamptz, now()), $4)",
-        )
-        .bind(a)
-        .bind(quantity)
-        .bind(at)
-        .bind(key)
-        .execute(&app.db.pool)
-    };
-    let (september, october) = (
-        billing::Month::parse("2026-09").expect("month"),
-        billing::Month::parse("2026-10").expect("month"),
-    );
+    // `n` scans of agent a.
+    let (pool, scans) = (&app.db.pool, |n| ("solar_ocr_scan", n, "0.075"));
     // September: 2 scans, rolled up and finalized; then a late one (billed on October's
     // invoice as an adjustment, counted in September, when it occurred).
-    scans(2, Some("2026-09-15T12:00:00Z"), "sep-1")
-        .await
-        .expect("usage");
-    billing::rollup(&app.db.pool, september, Phoenix, None)
-        .await
-        .expect("rollup");
-    let later = "2027-06-01T00:00:00Z".parse().expect("time");
-    billing::finalize(&app.db.pool, september, Phoenix, None, later)
-        .await
-        .expect("finalize");
-    scans(1, Some("2026-09-16T12:00:00Z"), "sep-late")
-        .await
-        .expect("usage");
+    add_usage(pool, a, scans("2"), "2026-09-15T12:00:00Z", "sep-1").await;
+    rollup(pool, "2026-09", None).await;
+    finalize(pool, "2026-09", None).await.expect("finalize");
+    add_usage(pool, a, scans("1"), "2026-09-16T12:00:00Z", "sep-late").await;
     // October: 10 scans rolled up as a draft, then 4 more the draft does not hold yet.
-    scans(10, Some("2026-10-15T12:00:00Z"), "oct-1")
-        .await
-        .expect("usage");
-    billing::rollup(&app.db.pool, october, Phoenix, None)
-        .await
-        .expect("rollup");
-    scans(4, Some("2026-10-16T12:00:00Z"), "oct-2")
-        .await
-        .expect("usage");
+    add_usage(pool, a, scans("10"), "2026-10-15T12:00:00Z", "oct-1").await;
+    rollup(pool, "2026-10", None).await;
+    add_usage(pool, a, scans("4"), "2026-10-16T12:00:00Z", "oct-2").await;
     for (m, per_agency, label) in [
         ("2026-09", "0.23", "finalized"), // 3 x 0.075, rounded once
         ("2026-10", "1.05", "draft"),     // 14 x 0.075
@@ -511,7 +469,8 @@ async fn month_over_month_agrees_with_the_per_agency_figures_and_labels_drafts()
     populate(&app.db, a, 1).await;
     populate(&app.db, b, 2).await;
     let running = roll_up_this_month(&app.db).await;
-    scans(2, None, "now").await.expect("usage");
+    let now = chrono::Utc::now().to_rfc3339();
+    add_usage(pool, a, scans("2"), &now, "now").await;
     let (_, page) = ops_page(&app, &cookie, "").await;
     let per_agency: Vec<String> = [a, b]
         .iter()

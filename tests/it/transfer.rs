@@ -55,7 +55,7 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_each_tran
     assert_eq!(open["destination"]["type"], "number");
     assert_eq!(open["destination"]["number"], IN_HOURS_NUMBER);
     let said = open["destination"]["message"].as_str().expect("message");
-    assert!(said.contains("agent") && said.contains("agente"), "{said}");
+    assert_has_all(&said, &["agent", "agente"]);
     assert!(open.get("error").is_none(), "{open}");
     // A redelivery gets the same answer and records nothing more.
     assert_eq!(
