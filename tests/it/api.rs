@@ -116,7 +116,8 @@ async fn another_tenants_lead_is_404_and_ones_own_comes_with_its_findings() {
     app.db
         .execute_with(
             "WITH l AS (SELECT agent_id, id FROM leads WHERE id = $1),
-                  t AS (INSERT INTO tags (agent_id, lead_id, tag) SELECT agent_id, id, 'solar' FROM l)
+                  t AS (INSERT INTO tags (agent_id, lead_id, tag)
+                        SELECT agent_id, id, 'solar' FROM l)
              INSERT INTO risk_assessments (agent_id, lead_id, kind, result, idempotency_key)
              SELECT agent_id, id, 'water', '{\"well_count\": 2}', 'k' FROM l",
             mine,

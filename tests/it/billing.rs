@@ -411,8 +411,13 @@ async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_
         Option<Decimal>,
         chrono::DateTime<chrono::Utc>,
     );
-    let rows: Vec<Row> = db.rows("SELECT idempotency_key, quantity, unit_price_usd, cost_usd, provider_cost_usd, occurred_at
-           FROM agent_usage_metrics ORDER BY idempotency_key").await;
+    let rows: Vec<Row> = db
+        .rows(
+            "SELECT idempotency_key, quantity, unit_price_usd, cost_usd, provider_cost_usd,
+                    occurred_at
+               FROM agent_usage_metrics ORDER BY idempotency_key",
+        )
+        .await;
     let (billed, reversal, rebilled) = (&rows[0], &rows[1], &rows[2]);
     assert_eq!(reversal.0, "vapi_call:late-call:rev1");
     assert_eq!(
@@ -522,7 +527,10 @@ async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once
     agent_meter::app::clock::catch_up(&deps, &schedule, at("2026-09-15T12:00:00Z")).await;
     agent_meter::app::clock::catch_up(&deps, &schedule, at("2026-09-15T12:05:00Z")).await;
     let queued = db
-        .strings("SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY run_at")
+        .strings(
+            "SELECT idempotency_key FROM apalis.jobs
+              WHERE job_type = 'invoice_rollup' ORDER BY run_at",
+        )
         .await;
     assert_eq!(
         queued,
@@ -555,7 +563,10 @@ async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once
     let deps = deps_with(&db.pool, &[("CLOCK_CATCH_UP_DAYS", "40")]);
     agent_meter::app::clock::catch_up(&deps, &schedule, at("2027-03-15T12:00:00Z")).await;
     let latest = db
-        .strings("SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY run_at DESC LIMIT 2")
+        .strings(
+            "SELECT idempotency_key FROM apalis.jobs
+              WHERE job_type = 'invoice_rollup' ORDER BY run_at DESC LIMIT 2",
+        )
         .await;
     // 40 days back from March 15th reaches only the March 1st tick (rolling up February);
     // September to January are beyond the look-back, as configured.

@@ -94,8 +94,10 @@ impl<'a> UsageRow<'a> {
              SELECT $1, $2, $3::numeric, p.price, $3::numeric * p.price, $5::numeric,
                     $6::timestamptz, $7, COALESCE($8::timestamptz, now())
                FROM (SELECT COALESCE($4::numeric, (
-                        SELECT unit_price_usd FROM price_in_force($1, $2,
-                               ($6::timestamptz AT TIME ZONE 'America/Phoenix')::date))) AS price) p",
+                        SELECT unit_price_usd
+                          FROM price_in_force($1, $2,
+                                              ($6::timestamptz AT TIME ZONE 'America/Phoenix')::date)
+                     )) AS price) p",
         )
         .bind(self.agent)
         .bind(self.metric)
@@ -161,7 +163,8 @@ pub async fn add_ended_call(
 
 /// Counts the usage rows that not exactly one invoice holds (none ever should).
 pub const NOT_HELD_ONCE: &str = "SELECT count(*) FROM agent_usage_metrics u
-                                  WHERE (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u)) <> 1";
+                                  WHERE (SELECT count(*) FROM invoices i
+                                          WHERE invoice_holds(i, u)) <> 1";
 
 /// Rolls month `m` up in Phoenix for the agent with `email` (every agent when `None`).
 pub async fn rollup(pool: &PgPool, m: &str, email: Option<&str>) -> Vec<RollupOutcome> {

@@ -505,9 +505,15 @@ async fn search_finds_words_of_transcripts_and_summaries_and_never_another_agenc
         .expect("search");
     assert_eq!(none, 0);
     tx.rollback().await.expect("rollback");
-    let public: bool = app.db.scalar("SELECT COALESCE(bool_or(has_function_privilege(r.oid, 'search_call_content(text)', 'EXECUTE')), false)
-           FROM pg_roles r WHERE r.rolname NOT IN ('agent_meter_tenant', current_user)
-                             AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'").await;
+    let public: bool = app
+        .db
+        .scalar(
+            "SELECT COALESCE(bool_or(has_function_privilege(r.oid, 'search_call_content(text)',
+                                                            'EXECUTE')), false)
+               FROM pg_roles r WHERE r.rolname NOT IN ('agent_meter_tenant', current_user)
+                                 AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'",
+        )
+        .await;
     assert!(!public, "only the tenant role executes the search");
 }
 

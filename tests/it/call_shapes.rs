@@ -392,7 +392,8 @@ async fn the_sync_routes_every_call_shape_to_one_agency() {
     // B's webhook recorded this call first (as its own); the listing routes it to A by number.
     let first_seen = answered("first-seen", PHONE_1);
     db.execute_with(
-        "INSERT INTO calls (agent_id, vapi_call_id, status) VALUES ($1, 'first-seen', 'in-progress')",
+        "INSERT INTO calls (agent_id, vapi_call_id, status)
+         VALUES ($1, 'first-seen', 'in-progress')",
         b,
     )
     .await;

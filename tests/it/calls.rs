@@ -118,7 +118,7 @@ async fn assistant_request_answers_with_the_default_persona_and_creates_the_lead
     let prompt = body["assistant"]["model"]["messages"][0]["content"]
         .as_str()
         .expect("prompt");
-    assert_has_all(&prompt, &["Flagstaff Family Insurance", "Spanish"]);
+    assert_has_all(prompt, &["Flagstaff Family Insurance", "Spanish"]);
     assert!(
         body["assistant"]["firstMessage"]
             .as_str()
@@ -153,7 +153,12 @@ async fn assistant_request_uses_the_agents_own_assistant_or_prompt() {
     .execute(&app.db.pool)
     .await
     .expect("assistant id");
-    app.db.execute("UPDATE agents SET system_prompt = 'Solo español, para {agency_name}.' WHERE vapi_phone_number_id = 'ph_placeholder_client3'").await;
+    app.db
+        .execute(
+            "UPDATE agents SET system_prompt = 'Solo español, para {agency_name}.'
+              WHERE vapi_phone_number_id = 'ph_placeholder_client3'",
+        )
+        .await;
 
     let own = app.answer(&assistant_request("c1", PHONE_2, "+1602")).await;
     assert_eq!(own["assistantId"], "asst_123");

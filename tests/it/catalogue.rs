@@ -83,10 +83,14 @@ async fn prune_jobs_deletes_only_old_finished_jobs() {
     .execute(&db.pool)
     .await
     .expect("a usage row");
-    db.execute("INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, done_at)
+    db.execute(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at,
+                                  done_at)
          VALUES ('old-done', 'x', '\\x7b7d', 'Done', 1, 3, now(), now() - interval '30 days'),
                 ('new-done', 'x', '\\x7b7d', 'Done', 1, 3, now(), now() - interval '1 day'),
-                ('old-failed', 'x', '\\x7b7d', 'Failed', 3, 3, now(), now() - interval '30 days')").await;
+                ('old-failed', 'x', '\\x7b7d', 'Failed', 3, 3, now(), now() - interval '30 days')",
+    )
+    .await;
     let deps = agent_meter::jobs::Deps::new(
         db.pool.clone(),
         std::sync::Arc::new(crate::helpers::test_config(&[])),

@@ -370,7 +370,13 @@ async fn spec_valid_messages_are_stored_and_answered_2xx() {
         app.db.count("SELECT count(*) FROM webhook_events").await,
         bodies.len() as i64
     );
-    let stored: String = app.db.scalar("SELECT payload #>> '{message,artifact,transcript}' FROM webhook_events WHERE vapi_call_id = 'nul-1'").await;
+    let stored: String = app
+        .db
+        .scalar(
+            "SELECT payload #>> '{message,artifact,transcript}' FROM webhook_events
+              WHERE vapi_call_id = 'nul-1'",
+        )
+        .await;
     assert_eq!(stored, "AI: hola\\u0000\\u0000 User: hi");
     drain(&app.db.pool, 15).await;
     let minutes: rust_decimal::Decimal = app
@@ -422,7 +428,13 @@ async fn a_five_megabyte_report_is_taken_stored_once_and_metered() {
         .await;
     assert_eq!(r.status(), 200);
     drain(&app.db.pool, 20).await;
-    let (count, stored): (i64, i64) = app.db.row("SELECT count(*), sum(pg_column_size(payload))::int8 FROM webhook_events WHERE vapi_call_id = 'long-call'").await;
+    let (count, stored): (i64, i64) = app
+        .db
+        .row(
+            "SELECT count(*), sum(pg_column_size(payload))::int8 FROM webhook_events
+              WHERE vapi_call_id = 'long-call'",
+        )
+        .await;
     println!(
         "a 60-minute report: {:.1} MB received, {:.2} MB stored (jsonb, TOAST-compressed)",
         body.len() as f64 / 1e6,
@@ -433,7 +445,13 @@ async fn a_five_megabyte_report_is_taken_stored_once_and_metered() {
         stored < body.len() as i64,
         "stored once, compressed: {stored}"
     );
-    let minutes: rust_decimal::Decimal = app.db.scalar("SELECT quantity FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:long-call'").await;
+    let minutes: rust_decimal::Decimal = app
+        .db
+        .scalar(
+            "SELECT quantity FROM agent_usage_metrics
+              WHERE idempotency_key = 'vapi_call:long-call'",
+        )
+        .await;
     assert_eq!(minutes, rust_decimal::Decimal::from(60));
 }
 
@@ -520,7 +538,7 @@ async fn a_late_finding_is_said_in_the_call_through_its_control_url_once() {
     assert_eq!(body["type"], "add-message");
     assert_eq!(body["message"]["role"], "system");
     let content = body["message"]["content"].as_str().unwrap_or_default();
-    assert_has_all(&content, &["solar", "18 panels"]);
+    assert_has_all(content, &["solar", "18 panels"]);
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM agent_usage_metrics WHERE metric_type = 'solar_ocr_scan'")

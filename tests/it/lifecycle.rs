@@ -416,7 +416,8 @@ async fn a_cancelled_agency_can_do_nothing_but_read_its_invoices() {
         "{answer}"
     );
     let water = json!({"id": "tc-after", "type": "function",
-                       "function": {"name": "water_lookup", "arguments": {"latitude": 35.2, "longitude": -111.6}}});
+                       "function": {"name": "water_lookup",
+                                    "arguments": {"latitude": 35.2, "longitude": -111.6}}});
     let tools = app.tools_answer("call-after", json!([water])).await;
     assert!(tools["results"][0]["error"].is_string(), "{tools}");
     assert_eq!(

@@ -141,8 +141,14 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
         DateTime<Utc>,
         Option<String>,
     );
-    let rows: Vec<Row> = db.rows("SELECT idempotency_key, quantity, unit_price_usd, provider_cost_usd, occurred_at, corrects
-           FROM agent_usage_metrics WHERE idempotency_key LIKE 'scan-b%' ORDER BY idempotency_key").await;
+    let rows: Vec<Row> = db
+        .rows(
+            "SELECT idempotency_key, quantity, unit_price_usd, provider_cost_usd, occurred_at,
+                    corrects
+               FROM agent_usage_metrics WHERE idempotency_key LIKE 'scan-b%'
+              ORDER BY idempotency_key",
+        )
+        .await;
     let at_b = at("2026-11-20T18:00:00Z");
     let d = |s: &str| s.parse::<Decimal>().expect("decimal");
     let keys: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();

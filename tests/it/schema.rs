@@ -78,7 +78,12 @@ async fn seeds_are_idempotent_and_hold_the_documented_prices() {
             .await,
         5
     );
-    let prices: Vec<(String, String, Decimal, chrono::NaiveDate)> = db.rows("SELECT metric_type, unit, unit_price_usd, effective_from FROM pricing_config ORDER BY metric_type").await;
+    let prices: Vec<(String, String, Decimal, chrono::NaiveDate)> = db
+        .rows(
+            "SELECT metric_type, unit, unit_price_usd, effective_from FROM pricing_config
+              ORDER BY metric_type",
+        )
+        .await;
     let day = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("date");
     let d = |s: &str| s.parse::<Decimal>().expect("decimal");
     // The subscription, the setup fee and minutes as the design document prices them; each

@@ -311,11 +311,18 @@ async fn a_new_tenant_table_without_a_policy_fails_the_audit() {
         "CREATE TABLE notes (id uuid PRIMARY KEY, agent_id uuid NOT NULL REFERENCES agents (id))",
     )
     .await;
-    let unguarded: Vec<String> = db.column("SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'public' AND c.relkind = 'r'
-            AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'agent_id')
-            AND c.relname <> 'webhook_events'
-            AND (NOT c.relrowsecurity OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))").await;
+    let unguarded: Vec<String> = db
+        .column(
+            "SELECT c.relname::text FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relkind = 'r'
+                AND EXISTS (SELECT 1 FROM pg_attribute a
+                             WHERE a.attrelid = c.oid AND a.attname = 'agent_id')
+                AND c.relname <> 'webhook_events'
+                AND (NOT c.relrowsecurity
+                     OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))",
+        )
+        .await;
     assert_eq!(unguarded, vec!["notes".to_string()]);
 }
 
@@ -376,7 +383,11 @@ async fn on_supabase_a_signed_in_user_sees_only_their_agencys_rows() {
 async fn a_tenant_cannot_see_or_change_late_findings() {
     let db = TestDb::seeded().await;
     let agents = populate(&db.pool).await;
-    db.execute("INSERT INTO late_findings (key, control_url) VALUES ('tool_call:tc-other', 'https://vapi.example/control/secret')").await;
+    db.execute(
+        "INSERT INTO late_findings (key, control_url)
+         VALUES ('tool_call:tc-other', 'https://vapi.example/control/secret')",
+    )
+    .await;
     let mut tx = db::tenant_tx(&db.pool, agents[0]).await.expect("tenant tx");
     for sql in [
         "SELECT count(*) FROM late_findings",

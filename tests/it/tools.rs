@@ -96,8 +96,14 @@ async fn a_flood_lookup_in_a_hazard_area_is_said_tagged_and_metered_once() {
     );
     let tags: Vec<String> = app.db.column("SELECT tag FROM tags ORDER BY tag").await;
     assert_eq!(tags, ["flood_risk"]);
-    let (facts, finding): (Value, Value) = app.db.row("SELECT p.facts, r.result FROM properties p JOIN risk_assessments r ON r.property_id = p.id
-          WHERE r.kind = 'flood'").await;
+    let (facts, finding): (Value, Value) = app
+        .db
+        .row(
+            "SELECT p.facts, r.result FROM properties p
+               JOIN risk_assessments r ON r.property_id = p.id
+              WHERE r.kind = 'flood'",
+        )
+        .await;
     assert_eq!(
         facts,
         json!({"flood_zone": "AE", "special_flood_hazard_area": true})

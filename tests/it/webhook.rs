@@ -65,8 +65,14 @@ async fn end_of_call_report_is_stored_with_its_job_in_one_go() {
         String,
         Decimal,
         String,
-    ) = app.db.row("SELECT agent_id, status, duration_seconds, ended_reason, vapi_cost_usd, customer_number
-           FROM calls WHERE vapi_call_id = 'call-a'").await;
+    ) = app
+        .db
+        .row(
+            "SELECT agent_id, status, duration_seconds, ended_reason, vapi_cost_usd,
+                    customer_number
+               FROM calls WHERE vapi_call_id = 'call-a'",
+        )
+        .await;
     assert_eq!(agent_id, agent);
     assert_eq!(status, "ended");
     assert_eq!(duration, Decimal::from(150));
@@ -416,8 +422,13 @@ async fn metrics_are_closed_by_a_token_and_a_scrape_costs_at_most_one_read() {
         401
     );
     // A job whose arguments are not JSON (written by hand, or a future format).
-    app.db.execute("INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at)
-         VALUES ('\\xff00'::bytea, 'odd-job', 'prune_jobs', 'Pending', 0, 3, now() + interval '1 day')").await;
+    app.db
+        .execute(
+            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at)
+             VALUES ('\\xff00'::bytea, 'odd-job', 'prune_jobs', 'Pending', 0, 3,
+                     now() + interval '1 day')",
+        )
+        .await;
     let first = scrape(Some("scrape-token-0123456789")).await.expect("send");
     assert_eq!(first.status(), 200);
     assert!(

@@ -94,7 +94,13 @@ async fn price_comes_from_the_call_end_time_and_agent_override_wins() {
     app.post(&december).await;
     app.post(&end_of_call_report("call-agent2", PHONE_2)).await;
     drain(&app.db.pool, 15).await;
-    let prices: Vec<(String, Decimal)> = app.db.rows("SELECT idempotency_key, unit_price_usd FROM agent_usage_metrics ORDER BY idempotency_key").await;
+    let prices: Vec<(String, Decimal)> = app
+        .db
+        .rows(
+            "SELECT idempotency_key, unit_price_usd FROM agent_usage_metrics
+              ORDER BY idempotency_key",
+        )
+        .await;
     assert_eq!(
         prices,
         vec![
@@ -200,7 +206,11 @@ impl Job for Slow {
 
 async fn test_deps() -> (TestDb, Deps) {
     let db = TestDb::seeded().await;
-    db.execute("CREATE TABLE test_runs (key text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())").await;
+    db.execute(
+        "CREATE TABLE test_runs (key text NOT NULL,
+                                 at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    )
+    .await;
     let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
     (db, deps)
 }

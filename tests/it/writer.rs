@@ -91,7 +91,12 @@ async fn a_batch_writes_each_effect_once_and_a_bad_effect_fails_alone() {
         outcomes[42]
     );
 
-    let (usage, keys): (i64, i64) = db.row("SELECT count(*), count(DISTINCT idempotency_key) FROM agent_usage_metrics WHERE metric_type = 'water_lookup'").await;
+    let (usage, keys): (i64, i64) = db
+        .row(
+            "SELECT count(*), count(DISTINCT idempotency_key) FROM agent_usage_metrics
+              WHERE metric_type = 'water_lookup'",
+        )
+        .await;
     assert_eq!((usage, keys), (40, 40));
     assert_eq!(
         db.count(

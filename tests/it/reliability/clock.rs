@@ -84,10 +84,16 @@ async fn two_clocks_racing_twenty_times_give_one_sync_and_one_invoice_each_time(
     .await;
     // Per kind: the clock's jobs (one per day or month), then the slices of the days they fanned
     // out to.
-    let per_kind: Vec<(String, i64)> = app.db.rows("SELECT job_type || CASE WHEN idempotency_key ~ '^vapi-sync:[0-9-]+:' THEN ' per slice' ELSE '' END AS kind,
-                count(*)
-           FROM apalis.jobs WHERE job_type IN ('sync_calls', 'invoice_rollup')
-          GROUP BY 1 ORDER BY 1").await;
+    let per_kind: Vec<(String, i64)> = app
+        .db
+        .rows(
+            "SELECT job_type || CASE WHEN idempotency_key ~ '^vapi-sync:[0-9-]+:'
+                                    THEN ' per slice' ELSE '' END AS kind,
+                    count(*)
+               FROM apalis.jobs WHERE job_type IN ('sync_calls', 'invoice_rollup')
+              GROUP BY 1 ORDER BY 1",
+        )
+        .await;
     let invoices = app.db.count("SELECT count(*) FROM invoices").await;
     let pairs = app
         .db

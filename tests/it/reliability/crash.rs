@@ -91,7 +91,12 @@ async fn survive_n(label: &str, jobs: usize, chaos: Chaos) {
     let statuses = statuses(&db.pool, QUEUE).await;
     let (rows, distinct) = usage(&db.pool, "solar_ocr_scan").await;
     let findings = db.count("SELECT count(*) FROM risk_assessments").await;
-    let saved: Vec<(String, String)> = db.rows("SELECT left(result->>'address', 9), result->'scan'->'finding'->>'installer' FROM risk_assessments").await;
+    let saved: Vec<(String, String)> = db
+        .rows(
+            "SELECT left(result->>'address', 9), result->'scan'->'finding'->>'installer'
+               FROM risk_assessments",
+        )
+        .await;
     let last = gemini.last_serials();
     let paid_again: Vec<&(String, String)> = saved
         .iter()
