@@ -45,7 +45,7 @@ pub struct UsageRow<'a> {
     provider_cost: Option<&'a str>,
     at: &'a str,
     key: &'a str,
-    /// When the row was written; now when `None`.
+    /// When the row was written; the column's default (the clock at the insert) when `None`.
     created: Option<&'a str>,
 }
 
@@ -92,7 +92,7 @@ impl<'a> UsageRow<'a> {
                                               cost_usd, provider_cost_usd, occurred_at,
                                               idempotency_key, created_at)
              SELECT $1, $2, $3::numeric, p.price, $3::numeric * p.price, $5::numeric,
-                    $6::timestamptz, $7, COALESCE($8::timestamptz, now())
+                    $6::timestamptz, $7, COALESCE($8::timestamptz, clock_timestamp())
                FROM (SELECT COALESCE($4::numeric, (
                         SELECT unit_price_usd
                           FROM price_in_force($1, $2,
