@@ -130,12 +130,9 @@ async fn arcgis_stub() -> String {
     .to_string();
     let answer = move || std::future::ready(([("content-type", "application/json")], body.clone()));
     let app = axum::Router::new().route("/layer/0/query", axum::routing::get(answer));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind stub");
-    let addr = listener.local_addr().expect("stub addr");
+    let (listener, base) = common::loopback().await;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/layer/0")
+    format!("{base}/layer/0")
 }
 
 /// Enqueues `count` jobs made by `make` (job, idempotency key), `ENQUEUE_PER_TX` per
@@ -165,10 +162,7 @@ async fn enqueue_all<J: Job>(
 async fn drain<J: Job>(deps: &Deps, count: usize) -> (f64, i64, f64, f64) {
     // A bulk enqueue into a young table leaves planner statistics that say "empty"; apalis's ack
     // then scans the whole table per batch. A live system's tables are analyzed by autovacuum.
-    sqlx::query("ANALYZE apalis.jobs")
-        .execute(&deps.pool)
-        .await
-        .expect("analyze");
+    common::execute(&deps.pool, "ANALYZE apalis.jobs").await;
     let (stop, shutdown) = watch::channel(false);
     let started_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
         .fetch_one(&deps.pool)
@@ -229,10 +223,7 @@ async fn plain_loop(deps: &Deps, jobs: Vec<WaterLookup>, workers: usize) -> (f64
             .await
             .expect("plain enqueue");
     }
-    sqlx::query("ANALYZE bench_plain_jobs")
-        .execute(pool)
-        .await
-        .expect("analyze");
+    common::execute(pool, "ANALYZE bench_plain_jobs").await;
     let (cpu0, start) = (cpu_seconds(), Instant::now());
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
@@ -292,10 +283,7 @@ async fn apalis_default(pool: &PgPool, count: usize) -> (f64, i64) {
         storage.push_bulk(batch).await.expect("push_bulk");
     }
     let enqueued = count as f64 / start.elapsed().as_secs_f64();
-    sqlx::query("ANALYZE apalis.jobs")
-        .execute(pool)
-        .await
-        .expect("analyze");
+    common::execute(pool, "ANALYZE apalis.jobs").await;
     async fn noop(_: Noop) -> Result<(), BoxDynError> {
         Ok(())
     }
@@ -355,13 +343,8 @@ async fn main() {
     );
 
     // 1. assistant-request latency, open loop.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let endpoint = format!(
-        "http://{}/vapi/webhook",
-        listener.local_addr().expect("addr")
-    );
+    let (listener, base) = common::loopback().await;
+    let endpoint = format!("{base}/vapi/webhook");
     let (stop_web, web_shutdown) = watch::channel(false);
     let state = http::AppState::new(pool.clone(), config.clone());
     let server = tokio::spawn(http::serve(listener, state, web_shutdown));

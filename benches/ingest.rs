@@ -275,13 +275,8 @@ async fn main() {
     let vars: HashMap<String, String> =
         [("VAPI_WEBHOOK_SECRET".to_string(), SECRET.to_string())].into();
     let config = Arc::new(Config::from_vars(vars).expect("config"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let endpoint = format!(
-        "http://{}/vapi/webhook",
-        listener.local_addr().expect("addr")
-    );
+    let (listener, base) = common::loopback().await;
+    let endpoint = format!("{base}/vapi/webhook");
     let (stop, shutdown) = watch::channel(false);
     let server = tokio::spawn(http::serve(
         listener,

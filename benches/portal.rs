@@ -103,10 +103,7 @@ async fn load(pool: &sqlx::PgPool, calls: i64, agencies: i64) {
     .await
     .expect("queue");
     // VACUUM refuses to run in the implicit transaction of a multi-statement batch.
-    sqlx::query("VACUUM ANALYZE")
-        .execute(pool)
-        .await
-        .expect("vacuum analyze");
+    common::execute(pool, "VACUUM ANALYZE").await;
 }
 
 #[tokio::main]
@@ -132,10 +129,7 @@ async fn main() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let config = Arc::new(Config::from_vars(vars).expect("config"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (listener, base) = common::loopback().await;
     let (stop, shutdown) = watch::channel(false);
     let server = tokio::spawn(http::serve(
         listener,

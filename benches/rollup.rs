@@ -41,10 +41,7 @@ async fn restore_indexes(pool: &sqlx::PgPool) {
     .await
     .expect("re-index");
     // VACUUM refuses to run in the implicit transaction of a multi-statement batch.
-    sqlx::query("VACUUM ANALYZE agent_usage_metrics")
-        .execute(pool)
-        .await
-        .expect("vacuum analyze");
+    common::execute(pool, "VACUUM ANALYZE agent_usage_metrics").await;
 }
 
 /// One timing and its ratio to the plain `GROUP BY` of the same month (target <= 1.50x).

@@ -86,3 +86,25 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     let idx = ((sorted.len().max(1) - 1) as f64 * p).round() as usize;
     sorted.get(idx).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
+
+/// A listener at a loopback port of the kernel's choosing, and the base URL it will serve.
+#[allow(
+    dead_code,
+    reason = "each bench is its own crate; not every one serves HTTP"
+)]
+pub async fn loopback() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    (listener, base)
+}
+
+/// Runs `sql`, one statement without parameters (`ANALYZE`, `VACUUM` …), which must succeed.
+#[allow(
+    dead_code,
+    reason = "each bench is its own crate; not every one runs bare statements"
+)]
+pub async fn execute(pool: &PgPool, sql: &'static str) {
+    sqlx::query(sql).execute(pool).await.expect(sql);
+}

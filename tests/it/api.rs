@@ -1,9 +1,6 @@
 //! The agent API: bearer tokens, tenant-scoped reads, cursors, 404 for other tenants' ids.
 
-use agent_meter::{
-    billing::{self, Month},
-    store::agents,
-};
+use agent_meter::store::agents;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -115,20 +112,17 @@ async fn another_tenants_lead_is_404_and_ones_own_comes_with_its_findings() {
     let other = app.db.agent_id(PHONE_2).await;
     let mine = seed_leads(&app, agent, 1, "+1602111").await[0];
     let theirs = seed_leads(&app, other, 1, "+1480111").await[0];
-    sqlx::query("INSERT INTO tags (agent_id, lead_id, tag) VALUES ($1, $2, 'solar')")
-        .bind(agent)
-        .bind(mine)
-        .execute(&app.db.pool)
-        .await
-        .expect("tag");
-    sqlx::query(
-        "INSERT INTO risk_assessments (agent_id, lead_id, kind, result, idempotency_key) VALUES ($1, $2, 'water', '{\"well_count\": 2}', 'k')",
-    )
-    .bind(agent)
-    .bind(mine)
-    .execute(&app.db.pool)
-    .await
-    .expect("finding");
+    // A tag and a finding for our lead.
+    app.db
+        .execute_with(
+            "WITH l AS (SELECT agent_id, id FROM leads WHERE id = $1),
+                  t AS (INSERT INTO tags (agent_id, lead_id, tag)
+                        SELECT agent_id, id, 'solar' FROM l)
+             INSERT INTO risk_assessments (agent_id, lead_id, kind, result, idempotency_key)
+             SELECT agent_id, id, 'water', '{\"well_count\": 2}', 'k' FROM l",
+            mine,
+        )
+        .await;
     let (status, lead) = get(&app, &format!("/v1/leads/{mine}"), Some(&token)).await;
     assert_eq!(status, 200);
     assert_eq!(lead["tags"], serde_json::json!(["solar"]));
@@ -147,15 +141,7 @@ async fn usage_and_invoices_show_only_the_callers_money() {
     let (agent, token) = token_for(&app, PHONE_1).await;
     let other = app.db.agent_id(PHONE_2).await;
     for (who, key) in [(agent, "a1"), (agent, "a2"), (agent, "a3"), (other, "b1")] {
-        sqlx::query(
-            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd, occurred_at, idempotency_key)
-             VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, '2026-11-20T18:00:00Z', $2)",
-        )
-        .bind(who)
-        .bind(key)
-        .execute(&app.db.pool)
-        .await
-        .expect("usage");
+        add_usage(&app.db.pool, who, SCAN, "2026-11-20T18:00:00Z", key).await;
     }
     let (status, usage) = get(&app, "/v1/usage?month=2026-11", Some(&token)).await;
     assert_eq!(status, 200);
@@ -168,22 +154,9 @@ async fn usage_and_invoices_show_only_the_callers_money() {
         400
     );
 
-    billing::rollup(
-        &app.db.pool,
-        Month::parse("2026-11").expect("m"),
-        chrono_tz::America::Phoenix,
-        None,
-    )
-    .await
-    .expect("rollup");
-    billing::rollup(
-        &app.db.pool,
-        Month::parse("2026-12").expect("m"),
-        chrono_tz::America::Phoenix,
-        None,
-    )
-    .await
-    .expect("rollup december");
+    for m in ["2026-11", "2026-12"] {
+        rollup(&app.db.pool, m, None).await;
+    }
     let (status, first) = get(&app, "/v1/invoices?limit=1", Some(&token)).await;
     assert_eq!(status, 200);
     assert_eq!(

@@ -1,59 +1,17 @@
 //! Billing: prices over time, monthly invoices, finalization, the daily Vapi sync.
 
-use std::sync::Arc;
-
 use agent_meter::{
-    billing::{self, Month},
+    billing,
     jobs::{Deps, sync_calls::SyncCalls},
     store::pricing,
 };
 use chrono_tz::America::Phoenix;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use wiremock::{
-    Mock, ResponseTemplate,
-    matchers::{method, path},
-};
 
 use crate::helpers::*;
 
-fn d(s: &str) -> Decimal {
-    s.parse().expect("decimal")
-}
-
-fn month(s: &str) -> Month {
-    Month::parse(s).expect("month")
-}
-
-/// A day after the months these tests finalize have all ended.
-fn later() -> chrono::DateTime<chrono::Utc> {
-    "2027-06-01T00:00:00Z".parse().expect("time")
-}
-
-async fn add_usage(
-    db: &TestDb,
-    agent: uuid::Uuid,
-    metric: &str,
-    qty: &str,
-    price: &str,
-    at: &str,
-    key: &str,
-) {
-    sqlx::query(
-        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                          occurred_at, idempotency_key)
-         VALUES ($1, $2, $3::numeric, $4::numeric, $3::numeric * $4::numeric, $5::timestamptz, $6)",
-    )
-    .bind(agent)
-    .bind(metric)
-    .bind(qty)
-    .bind(price)
-    .bind(at)
-    .bind(key)
-    .execute(&db.pool)
-    .await
-    .expect("usage row");
-}
+const SETUP_FEES: &str = "SELECT count(*) FROM invoice_lines WHERE kind = 'setup_fee'";
 
 /// (kind, metric, quantity, unit price, amount) of the agent's invoice for `m`, and its total.
 async fn invoice(
@@ -94,22 +52,10 @@ async fn only(db: &TestDb, phone: &str) -> (uuid::Uuid, String) {
 async fn three_scans_rolled_up() -> (TestDb, uuid::Uuid, String) {
     let db = TestDb::seeded().await;
     let (agent, email) = only(&db, PHONE_1).await;
-    for i in 0..3 {
-        let key = format!("s{i}");
-        add_usage(
-            &db,
-            agent,
-            "solar_ocr_scan",
-            "1",
-            "0.075",
-            "2026-11-20T18:00:00Z",
-            &key,
-        )
-        .await;
+    for key in ["s0", "s1", "s2"] {
+        add_usage(&db.pool, agent, SCAN, "2026-11-20T18:00:00Z", key).await;
     }
-    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
-        .await
-        .expect("rollup");
+    rollup(&db.pool, "2026-11", Some(&email)).await;
     (db, agent, email)
 }
 
@@ -159,9 +105,7 @@ async fn a_thousand_scans_bill_75_dollars_not_80() {
     .execute(&db.pool)
     .await
     .expect("scans");
-    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
-        .await
-        .expect("rollup");
+    rollup(&db.pool, "2026-11", Some(&email)).await;
     let (lines, _, _) = invoice(&db, agent, "2026-11").await;
     let scans = lines
         .iter()
@@ -232,9 +176,7 @@ async fn a_price_change_mid_month_gives_two_usage_lines() {
     app.post(&early).await;
     app.post(&end_of_call_report("call-late", PHONE_1)).await; // 2026-11-20, 2.5 min
     drain(&app.db.pool, 15).await;
-    billing::rollup(&app.db.pool, month("2026-11"), Phoenix, Some(&email))
-        .await
-        .expect("rollup");
+    rollup(&app.db.pool, "2026-11", Some(&email)).await;
     let (lines, total, _) = invoice(&app.db, agent, "2026-11").await;
     let minutes: Vec<_> = lines
         .iter()
@@ -256,49 +198,19 @@ async fn a_price_change_mid_month_gives_two_usage_lines() {
 async fn the_setup_fee_appears_once_across_months_and_late_usage_becomes_an_adjustment() {
     let db = TestDb::seeded().await;
     let (agent, email) = only(&db, PHONE_1).await;
-    add_usage(
-        &db,
-        agent,
-        "solar_ocr_scan",
-        "1",
-        "0.075",
-        "2026-11-20T18:00:00Z",
-        "nov-1",
-    )
-    .await;
-    billing::finalize(&db.pool, month("2026-11"), Phoenix, Some(&email), later())
+    add_usage(&db.pool, agent, SCAN, "2026-11-20T18:00:00Z", "nov-1").await;
+    finalize(&db.pool, "2026-11", Some(&email))
         .await
         .expect("finalize nov");
     let (nov_lines, nov_total, status) = invoice(&db, agent, "2026-11").await;
     assert_eq!((status.as_str(), nov_total), ("finalized", d("749.08")));
 
     // A November scan that arrives after November was finalized, and December usage.
-    add_usage(
-        &db,
-        agent,
-        "solar_ocr_scan",
-        "1",
-        "0.075",
-        "2026-11-29T18:00:00Z",
-        "nov-late",
-    )
-    .await;
-    add_usage(
-        &db,
-        agent,
-        "solar_ocr_scan",
-        "1",
-        "0.075",
-        "2026-12-05T18:00:00Z",
-        "dec-1",
-    )
-    .await;
-    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
-        .await
-        .expect("rollup nov again");
-    billing::rollup(&db.pool, month("2026-12"), Phoenix, Some(&email))
-        .await
-        .expect("rollup dec");
+    add_usage(&db.pool, agent, SCAN, "2026-11-29T18:00:00Z", "nov-late").await;
+    add_usage(&db.pool, agent, SCAN, "2026-12-05T18:00:00Z", "dec-1").await;
+    for m in ["2026-11", "2026-12"] {
+        rollup(&db.pool, m, Some(&email)).await;
+    }
     assert_eq!(
         invoice(&db, agent, "2026-11").await,
         (nov_lines, nov_total, "finalized".into()),
@@ -312,15 +224,11 @@ async fn the_setup_fee_appears_once_across_months_and_late_usage_becomes_an_adju
         "{dec:?}"
     );
     assert_eq!(dec_total, d("249.00") + d("0.08") + d("0.08"));
-    let fees = db
-        .count("SELECT count(*) FROM invoice_lines WHERE kind = 'setup_fee'")
-        .await;
+    let fees = db.count(SETUP_FEES).await;
     assert_eq!(fees, 1);
     // Finalizing out of order is refused.
-    billing::rollup(&db.pool, month("2027-01"), Phoenix, Some(&email))
-        .await
-        .expect("rollup jan");
-    let refused = billing::finalize(&db.pool, month("2027-01"), Phoenix, Some(&email), later())
+    rollup(&db.pool, "2027-01", Some(&email)).await;
+    let refused = finalize(&db.pool, "2027-01", Some(&email))
         .await
         .expect_err("out of order");
     assert!(
@@ -335,22 +243,18 @@ async fn the_setup_fee_appears_once_across_months_and_late_usage_becomes_an_adju
 async fn a_call_ending_at_3_utc_on_december_1st_is_billed_in_november_in_phoenix() {
     let db = TestDb::seeded().await;
     let (agent, email) = only(&db, PHONE_1).await;
+    let ten_minutes = ("vapi_call_minutes", "10", "0.20");
     add_usage(
-        &db,
+        &db.pool,
         agent,
-        "vapi_call_minutes",
-        "10",
-        "0.20",
+        ten_minutes,
         "2026-12-01T03:00:00Z",
         "vapi_call:x",
     )
     .await;
-    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
-        .await
-        .expect("nov");
-    billing::rollup(&db.pool, month("2026-12"), Phoenix, Some(&email))
-        .await
-        .expect("dec");
+    for m in ["2026-11", "2026-12"] {
+        rollup(&db.pool, m, Some(&email)).await;
+    }
     let (nov, _, _) = invoice(&db, agent, "2026-11").await;
     let (dec, _, _) = invoice(&db, agent, "2026-12").await;
     assert!(
@@ -365,16 +269,8 @@ async fn a_call_ending_at_3_utc_on_december_1st_is_billed_in_november_in_phoenix
 async fn rollup_twice_and_concurrently_gives_one_identical_invoice_per_agent() {
     let db = TestDb::seeded().await;
     let (agent, _) = only(&db, PHONE_1).await;
-    add_usage(
-        &db,
-        agent,
-        "water_lookup",
-        "1",
-        "0",
-        "2026-11-20T18:00:00Z",
-        "w1",
-    )
-    .await;
+    let lookup = ("water_lookup", "1", "0");
+    add_usage(&db.pool, agent, lookup, "2026-11-20T18:00:00Z", "w1").await;
     let m = month("2026-11");
     let (a, b, c) = tokio::join!(
         billing::rollup(&db.pool, m, Phoenix, None),
@@ -391,11 +287,7 @@ async fn rollup_twice_and_concurrently_gives_one_identical_invoice_per_agent() {
         .expect("again");
     assert_eq!(invoice(&db, agent, "2026-11").await, first);
     assert_eq!(db.count("SELECT count(*) FROM invoices").await, 5);
-    assert_eq!(
-        db.count("SELECT count(*) FROM invoice_lines WHERE kind = 'setup_fee'")
-            .await,
-        5
-    );
+    assert_eq!(db.count(SETUP_FEES).await, 5);
 }
 
 #[tokio::test]
@@ -413,10 +305,7 @@ async fn cancelled_and_not_yet_started_agents_get_no_invoice() {
     .execute(&db.pool)
     .await
     .expect("later start");
-    let done = billing::rollup(&db.pool, month("2026-11"), Phoenix, None)
-        .await
-        .expect("rollup");
-    assert_eq!(done.len(), 3);
+    assert_eq!(rollup(&db.pool, "2026-11", None).await.len(), 3);
 }
 
 fn vapi_call(id: &str, started: &str, ended: &str) -> Value {
@@ -426,44 +315,36 @@ fn vapi_call(id: &str, started: &str, ended: &str) -> Value {
 }
 
 /// A seeded database, its first agent, and deps whose providers point at `mocks`.
-async fn with_mocks(mocks: &Mocks) -> (TestDb, uuid::Uuid, Deps) {
+async fn with_mocks() -> (Mocks, TestDb, uuid::Uuid, Deps) {
+    let mocks = Mocks::start().await;
     let db = TestDb::seeded().await;
     let agent = db.agent_id(PHONE_1).await;
     let vars: Vec<(String, String)> = mocks.config();
     let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&borrowed)));
-    (db, agent, deps)
+    let deps = deps_with(&db.pool, &borrowed);
+    (mocks, db, agent, deps)
 }
 
-/// Vapi's organisation-wide `GET /call` listing `calls` (the sync routes each to its agency).
-async fn vapi_lists(mocks: &Mocks, calls: Value) {
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(calls))
-        .mount(&mocks.vapi)
-        .await;
+/// Call `id` of `agent`, ended `ended` after `seconds`, metered by its webhook at 0.20 a minute.
+async fn metered_call(db: &TestDb, agent: uuid::Uuid, id: &str, seconds: i32, ended: &str) {
+    let minutes = (Decimal::from(seconds) / d("60")).to_string();
+    let key = format!("vapi_call:{id}");
+    add_usage(
+        &db.pool,
+        agent,
+        ("vapi_call_minutes", &minutes, "0.20"),
+        ended,
+        &key,
+    )
+    .await;
+    add_ended_call(&db.pool, agent, id, seconds, ended).await;
 }
 
 #[tokio::test]
 async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_duration() {
-    let mocks = Mocks::start().await;
-    let (db, agent, deps) = with_mocks(&mocks).await;
+    let (mocks, db, agent, deps) = with_mocks().await;
     // The webhook metered call A as 2 minutes; Vapi's final record says 3. Call B never reached us.
-    add_usage(
-        &db,
-        agent,
-        "vapi_call_minutes",
-        "2",
-        "0.20",
-        "2026-11-20T17:02:00Z",
-        "vapi_call:call-a",
-    )
-    .await;
-    sqlx::query("INSERT INTO calls (agent_id, vapi_call_id, status, duration_seconds, ended_at) VALUES ($1, 'call-a', 'ended', 120, '2026-11-20T17:02:00Z')")
-        .bind(agent)
-        .execute(&db.pool)
-        .await
-        .expect("call a");
+    metered_call(&db, agent, "call-a", 120, "2026-11-20T17:02:00Z").await;
     let day = json!([
         vapi_call("call-b", "2026-11-20T18:00:00Z", "2026-11-20T18:01:30Z"),
         vapi_call("call-a", "2026-11-20T17:00:00Z", "2026-11-20T17:03:00Z"),
@@ -471,26 +352,13 @@ async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_dura
     vapi_lists(&mocks, day).await;
 
     let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
-    let report = SyncCalls {
-        date,
-        agent_id: None,
-        slice: None,
-    }
-    .sync(&deps)
-    .await
-    .expect("sync");
+    let report = day_sync(date).sync(&deps).await.expect("sync");
     assert_eq!(
         (report.seen, report.new, report.metered, report.corrected),
         (2, 1, 1, 1)
     );
-    let rows: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics ORDER BY idempotency_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("rows");
     assert_eq!(
-        rows,
+        usage_rows(&db.pool, None).await,
         vec![
             ("vapi_call:call-a".into(), d("2"), d("0.2")),
             ("vapi_call:call-a:rev1".into(), d("-2"), d("0.2")),
@@ -499,30 +367,19 @@ async fn sync_meters_a_call_whose_webhook_never_came_and_corrects_a_changed_dura
         ]
     );
     // A second sync changes nothing.
-    let again = SyncCalls {
-        date,
-        agent_id: None,
-        slice: None,
-    }
-    .sync(&deps)
-    .await
-    .expect("sync again");
+    let again = day_sync(date).sync(&deps).await.expect("sync again");
     assert_eq!(
         (again.seen, again.new, again.metered, again.corrected),
         (2, 0, 0, 0)
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM agent_usage_metrics").await,
-        4
-    );
+    assert_eq!(db.count(USAGE_ROWS).await, 4);
 }
 
 /// Issue 14, item 4: a reversal nets the row it reverses exactly (its time, so its month; its
 /// price; its quantity, cost and provider cost negated), and Vapi's cost is counted once.
 #[tokio::test]
 async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_once() {
-    let mocks = Mocks::start().await;
-    let (db, agent, deps) = with_mocks(&mocks).await;
+    let (mocks, db, agent, deps) = with_mocks().await;
     // Billed as 2 minutes at 0.20 on the last evening of November, with Vapi's cost then 0.25.
     sqlx::query(
         "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
@@ -533,11 +390,7 @@ async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_
     .execute(&db.pool)
     .await
     .expect("billed row");
-    sqlx::query("INSERT INTO calls (agent_id, vapi_call_id, status, duration_seconds, ended_at) VALUES ($1, 'late-call', 'ended', 120, '2026-12-01T06:50:00Z')")
-        .bind(agent)
-        .execute(&db.pool)
-        .await
-        .expect("call");
+    add_ended_call(&db.pool, agent, "late-call", 120, "2026-12-01T06:50:00Z").await;
     // Vapi's final record: 3 minutes, ending after midnight in Phoenix (another month), cost 0.31.
     vapi_lists(
         &mocks,
@@ -549,14 +402,7 @@ async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_
     )
     .await;
     let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 30).expect("date");
-    SyncCalls {
-        date,
-        agent_id: None,
-        slice: None,
-    }
-    .sync(&deps)
-    .await
-    .expect("sync");
+    day_sync(date).sync(&deps).await.expect("sync");
     type Row = (
         String,
         Decimal,
@@ -565,13 +411,13 @@ async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_
         Option<Decimal>,
         chrono::DateTime<chrono::Utc>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT idempotency_key, quantity, unit_price_usd, cost_usd, provider_cost_usd, occurred_at
-           FROM agent_usage_metrics ORDER BY idempotency_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("rows");
+    let rows: Vec<Row> = db
+        .rows(
+            "SELECT idempotency_key, quantity, unit_price_usd, cost_usd, provider_cost_usd,
+                    occurred_at
+               FROM agent_usage_metrics ORDER BY idempotency_key",
+        )
+        .await;
     let (billed, reversal, rebilled) = (&rows[0], &rows[1], &rows[2]);
     assert_eq!(reversal.0, "vapi_call:late-call:rev1");
     assert_eq!(
@@ -592,22 +438,8 @@ async fn a_correction_reverses_in_the_reversed_rows_month_and_counts_vapis_cost_
 /// reversal is zero too, so reversals are told by what they reverse, not by their sign).
 #[tokio::test]
 async fn every_correction_nets_to_vapis_latest_duration() {
-    let mocks = Mocks::start().await;
-    let (db, agent, deps) = with_mocks(&mocks).await;
-    sqlx::query(
-        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                          occurred_at, idempotency_key)
-         VALUES ($1, 'vapi_call_minutes', 0, 0.20, 0, '2026-11-20T17:00:00Z', 'vapi_call:short')",
-    )
-    .bind(agent)
-    .execute(&db.pool)
-    .await
-    .expect("billed row");
-    sqlx::query("INSERT INTO calls (agent_id, vapi_call_id, status, duration_seconds, ended_at) VALUES ($1, 'short', 'ended', 0, '2026-11-20T17:00:00Z')")
-        .bind(agent)
-        .execute(&db.pool)
-        .await
-        .expect("call");
+    let (mocks, db, agent, deps) = with_mocks().await;
+    metered_call(&db, agent, "short", 0, "2026-11-20T17:00:00Z").await;
     let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
     for (ended, minutes) in [
         ("2026-11-20T17:00:30Z", "0.5"),
@@ -621,14 +453,7 @@ async fn every_correction_nets_to_vapis_latest_duration() {
             json!([vapi_call("short", "2026-11-20T17:00:00Z", ended)]),
         )
         .await;
-        SyncCalls {
-            date,
-            agent_id: None,
-            slice: None,
-        }
-        .sync(&deps)
-        .await
-        .expect("sync");
+        day_sync(date).sync(&deps).await.expect("sync");
         let (billed, cost): (Decimal, Decimal) = sqlx::query_as(
             "SELECT sum(quantity), sum(cost_usd) FROM agent_usage_metrics WHERE agent_id = $1",
         )
@@ -639,12 +464,11 @@ async fn every_correction_nets_to_vapis_latest_duration() {
         assert_eq!(billed, d(minutes), "after the sync saw {ended}");
         assert_eq!(cost, d(minutes) * d("0.20"));
     }
-    let keys: Vec<String> = sqlx::query_scalar(
-        "SELECT idempotency_key FROM agent_usage_metrics ORDER BY created_at, idempotency_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("keys");
+    let keys = db
+        .strings(
+            "SELECT idempotency_key FROM agent_usage_metrics ORDER BY created_at, idempotency_key",
+        )
+        .await;
     assert_eq!(
         keys,
         [
@@ -662,7 +486,7 @@ async fn every_correction_nets_to_vapis_latest_duration() {
 #[tokio::test]
 async fn the_clock_enqueues_a_missed_tick_once_per_period() {
     let db = TestDb::seeded().await;
-    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
+    let deps = deps_with(&db.pool, &[]);
     let schedule = agent_meter::app::clock::Schedule::parse(agent_meter::app::clock::SCHEDULE_TOML)
         .expect("schedule");
     let now = chrono::DateTime::parse_from_rfc3339("2026-12-15T12:00:00Z")
@@ -670,11 +494,9 @@ async fn the_clock_enqueues_a_missed_tick_once_per_period() {
         .with_timezone(&chrono::Utc);
     agent_meter::app::clock::catch_up(&deps, &schedule, now).await;
     agent_meter::app::clock::catch_up(&deps, &schedule, now).await;
-    let keys: Vec<String> =
-        sqlx::query_scalar("SELECT idempotency_key FROM apalis.jobs ORDER BY 1")
-            .fetch_all(&db.pool)
-            .await
-            .expect("keys");
+    let keys = db
+        .strings("SELECT idempotency_key FROM apalis.jobs ORDER BY 1")
+        .await;
     assert_eq!(
         keys,
         vec![
@@ -691,12 +513,11 @@ async fn the_clock_enqueues_a_missed_tick_once_per_period() {
 #[tokio::test]
 async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once() {
     let db = TestDb::seeded().await;
-    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
+    let deps = deps_with(&db.pool, &[]);
     let schedule = agent_meter::app::clock::Schedule::parse(
         "[[entry]]\njob = \"invoice_rollup\"\ncron = \"0 0 2 1 * *\"",
     )
     .expect("schedule");
-    let at = |t: &str| -> chrono::DateTime<chrono::Utc> { t.parse().expect("time") };
     // The clock last ran on June 1st (rolling up May), then nothing until mid-September.
     assert!(
         agent_meter::app::clock::enqueue_tick(&deps, "invoice_rollup", at("2026-06-01T09:00:00Z"))
@@ -705,12 +526,12 @@ async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once
     );
     agent_meter::app::clock::catch_up(&deps, &schedule, at("2026-09-15T12:00:00Z")).await;
     agent_meter::app::clock::catch_up(&deps, &schedule, at("2026-09-15T12:05:00Z")).await;
-    let queued: Vec<String> = sqlx::query_scalar(
-        "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY run_at",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("jobs");
+    let queued = db
+        .strings(
+            "SELECT idempotency_key FROM apalis.jobs
+              WHERE job_type = 'invoice_rollup' ORDER BY run_at",
+        )
+        .await;
     assert_eq!(
         queued,
         [
@@ -723,13 +544,12 @@ async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once
     );
     // Each is due at its own tick (02:00 on the 1st in Phoenix), so the queue, which takes the
     // earliest run_at first, runs them in that order however fast they were queued.
-    let due: Vec<String> = sqlx::query_scalar(
-        "SELECT to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM apalis.jobs
-          WHERE job_type = 'invoice_rollup' ORDER BY run_at",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("due");
+    let due = db
+        .strings(
+            "SELECT to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM apalis.jobs
+              WHERE job_type = 'invoice_rollup' ORDER BY run_at",
+        )
+        .await;
     assert_eq!(
         due,
         [
@@ -740,17 +560,14 @@ async fn a_clock_back_from_a_long_outage_replays_every_missed_tick_in_order_once
         ]
     );
     // The look-back bounds a very long outage.
-    let deps = Deps::new(
-        db.pool.clone(),
-        Arc::new(test_config(&[("CLOCK_CATCH_UP_DAYS", "40")])),
-    );
+    let deps = deps_with(&db.pool, &[("CLOCK_CATCH_UP_DAYS", "40")]);
     agent_meter::app::clock::catch_up(&deps, &schedule, at("2027-03-15T12:00:00Z")).await;
-    let latest: Vec<String> = sqlx::query_scalar(
-        "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'invoice_rollup' ORDER BY run_at DESC LIMIT 2",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("jobs");
+    let latest = db
+        .strings(
+            "SELECT idempotency_key FROM apalis.jobs
+              WHERE job_type = 'invoice_rollup' ORDER BY run_at DESC LIMIT 2",
+        )
+        .await;
     // 40 days back from March 15th reaches only the March 1st tick (rolling up February);
     // September to January are beyond the look-back, as configured.
     assert_eq!(latest, ["invoice-rollup:2027-02", "invoice-rollup:2026-08"]);
@@ -776,30 +593,23 @@ async fn invoices_show_prints_the_documented_json_shape() {
     );
     let usage = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "csv"]);
     let text = String::from_utf8_lossy(&usage);
-    assert!(
-        text.contains("Flagstaff Family Insurance,solar_ocr_scan,3,3,0.23,0.00,0.23"),
-        "{text}"
+    assert_has(
+        &text,
+        "Flagstaff Family Insurance,solar_ocr_scan,3,3,0.23,0.00,0.23",
     );
 }
 
 #[tokio::test]
 async fn the_daily_sync_fans_out_one_job_per_slice_of_the_day_once() {
     let db = TestDb::seeded().await;
-    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
-    let day = SyncCalls {
-        date: chrono::NaiveDate::from_ymd_opt(2026, 11, 27).expect("date"),
-        agent_id: None,
-        slice: None,
-    };
+    let deps = deps_with(&db.pool, &[]);
+    let day = day_sync(chrono::NaiveDate::from_ymd_opt(2026, 11, 27).expect("date"));
     assert_eq!(day.fan_out(&deps).await.expect("fan out"), 24);
     // A re-run (the day's job retried after a crash) queues nothing new.
     assert_eq!(day.fan_out(&deps).await.expect("again"), 0);
-    let keys: Vec<String> = sqlx::query_scalar(
-        "SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'sync_calls' ORDER BY 1",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("jobs");
+    let keys = db
+        .strings("SELECT idempotency_key FROM apalis.jobs WHERE job_type = 'sync_calls' ORDER BY 1")
+        .await;
     let expected: Vec<String> = (0..24)
         .map(|s| format!("vapi-sync:2026-11-27:s{s:02}"))
         .collect();
@@ -810,33 +620,16 @@ async fn the_daily_sync_fans_out_one_job_per_slice_of_the_day_once() {
 #[tokio::test]
 async fn usage_is_reported_per_agent_even_when_two_agencies_share_a_name() {
     let db = TestDb::seeded().await;
-    let (a, b) = (db.agent_id(PHONE_1).await, db.agent_id(PHONE_2).await);
-    sqlx::query("UPDATE agents SET agency_name = 'Desert Insurance' WHERE id IN ($1, $2)")
-        .bind(a)
-        .bind(b)
-        .execute(&db.pool)
-        .await
-        .expect("same name");
-    add_usage(
-        &db,
-        a,
-        "water_lookup",
-        "1",
-        "0.00",
-        "2026-11-10T17:00:00Z",
-        "k-a",
+    let (a, b) = db.two_agents().await;
+    db.execute(
+        "UPDATE agents SET agency_name = 'Desert Insurance'
+          WHERE vapi_phone_number_id IN ('ph_placeholder_client1', 'ph_placeholder_client2')",
     )
     .await;
-    add_usage(
-        &db,
-        b,
-        "water_lookup",
-        "2",
-        "0.00",
-        "2026-11-10T17:00:00Z",
-        "k-b",
-    )
-    .await;
+    for (agent, lookups, key) in [(a, "1", "k-a"), (b, "2", "k-b")] {
+        let water = ("water_lookup", lookups, "0.00");
+        add_usage(&db.pool, agent, water, "2026-11-10T17:00:00Z", key).await;
+    }
     let out = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "json"]);
     let rows: Value = serde_json::from_slice(&out).expect("json");
     let mut per_agent: Vec<(String, String)> = rows
@@ -866,27 +659,28 @@ async fn usage_is_reported_per_agent_even_when_two_agencies_share_a_name() {
 async fn finalize_keeps_months_in_order_and_the_setup_fee_in_the_first_month() {
     let db = TestDb::seeded().await;
     let (agent, email) = only(&db, PHONE_1).await;
-    let nov = month("2026-11");
-    let mid_november: chrono::DateTime<chrono::Utc> = "2026-11-15T12:00:00Z".parse().expect("t");
-    let e = billing::finalize(&db.pool, nov, Phoenix, Some(&email), mid_november)
-        .await
-        .expect_err("not ended");
+    let mid_november = at("2026-11-15T12:00:00Z");
+    let e = billing::finalize(
+        &db.pool,
+        month("2026-11"),
+        Phoenix,
+        Some(&email),
+        mid_november,
+    )
+    .await
+    .expect_err("not ended");
     assert!(e.to_string().contains("2026-11 has not ended yet"), "{e}");
 
     // December rolled up before November: the setup fee still belongs to November.
-    billing::rollup(&db.pool, month("2026-12"), Phoenix, Some(&email))
-        .await
-        .expect("rollup dec");
-    let e = billing::finalize(&db.pool, month("2026-12"), Phoenix, Some(&email), later())
+    rollup(&db.pool, "2026-12", Some(&email)).await;
+    let e = finalize(&db.pool, "2026-12", Some(&email))
         .await
         .expect_err("november is missing");
     assert!(
         e.to_string().contains("2026-11 is not finalized") && e.to_string().contains(&email),
         "{e}"
     );
-    billing::rollup(&db.pool, nov, Phoenix, Some(&email))
-        .await
-        .expect("rollup nov");
+    rollup(&db.pool, "2026-11", Some(&email)).await;
     let (dec_lines, ..) = invoice(&db, agent, "2026-12").await;
     assert!(
         dec_lines.iter().all(|l| l.0 != "setup_fee"),
@@ -900,25 +694,17 @@ async fn finalize_keeps_months_in_order_and_the_setup_fee_in_the_first_month() {
     );
 
     // In order, both finalize.
-    billing::finalize(&db.pool, nov, Phoenix, Some(&email), later())
-        .await
-        .expect("nov");
-    billing::finalize(&db.pool, month("2026-12"), Phoenix, Some(&email), later())
-        .await
-        .expect("dec");
-    assert_eq!(
-        db.count("SELECT count(*) FROM invoice_lines WHERE kind = 'setup_fee'")
-            .await,
-        1
-    );
+    for m in ["2026-11", "2026-12"] {
+        finalize(&db.pool, m, Some(&email)).await.expect(m);
+    }
+    assert_eq!(db.count(SETUP_FEES).await, 1);
 }
 
 /// Web calls have no phone number: the daily sync routes them by the agent's saved assistant,
 /// and leaves calls on another agent's number to that agent.
 #[tokio::test]
 async fn the_daily_sync_finds_web_calls_by_the_agents_assistant() {
-    let mocks = Mocks::start().await;
-    let (db, agent, deps) = with_mocks(&mocks).await;
+    let (mocks, db, agent, deps) = with_mocks().await;
     sqlx::query("UPDATE agents SET vapi_assistant_id = 'asst-web' WHERE id = $1")
         .bind(agent)
         .execute(&db.pool)
@@ -940,12 +726,11 @@ async fn the_daily_sync_finds_web_calls_by_the_agents_assistant() {
     .await
     .expect("sync");
     assert_eq!((report.seen, report.metered), (1, 1), "{report:?}");
-    let keys: Vec<String> = sqlx::query_scalar(
-        "SELECT idempotency_key FROM agent_usage_metrics WHERE agent_id = $1 ORDER BY 1",
-    )
-    .bind(agent)
-    .fetch_all(&db.pool)
-    .await
-    .expect("usage");
+    let keys = db
+        .strings(
+            "SELECT idempotency_key FROM agent_usage_metrics u JOIN agents a ON a.id = u.agent_id
+              WHERE a.vapi_phone_number_id = 'ph_placeholder_client1' ORDER BY 1",
+        )
+        .await;
     assert_eq!(keys, vec!["vapi_call:web-1".to_string()]);
 }

@@ -77,11 +77,9 @@ async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
 }
 
 async fn call_id(app: &TestApp, vapi_call_id: &str) -> Uuid {
-    sqlx::query_scalar("SELECT id FROM calls WHERE vapi_call_id = $1")
-        .bind(vapi_call_id)
-        .fetch_one(&app.db.pool)
+    app.db
+        .scalar_with("SELECT id FROM calls WHERE vapi_call_id = $1", vapi_call_id)
         .await
-        .expect("call")
 }
 
 async fn post_ok(app: &TestApp, body: &Value) {
@@ -139,11 +137,8 @@ async fn a_full_report_is_kept_and_shown_on_the_portal_and_in_the_api() {
     let cookie = portal_session(&app, PHONE_1).await;
     let id = call_id(&app, "call-full").await;
     let (_, list) = page(&app, &cookie, "/portal/calls").await;
-    assert!(
-        list.contains(&format!("<a href=\"/portal/calls/{id}\">")),
-        "{list}"
-    );
-    assert!(list.contains("Maria asked for a home quote."), "{list}");
+    assert_has(&list, &format!("<a href=\"/portal/calls/{id}\">"));
+    assert_has(&list, "Maria asked for a home quote.");
     let (status, detail) = page(&app, &cookie, &format!("/portal/calls/{id}")).await;
     assert_eq!(status, 200, "{detail}");
     for shown in [
@@ -177,12 +172,13 @@ async fn a_full_report_is_kept_and_shown_on_the_portal_and_in_the_api() {
     let mut conn = app.db.pool.acquire().await.expect("conn");
     let token = agents::new_token(&mut conn, agent).await.expect("token");
     drop(conn);
-    let lead: Uuid =
-        sqlx::query_scalar("SELECT id FROM leads WHERE agent_id = $1 AND phone = '+16025550777'")
-            .bind(agent)
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("lead");
+    let lead: Uuid = app
+        .db
+        .scalar_with(
+            "SELECT id FROM leads WHERE agent_id = $1 AND phone = '+16025550777'",
+            agent,
+        )
+        .await;
     let detail: Value = lead_detail(&app, &token, lead).await;
     let call = &detail["calls"][0];
     assert_eq!(call["vapi_call_id"], "call-full", "{detail:#}");
@@ -235,10 +231,9 @@ async fn what_a_call_said_outlives_the_pruned_raw_events() {
     )
     .await;
     // Everything received long ago: the high-volume events go with the daily prune.
-    sqlx::query("UPDATE webhook_events SET received_at = now() - interval '400 days'")
-        .execute(&app.db.pool)
-        .await
-        .expect("age");
+    app.db
+        .execute("UPDATE webhook_events SET received_at = now() - interval '400 days'")
+        .await;
     let deps = Deps::new(app.db.pool.clone(), Arc::new(test_config(&[])));
     PruneJobs::default().run(&deps).await.expect("prune");
     assert_eq!(
@@ -248,30 +243,27 @@ async fn what_a_call_said_outlives_the_pruned_raw_events() {
         0
     );
     // And should the report itself go too (a shorter retention one day), nothing is lost.
-    sqlx::query("DELETE FROM webhook_events")
-        .execute(&app.db.pool)
-        .await
-        .expect("delete events");
+    app.db.execute("DELETE FROM webhook_events").await;
     let cookie = portal_session(&app, PHONE_1).await;
     let id = call_id(&app, "call-kept").await;
     let (status, detail) = page(&app, &cookie, &format!("/portal/calls/{id}")).await;
     assert_eq!(status, 200);
-    assert!(detail.contains("User: keep me"), "{detail}");
-    assert!(detail.contains("Kept summary"), "{detail}");
+    assert_has(&detail, "User: keep me");
+    assert_has(&detail, "Kept summary");
 }
 
 #[tokio::test]
 async fn caller_details_fill_a_leads_empty_fields_and_never_overwrite() {
     let app = TestApp::spawn_web_only().await;
     let agent = app.db.agent_id(PHONE_1).await;
-    let lead: Uuid = sqlx::query_scalar(
-        "INSERT INTO leads (agent_id, phone, name, email, address)
+    let lead: Uuid = app
+        .db
+        .scalar_with(
+            "INSERT INTO leads (agent_id, phone, name, email, address)
          VALUES ($1, '+16025550779', 'Ana Existing', NULL, '  ') RETURNING id",
-    )
-    .bind(agent)
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("lead");
+            agent,
+        )
+        .await;
     post_ok(
         &app,
         &full_report(
@@ -309,11 +301,10 @@ async fn caller_details_fill_a_leads_empty_fields_and_never_overwrite() {
             .await
             .expect("properties");
     assert_eq!(properties, ["12 Pine St, Flagstaff AZ 86001"]);
-    let linked: Option<Uuid> =
-        sqlx::query_scalar("SELECT lead_id FROM calls WHERE vapi_call_id = 'call-fill-1'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("call");
+    let linked: Option<Uuid> = app
+        .db
+        .scalar("SELECT lead_id FROM calls WHERE vapi_call_id = 'call-fill-1'")
+        .await;
     assert_eq!(linked, Some(lead));
 
     // A later call saying other things changes nothing that is filled.
@@ -409,10 +400,7 @@ async fn hostile_transcripts_and_recording_urls_are_shown_as_text() {
         !detail.contains("id=\"recording-link\""),
         "only https is a link: {detail}"
     );
-    assert!(
-        detail.contains("http://storage.example.com/rec.wav"),
-        "{detail}"
-    );
+    assert_has(&detail, "http://storage.example.com/rec.wav");
 }
 
 #[tokio::test]
@@ -517,14 +505,15 @@ async fn search_finds_words_of_transcripts_and_summaries_and_never_another_agenc
         .expect("search");
     assert_eq!(none, 0);
     tx.rollback().await.expect("rollback");
-    let public: bool = sqlx::query_scalar(
-        "SELECT COALESCE(bool_or(has_function_privilege(r.oid, 'search_call_content(text)', 'EXECUTE')), false)
-           FROM pg_roles r WHERE r.rolname NOT IN ('agent_meter_tenant', current_user)
-                             AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("privileges");
+    let public: bool = app
+        .db
+        .scalar(
+            "SELECT COALESCE(bool_or(has_function_privilege(r.oid, 'search_call_content(text)',
+                                                            'EXECUTE')), false)
+               FROM pg_roles r WHERE r.rolname NOT IN ('agent_meter_tenant', current_user)
+                                 AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%'",
+        )
+        .await;
     assert!(!public, "only the tenant role executes the search");
 }
 
@@ -583,11 +572,11 @@ async fn the_sync_keeps_what_a_call_said_from_vapis_call_object() {
     assert_eq!(stored.4, "https://storage.vapi.ai/synced.wav");
     assert_eq!(stored.5[0]["cost"].to_string(), "0.075");
     assert_eq!(stored.6["caller_name"], "Synced Caller");
-    let name: Option<String> =
-        sqlx::query_scalar("SELECT name FROM leads WHERE agent_id = $1 AND phone = '+16025550900'")
-            .bind(agent)
-            .fetch_one(&db.pool)
-            .await
-            .expect("lead");
+    let name: Option<String> = db
+        .scalar_with(
+            "SELECT name FROM leads WHERE agent_id = $1 AND phone = '+16025550900'",
+            agent,
+        )
+        .await;
     assert_eq!(name.as_deref(), Some("Synced Caller"));
 }

@@ -14,7 +14,11 @@ use wiremock::{
     matchers::{method, path},
 };
 
-use crate::helpers::*;
+use crate::{cli::run_line, helpers::*};
+
+/// Counts the metering jobs that finished.
+const METERING_DONE: &str =
+    "SELECT count(*) FROM apalis.jobs WHERE job_type = 'meter_call' AND status = 'Done'";
 
 const DAY: &str = "2026-11-20";
 
@@ -39,15 +43,6 @@ fn unanswered(id: &str, phone: &str) -> Value {
            "cost": 0, "createdAt": "2026-11-20T18:00:00Z", "updatedAt": "2026-11-20T18:00:41Z"})
 }
 
-/// Vapi's organisation-wide `GET /call` listing `calls`.
-async fn lists(mocks: &Mocks, calls: Value) {
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(calls))
-        .mount(&mocks.vapi)
-        .await;
-}
-
 /// The whole day's sync, every agency, as `sync-calls --date` runs it.
 async fn sync_day(db: &TestDb, mocks: &Mocks) -> Result<SyncReport, JobError> {
     SyncCalls {
@@ -69,15 +64,10 @@ fn deps(db: &TestDb, mocks: &Mocks) -> Deps {
 async fn calls_and_minutes(
     db: &TestDb,
 ) -> Vec<(String, Option<String>, Option<String>, Option<Decimal>)> {
-    sqlx::query_as(
-        "SELECT c.vapi_call_id, c.status, c.ended_reason,
+    db.rows("SELECT c.vapi_call_id, c.status, c.ended_reason,
                 (SELECT sum(u.quantity) FROM agent_usage_metrics u
                   WHERE u.agent_id = c.agent_id AND u.idempotency_key = 'vapi_call:' || c.vapi_call_id)
-           FROM calls c ORDER BY c.vapi_call_id",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("calls")
+           FROM calls c ORDER BY c.vapi_call_id").await
 }
 
 /// A day on which the first agency had an unanswered and an answered call, and the second one
@@ -96,7 +86,7 @@ async fn a_day_with_a_bad_call(more: &[Value]) -> (Mocks, TestDb) {
     .into_iter()
     .chain(more.iter().cloned())
     .collect();
-    lists(&mocks, Value::Array(day)).await;
+    vapi_lists(&mocks, Value::Array(day)).await;
     (mocks, db)
 }
 
@@ -142,10 +132,7 @@ async fn an_unanswered_call_is_billed_zero_minutes_and_never_halts_the_sync() {
     // Again: nothing new, nothing failed twice over, nothing billed twice.
     let again = sync_day(&db, &mocks).await.expect("again");
     assert_eq!((again.metered, again.corrected), (0, 0), "{again:?}");
-    assert_eq!(
-        db.count("SELECT count(*) FROM agent_usage_metrics").await,
-        3
-    );
+    assert_eq!(db.count(USAGE_ROWS).await, 3);
 }
 
 #[tokio::test]
@@ -162,15 +149,15 @@ async fn sync_calls_prints_each_agency_and_names_the_one_not_fully_synced() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(!out.status.success(), "{stdout}{stderr}");
-    assert!(
-        stdout.contains("client1@agent-meter.example: 2 found, 2 new, 2 metered, 0 corrected, 1 not connected, 0 failed"),
-        "{stdout}"
+    assert_has(
+        &stdout,
+        "client1@agent-meter.example: 2 found, 2 new, 2 metered, 0 corrected, 1 not connected, 0 failed",
     );
-    assert!(stdout.contains("client2@agent-meter.example: 1 found, 0 new, 0 metered, 0 corrected, 0 not connected, 1 failed"), "{stdout}");
-    assert!(
-        stdout.contains("client5@agent-meter.example: 0 found"),
-        "{stdout}"
+    assert_has(
+        &stdout,
+        "client2@agent-meter.example: 1 found, 0 new, 0 metered, 0 corrected, 0 not connected, 1 failed",
     );
+    assert_has(&stdout, "client5@agent-meter.example: 0 found");
     assert!(
         stderr.contains(
             "not everything was synced for: client2@agent-meter.example (the others were)"
@@ -232,14 +219,7 @@ async fn a_report_of_a_call_nobody_answered_is_metered_zero_minutes() {
             Some(Decimal::ZERO)
         )]
     );
-    assert_eq!(
-        app.db
-            .count(
-                "SELECT count(*) FROM apalis.jobs WHERE job_type = 'meter_call' AND status = 'Done'"
-            )
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(METERING_DONE).await, 1);
 }
 
 /// Statuses only move forward, whatever order Vapi's messages arrive in; in-progress again after
@@ -285,19 +265,15 @@ async fn call_statuses_only_move_forward() {
 #[tokio::test]
 async fn our_own_agent_id_routes_before_the_number_and_the_assistant() {
     let app = TestApp::spawn_web_only().await;
-    let (a, b) = (
-        app.db.agent_id(PHONE_1).await,
-        app.db.agent_id(PHONE_2).await,
-    );
+    let (a, b) = app.db.two_agents().await;
     let msg = json!({"message": {"type": "status-update", "status": "in-progress",
         "call": {"id": "c-route", "phoneNumberId": PHONE_1,
                  "assistantOverrides": {"variableValues": {"agent_id": b.to_string()}}}}});
     assert_eq!(app.post(&msg).await.status(), 200);
-    let owner: uuid::Uuid =
-        sqlx::query_scalar("SELECT agent_id FROM calls WHERE vapi_call_id = 'c-route'")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("call");
+    let owner: uuid::Uuid = app
+        .db
+        .scalar("SELECT agent_id FROM calls WHERE vapi_call_id = 'c-route'")
+        .await;
     assert_eq!(owner, b);
     assert_ne!(owner, a);
 }
@@ -332,14 +308,10 @@ async fn a_vapi_assistant_has_one_owner() {
         !ok && err.contains("belongs to client2@agent-meter.example"),
         "{err}"
     );
-    let (ok, _, err) = run(&[
-        "agents",
-        "add",
-        "--agency-name",
-        "Dup",
-        "--email",
-        "client2@agent-meter.example",
-    ]);
+    let (ok, _, err) = run_line(
+        &db.url,
+        "agents add --agency-name Dup --email client2@agent-meter.example",
+    );
     assert!(
         !ok && err.contains("an agent with that email already exists"),
         "{err}"
@@ -403,12 +375,12 @@ fn every_call_shape_here_is_a_call_by_vapis_schema() {
 async fn the_sync_routes_every_call_shape_to_one_agency() {
     let mocks = Mocks::start().await;
     let db = TestDb::seeded().await;
-    let (a, b) = (db.agent_id(PHONE_1).await, db.agent_id(PHONE_2).await);
-    sqlx::query("UPDATE agents SET vapi_assistant_id = 'asst-b' WHERE id = $1")
-        .bind(b)
-        .execute(&db.pool)
-        .await
-        .expect("assistant");
+    let (a, b) = db.two_agents().await;
+    db.execute_with(
+        "UPDATE agents SET vapi_assistant_id = 'asst-b' WHERE id = $1",
+        b,
+    )
+    .await;
     let ours = web_with_our_assistant("web-transient", a);
     // A phone call on A's number whose assistant is B's saved one: the number wins.
     let mut on_a = answered("phone-a", PHONE_1);
@@ -419,44 +391,46 @@ async fn the_sync_routes_every_call_shape_to_one_agency() {
     let squad = squad_web_call("squad-1");
     // B's webhook recorded this call first (as its own); the listing routes it to A by number.
     let first_seen = answered("first-seen", PHONE_1);
-    sqlx::query("INSERT INTO calls (agent_id, vapi_call_id, status) VALUES ($1, 'first-seen', 'in-progress')")
-        .bind(b)
-        .execute(&db.pool)
-        .await
-        .expect("seen by b");
-    lists(
+    db.execute_with(
+        "INSERT INTO calls (agent_id, vapi_call_id, status)
+         VALUES ($1, 'first-seen', 'in-progress')",
+        b,
+    )
+    .await;
+    vapi_lists(
         &mocks,
         json!([ours, on_a, web_b, stranger, squad, first_seen]),
     )
     .await;
     let report = sync_day(&db, &mocks).await.expect("sync");
     assert_eq!(report.unroutable, 2, "{report:?}");
-    let owners: Vec<(String, uuid::Uuid)> =
-        sqlx::query_as("SELECT vapi_call_id, agent_id FROM calls ORDER BY vapi_call_id")
-            .fetch_all(&db.pool)
-            .await
-            .expect("calls");
+    // "key owner" of each row, the owner named "a" or "b".
+    let owned = |rows: Vec<(String, uuid::Uuid)>| -> Vec<String> {
+        let name = |id| match id {
+            id if id == a => "a",
+            id if id == b => "b",
+            _ => "another",
+        };
+        rows.into_iter()
+            .map(|(k, id)| format!("{k} {}", name(id)))
+            .collect()
+    };
+    let calls = db
+        .rows("SELECT vapi_call_id, agent_id FROM calls ORDER BY vapi_call_id")
+        .await;
     assert_eq!(
-        owners,
-        [
-            ("first-seen".to_string(), b),
-            ("phone-a".to_string(), a),
-            ("web-b".to_string(), b),
-            ("web-transient".to_string(), a),
-        ]
+        owned(calls),
+        ["first-seen b", "phone-a a", "web-b b", "web-transient a"]
     );
-    let billed: Vec<(String, uuid::Uuid)> = sqlx::query_as(
-        "SELECT idempotency_key, agent_id FROM agent_usage_metrics ORDER BY idempotency_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("usage");
+    let billed = db
+        .rows("SELECT idempotency_key, agent_id FROM agent_usage_metrics ORDER BY idempotency_key")
+        .await;
     assert_eq!(
-        billed,
+        owned(billed),
         [
-            ("vapi_call:phone-a".to_string(), a),
-            ("vapi_call:web-b".to_string(), b),
-            ("vapi_call:web-transient".to_string(), a),
+            "vapi_call:phone-a a",
+            "vapi_call:web-b b",
+            "vapi_call:web-transient a"
         ],
         "first-seen is B's call: not billed to A (B's own report bills it)"
     );

@@ -83,15 +83,14 @@ async fn prune_jobs_deletes_only_old_finished_jobs() {
     .execute(&db.pool)
     .await
     .expect("a usage row");
-    sqlx::query(
-        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, done_at)
+    db.execute(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at,
+                                  done_at)
          VALUES ('old-done', 'x', '\\x7b7d', 'Done', 1, 3, now(), now() - interval '30 days'),
                 ('new-done', 'x', '\\x7b7d', 'Done', 1, 3, now(), now() - interval '1 day'),
                 ('old-failed', 'x', '\\x7b7d', 'Failed', 3, 3, now(), now() - interval '30 days')",
     )
-    .execute(&db.pool)
-    .await
-    .expect("jobs");
+    .await;
     let deps = agent_meter::jobs::Deps::new(
         db.pool.clone(),
         std::sync::Arc::new(crate::helpers::test_config(&[])),
@@ -101,21 +100,17 @@ async fn prune_jobs_deletes_only_old_finished_jobs() {
         .run(&deps)
         .await
         .expect("prune");
-    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM apalis.jobs ORDER BY id")
-        .fetch_all(&db.pool)
-        .await
-        .expect("ids");
+    let left: Vec<String> = db.column("SELECT id FROM apalis.jobs ORDER BY id").await;
     assert_eq!(left, vec!["new-done".to_string(), "old-failed".to_string()]);
-    let (zone, summarized, days): (String, bool, Vec<String>) = sqlx::query_as(
-        "SELECT t.time_zone, t.through >= (SELECT created_at FROM agent_usage_metrics
+    let (zone, summarized, days): (String, bool, Vec<String>) = db
+        .row(
+            "SELECT t.time_zone, t.through >= (SELECT created_at FROM agent_usage_metrics
                                             WHERE idempotency_key = 'housekeeping'),
                 ARRAY(SELECT day::text || ' ' || events FROM usage_daily
                        WHERE time_zone = t.time_zone ORDER BY day)
            FROM usage_daily_through t",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("summary");
+        )
+        .await;
     assert_eq!(
         (zone.as_str(), summarized, days),
         ("America/Phoenix", true, vec!["2026-11-20 1".to_string()])

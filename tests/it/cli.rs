@@ -35,6 +35,18 @@ pub fn run_on(database_url: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// [`run_on`] with the arguments of `line`, split at white space (none of them holds any).
+pub fn run_line(database_url: &str, line: &str) -> (bool, String, String) {
+    run_on(database_url, &line.split_whitespace().collect::<Vec<_>>())
+}
+
+/// [`run_line`], which must succeed: its stdout.
+pub fn run_ok(database_url: &str, line: &str) -> String {
+    let (ok, out, err) = run_line(database_url, line);
+    assert!(ok, "{line}: {out}{err}");
+    out
+}
+
 #[test]
 fn every_command_has_help() {
     for sub in [
@@ -68,7 +80,7 @@ fn a_bad_variable_is_named_and_exits_2() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("BILLING_TIMEZONE"), "{err}");
+    assert_has(&err, "BILLING_TIMEZONE");
 }
 
 #[test]
@@ -80,7 +92,7 @@ fn web_refuses_to_start_without_a_vapi_secret() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("VAPI_WEBHOOK_SECRET"), "{err}");
+    assert_has(&err, "VAPI_WEBHOOK_SECRET");
 }
 
 #[tokio::test]
@@ -96,16 +108,7 @@ async fn seed_refuses_production_and_migrate_then_seed_work() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("production"));
 
     for sub in ["migrate", "seed", "seed"] {
-        let out = agent_meter()
-            .arg(sub)
-            .env("DATABASE_URL", &db.url)
-            .output()
-            .expect("run");
-        assert!(
-            out.status.success(),
-            "{sub}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(&db.url, sub);
     }
     assert_eq!(db.count("SELECT count(*) FROM agents").await, 5);
 }
@@ -140,7 +143,7 @@ async fn agents_add_set_and_list_manage_personas() {
         &prompt_arg,
     ]);
     assert!(ok, "{err}");
-    let (ok, out, _) = run(&["agents", "list", "--json"]);
+    let (ok, out, _) = run_line(&db.url, "agents list --json");
     assert!(ok);
     let list: serde_json::Value = serde_json::from_str(&out).expect("json list");
     let six = list
@@ -151,29 +154,22 @@ async fn agents_add_set_and_list_manage_personas() {
         .expect("new agent listed");
     assert_eq!(six["greeting"], "¡Bienvenidos!");
     assert_eq!(six["has_system_prompt"], true);
-    let (ok, table, _) = run(&["agents", "list"]);
+    let (ok, table, _) = run_line(&db.url, "agents list");
     assert!(
         ok && table.contains("Page Lake Powell Insurance") && table.contains("own prompt"),
         "{table}"
     );
     // Mistakes are clear errors, not panics.
-    let (ok, _, err) = run(&["agents", "set", "nobody@example.com", "--greeting", "x"]);
+    let (ok, _, err) = run_line(&db.url, "agents set nobody@example.com --greeting x");
     assert!(!ok && err.contains("no agent with email"), "{err}");
-    let (ok, _, err) = run(&[
-        "agents",
-        "add",
-        "--agency-name",
-        "Dup",
-        "--email",
-        "client6@agent-meter.example",
-    ]);
+    let (ok, _, err) = run_line(
+        &db.url,
+        "agents add --agency-name Dup --email client6@agent-meter.example",
+    );
     assert!(!ok && err.contains("already exists"), "{err}");
-    let stored: Option<String> = sqlx::query_scalar(
-        "SELECT system_prompt FROM agents WHERE email = 'client6@agent-meter.example'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("agent");
+    let stored: Option<String> = db
+        .scalar("SELECT system_prompt FROM agents WHERE email = 'client6@agent-meter.example'")
+        .await;
     assert_eq!(
         stored.as_deref(),
         Some("Eres el asistente de {agency_name}.")
@@ -243,17 +239,9 @@ fn the_demo_tells_the_whole_story_and_exits() {
 #[tokio::test]
 async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
     let db = TestDb::seeded().await;
-    let run = |args: &[&str]| run_on(&db.url, args);
-    let (ok, _, err) = run(&[
-        "prices",
-        "set",
-        "solar_ocr_scan",
-        "0.08",
-        "--from",
-        "2099-01-01",
-    ]);
+    let (ok, _, err) = run_line(&db.url, "prices set solar_ocr_scan 0.08 --from 2099-01-01");
     assert!(ok, "{err}");
-    let (ok, out, _) = run(&["prices", "list", "--json"]);
+    let (ok, out, _) = run_line(&db.url, "prices list --json");
     assert!(ok);
     let rows: serde_json::Value = serde_json::from_str(&out).expect("json");
     let scans: Vec<(String, Option<String>, String)> = rows
@@ -275,25 +263,10 @@ async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
         (scans[1].0.as_str(), scans[1].1.as_deref()),
         ("2099-01-01", None)
     );
-    let (ok, _, err) = run(&[
-        "prices",
-        "set",
-        "solar_ocr_scan",
-        "0.09",
-        "--from",
-        "2098-06-01",
-    ]);
+    let (ok, _, err) = run_line(&db.url, "prices set solar_ocr_scan 0.09 --from 2098-06-01");
     assert!(!ok && err.contains("date order"), "{err}");
     // `--` so that clap reads -1 as the price, not a flag: the guard itself must refuse it.
-    let (ok, _, err) = run(&[
-        "prices",
-        "set",
-        "--from",
-        "2099-02-01",
-        "solar_ocr_scan",
-        "--",
-        "-1",
-    ]);
+    let (ok, _, err) = run_line(&db.url, "prices set --from 2099-02-01 solar_ocr_scan -- -1");
     assert!(!ok && err.contains("a price cannot be negative"), "{err}");
 }
 
@@ -330,7 +303,7 @@ async fn billing_commands_name_an_unknown_agent_email_and_fail() {
         ],
     );
     assert!(ok, "{err}");
-    assert!(out.contains("1 invoice(s) for 2026-11"), "{out}");
+    assert_has(&out, "1 invoice(s) for 2026-11");
 }
 
 #[tokio::test]
@@ -350,7 +323,7 @@ async fn agents_set_validates_call_length_and_transfer_settings_and_list_shows_t
         "mon-fri 08:00-17:00,  Sat 09:00-12:00",
     ]);
     assert!(ok, "{err}");
-    let (ok, out, _) = run(&["agents", "list", "--json"]);
+    let (ok, out, _) = run_line(&db.url, "agents list --json");
     assert!(ok);
     let list: serde_json::Value = serde_json::from_str(&out).expect("json list");
     let of = |email: &str| {
@@ -366,7 +339,7 @@ async fn agents_set_validates_call_length_and_transfer_settings_and_list_shows_t
     assert_eq!(a["transfer_number"], "+19285550100");
     assert_eq!(a["transfer_hours"], "Mon-Fri 08:00-17:00, Sat 09:00-12:00");
     assert_eq!(of("client2@agent-meter.example")["max_call_minutes"], 30);
-    let (ok, table, _) = run(&["agents", "list"]);
+    let (ok, table, _) = run_line(&db.url, "agents list");
     assert!(
         ok && table.contains("MAX MIN") && table.contains("+19285550100 Mon-Fri"),
         "{table}"
@@ -468,6 +441,6 @@ async fn csv_exports_neutralise_agency_names_that_read_as_formulas() {
         &["invoices", "trace", "--month", "2026-11", "--format", "csv"],
     );
     assert!(ok, "{err}");
-    assert!(trace.contains(",'+1+1,solar_ocr_scan,"), "{trace}");
+    assert_has(&trace, ",'+1+1,solar_ocr_scan,");
     assert!(!trace.contains(",+1+1,"), "{trace}");
 }

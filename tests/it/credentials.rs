@@ -9,6 +9,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// Counts the usage rows of the call whose report carried NUL characters.
+const NUL_CALL_METERED: &str =
+    "SELECT count(*) FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:nul-1'";
+
 const CREDENTIALS: &str = r#"[
   {"type": "bearer", "token": "vapi-bearer-token"},
   {"type": "bearer", "token": "plain-key", "headerName": "X-Agency-Key", "bearerPrefixEnabled": false},
@@ -252,11 +256,8 @@ async fn oauth2_we_issue_tokens_to_vapi_and_accept_them_until_they_expire() {
     let r = app
         .http
         .post(format!("{}/oauth/token", app.base))
-        .body(vec![0xff, 0xfe, b'=', b'%'])
-        .send()
-        .await
-        .expect("garbage");
-    assert_eq!(r.status(), 400);
+        .body(vec![0xff, 0xfe, b'=', b'%']);
+    assert_eq!(status_of(r).await, 400);
     // The expiry itself is checked in the unit tests (oauth::tests), with a clock we control.
 }
 
@@ -265,10 +266,7 @@ async fn oauth2_we_issue_tokens_to_vapi_and_accept_them_until_they_expire() {
 #[tokio::test]
 async fn calls_without_a_phone_number_route_by_assistant_then_by_agent_id() {
     let app = TestApp::spawn().await;
-    let (agent_1, agent_2) = (
-        app.db.agent_id(PHONE_1).await,
-        app.db.agent_id(PHONE_2).await,
-    );
+    let (agent_1, agent_2) = app.db.two_agents().await;
     sqlx::query("UPDATE agents SET vapi_assistant_id = 'asst_saved_2' WHERE id = $1")
         .bind(agent_2)
         .execute(&app.db.pool)
@@ -372,33 +370,27 @@ async fn spec_valid_messages_are_stored_and_answered_2xx() {
         app.db.count("SELECT count(*) FROM webhook_events").await,
         bodies.len() as i64
     );
-    let stored: String = sqlx::query_scalar(
-        "SELECT payload #>> '{message,artifact,transcript}' FROM webhook_events WHERE vapi_call_id = 'nul-1'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("stored with the escape spelled out");
+    let stored: String = app
+        .db
+        .scalar(
+            "SELECT payload #>> '{message,artifact,transcript}' FROM webhook_events
+              WHERE vapi_call_id = 'nul-1'",
+        )
+        .await;
     assert_eq!(stored, "AI: hola\\u0000\\u0000 User: hi");
     drain(&app.db.pool, 15).await;
-    let minutes: rust_decimal::Decimal = sqlx::query_scalar(
-        "SELECT quantity FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:dur-1'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("metered");
+    let minutes: rust_decimal::Decimal = app
+        .db
+        .scalar(
+            "SELECT quantity FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:dur-1'",
+        )
+        .await;
     assert_eq!(
         minutes,
         rust_decimal::Decimal::new(25, 1),
         "150 s from the timestamps, not 999"
     );
-    assert_eq!(
-        app.db
-            .count(
-                "SELECT count(*) FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:nul-1'"
-            )
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(NUL_CALL_METERED).await, 1);
 }
 
 /// A 60-minute call's report with its whole artifact is several MB (issue 13, item 5).
@@ -436,12 +428,13 @@ async fn a_five_megabyte_report_is_taken_stored_once_and_metered() {
         .await;
     assert_eq!(r.status(), 200);
     drain(&app.db.pool, 20).await;
-    let (count, stored): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), sum(pg_column_size(payload))::int8 FROM webhook_events WHERE vapi_call_id = 'long-call'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("stored");
+    let (count, stored): (i64, i64) = app
+        .db
+        .row(
+            "SELECT count(*), sum(pg_column_size(payload))::int8 FROM webhook_events
+              WHERE vapi_call_id = 'long-call'",
+        )
+        .await;
     println!(
         "a 60-minute report: {:.1} MB received, {:.2} MB stored (jsonb, TOAST-compressed)",
         body.len() as f64 / 1e6,
@@ -452,12 +445,13 @@ async fn a_five_megabyte_report_is_taken_stored_once_and_metered() {
         stored < body.len() as i64,
         "stored once, compressed: {stored}"
     );
-    let minutes: rust_decimal::Decimal = sqlx::query_scalar(
-        "SELECT quantity FROM agent_usage_metrics WHERE idempotency_key = 'vapi_call:long-call'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("metered");
+    let minutes: rust_decimal::Decimal = app
+        .db
+        .scalar(
+            "SELECT quantity FROM agent_usage_metrics
+              WHERE idempotency_key = 'vapi_call:long-call'",
+        )
+        .await;
     assert_eq!(minutes, rust_decimal::Decimal::from(60));
 }
 
@@ -490,11 +484,9 @@ async fn high_volume_raw_events_are_pruned_after_their_retention_and_reports_are
     }
     let deps = Deps::new(db.pool.clone(), std::sync::Arc::new(test_config(&[])));
     PruneJobs::default().run(&deps).await.expect("prune");
-    let left: Vec<String> =
-        sqlx::query_scalar("SELECT message_type FROM webhook_events ORDER BY dedupe_key")
-            .fetch_all(&db.pool)
-            .await
-            .expect("left");
+    let left: Vec<String> = db
+        .column("SELECT message_type FROM webhook_events ORDER BY dedupe_key")
+        .await;
     assert_eq!(
         left,
         ["conversation-update", "end-of-call-report", "status-update"]
@@ -546,10 +538,7 @@ async fn a_late_finding_is_said_in_the_call_through_its_control_url_once() {
     assert_eq!(body["type"], "add-message");
     assert_eq!(body["message"]["role"], "system");
     let content = body["message"]["content"].as_str().unwrap_or_default();
-    assert!(
-        content.contains("solar") && content.contains("18 panels"),
-        "{content}"
-    );
+    assert_has_all(content, &["solar", "18 panels"]);
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM agent_usage_metrics WHERE metric_type = 'solar_ocr_scan'")

@@ -11,6 +11,11 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
+pub use crate::books::*;
+
+/// Counts the usage ledger's rows.
+pub const USAGE_ROWS: &str = "SELECT count(*) FROM agent_usage_metrics";
+
 pub const SHARED_SECRET: &str = "test-shared-secret";
 pub const HMAC_SECRET: &str = "test-hmac-secret";
 /// The first seeded agent's placeholder Vapi phone number id.
@@ -105,6 +110,11 @@ impl TestDb {
             .expect("seeded agent")
     }
 
+    /// The agents on [`PHONE_1`] and [`PHONE_2`].
+    pub async fn two_agents(&self) -> (uuid::Uuid, uuid::Uuid) {
+        (self.agent_id(PHONE_1).await, self.agent_id(PHONE_2).await)
+    }
+
     /// The email of agent `id`.
     pub async fn email_of(&self, id: uuid::Uuid) -> String {
         sqlx::query_scalar("SELECT email FROM agents WHERE id = $1")
@@ -115,10 +125,109 @@ impl TestDb {
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {
+        self.scalar(sql).await
+    }
+
+    /// The one value `sql` selects.
+    pub async fn scalar<T>(&self, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        self.column(sql).await.into_iter().next().expect(sql)
+    }
+
+    /// Waits (up to `secs`) until `sql` selects a value; the first it selects. Panics naming
+    /// `what` if it never does.
+    pub async fn scalar_within<T>(&self, secs: u64, what: &str, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        eventually(secs, what, || async {
+            self.column(sql).await.into_iter().next()
+        })
+        .await
+    }
+
+    /// [`TestDb::scalar_within`] for a whole row.
+    pub async fn row_within<T>(&self, secs: u64, what: &str, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        eventually(secs, what, || async {
+            self.rows(sql).await.into_iter().next()
+        })
+        .await
+    }
+
+    /// The one value `sql` selects with `arg` as its `$1`.
+    pub async fn scalar_with<T, A>(&self, sql: &'static str, arg: A) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+        A: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
         sqlx::query_scalar(sql)
+            .bind(arg)
             .fetch_one(&self.pool)
             .await
             .expect(sql)
+    }
+
+    /// The one row `sql` selects.
+    pub async fn row<T>(&self, sql: &'static str) -> T
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        self.rows(sql).await.into_iter().next().expect(sql)
+    }
+
+    /// Every row `sql` selects.
+    pub async fn rows<T>(&self, sql: &'static str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        sqlx::query_as(sql).fetch_all(&self.pool).await.expect(sql)
+    }
+
+    /// Runs `sql`, which must succeed.
+    pub async fn execute(&self, sql: &'static str) {
+        sqlx::query(sql).execute(&self.pool).await.expect(sql);
+    }
+
+    /// The column `sql` selects, row by row.
+    pub async fn column<T>(&self, sql: &'static str) -> Vec<T>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        sqlx::query_scalar(sql)
+            .fetch_all(&self.pool)
+            .await
+            .expect(sql)
+    }
+
+    /// Runs `sql` with `arg` as its `$1`; it must succeed.
+    pub async fn execute_with<A>(&self, sql: &'static str, arg: A)
+    where
+        A: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
+        sqlx::query(sql)
+            .bind(arg)
+            .execute(&self.pool)
+            .await
+            .expect(sql);
+    }
+
+    /// What each of the counting statements `sqls` counts.
+    pub async fn counts(&self, sqls: &[&'static str]) -> Vec<i64> {
+        let mut counts = Vec::with_capacity(sqls.len());
+        for sql in sqls {
+            counts.push(self.count(sql).await);
+        }
+        counts
+    }
+
+    /// The text column `sql` selects, row by row.
+    pub async fn strings(&self, sql: &'static str) -> Vec<String> {
+        self.column(sql).await
     }
 
     /// Waits (up to `secs`) until `sql` counts `n`; panics naming `what` if it never does.
@@ -152,23 +261,34 @@ impl Drop for TestDb {
     }
 }
 
+/// Variables as owned pairs.
+pub fn owned(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The configuration tests run with; `extra` overrides or adds variables.
 pub fn test_config(extra: &[(&str, &str)]) -> Config {
-    let mut vars: HashMap<String, String> = [
+    let mut vars: HashMap<String, String> = owned(&[
         ("VAPI_WEBHOOK_SECRET", SHARED_SECRET),
         ("VAPI_HMAC_SECRET", HMAC_SECRET),
         ("WORKER_HEARTBEAT_SECS", "2"),
         ("WORKER_MISSED_HEARTBEATS", "2"),
         ("JOB_TIMEOUT_SECS", "3"),
         ("WORKER_CONCURRENCY", "4"),
-    ]
+    ])
     .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    for (k, v) in extra {
-        vars.insert(k.to_string(), v.to_string());
-    }
+    vars.extend(owned(extra));
     Config::from_vars(vars).expect("test config is valid")
+}
+
+/// A listener at a loopback port of the kernel's choosing, and the base URL it will serve.
+pub async fn loopback() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    (listener, base)
 }
 
 /// The service running in-process against its own database.
@@ -197,15 +317,17 @@ impl TestApp {
 
     /// Web only: jobs stay in the queue for the test to inspect.
     pub async fn spawn_web_only() -> TestApp {
-        Self::spawn_with(
-            Roles {
-                web: true,
-                worker: false,
-                clock: false,
-            },
-            &[],
-        )
-        .await
+        Self::spawn_web_only_with(&[]).await
+    }
+
+    /// [`TestApp::spawn_web_only`] with the configuration `extra`.
+    pub async fn spawn_web_only_with(extra: &[(&str, &str)]) -> TestApp {
+        let roles = Roles {
+            web: true,
+            worker: false,
+            clock: false,
+        };
+        Self::spawn_with(roles, extra).await
     }
 
     pub async fn spawn_with(roles: Roles, extra: &[(&str, &str)]) -> TestApp {
@@ -215,8 +337,7 @@ impl TestApp {
 
     pub async fn spawn_on(db: TestDb, roles: Roles, extra: &[(&str, &str)]) -> TestApp {
         let config = Arc::new(test_config(extra));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (listener, base) = loopback().await;
         let (stop, shutdown) = watch::channel(false);
         let handle = tokio::spawn(app::run(
             db.pool.clone(),
@@ -256,6 +377,26 @@ impl TestApp {
         .await
     }
 
+    /// GETs `path` (`/healthz`) of the app.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        get_url(format!("{}{path}", self.base)).await
+    }
+
+    /// POSTs `body` with the shared secret; the JSON answer.
+    pub async fn answer(&self, body: &Value) -> Value {
+        self.post(body).await.json().await.expect("json")
+    }
+
+    /// POSTs a `tool-calls` message of call `call_id` on [`PHONE_1`] asking for `calls`.
+    pub async fn post_tools(&self, call_id: &str, calls: Value) -> reqwest::Response {
+        self.post(&tool_calls(call_id, PHONE_1, calls)).await
+    }
+
+    /// [`TestApp::post_tools`]'s JSON answer.
+    pub async fn tools_answer(&self, call_id: &str, calls: Value) -> Value {
+        self.answer(&tool_calls(call_id, PHONE_1, calls)).await
+    }
+
     pub async fn post_raw(&self, body: Vec<u8>, headers: &[(&str, String)]) -> reqwest::Response {
         let mut req = self
             .http
@@ -293,6 +434,20 @@ pub fn end_of_call_report(call_id: &str, phone_number_id: &str) -> Value {
     }})
 }
 
+/// Asserts that `text` contains `part`, showing the whole text when it does not.
+#[track_caller]
+pub fn assert_has(text: &str, part: &str) {
+    assert!(text.contains(part), "{part:?} is not in: {text}");
+}
+
+/// Asserts that `text` contains every one of `parts`, showing the whole text when it does not.
+#[track_caller]
+pub fn assert_has_all(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert_has(text, part);
+    }
+}
+
 /// Polls `check` every 50 ms until it yields `Some`, or panics after `secs` seconds.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where
@@ -310,6 +465,11 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// GETs `url` with a client of its own.
+pub async fn get_url(url: String) -> reqwest::Response {
+    reqwest::get(url).await.expect("send")
 }
 
 /// Waits until the queue has no job left to run (every job `Done`, `Failed` past its attempts,
@@ -332,19 +492,13 @@ pub async fn drain(pool: &PgPool, secs: u64) {
 /// Only the web role, on any pool (even one whose database is gone), at an ephemeral port.
 /// Returns the base URL and the sender that stops it.
 pub async fn serve_web_on(pool: PgPool) -> (String, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, shutdown) = watch::channel(false);
-    let state = agent_meter::http::AppState::new(pool, Arc::new(test_config(&[])));
-    tokio::spawn(agent_meter::http::serve(listener, state, shutdown));
-    (base, stop)
+    serve_web_with(pool, &[]).await
 }
 
 /// [`serve_web_on`] with the configuration `extra`: another web instance on the same database,
 /// as after a restart with a changed configuration.
 pub async fn serve_web_with(pool: PgPool, extra: &[(&str, &str)]) -> (String, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (listener, base) = loopback().await;
     let (stop, shutdown) = watch::channel(false);
     let state = agent_meter::http::AppState::new(pool, Arc::new(test_config(extra)));
     tokio::spawn(agent_meter::http::serve(listener, state, shutdown));
@@ -363,6 +517,15 @@ pub const GEMINI_PATH: &str = "/v1beta/models/gemini-test:generateContent";
 pub const ARCGIS_QUERY_PATH: &str = "/layer/0/query";
 
 impl Mocks {
+    /// Stand-ins whose Gemini refuses every scan as a bad request (HTTP 400), saying `message`.
+    pub async fn gemini_refusing(message: &str) -> Mocks {
+        let mocks = Mocks::start().await;
+        gemini_error(400, message, "INVALID_ARGUMENT")
+            .mount(&mocks.gemini)
+            .await;
+        mocks
+    }
+
     pub async fn start() -> Mocks {
         Mocks {
             gemini: wiremock::MockServer::start().await,
@@ -395,6 +558,15 @@ impl Mocks {
     }
 }
 
+/// Vapi's organisation-wide `GET /call` listing `calls` (the sync routes each to its agency).
+pub async fn vapi_lists(mocks: &Mocks, calls: Value) {
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/call"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(calls))
+        .mount(&mocks.vapi)
+        .await;
+}
+
 impl TestApp {
     /// Web and worker on a seeded database, every provider pointed at `mocks`.
     pub async fn spawn_with_mocks(mocks: &Mocks, extra: &[(&str, &str)]) -> TestApp {
@@ -403,7 +575,7 @@ impl TestApp {
         // than the default 3 s to pick it up. The answer still returns as soon as the job ends;
         // tests about the wait itself set their own.
         vars.push(("TOOL_RESULT_WAIT_MS".into(), "10000".into()));
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        vars.extend(owned(extra));
         let borrowed: Vec<(&str, &str)> =
             vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Self::spawn_with(
@@ -416,6 +588,24 @@ impl TestApp {
         )
         .await
     }
+}
+
+/// Gemini answering every scan with `answer` (mount it on `mocks.gemini`).
+pub fn gemini_replying(answer: wiremock::ResponseTemplate) -> wiremock::Mock {
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path(GEMINI_PATH))
+        .respond_with(answer)
+}
+
+/// Google's error answer: HTTP `code`, its `message` and error `status`.
+pub fn google_error(code: u16, message: &str, status: &str) -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(code)
+        .set_body_json(json!({"error": {"code": code, "message": message, "status": status}}))
+}
+
+/// Gemini refusing every scan with [`google_error`] (mount it on `mocks.gemini`).
+pub fn gemini_error(code: u16, message: &str, status: &str) -> wiremock::Mock {
+    gemini_replying(google_error(code, message, status))
 }
 
 /// Gemini's answer for a roof with 18 owned panels.
@@ -432,13 +622,11 @@ pub fn gemini_solar_answer() -> Value {
 
 /// Gemini answering `gemini_solar_answer()` after `delay` (mount it on `mocks.gemini`).
 pub fn gemini_slow(delay: Duration) -> wiremock::Mock {
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .and(wiremock::matchers::path(GEMINI_PATH))
-        .respond_with(
-            wiremock::ResponseTemplate::new(200)
-                .set_body_json(gemini_solar_answer())
-                .set_delay(delay),
-        )
+    gemini_replying(
+        wiremock::ResponseTemplate::new(200)
+            .set_body_json(gemini_solar_answer())
+            .set_delay(delay),
+    )
 }
 
 /// One ArcGIS feature (a well) near Flagstaff.
@@ -447,6 +635,16 @@ pub fn well(id: u64, lat: f64, lon: f64) -> Value {
                           "WATER_LEVEL": 260, "WATER_USE": "DOMESTIC", "INSTALLED": 946684800000i64,
                           "WELL_CANCELLED": "N"},
            "geometry": {"x": lon, "y": lat}})
+}
+
+/// ArcGIS answering every query with one well near Flagstaff (mounted on `mocks.arcgis`).
+pub async fn arcgis_one_well(mocks: &Mocks) {
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path(ARCGIS_QUERY_PATH))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "features": [well(551_234, 35.1984, -111.6513)], "exceededTransferLimit": false})))
+        .mount(&mocks.arcgis)
+        .await;
 }
 
 /// A `tool-calls` message from a caller on `phone_number_id`.
@@ -488,11 +686,7 @@ pub async fn spawn_with_failed_scan_and(
         Mock, ResponseTemplate,
         matchers::{method, path},
     };
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(status).set_body_json(
-            json!({"error": {"code": status, "message": message, "status": "INVALID_ARGUMENT"}}),
-        ))
+    gemini_error(status, message, "INVALID_ARGUMENT")
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&mocks.gemini)
@@ -509,13 +703,14 @@ pub async fn spawn_with_failed_scan_and(
                       "arguments": {"image_base64": "iVBORw0KGgo=", "mime_type": "image/png"}});
     app.post(&tool_calls("call-failing", PHONE_1, json!([call])))
         .await;
-    let id: String = eventually(15, "the scan to fail", || async {
-        sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
-            .fetch_optional(&app.db.pool)
-            .await
-            .expect("query")
-    })
-    .await;
+    let id: String = app
+        .db
+        .scalar_within(
+            15,
+            "the scan to fail",
+            "SELECT id FROM apalis.jobs WHERE status = 'Killed'",
+        )
+        .await;
     (app, id)
 }
 
@@ -620,20 +815,46 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// Sends `req`: the answer's status.
+pub async fn status_of(req: reqwest::RequestBuilder) -> u16 {
+    req.send().await.expect("send").status().as_u16()
+}
+
+/// The one value `sql` selects on `conn`.
+pub async fn scalar_on<T>(conn: &mut PgConnection, sql: &'static str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    sqlx::query_scalar(sql).fetch_one(conn).await.expect(sql)
+}
+
 /// Logs in to the ops page with `token`; the whole `Set-Cookie` of the session (its `name=value`
 /// is the part before the first `;`).
 pub async fn ops_login(app: &TestApp, token: &str) -> String {
-    let r = client()
-        .post(format!("{}/ops/login", app.base))
+    post_token(app, "/ops/login", token)
+        .await
+        .expect("ops login: 303")
+}
+
+/// POSTs the form `token=…` to `path`: the whole `Set-Cookie` of its 303, or the status of
+/// another answer.
+pub async fn post_token(app: &TestApp, path: &str, token: &str) -> Result<String, u16> {
+    let resp = client()
+        .post(format!("{}{path}", app.base))
         .form(&[("token", token)])
         .send()
         .await
         .expect("send");
-    assert_eq!(r.status(), 303, "ops login");
-    r.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .to_string()
+    if resp.status() != 303 {
+        return Err(resp.status().as_u16());
+    }
+    let cookie = resp.headers()["set-cookie"].to_str().expect("cookie");
+    Ok(cookie.to_string())
+}
+
+/// A session cookie's `name=value` (what a browser sends back).
+pub fn cookie_pair(cookie: &str) -> String {
+    cookie.split(';').next().expect("pair").to_string()
 }
 
 /// Tests that read "this month" (the portal's and the money view's default) would straddle the
@@ -653,20 +874,8 @@ pub async fn clear_of_month_turn(tz: chrono_tz::Tz) {
 
 /// Uses a portal sign-in link's `token` up; the session cookie's `name=value`.
 pub async fn portal_sign_in(app: &TestApp, token: String) -> String {
-    let resp = client()
-        .post(format!("{}/portal/sign-in", app.base))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .expect("sign in");
-    assert_eq!(resp.status(), 303);
-    resp.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_string()
+    let cookie = post_token(app, "/portal/sign-in", &token).await;
+    cookie_pair(&cookie.expect("sign in: 303"))
 }
 
 /// `GET /v1/leads/{lead}` with an API `token`: the lead's detail.

@@ -34,6 +34,15 @@ use crate::helpers::*;
 const FIRST: &str = "2026-10";
 const MONTHS: u8 = 6;
 
+/// `Ok` when nothing was `found`, else a failure saying `what` was, and listing it.
+fn none_of<T: std::fmt::Debug>(found: Vec<T>, what: &str) -> Result<(), TestCaseError> {
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(TestCaseError::fail(format!("{what}: {found:?}")))
+    }
+}
+
 fn month_at(i: u8) -> Month {
     (0..i).fold(Month::parse(FIRST).expect("month"), |m, _| m.next())
 }
@@ -281,11 +290,9 @@ impl World {
         let mut agents = Vec::new();
         for phone in [PHONE_1, PHONE_2] {
             let id = db.agent_id(phone).await;
-            let email: String = sqlx::query_scalar("SELECT email FROM agents WHERE id = $1")
-                .bind(id)
-                .fetch_one(&db.pool)
-                .await
-                .expect("email");
+            let email: String = db
+                .scalar_with("SELECT email FROM agents WHERE id = $1", id)
+                .await;
             agents.push((id, email));
         }
         sqlx::query("UPDATE agents SET billing_starts_on = '2026-12-15' WHERE id = $1")
@@ -304,14 +311,12 @@ impl World {
         .expect("others cancelled");
         // Enough quiet agents (billable, no usage) that whole-month rollups take the one-scan
         // path while single-agent finalizes take the by-index one.
-        sqlx::query(
+        db.execute(
             "INSERT INTO agents (agency_name, email, billing_starts_on)
              SELECT 'Quiet ' || g, 'quiet' || g || '@agent-meter.example', DATE '2026-11-01'
                FROM generate_series(1, 55) g",
         )
-        .execute(&db.pool)
-        .await
-        .expect("quiet agents");
+        .await;
         let [a, b]: [(Uuid, String); 2] = agents.try_into().expect("two agents");
         World {
             db,
@@ -780,11 +785,7 @@ impl World {
             .fetch_all(pool)
             .await
             .expect("lines vs held rows");
-        if !mismatched.is_empty() {
-            return fail(format!(
-                "invoice lines differ from the rows they hold: {mismatched:?}"
-            ));
-        }
+        none_of(mismatched, "invoice lines differ from the rows they hold")?;
         // Totals are the sum of lines each rounded once; finalized invoices never change; the
         // setup fee is billed at most once, on the agent's first month.
         let invoices: Vec<(Uuid, Uuid, chrono::NaiveDate, String, Decimal)> = sqlx::query_as(
@@ -902,12 +903,7 @@ impl World {
         .fetch_all(pool)
         .await
         .expect("invoices of unbilled months");
-        if !unbilled.is_empty() {
-            return fail(format!(
-                "invoices for months their agent does not pay for: {unbilled:?}"
-            ));
-        }
-        Ok(())
+        none_of(unbilled, "invoices for months their agent does not pay for")
     }
 
     /// The end of a sequence: the calendar runs to the last month, every month is finalized in
@@ -949,12 +945,11 @@ impl World {
         .fetch_all(pool)
         .await
         .expect("held once");
-        if !not_once.is_empty() {
-            return Err(TestCaseError::fail(format!(
-                "usage row(s) (agent, occurred, created, invoices holding it, stranded) not on \
-                 exactly one invoice after settling (none if stranded): {not_once:?}"
-            )));
-        }
+        none_of(
+            not_once,
+            "usage row(s) (agent, occurred, created, invoices holding it, stranded) not on \
+             exactly one invoice after settling (none if stranded)",
+        )?;
         for (i, (agent, _)) in self.agents.iter().enumerate() {
             let first = Month::containing(day_start(self.lives[i].starts, UTC), UTC).first_day;
             let fees: Vec<NaiveDate> = sqlx::query_scalar(
@@ -988,12 +983,7 @@ impl World {
         .fetch_all(pool)
         .await
         .expect("ledger vs invoices");
-        if !differ.is_empty() {
-            return Err(TestCaseError::fail(format!(
-                "invoices and ledger disagree: {differ:?}"
-            )));
-        }
-        Ok(())
+        none_of(differ, "invoices and ledger disagree")
     }
 }
 
@@ -1063,15 +1053,6 @@ fn every_usage_row_is_billed_exactly_once_whatever_the_order() {
     }
 }
 
-fn month(s: &str) -> Month {
-    Month::parse(s).expect("month")
-}
-
-/// A day after the months these tests finalize have all ended.
-fn later() -> DateTime<Utc> {
-    "2027-06-01T00:00:00Z".parse().expect("time")
-}
-
 /// One solar scan of `agent` occurring `at`, metered under `key` (it must be new).
 async fn insert_scan(pool: &sqlx::PgPool, agent: Uuid, at: &str, key: &str) {
     let mut conn = pool.acquire().await.expect("conn");
@@ -1131,55 +1112,62 @@ fn lines(v: &[(&str, i64)]) -> Vec<(String, Decimal)> {
         .collect()
 }
 
+/// A transaction holding every row of the daily summary: a chunk that needs one waits for it.
+async fn summary_held(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = db.pool.begin().await.expect("holder");
+    sqlx::query("SELECT * FROM usage_daily FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock the summary rows");
+    holder
+}
+
+/// [`usage_lines`] of each of the months `ms`.
+async fn lines_of(db: &TestDb, agent: Uuid, ms: &[&str]) -> Vec<Vec<(String, Decimal)>> {
+    let mut all = Vec::new();
+    for m in ms {
+        all.push(usage_lines(db, agent, m).await);
+    }
+    all
+}
+
 #[tokio::test]
 async fn drafts_never_show_usage_another_invoice_holds_and_late_usage_is_billed_once() {
     let db = TestDb::seeded().await;
     let agent = db.agent_id(PHONE_1).await;
-    let nov = month("2026-11");
     insert_scan(&db.pool, agent, "2026-11-10T18:00:00Z", "nov-1").await;
     assert_eq!(
         provenance(&db, "nov-1").await,
         ("awaiting rollup".into(), None, None, false)
     );
     // November and December both drafts: November's scan is on November's only.
-    billing::rollup(&db.pool, nov, Phoenix, None)
-        .await
-        .expect("nov");
-    billing::rollup(&db.pool, nov.next(), Phoenix, None)
-        .await
-        .expect("dec");
+    let (nov, dec) = ("2026-11", "2026-12");
+    rollup(&db.pool, nov, None).await;
+    rollup(&db.pool, dec, None).await;
     assert_eq!(
-        usage_lines(&db, agent, "2026-11").await,
-        lines(&[("usage", 1)])
+        lines_of(&db, agent, &[nov, dec]).await,
+        [lines(&[("usage", 1)]), lines(&[])]
     );
-    assert_eq!(usage_lines(&db, agent, "2026-12").await, lines(&[]));
     assert_eq!(
         provenance(&db, "nov-1").await,
         on("pending", "2026-11", "usage")
     );
 
-    billing::finalize(&db.pool, nov, Phoenix, None, later())
-        .await
-        .expect("finalize nov");
+    finalize(&db.pool, nov, None).await.expect("finalize nov");
     assert_eq!(provenance(&db, "nov-1").await.0, "billed");
     // A late November scan: awaiting, then pending on December (the first open month) only,
     // even with January rolled up as well.
     insert_scan(&db.pool, agent, "2026-11-29T18:00:00Z", "nov-late-1").await;
     assert_eq!(provenance(&db, "nov-late-1").await.0, "awaiting rollup");
-    for m in ["2026-12", "2027-01", "2026-11"] {
-        billing::rollup(&db.pool, month(m), Phoenix, None)
-            .await
-            .expect("rollup");
+    let months = ["2026-12", "2027-01", "2026-11"];
+    for m in months {
+        rollup(&db.pool, m, None).await;
     }
+    // The finalized month is unchanged.
+    let adjustment = lines(&[("adjustment", 1)]);
     assert_eq!(
-        usage_lines(&db, agent, "2026-12").await,
-        lines(&[("adjustment", 1)])
-    );
-    assert_eq!(usage_lines(&db, agent, "2027-01").await, lines(&[]));
-    assert_eq!(
-        usage_lines(&db, agent, "2026-11").await,
-        lines(&[("usage", 1)]),
-        "the finalized month is unchanged"
+        lines_of(&db, agent, &months).await,
+        [adjustment, lines(&[]), lines(&[("usage", 1)])]
     );
     assert_eq!(
         provenance(&db, "nov-late-1").await,
@@ -1187,13 +1175,9 @@ async fn drafts_never_show_usage_another_invoice_holds_and_late_usage_is_billed_
     );
 
     // December final: the late scan is billed there; the next late one goes to January.
-    billing::finalize(&db.pool, nov.next(), Phoenix, None, later())
-        .await
-        .expect("finalize dec");
+    finalize(&db.pool, dec, None).await.expect("finalize dec");
     insert_scan(&db.pool, agent, "2026-11-30T18:00:00Z", "nov-late-2").await;
-    billing::rollup(&db.pool, month("2027-01"), Phoenix, None)
-        .await
-        .expect("jan");
+    rollup(&db.pool, "2027-01", None).await;
     assert_eq!(
         provenance(&db, "nov-late-1").await,
         on("billed", "2026-12", "adjustment")
@@ -1243,7 +1227,6 @@ async fn drafts_never_show_usage_another_invoice_holds_and_late_usage_is_billed_
 async fn usage_metered_while_its_month_is_finalized_is_billed_exactly_once() {
     let db = TestDb::seeded().await;
     let agent = db.agent_id(PHONE_1).await;
-    let nov = month("2026-11");
     // A writer metering November scans the whole time the month is finalized.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -1263,21 +1246,16 @@ async fn usage_metered_while_its_month_is_finalized_is_billed_exactly_once() {
         })
     };
     eventually(10, "the writer has metered some rows", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_usage_metrics")
-            .fetch_one(&db.pool)
-            .await
-            .expect("count");
+        let n: i64 = db.scalar("SELECT count(*) FROM agent_usage_metrics").await;
         (n >= 20).then_some(())
     })
     .await;
-    billing::finalize(&db.pool, nov, Phoenix, None, later())
+    finalize(&db.pool, "2026-11", None)
         .await
         .expect("finalize nov");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = i64::from(writer.await.expect("writer"));
-    billing::rollup(&db.pool, nov.next(), Phoenix, None)
-        .await
-        .expect("dec");
+    rollup(&db.pool, "2026-12", None).await;
     let nov_lines = usage_lines(&db, agent, "2026-11").await;
     let dec_lines = usage_lines(&db, agent, "2026-12").await;
     let on_nov: Decimal = nov_lines.iter().map(|l| l.1).sum();
@@ -1288,13 +1266,7 @@ async fn usage_metered_while_its_month_is_finalized_is_billed_exactly_once() {
         "rows metered after the watermark: {dec_lines:?}"
     );
     assert_eq!(on_nov + on_dec, Decimal::from(written), "every row once");
-    let not_once = db
-        .count(
-            "SELECT count(*) FROM agent_usage_metrics u
-              WHERE (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u)) <> 1",
-        )
-        .await;
-    assert_eq!(not_once, 0);
+    assert_eq!(db.count(NOT_HELD_ONCE).await, 0);
 }
 
 /// The daily summary (migration 0022): built at most a day of the ledger at a time when its
@@ -1323,18 +1295,11 @@ async fn the_daily_summary_is_exact_whenever_it_was_brought_up_to_date() {
             "2026-12-01T00:30:00-07:00",
         ),
     ] {
-        sqlx::query(
-            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd,
-                                              cost_usd, occurred_at, idempotency_key, created_at)
-             VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, $2::timestamptz, $3, $4::timestamptz)",
-        )
-        .bind(agent)
-        .bind(occurred)
-        .bind(key)
-        .bind(created)
-        .execute(&db.pool)
-        .await
-        .expect("usage row");
+        let (metric, quantity, price) = SCAN;
+        UsageRow::new(agent, (metric, quantity, Some(price)), occurred, key)
+            .created(created)
+            .insert(&db.pool)
+            .await;
     }
     let november = month("2026-11");
     let report = |tz: chrono_tz::Tz| {
@@ -1460,11 +1425,7 @@ async fn a_summary_chunk_over_its_budget_is_cancelled_and_reports_stay_exact() {
     insert_scan(&db.pool, agent, "2026-11-10T11:00:00Z", "s2").await;
 
     // Another transaction holds the day's summary row: the next chunk must wait for it.
-    let mut holder = db.pool.begin().await.expect("holder");
-    sqlx::query("SELECT * FROM usage_daily FOR UPDATE")
-        .execute(&mut *holder)
-        .await
-        .expect("lock the summary row");
+    let holder = summary_held(&db).await;
     let cut = billing::rollup::ledger_cut(&db.pool).await.expect("cut");
     let started = std::time::Instant::now();
     let blocked = usage_daily::refresh(&db.pool, Phoenix, cut, std::time::Duration::ZERO)
@@ -1492,10 +1453,7 @@ async fn a_summary_chunk_over_its_budget_is_cancelled_and_reports_stay_exact() {
         .await
         .expect("after");
     assert_eq!((last.rows, last.complete), (1, true));
-    let events: i64 = sqlx::query_scalar("SELECT sum(events)::int8 FROM usage_daily")
-        .fetch_one(&mut *conn)
-        .await
-        .expect("summary");
+    let events: i64 = db.scalar("SELECT sum(events)::int8 FROM usage_daily").await;
     assert_eq!(events, 2);
 }
 
@@ -1519,25 +1477,20 @@ async fn summarize_usage_brings_a_bulk_import_into_the_summary() {
     .expect("import");
     let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]);
     assert!(ok, "{err}");
-    assert!(
-        out.contains("up to date") && out.contains(": 5000 ledger row(s) added"),
-        "{out}"
-    );
-    let summarized: (i64, Decimal, i64) = sqlx::query_as(
-        "SELECT sum(events)::int8, sum(quantity), count(DISTINCT day)::int8 FROM usage_daily
+    assert_has_all(&out, &["up to date", ": 5000 ledger row(s) added"]);
+    let summarized: (i64, Decimal, i64) = db
+        .row(
+            "SELECT sum(events)::int8, sum(quantity), count(DISTINCT day)::int8 FROM usage_daily
           WHERE time_zone = 'America/Phoenix'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("summary");
+        )
+        .await;
     assert_eq!(summarized, (5000, Decimal::from(5000), 20));
-    let behind: bool = sqlx::query_scalar(
-        "SELECT through < (SELECT max(created_at) FROM agent_usage_metrics)
+    let behind: bool = db
+        .scalar(
+            "SELECT through < (SELECT max(created_at) FROM agent_usage_metrics)
            FROM usage_daily_through WHERE time_zone = 'America/Phoenix'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("through");
+        )
+        .await;
     assert!(!behind, "the summary reaches the last imported row");
 
     let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]);
@@ -1545,11 +1498,7 @@ async fn summarize_usage_brings_a_bulk_import_into_the_summary() {
 
     // Out of budget (a summary row held by another transaction): exit 1, saying to run again.
     insert_scan(&db.pool, agent, "2026-11-01T13:00:00Z", "after-import").await;
-    let mut holder = db.pool.begin().await.expect("holder");
-    sqlx::query("SELECT * FROM usage_daily FOR UPDATE")
-        .execute(&mut *holder)
-        .await
-        .expect("lock the summary rows");
+    let holder = summary_held(&db).await;
     let (ok, _, err) = crate::cli::run_on(&db.url, &["summarize-usage", "--budget-secs=1"]);
     assert!(!ok && err.contains("run it again"), "{err}");
     holder.rollback().await.expect("release");

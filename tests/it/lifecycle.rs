@@ -6,25 +6,30 @@
 //! are made through `lifecycle::apply` with a fixed `now`.
 
 use agent_meter::{
-    billing::{self, Month},
-    lifecycle::{self, Move, MoveError, State},
+    billing,
+    lifecycle::{self, Move, MoveError, Moved, State},
     store::{agents, portal, reports},
 };
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use chrono_tz::America::Phoenix;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::{cli::run_on, helpers::*};
+use crate::{
+    cli::{run_line, run_ok, run_on},
+    helpers::*,
+};
 
 const EMAIL_1: &str = "client1@agent-meter.example";
 
-fn month(m: &str) -> Month {
-    Month::parse(m).expect("month")
+/// Makes `mv` on the first agency, as `test`, at `now`.
+async fn apply(db: &TestDb, mv: Move, now: &str) -> Result<Moved, MoveError> {
+    lifecycle::apply(&db.pool, EMAIL_1, mv, "test", Phoenix, at(now)).await
 }
 
-fn at(s: &str) -> DateTime<Utc> {
-    s.parse().expect("time")
+/// A day.
+fn day(s: &str) -> chrono::NaiveDate {
+    s.parse().expect("day")
 }
 
 /// The invoices of the agent with `email`: (month, status, [(kind, amount)]), by month.
@@ -82,23 +87,11 @@ async fn listed(db: &TestDb, email: &str) -> Value {
 #[tokio::test]
 async fn a_cancelled_agency_is_billed_through_its_cancellation_month_and_never_after() {
     let db = TestDb::seeded().await;
-    let (ok, out, err) = run_on(
+    let out = run_ok(
         &db.url,
-        &[
-            "agents",
-            "cancel",
-            EMAIL_1,
-            "--on",
-            "2026-11-20",
-            "--actor",
-            "dana",
-        ],
+        &format!("agents cancel {EMAIL_1} --on 2026-11-20 --actor dana"),
     );
-    assert!(ok, "{err}");
-    assert!(
-        out.contains("active -> cancelled") && out.contains("billed through 2026-11"),
-        "{out}"
-    );
+    assert_has_all(&out, &["active -> cancelled", "billed through 2026-11"]);
     let a = listed(&db, EMAIL_1).await;
     assert_eq!(
         (&a["status"], &a["billing_starts_on"], &a["cancelled_on"]),
@@ -114,11 +107,9 @@ async fn a_cancelled_agency_is_billed_through_its_cancellation_month_and_never_a
         "{out}"
     );
     // The move is audited with who made it.
-    let audit: Vec<(String, String, String, String)> =
-        sqlx::query_as("SELECT action, from_state, to_state, actor FROM agent_lifecycle_events")
-            .fetch_all(&db.pool)
-            .await
-            .expect("audit");
+    let audit: Vec<(String, String, String, String)> = db
+        .rows("SELECT action, from_state, to_state, actor FROM agent_lifecycle_events")
+        .await;
     assert_eq!(
         audit,
         [(
@@ -130,8 +121,7 @@ async fn a_cancelled_agency_is_billed_through_its_cancellation_month_and_never_a
     );
 
     for m in ["2026-11", "2026-12", "2027-01"] {
-        let (ok, _, err) = run_on(&db.url, &["invoices", "rollup", "--month", m]);
-        assert!(ok, "{err}");
+        run_ok(&db.url, &format!("invoices rollup --month {m}"));
     }
     assert_eq!(
         invoices_of(&db, EMAIL_1).await,
@@ -199,37 +189,29 @@ async fn impossible_moves_are_refused_with_their_reason() {
     refused(&["agents", "pause", EMAIL_1], "is already paused");
     assert_eq!(listed(&db, EMAIL_1).await["status"], "paused");
     // Paused is still billed.
-    let (ok, _, err) = run_on(
+    run_ok(
         &db.url,
-        &[
-            "invoices", "rollup", "--month", "2026-11", "--agent", EMAIL_1,
-        ],
+        &format!("invoices rollup --month 2026-11 --agent {EMAIL_1}"),
     );
-    assert!(ok, "{err}");
     assert_eq!(invoices_of(&db, EMAIL_1).await.len(), 1);
     let (ok, out, err) = run_on(&db.url, &["agents", "resume", EMAIL_1]);
     assert!(ok && out.contains("paused -> active"), "{err}");
 
     // A past day is refused once usage occurred on or after it.
     let agent = db.agent_id(PHONE_1).await;
-    sqlx::query(
-        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                          occurred_at, idempotency_key)
-         VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, '2026-11-25T18:00:00Z', 'scan-late-nov')",
+    add_usage(
+        &db.pool,
+        agent,
+        SCAN,
+        "2026-11-25T18:00:00Z",
+        "scan-late-nov",
     )
-    .bind(agent)
-    .execute(&db.pool)
-    .await
-    .expect("usage");
+    .await;
     refused(
         &["agents", "cancel", EMAIL_1, "--on", "2026-11-20"],
         "1 usage row(s) occurred on or after that day",
     );
-    let (ok, _, err) = run_on(
-        &db.url,
-        &["agents", "cancel", EMAIL_1, "--on", "2026-11-26"],
-    );
-    assert!(ok, "{err}");
+    run_ok(&db.url, &format!("agents cancel {EMAIL_1} --on 2026-11-26"));
     refused(
         &["agents", "cancel", EMAIL_1],
         "was already cancelled on 2026-11-26",
@@ -252,30 +234,18 @@ async fn impossible_moves_are_refused_with_their_reason() {
 #[tokio::test]
 async fn the_billing_start_moves_until_an_invoice_is_final() {
     let db = TestDb::seeded().await;
-    let (ok, out, err) = run_on(
-        &db.url,
-        &[
-            "agents",
-            "set",
-            EMAIL_1,
-            "--billing-starts-on",
-            "2026-10-15",
-        ],
-    );
-    assert!(
-        ok && out.contains("the setup fee and first subscription are 2026-10's"),
-        "{out}{err}"
-    );
+    let set_start = |day: &str| format!("agents set {EMAIL_1} --billing-starts-on {day}");
+    let out = run_ok(&db.url, &set_start("2026-10-15"));
+    assert_has(&out, "the setup fee and first subscription are 2026-10's");
     assert_eq!(
         listed(&db, EMAIL_1).await["billing_starts_on"],
         "2026-10-15"
     );
     for m in ["2026-10", "2026-11"] {
-        let (ok, _, err) = run_on(
+        run_ok(
             &db.url,
-            &["invoices", "rollup", "--month", m, "--agent", EMAIL_1],
+            &format!("invoices rollup --month {m} --agent {EMAIL_1}"),
         );
-        assert!(ok, "{err}");
     }
     let invoices = invoices_of(&db, EMAIL_1).await;
     assert_eq!(
@@ -287,17 +257,7 @@ async fn the_billing_start_moves_until_an_invoice_is_final() {
         "{invoices:?}"
     );
     // Moving it later drops the draft of a month no longer billed.
-    let (ok, _, err) = run_on(
-        &db.url,
-        &[
-            "agents",
-            "set",
-            EMAIL_1,
-            "--billing-starts-on",
-            "2026-11-01",
-        ],
-    );
-    assert!(ok, "{err}");
+    run_ok(&db.url, &set_start("2026-11-01"));
     assert_eq!(
         invoices_of(&db, EMAIL_1)
             .await
@@ -306,23 +266,11 @@ async fn the_billing_start_moves_until_an_invoice_is_final() {
             .collect::<Vec<_>>(),
         ["2026-11"]
     );
-    let (ok, _, err) = run_on(
+    run_ok(
         &db.url,
-        &[
-            "invoices", "finalize", "--month", "2026-11", "--agent", EMAIL_1,
-        ],
+        &format!("invoices finalize --month 2026-11 --agent {EMAIL_1}"),
     );
-    assert!(ok, "{err}");
-    let (ok, _, err) = run_on(
-        &db.url,
-        &[
-            "agents",
-            "set",
-            EMAIL_1,
-            "--billing-starts-on",
-            "2026-10-01",
-        ],
-    );
+    let (ok, _, err) = run_line(&db.url, &set_start("2026-10-01"));
     assert!(
         !ok && err.contains("its invoice for 2026-11 is finalized"),
         "{err}"
@@ -334,18 +282,11 @@ async fn the_billing_start_moves_until_an_invoice_is_final() {
 async fn a_reactivation_bills_again_from_its_month_without_a_second_setup_fee() {
     let db = TestDb::seeded().await;
     let agent = db.agent_id(PHONE_1).await;
-    let apply = |mv: Move, now: &str| {
-        let pool = db.pool.clone();
-        let now = at(now);
-        async move { lifecycle::apply(&pool, EMAIL_1, mv, "test", Phoenix, now).await }
-    };
     // Cancelled in November (a scheduled cancellation first, then its day comes).
-    let scheduled = apply(
-        Move::Cancel(Some("2026-11-20".parse().expect("day"))),
-        "2026-11-10T12:00:00Z",
-    )
-    .await
-    .expect("schedule");
+    let cancel_on = |d: &str| Move::Cancel(Some(day(d)));
+    let scheduled = apply(&db, cancel_on("2026-11-20"), "2026-11-10T12:00:00Z")
+        .await
+        .expect("schedule");
     assert_eq!(
         (scheduled.from, scheduled.to),
         (State::Active, State::Active)
@@ -360,7 +301,7 @@ async fn a_reactivation_bills_again_from_its_month_without_a_second_setup_fee() 
         State::Cancelled
     );
     // Back in February: December and January are not billed.
-    let back = apply(Move::Reactivate, "2027-02-10T18:00:00Z")
+    let back = apply(&db, Move::Reactivate, "2027-02-10T18:00:00Z")
         .await
         .expect("reactivate");
     assert_eq!((back.from, back.to), (State::Cancelled, State::Active));
@@ -371,9 +312,7 @@ async fn a_reactivation_bills_again_from_its_month_without_a_second_setup_fee() 
         back.summary
     );
     for m in ["2026-11", "2026-12", "2027-01", "2027-02", "2027-03"] {
-        billing::rollup(&db.pool, month(m), Phoenix, Some(EMAIL_1))
-            .await
-            .expect("rollup");
+        rollup(&db.pool, m, Some(EMAIL_1)).await;
     }
     let months: Vec<(String, Vec<(String, String)>)> = invoices_of(&db, EMAIL_1)
         .await
@@ -393,33 +332,20 @@ async fn a_reactivation_bills_again_from_its_month_without_a_second_setup_fee() 
     );
     // Finalizing in order skips the months it did not pay for.
     for m in ["2026-11", "2027-02"] {
-        billing::finalize(
-            &db.pool,
-            month(m),
-            Phoenix,
-            Some(EMAIL_1),
-            at("2027-06-01T00:00:00Z"),
-        )
-        .await
-        .expect("finalize");
+        finalize(&db.pool, m, Some(EMAIL_1))
+            .await
+            .expect("finalize");
     }
     // A cancellation before the reactivation is refused; a withdrawn schedule leaves no gap.
-    let early = apply(
-        Move::Cancel(Some("2027-02-01".parse().expect("day"))),
-        "2027-03-05T18:00:00Z",
-    )
-    .await;
+    let early = apply(&db, cancel_on("2027-02-01"), "2027-03-05T18:00:00Z").await;
     assert!(
         matches!(&early, Err(MoveError::Refused(why)) if why.contains("before its billing starts on 2027-02-10")),
         "{early:?}"
     );
-    apply(
-        Move::Cancel(Some("2027-04-30".parse().expect("day"))),
-        "2027-03-05T18:00:00Z",
-    )
-    .await
-    .expect("schedule");
-    let withdrawn = apply(Move::Reactivate, "2027-03-06T18:00:00Z")
+    apply(&db, cancel_on("2027-04-30"), "2027-03-05T18:00:00Z")
+        .await
+        .expect("schedule");
+    let withdrawn = apply(&db, Move::Reactivate, "2027-03-06T18:00:00Z")
         .await
         .expect("withdraw");
     assert!(
@@ -433,24 +359,14 @@ async fn a_reactivation_bills_again_from_its_month_without_a_second_setup_fee() 
 #[tokio::test]
 async fn a_past_cancellation_is_refused_under_a_later_final_invoice() {
     let db = TestDb::seeded().await;
-    let later = at("2027-06-01T00:00:00Z");
     for m in ["2026-11", "2026-12"] {
-        billing::rollup(&db.pool, month(m), Phoenix, Some(EMAIL_1))
-            .await
-            .expect("rollup");
-        billing::finalize(&db.pool, month(m), Phoenix, Some(EMAIL_1), later)
+        rollup(&db.pool, m, Some(EMAIL_1)).await;
+        finalize(&db.pool, m, Some(EMAIL_1))
             .await
             .expect("finalize");
     }
-    let refused = lifecycle::apply(
-        &db.pool,
-        EMAIL_1,
-        Move::Cancel(Some("2026-11-15".parse().expect("day"))),
-        "test",
-        Phoenix,
-        later,
-    )
-    .await;
+    let cancel = Move::Cancel(Some(day("2026-11-15")));
+    let refused = apply(&db, cancel, "2027-06-01T00:00:00Z").await;
     assert!(
         matches!(&refused, Err(MoveError::Refused(why)) if why.contains("its invoice for 2026-12, after that month, is finalized")),
         "{refused:?}"
@@ -483,8 +399,7 @@ async fn a_cancelled_agency_can_do_nothing_but_read_its_invoices() {
     // A call that started before the cancellation, reported afterwards, is still billed.
     let before = end_of_call_report("call-before", PHONE_1);
 
-    let (ok, _, err) = run_on(&app.db.url, &["agents", "cancel", EMAIL_1]);
-    assert!(ok, "{err}");
+    run_ok(&app.db.url, &format!("agents cancel {EMAIL_1}"));
     // The routing cache holds an agent for 2 s: wait until the web sees the cancellation.
     let answer = eventually(10, "the cancellation is seen", || async {
         let resp = app
@@ -500,15 +415,10 @@ async fn a_cancelled_agency_can_do_nothing_but_read_its_invoices() {
             .is_some_and(|e| e.contains("not in service")),
         "{answer}"
     );
-    let tools = app
-        .post(&tool_calls(
-            "call-after",
-            PHONE_1,
-            json!([{"id": "tc-after", "type": "function",
-                    "function": {"name": "water_lookup", "arguments": {"latitude": 35.2, "longitude": -111.6}}}]),
-        ))
-        .await;
-    let tools: Value = tools.json().await.expect("json");
+    let water = json!({"id": "tc-after", "type": "function",
+                       "function": {"name": "water_lookup",
+                                    "arguments": {"latitude": 35.2, "longitude": -111.6}}});
+    let tools = app.tools_answer("call-after", json!([water])).await;
     assert!(tools["results"][0]["error"].is_string(), "{tools}");
     assert_eq!(
         app.db
@@ -527,10 +437,10 @@ async fn a_cancelled_agency_can_do_nothing_but_read_its_invoices() {
     }
     assert_eq!(app.db.count("SELECT count(*) FROM calls").await, 2);
     drain(&app.db.pool, 20).await;
-    let billed: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM agent_usage_metrics")
-        .fetch_all(&app.db.pool)
-        .await
-        .expect("usage");
+    let billed = app
+        .db
+        .strings("SELECT idempotency_key FROM agent_usage_metrics")
+        .await;
     assert_eq!(billed, ["vapi_call:call-before"]);
     assert_eq!(
         app.db
@@ -591,51 +501,23 @@ async fn a_cancelled_agency_can_do_nothing_but_read_its_invoices() {
 async fn moving_the_billing_start_earlier_leaves_no_stale_draft_of_the_old_first_month() {
     let db = TestDb::seeded().await;
     let agent = db.agent_id(PHONE_1).await;
-    let now = at("2027-02-10T12:00:00Z");
-    lifecycle::apply(
-        &db.pool,
-        EMAIL_1,
-        Move::BillingStartsOn("2026-12-15".parse().expect("day")),
-        "test",
-        Phoenix,
-        now,
-    )
-    .await
-    .expect("start in December");
-    sqlx::query(
-        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                          occurred_at, idempotency_key)
-         VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, '2026-11-20T18:00:00Z', 'nov-scan')",
-    )
-    .bind(agent)
-    .execute(&db.pool)
-    .await
-    .expect("usage row");
-    billing::rollup(&db.pool, month("2026-12"), Phoenix, Some(EMAIL_1))
+    let now = "2027-02-10T12:00:00Z";
+    let start_on = |d: &str| Move::BillingStartsOn(day(d));
+    apply(&db, start_on("2026-12-15"), now)
         .await
-        .expect("december, the first month");
-    lifecycle::apply(
-        &db.pool,
-        EMAIL_1,
-        Move::BillingStartsOn("2026-11-10".parse().expect("day")),
-        "test",
-        Phoenix,
-        now,
-    )
-    .await
-    .expect("start in November");
+        .expect("start in December");
+    add_usage(&db.pool, agent, SCAN, "2026-11-20T18:00:00Z", "nov-scan").await;
+    // December, the first month.
+    rollup(&db.pool, "2026-12", Some(EMAIL_1)).await;
+    apply(&db, start_on("2026-11-10"), now)
+        .await
+        .expect("start in November");
     for m in ["2026-11", "2026-12"] {
-        billing::finalize(&db.pool, month(m), Phoenix, Some(EMAIL_1), now)
+        billing::finalize(&db.pool, month(m), Phoenix, Some(EMAIL_1), at(now))
             .await
             .expect("finalize");
     }
-    let held_twice = db
-        .count(
-            "SELECT count(*) FROM agent_usage_metrics u
-              WHERE (SELECT count(*) FROM invoices i WHERE invoice_holds(i, u)) <> 1",
-        )
-        .await;
-    assert_eq!(held_twice, 0);
+    assert_eq!(db.count(NOT_HELD_ONCE).await, 0);
     assert_eq!(
         invoices_of(&db, EMAIL_1).await,
         [

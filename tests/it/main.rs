@@ -1,6 +1,7 @@
 //! The integration suite: one binary, real PostgreSQL (a database per test), the real apalis
 //! queue, real HTTP over loopback.
 
+mod books;
 mod helpers;
 
 mod api;

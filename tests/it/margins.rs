@@ -3,40 +3,44 @@
 
 use crate::helpers::*;
 
-/// One `usage` ledger row for `agent` as a test inserts it: `provider` is the provider's
-/// reported cost, when it reported one.
+const MINUTES: &str = "vapi_call_minutes";
+const SCANS: &str = "solar_ocr_scan";
+
+/// One `usage` ledger row for `agent` as a test inserts it, at the seeded price of `metric`:
+/// `provider` is the provider's reported cost, when it reported one.
 async fn metered(
     db: &TestDb,
-    agent: uuid::Uuid,
-    metric: &str,
-    (quantity, price, provider): (&str, &str, Option<&str>),
+    (agent, metric): (uuid::Uuid, &str),
+    (quantity, provider): (&str, Option<&str>),
     occurred: &str,
     key: &str,
 ) {
-    sqlx::query(
-        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                          provider_cost_usd, occurred_at, idempotency_key)
-         VALUES ($1, $2, $3::numeric, $4::numeric, $3::numeric * $4::numeric, $5::numeric,
-                 $6::timestamptz, $7)",
-    )
-    .bind(agent)
-    .bind(metric)
-    .bind(quantity)
-    .bind(price)
-    .bind(provider)
-    .bind(occurred)
-    .bind(key)
-    .execute(&db.pool)
-    .await
-    .expect("usage row");
+    let price = if metric == MINUTES { "0.20" } else { "0.075" };
+    UsageRow::new(agent, (metric, quantity, Some(price)), occurred, key)
+        .provider_cost(provider)
+        .insert(&db.pool)
+        .await;
 }
 
-/// An agent's own price with a unit cost over `[from, to)`.
+/// `rows` with `agent`'s `metric` row showing `figures` instead.
+fn with_figures(
+    mut rows: Vec<(String, String, String)>,
+    (agent, metric): (uuid::Uuid, &str),
+    figures: &str,
+) -> Vec<(String, String, String)> {
+    let row = rows
+        .iter_mut()
+        .find(|r| r.0 == agent.to_string() && r.1 == metric)
+        .expect("the agent's row");
+    row.2 = figures.to_string();
+    rows
+}
+
+/// An agent's own `price` of `metric` with a unit `cost` over `[from, to)`.
 async fn price_with_cost(
     db: &TestDb,
     agent: uuid::Uuid,
-    metric: &str,
-    (price, cost): (&str, &str),
+    (metric, price, cost): (&str, &str, &str),
     (from, to): (&str, Option<&str>),
 ) {
     sqlx::query(
@@ -55,29 +59,20 @@ async fn price_with_cost(
     .expect("price");
 }
 
-/// `usage --month 2026-11 --format json`, per (agent, metric): (count, billed, provider_cost,
-/// cost, margin, cost_source).
-fn usage_json(db: &TestDb) -> Vec<(String, String, serde_json::Value)> {
+/// `usage --month 2026-11 --format json`, per (agent, metric): "count billed provider_cost cost
+/// margin cost_source" (the count as JSON writes it).
+fn usage_json(db: &TestDb) -> Vec<(String, String, String)> {
     let out = agent_meter_on(db, &["usage", "--month", "2026-11", "--format", "json"]);
     let rows: serde_json::Value = serde_json::from_slice(&out).expect("json");
-    let mut rows: Vec<(String, String, serde_json::Value)> = rows
+    let mut rows: Vec<(String, String, String)> = rows
         .as_array()
         .expect("rows")
         .iter()
         .map(|r| {
             let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            (
-                s("agent_id"),
-                s("metric_type"),
-                serde_json::json!([
-                    r["count"],
-                    s("billed"),
-                    s("provider_cost"),
-                    s("cost"),
-                    s("margin"),
-                    s("cost_source")
-                ]),
-            )
+            let figures = ["billed", "provider_cost", "cost", "margin", "cost_source"].map(s);
+            let figures = format!("{} {}", r["count"], figures.join(" "));
+            (s("agent_id"), s("metric_type"), figures)
         })
         .collect();
     rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -91,160 +86,57 @@ fn usage_json(db: &TestDb) -> Vec<(String, String, serde_json::Value)> {
 #[tokio::test]
 async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which() {
     let db = TestDb::seeded().await;
-    let (a, b) = (db.agent_id(PHONE_1).await, db.agent_id(PHONE_2).await);
+    let (a, b) = db.two_agents().await;
     // Agent a's minutes cost 0.05 until November 20th (Phoenix), then 0.07; its scans 0.02.
-    price_with_cost(
-        &db,
-        a,
-        "vapi_call_minutes",
-        ("0.20", "0.05"),
-        ("2026-11-01", Some("2026-11-20")),
-    )
-    .await;
-    price_with_cost(
-        &db,
-        a,
-        "vapi_call_minutes",
-        ("0.20", "0.07"),
-        ("2026-11-20", None),
-    )
-    .await;
-    price_with_cost(
-        &db,
-        a,
-        "solar_ocr_scan",
-        ("0.075", "0.02"),
-        ("2026-11-01", None),
-    )
-    .await;
-    let minutes = "vapi_call_minutes";
+    for (price, from, to) in [
+        ((MINUTES, "0.20", "0.05"), "2026-11-01", Some("2026-11-20")),
+        ((MINUTES, "0.20", "0.07"), "2026-11-20", None),
+        ((SCANS, "0.075", "0.02"), "2026-11-01", None),
+    ] {
+        price_with_cost(&db, a, price, (from, to)).await;
+    }
     // With the provider's cost: 0.90, whatever the unit cost.
-    metered(
-        &db,
-        a,
-        minutes,
-        ("10", "0.20", Some("0.90")),
-        "2026-11-10T17:00:00Z",
-        "m1",
-    )
-    .await;
+    let tenth = "2026-11-10T17:00:00Z";
+    metered(&db, (a, MINUTES), ("10", Some("0.90")), tenth, "m1").await;
     // Without: 5 x 0.05.
-    metered(
-        &db,
-        a,
-        minutes,
-        ("5", "0.20", None),
-        "2026-11-10T18:00:00Z",
-        "m2",
-    )
-    .await;
+    metered(&db, (a, MINUTES), ("5", None), "2026-11-10T18:00:00Z", "m2").await;
     // 03:00 UTC on the 20th is still the 19th in Phoenix: 2 x 0.05, not 0.07.
-    metered(
-        &db,
-        a,
-        minutes,
-        ("2", "0.20", None),
-        "2026-11-20T03:00:00Z",
-        "m3",
-    )
-    .await;
+    metered(&db, (a, MINUTES), ("2", None), "2026-11-20T03:00:00Z", "m3").await;
     // Three scans without a provider cost: 3 x 0.02.
     for key in ["s1", "s2", "s3"] {
-        metered(
-            &db,
-            a,
-            "solar_ocr_scan",
-            ("1", "0.075", None),
-            "2026-11-12T17:00:00Z",
-            key,
-        )
-        .await;
+        metered(&db, (a, SCANS), ("1", None), "2026-11-12T17:00:00Z", key).await;
     }
     // Agent b: the default prices have no unit cost for minutes or scans.
-    metered(
-        &db,
-        b,
-        minutes,
-        ("10", "0.20", Some("0.90")),
-        "2026-11-10T17:00:00Z",
-        "b1",
-    )
-    .await;
-    metered(
-        &db,
-        b,
-        "solar_ocr_scan",
-        ("1", "0.075", None),
-        "2026-11-10T17:00:00Z",
-        "b2",
-    )
-    .await;
+    metered(&db, (b, MINUTES), ("10", Some("0.90")), tenth, "b1").await;
+    metered(&db, (b, SCANS), ("1", None), tenth, "b2").await;
 
-    let row = |agent: uuid::Uuid, metric: &str, v: serde_json::Value| {
-        (agent.to_string(), metric.to_string(), v)
+    let row = |agent: uuid::Uuid, metric: &str, figures: &str| {
+        (agent.to_string(), metric.to_string(), figures.to_string())
     };
-    let sorted = |mut v: Vec<(String, String, serde_json::Value)>| {
-        v.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
-        v
-    };
-    let before_21st = sorted(vec![
+    let mut before_21st = vec![
         // 3.40 billed; 0.90 + 0.25 + 0.10 = 1.25; the provider's and unit costs: mixed.
-        row(
-            a,
-            minutes,
-            serde_json::json!([3, "3.40", "0.90", "1.25", "2.15", "mixed"]),
-        ),
+        row(a, MINUTES, "3 3.40 0.90 1.25 2.15 mixed"),
         // 0.225 billed, rounded once: 0.23; 0.06 at the unit cost.
-        row(
-            a,
-            "solar_ocr_scan",
-            serde_json::json!([3, "0.23", "0.00", "0.06", "0.17", "unit_cost"]),
-        ),
-        row(
-            b,
-            minutes,
-            serde_json::json!([1, "2.00", "0.90", "0.90", "1.10", "provider"]),
-        ),
-        row(
-            b,
-            "solar_ocr_scan",
-            serde_json::json!([1, "0.08", "0.00", "0.00", "0.08", "none"]),
-        ),
-    ]);
+        row(a, SCANS, "3 0.23 0.00 0.06 0.17 unit_cost"),
+        row(b, MINUTES, "1 2.00 0.90 0.90 1.10 provider"),
+        row(b, SCANS, "1 0.08 0.00 0.00 0.08 none"),
+    ];
+    before_21st.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
     // From the ledger alone (no summary yet), then from the summary.
     assert_eq!(usage_json(&db), before_21st);
     agent_meter_on(&db, &["summarize-usage"]);
     assert_eq!(usage_json(&db), before_21st);
     // A row after the summary's cut, on the 21st: 1 x 0.07, read from the ledger.
-    metered(
-        &db,
-        a,
-        minutes,
-        ("1", "0.20", None),
-        "2026-11-21T17:00:00Z",
-        "m4",
-    )
-    .await;
-    let mut after = before_21st.clone();
-    let a_minutes = after
-        .iter()
-        .position(|r| r.0 == a.to_string() && r.1 == minutes)
-        .expect("a's minutes");
-    after[a_minutes].2 = serde_json::json!([4, "3.60", "0.90", "1.32", "2.28", "mixed"]);
+    metered(&db, (a, MINUTES), ("1", None), "2026-11-21T17:00:00Z", "m4").await;
+    let after = with_figures(before_21st, (a, MINUTES), "4 3.60 0.90 1.32 2.28 mixed");
     assert_eq!(usage_json(&db), after);
     // A unit cost set afterwards shows at once (it is read, not summarized).
-    sqlx::query(
+    db.execute(
         "UPDATE pricing_config SET unit_cost_usd = 0.01
           WHERE agent_id IS NULL AND metric_type = 'solar_ocr_scan'",
     )
-    .execute(&db.pool)
-    .await
-    .expect("default scan cost");
-    let b_scans = after
-        .iter()
-        .position(|r| r.0 == b.to_string() && r.1 == "solar_ocr_scan")
-        .expect("b's scans");
-    after[b_scans].2 = serde_json::json!([1, "0.08", "0.00", "0.01", "0.07", "unit_cost"]);
+    .await;
+    let after = with_figures(after, (b, SCANS), "1 0.08 0.00 0.01 0.07 unit_cost");
     assert_eq!(usage_json(&db), after);
     // The summary again, then the migration undone and redone: its backfill is exact.
     agent_meter_on(&db, &["summarize-usage"]);
@@ -268,10 +160,7 @@ async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which(
         ),
         "{csv}"
     );
-    assert!(
-        csv.contains(",vapi_call_minutes,4,18,3.60,1.32,2.28,mixed\n"),
-        "{csv}"
-    );
+    assert_has(&csv, ",vapi_call_minutes,4,18,3.60,1.32,2.28,mixed\n");
     let table = agent_meter_on(&db, &["usage", "--month", "2026-11"]);
     let table = String::from_utf8_lossy(&table);
     let line = table

@@ -1,45 +1,21 @@
 //! Money edges (issue 21, item 4): a change of billing zone, past prices, margins, corrections.
 
-use agent_meter::billing::{self, Month};
+use agent_meter::billing;
 use chrono::{DateTime, Utc};
 use chrono_tz::{America::Phoenix, Tz, UTC};
 use rust_decimal::Decimal;
 
-use crate::helpers::*;
-
-fn month(m: &str) -> Month {
-    Month::parse(m).expect("month")
-}
-
-fn at(s: &str) -> DateTime<Utc> {
-    s.parse().expect("time")
-}
-
-async fn scan(db: &TestDb, agent: uuid::Uuid, occurred: &str, key: &str) {
-    sqlx::query(
-        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                          occurred_at, idempotency_key)
-         VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, $2::timestamptz, $3)",
-    )
-    .bind(agent)
-    .bind(occurred)
-    .bind(key)
-    .execute(&db.pool)
-    .await
-    .expect("usage row");
-}
+use crate::{cli::run_line, helpers::*};
 
 /// Per invoice: (month, zone, starts_at, scans held as usage or adjustment).
 async fn held(db: &TestDb) -> Vec<(String, String, DateTime<Utc>, Decimal)> {
-    sqlx::query_as(
+    db.rows(
         "SELECT to_char(i.period_start, 'YYYY-MM'), i.time_zone, i.starts_at,
                 COALESCE(sum(l.quantity) FILTER (WHERE l.kind IN ('usage', 'adjustment')), 0)
            FROM invoices i LEFT JOIN invoice_lines l ON l.invoice_id = i.id
           GROUP BY i.id ORDER BY i.period_start",
     )
-    .fetch_all(&db.pool)
     .await
-    .expect("invoices")
 }
 
 /// Finalizes November in `first`, then drafts December in `second`: the row at 03:00 UTC on
@@ -48,28 +24,21 @@ async fn zone_change(first: Tz, second: Tz) -> Vec<(String, String, DateTime<Utc
     let db = TestDb::seeded().await;
     let agent = db.agent_id(PHONE_1).await;
     let email = db.email_of(agent).await;
-    scan(&db, agent, "2026-12-01T03:00:00Z", "edge").await;
-    billing::rollup(&db.pool, month("2026-11"), first, Some(&email))
+    add_usage(&db.pool, agent, SCAN, "2026-12-01T03:00:00Z", "edge").await;
+    let nov = month("2026-11");
+    billing::rollup(&db.pool, nov, first, Some(&email))
         .await
         .expect("rollup");
-    billing::finalize(
-        &db.pool,
-        month("2026-11"),
-        first,
-        Some(&email),
-        at("2027-06-01T00:00:00Z"),
-    )
-    .await
-    .expect("finalize");
-    billing::rollup(&db.pool, month("2026-12"), second, Some(&email))
+    billing::finalize(&db.pool, nov, first, Some(&email), later())
+        .await
+        .expect("finalize");
+    billing::rollup(&db.pool, nov.next(), second, Some(&email))
         .await
         .expect("rollup");
     let out = held(&db).await;
-    let provenance: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT state, to_char(invoice_month, 'YYYY-MM') FROM usage_provenance")
-            .fetch_all(&db.pool)
-            .await
-            .expect("provenance");
+    let provenance: Vec<(String, Option<String>)> = db
+        .rows("SELECT state, to_char(invoice_month, 'YYYY-MM') FROM usage_provenance")
+        .await;
     assert_eq!(provenance.len(), 1, "{provenance:?}");
     out
 }
@@ -110,34 +79,24 @@ async fn a_change_of_billing_zone_bills_a_boundary_row_once() {
     );
 }
 
-/// A scan metered at `price` on `occurred`, as metering writes it.
+/// A scan metered at the price in force on `occurred`, as metering writes it.
 async fn metered_scan(db: &TestDb, agent: uuid::Uuid, occurred: &str, key: &str) {
-    sqlx::query(
-        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                          provider_cost_usd, occurred_at, idempotency_key)
-         SELECT $1, 'solar_ocr_scan', 1, p.unit_price_usd, p.unit_price_usd, 0.01, $2::timestamptz, $3
-           FROM price_in_force($1, 'solar_ocr_scan',
-                               ($2::timestamptz AT TIME ZONE 'America/Phoenix')::date) p",
-    )
-    .bind(agent)
-    .bind(occurred)
-    .bind(key)
-    .execute(&db.pool)
-    .await
-    .expect("usage row");
+    UsageRow::new(agent, ("solar_ocr_scan", "1", None), occurred, key)
+        .provider_cost(Some("0.01"))
+        .insert(&db.pool)
+        .await;
 }
 
 /// The agent's November scans as invoiced: (kind, price, quantity, amount), by price.
 async fn scan_lines(db: &TestDb) -> Vec<(String, String, String, String)> {
-    let rows: Vec<(String, Decimal, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT l.kind, l.unit_price_usd, l.quantity, l.amount_usd FROM invoice_lines l
+    let rows: Vec<(String, Decimal, Decimal, Decimal)> = db
+        .rows(
+            "SELECT l.kind, l.unit_price_usd, l.quantity, l.amount_usd FROM invoice_lines l
            JOIN invoices i ON i.id = l.invoice_id
           WHERE l.metric_type = 'solar_ocr_scan' AND i.period_start = '2026-11-01'
           ORDER BY l.unit_price_usd",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("lines");
+        )
+        .await;
     rows.into_iter()
         .map(|(k, p, q, a)| {
             (
@@ -157,24 +116,11 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
     let email = db.email_of(agent).await;
     metered_scan(&db, agent, "2026-11-10T18:00:00Z", "scan-a").await;
     metered_scan(&db, agent, "2026-11-20T18:00:00Z", "scan-b").await;
-    let prices = || async {
-        let (ok, out, err) = crate::cli::run_on(&db.url, &["prices", "list", "--json"]);
-        assert!(ok, "{err}");
-        out
-    };
+    let prices = || async { crate::cli::run_ok(&db.url, "prices list --json") };
     let before = prices().await;
     // Refused, saying what it would re-price; nothing changes.
-    let (ok, _, err) = crate::cli::run_on(
-        &db.url,
-        &[
-            "prices",
-            "set",
-            "solar_ocr_scan",
-            "0.10",
-            "--from",
-            "2026-11-15",
-        ],
-    );
+    let set_price = "prices set solar_ocr_scan 0.10 --from 2026-11-15";
+    let (ok, _, err) = run_line(&db.url, set_price);
     assert!(
         !ok && err.contains("1 metered solar_ocr_scan row(s) since then would be re-priced")
             && err.contains("--reprice"),
@@ -182,18 +128,7 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
     );
     assert_eq!(prices().await, before, "the price was rolled back");
     // Asked: the November 20th scan is reversed and entered again at 0.10, in its own month.
-    let (ok, out, err) = crate::cli::run_on(
-        &db.url,
-        &[
-            "prices",
-            "set",
-            "solar_ocr_scan",
-            "0.10",
-            "--from",
-            "2026-11-15",
-            "--reprice",
-        ],
-    );
+    let (ok, out, err) = run_line(&db.url, &format!("{set_price} --reprice"));
     assert!(
         ok && out.contains("re-priced 1 metered row(s)"),
         "{out}{err}"
@@ -206,13 +141,14 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
         DateTime<Utc>,
         Option<String>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT idempotency_key, quantity, unit_price_usd, provider_cost_usd, occurred_at, corrects
-           FROM agent_usage_metrics WHERE idempotency_key LIKE 'scan-b%' ORDER BY idempotency_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("rows");
+    let rows: Vec<Row> = db
+        .rows(
+            "SELECT idempotency_key, quantity, unit_price_usd, provider_cost_usd, occurred_at,
+                    corrects
+               FROM agent_usage_metrics WHERE idempotency_key LIKE 'scan-b%'
+              ORDER BY idempotency_key",
+        )
+        .await;
     let at_b = at("2026-11-20T18:00:00Z");
     let d = |s: &str| s.parse::<Decimal>().expect("decimal");
     let keys: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
@@ -237,9 +173,7 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
     );
     // A scan metered after the change costs what the re-priced one does.
     metered_scan(&db, agent, "2026-11-25T18:00:00Z", "scan-c").await;
-    billing::rollup(&db.pool, month("2026-11"), Phoenix, Some(&email))
-        .await
-        .expect("rollup");
+    rollup(&db.pool, "2026-11", Some(&email)).await;
     assert_eq!(
         scan_lines(&db).await,
         [
@@ -248,28 +182,12 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
         ]
     );
     // Under a finalized invoice nothing may be re-priced.
-    billing::finalize(
-        &db.pool,
-        month("2026-11"),
-        Phoenix,
-        Some(&email),
-        at("2027-06-01T00:00:00Z"),
-    )
-    .await
-    .expect("finalize");
+    finalize(&db.pool, "2026-11", Some(&email))
+        .await
+        .expect("finalize");
     let before = prices().await;
-    let (ok, _, err) = crate::cli::run_on(
-        &db.url,
-        &[
-            "prices",
-            "set",
-            "solar_ocr_scan",
-            "0.20",
-            "--from",
-            "2026-11-20",
-            "--reprice",
-        ],
-    );
+    let set_price = "prices set solar_ocr_scan 0.20 --from 2026-11-20 --reprice";
+    let (ok, _, err) = run_line(&db.url, set_price);
     assert!(
         !ok && err.contains("finalized invoices (2026-11) hold some of them"),
         "{err}"
@@ -288,27 +206,18 @@ async fn a_draft_made_in_another_zone_before_the_previous_month_never_shares_a_r
     let db = TestDb::seeded().await;
     let agent = db.agent_id(PHONE_1).await;
     let email = db.email_of(agent).await;
-    scan(&db, agent, "2027-01-01T06:59:59Z", "edge").await;
+    add_usage(&db.pool, agent, SCAN, "2027-01-01T06:59:59Z", "edge").await;
     billing::rollup(&db.pool, month("2027-01"), UTC, Some(&email))
         .await
         .expect("january in UTC");
     for m in ["2026-11", "2026-12"] {
-        billing::finalize(
-            &db.pool,
-            month(m),
-            Phoenix,
-            Some(&email),
-            at("2027-06-01T00:00:00Z"),
-        )
-        .await
-        .expect("finalize in Phoenix");
+        finalize(&db.pool, m, Some(&email))
+            .await
+            .expect("finalize in Phoenix");
     }
-    let holders: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM invoices i JOIN agent_usage_metrics u ON invoice_holds(i, u)",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("holders");
+    let holders: i64 = db
+        .scalar("SELECT count(*) FROM invoices i JOIN agent_usage_metrics u ON invoice_holds(i, u)")
+        .await;
     assert_eq!(holders, 1, "{:?}", held(&db).await);
     // December ends where January's draft starts (midnight UTC): the row is January's.
     let jan_starts = at("2027-01-01T00:00:00Z");

@@ -81,24 +81,18 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
     let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--yes"]);
     assert!(ok && out.contains("re-queued 1"), "{out}{err}");
     app.db.count_reaches("SELECT count(*) FROM apalis.jobs WHERE status = 'Done' AND job_type = 'solar_ocr_scan'", 1, 15, "the re-run to finish").await;
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
-    let audit: (String, String, Vec<String>) =
-        sqlx::query_as("SELECT actor, action, job_ids FROM ops_audit")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("audit row");
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
+    let audit: (String, String, Vec<String>) = app
+        .db
+        .row("SELECT actor, action, job_ids FROM ops_audit")
+        .await;
     assert_eq!(
         audit,
         ("cli:oncall-anna".into(), "retry".into(), vec![id.clone()])
     );
     // Re-running it again after it succeeded is refused: done jobs are not re-run.
     let (_, out, _) = cli(&app, &["jobs", "retry", &id, "--yes"]);
-    assert!(out.contains("re-queued 0"), "{out}");
+    assert_has(&out, "re-queued 0");
 }
 
 /// Scripts get plain answers: named jobs re-run without a prompt; a bulk re-run nobody can
@@ -114,17 +108,14 @@ async fn jobs_retry_is_scriptable_and_audited_with_the_named_actor() {
         !ok,
         "a bulk re-run without --yes and without a terminal fails: {out}"
     );
-    assert!(err.contains("--yes"), "{err}");
+    assert_has(&err, "--yes");
     assert_eq!(app.db.count("SELECT count(*) FROM ops_audit").await, 0);
     let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--actor", "pager bot"]);
     assert!(
         ok && out.contains("re-queued 1"),
         "named ids need no prompt: {out}{err}"
     );
-    let actor: String = sqlx::query_scalar("SELECT actor FROM ops_audit")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("audit row");
+    let actor: String = app.db.scalar("SELECT actor FROM ops_audit").await;
     assert_eq!(actor, "cli:pager bot");
 }
 
@@ -234,12 +225,7 @@ async fn the_ops_api_lists_retries_and_cancels_behind_its_token() {
         (200, Some(1))
     );
     app.db
-        .count_reaches(
-            "SELECT count(*) FROM agent_usage_metrics",
-            1,
-            15,
-            "the re-run to finish",
-        )
+        .count_reaches(USAGE_ROWS, 1, 15, "the re-run to finish")
         .await;
 
     // A job due tomorrow is pending and can be cancelled; a done job cannot.
@@ -274,12 +260,8 @@ async fn the_ops_api_lists_retries_and_cancels_behind_its_token() {
         .0,
         409
     );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM ops_audit WHERE actor = 'api:ops'")
-            .await,
-        3
-    );
+    let audited = "SELECT count(*) FROM ops_audit WHERE actor = 'api:ops'";
+    assert_eq!(app.db.count(audited).await, 3);
 }
 
 #[tokio::test]
@@ -288,11 +270,8 @@ async fn the_ops_api_is_off_without_an_ops_token() {
     let resp = app
         .http
         .get(format!("{}/ops/jobs", app.base))
-        .bearer_auth("anything")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 404);
+        .bearer_auth("anything");
+    assert_eq!(status_of(resp).await, 404);
 }
 
 #[tokio::test]
@@ -300,10 +279,10 @@ async fn the_cli_cancels_only_pending_jobs_and_bulk_retries_with_yes() {
     let mocks = Mocks::start().await;
     let app = failed_scan(&mocks).await;
     let pending = pending_job(&app.db.pool).await;
-    let failed: String = sqlx::query_scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("id");
+    let failed: String = app
+        .db
+        .scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
+        .await;
     let (ok, out, _) = cli(&app, &["jobs", "cancel", &pending, &failed]);
     assert!(
         ok && out.contains("cancelled 1 job(s); 1 not pending"),
@@ -326,9 +305,9 @@ async fn the_cli_cancels_only_pending_jobs_and_bulk_retries_with_yes() {
         ok && out.contains(&pending) && out.contains("cancelled by cli:oncall-anna"),
         "{out}"
     );
-    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM ops_audit ORDER BY id")
-        .fetch_all(&app.db.pool)
-        .await
-        .expect("audit");
+    let actions: Vec<String> = app
+        .db
+        .column("SELECT action FROM ops_audit ORDER BY id")
+        .await;
     assert_eq!(actions, vec!["cancel".to_string(), "retry".to_string()]);
 }

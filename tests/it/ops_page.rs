@@ -21,15 +21,7 @@ async fn with_failed_job_and(extra: &[(&str, &str)]) -> (Mocks, TestApp, String)
 
 /// A web-only app (no worker, no clock) whose operators are `ops_tokens` (as `OPS_TOKENS`).
 pub async fn web_app_with_operators(ops_tokens: &str) -> TestApp {
-    TestApp::spawn_with(
-        agent_meter::app::Roles {
-            web: true,
-            worker: false,
-            clock: false,
-        },
-        &[("OPS_TOKENS", ops_tokens)],
-    )
-    .await
+    TestApp::spawn_web_only_with(&[("OPS_TOKENS", ops_tokens)]).await
 }
 
 /// `/ops/{query}` at `base` (e.g. `?month=2026-11`) for the session `cookie` (`name=value`), or
@@ -43,17 +35,10 @@ pub async fn ops_page_at(base: &str, cookie: Option<&str>, query: &str) -> (u16,
     (r.status().as_u16(), r.text().await.expect("text"))
 }
 
-/// A session cookie's `name=value` (what a browser sends back).
-fn pair(cookie: &str) -> String {
-    cookie.split(';').next().expect("pair").to_string()
-}
-
 async fn job_status(app: &TestApp, id: &str) -> String {
-    sqlx::query_scalar("SELECT status FROM apalis.jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&app.db.pool)
+    app.db
+        .scalar_with("SELECT status FROM apalis.jobs WHERE id = $1", id)
         .await
-        .expect("job")
 }
 
 #[tokio::test]
@@ -67,11 +52,8 @@ async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
     );
     let wrong = client
         .post(format!("{}/ops/login", app.base))
-        .form(&[("token", "nope")])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(wrong.status(), 401);
+        .form(&[("token", "nope")]);
+    assert_eq!(status_of(wrong).await, 401);
     let cookie = ops_login(&app, OPS).await;
     assert!(
         cookie.starts_with("ops_session=")
@@ -84,7 +66,7 @@ async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
         !cookie.contains(OPS),
         "the token never goes into a cookie: {cookie}"
     );
-    let pair = pair(&cookie);
+    let pair = cookie_pair(&cookie);
     let session_id = pair.trim_start_matches("ops_session=").to_string();
     // Only the session id's hash is stored.
     let (rows, raw): (i64, i64) = sqlx::query_as(
@@ -111,60 +93,37 @@ async fn the_page_needs_the_token_then_lists_and_retries_failed_jobs() {
         let forged = client
             .post(format!("{}/ops/ui/jobs/{id}/retry", app.base))
             .header("cookie", &pair)
-            .header(name, value)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(forged.status(), 403, "{name}: {value}");
+            .header(name, value);
+        assert_eq!(status_of(forged).await, 403, "{name}: {value}");
     }
     assert_eq!(job_status(&app, &id).await, "Killed", "nothing was re-run");
-    let retried = client
+    let retry = client
         .post(format!("{}/ops/ui/jobs/{id}/retry", app.base))
         .header("cookie", &pair)
-        .header("origin", &app.base)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(retried.status(), 303);
+        .header("origin", &app.base);
+    assert_eq!(status_of(retry).await, 303);
     eventually(15, "the retried job to finish", || async {
         (job_status(&app, &id).await == "Done").then_some(())
     })
     .await;
     let without_cookie = client
         .post(format!("{}/ops/ui/retry", app.base))
-        .form(&[("kind", "")])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(without_cookie.status(), 401);
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM ops_audit WHERE actor = 'ui:ops'")
-            .await,
-        1
-    );
+        .form(&[("kind", "")]);
+    assert_eq!(status_of(without_cookie).await, 401);
+    let audited = "SELECT count(*) FROM ops_audit WHERE actor = 'ui:ops'";
+    assert_eq!(app.db.count(audited).await, 1);
     // Logging out revokes the session: the same cookie no longer opens anything.
     let out = client
         .post(format!("{}/ops/logout", app.base))
         .header("cookie", &pair)
-        .header("sec-fetch-site", "same-origin")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(out.status(), 303);
+        .header("sec-fetch-site", "same-origin");
+    assert_eq!(status_of(out).await, 303);
     let after = client
         .get(format!("{}/ops/jobs", app.base))
-        .header("cookie", &pair)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(after.status(), 401);
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM ops_sessions WHERE revoked_at IS NOT NULL")
-            .await,
-        1
-    );
+        .header("cookie", &pair);
+    assert_eq!(status_of(after).await, 401);
+    let revoked = "SELECT count(*) FROM ops_sessions WHERE revoked_at IS NOT NULL";
+    assert_eq!(app.db.count(revoked).await, 1);
 }
 
 /// Named operators: the audit names the token's owner (a header cannot), sessions behind https
@@ -183,55 +142,37 @@ async fn named_operators_are_audited_as_themselves_and_https_sessions_are_secure
     let cancel = client
         .post(format!("{}/ops/jobs/{id}/retry", app.base))
         .bearer_auth("tok-anna-0123456789")
-        .header("x-ops-actor", "mallory")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(cancel.status(), 200);
-    let actor: String = sqlx::query_scalar("SELECT actor FROM ops_audit")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("audit");
+        .header("x-ops-actor", "mallory");
+    assert_eq!(status_of(cancel).await, 200);
+    let actor: String = app.db.scalar("SELECT actor FROM ops_audit").await;
     assert_eq!(actor, "api:anna");
     let wrong = client
         .get(format!("{}/ops/jobs", app.base))
-        .bearer_auth("tok-anna")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(wrong.status(), 401);
+        .bearer_auth("tok-anna");
+    assert_eq!(status_of(wrong).await, 401);
 
     let cookie = ops_login(&app, "tok-ben-0123456789").await;
-    assert!(cookie.contains("; Secure"), "{cookie}");
-    let pair = pair(&cookie);
+    assert_has(&cookie, "; Secure");
+    let pair = cookie_pair(&cookie);
     let ours = client
         .get(format!("{}/ops/jobs?status=failed", app.base))
-        .header("cookie", &pair)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(ours.status(), 200, "reads need no origin");
+        .header("cookie", &pair);
+    assert_eq!(status_of(ours).await, 200, "reads need no origin");
     let theirs = client
         .post(format!("{}/ops/jobs/retry", app.base))
         .header("cookie", &pair)
         .header("origin", &app.base)
-        .json(&serde_json::json!({"kind": "solar_ocr_scan"}))
-        .send()
-        .await
-        .expect("send");
+        .json(&serde_json::json!({"kind": "solar_ocr_scan"}));
     assert_eq!(
-        theirs.status(),
+        status_of(theirs).await,
         403,
         "the public origin is the only same origin"
     );
     let cross_login = client
         .post(format!("{}/ops/login", app.base))
         .header("origin", "https://evil.example")
-        .form(&[("token", "tok-ben-0123456789")])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(cross_login.status(), 403);
+        .form(&[("token", "tok-ben-0123456789")]);
+    assert_eq!(status_of(cross_login).await, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,14 +214,9 @@ async fn in_a_real_browser_an_oncall_person_logs_in_retries_a_failed_job_and_see
         .await
         .expect("browser thread")
         .expect("browser flow");
-    assert!(error_text.contains("key expired"), "{error_text}");
+    assert_has(&error_text, "key expired");
     assert_eq!(job_status(&app, &id).await, "Done");
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
 }
 
 /// A session lives only as long as its operator, with the same token, is configured: after a
@@ -290,8 +226,8 @@ async fn in_a_real_browser_an_oncall_person_logs_in_retries_a_failed_job_and_see
 async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
     let (anna, ben) = ("tok-anna-0123456789", "tok-ben-0123456789");
     let app = web_app_with_operators(&format!("anna:{anna},ben:{ben}")).await;
-    let anna_session = pair(&ops_login(&app, anna).await);
-    let ben_session = pair(&ops_login(&app, ben).await);
+    let anna_session = cookie_pair(&ops_login(&app, anna).await);
+    let ben_session = cookie_pair(&ops_login(&app, ben).await);
     let client = client();
     let status = |base: String, session: String| {
         let client = client.clone();
@@ -328,11 +264,8 @@ async fn sessions_of_operators_no_longer_configured_are_refused_at_once() {
         .post(format!("{without_anna}/ops/ui/retry"))
         .header("cookie", &anna_session)
         .header("sec-fetch-site", "same-origin")
-        .form(&[("kind", "")])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(post.status(), 401);
+        .form(&[("kind", "")]);
+    assert_eq!(status_of(post).await, 401);
     assert_eq!(status(without_anna.clone(), ben_session.clone()).await, 200);
 
     // Restarted with anna's token rotated: the session opened with the old token is refused too.
@@ -397,15 +330,12 @@ async fn ten_failed_logins_from_one_client_then_429_even_with_the_right_token() 
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert!(refused.headers().get("set-cookie").is_none(), "no session");
     let page = refused.text().await.expect("text");
-    assert!(page.contains("Too many failed logins"), "{page}");
+    assert_has(&page, "Too many failed logins");
     assert!(!page.contains(token), "{page}");
     assert_eq!(login("wrong-token").await.expect("send").status(), 429);
     // The portal's door has a count of its own.
     let portal = client()
         .post(format!("{}/portal/sign-in", app.base))
-        .form(&[("token", "not-a-link")])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(portal.status(), 401);
+        .form(&[("token", "not-a-link")]);
+    assert_eq!(status_of(portal).await, 401);
 }

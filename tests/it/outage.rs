@@ -64,6 +64,15 @@ async fn post(http: &reqwest::Client, base: &str, body: &Value) -> reqwest::Resp
         .expect("request reaches the server")
 }
 
+/// An `assistant-request` of call `call_id` from `caller` to `phone`: the answer's status and its
+/// JSON (`null` when it has none).
+async fn ask(http: &reqwest::Client, base: &str, call: (&str, &str), caller: &str) -> (u16, Value) {
+    let (call_id, phone) = call;
+    let resp = post(http, base, &assistant_request(call_id, phone, caller)).await;
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test]
 async fn assistant_request_is_answered_from_the_routing_cache_while_the_database_is_unreachable() {
     let db = TestDb::seeded().await;
@@ -78,29 +87,13 @@ async fn assistant_request_is_answered_from_the_routing_cache_while_the_database
     let http = reqwest::Client::new();
 
     // Routed (and cached) while the database answers.
-    let first = post(
-        &http,
-        &base,
-        &assistant_request("c-up", PHONE_1, "+16025550111"),
-    )
-    .await;
-    assert_eq!(first.status(), 200);
-    let first: Value = first.json().await.expect("json");
+    let (status, first) = ask(&http, &base, ("c-up", PHONE_1), "+16025550111").await;
+    assert_eq!(status, 200);
     assert!(first.get("assistant").is_some(), "{first}");
 
     gate.cut();
-    let answered = post(
-        &http,
-        &base,
-        &assistant_request("c-down", PHONE_1, "+16025550122"),
-    )
-    .await;
-    assert_eq!(
-        answered.status(),
-        200,
-        "the caller hears the agency, not silence"
-    );
-    let answered: Value = answered.json().await.expect("json");
+    let (status, answered) = ask(&http, &base, ("c-down", PHONE_1), "+16025550122").await;
+    assert_eq!(status, 200, "the caller hears the agency, not silence");
     assert_eq!(
         answered["assistant"]["firstMessage"], first["assistant"]["firstMessage"],
         "the agency's own assistant: {answered}"
@@ -111,23 +104,12 @@ async fn assistant_request_is_answered_from_the_routing_cache_while_the_database
     );
     // Past the cache's TTL the agency is still known (its last answer, however stale).
     tokio::time::sleep(agent_meter::http::routing::ROUTING_TTL).await;
-    let stale = post(
-        &http,
-        &base,
-        &assistant_request("c-later", PHONE_1, "+16025550144"),
-    )
-    .await;
-    assert_eq!(stale.status(), 200);
-    let stale: Value = stale.json().await.expect("json");
+    let (status, stale) = ask(&http, &base, ("c-later", PHONE_1), "+16025550144").await;
+    assert_eq!(status, 200);
     assert_eq!(stale["assistant"]["model"], first["assistant"]["model"]);
     // A number this instance has not routed: nothing to answer from, so Vapi retries.
-    let unknown = post(
-        &http,
-        &base,
-        &assistant_request("c-other", PHONE_2, "+16025550133"),
-    )
-    .await;
-    assert_eq!(unknown.status(), 503);
+    let (status, _) = ask(&http, &base, ("c-other", PHONE_2), "+16025550133").await;
+    assert_eq!(status, 503);
     // Every other message is still stored before it is answered.
     let status = json!({"message": {"type": "status-update", "status": "in-progress",
         "call": {"id": "c-down", "phoneNumberId": PHONE_1, "customer": {"number": "+16025550122"}}}});

@@ -86,26 +86,14 @@ fn invite(app: &TestApp, email: &str) -> String {
 /// Uses a link's token up; the session cookie's `name=value`, or the refusal's status.
 async fn sign_in(app: &TestApp, link: &str) -> Result<String, u16> {
     let token = link.split("token=").nth(1).expect("token").to_string();
-    let resp = client()
-        .post(format!("{}/portal/sign-in", app.base))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .expect("send");
-    if resp.status() != 303 {
-        return Err(resp.status().as_u16());
-    }
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .to_string();
+    let cookie = post_token(app, "/portal/sign-in", &token).await?;
     assert!(
         cookie.starts_with("portal_session=")
             && cookie.contains("HttpOnly")
             && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
-    Ok(cookie.split(';').next().expect("pair").to_string())
+    Ok(cookie_pair(&cookie))
 }
 
 async fn get(app: &TestApp, path: &str, cookie: Option<&str>, lang: &str) -> (u16, String) {
@@ -124,10 +112,7 @@ async fn get(app: &TestApp, path: &str, cookie: Option<&str>, lang: &str) -> (u1
 async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     clear_of_month_turn(Phoenix).await;
     let app = TestApp::spawn_web_only().await;
-    let (a, b) = (
-        app.db.agent_id(PHONE_1).await,
-        app.db.agent_id(PHONE_2).await,
-    );
+    let (a, b) = app.db.two_agents().await;
     populate(&app.db, a, 1).await;
     populate(&app.db, b, 2).await;
     let month = roll_up_this_month(&app.db).await;
@@ -137,19 +122,19 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     // Opening the link (or a chat app's preview fetching it) does not spend it.
     let (status, page) = get(&app, link.trim_start_matches(&app.base), None, "en").await;
     assert_eq!(status, 200);
-    assert!(page.contains("id=\"sign-in\""), "{page}");
+    assert_has(&page, "id=\"sign-in\"");
     let cookie = sign_in(&app, &link).await.expect("signed in");
     assert_eq!(sign_in(&app, &link).await, Err(401), "a link works once");
     // Only the session id's hash is stored.
     let session_id = cookie.trim_start_matches("portal_session=");
     let raw = app.db.count("SELECT count(*) FROM portal_sessions").await;
-    let hashed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM portal_sessions WHERE id_hash = sha256(convert_to($1, 'UTF8'))",
-    )
-    .bind(session_id)
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("hash");
+    let hashed: i64 = app
+        .db
+        .scalar_with(
+            "SELECT count(*) FROM portal_sessions WHERE id_hash = sha256(convert_to($1, 'UTF8'))",
+            session_id,
+        )
+        .await;
     assert_eq!((raw, hashed), (1, 1));
 
     let expect = [
@@ -184,15 +169,12 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
         }
     }
     let (_, b_calls) = get(&app, "/portal/calls", Some(&cookie_b), "en").await;
-    assert!(b_calls.contains("+16025550002"), "{b_calls}");
+    assert_has(&b_calls, "+16025550002");
     let (_, leads) = get(&app, "/portal/leads", Some(&cookie), "en").await;
-    assert!(
-        leads.contains("solar-1") && leads.contains("water_source: well"),
-        "{leads}"
-    );
+    assert_has_all(&leads, &["solar-1", "water_source: well"]);
     let (_, overview) = get(&app, "/portal/", Some(&cookie), "en").await;
     // 10 minutes at 0.20 and one scan at 0.075: $2.00 + $0.08.
-    assert!(overview.contains("$2.08"), "{overview}");
+    assert_has(&overview, "$2.08");
     // Usage by month in Phoenix time, one line per month and metric: a scan in the first minute
     // of the month before last and one in the last minute of the month before that (already
     // that month in UTC).
@@ -225,10 +207,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     // A call's billed minutes are its row and its corrections (a reversal and a re-bill naming
     // it in `corrects`), read by key; a correction's `corrects` must mirror its metadata.
     let (_, calls_page) = get(&app, "/portal/calls", Some(&cookie), "en").await;
-    assert!(
-        calls_page.contains("<td>+16025550001</td><td>600</td><td>10</td>"),
-        "{calls_page}"
-    );
+    assert_has(&calls_page, "<td>+16025550001</td><td>600</td><td>10</td>");
     let correct = |key: &'static str, quantity: i32, mirrored: bool| {
         sqlx::query(
             "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
@@ -254,10 +233,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
         "a correction without its column is refused"
     );
     let (_, calls_page) = get(&app, "/portal/calls", Some(&cookie), "en").await;
-    assert!(
-        calls_page.contains("<td>+16025550001</td><td>600</td><td>12</td>"),
-        "{calls_page}"
-    );
+    assert_has(&calls_page, "<td>+16025550001</td><td>600</td><td>12</td>");
     // Findings are each call's own: the caller calls again and a flood check is made in that
     // call, which the first call does not show; the solar finding, saved before findings named
     // their call, stays with every call of its lead.
@@ -277,12 +253,9 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     assert!(first.ends_with("<td>solar</td>"), "{first}");
     // Spanish from the browser's language, and by the toggle.
     let (_, es) = get(&app, "/portal/calls", Some(&cookie), "es-MX,es;q=0.9").await;
-    assert!(
-        es.contains("Llamadas") && es.contains("<html lang=\"es\">"),
-        "{es}"
-    );
+    assert_has_all(&es, &["Llamadas", "<html lang=\"es\">"]);
     let (_, toggled) = get(&app, "/portal/usage?lang=es", Some(&cookie), "en").await;
-    assert!(toggled.contains("Consumo"), "{toggled}");
+    assert_has(&toggled, "Consumo");
     // The invoice as a PDF, with its total.
     let pdf = client()
         .get(format!("{}/portal/invoices/{month}.pdf", app.base))
@@ -308,11 +281,8 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     let out = client()
         .post(format!("{}/portal/sign-out", app.base))
         .header("cookie", &cookie)
-        .header("origin", &app.base)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(out.status(), 303);
+        .header("origin", &app.base);
+    assert_eq!(status_of(out).await, 303);
     let (status, _) = get(&app, "/portal/", Some(&cookie), "en").await;
     assert_eq!(status, 303, "back to sign-in");
 }
@@ -345,11 +315,8 @@ async fn expired_forged_and_missing_sessions_and_links_get_the_sign_in_page() {
     let cross = client()
         .post(format!("{}/portal/sign-in", app.base))
         .header("origin", "https://evil.example")
-        .form(&[("token", good.as_str())])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(cross.status(), 403);
+        .form(&[("token", good.as_str())]);
+    assert_eq!(status_of(cross).await, 403);
     for cookie in [
         None,
         Some("portal_session=forged"),
@@ -375,12 +342,14 @@ fn row_of_cells(page: &str, cell: &str) -> String {
     page[start..end].to_string()
 }
 
-/// A web-only app with one operator, and that operator's session cookie.
-async fn ops_app() -> (TestApp, String) {
+/// A web-only app with one operator, clear of the month turn: the operator's session cookie, and
+/// the first two agents.
+async fn ops_app() -> (TestApp, String, (Uuid, Uuid)) {
+    clear_of_month_turn(Phoenix).await;
     let app = web_app_with_operators("anna:tok-anna-0123456789").await;
     let cookie = ops_login(&app, "tok-anna-0123456789").await;
-    let pair = cookie.split(';').next().expect("pair").to_string();
-    (app, pair)
+    let agents = app.db.two_agents().await;
+    (app, cookie_pair(&cookie), agents)
 }
 
 /// The ops page at `query` (e.g. `?month=2026-11`): status and body.
@@ -402,37 +371,27 @@ fn row_of(page: &str, opening: &str) -> String {
 
 #[tokio::test]
 async fn the_ops_page_shows_each_agencys_margin_for_the_month() {
-    clear_of_month_turn(Phoenix).await;
-    let (app, cookie) = ops_app().await;
-    let (a, b) = (
-        app.db.agent_id(PHONE_1).await,
-        app.db.agent_id(PHONE_2).await,
-    );
+    let (app, cookie, (a, b)) = ops_app().await;
     populate(&app.db, a, 1).await;
     populate(&app.db, b, 2).await;
     // Two agencies with one name stay apart (money rows and the 30-day chart's bars).
-    sqlx::query("UPDATE agents SET agency_name = 'Twin Insurance' WHERE id IN ($1, $2)")
-        .bind(a)
-        .bind(b)
-        .execute(&app.db.pool)
-        .await
-        .expect("rename");
+    app.db
+        .execute(
+            "UPDATE agents SET agency_name = 'Twin Insurance'
+              WHERE vapi_phone_number_id IN ('ph_placeholder_client1', 'ph_placeholder_client2')",
+        )
+        .await;
     let (_, page) = ops_page(&app, &cookie, "").await;
     assert_eq!(page.matches("<rect class=\"bar\" ").count(), 5, "{page}");
     // Billed $2.08 (2.00 + 0.08), provider cost $0.91, margin $1.17, per agency.
     for agent in [a, b] {
         let r = row_of(&page, &format!("<tr data-agent=\"{agent}\">"));
-        assert!(
-            r.contains("<td>2.08</td>")
-                && r.contains("<td>0.91</td>")
-                && r.contains("class=\"margin\">1.17<"),
-            "{r}"
+        assert_has_all(
+            &r,
+            &["<td>2.08</td>", "<td>0.91</td>", "class=\"margin\">1.17<"],
         );
     }
-    assert!(
-        page.contains("id=\"mom\"") && page.contains("MRR"),
-        "{page}"
-    );
+    assert_has_all(&page, &["id=\"mom\"", "MRR"]);
     assert_eq!(ops_page(&app, &cookie, "?month=2026-13").await.0, 400);
 }
 
@@ -462,57 +421,22 @@ fn money_total(page: &str) -> Vec<String> {
 /// whether its invoices are finalized or still drafts.
 #[tokio::test]
 async fn month_over_month_agrees_with_the_per_agency_figures_and_labels_drafts() {
-    clear_of_month_turn(Phoenix).await;
-    let (app, cookie) = ops_app().await;
-    let (a, b) = (
-        app.db.agent_id(PHONE_1).await,
-        app.db.agent_id(PHONE_2).await,
-    );
-    sqlx::query("UPDATE agents SET billing_starts_on = '2026-09-01'")
-        .execute(&app.db.pool)
-        .await
-        .expect("billing start");
-    let scans = |quantity: i32, at: Option<&'static str>, key: &'static str| {
-        sqlx::query(
-            "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                              occurred_at, idempotency_key)
-             VALUES ($1, 'solar_ocr_scan', $2, 0.075, $2 * 0.075, COALESCE($3::timestamptz, now()), $4)",
-        )
-        .bind(a)
-        .bind(quantity)
-        .bind(at)
-        .bind(key)
-        .execute(&app.db.pool)
-    };
-    let (september, october) = (
-        billing::Month::parse("2026-09").expect("month"),
-        billing::Month::parse("2026-10").expect("month"),
-    );
+    let (app, cookie, (a, b)) = ops_app().await;
+    app.db
+        .execute("UPDATE agents SET billing_starts_on = '2026-09-01'")
+        .await;
+    // `n` scans of agent a.
+    let (pool, scans) = (&app.db.pool, |n| ("solar_ocr_scan", n, "0.075"));
     // September: 2 scans, rolled up and finalized; then a late one (billed on October's
     // invoice as an adjustment, counted in September, when it occurred).
-    scans(2, Some("2026-09-15T12:00:00Z"), "sep-1")
-        .await
-        .expect("usage");
-    billing::rollup(&app.db.pool, september, Phoenix, None)
-        .await
-        .expect("rollup");
-    let later = "2027-06-01T00:00:00Z".parse().expect("time");
-    billing::finalize(&app.db.pool, september, Phoenix, None, later)
-        .await
-        .expect("finalize");
-    scans(1, Some("2026-09-16T12:00:00Z"), "sep-late")
-        .await
-        .expect("usage");
+    add_usage(pool, a, scans("2"), "2026-09-15T12:00:00Z", "sep-1").await;
+    rollup(pool, "2026-09", None).await;
+    finalize(pool, "2026-09", None).await.expect("finalize");
+    add_usage(pool, a, scans("1"), "2026-09-16T12:00:00Z", "sep-late").await;
     // October: 10 scans rolled up as a draft, then 4 more the draft does not hold yet.
-    scans(10, Some("2026-10-15T12:00:00Z"), "oct-1")
-        .await
-        .expect("usage");
-    billing::rollup(&app.db.pool, october, Phoenix, None)
-        .await
-        .expect("rollup");
-    scans(4, Some("2026-10-16T12:00:00Z"), "oct-2")
-        .await
-        .expect("usage");
+    add_usage(pool, a, scans("10"), "2026-10-15T12:00:00Z", "oct-1").await;
+    rollup(pool, "2026-10", None).await;
+    add_usage(pool, a, scans("4"), "2026-10-16T12:00:00Z", "oct-2").await;
     for (m, per_agency, label) in [
         ("2026-09", "0.23", "finalized"), // 3 x 0.075, rounded once
         ("2026-10", "1.05", "draft"),     // 14 x 0.075
@@ -524,10 +448,7 @@ async fn month_over_month_agrees_with_the_per_agency_figures_and_labels_drafts()
         assert_eq!(money_total(&page)[0], per_agency, "{page}");
         let mom = cells(&row_of(&page, &format!("<tr><td>{m}</td>")));
         assert_eq!(mom[2..], [per_agency, label], "{mom:?}");
-        assert!(
-            page.contains(&format!("class=\"invoices {label}\"")),
-            "{page}"
-        );
+        assert_has(&page, &format!("class=\"invoices {label}\""));
     }
     // A month after them, never rolled up, lists them the same way.
     let (_, page) = ops_page(&app, &cookie, "?month=2026-11").await;
@@ -548,7 +469,8 @@ async fn month_over_month_agrees_with_the_per_agency_figures_and_labels_drafts()
     populate(&app.db, a, 1).await;
     populate(&app.db, b, 2).await;
     let running = roll_up_this_month(&app.db).await;
-    scans(2, None, "now").await.expect("usage");
+    let now = chrono::Utc::now().to_rfc3339();
+    add_usage(pool, a, scans("2"), &now, "now").await;
     let (_, page) = ops_page(&app, &cookie, "").await;
     let per_agency: Vec<String> = [a, b]
         .iter()
@@ -635,7 +557,7 @@ async fn an_invite_is_posted_to_the_agencys_discord() {
     let posted = discord.received_requests().await.expect("recorded");
     assert_eq!(posted.len(), 1);
     let body = String::from_utf8_lossy(&posted[0].body).to_string();
-    assert!(body.contains(&link), "{body}");
+    assert_has(&body, &link);
     assert!(sign_in(&app, &link).await.is_ok(), "the posted link works");
     // An unknown agent is a clear error, not a link.
     let out = run_invite(&app, "nobody@example.com", &[]);
@@ -704,11 +626,8 @@ async fn ten_failed_sign_ins_from_one_client_then_429_even_with_a_good_link() {
     assert!(refused.headers().get("set-cookie").is_none());
     let supabase = client()
         .post(format!("{}/portal/sign-in/supabase", app.base))
-        .form(&[("access_token", "eyJ.not.a-token")])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(supabase.status(), 429, "the same door");
+        .form(&[("access_token", "eyJ.not.a-token")]);
+    assert_eq!(status_of(supabase).await, 429, "the same door");
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM portal_sign_in_tokens WHERE used_at IS NULL")

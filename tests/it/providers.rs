@@ -25,6 +25,22 @@ use wiremock::{
     matchers::{header, method, path, query_param},
 };
 
+/// `result`'s error, which must be transient (a retry may succeed) or not, as `transient` says.
+#[track_caller]
+fn failed<T: std::fmt::Debug>(result: Result<T, ProviderError>, transient: bool) -> ProviderError {
+    let e = result.expect_err("an error");
+    assert_eq!(e.is_transient(), transient, "{e}");
+    e
+}
+
+/// `server` answering `path` with an image of `len` bytes of type `mime`.
+async fn serve_image(server: &MockServer, path_: &str, len: usize, mime: &str) {
+    Mock::given(path(path_))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(vec![7u8; len], mime))
+        .mount(server)
+        .await;
+}
+
 fn utc(text: &str) -> DateTime<Utc> {
     text.parse().expect("timestamp")
 }
@@ -143,23 +159,23 @@ async fn gemini_scan_sends_the_image_inline_with_a_schema_and_parses_the_finding
 
 #[tokio::test]
 async fn gemini_bad_request_is_permanent_and_unavailable_is_transient() {
-    let e = gemini_replies(google_error(400, "INVALID_ARGUMENT", json!([])))
-        .await
-        .expect_err("400");
-    assert!(!e.is_transient(), "{e}");
-    let e = gemini_replies(google_error(503, "UNAVAILABLE", json!([])))
-        .await
-        .expect_err("503");
-    assert!(e.is_transient(), "{e}");
+    failed(
+        gemini_replies(google_error(400, "INVALID_ARGUMENT", json!([]))).await,
+        false,
+    );
+    failed(
+        gemini_replies(google_error(503, "UNAVAILABLE", json!([]))).await,
+        true,
+    );
 }
 
 #[tokio::test]
 async fn gemini_rate_limit_honours_retry_info_but_a_daily_quota_is_permanent() {
     let retry = json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"}]);
-    let e = gemini_replies(google_error(429, "RESOURCE_EXHAUSTED", retry))
-        .await
-        .expect_err("429");
-    assert!(e.is_transient(), "{e}");
+    let e = failed(
+        gemini_replies(google_error(429, "RESOURCE_EXHAUSTED", retry)).await,
+        true,
+    );
     assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
 
     let daily = json!([
@@ -168,10 +184,10 @@ async fn gemini_rate_limit_honours_retry_info_but_a_daily_quota_is_permanent() {
              "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "41s"}
     ]);
-    let e = gemini_replies(google_error(429, "RESOURCE_EXHAUSTED", daily))
-        .await
-        .expect_err("429");
-    assert!(!e.is_transient(), "{e}");
+    let e = failed(
+        gemini_replies(google_error(429, "RESOURCE_EXHAUSTED", daily)).await,
+        false,
+    );
     assert!(e.to_string().contains("daily quota"), "{e}");
 }
 
@@ -299,10 +315,8 @@ async fn arcgis_errors_inside_http_200_are_classified_by_their_code() {
             .respond_with(ResponseTemplate::new(200).set_body_json(body))
             .mount(&server)
             .await;
-        let e = arcgis(&server)
-            .wells_near(33.45, -112.07, 500)
-            .await
-            .expect_err("error body");
+        let answer = arcgis(&server).wells_near(33.45, -112.07, 500).await;
+        let e = answer.expect_err("error body");
         assert_eq!(e.is_transient(), transient, "code {code}: {e}");
     }
 }
@@ -331,8 +345,7 @@ async fn vapi_get_call_sends_the_bearer_key_and_reads_cost_exactly() {
     );
     assert_eq!(call.ended_reason.as_deref(), Some("customer-ended-call"));
     assert_eq!(call.ended_at, Some(utc("2026-03-01T17:02:05.5Z")));
-    let e = client.get_call("missing").await.expect_err("404");
-    assert!(!e.is_transient(), "{e}");
+    failed(client.get_call("missing").await, false);
 }
 
 /// A stand-in for `GET /call` that answers like the real one: the calls whose `createdAt` is in
@@ -462,8 +475,7 @@ async fn discord_posts_content_and_classifies_failures_without_echoing_the_webho
         )
         .mount(&server)
         .await;
-    let e = client.post(&hook, "hello").await.expect_err("404");
-    assert!(!e.is_transient(), "{e}");
+    let e = failed(client.post(&hook, "hello").await, false);
     let shown = format!("{e} {e:?}");
     assert!(
         !shown.contains("s3cr3t-token") && !shown.contains(&hook),
@@ -487,8 +499,7 @@ async fn a_connection_dropped_by_the_server_is_transient() {
         Duration::from_secs(5),
         breaker("vapi"),
     );
-    let e = client.get_call("call-1").await.expect_err("dropped");
-    assert!(e.is_transient(), "{e}");
+    failed(client.get_call("call-1").await, true);
 }
 
 #[tokio::test]
@@ -499,8 +510,7 @@ async fn a_response_slower_than_the_client_timeout_is_transient() {
         .mount(&server)
         .await;
     let client = vapi_at(server.uri(), Duration::from_millis(300), breaker("vapi"));
-    let e = client.get_call("slow").await.expect_err("timeout");
-    assert!(e.is_transient(), "{e}");
+    failed(client.get_call("slow").await, true);
 }
 
 #[tokio::test]
@@ -545,31 +555,15 @@ async fn the_circuit_breaker_fails_fast_once_open_and_closes_after_a_success() {
 #[tokio::test]
 async fn fetch_image_enforces_the_size_cap_and_reports_the_mime_type() {
     let server = MockServer::start().await;
-    Mock::given(path("/small.png"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(vec![7u8; 100], "image/png"))
-        .mount(&server)
-        .await;
-    Mock::given(path("/big.jpg"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(vec![7u8; 5000], "image/jpeg"))
-        .mount(&server)
-        .await;
+    serve_image(&server, "/small.png", 100, "image/png").await;
+    serve_image(&server, "/big.jpg", 5000, "image/jpeg").await;
     // The mock is on loopback: only a fetcher that allows private hosts (tests, demos) reaches it.
     let images = ImageFetcher::new(true);
-    let (bytes, mime) = images
-        .fetch(&format!("{}/small.png", server.uri()), 1000)
-        .await
-        .expect("small");
+    let url = |name: &str| format!("{}/{name}", server.uri());
+    let (bytes, mime) = images.fetch(&url("small.png"), 1000).await.expect("small");
     assert_eq!((bytes.len(), mime.as_str()), (100, "image/png"));
-    let e = images
-        .fetch(&format!("{}/big.jpg", server.uri()), 1000)
-        .await
-        .expect_err("big");
-    assert!(!e.is_transient(), "{e}");
-    let e = images
-        .fetch(&format!("{}/missing.jpg", server.uri()), 1000)
-        .await
-        .expect_err("404");
-    assert!(!e.is_transient(), "{e}");
+    failed(images.fetch(&url("big.jpg"), 1000).await, false);
+    failed(images.fetch(&url("missing.jpg"), 1000).await, false);
 }
 
 /// SSRF: an image server on loopback is never reached, whatever the URL's spelling, and a name
@@ -578,10 +572,7 @@ async fn fetch_image_enforces_the_size_cap_and_reports_the_mime_type() {
 #[tokio::test]
 async fn image_urls_never_reach_non_public_addresses_in_any_spelling() {
     let server = MockServer::start().await;
-    Mock::given(path("/x.png"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(vec![7u8; 10], "image/png"))
-        .mount(&server)
-        .await;
+    serve_image(&server, "/x.png", 10, "image/png").await;
     let port = server.address().port();
     let images = ImageFetcher::new(false);
     for host in [

@@ -69,10 +69,7 @@ async fn settled_db() -> TestDb {
             .await
             .expect("record a tick");
     }
-    sqlx::query("VACUUM ANALYZE")
-        .execute(&db.pool)
-        .await
-        .expect("vacuum analyze");
+    db.execute("VACUUM ANALYZE").await;
     db.pool.close().await;
     db
 }
@@ -364,9 +361,9 @@ async fn a_worker_refuses_to_start_on_a_get_jobs_it_did_not_install() {
     let e = check_schema(&db.pool).await.expect_err("drift is refused");
     assert!(matches!(e, QueueSchemaError::GetJobsDrift { .. }), "{e}");
     let message = e.to_string();
-    assert!(
-        message.contains("apalis.get_jobs is not the body migration 20261128000007_queue_scaling"),
-        "{message}"
+    assert_has(
+        &message,
+        "apalis.get_jobs is not the body migration 20261128000007_queue_scaling",
     );
 
     // The process says so and stops, rather than fetching with a body nobody reviewed.

@@ -6,17 +6,13 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const TENANT_TABLES: &[&str] = &[
-    "leads",
-    "properties",
-    "risk_assessments",
-    "tags",
-    "calls",
-    "webhook_events",
-    "agent_usage_metrics",
-    "invoices",
-    "invoice_lines",
-];
+/// Every tenant table: those the tenancy tests populate, and the raw webhook events.
+fn tenant_tables() -> impl Iterator<Item = &'static str> {
+    crate::tenancy::TENANT_TABLES
+        .iter()
+        .copied()
+        .chain(["webhook_events"])
+}
 
 /// The design document's "Monthly cost per agent" query, verbatim.
 const SEED_MONTHLY_COST: &str = r#"
@@ -82,12 +78,12 @@ async fn seeds_are_idempotent_and_hold_the_documented_prices() {
             .await,
         5
     );
-    let prices: Vec<(String, String, Decimal, chrono::NaiveDate)> = sqlx::query_as(
-        "SELECT metric_type, unit, unit_price_usd, effective_from FROM pricing_config ORDER BY metric_type",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("prices");
+    let prices: Vec<(String, String, Decimal, chrono::NaiveDate)> = db
+        .rows(
+            "SELECT metric_type, unit, unit_price_usd, effective_from FROM pricing_config
+              ORDER BY metric_type",
+        )
+        .await;
     let day = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("date");
     let d = |s: &str| s.parse::<Decimal>().expect("decimal");
     // The subscription, the setup fee and minutes as the design document prices them; each
@@ -122,16 +118,16 @@ async fn seeds_are_idempotent_and_hold_the_documented_prices() {
 #[tokio::test]
 async fn every_tenant_table_has_agent_id_rls_and_tenant_scoped_uniques() {
     let db = TestDb::seeded().await;
-    for table in TENANT_TABLES.iter().chain(&["agents"]) {
-        let rls: bool =
-            sqlx::query_scalar("SELECT relrowsecurity FROM pg_class WHERE relname = $1")
-                .bind(table)
-                .fetch_one(&db.pool)
-                .await
-                .expect("table exists");
+    for table in tenant_tables().chain(["agents"]) {
+        let rls: bool = db
+            .scalar_with(
+                "SELECT relrowsecurity FROM pg_class WHERE relname = $1",
+                table,
+            )
+            .await;
         assert!(rls, "RLS enabled on {table}");
     }
-    for table in TENANT_TABLES {
+    for table in tenant_tables() {
         // Every UNIQUE constraint (not the primary key) includes agent_id.
         let missing: Vec<String> = sqlx::query_scalar(
             "SELECT c.conname::text FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
@@ -180,13 +176,12 @@ async fn a_tenant_cannot_point_at_another_tenants_row() {
     let db = TestDb::seeded().await;
     let a1 = db.agent_id(PHONE_1).await;
     let a2 = db.agent_id(PHONE_2).await;
-    let lead: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO leads (agent_id, phone) VALUES ($1, '+16025550100') RETURNING id",
-    )
-    .bind(a1)
-    .fetch_one(&db.pool)
-    .await
-    .expect("lead");
+    let lead: uuid::Uuid = db
+        .scalar_with(
+            "INSERT INTO leads (agent_id, phone) VALUES ($1, '+16025550100') RETURNING id",
+            a1,
+        )
+        .await;
     let cross = sqlx::query("INSERT INTO tags (agent_id, lead_id, tag) VALUES ($1, $2, 'solar')")
         .bind(a2)
         .bind(lead)
@@ -225,13 +220,12 @@ async fn usage_idempotency_key_is_unique_per_agent_and_metric() {
 async fn the_down_migration_removes_our_schema_and_up_restores_it() {
     let db = TestDb::seeded().await;
     db::MIGRATOR.undo(&db.pool, 0).await.expect("down");
-    let left: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM information_schema.tables
+    let left: i64 = db
+        .scalar(
+            "SELECT count(*) FROM information_schema.tables
           WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("count");
+        )
+        .await;
     assert_eq!(left, 0, "down left tables behind");
     // The queue schema is apalis's own: its rows are untouched, our speed-ups undone.
     assert_eq!(db.count("SELECT count(*) FROM apalis.jobs").await, 0);
@@ -298,16 +292,12 @@ async fn the_queue_fetch_keeps_apalis_order_and_finished_jobs_let_go_of_their_wo
         .await;
     assert_eq!(queued, 4);
 
-    sqlx::query(
+    db.execute(
         "UPDATE apalis.jobs SET status = 'Done', done_at = now() WHERE id IN ('old', 'retry')",
     )
-    .execute(pool)
-    .await
-    .expect("ack");
-    sqlx::query("UPDATE apalis.jobs SET status = 'Failed' WHERE id = 'newer'")
-        .execute(pool)
-        .await
-        .expect("fail");
+    .await;
+    db.execute("UPDATE apalis.jobs SET status = 'Failed' WHERE id = 'newer'")
+        .await;
     let held: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT id, lock_by FROM apalis.jobs WHERE job_type = 'q' AND lock_at IS NOT NULL ORDER BY id")
             .fetch_all(pool)
@@ -358,12 +348,9 @@ async fn findings_from_before_calls_were_recorded_get_their_call_from_the_stored
         .await
         .expect("down to 0019");
     agent_meter::app::migrate(&db.pool).await.expect("up again");
-    let calls: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT idempotency_key, vapi_call_id FROM risk_assessments ORDER BY idempotency_key",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("findings");
+    let calls: Vec<(String, Option<String>)> = db
+        .rows("SELECT idempotency_key, vapi_call_id FROM risk_assessments ORDER BY idempotency_key")
+        .await;
     assert_eq!(
         calls,
         vec![

@@ -34,26 +34,16 @@ async fn world() -> World {
         .respond_with(ResponseTemplate::new(200).set_body_json(set))
         .mount(&jwks)
         .await;
-    let app = TestApp::spawn_with(
-        agent_meter::app::Roles {
-            web: true,
-            worker: false,
-            clock: false,
-        },
-        &[
-            ("SUPABASE_URL", &jwks.uri()),
-            ("SUPABASE_JWT_SECRET", HS_SECRET),
-        ],
-    )
+    let app = TestApp::spawn_web_only_with(&[
+        ("SUPABASE_URL", &jwks.uri()),
+        ("SUPABASE_JWT_SECRET", HS_SECRET),
+    ])
     .await;
     let agent = app.db.agent_id(PHONE_1).await;
     let user = uuid::Uuid::new_v4();
-    sqlx::query("UPDATE agents SET user_id = $2 WHERE id = $1")
-        .bind(agent)
-        .bind(user)
-        .execute(&app.db.pool)
-        .await
-        .expect("user");
+    let set_user =
+        "UPDATE agents SET user_id = $1 WHERE vapi_phone_number_id = 'ph_placeholder_client1'";
+    app.db.execute_with(set_user, user).await;
     World {
         app,
         jwks,
@@ -195,11 +185,8 @@ async fn a_supabase_session_signs_in_to_the_portal() {
     // Presented directly.
     let page = client
         .get(format!("{}/portal/", w.app.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(page.status(), 200);
+        .bearer_auth(&token);
+    assert_eq!(status_of(page).await, 200);
     // Exchanged for a portal session.
     let signed = client
         .post(format!("{}/portal/sign-in/supabase", w.app.base))
@@ -216,11 +203,8 @@ async fn a_supabase_session_signs_in_to_the_portal() {
     );
     let bad = client
         .post(format!("{}/portal/sign-in/supabase", w.app.base))
-        .form(&[("access_token", "eyJ.not.a-token")])
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(bad.status(), 401);
+        .form(&[("access_token", "eyJ.not.a-token")]);
+    assert_eq!(status_of(bad).await, 401);
 }
 
 #[tokio::test]

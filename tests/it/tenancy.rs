@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-const TENANT_TABLES: &[&str] = &[
+/// The tenant tables [`populate`] writes a row of for every agent.
+pub(crate) const TENANT_TABLES: &[&str] = &[
     "leads",
     "properties",
     "risk_assessments",
@@ -16,6 +17,34 @@ const TENANT_TABLES: &[&str] = &[
     "invoices",
     "invoice_lines",
 ];
+
+/// Runs `sql` on `conn` inside a savepoint, then rolls back to it: what `sql` did.
+async fn attempt(
+    conn: &mut sqlx::PgConnection,
+    sql: String,
+) -> Result<sqlx::postgres::PgQueryResult, sqlx::Error> {
+    sqlx::query("SAVEPOINT op")
+        .execute(&mut *conn)
+        .await
+        .expect("savepoint");
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await;
+    sqlx::query("ROLLBACK TO SAVEPOINT op")
+        .execute(&mut *conn)
+        .await
+        .expect("rollback");
+    done
+}
+
+/// A pool of its own on `db`, of `connections` connections (so that they are reused).
+async fn pool_of(db: &TestDb, connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(&db.url)
+        .await
+        .expect("pool")
+}
 
 /// One row of every kind for every seeded agent, written as the owner.
 async fn populate(pool: &PgPool) -> Vec<Uuid> {
@@ -82,45 +111,24 @@ async fn every_tenant_sees_and_changes_only_its_own_rows() {
                     format!("DELETE FROM {table} WHERE agent_id <> '{agent}'"),
                 ),
             ] {
-                sqlx::query("SAVEPOINT op")
-                    .execute(&mut *tx)
-                    .await
-                    .expect("savepoint");
-                match sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut *tx)
-                    .await
-                {
+                match attempt(&mut tx, sql).await {
                     Ok(r) => assert_eq!(r.rows_affected(), 0, "{op} {table} as {agent}"),
                     Err(e) => assert!(
                         e.to_string().contains("permission denied"),
                         "{op} {table}: {e}"
                     ),
                 }
-                sqlx::query("ROLLBACK TO SAVEPOINT op")
-                    .execute(&mut *tx)
-                    .await
-                    .expect("rollback");
             }
             // Writing a row for another agent is refused: by the policy's WITH CHECK, the grant,
             // or the composite foreign key; never written.
             let foreign_insert = format!(
                 "INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, to_jsonb(x) || jsonb_build_object('agent_id', '{other}'::text, 'id', gen_random_uuid()))).* FROM {table} x LIMIT 1"
             );
-            sqlx::query("SAVEPOINT op")
-                .execute(&mut *tx)
-                .await
-                .expect("savepoint");
-            let refused = sqlx::query(sqlx::AssertSqlSafe(foreign_insert))
-                .execute(&mut *tx)
-                .await;
+            let refused = attempt(&mut tx, foreign_insert).await;
             assert!(
                 refused.is_err(),
                 "foreign insert into {table} as {agent} was accepted"
             );
-            sqlx::query("ROLLBACK TO SAVEPOINT op")
-                .execute(&mut *tx)
-                .await
-                .expect("rollback");
         }
         tx.rollback().await.expect("rollback");
     }
@@ -139,11 +147,7 @@ async fn every_tenant_sees_and_changes_only_its_own_rows() {
 async fn no_tenant_set_means_no_rows_even_on_a_reused_connection() {
     let db = TestDb::seeded().await;
     let agents = populate(&db.pool).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&db.url)
-        .await
-        .expect("pool");
+    let pool = pool_of(&db, 1).await;
     // Leave the one connection with a used (now empty) app.agent_id.
     db::tenant_tx(&pool, agents[0])
         .await
@@ -170,11 +174,7 @@ async fn no_tenant_set_means_no_rows_even_on_a_reused_connection() {
 async fn a_thousand_transactions_alternating_tenants_on_two_connections_never_see_a_wrong_row() {
     let db = TestDb::seeded().await;
     let agents = populate(&db.pool).await;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .expect("pool");
+    let pool = pool_of(&db, 2).await;
     let runs = (0..1000).map(|i| {
         let pool = pool.clone();
         let agent = agents[i % agents.len()];
@@ -195,8 +195,9 @@ async fn a_thousand_transactions_alternating_tenants_on_two_connections_never_se
 async fn the_catalog_keeps_every_tenant_table_isolated() {
     let db = TestDb::seeded().await;
     // Every table with an agent_id column (and agents itself) has RLS on and a tenant policy.
-    let unguarded: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    let unguarded: Vec<String> = db
+        .column(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
             AND (c.relname = 'agents' OR EXISTS (SELECT 1 FROM pg_attribute a
                  WHERE a.attrelid = c.oid AND a.attname = 'agent_id' AND NOT a.attisdropped))
@@ -204,10 +205,8 @@ async fn the_catalog_keeps_every_tenant_table_isolated() {
             AND (NOT c.relrowsecurity OR NOT EXISTS (
                  SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid
                    AND 'agent_meter_tenant'::regrole = ANY (p.polroles)))",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("audit tables");
+        )
+        .await;
     assert!(
         unguarded.is_empty(),
         "tenant tables without RLS or a policy: {unguarded:?}"
@@ -230,43 +229,37 @@ async fn the_catalog_keeps_every_tenant_table_isolated() {
         assert!(!row.get::<bool, _>("any"), "tenant role can reach {table}");
     }
     // No DELETE, TRUNCATE or REFERENCES anywhere (tenant code never deletes); no way around RLS.
-    let dangerous: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    let dangerous: Vec<String> = db
+        .column(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname IN ('public', 'apalis') AND c.relkind IN ('r', 'p', 'v')
             AND (has_table_privilege('agent_meter_tenant', c.oid, 'DELETE')
                  OR has_table_privilege('agent_meter_tenant', c.oid, 'TRUNCATE')
                  OR has_table_privilege('agent_meter_tenant', c.oid, 'REFERENCES'))",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("audit privileges");
+        )
+        .await;
     assert!(dangerous.is_empty(), "{dangerous:?}");
-    let (bypass, superuser): (bool, bool) = sqlx::query_as(
-        "SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = 'agent_meter_tenant'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("role");
+    let (bypass, superuser): (bool, bool) = db
+        .row("SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = 'agent_meter_tenant'")
+        .await;
     assert!(!bypass && !superuser);
     // Views run with the caller's rights; SECURITY DEFINER functions the tenant can call pin search_path.
-    let leaky_views: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    let leaky_views: Vec<String> = db
+        .column(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind = 'v'
             AND NOT COALESCE('security_invoker=true' = ANY (c.reloptions), false)",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("views");
+        )
+        .await;
     assert!(leaky_views.is_empty(), "{leaky_views:?}");
-    let unpinned: Vec<String> = sqlx::query_scalar(
-        "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    let unpinned: Vec<String> = db
+        .column(
+            "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
           WHERE n.nspname = 'public' AND p.prosecdef
             AND has_function_privilege('agent_meter_tenant', p.oid, 'EXECUTE')
             AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s LIKE 'search_path=%')",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("functions");
+        )
+        .await;
     assert!(unpinned.is_empty(), "{unpinned:?}");
 }
 
@@ -274,10 +267,7 @@ async fn the_catalog_keeps_every_tenant_table_isolated() {
 #[tokio::test]
 async fn a_tenant_sees_default_prices_and_its_own_overrides_only() {
     let db = TestDb::seeded().await;
-    let agents: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM agents ORDER BY id LIMIT 2")
-        .fetch_all(&db.pool)
-        .await
-        .expect("agents");
+    let agents: Vec<Uuid> = db.column("SELECT id FROM agents ORDER BY id LIMIT 2").await;
     for (agent, price) in agents.iter().zip(["0.05", "0.06"]) {
         sqlx::query(
             "INSERT INTO pricing_config (metric_type, unit_price_usd, unit, effective_from, agent_id)
@@ -317,22 +307,22 @@ async fn a_tenant_sees_default_prices_and_its_own_overrides_only() {
 #[tokio::test]
 async fn a_new_tenant_table_without_a_policy_fails_the_audit() {
     let db = TestDb::seeded().await;
-    sqlx::query(
+    db.execute(
         "CREATE TABLE notes (id uuid PRIMARY KEY, agent_id uuid NOT NULL REFERENCES agents (id))",
     )
-    .execute(&db.pool)
-    .await
-    .expect("new table");
-    let unguarded: Vec<String> = sqlx::query_scalar(
-        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'public' AND c.relkind = 'r'
-            AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'agent_id')
-            AND c.relname <> 'webhook_events'
-            AND (NOT c.relrowsecurity OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("audit");
+    .await;
+    let unguarded: Vec<String> = db
+        .column(
+            "SELECT c.relname::text FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relkind = 'r'
+                AND EXISTS (SELECT 1 FROM pg_attribute a
+                             WHERE a.attrelid = c.oid AND a.attname = 'agent_id')
+                AND c.relname <> 'webhook_events'
+                AND (NOT c.relrowsecurity
+                     OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))",
+        )
+        .await;
     assert_eq!(unguarded, vec!["notes".to_string()]);
 }
 
@@ -383,10 +373,7 @@ async fn on_supabase_a_signed_in_user_sees_only_their_agencys_rows() {
     .await
     .expect("rows");
     assert_eq!(owners, vec![agents[2], agents[2]]);
-    let visible_agents: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
-        .fetch_one(&mut *tx)
-        .await
-        .expect("agents");
+    let visible_agents: i64 = scalar_on(&mut tx, "SELECT count(*) FROM agents").await;
     assert_eq!(visible_agents, 1);
 }
 
@@ -396,12 +383,11 @@ async fn on_supabase_a_signed_in_user_sees_only_their_agencys_rows() {
 async fn a_tenant_cannot_see_or_change_late_findings() {
     let db = TestDb::seeded().await;
     let agents = populate(&db.pool).await;
-    sqlx::query(
-        "INSERT INTO late_findings (key, control_url) VALUES ('tool_call:tc-other', 'https://vapi.example/control/secret')",
+    db.execute(
+        "INSERT INTO late_findings (key, control_url)
+         VALUES ('tool_call:tc-other', 'https://vapi.example/control/secret')",
     )
-    .execute(&db.pool)
-    .await
-    .expect("owed finding");
+    .await;
     let mut tx = db::tenant_tx(&db.pool, agents[0]).await.expect("tenant tx");
     for sql in [
         "SELECT count(*) FROM late_findings",
@@ -409,25 +395,12 @@ async fn a_tenant_cannot_see_or_change_late_findings() {
         "INSERT INTO late_findings (key, control_url) VALUES ('tool_call:tc-mine', 'https://evil.example')",
         "DELETE FROM late_findings",
     ] {
-        sqlx::query("SAVEPOINT op")
-            .execute(&mut *tx)
-            .await
-            .expect("savepoint");
-        let e = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&mut *tx)
-            .await
-            .expect_err(sql);
+        let e = attempt(&mut tx, sql.to_string()).await.expect_err(sql);
         assert!(e.to_string().contains("permission denied"), "{sql}: {e}");
-        sqlx::query("ROLLBACK TO SAVEPOINT op")
-            .execute(&mut *tx)
-            .await
-            .expect("rollback");
     }
     tx.rollback().await.expect("rollback");
-    let untouched: (i64, bool) =
-        sqlx::query_as("SELECT count(*), bool_and(delivered_at IS NULL) FROM late_findings")
-            .fetch_one(&db.pool)
-            .await
-            .expect("late findings");
+    let untouched: (i64, bool) = db
+        .row("SELECT count(*), bool_and(delivered_at IS NULL) FROM late_findings")
+        .await;
     assert_eq!(untouched, (1, true), "the owed finding is still owed");
 }

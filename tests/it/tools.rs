@@ -55,25 +55,23 @@ fn flood_call(id: &str, name: &str) -> Value {
            "arguments": {"latitude": 33.4152, "longitude": -111.8315, "address": "9 Salt River Rd, Tempe"}})
 }
 
-async fn said(app: &TestApp, call_id: &str, calls: Value) -> Value {
-    app.post(&tool_calls(call_id, PHONE_1, calls))
+/// Asks, in call `call_id`, for one flood lookup `id` by the tool's `name`: the answer.
+async fn ask_flood(app: &TestApp, call_id: &str, id: &str, name: &str) -> Value {
+    app.tools_answer(call_id, json!([flood_call(id, name)]))
         .await
-        .json()
-        .await
-        .expect("json")
+}
+
+/// The text of the answer's first `field` (`result` or `error`), empty without one.
+fn first<'a>(body: &'a Value, field: &str) -> &'a str {
+    body["results"][0][field].as_str().unwrap_or_default()
 }
 
 #[tokio::test]
 async fn a_flood_lookup_in_a_hazard_area_is_said_tagged_and_metered_once() {
     let fema = fema_answering(zone("AE", None, "T")).await;
     let app = app_with_fema(&fema, &[]).await;
-    let body = said(
-        &app,
-        "call-f",
-        json!([flood_call("tc-flood", "flood_zone_lookup")]),
-    )
-    .await;
-    let text = body["results"][0]["result"].as_str().unwrap_or_default();
+    let body = ask_flood(&app, "call-f", "tc-flood", "flood_zone_lookup").await;
+    let text = first(&body, "result");
     assert!(
         text.contains("zone AE")
             && text.contains("Special Flood Hazard Area")
@@ -81,38 +79,31 @@ async fn a_flood_lookup_in_a_hazard_area_is_said_tagged_and_metered_once() {
         "{body}"
     );
     // The same call delivered again: nothing new queued, asked or metered.
-    let again = said(
-        &app,
-        "call-f",
-        json!([flood_call("tc-flood", "flood_zone_lookup")]),
-    )
-    .await;
+    let again = ask_flood(&app, "call-f", "tc-flood", "flood_zone_lookup").await;
     assert_eq!(again["results"][0]["result"], body["results"][0]["result"]);
     drain(&app.db.pool, 15).await;
 
-    let usage: Vec<(String, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics
+    let usage: Vec<(String, Decimal, Decimal)> = app
+        .db
+        .rows(
+            "SELECT idempotency_key, quantity, unit_price_usd FROM agent_usage_metrics
           WHERE metric_type = 'flood_zone_lookup'",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("usage");
+        )
+        .await;
     assert_eq!(
         usage,
         vec![("tool_call:tc-flood".into(), Decimal::ONE, Decimal::ZERO)]
     );
-    let tags: Vec<String> = sqlx::query_scalar("SELECT tag FROM tags ORDER BY tag")
-        .fetch_all(&app.db.pool)
-        .await
-        .expect("tags");
+    let tags: Vec<String> = app.db.column("SELECT tag FROM tags ORDER BY tag").await;
     assert_eq!(tags, ["flood_risk"]);
-    let (facts, finding): (Value, Value) = sqlx::query_as(
-        "SELECT p.facts, r.result FROM properties p JOIN risk_assessments r ON r.property_id = p.id
-          WHERE r.kind = 'flood'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("property and finding");
+    let (facts, finding): (Value, Value) = app
+        .db
+        .row(
+            "SELECT p.facts, r.result FROM properties p
+               JOIN risk_assessments r ON r.property_id = p.id
+              WHERE r.kind = 'flood'",
+        )
+        .await;
     assert_eq!(
         facts,
         json!({"flood_zone": "AE", "special_flood_hazard_area": true})
@@ -126,23 +117,15 @@ async fn a_flood_lookup_in_a_hazard_area_is_said_tagged_and_metered_once() {
 async fn outside_a_hazard_area_no_tag_and_facts_merge_with_other_tools() {
     let fema = fema_answering(zone("X", Some("AREA OF MINIMAL FLOOD HAZARD"), "F")).await;
     let app = app_with_fema(&fema, &[]).await;
-    let body = said(
-        &app,
-        "call-x",
-        json!([flood_call("tc-x", "flood-zone-lookup")]),
-    )
-    .await;
-    let text = body["results"][0]["result"].as_str().unwrap_or_default();
+    let body = ask_flood(&app, "call-x", "tc-x", "flood-zone-lookup").await;
+    let text = first(&body, "result");
     assert!(
         text.contains("zone X") && text.contains("minimal") && text.contains("not"),
         "{body}"
     );
     drain(&app.db.pool, 15).await;
     assert_eq!(app.db.count("SELECT count(*) FROM tags").await, 0);
-    let facts: Value = sqlx::query_scalar("SELECT facts FROM properties")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("property");
+    let facts: Value = app.db.scalar("SELECT facts FROM properties").await;
     assert_eq!(
         facts,
         json!({"flood_zone": "X", "special_flood_hazard_area": false})
@@ -154,43 +137,26 @@ async fn a_fema_error_inside_http_200_fails_the_job_and_the_caller_hears_so() {
     let fema = fema_answering(json!({"error": {"code": 400, "message": "Invalid geometry"}})).await;
     // Long enough for a loaded CI machine; the answer comes as soon as the job has failed.
     let app = app_with_fema(&fema, &[("TOOL_RESULT_WAIT_MS", "10000")]).await;
-    let body = said(
-        &app,
-        "call-e",
-        json!([flood_call("tc-e", "flood_zone_lookup")]),
-    )
-    .await;
-    let error = body["results"][0]["error"].as_str().unwrap_or_default();
+    let body = ask_flood(&app, "call-e", "tc-e", "flood_zone_lookup").await;
+    let error = first(&body, "error");
     assert!(
         error.contains("FEMA") && error.contains("could not"),
         "{body}"
     );
-    let (status, last): (String, Value) = sqlx::query_as(
-        "SELECT status, last_result FROM apalis.jobs WHERE job_type = 'flood_zone_lookup'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("job");
+    let (status, last): (String, Value) = app
+        .db
+        .row("SELECT status, last_result FROM apalis.jobs WHERE job_type = 'flood_zone_lookup'")
+        .await;
     assert_eq!(status, "Killed", "a 400 is not retried");
     assert!(last.to_string().contains("Invalid geometry"), "{last}");
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        0
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 0);
     assert_eq!(requests(&fema).await, 1);
 }
 
 #[tokio::test]
 async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
     let app = TestApp::spawn_web_only().await;
-    let email: String =
-        sqlx::query_scalar("SELECT email FROM agents WHERE vapi_phone_number_id = $1")
-            .bind(PHONE_1)
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("agent");
+    let email = app.db.email_of(app.db.agent_id(PHONE_1).await).await;
     let (ok, _, err) = run_on(
         &app.db.url,
         &["agents", "set", &email, "--tools", "crystal_ball"],
@@ -210,12 +176,10 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
         ],
     );
     assert!(ok, "{out}{err}");
-    let stored: Option<Vec<String>> =
-        sqlx::query_scalar("SELECT tools FROM agents WHERE email = $1")
-            .bind(&email)
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("tools");
+    let stored: Option<Vec<String>> = app
+        .db
+        .scalar_with("SELECT tools FROM agents WHERE email = $1", &email)
+        .await;
     assert_eq!(
         stored,
         Some(vec!["water_lookup".into(), "flood_zone_lookup".into()])
@@ -240,12 +204,7 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
         {"id": "u", "name": "crystal_ball", "arguments": {}},
         {"id": "w", "name": "water_lookup", "arguments": {"latitude": 35.2, "longitude": -111.6}}
     ]);
-    let body: Value = app
-        .post(&tool_calls("call-t", PHONE_1, calls))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let body = app.tools_answer("call-t", calls).await;
     let results = body["results"].as_array().expect("results");
     assert_eq!(results.len(), 3, "{body}");
     assert!(
@@ -345,37 +304,25 @@ async fn a_registered_tool_without_a_price_or_kind_stops_the_process() {
         (db, outcome.expect("stops by itself"))
     };
     let db = TestDb::seeded().await;
-    sqlx::query("DELETE FROM pricing_config WHERE metric_type = 'flood_zone_lookup'")
-        .execute(&db.pool)
-        .await
-        .expect("no flood price");
+    db.execute("DELETE FROM pricing_config WHERE metric_type = 'flood_zone_lookup'")
+        .await;
     let (db, outcome) = start(db).await;
     let e = outcome.expect_err("refused").to_string();
-    assert!(
-        e.contains("flood_zone_lookup: no default flood_zone_lookup price"),
-        "{e}"
-    );
+    assert_has(&e, "flood_zone_lookup: no default flood_zone_lookup price");
 
-    sqlx::query("ALTER TABLE risk_assessments DROP CONSTRAINT risk_assessments_kind_fkey")
-        .execute(&db.pool)
-        .await
-        .expect("drop fk");
-    sqlx::query("DELETE FROM finding_kinds WHERE kind = 'flood'")
-        .execute(&db.pool)
-        .await
-        .expect("no flood kind");
+    db.execute("ALTER TABLE risk_assessments DROP CONSTRAINT risk_assessments_kind_fkey")
+        .await;
+    db.execute("DELETE FROM finding_kinds WHERE kind = 'flood'")
+        .await;
     let (_db, outcome) = start(db).await;
     let e = outcome.expect_err("refused").to_string();
-    assert!(e.contains("finding kind \"flood\""), "{e}");
+    assert_has(&e, "finding kind \"flood\"");
 }
 
 #[tokio::test]
 async fn every_registered_tool_is_allowed_and_priced_on_a_migrated_seeded_database() {
     let db = TestDb::seeded().await;
-    let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM finding_kinds")
-        .fetch_all(&db.pool)
-        .await
-        .expect("kinds");
+    let kinds = db.strings("SELECT kind FROM finding_kinds").await;
     for t in agent_meter::tools::registry() {
         assert!(
             kinds.iter().any(|k| k == t.kind),
@@ -399,12 +346,7 @@ async fn a_finding_ready_within_the_wait_is_answered_inline_and_said_once() {
     use futures::StreamExt;
     const CALLS: usize = 100;
     let mocks = Mocks::start().await;
-    Mock::given(method("GET"))
-        .and(path(ARCGIS_QUERY_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "features": [well(551_234, 35.1984, -111.6513)], "exceededTransferLimit": false})))
-        .mount(&mocks.arcgis)
-        .await;
+    arcgis_one_well(&mocks).await;
     let control = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200))

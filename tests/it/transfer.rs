@@ -11,6 +11,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// Counts the stored transfer requests.
+const TRANSFER_REQUESTS: &str =
+    "SELECT count(*) FROM webhook_events WHERE message_type = 'transfer-destination-request'";
+
 const IN_HOURS_NUMBER: &str = "+19285550100";
 const CLOSED_NUMBER: &str = "+19285550101";
 
@@ -51,7 +55,7 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_each_tran
     assert_eq!(open["destination"]["type"], "number");
     assert_eq!(open["destination"]["number"], IN_HOURS_NUMBER);
     let said = open["destination"]["message"].as_str().expect("message");
-    assert!(said.contains("agent") && said.contains("agente"), "{said}");
+    assert_has_all(said, &["agent", "agente"]);
     assert!(open.get("error").is_none(), "{open}");
     // A redelivery gets the same answer and records nothing more.
     assert_eq!(
@@ -62,7 +66,7 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_each_tran
     let closed = answer(&app, &transfer_request("xfer-closed", PHONE_2)).await;
     assert!(closed.get("destination").is_none(), "{closed}");
     let error = closed["error"].as_str().expect("error");
-    assert!(error.contains("Take a message"), "{error}");
+    assert_has(error, "Take a message");
 
     // An agency without a number keeps the old answer, and nothing is recorded for it.
     let none = answer(&app, &transfer_request("xfer-none", PHONES[2])).await;
@@ -85,12 +89,13 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_each_tran
         assert_eq!(app.post(&update).await.status(), 200);
     }
 
-    let rows: Vec<(String, String, bool, String)> = sqlx::query_as(
-        "SELECT vapi_call_id, number, in_hours, hours FROM call_transfers ORDER BY vapi_call_id",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("transfers");
+    let rows: Vec<(String, String, bool, String)> = app
+        .db
+        .rows(
+            "SELECT vapi_call_id, number, in_hours, hours FROM call_transfers
+              ORDER BY vapi_call_id",
+        )
+        .await;
     assert_eq!(
         rows,
         vec![
@@ -114,12 +119,7 @@ async fn transfer_requests_connect_in_hours_take_a_message_outside_and_each_tran
             ),
         ]
     );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM webhook_events WHERE message_type = 'transfer-destination-request'")
-            .await,
-        3
-    );
+    assert_eq!(app.db.count(TRANSFER_REQUESTS).await, 3);
 }
 
 #[tokio::test]
@@ -129,15 +129,16 @@ async fn a_recorded_transfer_shows_in_the_api_lead_detail_and_the_portal_calls_p
     let agent = app.db.agent_id(PHONE_1).await;
     // Asked during the call, before any calls row exists.
     answer(&app, &transfer_request("xfer-shown", PHONE_1)).await;
-    let lead: uuid::Uuid = sqlx::query_scalar(
-        "WITH l AS (INSERT INTO leads (agent_id, phone) VALUES ($1, '+16025550150') RETURNING id)
-         INSERT INTO calls (agent_id, vapi_call_id, lead_id, customer_number, started_at)
-         SELECT $1, 'xfer-shown', id, '+16025550150', now() FROM l RETURNING lead_id",
-    )
-    .bind(agent)
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("lead and call");
+    let lead: uuid::Uuid = app
+        .db
+        .scalar_with(
+            "WITH l AS (INSERT INTO leads (agent_id, phone)
+                        VALUES ($1, '+16025550150') RETURNING id)
+             INSERT INTO calls (agent_id, vapi_call_id, lead_id, customer_number, started_at)
+             SELECT $1, 'xfer-shown', id, '+16025550150', now() FROM l RETURNING lead_id",
+            agent,
+        )
+        .await;
 
     let mut conn = app.db.pool.acquire().await.expect("conn");
     let token = agents::new_token(&mut conn, agent).await.expect("token");
@@ -164,6 +165,6 @@ async fn a_recorded_transfer_shows_in_the_api_lead_detail_and_the_portal_calls_p
             .await
             .expect("html");
         assert!(page.contains(heading), "{lang}: {page}");
-        assert!(page.contains(&format!("→ {IN_HOURS_NUMBER}")), "{page}");
+        assert_has(&page, &format!("→ {IN_HOURS_NUMBER}"));
     }
 }

@@ -163,12 +163,7 @@ async fn every_answer_we_give_vapi_fits_its_published_schema() {
         {"id": "bad", "name": "water_lookup", "arguments": {"latitude": "north"}},
         {"id": "unknown", "name": "crystal_ball", "arguments": {}}
     ]);
-    let answer: Value = app
-        .post(&tool_calls("schema-tools", PHONE_1, calls))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let answer = app.tools_answer("schema-tools", calls).await;
     assert_valid(&spec, "ServerMessageResponseToolCalls", &answer);
 
     // Transfers: in hours (client1, `always`) the number, out of hours (client4, `never`) the

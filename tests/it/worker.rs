@@ -26,16 +26,15 @@ async fn end_of_call_report_meters_minutes_at_the_price_in_force() {
         Decimal,
         Option<Decimal>,
         String,
-    ) = eventually(10, "the usage row", || async {
-        sqlx::query_as(
+    ) = app
+        .db
+        .row_within(
+            10,
+            "the usage row",
             "SELECT agent_id, metric_type, quantity, unit_price_usd, cost_usd, provider_cost_usd,
                         idempotency_key FROM agent_usage_metrics",
         )
-        .fetch_optional(&app.db.pool)
-        .await
-        .expect("query")
-    })
-    .await;
+        .await;
     assert_eq!(row.0, agent);
     assert_eq!(row.1, "vapi_call_minutes");
     assert_eq!(row.2, Decimal::new(25, 1), "150 s is 2.5 minutes");
@@ -55,13 +54,14 @@ async fn minutes_keep_six_decimals_and_duration_seconds_is_the_fallback() {
     message.remove("endedAt");
     message.insert("durationSeconds".into(), json!(61));
     app.post(&report).await;
-    let quantity: Decimal = eventually(10, "the usage row", || async {
-        sqlx::query_scalar("SELECT quantity FROM agent_usage_metrics")
-            .fetch_optional(&app.db.pool)
-            .await
-            .expect("query")
-    })
-    .await;
+    let quantity: Decimal = app
+        .db
+        .scalar_within(
+            10,
+            "the usage row",
+            "SELECT quantity FROM agent_usage_metrics",
+        )
+        .await;
     assert_eq!(quantity, Decimal::new(1_016_667, 6));
 }
 
@@ -70,14 +70,13 @@ async fn price_comes_from_the_call_end_time_and_agent_override_wins() {
     let app = TestApp::spawn().await;
     let agent2 = app.db.agent_id(PHONE_2).await;
     // A new default price from 2026-12-01, and an override for agent 2 in November.
-    sqlx::query(
-        "UPDATE pricing_config SET effective_to = DATE '2026-12-01'
+    app.db
+        .execute(
+            "UPDATE pricing_config SET effective_to = DATE '2026-12-01'
           WHERE metric_type = 'vapi_call_minutes' AND agent_id IS NULL;
          ",
-    )
-    .execute(&app.db.pool)
-    .await
-    .expect("close price");
+        )
+        .await;
     sqlx::query(
         "INSERT INTO pricing_config (metric_type, unit, unit_price_usd, effective_from, agent_id)
          VALUES ('vapi_call_minutes', 'minute', 0.30, DATE '2026-12-01', NULL),
@@ -95,12 +94,13 @@ async fn price_comes_from_the_call_end_time_and_agent_override_wins() {
     app.post(&december).await;
     app.post(&end_of_call_report("call-agent2", PHONE_2)).await;
     drain(&app.db.pool, 15).await;
-    let prices: Vec<(String, Decimal)> = sqlx::query_as(
-        "SELECT idempotency_key, unit_price_usd FROM agent_usage_metrics ORDER BY idempotency_key",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("rows");
+    let prices: Vec<(String, Decimal)> = app
+        .db
+        .rows(
+            "SELECT idempotency_key, unit_price_usd FROM agent_usage_metrics
+              ORDER BY idempotency_key",
+        )
+        .await;
     assert_eq!(
         prices,
         vec![
@@ -131,43 +131,30 @@ async fn the_same_call_metered_by_many_jobs_is_billed_once() {
             .await,
         11
     );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
 }
 
 #[tokio::test]
 async fn a_missing_price_kills_the_job_with_its_reason_and_bills_nothing() {
     let app = TestApp::spawn().await;
-    sqlx::query("DELETE FROM pricing_config WHERE metric_type = 'vapi_call_minutes'")
-        .execute(&app.db.pool)
-        .await
-        .expect("delete price");
+    app.db
+        .execute("DELETE FROM pricing_config WHERE metric_type = 'vapi_call_minutes'")
+        .await;
     app.post(&end_of_call_report("call-noprice", PHONE_1)).await;
-    let (status, attempts, result): (String, i32, serde_json::Value) =
-        eventually(10, "the job to be killed", || async {
-            sqlx::query_as(
-                "SELECT status, attempts, last_result FROM apalis.jobs WHERE status = 'Killed'",
-            )
-            .fetch_optional(&app.db.pool)
-            .await
-            .expect("query")
-        })
+    let (status, attempts, result): (String, i32, serde_json::Value) = app
+        .db
+        .row_within(
+            10,
+            "the job to be killed",
+            "SELECT status, attempts, last_result FROM apalis.jobs WHERE status = 'Killed'",
+        )
         .await;
     assert_eq!((status.as_str(), attempts), ("Killed", 1));
     assert!(
         result.to_string().contains("no vapi_call_minutes price"),
         "{result}"
     );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        0
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 0);
 }
 
 /// Records each run in `test_runs`; fails transiently while fewer than `fail_times` runs are recorded.
@@ -219,10 +206,11 @@ impl Job for Slow {
 
 async fn test_deps() -> (TestDb, Deps) {
     let db = TestDb::seeded().await;
-    sqlx::query("CREATE TABLE test_runs (key text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
-        .execute(&db.pool)
-        .await
-        .expect("test table");
+    db.execute(
+        "CREATE TABLE test_runs (key text NOT NULL,
+                                 at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    )
+    .await;
     let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
     (db, deps)
 }
@@ -245,17 +233,15 @@ async fn a_transient_failure_is_retried_after_a_real_persisted_backoff() {
     // After the first failure the job waits with run_at in the future (5-6 s), visible to ops.
     // Measured from the failure's own record (written just before the retry is deferred), not from
     // the moment this poll sees it, so a slow machine does not shrink it.
-    let delay: f64 = eventually(10, "the first failure", || async {
-        sqlx::query_scalar(
+    let delay: f64 = db
+        .scalar_within(
+            10,
+            "the first failure",
             "SELECT EXTRACT(EPOCH FROM j.run_at - f.at)::float8
                FROM apalis.jobs j JOIN job_failures f ON f.job_id = j.id
               WHERE j.status = 'Failed' AND j.attempts = 1",
         )
-        .fetch_optional(&db.pool)
-        .await
-        .expect("query")
-    })
-    .await;
+        .await;
     assert!(
         // 5-6 s of backoff plus the moments between recording the failure and deferring it.
         delay > 3.0 && delay <= 8.0,
@@ -267,19 +253,15 @@ async fn a_transient_failure_is_retried_after_a_real_persisted_backoff() {
         "no immediate re-run"
     );
     eventually(15, "the retry to succeed", || async {
-        let done: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
-                .fetch_one(&db.pool)
-                .await
-                .expect("query");
+        let done: i64 = db
+            .scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
+            .await;
         (done == 1).then_some(())
     })
     .await;
-    let gap: f64 =
-        sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM max(at) - min(at))::float8 FROM test_runs")
-            .fetch_one(&db.pool)
-            .await
-            .expect("gap");
+    let gap: f64 = db
+        .scalar("SELECT EXTRACT(EPOCH FROM max(at) - min(at))::float8 FROM test_runs")
+        .await;
     assert!(gap >= 4.0, "second run came {gap} s after the first");
     stop.send(true).expect("stop");
     w.await.expect("worker task");
@@ -292,23 +274,18 @@ async fn each_worker_start_takes_a_new_name() {
         let (stop, shutdown) = watch::channel(false);
         let w = tokio::spawn(worker::supervise::<Slow>(deps.clone(), shutdown));
         eventually(10, "the worker to register", || async {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM apalis.workers WHERE worker_type = 'test_slow'",
-            )
-            .fetch_one(&db.pool)
-            .await
-            .expect("query");
+            let n: i64 = db
+                .scalar("SELECT count(*) FROM apalis.workers WHERE worker_type = 'test_slow'")
+                .await;
             (n >= started).then_some(())
         })
         .await;
         stop.send(true).expect("stop");
         w.await.expect("worker task");
     }
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM apalis.workers WHERE worker_type = 'test_slow'")
-            .fetch_all(&db.pool)
-            .await
-            .expect("names");
+    let names: Vec<String> = db
+        .column("SELECT id FROM apalis.workers WHERE worker_type = 'test_slow'")
+        .await;
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
@@ -326,12 +303,11 @@ async fn a_known_worker_name_is_refused_and_registering_holds_no_lock() {
         "{again:?}"
     );
     // apalis's own statement would have left a session advisory lock on this pooled connection.
-    let held: i64 = sqlx::query_scalar(
+    let held: i64 = scalar_on(
+        &mut conn,
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
     )
-    .fetch_one(&mut *conn)
-    .await
-    .expect("locks");
+    .await;
     assert_eq!(held, 0);
 }
 
@@ -353,11 +329,9 @@ async fn graceful_shutdown_finishes_in_flight_jobs_and_leaves_nothing_running() 
         .expect("enqueue");
     }
     eventually(10, "a job to be running", || async {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Running'")
-                .fetch_one(&db.pool)
-                .await
-                .expect("query");
+        let n: i64 = db
+            .scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Running'")
+            .await;
         (n > 0).then_some(())
     })
     .await;
@@ -394,17 +368,14 @@ async fn a_job_that_outlives_its_timeout_is_retried_later_not_at_once() {
     )
     .await
     .expect("enqueue");
-    let (result, ahead): (serde_json::Value, f64) =
-        eventually(10, "the timeout to be recorded", || async {
-            sqlx::query_as(
-                "SELECT j.last_result, EXTRACT(EPOCH FROM j.run_at - f.at)::float8
+    let (result, ahead): (serde_json::Value, f64) = db
+        .row_within(
+            10,
+            "the timeout to be recorded",
+            "SELECT j.last_result, EXTRACT(EPOCH FROM j.run_at - f.at)::float8
                    FROM apalis.jobs j JOIN job_failures f ON f.job_id = j.id
                   WHERE j.status = 'Failed'",
-            )
-            .fetch_optional(&db.pool)
-            .await
-            .expect("query")
-        })
+        )
         .await;
     assert!(result.to_string().contains("timed out"), "{result}");
     assert!(ahead > 3.0, "retry scheduled {ahead} s ahead");
@@ -426,13 +397,12 @@ async fn a_retry_is_deferred_by_a_wait_with_nanosecond_digits() {
     agent_meter::jobs::defer(&db.pool, &id, Duration::new(26, 354_128_588))
         .await
         .expect("defer");
-    let wait: f64 = sqlx::query_scalar(
-        "SELECT extract(epoch from run_at - now())::float8 FROM apalis.jobs WHERE id = $1",
-    )
-    .bind(&id)
-    .fetch_one(&db.pool)
-    .await
-    .expect("run_at");
+    let wait: f64 = db
+        .scalar_with(
+            "SELECT extract(epoch from run_at - now())::float8 FROM apalis.jobs WHERE id = $1",
+            &id,
+        )
+        .await;
     // 26.35 s from the defer, read a moment later (a loaded machine may take a while).
     assert!((24.0..=26.4).contains(&wait), "deferred by {wait} s");
 }

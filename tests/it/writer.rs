@@ -41,10 +41,7 @@ fn effect(agent_id: Uuid, lead_id: Uuid, key: &str) -> ToolEffect {
 async fn a_batch_writes_each_effect_once_and_a_bad_effect_fails_alone() {
     let db = TestDb::seeded().await;
     let config = Arc::new(test_config(&[]));
-    let (a, b) = (
-        db.agent_id("ph_placeholder_client1").await,
-        db.agent_id("ph_placeholder_client2").await,
-    );
+    let (a, b) = db.two_agents().await;
     let mut conn = db.pool.acquire().await.expect("conn");
     let (lead_a, _) = leads::upsert_by_phone(&mut conn, a, "+16025550101")
         .await
@@ -94,12 +91,12 @@ async fn a_batch_writes_each_effect_once_and_a_bad_effect_fails_alone() {
         outcomes[42]
     );
 
-    let (usage, keys): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT idempotency_key) FROM agent_usage_metrics WHERE metric_type = 'water_lookup'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .expect("usage");
+    let (usage, keys): (i64, i64) = db
+        .row(
+            "SELECT count(*), count(DISTINCT idempotency_key) FROM agent_usage_metrics
+              WHERE metric_type = 'water_lookup'",
+        )
+        .await;
     assert_eq!((usage, keys), (40, 40));
     assert_eq!(
         db.count(
@@ -136,10 +133,7 @@ async fn a_batch_writes_each_effect_once_and_a_bad_effect_fails_alone() {
         again.iter().all(|o| matches!(o, Ok(r) if !r.written)),
         "{again:?}"
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM agent_usage_metrics").await,
-        40
-    );
+    assert_eq!(db.count(USAGE_ROWS).await, 40);
 }
 
 #[tokio::test]
@@ -162,10 +156,7 @@ async fn concurrent_writes_through_the_writer_each_get_their_own_answer() {
         .map(|o| o.as_ref().expect("written").finding_id)
         .collect();
     assert_eq!(ids.len(), 200, "one finding per tool call");
-    assert_eq!(
-        db.count("SELECT count(*) FROM agent_usage_metrics").await,
-        200
-    );
+    assert_eq!(db.count(USAGE_ROWS).await, 200);
 }
 
 /// Issue 14, item 3: a paid answer is committed on its own before any effect; an effect that can
@@ -187,10 +178,7 @@ async fn a_paid_answer_is_kept_and_never_paid_twice_when_its_effect_keeps_failin
         .mount(&mocks.gemini)
         .await;
     let db = TestDb::seeded().await;
-    let (a, b) = (
-        db.agent_id("ph_placeholder_client1").await,
-        db.agent_id("ph_placeholder_client2").await,
-    );
+    let (a, b) = db.two_agents().await;
     let mut conn = db.pool.acquire().await.expect("conn");
     let (lead_of_b, _) = leads::upsert_by_phone(&mut conn, b, "+16025550102")
         .await
@@ -226,8 +214,5 @@ async fn a_paid_answer_is_kept_and_never_paid_twice_when_its_effect_keeps_failin
             .await,
         1
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM agent_usage_metrics").await,
-        0
-    );
+    assert_eq!(db.count(USAGE_ROWS).await, 0);
 }

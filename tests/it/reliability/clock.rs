@@ -7,10 +7,6 @@ use std::sync::Arc;
 
 use agent_meter::{app::clock, jobs::Deps, store::db};
 use chrono::{Duration as Days, TimeZone, Utc};
-use wiremock::{
-    Mock, ResponseTemplate,
-    matchers::{method, path},
-};
 
 use crate::helpers::*;
 
@@ -21,16 +17,10 @@ async fn two_clocks_racing_twenty_times_give_one_sync_and_one_invoice_each_time(
     let db = TestDb::seeded().await;
     // Billing starts with the first month the races roll up (ticks from 2025-02 roll up 2025-01),
     // so each agent's setup fee lands on that month's invoice.
-    sqlx::query("UPDATE agents SET billing_starts_on = '2025-01-01'")
-        .execute(&db.pool)
-        .await
-        .expect("billing start");
-    let mocks = Mocks::start().await;
-    Mock::given(method("GET"))
-        .and(path("/call"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([])))
-        .mount(&mocks.vapi)
+    db.execute("UPDATE agents SET billing_starts_on = '2025-01-01'")
         .await;
+    let mocks = Mocks::start().await;
+    vapi_lists(&mocks, serde_json::json!([])).await;
     let vars = mocks.config();
     let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let config = Arc::new(test_config(&borrowed));
@@ -94,15 +84,16 @@ async fn two_clocks_racing_twenty_times_give_one_sync_and_one_invoice_each_time(
     .await;
     // Per kind: the clock's jobs (one per day or month), then the slices of the days they fanned
     // out to.
-    let per_kind: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT job_type || CASE WHEN idempotency_key ~ '^vapi-sync:[0-9-]+:' THEN ' per slice' ELSE '' END AS kind,
-                count(*)
-           FROM apalis.jobs WHERE job_type IN ('sync_calls', 'invoice_rollup')
-          GROUP BY 1 ORDER BY 1",
-    )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("jobs");
+    let per_kind: Vec<(String, i64)> = app
+        .db
+        .rows(
+            "SELECT job_type || CASE WHEN idempotency_key ~ '^vapi-sync:[0-9-]+:'
+                                    THEN ' per slice' ELSE '' END AS kind,
+                    count(*)
+               FROM apalis.jobs WHERE job_type IN ('sync_calls', 'invoice_rollup')
+              GROUP BY 1 ORDER BY 1",
+        )
+        .await;
     let invoices = app.db.count("SELECT count(*) FROM invoices").await;
     let pairs = app
         .db

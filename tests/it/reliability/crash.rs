@@ -29,6 +29,11 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
+/// [`survive`] workers that crash at the fail point `name`'s 20th hit, 5 times.
+async fn survive_failpoint(name: &'static str) {
+    survive(&format!("fail point {name}"), Chaos::Failpoint(name, 20, 5)).await;
+}
+
 async fn survive(label: &str, chaos: Chaos) {
     survive_n(label, JOBS, chaos).await;
 }
@@ -86,12 +91,12 @@ async fn survive_n(label: &str, jobs: usize, chaos: Chaos) {
     let statuses = statuses(&db.pool, QUEUE).await;
     let (rows, distinct) = usage(&db.pool, "solar_ocr_scan").await;
     let findings = db.count("SELECT count(*) FROM risk_assessments").await;
-    let saved: Vec<(String, String)> = sqlx::query_as(
-        "SELECT left(result->>'address', 9), result->'scan'->'finding'->>'installer' FROM risk_assessments",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .expect("findings");
+    let saved: Vec<(String, String)> = db
+        .rows(
+            "SELECT left(result->>'address', 9), result->'scan'->'finding'->>'installer'
+               FROM risk_assessments",
+        )
+        .await;
     let last = gemini.last_serials();
     let paid_again: Vec<&(String, String)> = saved
         .iter()
@@ -128,20 +133,12 @@ async fn workers_killed_at_random_moments_lose_and_double_bill_nothing() {
 
 #[tokio::test]
 async fn a_crash_right_after_the_provider_answer_loses_nothing() {
-    survive(
-        "fail point after the provider answer",
-        Chaos::Failpoint(AFTER_PROVIDER_ANSWER, 20, 5),
-    )
-    .await;
+    survive_failpoint(AFTER_PROVIDER_ANSWER).await;
 }
 
 #[tokio::test]
 async fn a_crash_right_after_the_effects_commit_bills_once_and_never_pays_again() {
-    survive(
-        "fail point after the effect commit",
-        Chaos::Failpoint(AFTER_EFFECT_COMMIT, 20, 5),
-    )
-    .await;
+    survive_failpoint(AFTER_EFFECT_COMMIT).await;
 }
 
 /// The long soak, opt-in (minutes): `SOAK_JOBS=2000 SOAK_KILLS=60 cargo test soak -- --ignored

@@ -4,10 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use wiremock::{
-    Mock, ResponseTemplate,
-    matchers::{method, path},
-};
+use wiremock::ResponseTemplate;
 
 use super::support::*;
 use crate::helpers::*;
@@ -17,9 +14,7 @@ const JOBS: usize = 30;
 #[tokio::test]
 async fn an_outage_opens_the_circuit_and_recovery_completes_every_job() {
     let mocks = Mocks::start().await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(503).set_body_string("overloaded"))
+    gemini_replying(ResponseTemplate::new(503).set_body_string("overloaded"))
         .mount(&mocks.gemini)
         .await;
     let app = TestApp::spawn_with_mocks(
@@ -51,9 +46,7 @@ async fn an_outage_opens_the_circuit_and_recovery_completes_every_job() {
 
     // Gemini is back.
     mocks.gemini.reset().await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(gemini_solar_answer()))
+    gemini_replying(ResponseTemplate::new(200).set_body_json(gemini_solar_answer()))
         .mount(&mocks.gemini)
         .await;
     let recovered = Instant::now();
@@ -91,24 +84,14 @@ async fn an_outage_opens_the_circuit_and_recovery_completes_every_job() {
 
 #[tokio::test]
 async fn permanent_provider_errors_are_not_retried() {
-    let mocks = Mocks::start().await;
-    Mock::given(method("POST"))
-        .and(path(GEMINI_PATH))
-        .respond_with(ResponseTemplate::new(400).set_body_json(
-            serde_json::json!({"error": {"code": 400, "message": "Unsupported image", "status": "INVALID_ARGUMENT"}}),
-        ))
-        .mount(&mocks.gemini)
-        .await;
+    let mocks = Mocks::gemini_refusing("Unsupported image").await;
     let app = TestApp::spawn_with_mocks(&mocks, &[("WORKER_CONCURRENCY", "4")]).await;
     enqueue_scans(&app.db.pool, 0..10).await;
-    eventually(30, "every scan to fail", || async {
-        let killed = app
-            .db
-            .count("SELECT count(*) FROM apalis.jobs WHERE job_type = 'solar_ocr_scan' AND status = 'Killed'")
-            .await;
-        (killed == 10).then_some(())
-    })
-    .await;
+    let killed =
+        "SELECT count(*) FROM apalis.jobs WHERE job_type = 'solar_ocr_scan' AND status = 'Killed'";
+    app.db
+        .count_reaches(killed, 10, 30, "every scan to fail")
+        .await;
     let reasons = app
         .db
         .count("SELECT count(*) FROM apalis.jobs WHERE status = 'Killed' AND last_result::text LIKE '%Unsupported image%'")

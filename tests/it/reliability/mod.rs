@@ -38,19 +38,17 @@ async fn jobs_of_a_dead_worker_are_rescued_after_the_orphan_window() {
     let app = TestApp::spawn_web_only().await;
     app.post(&end_of_call_report("call-orphan", PHONE_1)).await;
     // Simulate a worker that took the job and died: registered, silent, job Running under it.
-    sqlx::query(
-        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+    app.db
+        .execute(
+            "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
          VALUES ('dead-worker', 'meter_call', 'PostgresStorage', '', now())",
-    )
-    .execute(&app.db.pool)
-    .await
-    .expect("dead worker");
-    sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Running', lock_by = 'dead-worker', lock_at = now()",
-    )
-    .execute(&app.db.pool)
-    .await
-    .expect("lock job");
+        )
+        .await;
+    app.db
+        .execute(
+            "UPDATE apalis.jobs SET status = 'Running', lock_by = 'dead-worker', lock_at = now()",
+        )
+        .await;
 
     let config = app.config.clone();
     assert_eq!(config.worker.orphan_window(), Duration::from_secs(4));
@@ -60,13 +58,14 @@ async fn jobs_of_a_dead_worker_are_rescued_after_the_orphan_window() {
     let w = tokio::spawn(agent_meter::jobs::supervise::supervise::<
         agent_meter::jobs::meter_call::MeterCall,
     >(deps, shutdown));
-    let lock_by: Option<String> = eventually(20, "the orphan to be run to Done", || async {
-        sqlx::query_scalar("SELECT lock_by FROM apalis.jobs WHERE status = 'Done'")
-            .fetch_optional(&app.db.pool)
-            .await
-            .expect("job")
-    })
-    .await;
+    let lock_by: Option<String> = app
+        .db
+        .scalar_within(
+            20,
+            "the orphan to be run to Done",
+            "SELECT lock_by FROM apalis.jobs WHERE status = 'Done'",
+        )
+        .await;
     // Run by the live worker, which let go of the finished job (migration 0007).
     assert_eq!(lock_by, None);
     // Not before the dead worker's heartbeat had been silent for the whole window.
@@ -75,12 +74,7 @@ async fn jobs_of_a_dead_worker_are_rescued_after_the_orphan_window() {
         "rescued after {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) FROM agent_usage_metrics")
-            .await,
-        1
-    );
+    assert_eq!(app.db.count(USAGE_ROWS).await, 1);
     stop.send(true).expect("stop");
     w.await.expect("worker");
 }
@@ -100,12 +94,7 @@ async fn service_recovers_by_itself_after_its_connections_are_killed() {
     .await;
     app.post(&end_of_call_report("call-before", PHONE_1)).await;
     app.db
-        .count_reaches(
-            "SELECT count(*) FROM agent_usage_metrics",
-            1,
-            10,
-            "the first call to be metered",
-        )
+        .count_reaches(USAGE_ROWS, 1, 10, "the first call to be metered")
         .await;
 
     // A three-second outage: no new connections, every existing one killed.

@@ -39,13 +39,8 @@ async fn postgres_restarted_twice_under_load_loses_and_duplicates_nothing() {
     seed::run(&pool).await.expect("seed");
 
     let config = Arc::new(test_config(&[("JOB_BACKOFF_BASE_MS", "100")]));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let endpoint = format!(
-        "http://{}/vapi/webhook",
-        listener.local_addr().expect("addr")
-    );
+    let (listener, base) = loopback().await;
+    let endpoint = format!("{base}/vapi/webhook");
     let (stop, shutdown) = watch::channel(false);
     let service = tokio::spawn(app::run(
         pool.clone(),

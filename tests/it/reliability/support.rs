@@ -135,7 +135,7 @@ pub fn env(db: &TestDb, gemini: &str, extra: &[(&str, &str)]) -> Vec<(String, St
 
 /// [`env`] for a database given by URL (a private server's, say).
 pub fn env_at(url: &str, gemini: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut vars: Vec<(String, String)> = [
+    let mut vars = owned(&[
         ("DATABASE_URL", url),
         ("VAPI_WEBHOOK_SECRET", SHARED_SECRET),
         ("VAPI_HMAC_SECRET", HMAC_SECRET),
@@ -152,10 +152,7 @@ pub fn env_at(url: &str, gemini: &str, extra: &[(&str, &str)]) -> Vec<(String, S
         ("JOB_BACKOFF_BASE_MS", "100"),
         ("LOG_FORMAT", "json"),
         ("RUST_LOG", "info"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     for (k, v) in extra {
         vars.retain(|(name, _)| name != k);
         vars.push((k.to_string(), v.to_string()));
