@@ -378,10 +378,12 @@ async fn main() {
                 vapi_call_id: None,
                 requested_at: None,
             },
-            latitude: 35.1983,
-            longitude: -111.6513,
+            place: agent_meter::tools::Place {
+                latitude: 35.1983,
+                longitude: -111.6513,
+                address,
+            },
             radius_m: 1609,
-            address,
         };
         let key = job.call.key();
         (job, key)
@@ -417,10 +419,12 @@ async fn main() {
                     vapi_call_id: None,
                     requested_at: None,
                 },
-                latitude: 35.1983,
-                longitude: -111.6513,
+                place: agent_meter::tools::Place {
+                    latitude: 35.1983,
+                    longitude: -111.6513,
+                    address: Some(format!("{} N Humphreys St, Flagstaff, AZ", i % leads.len())),
+                },
                 radius_m: 1609,
-                address: Some(format!("{} N Humphreys St, Flagstaff, AZ", i % leads.len())),
             }
         })
         .collect();

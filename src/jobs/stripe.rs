@@ -19,7 +19,10 @@ use super::{Deps, Job, JobError, notify_discord::NotifyOps};
 use crate::{
     money,
     providers::stripe::{self, Form, Invoice, StripeClient},
-    store::{self, stripe::PushInvoice},
+    store::{
+        self,
+        stripe::{PushInvoice, StripeId},
+    },
 };
 
 /// Sends one finalized invoice to Stripe.
@@ -124,7 +127,7 @@ impl Job for StripePush {
             },
         };
         if invoice.stripe_invoice_id.as_deref() != Some(draft.id.as_str()) {
-            store::stripe::set_invoice_id(&mut conn, invoice.id, &draft.id).await?;
+            store::stripe::set_id(&mut conn, StripeId::Invoice, invoice.id, &draft.id).await?;
         }
 
         if draft.status.as_deref() == Some("draft") {
@@ -151,7 +154,7 @@ impl Job for StripePush {
                     }
                 };
                 if line.stripe_item_id.as_deref() != Some(item_id.as_str()) {
-                    store::stripe::set_item_id(&mut conn, line.id, &item_id).await?;
+                    store::stripe::set_id(&mut conn, StripeId::Item, line.id, &item_id).await?;
                 }
             }
             draft = stripe.invoice(&draft.id).await?;
@@ -218,7 +221,7 @@ async fn customer(
             stripe.create_customer(&form, &key).await?
         }
     };
-    store::stripe::set_customer(&mut tx, invoice.agent_id, &customer.id).await?;
+    store::stripe::set_id(&mut tx, StripeId::Customer, invoice.agent_id, &customer.id).await?;
     tx.commit().await?;
     Ok(customer.id)
 }

@@ -359,6 +359,23 @@ pub(crate) async fn read_at_most(
     Ok(Some(body))
 }
 
+/// Sends `request` and reads its answer (at most `max_bytes`): status, headers and body,
+/// whatever the status (the caller classifies a failure); network errors are classified here.
+pub(crate) async fn exchange(
+    provider: &'static str,
+    request: reqwest::RequestBuilder,
+    max_bytes: usize,
+) -> Result<(StatusCode, HeaderMap, Vec<u8>), ProviderError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| classify_reqwest(provider, e))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = read_limited(provider, response, max_bytes).await?;
+    Ok((status, headers, body))
+}
+
 /// A non-2xx answer classified by [`classify_status`], with a body excerpt.
 pub(crate) async fn status_error(
     provider: &'static str,

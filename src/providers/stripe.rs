@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use reqwest::Method;
 use serde::{Deserialize, de::DeserializeOwned};
 
-use super::{CircuitBreaker, ProviderError, classify_reqwest, classify_status, read_limited};
+use super::{CircuitBreaker, ProviderError, classify_status, exchange};
 use crate::config::Secret;
 
 pub const PROVIDER: &str = "stripe";
@@ -117,32 +117,27 @@ impl StripeClient {
         }
     }
 
-    /// The customer whose `metadata[agent_id]` is `agent_id`, if Stripe has one (`GET
-    /// /v1/customers/search`): finds one made by an attempt that stopped before storing its id.
-    pub async fn find_customer(&self, agent_id: &str) -> Result<Option<Customer>, ProviderError> {
-        let query = format!("metadata['agent_id']:'{}'", quote(agent_id));
-        let list: List<Customer> = self
-            .call(
-                Method::GET,
-                "/v1/customers/search",
-                &[("query", query)],
-                None,
-                None,
-            )
+    /// The first object of `resource` (`customers`, `invoices`) whose `metadata[key]` is
+    /// `value` (`GET /v1/{resource}/search`): finds one made by an attempt that stopped before
+    /// storing its id.
+    async fn search<T: DeserializeOwned>(
+        &self,
+        resource: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<T>, ProviderError> {
+        let query = format!("metadata['{key}']:'{}'", quote(value));
+        let path = format!("/v1/{resource}/search");
+        let list: List<T> = self
+            .call(Method::GET, &path, &[("query", query)], None, None)
             .await?;
-        Ok(list.data.into_iter().find(|c| !c.deleted))
+        Ok(list.data)
     }
 
-    /// `GET /v1/customers/{id}` (a deleted one answers with `deleted: true`).
-    pub async fn customer(&self, id: &str) -> Result<Customer, ProviderError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/customers/{}", path(id)?),
-            &[],
-            None,
-            None,
-        )
-        .await
+    /// The live customer whose `metadata[agent_id]` is `agent_id`, if Stripe has one.
+    pub async fn find_customer(&self, agent_id: &str) -> Result<Option<Customer>, ProviderError> {
+        let found: Vec<Customer> = self.search("customers", "agent_id", agent_id).await?;
+        Ok(found.into_iter().find(|c| !c.deleted))
     }
 
     /// `POST /v1/customers`.
@@ -151,20 +146,10 @@ impl StripeClient {
             .await
     }
 
-    /// The invoice whose `metadata[invoice_id]` is `invoice_id`, if any (`GET
-    /// /v1/invoices/search`).
+    /// The invoice whose `metadata[invoice_id]` is `invoice_id`, if any.
     pub async fn find_invoice(&self, invoice_id: &str) -> Result<Option<Invoice>, ProviderError> {
-        let query = format!("metadata['invoice_id']:'{}'", quote(invoice_id));
-        let list: List<Invoice> = self
-            .call(
-                Method::GET,
-                "/v1/invoices/search",
-                &[("query", query)],
-                None,
-                None,
-            )
-            .await?;
-        Ok(list.data.into_iter().next())
+        let found: Vec<Invoice> = self.search("invoices", "invoice_id", invoice_id).await?;
+        Ok(found.into_iter().next())
     }
 
     /// `GET /v1/invoices/{id}`.
@@ -240,13 +225,7 @@ impl StripeClient {
             if let Some(key) = idempotency_key {
                 request = request.header("Idempotency-Key", key);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| classify_reqwest(PROVIDER, e))?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = read_limited(PROVIDER, response, MAX_BODY_BYTES).await?;
+            let (status, headers, body) = exchange(PROVIDER, request, MAX_BODY_BYTES).await?;
             if !status.is_success() {
                 return Err(classify_status(PROVIDER, status, &headers, &message(&body)));
             }

@@ -23,6 +23,41 @@ pub mod usage;
 pub mod usage_daily;
 pub mod webhook_events;
 
+/// Runs a statement with parameter `$1`; how many rows it changed.
+pub async fn run1<A>(
+    conn: &mut sqlx::PgConnection,
+    sql: &'static str,
+    a: A,
+) -> Result<u64, sqlx::Error>
+where
+    A: 'static + Send + sqlx::Encode<'static, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    Ok(sqlx::query(sql)
+        .bind(a)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+/// Runs a statement with parameters `$1` and `$2`; how many rows it changed.
+pub async fn run2<A, B>(
+    conn: &mut sqlx::PgConnection,
+    sql: &'static str,
+    a: A,
+    b: B,
+) -> Result<u64, sqlx::Error>
+where
+    A: 'static + Send + sqlx::Encode<'static, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    B: 'static + Send + sqlx::Encode<'static, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    Ok(sqlx::query(sql)
+        .bind(a)
+        .bind(b)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
 /// True when `e` is a unique violation (SQLSTATE 23505).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))

@@ -41,7 +41,9 @@ pub struct Endpoint {
     pub url: String,
     /// `None`: every event type.
     pub events: Option<Vec<String>>,
+    /// Since its first failure in a row (cleared by a 2xx).
     pub failing_since: Option<DateTime<Utc>>,
+    /// When it was disabled (failing for 5 days), and why.
     pub disabled_at: Option<DateTime<Utc>>,
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -162,15 +164,9 @@ pub async fn remove_endpoint(
     id: Uuid,
     agent_id: Option<Uuid>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE webhook_endpoints SET removed_at = now()
-          WHERE id = $1 AND ($2::uuid IS NULL OR agent_id = $2) AND removed_at IS NULL",
-    )
-    .bind(id)
-    .bind(agent_id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let sql = "UPDATE webhook_endpoints SET removed_at = now()
+                WHERE id = $1 AND ($2::uuid IS NULL OR agent_id = $2) AND removed_at IS NULL";
+    Ok(super::run2(conn, sql, id, agent_id).await? == 1)
 }
 
 /// A new secret for the endpoint; the old one keeps signing for 24 hours. `false` when no such
@@ -180,16 +176,11 @@ pub async fn rotate_secret(
     id: Uuid,
     secret: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE webhook_endpoints
-            SET previous_secret = secret, previous_until = now() + interval '24 hours', secret = $2
-          WHERE id = $1 AND removed_at IS NULL",
-    )
-    .bind(id)
-    .bind(secret)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let sql = "UPDATE webhook_endpoints
+                  SET previous_secret = secret, previous_until = now() + interval '24 hours',
+                      secret = $2
+                WHERE id = $1 AND removed_at IS NULL";
+    Ok(super::run2(conn, sql, id, secret.to_string()).await? == 1)
 }
 
 /// What one attempt needs.
@@ -282,15 +273,11 @@ pub async fn close(
     delivery_id: Uuid,
     why: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE webhook_deliveries SET status = 'failed', last_error = $2
-          WHERE id = $1 AND status = 'pending'",
-    )
-    .bind(delivery_id)
-    .bind(why)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let sql = "UPDATE webhook_deliveries SET status = 'failed', last_error = $2
+                WHERE id = $1 AND status = 'pending'";
+    super::run2(conn, sql, delivery_id, why.to_string())
+        .await
+        .map(drop)
 }
 
 /// Disables an endpoint (failing for too long) and fails its pending deliveries; `true` when
@@ -300,35 +287,30 @@ pub async fn disable(
     endpoint_id: Uuid,
     why: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE webhook_endpoints SET disabled_at = now(), disabled_reason = $2
-          WHERE id = $1 AND disabled_at IS NULL",
-    )
-    .bind(endpoint_id)
-    .bind(why)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE webhook_deliveries SET status = 'failed', last_error = $2
-          WHERE endpoint_id = $1 AND status = 'pending'",
-    )
-    .bind(endpoint_id)
-    .bind(why)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let sql = "UPDATE webhook_endpoints SET disabled_at = now(), disabled_reason = $2
+                WHERE id = $1 AND disabled_at IS NULL";
+    let disabled = super::run2(conn, sql, endpoint_id, why.to_string()).await?;
+    let sql = "UPDATE webhook_deliveries SET status = 'failed', last_error = $2
+                WHERE endpoint_id = $1 AND status = 'pending'";
+    super::run2(conn, sql, endpoint_id, why.to_string()).await?;
+    Ok(disabled == 1)
 }
 
 /// A delivery as listed.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Delivery {
+    /// What `replay` takes.
     pub id: Uuid,
     pub event_type: String,
+    /// The event's `webhook-id`, the same on every attempt.
     pub message_id: String,
     pub endpoint_id: Uuid,
     pub url: String,
+    /// Attempts made so far (replays included).
     pub attempts: i32,
+    /// pending, delivered or failed.
     pub status: String,
+    /// The endpoint's last answer, when it answered.
     pub last_status_code: Option<i32>,
     pub last_error: Option<String>,
     pub last_attempt_at: Option<DateTime<Utc>>,

@@ -11,10 +11,13 @@ use uuid::Uuid;
 pub struct PushInvoice {
     pub id: Uuid,
     pub agent_id: Uuid,
+    /// The agency's, for its Stripe customer.
     pub email: String,
     pub agency_name: String,
     pub period_start: NaiveDate,
+    /// What Stripe's `amount_due` must equal.
     pub total_usd: Decimal,
+    /// `pending` until the push is done (`sent`).
     pub stripe_push: Option<String>,
     pub stripe_invoice_id: Option<String>,
 }
@@ -75,17 +78,34 @@ pub async fn lock_customer(
         .await
 }
 
-pub async fn set_customer(
+/// What Stripe's id is stored for.
+#[derive(Debug, Clone, Copy)]
+pub enum StripeId {
+    /// An agent's customer (`cus_...`).
+    Customer,
+    /// An invoice's (`in_...`).
+    Invoice,
+    /// An invoice line's item (`ii_...`).
+    Item,
+}
+
+/// Stores Stripe's `stripe_id` on our agent, invoice or line `id`.
+pub async fn set_id(
     conn: &mut PgConnection,
-    agent_id: Uuid,
-    customer_id: &str,
+    of: StripeId,
+    id: Uuid,
+    stripe_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE agents SET stripe_customer_id = $2 WHERE id = $1")
-        .bind(agent_id)
-        .bind(customer_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let sql = match of {
+        StripeId::Customer => "UPDATE agents SET stripe_customer_id = $2 WHERE id = $1",
+        StripeId::Invoice => {
+            "UPDATE invoices SET stripe_invoice_id = $2, updated_at = now() WHERE id = $1"
+        }
+        StripeId::Item => "UPDATE invoice_lines SET stripe_item_id = $2 WHERE id = $1",
+    };
+    super::run2(conn, sql, id, stripe_id.to_string())
+        .await
+        .map(drop)
 }
 
 /// Stripe deleted the customer: the next invoice makes a new one.
@@ -93,39 +113,8 @@ pub async fn forget_customer(
     conn: &mut PgConnection,
     customer_id: &str,
 ) -> Result<u64, sqlx::Error> {
-    Ok(
-        sqlx::query("UPDATE agents SET stripe_customer_id = NULL WHERE stripe_customer_id = $1")
-            .bind(customer_id)
-            .execute(conn)
-            .await?
-            .rows_affected(),
-    )
-}
-
-pub async fn set_invoice_id(
-    conn: &mut PgConnection,
-    invoice_id: Uuid,
-    stripe_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE invoices SET stripe_invoice_id = $2, updated_at = now() WHERE id = $1")
-        .bind(invoice_id)
-        .bind(stripe_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-pub async fn set_item_id(
-    conn: &mut PgConnection,
-    line_id: Uuid,
-    item_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE invoice_lines SET stripe_item_id = $2 WHERE id = $1")
-        .bind(line_id)
-        .bind(item_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let sql = "UPDATE agents SET stripe_customer_id = NULL WHERE stripe_customer_id = $1";
+    super::run1(conn, sql, customer_id.to_string()).await
 }
 
 /// Why the push stopped (shown on the ops page), or `None` to clear it.
@@ -134,12 +123,10 @@ pub async fn set_error(
     invoice_id: Uuid,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE invoices SET stripe_error = $2, updated_at = now() WHERE id = $1")
-        .bind(invoice_id)
-        .bind(error)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let sql = "UPDATE invoices SET stripe_error = $2, updated_at = now() WHERE id = $1";
+    super::run2(conn, sql, invoice_id, error.map(str::to_string))
+        .await
+        .map(drop)
 }
 
 /// What Stripe says of a sent invoice.
@@ -180,16 +167,16 @@ pub async fn insert_event(
     kind: &str,
     payload: &serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+    let stored: Option<bool> = sqlx::query_scalar(
         "INSERT INTO stripe_events (id, type, payload) VALUES ($1, $2, $3)
-         ON CONFLICT (id) DO NOTHING",
+         ON CONFLICT (id) DO NOTHING RETURNING true",
     )
     .bind(id)
     .bind(kind)
     .bind(payload)
-    .execute(conn)
+    .fetch_optional(conn)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(stored.is_some())
 }
 
 /// A stored event's type and payload.
@@ -204,11 +191,8 @@ pub async fn event(
 }
 
 pub async fn mark_applied(conn: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE stripe_events SET applied_at = now() WHERE id = $1 AND applied_at IS NULL")
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let sql = "UPDATE stripe_events SET applied_at = now() WHERE id = $1 AND applied_at IS NULL";
+    super::run1(conn, sql, id.to_string()).await.map(drop)
 }
 
 /// A payment status change from an event, and what it says of the invoice.

@@ -15,10 +15,12 @@
 
 mod context;
 pub mod flood_zone_lookup;
+pub mod place;
 pub mod solar_ocr_scan;
 pub mod water_lookup;
 
 pub use context::{CallContext, Finding};
+pub use place::Place;
 
 use std::sync::LazyLock;
 

@@ -315,6 +315,16 @@ impl TestApp {
         .await
     }
 
+    /// Web and worker (no clock) on a seeded database, with `extra` configuration.
+    pub async fn spawn_working(extra: &[(&str, &str)]) -> TestApp {
+        let roles = Roles {
+            web: true,
+            worker: true,
+            clock: false,
+        };
+        Self::spawn_with(roles, extra).await
+    }
+
     /// Web only: jobs stay in the queue for the test to inspect.
     pub async fn spawn_web_only() -> TestApp {
         Self::spawn_web_only_with(&[]).await
@@ -375,6 +385,20 @@ impl TestApp {
             &[("x-vapi-secret", SHARED_SECRET.to_string())],
         )
         .await
+    }
+
+    /// The text of page `path` of the app, as the session `cookie` (`name=value`) sees it.
+    pub async fn page(&self, path: &str, cookie: &str) -> String {
+        client()
+            .get(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .header("accept-language", "en")
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("text")
     }
 
     /// GETs `path` (`/healthz`) of the app.

@@ -192,15 +192,7 @@ fn library_accepts(got: &Got, secret: &str) -> Option<bool> {
 }
 
 async fn spawn() -> TestApp {
-    TestApp::spawn_with(
-        agent_meter::app::Roles {
-            web: true,
-            worker: true,
-            clock: false,
-        },
-        &VARS,
-    )
-    .await
+    TestApp::spawn_working(&VARS).await
 }
 
 #[tokio::test]
@@ -352,11 +344,9 @@ async fn a_failing_endpoint_is_retried_then_failed_and_a_replay_resends_the_same
     );
     // Failing for more than 5 days: the next failure disables the endpoint.
     receiver.answer("down", 503);
-    sqlx::query("UPDATE webhook_endpoints SET failing_since = now() - interval '6 days' WHERE id = $1::uuid")
-        .bind(&endpoint)
-        .execute(&app.db.pool)
-        .await
-        .expect("backdate");
+    let backdate = "UPDATE webhook_endpoints SET failing_since = now() - interval '6 days'
+                     WHERE id = $1::uuid";
+    app.db.execute_with(backdate, endpoint.clone()).await;
     app.post(&end_of_call_report("call-after", PHONE_1)).await;
     app.db
         .count_reaches(

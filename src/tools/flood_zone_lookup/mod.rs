@@ -8,7 +8,7 @@ pub mod nfhl;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{CallContext, Category, Finding, StandIn, Tool};
+use super::{CallContext, Category, Finding, Place, StandIn, Tool};
 use crate::{
     config::{Kind, Setting},
     jobs::{Deps, Job, JobError},
@@ -28,17 +28,8 @@ pub const NFHL_URL: Setting = Setting {
 pub struct FloodZoneLookup {
     #[serde(flatten)]
     pub call: CallContext,
-    pub latitude: f64,
-    pub longitude: f64,
-    pub address: Option<String>,
-}
-
-/// What the assistant sends.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct FloodArgs {
-    pub latitude: f64,
-    pub longitude: f64,
-    pub address: Option<String>,
+    #[serde(flatten)]
+    pub place: Place,
 }
 
 impl Tool for FloodZoneLookup {
@@ -58,26 +49,21 @@ impl Tool for FloodZoneLookup {
         "FEMA's flood map could not be checked right now; an agent will confirm the flood zone.";
     const CATEGORY: Category = Category::Lookup;
     const SETTINGS: &'static [Setting] = &[NFHL_URL];
-    type Args = FloodArgs;
+    /// What the assistant sends.
+    type Args = Place;
 
     fn parameters() -> serde_json::Value {
-        json!({"type": "object", "properties": {
-            "latitude": {"type": "number"},
-            "longitude": {"type": "number"},
-            "address": {"type": "string"}
-        }, "required": ["latitude", "longitude"]})
+        Place::parameters(json!({}))
     }
 
-    fn validate(a: &FloodArgs) -> Result<(), String> {
-        super::check_coordinates(a.latitude, a.longitude)
+    fn validate(place: &Place) -> Result<(), String> {
+        place.validate()
     }
 
-    fn job(a: FloodArgs, call: &CallContext) -> Self {
+    fn job(place: Place, call: &CallContext) -> Self {
         FloodZoneLookup {
             call: call.clone(),
-            latitude: a.latitude,
-            longitude: a.longitude,
-            address: a.address,
+            place,
         }
     }
 
@@ -88,7 +74,7 @@ impl Tool for FloodZoneLookup {
     }
 
     fn example() -> serde_json::Value {
-        json!({"latitude": 35.1983, "longitude": -111.6513})
+        Place::example()
     }
 
     fn stand_in() -> StandIn {
@@ -117,17 +103,17 @@ impl Job for FloodZoneLookup {
                 deps.providers.breaker(nfhl::PROVIDER),
             )
         });
-        let zone = fema.flood_zone(self.latitude, self.longitude).await?;
+        let place = &self.place;
+        let zone = fema.flood_zone(place.latitude, place.longitude).await?;
         let sfha = zone.special_flood_hazard_area;
         let finding = Finding {
-            result: json!({"zone": zone, "latitude": self.latitude, "longitude": self.longitude,
-                           "address": self.address}),
+            result: place.result(json!({"zone": zone})),
             facts: json!({"flood_zone": zone.zone, "special_flood_hazard_area": sfha}),
             tags: if sfha { vec!["flood_risk"] } else { Vec::new() },
             provider_cost_usd: None,
             metadata: json!({"flood_zone": zone.zone, "special_flood_hazard_area": sfha}),
             note: format!("🌊 Flood check: {}", describe(&zone)),
-            address: self.address,
+            address: self.place.address,
         };
         self.call.record::<Self>(deps, finding).await?;
         Ok(())
@@ -224,6 +210,14 @@ mod plans {
 
     fn plan(arguments: Value) -> Result<Vec<u8>, String> {
         crate::tools::tests::plan::<super::FloodZoneLookup>(arguments)
+    }
+
+    #[test]
+    fn a_job_round_trips_through_its_flattened_place() {
+        // Flattened, numbers are buffered in serde_json's arbitrary-precision form.
+        let job = plan(json!({"latitude": 35.2, "longitude": -111.6})).expect("valid");
+        let back: super::FloodZoneLookup = serde_json::from_slice(&job).expect("job");
+        assert_eq!((back.place.latitude, back.place.longitude), (35.2, -111.6));
     }
 
     #[test]

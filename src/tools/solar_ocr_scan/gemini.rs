@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::config::Secret;
 use crate::providers::{
-    CircuitBreaker, MAX_RESPONSE_BYTES, ProviderError, classify_reqwest, classify_status, excerpt,
-    read_limited, retry_after_header, seconds,
+    CircuitBreaker, MAX_RESPONSE_BYTES, ProviderError, classify_status, excerpt, exchange,
+    retry_after_header, seconds,
 };
 
 /// The provider name in errors.
@@ -129,17 +129,12 @@ impl GeminiClient {
             "{}/v1beta/models/{model}:generateContent",
             self.base_url.trim_end_matches('/')
         );
-        let response = self
+        let request = self
             .http
             .post(url)
             .header("x-goog-api-key", key.expose())
-            .json(&request_body(image, mime_type, address))
-            .send()
-            .await
-            .map_err(|e| classify_reqwest(PROVIDER, e))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = read_limited(PROVIDER, response, MAX_RESPONSE_BYTES).await?;
+            .json(&request_body(image, mime_type, address));
+        let (status, headers, body) = exchange(PROVIDER, request, MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
             return Err(classify_error(status, &headers, &body));
         }

@@ -7,7 +7,7 @@ pub mod wells;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{CallContext, Category, Finding, StandIn, Tool};
+use super::{CallContext, Category, Finding, Place, StandIn, Tool};
 use crate::{
     config::{Kind, Setting},
     jobs::{Deps, Job, JobError},
@@ -32,10 +32,9 @@ const MAX_RADIUS_M: u32 = 10_000;
 /// What the assistant sends.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct WaterArgs {
-    pub latitude: f64,
-    pub longitude: f64,
+    #[serde(flatten)]
+    pub place: Place,
     pub radius_m: Option<f64>,
-    pub address: Option<String>,
 }
 
 impl Tool for WaterLookup {
@@ -56,16 +55,13 @@ impl Tool for WaterLookup {
     type Args = WaterArgs;
 
     fn parameters() -> serde_json::Value {
-        json!({"type": "object", "properties": {
-            "latitude": {"type": "number"},
-            "longitude": {"type": "number"},
-            "radius_m": {"type": "number", "description": "search radius in metres, default 805"},
-            "address": {"type": "string"}
-        }, "required": ["latitude", "longitude"]})
+        Place::parameters(json!({
+            "radius_m": {"type": "number", "description": "search radius in metres, default 805"}
+        }))
     }
 
     fn validate(a: &WaterArgs) -> Result<(), String> {
-        super::check_coordinates(a.latitude, a.longitude)?;
+        a.place.validate()?;
         match a.radius_m {
             Some(r) if !(r > 0.0 && r <= f64::from(MAX_RADIUS_M)) => {
                 Err(format!("radius_m must be in (0, {MAX_RADIUS_M}]"))
@@ -77,14 +73,12 @@ impl Tool for WaterLookup {
     fn job(a: WaterArgs, call: &CallContext) -> Self {
         WaterLookup {
             call: call.clone(),
-            latitude: a.latitude,
-            longitude: a.longitude,
+            place: a.place,
             radius_m: a
                 .radius_m
                 .map(|r| r.round() as u32)
                 .unwrap_or(DEFAULT_RADIUS_M)
                 .max(1),
-            address: a.address,
         }
     }
 
@@ -99,7 +93,7 @@ impl Tool for WaterLookup {
     }
 
     fn example() -> serde_json::Value {
-        json!({"latitude": 35.1983, "longitude": -111.6513})
+        Place::example()
     }
 
     fn stand_in() -> StandIn {
@@ -128,10 +122,9 @@ const OWN_WELL_WITHIN_M: f64 = 150.0;
 pub struct WaterLookup {
     #[serde(flatten)]
     pub call: CallContext,
-    pub latitude: f64,
-    pub longitude: f64,
+    #[serde(flatten)]
+    pub place: Place,
     pub radius_m: u32,
-    pub address: Option<String>,
 }
 
 impl Job for WaterLookup {
@@ -148,20 +141,19 @@ impl Job for WaterLookup {
                 deps.providers.breaker(wells::PROVIDER),
             )
         });
+        let place = &self.place;
         let found = registry
-            .wells_near(self.latitude, self.longitude, self.radius_m)
+            .wells_near(place.latitude, place.longitude, self.radius_m)
             .await?;
-        let summary = wells::summarize(&found, self.latitude, self.longitude);
+        let summary = wells::summarize(&found, place.latitude, place.longitude);
         let finding = Finding {
-            result: json!({"summary": summary, "latitude": self.latitude,
-                           "longitude": self.longitude, "radius_m": self.radius_m,
-                           "address": self.address}),
+            result: place.result(json!({"summary": summary, "radius_m": self.radius_m})),
             facts: json!({"water_source": water_source(&summary)}),
             tags: Vec::new(),
             provider_cost_usd: None,
             metadata: json!({"well_count": summary.well_count}),
             note: format!("💧 Water check: {}", describe(&summary, self.radius_m)),
-            address: self.address,
+            address: self.place.address,
         };
         self.call.record::<Self>(deps, finding).await?;
         crate::failpoint::hit(crate::failpoint::AFTER_EFFECT_COMMIT);

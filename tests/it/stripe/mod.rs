@@ -18,15 +18,8 @@ const OPS_TOKEN: &str = "stripe-ops-token-0123456789";
 /// The ops page (its money view) as operator anna.
 async fn ops_page(app: &TestApp) -> String {
     let cookie = ops_login(app, OPS_TOKEN).await;
-    client()
-        .get(format!("{}/ops/", app.base))
-        .header("cookie", cookie.split(';').next().expect("pair"))
-        .send()
+    app.page("/ops/", cookie.split(';').next().expect("pair"))
         .await
-        .expect("ops")
-        .text()
-        .await
-        .expect("text")
 }
 
 fn stripe_vars(standin: &StripeStandIn) -> Vec<(&'static str, String)> {
@@ -45,15 +38,7 @@ async fn spawn(standin: &StripeStandIn, extra: &[(&str, String)]) -> TestApp {
     let mut vars = stripe_vars(standin);
     vars.extend(extra.iter().cloned());
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    TestApp::spawn_with(
-        agent_meter::app::Roles {
-            web: true,
-            worker: true,
-            clock: false,
-        },
-        &vars,
-    )
-    .await
+    TestApp::spawn_working(&vars).await
 }
 
 /// The first agent's November 2026 (one scan: 249.00 + 500.00 + 0.08), finalized for Stripe
@@ -61,18 +46,12 @@ async fn spawn(standin: &StripeStandIn, extra: &[(&str, String)]) -> TestApp {
 async fn finalize_november(db: &TestDb) -> uuid::Uuid {
     let agent = db.agent_id(PHONE_1).await;
     let email = db.email_of(agent).await;
-    sqlx::query(
-        "INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
-                                          occurred_at, idempotency_key)
-         VALUES ($1, 'solar_ocr_scan', 1, 0.075, 0.075, '2026-11-20T18:00:00Z', 'stripe-scan')",
-    )
-    .bind(agent)
-    .execute(&db.pool)
-    .await
-    .expect("usage");
+    let scan = ("solar_ocr_scan", "1", Some("0.075"));
+    UsageRow::new(agent, scan, "2026-11-20T18:00:00Z", "stripe-scan")
+        .insert(&db.pool)
+        .await;
     let nov = Month::parse("2026-11").expect("month");
-    let later = "2027-06-01T00:00:00Z".parse().expect("time");
-    billing::finalize_for(&db.pool, nov, Phoenix, Some(&email), later, true)
+    billing::finalize_for(&db.pool, nov, Phoenix, Some(&email), later(), true)
         .await
         .expect("finalize");
     let queued = agent_meter::jobs::stripe::enqueue_pending(&db.pool)
@@ -316,9 +295,8 @@ async fn a_second_finalize_and_a_rerun_of_a_sent_invoice_make_nothing_new() {
 
     // Finalizing again changes nothing and queues nothing.
     let nov = Month::parse("2026-11").expect("month");
-    let later = "2027-06-01T00:00:00Z".parse().expect("time");
     let email = app.db.email_of(app.db.agent_id(PHONE_1).await).await;
-    billing::finalize_for(&app.db.pool, nov, Phoenix, Some(&email), later, true)
+    billing::finalize_for(&app.db.pool, nov, Phoenix, Some(&email), later(), true)
         .await
         .expect("finalize again");
     let queued = agent_meter::jobs::stripe::enqueue_pending(&app.db.pool)
@@ -362,11 +340,12 @@ async fn a_total_stripe_disagrees_with_fails_the_push_with_both_figures() {
     let app = spawn(&standin, &[("OPS_TOKENS", format!("anna:{OPS_TOKEN}"))]).await;
     let invoice = finalize_november(&app.db).await;
     // Our total says a cent more than the lines Stripe is sent.
-    sqlx::query("UPDATE invoices SET total_usd = total_usd + 0.01 WHERE id = $1")
-        .bind(invoice)
-        .execute(&app.db.pool)
-        .await
-        .expect("tamper");
+    app.db
+        .execute_with(
+            "UPDATE invoices SET total_usd = total_usd + 0.01 WHERE id = $1",
+            invoice,
+        )
+        .await;
     app.db
         .count_reaches(
             "SELECT count(*) FROM apalis.jobs WHERE job_type = 'stripe_push' AND status = 'Killed'",
@@ -375,11 +354,10 @@ async fn a_total_stripe_disagrees_with_fails_the_push_with_both_figures() {
             "the push failed",
         )
         .await;
-    let error: String = sqlx::query_scalar("SELECT stripe_error FROM invoices WHERE id = $1")
-        .bind(invoice)
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("error");
+    let error: String = app
+        .db
+        .scalar_with("SELECT stripe_error FROM invoices WHERE id = $1", invoice)
+        .await;
     assert!(
         error.contains("74908") && error.contains("74909"),
         "{error}"
@@ -571,16 +549,7 @@ async fn the_agency_sees_what_it_owes_and_pays_and_the_operator_sees_receivables
         .expect("token");
     drop(conn);
     let cookie = portal_sign_in(&app, link).await;
-    let page = client()
-        .get(format!("{}/portal/invoices/2026-11", app.base))
-        .header("cookie", &cookie)
-        .header("accept-language", "en")
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("text");
+    let page = app.page("/portal/invoices/2026-11", &cookie).await;
     assert!(
         page.contains("id=\"pay\"") && page.contains(&pay_url),
         "{page}"
@@ -613,15 +582,7 @@ async fn the_agency_sees_what_it_owes_and_pays_and_the_operator_sees_receivables
     paid["status_transitions"]["paid_at"] = json!(chrono::Utc::now().timestamp());
     post_event(&app, "evt_paid_portal", "invoice.paid", paid, None).await;
     payment_becomes(&app.db, invoice, "paid").await;
-    let page = client()
-        .get(format!("{}/portal/invoices/2026-11", app.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("text");
+    let page = app.page("/portal/invoices/2026-11", &cookie).await;
     assert!(
         !page.contains("id=\"pay\"") && page.contains("Paid"),
         "{page}"
