@@ -18,8 +18,8 @@ pub fn router() -> Router<AppState> {
         .route("/ops/jobs", get(list))
         .route("/ops/jobs/retry", post(retry_matching))
         .route("/ops/jobs/{id}", get(show))
-        .route("/ops/jobs/{id}/retry", post(retry_one))
-        .route("/ops/jobs/{id}/cancel", post(cancel_one))
+        .route("/ops/jobs/{id}/retry", one(Act::Retry))
+        .route("/ops/jobs/{id}/cancel", one(Act::Cancel))
         .route("/ops/queues", get(queues))
 }
 
@@ -177,23 +177,56 @@ async fn show(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job"))
 }
 
-async fn retry_one(
-    State(app): State<AppState>,
-    op: Operator,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+/// What a job's button (or its API route) does.
+#[derive(Clone, Copy)]
+pub enum Act {
+    Retry,
+    Cancel,
+}
+
+/// Retries or cancels one job and audits it, in one transaction; the ids it acted on (none when
+/// the job is in no state for it).
+pub async fn act_on_one(
+    app: &AppState,
+    op: &Operator,
+    id: String,
+    act: Act,
+) -> Result<Vec<String>, ApiError> {
+    let ids = std::slice::from_ref(&id);
     let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let retried = queue::retry(&mut tx, std::slice::from_ref(&id)).await?;
-    queue::audit(&mut tx, &op.actor, "retry", &retried, None).await?;
+    let (action, done) = match act {
+        Act::Retry => ("retry", queue::retry(&mut tx, ids).await?),
+        Act::Cancel => ("cancel", queue::cancel(&mut tx, ids, &op.actor).await?),
+    };
+    queue::audit(&mut tx, &op.actor, action, &done, None).await?;
     tx.commit().await?;
-    if retried.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_retryable",
-            "only failed or cancelled jobs can be re-run",
-        ));
-    }
-    Ok(Json(json!({"retried": retried})))
+    Ok(done)
+}
+
+/// `POST /ops/jobs/{id}/retry` and `/cancel`: `act` on the job; 409 when it is in no state
+/// for it.
+fn one(act: Act) -> axum::routing::MethodRouter<AppState> {
+    post(
+        move |State(app): State<AppState>, op: Operator, Path(id): Path<String>| async move {
+            let done = act_on_one(&app, &op, id, act).await?;
+            let (key, code, why) = match act {
+                Act::Retry => (
+                    "retried",
+                    "not_retryable",
+                    "only failed or cancelled jobs can be re-run",
+                ),
+                Act::Cancel => (
+                    "cancelled",
+                    "not_cancellable",
+                    "only pending jobs can be cancelled",
+                ),
+            };
+            if done.is_empty() {
+                return Err(ApiError::new(StatusCode::CONFLICT, code, why));
+            }
+            Ok(Json(json!({ key: done })))
+        },
+    )
 }
 
 async fn retry_matching(
@@ -215,25 +248,6 @@ async fn retry_matching(
     queue::audit(&mut tx, &op.actor, "retry", &retried, Some(&f)).await?;
     tx.commit().await?;
     Ok(Json(json!({"retried": retried})))
-}
-
-async fn cancel_one(
-    State(app): State<AppState>,
-    op: Operator,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let cancelled = queue::cancel(&mut tx, std::slice::from_ref(&id), &op.actor).await?;
-    queue::audit(&mut tx, &op.actor, "cancel", &cancelled, None).await?;
-    tx.commit().await?;
-    if cancelled.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_cancellable",
-            "only pending jobs can be cancelled",
-        ));
-    }
-    Ok(Json(json!({"cancelled": cancelled})))
 }
 
 async fn queues(

@@ -43,8 +43,14 @@ pub fn router() -> Router<AppState> {
         .route("/ops/", get(page))
         .route("/ops/login", post(login))
         .route("/ops/logout", post(logout))
-        .route("/ops/ui/jobs/{id}/retry", job_button(Act::Retry))
-        .route("/ops/ui/jobs/{id}/cancel", job_button(Act::Cancel))
+        .route(
+            "/ops/ui/jobs/{id}/retry",
+            job_button(super::ops::Act::Retry),
+        )
+        .route(
+            "/ops/ui/jobs/{id}/cancel",
+            job_button(super::ops::Act::Cancel),
+        )
         .route("/ops/ui/retry", post(retry_matching))
 }
 
@@ -506,37 +512,17 @@ fn back(headers: &HeaderMap) -> Redirect {
     Redirect::to(&to)
 }
 
-/// What a job's button does.
-#[derive(Clone, Copy)]
-enum Act {
-    Retry,
-    Cancel,
-}
-
 /// The handler of one job's button: `act` on the job of the path, audited, then back to the page.
-fn job_button(act: Act) -> MethodRouter<AppState> {
+fn job_button(act: super::ops::Act) -> MethodRouter<AppState> {
     post(
         move |State(app): State<AppState>,
               op: Operator,
               headers: HeaderMap,
               Path(id): Path<String>| async move {
-            act_on_one(&app, &op, id, act).await?;
+            super::ops::act_on_one(&app, &op, id, act).await?;
             Ok::<_, ApiError>(back(&headers))
         },
     )
-}
-
-/// Retries or cancels one job and audits it, in one transaction (the ops API's store functions).
-async fn act_on_one(app: &AppState, op: &Operator, id: String, act: Act) -> Result<(), ApiError> {
-    let ids = std::slice::from_ref(&id);
-    let mut tx = app.pool.begin().await.map_err(ApiError::unavailable)?;
-    let (action, done) = match act {
-        Act::Retry => ("retry", queue::retry(&mut tx, ids).await?),
-        Act::Cancel => ("cancel", queue::cancel(&mut tx, ids, &op.actor).await?),
-    };
-    queue::audit(&mut tx, &op.actor, action, &done, None).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 #[derive(Deserialize)]

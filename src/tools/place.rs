@@ -57,3 +57,20 @@ impl Place {
         result
     }
 }
+
+/// The process's one client of type `C` for an ArcGIS layer: built by `new` from the layer URL
+/// setting `url`, the shared HTTP client and a breaker for `provider`, on first use.
+pub fn layer_client<C: Send + Sync + 'static>(
+    deps: &crate::jobs::Deps,
+    url: &'static crate::config::Setting,
+    provider: &'static str,
+    new: fn(String, reqwest::Client, crate::providers::CircuitBreaker) -> C,
+) -> std::sync::Arc<C> {
+    deps.client(|deps| {
+        new(
+            deps.config.setting(url).unwrap_or_default(),
+            deps.providers.http.clone(),
+            deps.providers.breaker(provider),
+        )
+    })
+}

@@ -96,13 +96,7 @@ impl Job for FloodZoneLookup {
 
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         // FEMA is free: a re-run asks again; the writer keeps the finding saved first.
-        let fema = deps.client(|deps| {
-            FemaClient::new(
-                deps.config.setting(&NFHL_URL).unwrap_or_default(),
-                deps.providers.http.clone(),
-                deps.providers.breaker(nfhl::PROVIDER),
-            )
-        });
+        let fema = super::place::layer_client(deps, &NFHL_URL, nfhl::PROVIDER, FemaClient::new);
         let place = &self.place;
         let zone = fema.flood_zone(place.latitude, place.longitude).await?;
         let sfha = zone.special_flood_hazard_area;

@@ -134,13 +134,8 @@ impl Job for WaterLookup {
     async fn run(self, deps: &Deps) -> Result<(), JobError> {
         // The registry is free, so there is no saved answer to look up first: a re-run asks again
         // and the writer keeps the finding saved first (the usage row is keyed all the same).
-        let registry = deps.client(|deps| {
-            WellRegistry::new(
-                deps.config.setting(&WELLS_URL).unwrap_or_default(),
-                deps.providers.http.clone(),
-                deps.providers.breaker(wells::PROVIDER),
-            )
-        });
+        let registry =
+            super::place::layer_client(deps, &WELLS_URL, wells::PROVIDER, WellRegistry::new);
         let place = &self.place;
         let found = registry
             .wells_near(place.latitude, place.longitude, self.radius_m)
