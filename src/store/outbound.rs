@@ -301,20 +301,19 @@ pub async fn disable(
 pub struct Delivery {
     /// What `replay` takes.
     pub id: Uuid,
+    pub created_at: DateTime<Utc>,
     pub event_type: String,
     /// The event's `webhook-id`, the same on every attempt.
     pub message_id: String,
-    pub endpoint_id: Uuid,
-    pub url: String,
-    /// Attempts made so far (replays included).
-    pub attempts: i32,
-    /// pending, delivered or failed.
+    /// pending, delivered or failed, after `attempts` (replays included).
     pub status: String,
-    /// The endpoint's last answer, when it answered.
+    pub attempts: i32,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// The endpoint's last answer (when it answered), or why it failed.
     pub last_status_code: Option<i32>,
     pub last_error: Option<String>,
-    pub last_attempt_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
+    pub endpoint_id: Uuid,
+    pub url: String,
 }
 
 /// The agency's latest deliveries, newest first.

@@ -10,16 +10,16 @@ use uuid::Uuid;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PushInvoice {
     pub id: Uuid,
-    pub agent_id: Uuid,
-    /// The agency's, for its Stripe customer.
-    pub email: String,
-    pub agency_name: String,
-    pub period_start: NaiveDate,
-    /// What Stripe's `amount_due` must equal.
-    pub total_usd: Decimal,
     /// `pending` until the push is done (`sent`).
     pub stripe_push: Option<String>,
+    pub period_start: NaiveDate,
     pub stripe_invoice_id: Option<String>,
+    /// What Stripe's `amount_due` must equal.
+    pub total_usd: Decimal,
+    /// The agency, and its email and name for its Stripe customer.
+    pub agent_id: Uuid,
+    pub email: String,
+    pub agency_name: String,
 }
 
 /// One of its lines.
@@ -167,16 +167,10 @@ pub async fn insert_event(
     kind: &str,
     payload: &serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
-    let stored: Option<bool> = sqlx::query_scalar(
-        "INSERT INTO stripe_events (id, type, payload) VALUES ($1, $2, $3)
-         ON CONFLICT (id) DO NOTHING RETURNING true",
-    )
-    .bind(id)
-    .bind(kind)
-    .bind(payload)
-    .fetch_optional(conn)
-    .await?;
-    Ok(stored.is_some())
+    let sql = "INSERT INTO stripe_events (id, type, payload) VALUES ($1, $2, $3)
+               ON CONFLICT (id) DO NOTHING";
+    let stored = sqlx::query(sql).bind(id).bind(kind).bind(payload);
+    Ok(stored.execute(conn).await?.rows_affected() == 1)
 }
 
 /// A stored event's type and payload.

@@ -139,6 +139,15 @@ pub trait Tool: Job {
 
     /// The demo's stand-in for its provider.
     fn stand_in() -> StandIn;
+
+    /// The plan for `arguments` in a test call (each tool's own argument tests use it).
+    #[cfg(test)]
+    fn plan(arguments: Value) -> Result<Vec<u8>, String>
+    where
+        Self: Sized,
+    {
+        ToolSpec::of::<Self>().plan(&arguments, &tests::call())
+    }
 }
 
 /// A registered tool, type-erased so the registry is one list.
@@ -432,11 +441,6 @@ pub(crate) mod tests {
     use uuid::Uuid;
 
     use super::*;
-
-    /// `T`'s plan for `arguments` in a test call (each tool's own argument tests use it).
-    pub(crate) fn plan<T: Tool>(arguments: Value) -> Result<Vec<u8>, String> {
-        ToolSpec::of::<T>().plan(&arguments, &call())
-    }
 
     pub(crate) fn call() -> CallContext {
         CallContext {

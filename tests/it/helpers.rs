@@ -317,12 +317,13 @@ impl TestApp {
 
     /// Web and worker (no clock) on a seeded database, with `extra` configuration.
     pub async fn spawn_working(extra: &[(&str, &str)]) -> TestApp {
-        let roles = Roles {
-            web: true,
-            worker: true,
-            clock: false,
-        };
-        Self::spawn_with(roles, extra).await
+        Self::spawn_web(true, extra).await
+    }
+
+    /// The web role, the worker too when `worker`, on a seeded database.
+    async fn spawn_web(worker: bool, extra: &[(&str, &str)]) -> TestApp {
+        let (web, clock) = (true, false);
+        Self::spawn_with(Roles { web, worker, clock }, extra).await
     }
 
     /// Web only: jobs stay in the queue for the test to inspect.
@@ -332,12 +333,7 @@ impl TestApp {
 
     /// [`TestApp::spawn_web_only`] with the configuration `extra`.
     pub async fn spawn_web_only_with(extra: &[(&str, &str)]) -> TestApp {
-        let roles = Roles {
-            web: true,
-            worker: false,
-            clock: false,
-        };
-        Self::spawn_with(roles, extra).await
+        Self::spawn_web(false, extra).await
     }
 
     pub async fn spawn_with(roles: Roles, extra: &[(&str, &str)]) -> TestApp {
@@ -755,6 +751,16 @@ pub async fn pending_job(pool: &PgPool) -> String {
     .fetch_one(pool)
     .await
     .expect("id")
+}
+
+/// A stand-in Discord that takes every webhook post (204).
+pub async fn discord_accepting() -> wiremock::MockServer {
+    let discord = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .mount(&discord)
+        .await;
+    discord
 }
 
 /// How many requests a stand-in server received.

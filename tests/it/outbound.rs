@@ -293,11 +293,9 @@ async fn a_failing_endpoint_is_retried_then_failed_and_a_replay_resends_the_same
         .await;
     let (ok, out, err) = webhooks(&app, &["deliveries", &email, "--json"], false);
     assert!(ok, "{err}");
-    let listed: Value = serde_json::from_str(&out).expect("json");
+    let listed: Vec<Value> = serde_json::from_str(&out).expect("json");
     let failed = listed
-        .as_array()
-        .expect("list")
-        .iter()
+        .into_iter()
         .find(|d| d["event_type"] == "call.ended")
         .expect("the call.ended delivery");
     assert_eq!(

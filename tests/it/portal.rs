@@ -533,11 +533,7 @@ async fn in_a_real_browser_an_agency_signs_in_with_its_link_and_sees_its_calls_a
 #[tokio::test]
 async fn an_invite_is_posted_to_the_agencys_discord() {
     let app = TestApp::spawn_web_only().await;
-    let discord = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(wiremock::ResponseTemplate::new(204))
-        .mount(&discord)
-        .await;
+    let discord = discord_accepting().await;
     let a = app.db.agent_id(PHONE_1).await;
     let email: String = sqlx::query_scalar(
         "UPDATE agents SET discord_webhook_url = $2 WHERE id = $1 RETURNING email",

@@ -200,25 +200,25 @@ mod tests {
 
 #[cfg(test)]
 mod plans {
-    use serde_json::{Value, json};
+    use serde_json::json;
 
-    fn plan(arguments: Value) -> Result<Vec<u8>, String> {
-        crate::tools::tests::plan::<super::FloodZoneLookup>(arguments)
-    }
+    use super::FloodZoneLookup;
+    use crate::tools::Tool;
 
     #[test]
     fn a_job_round_trips_through_its_flattened_place() {
         // Flattened, numbers are buffered in serde_json's arbitrary-precision form.
-        let job = plan(json!({"latitude": 35.2, "longitude": -111.6})).expect("valid");
+        let job =
+            FloodZoneLookup::plan(json!({"latitude": 35.2, "longitude": -111.6})).expect("valid");
         let back: super::FloodZoneLookup = serde_json::from_slice(&job).expect("job");
         assert_eq!((back.place.latitude, back.place.longitude), (35.2, -111.6));
     }
 
     #[test]
     fn arguments_are_checked() {
-        assert!(plan(json!({"latitude": 33.4, "longitude": -112.0})).is_ok());
-        assert!(plan(json!({"latitude": 35})).is_err());
-        assert!(plan(json!({"latitude": 35, "longitude": 200})).is_err());
-        assert!(plan(json!({"latitude": "x", "longitude": 1})).is_err());
+        assert!(FloodZoneLookup::plan(json!({"latitude": 33.4, "longitude": -112.0})).is_ok());
+        assert!(FloodZoneLookup::plan(json!({"latitude": 35})).is_err());
+        assert!(FloodZoneLookup::plan(json!({"latitude": 35, "longitude": 200})).is_err());
+        assert!(FloodZoneLookup::plan(json!({"latitude": "x", "longitude": 1})).is_err());
     }
 }

@@ -271,18 +271,19 @@ pub fn describe(scan: &SolarScan) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Value, json};
+    use serde_json::json;
 
-    fn plan(arguments: Value) -> Result<Vec<u8>, String> {
-        crate::tools::tests::plan::<super::SolarOcrScan>(arguments)
-    }
+    use super::SolarOcrScan;
+    use crate::tools::Tool;
 
     #[test]
     fn an_image_by_https_url_or_inline_with_its_type() {
-        assert!(plan(json!({"image_url": "https://x/y.jpg"})).is_ok());
-        assert!(plan(json!({})).is_err());
-        assert!(plan(json!({"image_base64": "AAAA"})).is_err());
-        assert!(plan(json!({"image_url": "file:///etc/passwd"})).is_err());
-        assert!(plan(json!({"image_base64": "AAAA", "mime_type": "image/png"})).is_ok());
+        assert!(SolarOcrScan::plan(json!({"image_url": "https://x/y.jpg"})).is_ok());
+        assert!(SolarOcrScan::plan(json!({})).is_err());
+        assert!(SolarOcrScan::plan(json!({"image_base64": "AAAA"})).is_err());
+        assert!(SolarOcrScan::plan(json!({"image_url": "file:///etc/passwd"})).is_err());
+        assert!(
+            SolarOcrScan::plan(json!({"image_base64": "AAAA", "mime_type": "image/png"})).is_ok()
+        );
     }
 }

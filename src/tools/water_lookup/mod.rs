@@ -188,22 +188,24 @@ pub fn describe(summary: &WaterSummary, radius_m: u32) -> String {
 mod tests {
     use serde_json::{Value, json};
 
-    fn plan(arguments: Value) -> Result<Vec<u8>, String> {
-        crate::tools::tests::plan::<super::WaterLookup>(arguments)
-    }
+    use super::WaterLookup;
+    use crate::tools::Tool;
 
     #[test]
     fn arguments_are_checked_and_numbers_spelled_as_strings_read() {
         let job: Value = serde_json::from_slice(
-            &plan(json!("{\"latitude\": 35.2, \"longitude\": -111.6}")).expect("valid"),
+            &WaterLookup::plan(json!("{\"latitude\": 35.2, \"longitude\": -111.6}"))
+                .expect("valid"),
         )
         .expect("json");
         assert_eq!(job["radius_m"], 805);
-        assert!(plan(json!({"latitude": 135, "longitude": 1})).is_err());
-        assert!(plan(json!({"latitude": 35, "longitude": -111, "radius_m": -1})).is_err());
-        assert!(plan(json!({"latitude": " 34.54", "longitude": "-112.47"})).is_ok());
-        assert!(plan(json!({"latitude": "1e999", "longitude": "1"})).is_err());
-        assert!(plan(json!({"latitude": "NaN", "longitude": "1"})).is_err());
-        assert!(plan(json!({"latitude": "34.5x", "longitude": "1"})).is_err());
+        assert!(WaterLookup::plan(json!({"latitude": 135, "longitude": 1})).is_err());
+        assert!(
+            WaterLookup::plan(json!({"latitude": 35, "longitude": -111, "radius_m": -1})).is_err()
+        );
+        assert!(WaterLookup::plan(json!({"latitude": " 34.54", "longitude": "-112.47"})).is_ok());
+        assert!(WaterLookup::plan(json!({"latitude": "1e999", "longitude": "1"})).is_err());
+        assert!(WaterLookup::plan(json!({"latitude": "NaN", "longitude": "1"})).is_err());
+        assert!(WaterLookup::plan(json!({"latitude": "34.5x", "longitude": "1"})).is_err());
     }
 }

@@ -51,9 +51,12 @@ async fn finalize_november(db: &TestDb) -> uuid::Uuid {
         .insert(&db.pool)
         .await;
     let nov = Month::parse("2026-11").expect("month");
-    billing::finalize_for(&db.pool, nov, Phoenix, Some(&email), later(), true)
+    let done = billing::finalize_for(&db.pool, nov, Phoenix, Some(&email), later(), true)
         .await
         .expect("finalize");
+    let [one] = done.as_slice() else {
+        panic!("one invoice finalized: {done:?}")
+    };
     let queued = agent_meter::jobs::stripe::enqueue_pending(&db.pool)
         .await
         .expect("enqueue");
@@ -63,12 +66,7 @@ async fn finalize_november(db: &TestDb) -> uuid::Uuid {
         .await
         .expect("enqueue again");
     assert_eq!(again, 0);
-    sqlx::query_scalar("SELECT id FROM invoices WHERE agent_id = $1 AND period_start = $2")
-        .bind(agent)
-        .bind(nov.first_day)
-        .fetch_one(&db.pool)
-        .await
-        .expect("invoice")
+    one.invoice_id
 }
 
 async fn sent(db: &TestDb) {
@@ -151,16 +149,22 @@ async fn payment_becomes(db: &TestDb, invoice: uuid::Uuid, want: &str) {
     .await;
 }
 
+/// A stand-in, the app, and November's invoice sent to Stripe (its id).
+async fn november_sent() -> (StripeStandIn, TestApp, uuid::Uuid) {
+    let standin = StripeStandIn::start().await;
+    let app = spawn(&standin, &[]).await;
+    let invoice = finalize_november(&app.db).await;
+    sent(&app.db).await;
+    (standin, app, invoice)
+}
+
 fn stripe_invoice(standin: &StripeStandIn) -> Value {
     standin.books().invoices[0].clone()
 }
 
 #[tokio::test]
 async fn finalizing_sends_one_stripe_invoice_and_payment_events_come_back() {
-    let standin = StripeStandIn::start().await;
-    let app = spawn(&standin, &[]).await;
-    let invoice = finalize_november(&app.db).await;
-    sent(&app.db).await;
+    let (standin, app, invoice) = november_sent().await;
     one_of_each(&standin, invoice);
     let agent = app.db.agent_id(PHONE_1).await.to_string();
     {
@@ -287,10 +291,7 @@ async fn a_500_creating_the_invoice_and_a_429_on_finalize_are_retried_into_one_i
 
 #[tokio::test]
 async fn a_second_finalize_and_a_rerun_of_a_sent_invoice_make_nothing_new() {
-    let standin = StripeStandIn::start().await;
-    let app = spawn(&standin, &[]).await;
-    let invoice = finalize_november(&app.db).await;
-    sent(&app.db).await;
+    let (standin, app, invoice) = november_sent().await;
     let posts_before = standin.books().posts("");
 
     // Finalizing again changes nothing and queues nothing.
@@ -373,11 +374,7 @@ async fn a_total_stripe_disagrees_with_fails_the_push_with_both_figures() {
 #[tokio::test]
 async fn a_payment_failure_tells_the_operator_and_a_deleted_customer_is_forgotten() {
     let standin = StripeStandIn::start().await;
-    let discord = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(wiremock::ResponseTemplate::new(204))
-        .mount(&discord)
-        .await;
+    let discord = discord_accepting().await;
     let ops_url = format!("{}/api/webhooks/1/ops", discord.uri());
     let app = spawn(&standin, &[("OPS_DISCORD_WEBHOOK_URL", ops_url)]).await;
     let invoice = finalize_november(&app.db).await;

@@ -28,15 +28,19 @@ pub struct Seen {
     pub form: Vec<(String, String)>,
 }
 
+/// What the stand-in holds: Stripe's objects as it answered them, and every request.
 #[derive(Default)]
 pub struct Books {
-    pub customers: Vec<Value>,
-    pub invoices: Vec<Value>,
-    pub items: Vec<Value>,
-    pub seen: Vec<Seen>,
     /// Per route (`create_invoice`, `finalize`, ...): statuses to answer before doing anything.
     pub faults: HashMap<&'static str, VecDeque<u16>>,
+    pub customers: Vec<Value>,
+    /// Each with `status` (draft, open), `amount_due` (the sum of its items) and `metadata`.
+    pub invoices: Vec<Value>,
+    pub items: Vec<Value>,
+    /// Answers by idempotency key, with the parameters they were first asked with.
     keys: HashMap<String, (Vec<(String, String)>, Value)>,
+    /// Every request, in the order they came.
+    pub seen: Vec<Seen>,
     serial: u64,
 }
 
