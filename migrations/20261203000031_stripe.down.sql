@@ -1,6 +1,7 @@
 DROP FUNCTION payment_rank(text);
 DROP TABLE stripe_events;
 ALTER TABLE invoice_lines DROP COLUMN stripe_item_id;
+ALTER TABLE invoices DROP CONSTRAINT invoices_stripe_invoice;
 DROP INDEX invoices_stripe_pending;
 ALTER TABLE invoices
     DROP COLUMN stripe_push,

@@ -10,7 +10,7 @@ ALTER TABLE agents ADD COLUMN stripe_customer_id text UNIQUE;
 -- `payment_status` follows Stripe's events and only moves forward (paid and void are final).
 ALTER TABLE invoices
     ADD COLUMN stripe_push text CHECK (stripe_push IN ('pending', 'sent')),
-    ADD COLUMN stripe_invoice_id text UNIQUE,
+    ADD COLUMN stripe_invoice_id text,
     ADD COLUMN stripe_number text,
     ADD COLUMN hosted_invoice_url text,
     ADD COLUMN stripe_error text,
@@ -20,7 +20,10 @@ ALTER TABLE invoices
     ADD COLUMN paid_at timestamptz;
 CREATE INDEX invoices_stripe_pending ON invoices (finalized_at) WHERE stripe_push = 'pending';
 
-ALTER TABLE invoice_lines ADD COLUMN stripe_item_id text UNIQUE;
+ALTER TABLE invoice_lines ADD COLUMN stripe_item_id text;
+-- Stripe's ids are unique per agency (every tenant table's uniques include agent_id).
+ALTER TABLE invoices ADD CONSTRAINT invoices_stripe_invoice UNIQUE (agent_id, stripe_invoice_id);
+ALTER TABLE invoice_lines ADD CONSTRAINT invoice_lines_stripe_item UNIQUE (agent_id, stripe_item_id);
 
 -- Stripe's events, stored once by their id (a redelivery is answered 2xx and changes nothing),
 -- then applied by a job. Ops data: no tenant reads it.

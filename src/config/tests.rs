@@ -238,3 +238,31 @@ fn stripe_is_off_without_its_key_and_its_variables_are_checked() {
         assert!(!text.contains("sk_test_1"), "{text}");
     }
 }
+
+#[test]
+fn outbound_webhooks_variables_are_checked() {
+    let c = Config::from_vars(vars(&[])).expect("config");
+    assert_eq!(c.outbound_retry_schedule.len(), 8);
+    assert!(!c.outbound_allow_private);
+    let c = Config::from_vars(vars(&[("OUTBOUND_RETRY_SCHEDULE", " 0, 2 ")])).expect("config");
+    assert_eq!(
+        c.outbound_retry_schedule,
+        vec![Duration::ZERO, Duration::from_secs(2)]
+    );
+    for (var, value) in [
+        ("OUTBOUND_RETRY_SCHEDULE", "5,soon"),
+        ("OUTBOUND_RETRY_SCHEDULE", "5,,10"),
+        ("OUTBOUND_RETRY_SCHEDULE", "-1"),
+        ("OUTBOUND_RETRY_SCHEDULE", "86401"),
+        ("OUTBOUND_ALLOW_PRIVATE", "maybe"),
+    ] {
+        let e = Config::from_vars(vars(&[(var, value)])).expect_err(value);
+        assert!(e.to_string().starts_with(var), "{e}");
+    }
+    let e = Config::from_vars(vars(&[
+        ("OUTBOUND_ALLOW_PRIVATE", "true"),
+        ("APP_ENV", "production"),
+    ]))
+    .expect_err("refused in production");
+    assert!(e.to_string().starts_with("OUTBOUND_ALLOW_PRIVATE"), "{e}");
+}

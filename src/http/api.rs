@@ -369,8 +369,10 @@ pub struct InvoiceSummary {
     pub status: String,
     pub total: String,
     /// At Stripe: open, paid, past_due, void or uncollectible; absent when not billed there.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub payment_status: Option<String>,
     /// Stripe's page where the invoice is paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hosted_invoice_url: Option<String>,
 }
 
