@@ -127,8 +127,8 @@ fn webhooks(app: &TestApp, args: &[&str], private: bool) -> (bool, String, Strin
     )
 }
 
-/// Registers `url` for the agent of `phone`: (endpoint id, secret).
-fn add(app: &TestApp, email: &str, url: &str) -> (String, String) {
+/// Registers `url` for the agent with `email`: (endpoint id, secret).
+fn add_endpoint_for(app: &TestApp, email: &str, url: &str) -> (String, String) {
     let (ok, out, err) = webhooks(app, &["add", email, "--url", url], true);
     assert!(ok, "{err}");
     let field = |name: &str| {
@@ -204,8 +204,8 @@ async fn each_agency_hears_only_of_its_own_calls_signed_so_the_official_library_
         app.db.agent_id(PHONE_2).await,
     );
     let (email_a, email_b) = (app.db.email_of(a).await, app.db.email_of(b).await);
-    let (_, secret_a) = add(&app, &email_a, &format!("{base}/a"));
-    let (_, secret_b) = add(&app, &email_b, &format!("{base}/b"));
+    let (_, secret_a) = add_endpoint_for(&app, &email_a, &format!("{base}/a"));
+    let (_, secret_b) = add_endpoint_for(&app, &email_b, &format!("{base}/b"));
 
     // Interleaved calls of the two agencies.
     for i in 0..4 {
@@ -279,7 +279,7 @@ async fn a_failing_endpoint_is_retried_then_failed_and_a_replay_resends_the_same
     let (receiver, base) = Receiver::start().await;
     receiver.answer("down", 500);
     let email = app.db.email_of(app.db.agent_id(PHONE_1).await).await;
-    let (endpoint, _) = add(&app, &email, &format!("{base}/down"));
+    let (endpoint, _) = add_endpoint_for(&app, &email, &format!("{base}/down"));
     app.post(&end_of_call_report("call-fails", PHONE_1)).await;
     // The schedule (0, 1 s) runs out after two attempts.
     app.db
@@ -363,7 +363,7 @@ async fn a_rotated_secret_signs_beside_the_old_one_and_bad_input_is_refused_clea
     let app = spawn().await;
     let (receiver, base) = Receiver::start().await;
     let email = app.db.email_of(app.db.agent_id(PHONE_1).await).await;
-    let (endpoint, old) = add(&app, &email, &format!("{base}/r"));
+    let (endpoint, old) = add_endpoint_for(&app, &email, &format!("{base}/r"));
     let (ok, out, err) = webhooks(&app, &["rotate-secret", &endpoint], false);
     assert!(ok, "{err}");
     let new = out
@@ -452,4 +452,96 @@ fn help_names_every_webhooks_command() {
     ] {
         assert!(text.contains(command), "{text}");
     }
+}
+
+/// A portal session (cookie `name=value`) for the agent of `phone`.
+async fn portal_cookie(app: &TestApp, phone: &str) -> String {
+    let agent = app.db.agent_id(phone).await;
+    let mut conn = app.db.pool.acquire().await.expect("conn");
+    let ttl = std::time::Duration::from_secs(600);
+    let link = agent_meter::store::portal::create_link(&mut conn, agent, ttl)
+        .await
+        .expect("link");
+    drop(conn);
+    portal_sign_in(app, link).await
+}
+
+/// POSTs `form` to the portal's `path` as `cookie`, from our own origin when `origin`.
+async fn portal_post(
+    app: &TestApp,
+    path: &str,
+    cookie: &str,
+    origin: bool,
+    form: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = client()
+        .post(format!("{}{path}", app.base))
+        .header("cookie", cookie)
+        .form(form);
+    if origin {
+        req = req.header("origin", &app.base);
+    }
+    let r = req.send().await.expect("post");
+    (r.status().as_u16(), r.text().await.expect("text"))
+}
+
+#[tokio::test]
+async fn an_agency_adds_sees_and_removes_only_its_own_endpoints_in_the_portal() {
+    let app = spawn().await;
+    let (receiver, base) = Receiver::start().await;
+    let cookie = portal_cookie(&app, PHONE_1).await;
+    let url = format!("{base}/portal");
+    let add = [("url", url.as_str()), ("events", "call.ended")];
+
+    let (status, _) = portal_post(&app, "/portal/integrations", &cookie, false, &add).await;
+    assert_eq!(status, 403, "a cross-site post");
+    for (bad, says) in [
+        ([("url", "ftp://x.example/y"), ("events", "")], "URL"),
+        (
+            [("url", url.as_str()), ("events", "call.started")],
+            "call.started",
+        ),
+    ] {
+        let (status, page) = portal_post(&app, "/portal/integrations", &cookie, true, &bad).await;
+        assert!(status == 400 && page.contains(says), "{status} {page}");
+    }
+    let (status, page) = portal_post(&app, "/portal/integrations", &cookie, true, &add).await;
+    assert_eq!(status, 200, "{page}");
+    let secret = page
+        .split("whsec_")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .map(|s| format!("whsec_{s}"))
+        .expect("the secret, shown once");
+    let listed = app.page("/portal/integrations", &cookie).await;
+    assert!(
+        listed.contains(&url) && !listed.contains(&secret),
+        "{listed}"
+    );
+
+    app.post(&end_of_call_report("call-portal", PHONE_1)).await;
+    let got = receiver.wait_for("/portal", "call.ended", 1).await;
+    assert!(signed_by(&got[0], &secret));
+    assert!(
+        app.page("/portal/integrations", &cookie)
+            .await
+            .contains("call.ended")
+    );
+
+    // Another agency's endpoint is not the first agency's to remove.
+    let other_email = app.db.email_of(app.db.agent_id(PHONE_2).await).await;
+    let (theirs, _) = add_endpoint_for(&app, &other_email, &format!("{base}/theirs"));
+    let path = format!("/portal/integrations/{theirs}/remove");
+    let (status, _) = portal_post(&app, &path, &cookie, true, &[]).await;
+    assert_eq!(status, 404);
+    let live = "SELECT count(*) FROM webhook_endpoints WHERE removed_at IS NULL";
+    assert_eq!(app.db.count(live).await, 2);
+    let mine: String = app
+        .db
+        .scalar("SELECT id::text FROM webhook_endpoints WHERE url LIKE '%/portal'")
+        .await;
+    let path = format!("/portal/integrations/{mine}/remove");
+    let (status, _) = portal_post(&app, &path, &cookie, true, &[]).await;
+    assert_eq!(status, 303);
+    assert_eq!(app.db.count(live).await, 1);
 }

@@ -15,11 +15,13 @@
 //!
 //! By concern: `auth` (sign-in, sessions, the agency behind a request), `pages` (the overview,
 //! leads, usage and invoices), `calls` (the calls list, its search, and one call's page),
-//! `render` (the shared markup: layout, tables, paging, money) and `i18n` (the labels).
+//! `integrations` (the agency's own webhook endpoints and deliveries), `render` (the shared
+//! markup: layout, tables, paging, money) and `i18n` (the labels).
 
 mod auth;
 mod calls;
 mod i18n;
+mod integrations;
 mod pages;
 mod render;
 
@@ -57,6 +59,18 @@ pub fn router() -> Router<AppState> {
         .route("/portal/usage", tenant(Shows::Service, pages::usage))
         .route("/portal/invoices", tenant(Shows::Invoices, pages::invoices))
         .route("/portal/invoices/{month}", get(pages::invoice))
+        .route(
+            "/portal/integrations",
+            tenant(Shows::Service, integrations::integrations).post(integrations::add),
+        )
+        .route(
+            "/portal/integrations/{id}/remove",
+            post(integrations::remove),
+        )
+        .route(
+            "/portal/integrations/deliveries/{id}/replay",
+            post(integrations::replay),
+        )
 }
 
 #[derive(Deserialize, Default)]

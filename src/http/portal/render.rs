@@ -19,12 +19,13 @@ th{background:#f4f4f4}.cards{display:flex;flex-wrap:wrap;gap:.8em}.card{border:1
 .card b{display:block;font-size:1.4em}.bar{fill:#4a7bd0}.num{text-align:right}@media print{nav{display:none}}";
 
 /// The navigation's links: path and label.
-const NAV: [(&str, &str); 5] = [
+const NAV: [(&str, &str); 6] = [
     ("/portal/", "overview"),
     ("/portal/calls", "calls"),
     ("/portal/leads", "leads"),
     ("/portal/usage", "usage"),
     ("/portal/invoices", "invoices"),
+    ("/portal/integrations", "integrations"),
 ];
 
 /// A whole portal page titled `title`; with the signed-in `agency`'s navigation when there is one.
