@@ -8,6 +8,7 @@ use axum::{
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Redirect, Response},
+    routing::{MethodRouter, post},
 };
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -178,53 +179,41 @@ pub(super) async fn add(
     }
 }
 
-/// `POST /portal/integrations/{id}/remove`: the agency's own endpoint only.
-pub(super) async fn remove(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<Uuid>,
-) -> Response {
-    let who = match poster(&app, &headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let removed = async {
-        let mut conn = app.pool.acquire().await?;
-        store::remove_endpoint(&mut conn, id, Some(who.id)).await
-    };
-    match removed.await {
-        Ok(true) => Redirect::to("/portal/integrations").into_response(),
-        Ok(false) => {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
-        }
-        Err(e) => ApiError::unavailable(e).into_response(),
-    }
+/// What a row's button does: remove an endpoint, or send a failed delivery again.
+#[derive(Clone, Copy)]
+pub(super) enum Button {
+    Remove,
+    Replay,
 }
 
-/// `POST /portal/integrations/deliveries/{id}/replay`: the agency's own delivery only.
-pub(super) async fn replay(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<Uuid>,
-) -> Response {
-    let who = match poster(&app, &headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let replayed = async {
-        let mut tx = app.pool.begin().await?;
-        let done = store::replay(&mut tx, Some(id), Some(who.id), None).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(done)
-    };
-    match replayed.await {
-        Ok(done) if !done.is_empty() => Redirect::to("/portal/integrations").into_response(),
-        Ok(_) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such delivery to replay",
-        )
-        .into_response(),
-        Err(e) => ApiError::unavailable(e).into_response(),
-    }
+/// `POST /portal/integrations/{id}/remove` and `/portal/integrations/deliveries/{id}/replay`:
+/// the agency's own endpoint or delivery only (404 otherwise), then back to the page.
+pub(super) fn button(kind: Button) -> MethodRouter<AppState> {
+    post(
+        move |State(app): State<AppState>, headers: HeaderMap, Path(id): Path<Uuid>| async move {
+            let who = match poster(&app, &headers).await {
+                Ok(w) => w,
+                Err(r) => return r,
+            };
+            let done = async {
+                let mut tx = app.pool.begin().await?;
+                let done = match kind {
+                    Button::Remove => store::remove_endpoint(&mut tx, id, Some(who.id)).await?,
+                    Button::Replay => !store::replay(&mut tx, Some(id), Some(who.id), None)
+                        .await?
+                        .is_empty(),
+                };
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(done)
+            };
+            match done.await {
+                Ok(true) => Redirect::to("/portal/integrations").into_response(),
+                Ok(false) => {
+                    let why = "no such endpoint or delivery of yours";
+                    ApiError::new(StatusCode::NOT_FOUND, "not_found", why).into_response()
+                }
+                Err(e) => ApiError::unavailable(e).into_response(),
+            }
+        },
+    )
 }

@@ -65,11 +65,11 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/portal/integrations/{id}/remove",
-            post(integrations::remove),
+            integrations::button(integrations::Button::Remove),
         )
         .route(
             "/portal/integrations/deliveries/{id}/replay",
-            post(integrations::replay),
+            integrations::button(integrations::Button::Replay),
         )
 }
 
