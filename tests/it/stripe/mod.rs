@@ -47,6 +47,13 @@ async fn spawn(standin: &StripeStandIn, extra: &[(&str, String)]) -> TestApp {
 /// The first agent's November 2026 (one scan: 249.00 + 500.00 + 0.08), finalized for Stripe
 /// and its push queued; the invoice's id.
 async fn finalize_november(db: &TestDb) -> uuid::Uuid {
+    let invoice = finalize_november_unqueued(db).await;
+    queue_pushes(db).await;
+    invoice
+}
+
+/// November finalized for Stripe, its push not queued yet (a test may change it first).
+async fn finalize_november_unqueued(db: &TestDb) -> uuid::Uuid {
     let agent = db.agent_id(PHONE_1).await;
     let email = db.email_of(agent).await;
     let scan = ("solar_ocr_scan", "1", Some("0.075"));
@@ -60,6 +67,11 @@ async fn finalize_november(db: &TestDb) -> uuid::Uuid {
     let [one] = done.as_slice() else {
         panic!("one invoice finalized: {done:?}")
     };
+    one.invoice_id
+}
+
+/// Queues the pending push (one), and a second ask queues nothing more.
+async fn queue_pushes(db: &TestDb) {
     let queued = agent_meter::jobs::stripe::enqueue_pending(&db.pool)
         .await
         .expect("enqueue");
@@ -69,7 +81,6 @@ async fn finalize_november(db: &TestDb) -> uuid::Uuid {
         .await
         .expect("enqueue again");
     assert_eq!(again, 0);
-    one.invoice_id
 }
 
 async fn sent(db: &TestDb) {
@@ -342,14 +353,16 @@ async fn a_second_finalize_and_a_rerun_of_a_sent_invoice_make_nothing_new() {
 async fn a_total_stripe_disagrees_with_fails_the_push_with_both_figures() {
     let standin = StripeStandIn::start().await;
     let app = spawn(&standin, &[("OPS_TOKENS", format!("anna:{OPS_TOKEN}"))]).await;
-    let invoice = finalize_november(&app.db).await;
-    // Our total says a cent more than the lines Stripe is sent.
+    let invoice = finalize_november_unqueued(&app.db).await;
+    // Our total says a cent more than the lines Stripe is sent (changed before the push is
+    // queued, so no push can see the true total first).
     app.db
         .execute_with(
             "UPDATE invoices SET total_usd = total_usd + 0.01 WHERE id = $1",
             invoice,
         )
         .await;
+    queue_pushes(&app.db).await;
     app.db
         .count_reaches(
             "SELECT count(*) FROM invoices WHERE stripe_error IS NOT NULL",
