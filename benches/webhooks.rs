@@ -81,7 +81,8 @@ async fn main() {
     }
 
     // A worker, as deployed (default concurrency), on loopback endpoints.
-    let vars: HashMap<String, String> = [
+    // `--concurrency N` sets OUTBOUND_CONCURRENCY (0, the default: the service's own default).
+    let mut vars: HashMap<String, String> = [
         ("OUTBOUND_ALLOW_PRIVATE", "true"),
         ("OUTBOUND_RETRY_SCHEDULE", "0,5,300"),
         ("LOG_FORMAT", "json"),
@@ -89,6 +90,10 @@ async fn main() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    let concurrency: usize = arg("--concurrency", 0);
+    if concurrency > 0 {
+        vars.insert("OUTBOUND_CONCURRENCY".into(), concurrency.to_string());
+    }
     let config = Arc::new(Config::from_vars(vars).expect("config"));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let roles = Roles {
@@ -103,6 +108,22 @@ async fn main() {
         None,
         shutdown,
     ));
+
+    // A running service: both delivery lanes' workers registered before the first event.
+    let up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lanes: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT worker_type) FROM apalis.workers WHERE worker_type = ANY($1)",
+        )
+        .bind([outbound::QUEUE, outbound::SLOW_QUEUE])
+        .fetch_one(&pool)
+        .await
+        .expect("workers");
+        if lanes == 2 || Instant::now() > up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The events, 100 to a transaction, round-robin over the agencies; when each committed.
     let started = Instant::now();

@@ -149,6 +149,12 @@ pub struct Config {
     pub outbound_allow_private: bool,
     /// Waits before each attempt of an outbound delivery (`OUTBOUND_RETRY_SCHEDULE`, seconds).
     pub outbound_retry_schedule: Vec<Duration>,
+    /// Attempts each delivery lane runs at once (`OUTBOUND_CONCURRENCY`): they wait on the
+    /// agencies' systems, not on us.
+    pub outbound_concurrency: usize,
+    /// The longest a healthy endpoint takes to answer (`OUTBOUND_SLOW_ANSWER_MS`, 1 s): past it an
+    /// attempt is cut off and the endpoint's deliveries go to the slow lane.
+    pub outbound_slow_answer: Duration,
     /// The environment as read, for the tools' own variables ([`Config::setting`]).
     pub raw: settings::Raw,
 }
@@ -420,6 +426,8 @@ impl Config {
             ops_discord_webhook_url: secret("OPS_DISCORD_WEBHOOK_URL"),
             outbound_allow_private,
             outbound_retry_schedule: retry_schedule(get("OUTBOUND_RETRY_SCHEDULE"))?,
+            outbound_concurrency: number(&get, "OUTBOUND_CONCURRENCY", 64)?,
+            outbound_slow_answer: slow_answer(number(&get, "OUTBOUND_SLOW_ANSWER_MS", 1000)?)?,
             raw: settings::Raw::new(&vars),
         })
     }
@@ -500,6 +508,18 @@ fn stripe_webhook_secrets(value: Option<&str>) -> Result<Vec<Secret>, ConfigErro
             }
         })
         .collect()
+}
+
+/// `OUTBOUND_SLOW_ANSWER_MS`: 1 ms up to the attempt's whole 15 s budget.
+fn slow_answer(ms: u64) -> Result<Duration, ConfigError> {
+    if (1..=15_000).contains(&ms) {
+        Ok(Duration::from_millis(ms))
+    } else {
+        Err(bad(
+            "OUTBOUND_SLOW_ANSWER_MS",
+            format!("{ms} is not between 1 and 15000 milliseconds"),
+        ))
+    }
 }
 
 fn number<'a, T: FromStr>(

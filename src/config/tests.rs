@@ -244,6 +244,8 @@ fn outbound_webhooks_variables_are_checked() {
     let c = Config::from_vars(vars(&[])).expect("config");
     assert_eq!(c.outbound_retry_schedule.len(), 8);
     assert!(!c.outbound_allow_private);
+    assert_eq!(c.outbound_slow_answer, Duration::from_secs(1));
+    assert_eq!(c.outbound_concurrency, 64);
     let c = Config::from_vars(vars(&[("OUTBOUND_RETRY_SCHEDULE", " 0, 2 ")])).expect("config");
     assert_eq!(
         c.outbound_retry_schedule,
@@ -255,6 +257,10 @@ fn outbound_webhooks_variables_are_checked() {
         ("OUTBOUND_RETRY_SCHEDULE", "-1"),
         ("OUTBOUND_RETRY_SCHEDULE", "86401"),
         ("OUTBOUND_ALLOW_PRIVATE", "maybe"),
+        ("OUTBOUND_SLOW_ANSWER_MS", "0"),
+        ("OUTBOUND_SLOW_ANSWER_MS", "15001"),
+        ("OUTBOUND_SLOW_ANSWER_MS", "1s"),
+        ("OUTBOUND_CONCURRENCY", "-2"),
     ] {
         let e = Config::from_vars(vars(&[(var, value)])).expect_err(value);
         assert!(e.to_string().starts_with(var), "{e}");

@@ -180,6 +180,11 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     /// also count as attempts in apalis.
     const MAX_ATTEMPTS: usize;
 
+    /// Jobs one worker runs at once: `WORKER_CONCURRENCY` unless the kind says otherwise.
+    fn concurrency(config: &Config) -> usize {
+        config.worker.concurrency
+    }
+
     fn run(self, deps: &Deps) -> impl Future<Output = Result<(), JobError>> + Send;
 }
 

@@ -77,7 +77,7 @@ async fn run_worker<J: Job>(
     let worker = WorkerBuilder::new(name)
         .backend(backend)
         .data(deps.clone())
-        .concurrency(wc.concurrency.max(1))
+        .concurrency(J::concurrency(&deps.config).max(1))
         .enable_tracing()
         .build(handle::<J>);
     worker

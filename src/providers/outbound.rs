@@ -53,6 +53,43 @@ pub fn signature(
     Ok(out.join(" "))
 }
 
+/// Fits an event (`{type, timestamp, data}`) into `limit` bytes of JSON: while it is larger, the
+/// largest field of `data` is left out and its name added to `data.omitted`, so the receiver
+/// knows what to fetch from the API instead. The type, the timestamp and the small fields (the
+/// ids) stay. An event that fits is returned as it came.
+pub fn fit(mut event: serde_json::Value, limit: usize) -> serde_json::Value {
+    use serde_json::Value;
+    let size = |v: &Value| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
+    while size(&event) > limit {
+        let Some(data) = event.get_mut("data") else {
+            return event;
+        };
+        if !data.is_object() {
+            *data = serde_json::json!({ "omitted": ["data"] });
+            continue;
+        }
+        let Some(fields) = data.as_object_mut() else {
+            return event;
+        };
+        let largest = fields
+            .iter()
+            .filter(|(k, _)| k.as_str() != "omitted")
+            .max_by_key(|(_, v)| size(v))
+            .map(|(k, _)| k.clone());
+        let Some(largest) = largest else {
+            return event; // only `omitted` is left: as small as it gets
+        };
+        fields.remove(&largest);
+        match fields.get_mut("omitted").and_then(Value::as_array_mut) {
+            Some(omitted) => omitted.push(Value::String(largest)),
+            None => {
+                fields.insert("omitted".into(), serde_json::json!([largest]));
+            }
+        }
+    }
+    event
+}
+
 /// What an endpoint answered: its status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answered(pub u16);
@@ -156,6 +193,38 @@ mod tests {
                 .len(),
             32
         );
+    }
+
+    #[test]
+    fn an_event_over_the_limit_leaves_out_its_largest_fields_and_names_them() {
+        let big = "x".repeat(MAX_BODY_BYTES);
+        let event = serde_json::json!({
+            "type": "call.ended",
+            "timestamp": "2026-12-04T00:00:00.000Z",
+            "data": {"call_id": "c1", "summary": big, "structured_data": {"notes": big},
+                     "ended_reason": "customer-ended-call"},
+        });
+        let fitted = fit(event.clone(), MAX_BODY_BYTES);
+        let body = serde_json::to_vec(&fitted).expect("json");
+        assert!(body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+        assert_eq!(fitted["type"], "call.ended");
+        assert_eq!(fitted["data"]["call_id"], "c1");
+        assert_eq!(fitted["data"]["ended_reason"], "customer-ended-call");
+        let mut omitted: Vec<&str> = fitted["data"]["omitted"]
+            .as_array()
+            .expect("omitted")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        omitted.sort_unstable();
+        assert_eq!(omitted, ["structured_data", "summary"]);
+
+        // Small events are untouched; an event of nothing but one huge scalar still fits.
+        let small = serde_json::json!({"type": "lead.created", "data": {"lead_id": "l"}});
+        assert_eq!(fit(small.clone(), MAX_BODY_BYTES), small);
+        let odd = serde_json::json!({"type": "x", "data": big});
+        let fitted = fit(odd, 1024);
+        assert_eq!(fitted["data"]["omitted"], serde_json::json!(["data"]));
     }
 
     #[test]

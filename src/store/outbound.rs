@@ -32,6 +32,13 @@ pub const EVENT_TYPES: &[&str] = &[
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeliveryArgs {
     pub delivery_id: Uuid,
+    /// Times in a row this attempt found its endpoint busy (it waits longer each time).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub busy: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -64,6 +71,9 @@ pub async fn emit(
         "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "data": data,
     });
+    // Bodies stay within 256 KiB: the largest fields give way (named in `data.omitted`).
+    let payload =
+        crate::providers::outbound::fit(payload, crate::providers::outbound::MAX_BODY_BYTES);
     let made: Vec<(Uuid, bool)> = sqlx::query_as(
         "WITH ep AS (
              SELECT id, slow FROM webhook_endpoints
@@ -101,8 +111,11 @@ pub async fn queue_attempt(
     attempt: i32,
     due: Option<DateTime<Utc>>,
 ) -> Result<(), sqlx::Error> {
-    let args = serde_json::to_vec(&DeliveryArgs { delivery_id })
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let args = serde_json::to_vec(&DeliveryArgs {
+        delivery_id,
+        busy: 0,
+    })
+    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let key = format!("webhook:{delivery_id}:{attempt}");
     let queue = if slow { SLOW_QUEUE } else { QUEUE };
     sqlx::query("SAVEPOINT queue_attempt")
@@ -265,6 +278,16 @@ pub async fn record_attempt(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Marks an endpoint slow (an answer took over a second): its attempts go to the slow lane
+/// until one is answered in time.
+pub async fn mark_slow(conn: &mut PgConnection, endpoint_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE webhook_endpoints SET slow = true WHERE id = $1")
+        .bind(endpoint_id)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Closes a delivery that will not be attempted (its endpoint is removed or disabled).

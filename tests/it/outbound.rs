@@ -29,11 +29,13 @@ struct Got {
     body: String,
 }
 
-/// A receiver of webhooks: `/{name}` answers `status[name]` (200 by default).
+/// A receiver of webhooks: `/{name}` answers `status[name]` (200 by default), after
+/// `delay[name]` (at once by default).
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<Got>>>,
     status: Arc<Mutex<std::collections::HashMap<String, u16>>>,
+    delay: Arc<Mutex<std::collections::HashMap<String, std::time::Duration>>>,
 }
 
 impl Receiver {
@@ -53,6 +55,10 @@ impl Receiver {
             .lock()
             .expect("lock")
             .insert(name.into(), status);
+    }
+
+    fn delay(&self, name: &str, delay: std::time::Duration) {
+        self.delay.lock().expect("lock").insert(name.into(), delay);
     }
 
     fn got(&self, path: &str) -> Vec<Got> {
@@ -93,6 +99,10 @@ async fn receive(
         signature: h("webhook-signature"),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
+    let delay = r.delay.lock().expect("lock").get(&name).copied();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let status = r
         .status
         .lock()
@@ -103,10 +113,13 @@ async fn receive(
     StatusCode::from_u16(status).expect("status")
 }
 
-const VARS: [(&str, &str); 3] = [
+/// The tests' worker: loopback endpoints, a short schedule, and (so a loaded machine never
+/// moves an endpoint to the slow lane and sends an event twice) a patient healthy lane.
+const VARS: [(&str, &str); 4] = [
     ("OUTBOUND_ALLOW_PRIVATE", "true"),
     ("OUTBOUND_RETRY_SCHEDULE", "0,1"),
     ("JOB_BACKOFF_BASE_MS", "100"),
+    ("OUTBOUND_SLOW_ANSWER_MS", "10000"),
 ];
 
 /// `agent-meter agents webhooks ...` on the app's database: (success, stdout, stderr).
@@ -356,6 +369,98 @@ async fn a_failing_endpoint_is_retried_then_failed_and_a_replay_resends_the_same
         .await;
     let (ok, out, _) = webhooks(&app, &["list", &email], false);
     assert!(ok && out.contains("disabled"), "{out}");
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_is_cut_off_on_the_healthy_lane_and_served_on_the_slow_one() {
+    // A healthy endpoint answers within 300 ms here; /sleepy takes 2 s.
+    let mut vars = VARS.to_vec();
+    vars.retain(|(k, _)| *k != "OUTBOUND_SLOW_ANSWER_MS");
+    vars.push(("OUTBOUND_SLOW_ANSWER_MS", "300"));
+    let app = TestApp::spawn_working(&vars).await;
+    let (receiver, base) = Receiver::start().await;
+    receiver.delay("sleepy", std::time::Duration::from_secs(2));
+    let (a, b) = (
+        app.db.agent_id(PHONE_1).await,
+        app.db.agent_id(PHONE_2).await,
+    );
+    let (email_a, email_b) = (app.db.email_of(a).await, app.db.email_of(b).await);
+    let (sleepy, secret) = add_endpoint_for(&app, &email_a, &format!("{base}/sleepy"));
+    add_endpoint_for(&app, &email_b, &format!("{base}/quick"));
+    app.post(&end_of_call_report("call-sleepy", PHONE_1)).await;
+    app.post(&end_of_call_report("call-quick", PHONE_2)).await;
+
+    // Every delivery arrives, each after one counted attempt: the cut-off one on the healthy
+    // lane is not a failure of the endpoint.
+    app.db
+        .count_reaches(
+            "SELECT count(*) FROM webhook_deliveries
+              WHERE status = 'delivered' AND attempts = 1 AND last_status_code = 200
+                AND last_error IS NULL",
+            4,
+            30,
+            "call.ended and lead.created at both endpoints",
+        )
+        .await;
+    let slow: bool = app
+        .db
+        .scalar_with(
+            "SELECT slow FROM webhook_endpoints WHERE id = $1::uuid",
+            sleepy,
+        )
+        .await;
+    assert!(slow, "the sleepy endpoint is on the slow lane");
+    // It heard each event (at least once: the cut-off attempt may have reached it), each time
+    // under the event's own webhook-id and correctly signed.
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT message_id FROM webhook_deliveries WHERE agent_id = $1")
+            .bind(a)
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("ids");
+    assert_eq!(ids.len(), 2);
+    let got = receiver.got("/sleepy");
+    for id in &ids {
+        assert!(got.iter().any(|g| &g.id == id), "{id} never arrived");
+    }
+    assert!(
+        got.iter()
+            .all(|g| ids.contains(&g.id) && signed_by(g, &secret))
+    );
+    assert!(receiver.got("/quick").len() >= 2);
+}
+
+#[tokio::test]
+async fn an_event_over_256_kib_arrives_within_it_naming_the_fields_left_out() {
+    let app = spawn().await;
+    let (receiver, base) = Receiver::start().await;
+    let agent = app.db.agent_id(PHONE_1).await;
+    let email = app.db.email_of(agent).await;
+    let (_, secret) = add_endpoint_for(&app, &email, &format!("{base}/big"));
+    let summary = "The caller asked about solar. ".repeat(10_000); // ~300 KB
+    let mut tx = app.db.pool.begin().await.expect("tx");
+    let made = agent_meter::store::outbound::emit(
+        &mut tx,
+        agent,
+        "msg_big_one",
+        "call.ended",
+        json!({"call_id": "c-big", "summary": summary, "ended_reason": "customer-ended-call"}),
+    )
+    .await
+    .expect("emit");
+    tx.commit().await.expect("commit");
+    assert_eq!(made, 1);
+    let got = receiver.wait_for("/big", "call.ended", 1).await;
+    assert!(
+        got[0].body.len() <= 256 * 1024,
+        "{} bytes",
+        got[0].body.len()
+    );
+    let body: Value = serde_json::from_str(&got[0].body).expect("json");
+    assert_eq!(body["data"]["call_id"], "c-big");
+    assert_eq!(body["data"]["ended_reason"], "customer-ended-call");
+    assert_eq!(body["data"]["omitted"], json!(["summary"]));
+    assert!(signed_by(&got[0], &secret));
 }
 
 #[tokio::test]

@@ -16,6 +16,9 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
     "agent_usage_metrics",
     "invoices",
     "invoice_lines",
+    "webhook_endpoints",
+    "webhook_messages",
+    "webhook_deliveries",
 ];
 
 /// Runs `sql` on `conn` inside a savepoint, then rolls back to it: what `sql` did.
@@ -69,6 +72,17 @@ async fn populate(pool: &PgPool) -> Vec<Uuid> {
         .execute(pool)
         .await
         .expect("populate");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "WITH e AS (INSERT INTO webhook_endpoints (agent_id, url, secret)
+                        VALUES ('{agent}', 'https://hooks.example.com/{n}', 'whsec_AAAA') RETURNING id),
+                  m AS (INSERT INTO webhook_messages (id, agent_id, type, payload)
+                        VALUES ('msg_{n}', '{agent}', 'lead.created', '{{}}') RETURNING id)
+             INSERT INTO webhook_deliveries (agent_id, message_id, endpoint_id)
+             SELECT '{agent}', m.id, e.id FROM m, e"
+        )))
+        .execute(pool)
+        .await
+        .expect("populate webhooks");
     }
     agents
 }
