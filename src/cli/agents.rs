@@ -11,7 +11,10 @@ use chrono_tz::Tz;
 
 use crate::{
     lifecycle::{self, Move, State},
-    store::agents::{self, AgentChanges},
+    store::{
+        agents::{self, AgentChanges},
+        caps,
+    },
 };
 
 #[derive(Subcommand)]
@@ -127,8 +130,36 @@ pub struct SetArgs {
     /// a message.
     #[arg(long, value_parser = parse_transfer_hours)]
     pub transfer_hours: Option<String>,
+    /// A monthly cap on usage charges in USD (not the subscription or setup fee), per
+    /// BILLING_TIMEZONE month: notices at 50, 80 and 100%; "" removes it.
+    #[arg(long, value_parser = parse_usage_cap)]
+    pub usage_cap: Option<UsageCap>,
+    /// At the cap: `alert` (notices only, the default) or `block` (billable tool calls are
+    /// refused, before any provider is asked; calls themselves never are).
+    #[arg(long, value_parser = ["alert", "block"])]
+    pub cap_action: Option<String>,
     #[command(flatten)]
     pub persona: PersonaArgs,
+}
+
+/// `--usage-cap`: dollars and cents above zero, or none (`""`).
+#[derive(Debug, Clone, Copy)]
+pub struct UsageCap(Option<rust_decimal::Decimal>);
+
+fn parse_usage_cap(value: &str) -> Result<UsageCap, String> {
+    let value = value.trim().trim_start_matches('$');
+    if value.is_empty() {
+        return Ok(UsageCap(None));
+    }
+    let cap: rust_decimal::Decimal = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not an amount in USD (e.g. 50 or 49.99)"))?;
+    if cap <= rust_decimal::Decimal::ZERO || cap.scale() > 2 || cap >= rust_decimal::Decimal::from(10_000_000_000i64) {
+        return Err(format!(
+            "{value} is not a cap: more than 0, at most cents, under 10,000,000,000"
+        ));
+    }
+    Ok(UsageCap(Some(cap)))
 }
 
 /// `--transfer-number`: E.164, or "" to clear.
@@ -231,6 +262,8 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
     match command {
         AgentsCommand::List { json } => {
             let list = agents::list(&mut conn).await?;
+            let capped = caps::status(&mut conn, None, now, tz).await?;
+            let cap_of = |id| capped.iter().find(|c| c.agent_id == id);
             if json {
                 let rows: Vec<_> = list
                     .iter()
@@ -245,6 +278,9 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                             "tools": crate::tools::of_agent(a.tools.as_deref()).iter().map(|t| t.name).collect::<Vec<_>>(),
                             "max_call_minutes": a.max_call_minutes,
                             "transfer_number": a.transfer_number, "transfer_hours": a.transfer_hours,
+                            "usage_cap_usd": a.usage_cap_usd.map(|c| c.to_string()),
+                            "cap_action": a.usage_cap_usd.map(|_| a.cap_action.as_str()),
+                            "cap_usage_usd": cap_of(a.id).map(|c| crate::money::round_line(c.usage_usd).to_string()),
                         })
                     })
                     .collect();
@@ -260,6 +296,7 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                     ("CANCELS", 10),
                     ("MAX MIN", 8),
                     ("PERSONA", 24),
+                    ("USAGE CAP", 30),
                     ("TRANSFER", 0),
                 ];
                 super::print_table(
@@ -280,6 +317,7 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                             super::or_dash(a.cancelled_on),
                             a.max_call_minutes.to_string(),
                             persona,
+                            cap_of(a.id).map_or_else(|| "-".to_string(), |c| c.describe()),
                             transfer_text(a),
                         ]
                     }),
@@ -365,10 +403,28 @@ pub async fn run(pool: &PgPool, tz: Tz, command: AgentsCommand) -> anyhow::Resul
                 max_call_minutes: s.max_call_minutes,
                 transfer_number: s.transfer_number,
                 transfer_hours: s.transfer_hours,
+                usage_cap_usd: s.usage_cap.map(|c| c.0),
+                cap_action: s.cap_action,
                 ..AgentChanges::default()
             })?;
-            match agents::update(&mut conn, &s.email, &changes).await {
-                Ok(true) => println!("updated {}", s.email),
+            let capping = changes.usage_cap_usd.is_some() || changes.cap_action.is_some();
+            let mut tx = pool.begin().await?;
+            match agents::update(&mut tx, &s.email, &changes).await {
+                Ok(true) => {
+                    if capping {
+                        // A cap set below this month's usage is heard of at once.
+                        crate::jobs::caps::notice(&mut tx, tz, &[agent.id], now).await?;
+                    }
+                    tx.commit().await?;
+                    println!("updated {}", s.email);
+                    if capping {
+                        let status = caps::status(&mut conn, Some(&[agent.id]), now, tz).await?;
+                        match status.first() {
+                            Some(cap) => println!("usage cap: {}", cap.describe()),
+                            None => println!("usage cap: none"),
+                        }
+                    }
+                }
                 Ok(false) => anyhow::bail!("no agent with email {}", s.email),
                 Err(e) if constraint(&e) == Some("agents_transfer_needs_hours") => {
                     anyhow::bail!(

@@ -238,6 +238,8 @@ mod tests {
             max_call_minutes: 30,
             transfer_number: None,
             transfer_hours: None,
+            usage_cap_usd: None,
+            cap_action: "alert".into(),
         }
     }
 

@@ -355,10 +355,20 @@ async fn money_view(
     let this_month = Month::containing(now, tz).start(tz);
     let owed = crate::store::stripe::receivables(conn, now, this_month).await?;
     let errors = crate::store::stripe::push_errors(conn).await?;
+    let capped = crate::store::caps::status(conn, None, now, tz).await?;
     Ok(html! {
         (per_agency(month, &rows))
         (month_over_month(&figures))
         (receivables(&owed, &errors))
+        h3 { "Usage caps (this month)" }
+        table #caps {
+            (head_row(&["agency", "usage", "cap", "share", "at the cap", "noticed"]))
+            @for c in &capped {
+                tr { td { (c.agency_name) } td { (reports::cents(c.usage_usd)) }
+                     td { (reports::cents(c.cap_usd)) } td { (c.percent()) "%" }
+                     td { (c.cap_action) } td { (c.noticed.map_or("-".into(), |t| format!("{t}%"))) } }
+            }
+        }
     })
 }
 

@@ -1,8 +1,9 @@
 //! `tool-calls` (and the legacy `function-call`): one job per tool call, keyed by its id, then a
 //! short wait for the finding so the assistant can say it in the same turn.
 //!
-//! Bad arguments, an unknown tool or a tool the agent does not have give that call an `error` in
-//! the reply, never an HTTP error and never a job. A redelivered tool call enqueues nothing new
+//! Bad arguments, an unknown tool, a tool the agent does not have, or a billable tool past the
+//! agency's `block` usage cap ([`caps::admit`], before any provider is asked) give that call an
+//! `error` in the reply, never an HTTP error and never a job. A redelivered tool call enqueues nothing new
 //! (the queue's idempotency key is the call id). Tools come from [`crate::tools::registry`].
 
 use serde_json::{Value, json};
@@ -12,10 +13,18 @@ use uuid::Uuid;
 use super::{AppState, error::ApiError, message};
 use crate::{
     jobs::effects,
-    store::{agents::Agent, findings},
+    store::{
+        agents::Agent,
+        caps::{self, Admission},
+        findings,
+    },
     tools::{self, CallContext, ToolCall, ToolSpec},
     vapi::MessageIn,
 };
+
+/// What the assistant is told, to say, when the agency's usage cap stops a billable check.
+pub const CAP_REACHED: &str = "This check is not available right now. Tell the caller the agency \
+     will follow up with them about it.";
 
 /// What one tool call turned into.
 enum Planned {
@@ -85,10 +94,22 @@ pub async fn answer(app: &AppState, msg: &MessageIn, raw: &str) -> Result<Value,
         {
             Err(e) => Planned::Error(e),
             Ok((tool, job)) => {
-                // Listen before the job can finish, so its notification cannot be missed.
-                waits.push((call.id.clone(), app.tool_results.register(&call.id)));
-                enqueue_once(&mut tx, tool, job, &effects::tool_call_key(&call.id)).await?;
-                Planned::Job(tool)
+                let key = effects::tool_call_key(&call.id);
+                let now = chrono::Utc::now();
+                let tz = app.config.billing_timezone;
+                match caps::admit(&mut tx, agent.id, tool.metric, &key, now, tz).await? {
+                    Admission::Refused { usage_usd, cap_usd } => {
+                        tracing::info!(agent.id = %agent.id, tool = tool.name, %usage_usd,
+                                       %cap_usd, "tool call refused: the agency's usage cap is reached");
+                        Planned::Error(CAP_REACHED.to_string())
+                    }
+                    Admission::Free | Admission::Admitted => {
+                        // Listen before the job can finish, so its notification cannot be missed.
+                        waits.push((call.id.clone(), app.tool_results.register(&call.id)));
+                        enqueue_once(&mut tx, tool, job, &key).await?;
+                        Planned::Job(tool)
+                    }
+                }
             }
         };
         planned.push(plan);

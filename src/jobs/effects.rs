@@ -99,5 +99,9 @@ pub async fn meter(tx: &mut PgConnection, deps: &Deps, m: Metered<'_>) -> Result
         },
     )
     .await?;
+    if written {
+        // A capped agency hears when this crosses 50, 80 or 100% of its cap.
+        super::caps::notice(tx, tz, &[m.agent_id], Utc::now()).await?;
+    }
     Ok(written)
 }

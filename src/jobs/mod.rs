@@ -5,6 +5,7 @@
 //! stop at once with the reason stored ([`JobError::Permanent`]).
 
 pub mod backend;
+pub mod caps;
 pub mod effects;
 pub mod invoice_rollup;
 pub mod listen;

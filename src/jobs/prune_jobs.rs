@@ -30,6 +30,7 @@ impl Job for PruneJobs {
         let mut conn = deps.pool.acquire().await?;
         let events = crate::store::webhook_events::prune_high_volume(&mut conn, event_days).await?;
         crate::store::late_findings::prune(&mut conn).await?;
+        crate::store::caps::prune_holds(&mut conn).await?;
         drop(conn);
         // Half the job's time at most: a first build over a long ledger carries on tomorrow
         // (readers stay exact meanwhile, reading more of the ledger).

@@ -227,6 +227,16 @@ async fn write_batch(
         }
     }
     sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    // Capped agencies hear when this batch's usage crosses 50, 80 or 100% of their cap.
+    let mut metered: Vec<Uuid> = effects
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| o.as_ref().is_ok_and(|r| r.written))
+        .map(|(e, _)| e.agent_id)
+        .collect();
+    metered.sort_unstable();
+    metered.dedup();
+    super::caps::notice(&mut tx, config.billing_timezone, &metered, chrono::Utc::now()).await?;
     // The agencies' endpoints hear of each new finding (once: the id is the finding's).
     for (effect, outcome) in effects.iter().zip(&outcomes) {
         if let Ok(r) = outcome {

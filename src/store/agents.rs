@@ -27,6 +27,10 @@ pub struct Agent {
     /// text; always set with the number).
     pub transfer_number: Option<String>,
     pub transfer_hours: Option<String>,
+    /// The monthly cap on usage charges, if any ([`super::caps`]), and what reaching it does
+    /// (`alert` or `block`).
+    pub usage_cap_usd: Option<rust_decimal::Decimal>,
+    pub cap_action: String,
 }
 
 impl Agent {
@@ -49,7 +53,7 @@ const COLUMNS: &str =
     "id, agency_name, email, phone_number, vapi_phone_number_id, vapi_assistant_id,
                        discord_webhook_url, greeting, system_prompt, status, tools,
                        billing_starts_on, cancelled_on, max_call_minutes, transfer_number,
-                       transfer_hours";
+                       transfer_hours, usage_cap_usd, cap_action";
 
 /// The agent matching `condition` on `$1` (a constant: it is pasted into the SQL), if any.
 async fn one<'q, T>(
@@ -162,6 +166,10 @@ pub struct AgentChanges {
     pub transfer_number: Option<String>,
     /// Canonical [`crate::vapi::transfer::Hours`] text; `Some("")` clears.
     pub transfer_hours: Option<String>,
+    /// `Some(None)` removes the cap.
+    pub usage_cap_usd: Option<Option<rust_decimal::Decimal>>,
+    /// `alert` or `block` (checked by the database).
+    pub cap_action: Option<String>,
 }
 
 /// Applies `changes` to the agent with `email`; `false` when no such agent.
@@ -183,7 +191,9 @@ pub async fn update(
             tools                = CASE WHEN $9 THEN $10::text[] ELSE tools END,
             max_call_minutes     = COALESCE($11, max_call_minutes),
             transfer_number      = CASE WHEN $12::text IS NULL THEN transfer_number ELSE NULLIF($12, '') END,
-            transfer_hours       = CASE WHEN $13::text IS NULL THEN transfer_hours ELSE NULLIF($13, '') END
+            transfer_hours       = CASE WHEN $13::text IS NULL THEN transfer_hours ELSE NULLIF($13, '') END,
+            usage_cap_usd        = CASE WHEN $14 THEN $15::numeric ELSE usage_cap_usd END,
+            cap_action           = COALESCE($16, cap_action)
           WHERE email = $1",
     )
     .bind(email)
@@ -199,6 +209,9 @@ pub async fn update(
     .bind(c.max_call_minutes)
     .bind(&c.transfer_number)
     .bind(&c.transfer_hours)
+    .bind(c.usage_cap_usd.is_some())
+    .bind(c.usage_cap_usd.flatten())
+    .bind(&c.cap_action)
     .execute(conn)
     .await?
     .rows_affected();

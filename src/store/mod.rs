@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod calls;
+pub mod caps;
 pub mod clock_ticks;
 pub mod db;
 pub mod findings;

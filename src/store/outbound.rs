@@ -26,6 +26,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "invoice.finalized",
     "invoice.paid",
     "invoice.payment_failed",
+    "usage.threshold",
 ];
 
 /// A delivery attempt's job arguments.

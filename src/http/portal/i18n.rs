@@ -94,6 +94,15 @@ pub fn t(lang: Lang, key: &str) -> &'static str {
             "Your signing secret, shown only now: store it to verify our signatures.",
             "Su secreto de firma, que solo se muestra ahora: guárdelo para verificar nuestras firmas.",
         ),
+        "usage_cap" => ("Usage cap", "Límite de consumo"),
+        "cap_notice" => (
+            "of your monthly usage cap is used",
+            "de su límite mensual de consumo está usado",
+        ),
+        "cap_blocked" => (
+            "Billable checks (such as solar scans) are paused until next month or a higher cap.",
+            "Las consultas facturables (como los escaneos solares) están en pausa hasta el mes próximo o un límite mayor.",
+        ),
         "payment" => ("Payment", "Pago"),
         "pay" => ("Pay", "Pagar"),
         "paid_on" => ("paid on", "pagada el"),

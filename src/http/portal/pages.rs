@@ -114,11 +114,26 @@ pub(super) fn overview<'c>(c: &'c mut PgConnection, who: &'c Agency, ask: Ask) -
             ),
         ];
         let today = Utc::now().with_timezone(&tz).date_naive();
+        // The agency's own cap (RLS: the tenant sees its own row), and a banner once noticed.
+        let cap = crate::store::caps::status(c, None, Utc::now(), tz).await?.pop();
         let body = html! {
+            @if let Some(cap) = cap.as_ref().filter(|c| c.noticed.is_some()) {
+                p.banner #cap-notice role="status" {
+                    b { (cap.noticed.unwrap_or_default()) "% " } (t(l, "cap_notice")) ": "
+                    (money_text(cap.usage_usd)) " / " (money_text(cap.cap_usd)) "."
+                    @if cap.cap_action == "block" && cap.noticed >= Some(100) {
+                        " " (t(l, "cap_blocked"))
+                    }
+                }
+            }
             h2 { (t(l, "this_month")) " (" (month) ")" }
             div.cards #overview {
                 @for (label, value) in &cards {
                     div.card { (t(l, label)) b { (value) } }
+                }
+                @if let Some(cap) = &cap {
+                    div.card #usage-cap { (t(l, "usage_cap")) b { (cap.percent()) "%" }
+                        (money_text(cap.usage_usd)) " / " (money_text(cap.cap_usd)) }
                 }
             }
             h2 { (t(l, "last_30")) }

@@ -16,7 +16,7 @@ const STYLE: &str = "body{font:15px system-ui,sans-serif;margin:0;color:#222}mai
 nav{background:#23395d;padding:.6em 1em;display:flex;flex-wrap:wrap;gap:.8em;align-items:center}nav a{color:#fff;text-decoration:none}
 nav form{margin-left:auto}table{border-collapse:collapse;width:100%;margin:.5em 0 1.5em}td,th{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
 th{background:#f4f4f4}.cards{display:flex;flex-wrap:wrap;gap:.8em}.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:8em}
-.card b{display:block;font-size:1.4em}.bar{fill:#4a7bd0}.num{text-align:right}@media print{nav{display:none}}";
+.card b{display:block;font-size:1.4em}.banner{background:#fff4e0;border:1px solid #e0a040;border-radius:6px;padding:.6em 1em}.bar{fill:#4a7bd0}.num{text-align:right}@media print{nav{display:none}}";
 
 /// The navigation's links: path and label.
 const NAV: [(&str, &str); 6] = [
