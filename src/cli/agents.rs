@@ -154,7 +154,10 @@ fn parse_usage_cap(value: &str) -> Result<UsageCap, String> {
     let cap: rust_decimal::Decimal = value
         .parse()
         .map_err(|_| format!("{value:?} is not an amount in USD (e.g. 50 or 49.99)"))?;
-    if cap <= rust_decimal::Decimal::ZERO || cap.scale() > 2 || cap >= rust_decimal::Decimal::from(10_000_000_000i64) {
+    if cap <= rust_decimal::Decimal::ZERO
+        || cap.scale() > 2
+        || cap >= rust_decimal::Decimal::from(10_000_000_000i64)
+    {
         return Err(format!(
             "{value} is not a cap: more than 0, at most cents, under 10,000,000,000"
         ));

@@ -81,7 +81,9 @@ fn text(c: &Crossing, for_ops: bool) -> String {
         String::new()
     };
     let then = match (c.threshold >= 100, c.cap_action.as_str()) {
-        (true, "block") => " Billable checks (such as solar scans) are now refused until next month or a higher cap.",
+        (true, "block") => {
+            " Billable checks (such as solar scans) are now refused until next month or a higher cap."
+        }
         (true, _) => " Usage goes on and is billed (the cap only alerts).",
         _ => "",
     };

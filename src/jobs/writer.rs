@@ -236,7 +236,13 @@ async fn write_batch(
         .collect();
     metered.sort_unstable();
     metered.dedup();
-    super::caps::notice(&mut tx, config.billing_timezone, &metered, chrono::Utc::now()).await?;
+    super::caps::notice(
+        &mut tx,
+        config.billing_timezone,
+        &metered,
+        chrono::Utc::now(),
+    )
+    .await?;
     // The agencies' endpoints hear of each new finding (once: the id is the finding's).
     for (effect, outcome) in effects.iter().zip(&outcomes) {
         if let Ok(r) = outcome {

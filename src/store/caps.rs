@@ -109,7 +109,10 @@ pub enum Admission {
     /// Admitted (now, or earlier: a redelivered call) and held until it is metered.
     Admitted,
     /// The month's usage with the calls in flight has reached the cap.
-    Refused { usage_usd: Decimal, cap_usd: Decimal },
+    Refused {
+        usage_usd: Decimal,
+        cap_usd: Decimal,
+    },
 }
 
 /// Admits (or refuses) the tool call `key` of `metric` for `agent_id` at `at`. `conn` must be in

@@ -902,6 +902,18 @@ pub async fn clear_of_month_turn(tz: chrono_tz::Tz) {
     }
 }
 
+/// A portal session (cookie `name=value`) for the agent of `phone`.
+pub async fn portal_cookie(app: &TestApp, phone: &str) -> String {
+    let agent = app.db.agent_id(phone).await;
+    let mut conn = app.db.pool.acquire().await.expect("conn");
+    let ttl = std::time::Duration::from_secs(600);
+    let link = agent_meter::store::portal::create_link(&mut conn, agent, ttl)
+        .await
+        .expect("link");
+    drop(conn);
+    portal_sign_in(app, link).await
+}
+
 /// Uses a portal sign-in link's `token` up; the session cookie's `name=value`.
 pub async fn portal_sign_in(app: &TestApp, token: String) -> String {
     let cookie = post_token(app, "/portal/sign-in", &token).await;

@@ -9,6 +9,7 @@ mod billing;
 mod call_content;
 mod call_shapes;
 mod calls;
+mod caps;
 mod catalogue;
 mod cli;
 mod credentials;

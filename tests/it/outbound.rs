@@ -559,18 +559,6 @@ fn help_names_every_webhooks_command() {
     }
 }
 
-/// A portal session (cookie `name=value`) for the agent of `phone`.
-async fn portal_cookie(app: &TestApp, phone: &str) -> String {
-    let agent = app.db.agent_id(phone).await;
-    let mut conn = app.db.pool.acquire().await.expect("conn");
-    let ttl = std::time::Duration::from_secs(600);
-    let link = agent_meter::store::portal::create_link(&mut conn, agent, ttl)
-        .await
-        .expect("link");
-    drop(conn);
-    portal_sign_in(app, link).await
-}
-
 /// POSTs `form` to the portal's `path` as `cookie`, from our own origin when `origin`.
 async fn portal_post(
     app: &TestApp,

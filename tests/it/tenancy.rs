@@ -19,6 +19,7 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
     "webhook_endpoints",
     "webhook_messages",
     "webhook_deliveries",
+    "usage_cap_notices",
 ];
 
 /// Runs `sql` on `conn` inside a savepoint, then rolls back to it: what `sql` did.
@@ -78,7 +79,9 @@ async fn populate(pool: &PgPool) -> Vec<Uuid> {
                   m AS (INSERT INTO webhook_messages (id, agent_id, type, payload)
                         VALUES ('msg_{n}', '{agent}', 'lead.created', '{{}}') RETURNING id)
              INSERT INTO webhook_deliveries (agent_id, message_id, endpoint_id)
-             SELECT '{agent}', m.id, e.id FROM m, e"
+             SELECT '{agent}', m.id, e.id FROM m, e;
+             INSERT INTO usage_cap_notices (agent_id, month, threshold, usage_usd, cap_usd)
+             VALUES ('{agent}', '2026-11-01', 50, 5, 10)"
         )))
         .execute(pool)
         .await

@@ -115,7 +115,9 @@ pub(super) fn overview<'c>(c: &'c mut PgConnection, who: &'c Agency, ask: Ask) -
         ];
         let today = Utc::now().with_timezone(&tz).date_naive();
         // The agency's own cap (RLS: the tenant sees its own row), and a banner once noticed.
-        let cap = crate::store::caps::status(c, None, Utc::now(), tz).await?.pop();
+        let cap = crate::store::caps::status(c, None, Utc::now(), tz)
+            .await?
+            .pop();
         let body = html! {
             @if let Some(cap) = cap.as_ref().filter(|c| c.noticed.is_some()) {
                 p.banner #cap-notice role="status" {
