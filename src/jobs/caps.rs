@@ -17,7 +17,38 @@ use crate::store::{
 /// Records and announces the thresholds `agents` crossed in the month containing `at`; how many
 /// were crossed. Several crossed at once make one Discord note (naming the highest) and one
 /// `usage.threshold` event each.
+///
+/// In a tenant transaction (call metering runs as the agency), this step runs as the service
+/// (it queues notes and records events, which a tenant may not) and the role is restored after.
 pub async fn notice(
+    tx: &mut PgConnection,
+    tz: chrono_tz::Tz,
+    agents: &[Uuid],
+    at: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    if agents.is_empty() {
+        return Ok(0);
+    }
+    let role: String = sqlx::query_scalar("SELECT current_setting('role')")
+        .fetch_one(&mut *tx)
+        .await?;
+    let tenant = role == crate::store::db::TENANT_ROLE;
+    if tenant {
+        sqlx::query("RESET ROLE").execute(&mut *tx).await?;
+    }
+    let noticed = announce(tx, tz, agents, at).await;
+    if tenant {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL ROLE {}",
+            crate::store::db::TENANT_ROLE
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    noticed
+}
+
+async fn announce(
     tx: &mut PgConnection,
     tz: chrono_tz::Tz,
     agents: &[Uuid],
