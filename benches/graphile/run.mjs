@@ -2,7 +2,7 @@
 //
 //   node run.mjs [--jobs 20000] [--concurrency 32] [--rounds 3] [--only noop|metered]
 //                [--configs default,pool,localQueue,batched,batchedLarge] [--local-queue N]
-//                [--large-queue N] [--batch-delay MS] [--no-http]
+//                [--large-queue N] [--batch-delay MS] [--no-http] [--wait-quiet]
 //
 // Scratch database on BENCH_DATABASE_URL (admin URL), created per run, migrated with our
 // migrations/*.up.sql and seeds/*.sql, dropped at the end. Per round, per kind, per
@@ -29,6 +29,7 @@ const JOBS = Number(arg("--jobs", 20000));
 const CONCURRENCY = Number(arg("--concurrency", 32));
 const ROUNDS = Number(arg("--rounds", 3));
 const KINDS = arg("--only", null) ? [arg("--only")] : ["noop", "metered"];
+const WAIT_QUIET = argv.includes("--wait-quiet"); // before each run, wait (<= 10 min) for < 10% busy
 const HTTP = !argv.includes("--no-http"); // --http (the default): call the ArcGIS stand-in
 const LOCAL_QUEUE = Number(arg("--local-queue", CONCURRENCY + 1)); // graphile's suggested start
 const LARGE_QUEUE = Number(arg("--large-queue", CONCURRENCY * 10));
@@ -72,14 +73,33 @@ function machineSeconds() {
   return (f.reduce((a, b) => a + b, 0) - f[3] - f[4]) / 100;
 }
 
-/** How busy the machine is without us: share of all cores used over one second, and load. */
-async function busy() {
+/**
+ * CPU seconds of every other process: all of /proc but this one and the backends of our scratch
+ * database (PostgreSQL's shared background processes count as others). With cutime/cstime, so
+ * children that exit in between (rustc under cargo, other tests' backends) are counted too.
+ */
+function othersSeconds(dbName) {
+  let ticks = 0;
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dbName)) continue;
+      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    } catch {} // gone meanwhile
+  }
+  return ticks / 100;
+}
+
+/** Share of all cores busy over one second (anyone's work: call it while we are idle). */
+async function busyShare() {
   const t0 = machineSeconds();
   await sleep(1000);
-  const share = (machineSeconds() - t0) / os.cpus().length;
-  return `machine ${(share * 100).toFixed(0)}% busy over 1 s, load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")} ` +
-    `at ${new Date().toISOString()}`;
+  return (machineSeconds() - t0) / os.cpus().length;
 }
+const pct = (share) => `${(share * 100).toFixed(0)}%`;
+const busy = async () => `machine ${pct(await busyShare())} busy over 1 s, load ` +
+  `${os.loadavg().map((l) => l.toFixed(2)).join(" ")} at ${new Date().toISOString()}`;
 
 /** Our ArcGIS stand-in's answer (benches/calls.rs `arcgis_stub`): two wells near Flagstaff. */
 const WELLS = (() => {
@@ -172,7 +192,7 @@ function taskList(layer) {
     water_lookup: async (p, helpers) => {
       let answer;
       if (HTTP) {
-        const q = new URLSearchParams({ f: "json", geometry: `${p.longitude},${p.latitude}`,
+        const q = new URLSearchParams({ f: "json", where: "1=1", geometry: `${p.longitude},${p.latitude}`,
           geometryType: "esriGeometryPoint", inSR: "4326", spatialRel: "esriSpatialRelIntersects",
           outFields: "REGISTRY_ID,OWNER_NAME,WELL_DEPTH,WATER_LEVEL,WATER_USE,INSTALLED,WELL_CANCELLED",
           distance: String(p.radius_m), units: "esriSRUnit_Meter", returnGeometry: "true",
@@ -268,12 +288,13 @@ async function main() {
       const order = [...CONFIG_NAMES.slice(shift), ...CONFIG_NAMES.slice(0, shift)];
       for (const kind of KINDS) {
         for (const config of order) {
-          const r = await timed({ kind, config, round, db, utils, connectionString, tasks, leads });
+          const r = await timed({ kind, config, round, db, utils, connectionString, dbName: name, tasks,
+            leads });
           results.push(r);
           console.log(`round ${round}  ${kind.padEnd(7)}  ${config.padEnd(12)}  ${fmt(r.rate, 7)} jobs/s  ` +
             `${r.seconds.toFixed(2).padStart(6)} s  cpu/job ${fmt(r.machineUs, 5)} us machine, ` +
             `${fmt(r.nodeUs, 5)} us node  done ${r.done}/${JOBS}  errors ${r.errors}` +
-            `${r.check ? `  ${r.check}` : ""}`);
+            `${r.check ? `  ${r.check}` : ""}  busy ${pct(r.before)} before, others ${pct(r.others)} during`);
         }
       }
     }
@@ -295,7 +316,7 @@ async function main() {
 }
 
 /** Enqueues JOBS jobs of `kind` (untimed), then times `config` from worker start until done. */
-async function timed({ kind, config, round, db, utils, connectionString, tasks, leads }) {
+async function timed({ kind, config, round, db, utils, connectionString, dbName, tasks, leads }) {
   const tag = `gw_r${round}_${config}_`;
   const identifier = kind === "noop" ? "noop" : "water_lookup";
   for (let first = 0; first < JOBS; first += ENQUEUE_BATCH) {
@@ -313,6 +334,12 @@ async function timed({ kind, config, round, db, utils, connectionString, tasks, 
   }
   // Same start for every run: the previous run's deleted rows gone, statistics fresh.
   await db.query("VACUUM ANALYZE graphile_worker._private_jobs");
+  // Was anyone else using the machine just before? (Printed with the run; optionally waited out.)
+  let before = await busyShare();
+  for (const until = Date.now() + 600_000; WAIT_QUIET && before > 0.1 && Date.now() < until;) {
+    await sleep(4000);
+    before = await busyShare();
+  }
 
   const events = new EventEmitter();
   let done = 0, errors = 0, allSeen;
@@ -321,6 +348,7 @@ async function timed({ kind, config, round, db, utils, connectionString, tasks, 
   events.on("job:error", () => errors++);
   const deadline = Date.now() + (60 + JOBS / 100) * 1000;
 
+  const others0 = othersSeconds(dbName);
   const machine0 = machineSeconds(), node0 = process.cpuUsage(), t0 = performance.now();
   const runner = await run({ connectionString, concurrency: CONCURRENCY, noHandleSignals: true,
     taskList: tasks, logger, events, ...CONFIGS[config] });
@@ -334,7 +362,7 @@ async function timed({ kind, config, round, db, utils, connectionString, tasks, 
     await sleep(5);
   }
   const seconds = (performance.now() - t0) / 1000;
-  const node = process.cpuUsage(node0), machine1 = machineSeconds();
+  const node = process.cpuUsage(node0), machine1 = machineSeconds(), others1 = othersSeconds(dbName);
   await runner.stop();
 
   const finished = JOBS - left;
@@ -347,7 +375,8 @@ async function timed({ kind, config, round, db, utils, connectionString, tasks, 
     check = c.usage === JOBS && c.findings === JOBS ? "usage rows ok" : `MISMATCH usage ${c.usage} findings ${c.findings}`;
   }
   return {
-    kind, config, round, done: finished, errors, check, seconds,
+    kind, config, round, done: finished, errors, check, seconds, before,
+    others: (others1 - others0) / seconds / os.cpus().length,
     rate: finished / seconds,
     machineUs: ((machine1 - machine0) * 1e6) / Math.max(finished, 1),
     nodeUs: (node.user + node.system) / Math.max(finished, 1),

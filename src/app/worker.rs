@@ -9,7 +9,12 @@ use crate::jobs::{self, Deps};
 /// Runs every job kind until `shutdown` turns true, then lets in-flight jobs finish. Each queue
 /// is its own task, so one queue's wake-ups never re-poll another's worker.
 pub async fn run(deps: Deps, shutdown: watch::Receiver<bool>) {
-    for queue in crate::tools::queues() {
+    let served: Vec<String> = crate::tools::queues()
+        .into_iter()
+        .chain(jobs::QUEUES.iter().copied())
+        .map(str::to_string)
+        .collect();
+    for queue in &served {
         // Each queue's wake-up signal exists before its worker's first fetch.
         deps.signals.of(queue);
     }

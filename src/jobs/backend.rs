@@ -8,7 +8,9 @@
 //! worker ran 3,400-5,200 `get_jobs` transactions a second. Here the fetch asks its [`Gate`]
 //! first. The gate opens when a NOTIFY names the queue, when `WORKER_POLL_SECS` has passed (for
 //! retries whose `run_at` came due, ops re-runs and any lost notification), or when the last
-//! fetch returned work (a backlog drains with no pause between batches). A closed gate answers
+//! fetch returned work (a backlog drains with no pause between batches). The `WORKER_POLL_SECS`
+//! look is one statement for all of a process's queues ([`QueueSignals::poll_due`]), which opens only the
+//! gates of queues with work due. A closed gate answers
 //! an empty batch without touching the database, so apalis parks the worker until the gate
 //! wakes it; heartbeats and acks go on as before.
 //!
@@ -48,6 +50,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub struct QueueSignals {
     by_queue: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Whether this process's look for due work ([`QueueSignals::poll_due`]) has started.
+    polling: AtomicBool,
 }
 
 impl QueueSignals {
@@ -77,6 +81,40 @@ impl QueueSignals {
         {
             n.notify_one();
         }
+    }
+
+    /// Starts, once per process (per set of signals), the look for due work every `poll`:
+    /// one statement asks which of the queues with a signal have work due that nobody announced
+    /// (a retry whose `run_at` came, an ops re-run, a notification lost while the LISTEN
+    /// connection was away) and wakes those. An idle process so costs one transaction per poll
+    /// whatever number of queues it serves (each queue's own poll cost one each). When the
+    /// database cannot be asked, every queue is woken (its own fetch then meets the error and
+    /// its supervisor restarts it). Ends when the signals are dropped.
+    pub fn poll_due(self: &Arc<Self>, pool: &PgPool, poll: Duration) {
+        if self.polling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let signals = Arc::downgrade(self);
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(poll).await;
+                let Some(signals) = signals.upgrade() else {
+                    return;
+                };
+                let queues: Vec<String> = match signals.by_queue.lock() {
+                    Ok(m) => m.keys().cloned().collect(),
+                    Err(_) => Vec::new(),
+                };
+                match crate::store::queue::due_queues(&pool, &queues).await {
+                    Ok(due) => due.iter().for_each(|q| signals.notify(q)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not look for due jobs; waking every queue");
+                        signals.notify_all();
+                    }
+                }
+            }
+        });
     }
 
     /// Wakes every queue: after the listener (re)connects, notifications sent while it was away
@@ -133,12 +171,14 @@ impl Gate {
     }
 }
 
-/// Opens `gate` whenever `signal` fires, and at least every `poll` otherwise. Runs until aborted.
-pub async fn drive_gate(gate: Arc<Gate>, signal: Arc<Notify>, poll: Duration) {
+/// Opens `gate` whenever `signal` fires ([`QueueSignals::poll_due`] fires it for work nobody
+/// announced), and
+/// at least every `fallback` otherwise. Runs until aborted.
+pub async fn drive_gate(gate: Arc<Gate>, signal: Arc<Notify>, fallback: Duration) {
     loop {
         tokio::select! {
             _ = signal.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(fallback) => {}
         }
         gate.open();
     }

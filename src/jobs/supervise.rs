@@ -1,6 +1,7 @@
 //! One queue's worker under a supervisor that restarts it with backoff and a fresh name.
-//! Workers fetch through [`super::backend::GatedBackend`]: at rest a queue costs one `get_jobs`
-//! per `WORKER_POLL_SECS` plus heartbeats, and a NOTIFY wakes it at once.
+//! Workers fetch through [`super::backend::GatedBackend`]: at rest a queue costs its heartbeats
+//! (the process looks for every queue's due work in one statement per `WORKER_POLL_SECS`,
+//! [`super::backend::QueueSignals::poll_due`]), and a NOTIFY wakes it at once.
 
 use std::time::Duration;
 
@@ -10,6 +11,10 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::{Deps, Job, JobError, backend};
+
+/// A queue's own look for work, in `WORKER_POLL_SECS`: only a safety net, as the process looks
+/// for every queue's due work each `WORKER_POLL_SECS` in one statement.
+const OWN_POLL_EVERY: u32 = 30;
 
 /// Keeps one worker for `J` alive. apalis ends `worker.run()` on the first database error and its
 /// own monitor restarts at once under the same name; here each restart waits (1 s doubling to
@@ -67,12 +72,14 @@ async fn run_worker<J: Job>(
         .heartbeat_interval(wc.heartbeat)
         .missed_heartbeats(wc.missed_heartbeats);
     let (backend, gate) = backend::GatedBackend::<J>::new(&deps.pool, queue);
-    // Opens the gate on this queue's NOTIFY and every WORKER_POLL_SECS; ends with this run.
+    // Opens the gate on this queue's signal (its NOTIFY, or the process's poll for due work,
+    // `QueueSignals::poll_due`), and on its own only rarely; ends with this run.
+    deps.signals.poll_due(&deps.pool, wc.poll);
     let mut gatekeeper = tokio::task::JoinSet::new();
     gatekeeper.spawn(backend::drive_gate(
         gate,
         deps.signals.of(J::QUEUE),
-        wc.poll,
+        wc.poll * OWN_POLL_EVERY,
     ));
     let worker = WorkerBuilder::new(name)
         .backend(backend)

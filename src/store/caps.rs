@@ -246,10 +246,5 @@ pub async fn crossings(
 
 /// Forgets holds older than a day (metered or not, they no longer count).
 pub async fn prune_holds(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
-    Ok(
-        sqlx::query("DELETE FROM usage_cap_holds WHERE created_at < now() - interval '1 day'")
-            .execute(conn)
-            .await?
-            .rows_affected(),
-    )
+    super::prune_day_old(conn, "usage_cap_holds").await
 }

@@ -33,10 +33,5 @@ pub async fn claim(
 
 /// Deletes rows older than a day (no call lasts that long).
 pub async fn prune(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
-    Ok(
-        sqlx::query("DELETE FROM late_findings WHERE created_at < now() - interval '1 day'")
-            .execute(conn)
-            .await?
-            .rows_affected(),
-    )
+    super::prune_day_old(conn, "late_findings").await
 }

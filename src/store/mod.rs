@@ -24,6 +24,18 @@ pub mod usage;
 pub mod usage_daily;
 pub mod webhook_events;
 
+/// Deletes the rows of `table` (a constant name) created more than a day ago: how many.
+pub async fn prune_day_old(
+    conn: &mut sqlx::PgConnection,
+    table: &'static str,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!("DELETE FROM {table} WHERE created_at < now() - interval '1 day'");
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
 /// Runs a statement with parameter `$1`; how many rows it changed.
 pub async fn run1<A>(
     conn: &mut sqlx::PgConnection,

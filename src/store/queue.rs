@@ -308,6 +308,22 @@ pub async fn push(
     apalis_postgres::queries::push_tasks(conn, queue, vec![task.build()]).await
 }
 
+/// Which of `queues` have a job that a fetch would take now (the fetch's own conditions, on
+/// apalis's partial fetch index): one statement for every queue of a process.
+pub async fn due_queues(pool: &PgPool, queues: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT q FROM unnest($1::text[]) AS q
+          WHERE EXISTS (SELECT 1 FROM apalis.jobs j
+                         WHERE j.job_type = q
+                           AND (j.status = 'Pending'
+                                OR (j.status = 'Failed' AND j.attempts < j.max_attempts))
+                           AND j.run_at < now())",
+    )
+    .bind(queues)
+    .fetch_all(pool)
+    .await
+}
+
 /// Which of `keys` are already queued (any status) on `queue`.
 pub async fn queued_keys(
     conn: &mut PgConnection,

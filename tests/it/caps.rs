@@ -18,18 +18,10 @@ use crate::helpers::*;
 
 /// `agent-meter agents ...` on `db`: (success, stdout, stderr).
 fn agents(db: &TestDb, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
-        .arg("agents")
-        .args(args)
-        .env("DATABASE_URL", &db.url)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let all: Vec<&str> = std::iter::once("agents")
+        .chain(args.iter().copied())
+        .collect();
+    crate::cli::run_on(&db.url, &all)
 }
 
 /// A usage row of `cost` for `agent` at `at` (a solar scan's metric; the ledger is what counts).

@@ -23,9 +23,19 @@ pub fn agent_meter() -> Command {
 
 /// Runs the binary against `database_url`: (success, stdout, stderr).
 pub fn run_on(database_url: &str, args: &[&str]) -> (bool, String, String) {
+    run_on_with(database_url, args, &[])
+}
+
+/// [`run_on`] with the variables `env` set too.
+pub fn run_on_with(
+    database_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let out = agent_meter()
         .args(args)
         .env("DATABASE_URL", database_url)
+        .envs(env.iter().copied())
         .output()
         .expect("run");
     (

@@ -1,7 +1,5 @@
 //! Ops: find failed jobs, see why, re-run or cancel them (CLI and HTTP), with an audit trail.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -13,18 +11,7 @@ async fn failed_scan(mocks: &Mocks) -> TestApp {
 }
 
 fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_agent-meter"))
-        .args(args)
-        .env("DATABASE_URL", &app.db.url)
-        .env("USER", "oncall-anna")
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    crate::cli::run_on_with(&app.db.url, args, &[("USER", "oncall-anna")])
 }
 
 #[tokio::test]

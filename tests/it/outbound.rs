@@ -124,20 +124,13 @@ const VARS: [(&str, &str); 4] = [
 
 /// `agent-meter agents webhooks ...` on the app's database: (success, stdout, stderr).
 fn webhooks(app: &TestApp, args: &[&str], private: bool) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-meter"));
-    cmd.args(["agents", "webhooks"])
-        .args(args)
-        .env("DATABASE_URL", &app.db.url)
-        .current_dir(std::env::temp_dir());
-    if private {
-        cmd.env("OUTBOUND_ALLOW_PRIVATE", "true");
-    }
-    let out = cmd.output().expect("run");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let all: Vec<&str> = ["agents", "webhooks"].iter().chain(args).copied().collect();
+    let env: &[(&str, &str)] = if private {
+        &[("OUTBOUND_ALLOW_PRIVATE", "true")]
+    } else {
+        &[]
+    };
+    crate::cli::run_on_with(&app.db.url, &all, env)
 }
 
 /// Registers `url` for the agent with `email`: (endpoint id, secret).

@@ -87,11 +87,12 @@ async fn three_workers_and_two_webs_share_three_thousand_jobs() {
         REPORTS,
         "every metered row logged by a worker"
     );
-    // Every worker takes a real share. Not an even one: on a 2-core machine the scheduler
-    // decides which of five processes runs, and one CI run saw [255, 1616, 1129] against the
-    // old bound of a tenth; a thirtieth (100 jobs) still fails a worker that is left out.
+    // Every worker takes a share. Not an even one: on a 2-core machine the scheduler decides
+    // which of five processes runs; CI runs saw [255, 1616, 1129] against an old bound of a
+    // tenth and [1523, 1383, 94] against a thirtieth. A worker left out takes none: a
+    // three-hundredth (10 jobs) fails it and no scheduling we have seen.
     assert!(
-        shares.iter().all(|n| *n >= REPORTS / 30),
+        shares.iter().all(|n| *n >= REPORTS / 300),
         "the work is spread across all workers: {shares:?}"
     );
 }
