@@ -9,9 +9,13 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::notify_discord::{NotifyDiscord, NotifyOps};
-use crate::store::{
-    caps::{self, Crossing, usd},
-    outbound,
+use crate::{
+    money::usd,
+    store::{
+        caps::{self, Crossing},
+        outbound,
+        reports::cents,
+    },
 };
 
 /// Records and announces the thresholds `agents` crossed in the month containing `at`; how many
@@ -64,7 +68,7 @@ async fn announce(
         );
         let data = serde_json::json!({
             "threshold_percent": c.threshold,
-            "usage_usd": money_text(c.usage_usd), "cap_usd": money_text(c.cap_usd),
+            "usage_usd": cents(c.usage_usd), "cap_usd": cents(c.cap_usd),
             "cap_action": c.cap_action, "month": c.month.format("%Y-%m").to_string(),
         });
         outbound::emit(tx, c.agent_id, &id, "usage.threshold", data).await?;
@@ -97,11 +101,6 @@ async fn announce(
                        usage_usd = %c.usage_usd, cap_usd = %c.cap_usd, "usage cap threshold crossed");
     }
     Ok(crossed.len())
-}
-
-/// `12.34`: a money amount in an event (a string: exact, as every amount we send).
-fn money_text(amount: rust_decimal::Decimal) -> String {
-    usd(amount).trim_start_matches('$').to_string()
 }
 
 /// The note: the percentage, the amount and the cap (and, for the operator, the agency).
@@ -159,6 +158,5 @@ mod tests {
             ..full
         };
         assert!(text(&alert, false).contains("only alerts"));
-        assert_eq!(money_text(Decimal::new(5, 1)), "0.50");
     }
 }

@@ -8,14 +8,14 @@
 //! disabled, its pending deliveries failed and the agency told (Discord, the portal).
 //!
 //! Fairness: two lanes, each with its own workers (`OUTBOUND_CONCURRENCY` attempts at once). An
-//! attempt on the healthy lane gets `OUTBOUND_SLOW_ANSWER_MS` (a second); past it, it is cut off and moved
-//! (not counted as a failure) to the slow lane with every later attempt to that endpoint, as are
-//! the attempts of an endpoint that failed, until one is answered in time. So a slow or dead
-//! endpoint holds a healthy-lane place for at most a second, once, and never holds up another
-//! agency's events. A process also runs at most [`PER_ENDPOINT`] attempts to one endpoint at a
-//! time: on the healthy lane an attempt waits up to [`BUSY_WAIT`] for a place, on the slow lane
-//! it comes back later (1 s, doubling to [`BUSY_BACKOFF_CAP`]) so a slow endpoint's backlog
-//! costs little while it waits.
+//! attempt on the healthy lane gets `OUTBOUND_SLOW_ANSWER_MS` (a second); past it, it is cut off
+//! and moved (not counted as a failure) to the slow lane with every later attempt to that
+//! endpoint, as are the attempts of an endpoint that failed, until one is answered in time. So a
+//! slow or dead endpoint holds a healthy-lane place for at most a second, once, and never holds
+//! up another agency's events. A process also runs at most [`PER_ENDPOINT`] attempts to one
+//! endpoint at a time: on the healthy lane an attempt waits up to [`BUSY_WAIT`] for a place, on
+//! the slow lane it comes back later (1 s, doubling to [`BUSY_BACKOFF_CAP`]) so a slow endpoint's
+//! backlog costs little while it waits.
 
 use std::{
     collections::HashMap,

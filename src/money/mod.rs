@@ -15,6 +15,11 @@ pub fn round_line(amount: Decimal) -> Decimal {
     amount.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
 }
 
+/// `$12.34`: an amount as a customer reads it, rounded once by [`round_line`].
+pub fn usd(amount: Decimal) -> String {
+    format!("${:.2}", round_line(amount))
+}
+
 /// Unrounded cost of a usage row: quantity x unit price, exact.
 pub fn usage_cost(quantity: Decimal, unit_price: Decimal) -> Decimal {
     quantity * unit_price

@@ -16,7 +16,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::money::{self, calendar::Month};
+use crate::money::{calendar::Month, usd};
 
 /// Percentages of the cap at which the agency and the operator hear of it.
 pub const THRESHOLDS: [i32; 3] = [50, 80, 100];
@@ -62,11 +62,6 @@ impl CapStatus {
             self.cap_action
         )
     }
-}
-
-/// `$12.34`: rounded once, half away from zero, as on an invoice line.
-pub fn usd(amount: Decimal) -> String {
-    format!("${:.2}", money::round_line(amount))
 }
 
 /// The month containing `at` in `tz`: (first day, start, end).

@@ -117,7 +117,7 @@ impl Paged<'_> {
 
 /// An amount of money as the portal writes it: `$12.30`, rounded as an invoice line is.
 pub fn money_text(d: Decimal) -> String {
-    format!("${:.2}", money::round_line(d))
+    money::usd(d)
 }
 
 /// Calls per day up to `today` as bars (inline SVG: no script, prints).
