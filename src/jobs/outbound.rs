@@ -186,11 +186,13 @@ async fn attempt(deps: &Deps, args: DeliveryArgs, on_slow_lane: bool) -> Result<
     } else {
         BUSY_WAIT
     };
+    // No connection is held while waiting for a place.
+    drop(conn);
     let Some(slot) = Slot::take(due.endpoint_id, wait).await else {
         let later = busy_backoff(args.busy);
+        let mut conn = deps.pool.acquire().await?;
         return requeue(&mut conn, &due, args.busy + 1, Some(Utc::now() + later)).await;
     };
-    drop(conn);
 
     let client = deps.client(|d| OutboundClient::new(d.config.outbound_allow_private));
     let body = serde_json::to_vec(&due.payload)

@@ -581,7 +581,8 @@ async fn invoices_show_prints_the_documented_json_shape() {
         &[
             "invoices", "show", "--month", "2026-11", "--agent", &email, "--format", "json",
         ],
-    );
+    )
+    .await;
     let shown: Value = serde_json::from_slice(&out).expect("json");
     assert_eq!(shown[0]["period"], "2026-11");
     assert_eq!(shown[0]["status"], "draft");
@@ -591,7 +592,7 @@ async fn invoices_show_prints_the_documented_json_shape() {
         shown[0]["lines"][2],
         json!({"kind": "usage", "metric_type": "solar_ocr_scan", "quantity": "3", "unit_price": "0.075", "amount": "0.23"})
     );
-    let usage = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "csv"]);
+    let usage = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "csv"]).await;
     let text = String::from_utf8_lossy(&usage);
     assert_has(
         &text,
@@ -630,7 +631,7 @@ async fn usage_is_reported_per_agent_even_when_two_agencies_share_a_name() {
         let water = ("water_lookup", lookups, "0.00");
         add_usage(&db.pool, agent, water, "2026-11-10T17:00:00Z", key).await;
     }
-    let out = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "json"]);
+    let out = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "json"]).await;
     let rows: Value = serde_json::from_slice(&out).expect("json");
     let mut per_agent: Vec<(String, String)> = rows
         .as_array()

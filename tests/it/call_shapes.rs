@@ -143,6 +143,7 @@ async fn sync_calls_prints_each_agency_and_names_the_one_not_fully_synced() {
         .env("DATABASE_URL", &db.url)
         .envs(mocks.config())
         .output()
+        .await
         .expect("run");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
@@ -188,6 +189,7 @@ async fn without_a_vapi_key_the_daily_sync_is_skipped_quietly() {
         .args(["sync-calls", "--date", DAY])
         .env("DATABASE_URL", &db.url)
         .output()
+        .await
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("VAPI_API_KEY is not set"));
@@ -282,14 +284,14 @@ async fn our_own_agent_id_routes_before_the_number_and_the_assistant() {
 #[tokio::test]
 async fn a_vapi_assistant_has_one_owner() {
     let db = TestDb::seeded().await;
-    let run = |args: &[&str]| crate::cli::run_on(&db.url, args);
-    let give = |who: &str, assistant: &str| {
+    let run = async |args: &[&str]| crate::cli::run_on(&db.url, args).await;
+    let give = async |who: &str, assistant: &str| {
         let email = format!("{who}@agent-meter.example");
-        run(&["agents", "set", &email, "--vapi-assistant-id", assistant])
+        run(&["agents", "set", &email, "--vapi-assistant-id", assistant]).await
     };
-    let (ok, _, err) = give("client2", "asst-shared");
+    let (ok, _, err) = give("client2", "asst-shared").await;
     assert!(ok, "{err}");
-    let (ok, _, err) = give("client3", "asst-shared");
+    let (ok, _, err) = give("client3", "asst-shared").await;
     assert!(
         !ok && err.contains("Vapi assistant asst-shared belongs to client2@agent-meter.example"),
         "{err}"
@@ -303,7 +305,8 @@ async fn a_vapi_assistant_has_one_owner() {
         "k@agent-meter.example",
         "--vapi-assistant-id",
         "asst-shared",
-    ]);
+    ])
+    .await;
     assert!(
         !ok && err.contains("belongs to client2@agent-meter.example"),
         "{err}"
@@ -311,15 +314,16 @@ async fn a_vapi_assistant_has_one_owner() {
     let (ok, _, err) = run_line(
         &db.url,
         "agents add --agency-name Dup --email client2@agent-meter.example",
-    );
+    )
+    .await;
     assert!(
         !ok && err.contains("an agent with that email already exists"),
         "{err}"
     );
     // Cleared, it can be given to another.
-    let (ok, _, err) = give("client2", "");
+    let (ok, _, err) = give("client2", "").await;
     assert!(ok, "{err}");
-    let (ok, _, err) = give("client3", "asst-shared");
+    let (ok, _, err) = give("client3", "asst-shared").await;
     assert!(ok, "{err}");
 }
 

@@ -17,11 +17,11 @@ use wiremock::{
 use crate::helpers::*;
 
 /// `agent-meter agents ...` on `db`: (success, stdout, stderr).
-fn agents(db: &TestDb, args: &[&str]) -> (bool, String, String) {
+async fn agents(db: &TestDb, args: &[&str]) -> (bool, String, String) {
     let all: Vec<&str> = std::iter::once("agents")
         .chain(args.iter().copied())
         .collect();
-    crate::cli::run_on(&db.url, &all)
+    crate::cli::run_on(&db.url, &all).await
 }
 
 /// A usage row of `cost` for `agent` at `at` (a solar scan's metric; the ledger is what counts).
@@ -85,7 +85,7 @@ async fn thresholds_are_noticed_once_each_one_by_one_all_at_once_and_again_next_
     .await
     .expect("endpoint");
     for email in [&email_a, &email_b] {
-        let (ok, out, err) = agents(&db, &["set", email, "--usage-cap", "10"]);
+        let (ok, out, err) = agents(&db, &["set", email, "--usage-cap", "10"]).await;
         assert!(ok, "{err}");
         assert!(out.contains("usage cap: $"), "{out}");
     }
@@ -249,7 +249,8 @@ async fn ten_calls_at_once_against_a_cap_of_four_are_billed_at_most_one_past_it(
             "--cap-action",
             "block",
         ],
-    );
+    )
+    .await;
     assert!(ok, "{err}");
     let answers = futures::future::join_all((0..10).map(|i| {
         let app = &app;
@@ -321,12 +322,12 @@ async fn ten_calls_at_once_against_a_cap_of_four_are_billed_at_most_one_past_it(
 async fn alert_only_notifies_and_a_removed_cap_lifts_the_block() {
     let (app, fema) = app_with_paid_lookups().await;
     let email = app.db.email_of(app.db.agent_id(PHONE_1).await).await;
-    let set = |args: &[&str]| {
+    let set = async |args: &[&str]| {
         let mut all = vec!["set", email.as_str()];
         all.extend_from_slice(args);
-        agents(&app.db, &all)
+        agents(&app.db, &all).await
     };
-    let (ok, out, err) = set(&["--usage-cap", "$1", "--cap-action", "block"]);
+    let (ok, out, err) = set(&["--usage-cap", "$1", "--cap-action", "block"]).await;
     assert!(ok, "{err}");
     assert!(
         out.contains("usage cap: $0.00 of $1.00 (0%, block)"),
@@ -338,14 +339,14 @@ async fn alert_only_notifies_and_a_removed_cap_lifts_the_block() {
     assert_eq!(lookup(&app, "call-a", "tc-a1").await.1, "");
 
     // alert: over the cap, calls go on and are billed.
-    let (ok, out, _) = set(&["--cap-action", "alert"]);
+    let (ok, out, _) = set(&["--cap-action", "alert"]).await;
     assert!(ok && out.contains("(100%, alert)"), "{out}");
     assert_eq!(lookup(&app, "call-a", "tc-a3").await.1, "");
-    let (ok, out, _) = agents(&app.db, &["list"]);
+    let (ok, out, _) = agents(&app.db, &["list"]).await;
     assert!(ok && out.contains("USAGE CAP"), "{out}");
     drain(&app.db.pool, 30).await;
     assert_eq!(billed(&app).await, (2, Decimal::new(2, 0)));
-    let (_, list, _) = agents(&app.db, &["list", "--json"]);
+    let (_, list, _) = agents(&app.db, &["list", "--json"]).await;
     let list: Vec<Value> = serde_json::from_str(&list).expect("json");
     let me = list
         .iter()
@@ -361,9 +362,9 @@ async fn alert_only_notifies_and_a_removed_cap_lifts_the_block() {
     );
 
     // Back to block, then the cap removed: nothing is refused any more.
-    assert!(set(&["--cap-action", "block"]).0);
+    assert!(set(&["--cap-action", "block"]).await.0);
     assert_eq!(lookup(&app, "call-a", "tc-a4").await.1, CAP_REACHED);
-    let (ok, out, _) = set(&["--usage-cap", ""]);
+    let (ok, out, _) = set(&["--usage-cap", ""]).await;
     assert!(ok && out.contains("usage cap: none"), "{out}");
     assert_eq!(lookup(&app, "call-a", "tc-a5").await.1, "");
     drain(&app.db.pool, 30).await;
@@ -379,7 +380,7 @@ async fn alert_only_notifies_and_a_removed_cap_lifts_the_block() {
         (&["--usage-cap", "1e9999"], "not an amount"),
         (&["--cap-action", "stop"], "possible values"),
     ] {
-        let (ok, _, err) = set(args);
+        let (ok, _, err) = set(args).await;
         assert!(!ok && err.contains(says), "{args:?}: {err}");
     }
     let cap: Option<Decimal> = app

@@ -1,9 +1,12 @@
 //! The `agent-meter` binary: help on every command, configuration errors, seed guard.
 
-use std::process::Command;
+use tokio::process::Command;
 
 use crate::helpers::*;
 
+/// The binary, to run with `.output().await`: a test's runtime keeps serving the app, the workers
+/// and the mock servers while a command runs. (A blocking wait once froze a worker inside a
+/// transaction whose row lock the command then waited on, for ever.)
 pub fn agent_meter() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-meter"));
     // Run in an empty directory so a developer's .env cannot leak in.
@@ -22,12 +25,12 @@ pub fn agent_meter() -> Command {
 }
 
 /// Runs the binary against `database_url`: (success, stdout, stderr).
-pub fn run_on(database_url: &str, args: &[&str]) -> (bool, String, String) {
-    run_on_with(database_url, args, &[])
+pub async fn run_on(database_url: &str, args: &[&str]) -> (bool, String, String) {
+    run_on_with(database_url, args, &[]).await
 }
 
 /// [`run_on`] with the variables `env` set too.
-pub fn run_on_with(
+pub async fn run_on_with(
     database_url: &str,
     args: &[&str],
     env: &[(&str, &str)],
@@ -37,6 +40,7 @@ pub fn run_on_with(
         .env("DATABASE_URL", database_url)
         .envs(env.iter().copied())
         .output()
+        .await
         .expect("run");
     (
         out.status.success(),
@@ -46,19 +50,19 @@ pub fn run_on_with(
 }
 
 /// [`run_on`] with the arguments of `line`, split at white space (none of them holds any).
-pub fn run_line(database_url: &str, line: &str) -> (bool, String, String) {
-    run_on(database_url, &line.split_whitespace().collect::<Vec<_>>())
+pub async fn run_line(database_url: &str, line: &str) -> (bool, String, String) {
+    run_on(database_url, &line.split_whitespace().collect::<Vec<_>>()).await
 }
 
 /// [`run_line`], which must succeed: its stdout.
-pub fn run_ok(database_url: &str, line: &str) -> String {
-    let (ok, out, err) = run_line(database_url, line);
+pub async fn run_ok(database_url: &str, line: &str) -> String {
+    let (ok, out, err) = run_line(database_url, line).await;
     assert!(ok, "{line}: {out}{err}");
     out
 }
 
-#[test]
-fn every_command_has_help() {
+#[tokio::test]
+async fn every_command_has_help() {
     for sub in [
         None,
         Some("migrate"),
@@ -74,31 +78,33 @@ fn every_command_has_help() {
         if let Some(s) = sub {
             cmd.arg(s);
         }
-        let out = cmd.arg("--help").output().expect("run");
+        let out = cmd.arg("--help").output().await.expect("run");
         assert!(out.status.success(), "{sub:?} --help");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage: agent-meter"), "{sub:?}: {text}");
     }
 }
 
-#[test]
-fn a_bad_variable_is_named_and_exits_2() {
+#[tokio::test]
+async fn a_bad_variable_is_named_and_exits_2() {
     let out = agent_meter()
         .arg("migrate")
         .env("BILLING_TIMEZONE", "Mars/Olympus_Mons")
         .output()
+        .await
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_has(&err, "BILLING_TIMEZONE");
 }
 
-#[test]
-fn web_refuses_to_start_without_a_vapi_secret() {
+#[tokio::test]
+async fn web_refuses_to_start_without_a_vapi_secret() {
     let out = agent_meter()
         .arg("web")
         .env("DATABASE_URL", "postgres://postgres@127.0.0.1:9/none")
         .output()
+        .await
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -113,12 +119,13 @@ async fn seed_refuses_production_and_migrate_then_seed_work() {
         .env("APP_ENV", "production")
         .env("DATABASE_URL", &db.url)
         .output()
+        .await
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("production"));
 
     for sub in ["migrate", "seed", "seed"] {
-        run_ok(&db.url, sub);
+        run_ok(&db.url, sub).await;
     }
     assert_eq!(db.count("SELECT count(*) FROM agents").await, 5);
 }
@@ -126,7 +133,7 @@ async fn seed_refuses_production_and_migrate_then_seed_work() {
 #[tokio::test]
 async fn agents_add_set_and_list_manage_personas() {
     let db = TestDb::seeded().await;
-    let run = |args: &[&str]| run_on(&db.url, args);
+    let run = async |args: &[&str]| run_on(&db.url, args).await;
     let (ok, _, err) = run(&[
         "agents",
         "add",
@@ -138,7 +145,8 @@ async fn agents_add_set_and_list_manage_personas() {
         "+19285550106",
         "--vapi-phone-number-id",
         "ph_six",
-    ]);
+    ])
+    .await;
     assert!(ok, "{err}");
     let prompt = std::env::temp_dir().join(format!("prompt-{}.txt", uuid::Uuid::new_v4()));
     std::fs::write(&prompt, "Eres el asistente de {agency_name}.").expect("prompt file");
@@ -151,9 +159,10 @@ async fn agents_add_set_and_list_manage_personas() {
         "¡Bienvenidos!",
         "--system-prompt-file",
         &prompt_arg,
-    ]);
+    ])
+    .await;
     assert!(ok, "{err}");
-    let (ok, out, _) = run_line(&db.url, "agents list --json");
+    let (ok, out, _) = run_line(&db.url, "agents list --json").await;
     assert!(ok);
     let list: serde_json::Value = serde_json::from_str(&out).expect("json list");
     let six = list
@@ -164,18 +173,19 @@ async fn agents_add_set_and_list_manage_personas() {
         .expect("new agent listed");
     assert_eq!(six["greeting"], "¡Bienvenidos!");
     assert_eq!(six["has_system_prompt"], true);
-    let (ok, table, _) = run_line(&db.url, "agents list");
+    let (ok, table, _) = run_line(&db.url, "agents list").await;
     assert!(
         ok && table.contains("Page Lake Powell Insurance") && table.contains("own prompt"),
         "{table}"
     );
     // Mistakes are clear errors, not panics.
-    let (ok, _, err) = run_line(&db.url, "agents set nobody@example.com --greeting x");
+    let (ok, _, err) = run_line(&db.url, "agents set nobody@example.com --greeting x").await;
     assert!(!ok && err.contains("no agent with email"), "{err}");
     let (ok, _, err) = run_line(
         &db.url,
         "agents add --agency-name Dup --email client6@agent-meter.example",
-    );
+    )
+    .await;
     assert!(!ok && err.contains("already exists"), "{err}");
     let stored: Option<String> = db
         .scalar("SELECT system_prompt FROM agents WHERE email = 'client6@agent-meter.example'")
@@ -213,13 +223,14 @@ async fn a_changed_prompt_reaches_callers_within_seconds() {
     .await;
 }
 
-#[test]
-fn the_demo_tells_the_whole_story_and_exits() {
+#[tokio::test]
+async fn the_demo_tells_the_whole_story_and_exits() {
     let out = agent_meter()
         .args(["demo", "--exit"])
         .env("DATABASE_URL", admin_url())
         .env("BIND_ADDR", "127.0.0.1:0")
         .output()
+        .await
         .expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -249,9 +260,9 @@ fn the_demo_tells_the_whole_story_and_exits() {
 #[tokio::test]
 async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
     let db = TestDb::seeded().await;
-    let (ok, _, err) = run_line(&db.url, "prices set solar_ocr_scan 0.08 --from 2099-01-01");
+    let (ok, _, err) = run_line(&db.url, "prices set solar_ocr_scan 0.08 --from 2099-01-01").await;
     assert!(ok, "{err}");
-    let (ok, out, _) = run_line(&db.url, "prices list --json");
+    let (ok, out, _) = run_line(&db.url, "prices list --json").await;
     assert!(ok);
     let rows: serde_json::Value = serde_json::from_str(&out).expect("json");
     let scans: Vec<(String, Option<String>, String)> = rows
@@ -273,10 +284,10 @@ async fn prices_set_closes_the_range_in_force_and_list_shows_both() {
         (scans[1].0.as_str(), scans[1].1.as_deref()),
         ("2099-01-01", None)
     );
-    let (ok, _, err) = run_line(&db.url, "prices set solar_ocr_scan 0.09 --from 2098-06-01");
+    let (ok, _, err) = run_line(&db.url, "prices set solar_ocr_scan 0.09 --from 2098-06-01").await;
     assert!(!ok && err.contains("date order"), "{err}");
     // `--` so that clap reads -1 as the price, not a flag: the guard itself must refuse it.
-    let (ok, _, err) = run_line(&db.url, "prices set --from 2099-02-01 solar_ocr_scan -- -1");
+    let (ok, _, err) = run_line(&db.url, "prices set --from 2099-02-01 solar_ocr_scan -- -1").await;
     assert!(!ok && err.contains("a price cannot be negative"), "{err}");
 }
 
@@ -295,7 +306,7 @@ async fn billing_commands_name_an_unknown_agent_email_and_fail() {
         &["jobs", "list", "--agent", typo],
         &["jobs", "retry", "--failed", "--agent", typo],
     ] {
-        let (ok, out, err) = run_on(&db.url, args);
+        let (ok, out, err) = run_on(&db.url, args).await;
         assert!(!ok, "{args:?} must fail: {out}");
         assert!(
             err.contains(&format!("no agent with email {typo}")),
@@ -311,7 +322,8 @@ async fn billing_commands_name_an_unknown_agent_email_and_fail() {
         &[
             "invoices", "rollup", "--month", "2026-11", "--agent", &email,
         ],
-    );
+    )
+    .await;
     assert!(ok, "{err}");
     assert_has(&out, "1 invoice(s) for 2026-11");
 }
@@ -319,7 +331,7 @@ async fn billing_commands_name_an_unknown_agent_email_and_fail() {
 #[tokio::test]
 async fn agents_set_validates_call_length_and_transfer_settings_and_list_shows_them() {
     let db = TestDb::seeded().await;
-    let run = |args: &[&str]| run_on(&db.url, args);
+    let run = async |args: &[&str]| run_on(&db.url, args).await;
     let one = "client1@agent-meter.example";
     let (ok, _, err) = run(&[
         "agents",
@@ -331,9 +343,10 @@ async fn agents_set_validates_call_length_and_transfer_settings_and_list_shows_t
         "+19285550100",
         "--transfer-hours",
         "mon-fri 08:00-17:00,  Sat 09:00-12:00",
-    ]);
+    ])
+    .await;
     assert!(ok, "{err}");
-    let (ok, out, _) = run_line(&db.url, "agents list --json");
+    let (ok, out, _) = run_line(&db.url, "agents list --json").await;
     assert!(ok);
     let list: serde_json::Value = serde_json::from_str(&out).expect("json list");
     let of = |email: &str| {
@@ -349,7 +362,7 @@ async fn agents_set_validates_call_length_and_transfer_settings_and_list_shows_t
     assert_eq!(a["transfer_number"], "+19285550100");
     assert_eq!(a["transfer_hours"], "Mon-Fri 08:00-17:00, Sat 09:00-12:00");
     assert_eq!(of("client2@agent-meter.example")["max_call_minutes"], 30);
-    let (ok, table, _) = run_line(&db.url, "agents list");
+    let (ok, table, _) = run_line(&db.url, "agents list").await;
     assert!(
         ok && table.contains("MAX MIN") && table.contains("+19285550100 Mon-Fri"),
         "{table}"
@@ -370,12 +383,12 @@ async fn agents_set_validates_call_length_and_transfer_settings_and_list_shows_t
     ] {
         let mut full = vec!["agents", "set", one];
         full.extend(&args);
-        let (ok, _, err) = run(&full);
+        let (ok, _, err) = run(&full).await;
         assert!(!ok && err.contains(says), "{args:?}: {err}");
     }
     // A number needs its hours the first time.
     let two = "client2@agent-meter.example";
-    let (ok, _, err) = run(&["agents", "set", two, "--transfer-number", "+15205550100"]);
+    let (ok, _, err) = run(&["agents", "set", two, "--transfer-number", "+15205550100"]).await;
     assert!(!ok && err.contains("needs its hours"), "{err}");
     let (ok, _, err) = run(&[
         "agents",
@@ -385,10 +398,11 @@ async fn agents_set_validates_call_length_and_transfer_settings_and_list_shows_t
         "+15205550100",
         "--transfer-hours",
         "always",
-    ]);
+    ])
+    .await;
     assert!(ok, "{err}");
     // "" clears the number (no transfers).
-    let (ok, _, err) = run(&["agents", "set", one, "--transfer-number", ""]);
+    let (ok, _, err) = run(&["agents", "set", one, "--transfer-number", ""]).await;
     assert!(ok, "{err}");
     let settings: (i32, Option<String>, Option<String>) = sqlx::query_as(
         "SELECT max_call_minutes, transfer_number, transfer_hours FROM agents WHERE email = $1",
@@ -441,7 +455,7 @@ async fn csv_exports_neutralise_agency_names_that_read_as_formulas() {
         .expect("usage");
         expected.push(format!("\n{agent},{cell},solar_ocr_scan,1,2,0.15,"));
     }
-    let usage = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "csv"]);
+    let usage = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "csv"]).await;
     let usage = String::from_utf8_lossy(&usage);
     for line in &expected {
         assert!(usage.contains(line.as_str()), "{line:?} not in {usage}");
@@ -449,7 +463,8 @@ async fn csv_exports_neutralise_agency_names_that_read_as_formulas() {
     let (ok, trace, err) = run_on(
         &db.url,
         &["invoices", "trace", "--month", "2026-11", "--format", "csv"],
-    );
+    )
+    .await;
     assert!(ok, "{err}");
     assert_has(&trace, ",'+1+1,solar_ocr_scan,");
     assert!(!trace.contains(",+1+1,"), "{trace}");

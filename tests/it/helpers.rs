@@ -769,12 +769,13 @@ pub async fn requests(server: &wiremock::MockServer) -> usize {
 }
 
 /// Runs the `agent-meter` binary on `db` and returns its standard output (it must succeed).
-pub fn agent_meter_on(db: &TestDb, args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
+pub async fn agent_meter_on(db: &TestDb, args: &[&str]) -> Vec<u8> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
         .args(args)
         .env("DATABASE_URL", &db.url)
         .current_dir(std::env::temp_dir())
         .output()
+        .await
         .expect("run");
     assert!(
         out.status.success(),

@@ -1197,7 +1197,8 @@ async fn drafts_never_show_usage_another_invoice_holds_and_late_usage_is_billed_
         &[
             "invoices", "trace", "--month", "2026-11", "--format", "json",
         ],
-    );
+    )
+    .await;
     let rows: serde_json::Value = serde_json::from_slice(&out).expect("json");
     let ours: Vec<(String, String, String, i64)> = rows
         .as_array()
@@ -1475,7 +1476,7 @@ async fn summarize_usage_brings_a_bulk_import_into_the_summary() {
     .execute(&db.pool)
     .await
     .expect("import");
-    let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]);
+    let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]).await;
     assert!(ok, "{err}");
     assert_has_all(&out, &["up to date", ": 5000 ledger row(s) added"]);
     let summarized: (i64, Decimal, i64) = db
@@ -1493,20 +1494,20 @@ async fn summarize_usage_brings_a_bulk_import_into_the_summary() {
         .await;
     assert!(!behind, "the summary reaches the last imported row");
 
-    let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]);
+    let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]).await;
     assert!(ok && out.contains(": 0 ledger row(s) added"), "{out} {err}");
 
     // Out of budget (a summary row held by another transaction): exit 1, saying to run again.
     insert_scan(&db.pool, agent, "2026-11-01T13:00:00Z", "after-import").await;
     let holder = summary_held(&db).await;
-    let (ok, _, err) = crate::cli::run_on(&db.url, &["summarize-usage", "--budget-secs=1"]);
+    let (ok, _, err) = crate::cli::run_on(&db.url, &["summarize-usage", "--budget-secs=1"]).await;
     assert!(!ok && err.contains("run it again"), "{err}");
     holder.rollback().await.expect("release");
-    let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]);
+    let (ok, out, err) = crate::cli::run_on(&db.url, &["summarize-usage"]).await;
     assert!(ok && out.contains(": 1 ledger row(s) added"), "{out} {err}");
     for bad in ["0", "-5", "abc", "86401"] {
         let arg = format!("--budget-secs={bad}");
-        let (ok, _, err) = crate::cli::run_on(&db.url, &["summarize-usage", &arg]);
+        let (ok, _, err) = crate::cli::run_on(&db.url, &["summarize-usage", &arg]).await;
         assert!(!ok && err.contains("--budget-secs"), "{bad}: {err}");
     }
 }

@@ -67,7 +67,7 @@ fn lines(l: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 async fn list_json(db: &TestDb) -> Vec<Value> {
-    let (ok, out, err) = run_on(&db.url, &["agents", "list", "--json"]);
+    let (ok, out, err) = run_on(&db.url, &["agents", "list", "--json"]).await;
     assert!(ok, "{err}");
     serde_json::from_str::<Value>(&out)
         .expect("json")
@@ -90,7 +90,8 @@ async fn a_cancelled_agency_is_billed_through_its_cancellation_month_and_never_a
     let out = run_ok(
         &db.url,
         &format!("agents cancel {EMAIL_1} --on 2026-11-20 --actor dana"),
-    );
+    )
+    .await;
     assert_has_all(&out, &["active -> cancelled", "billed through 2026-11"]);
     let a = listed(&db, EMAIL_1).await;
     assert_eq!(
@@ -101,7 +102,7 @@ async fn a_cancelled_agency_is_billed_through_its_cancellation_month_and_never_a
             &json!("2026-11-20")
         )
     );
-    let (ok, out, _) = run_on(&db.url, &["agents", "list"]);
+    let (ok, out, _) = run_on(&db.url, &["agents", "list"]).await;
     assert!(
         ok && out.contains("cancelled 2026-11-01 2026-11-20"),
         "{out}"
@@ -121,7 +122,7 @@ async fn a_cancelled_agency_is_billed_through_its_cancellation_month_and_never_a
     );
 
     for m in ["2026-11", "2026-12", "2027-01"] {
-        run_ok(&db.url, &format!("invoices rollup --month {m}"));
+        run_ok(&db.url, &format!("invoices rollup --month {m}")).await;
     }
     assert_eq!(
         invoices_of(&db, EMAIL_1).await,
@@ -159,42 +160,47 @@ async fn a_cancelled_agency_is_billed_through_its_cancellation_month_and_never_a
 #[tokio::test]
 async fn impossible_moves_are_refused_with_their_reason() {
     let db = TestDb::seeded().await;
-    let refused = |args: &[&str], why: &str| {
-        let (ok, out, err) = run_on(&db.url, args);
+    let refused = async |args: &[&str], why: &str| {
+        let (ok, out, err) = run_on(&db.url, args).await;
         assert!(!ok && err.contains(why), "{args:?}: {out}{err}");
     };
     refused(
         &["agents", "reactivate", EMAIL_1],
         "is active, not cancelled; nothing to reactivate",
-    );
-    refused(&["agents", "resume", EMAIL_1], "is not paused");
+    )
+    .await;
+    refused(&["agents", "resume", EMAIL_1], "is not paused").await;
     refused(
         &["agents", "cancel", EMAIL_1, "--on", "2026-10-31"],
         "before its billing starts on 2026-11-01",
-    );
+    )
+    .await;
     refused(
         &["agents", "pause", "nobody@example.com"],
         "no agent with email nobody@example.com",
-    );
+    )
+    .await;
     refused(
         &["agents", "cancel", "--on", "2026-13-01", EMAIL_1],
         "invalid value",
-    );
+    )
+    .await;
 
-    let (ok, out, err) = run_on(&db.url, &["agents", "pause", EMAIL_1]);
+    let (ok, out, err) = run_on(&db.url, &["agents", "pause", EMAIL_1]).await;
     assert!(
         ok && out.contains("active -> paused") && out.contains("still billed"),
         "{err}"
     );
-    refused(&["agents", "pause", EMAIL_1], "is already paused");
+    refused(&["agents", "pause", EMAIL_1], "is already paused").await;
     assert_eq!(listed(&db, EMAIL_1).await["status"], "paused");
     // Paused is still billed.
     run_ok(
         &db.url,
         &format!("invoices rollup --month 2026-11 --agent {EMAIL_1}"),
-    );
+    )
+    .await;
     assert_eq!(invoices_of(&db, EMAIL_1).await.len(), 1);
-    let (ok, out, err) = run_on(&db.url, &["agents", "resume", EMAIL_1]);
+    let (ok, out, err) = run_on(&db.url, &["agents", "resume", EMAIL_1]).await;
     assert!(ok && out.contains("paused -> active"), "{err}");
 
     // A past day is refused once usage occurred on or after it.
@@ -210,21 +216,25 @@ async fn impossible_moves_are_refused_with_their_reason() {
     refused(
         &["agents", "cancel", EMAIL_1, "--on", "2026-11-20"],
         "1 usage row(s) occurred on or after that day",
-    );
-    run_ok(&db.url, &format!("agents cancel {EMAIL_1} --on 2026-11-26"));
+    )
+    .await;
+    run_ok(&db.url, &format!("agents cancel {EMAIL_1} --on 2026-11-26")).await;
     refused(
         &["agents", "cancel", EMAIL_1],
         "was already cancelled on 2026-11-26",
-    );
+    )
+    .await;
     refused(
         &["agents", "pause", EMAIL_1],
         "was cancelled on 2026-11-26; reactivate it first",
-    );
+    )
+    .await;
     // `agents set --status` goes through the same moves.
     refused(
         &["agents", "set", EMAIL_1, "--status", "paused"],
         "reactivate it first",
-    );
+    )
+    .await;
     let moves = db
         .count("SELECT count(*) FROM agent_lifecycle_events")
         .await;
@@ -235,7 +245,7 @@ async fn impossible_moves_are_refused_with_their_reason() {
 async fn the_billing_start_moves_until_an_invoice_is_final() {
     let db = TestDb::seeded().await;
     let set_start = |day: &str| format!("agents set {EMAIL_1} --billing-starts-on {day}");
-    let out = run_ok(&db.url, &set_start("2026-10-15"));
+    let out = run_ok(&db.url, &set_start("2026-10-15")).await;
     assert_has(&out, "the setup fee and first subscription are 2026-10's");
     assert_eq!(
         listed(&db, EMAIL_1).await["billing_starts_on"],
@@ -245,7 +255,8 @@ async fn the_billing_start_moves_until_an_invoice_is_final() {
         run_ok(
             &db.url,
             &format!("invoices rollup --month {m} --agent {EMAIL_1}"),
-        );
+        )
+        .await;
     }
     let invoices = invoices_of(&db, EMAIL_1).await;
     assert_eq!(
@@ -257,7 +268,7 @@ async fn the_billing_start_moves_until_an_invoice_is_final() {
         "{invoices:?}"
     );
     // Moving it later drops the draft of a month no longer billed.
-    run_ok(&db.url, &set_start("2026-11-01"));
+    run_ok(&db.url, &set_start("2026-11-01")).await;
     assert_eq!(
         invoices_of(&db, EMAIL_1)
             .await
@@ -269,8 +280,9 @@ async fn the_billing_start_moves_until_an_invoice_is_final() {
     run_ok(
         &db.url,
         &format!("invoices finalize --month 2026-11 --agent {EMAIL_1}"),
-    );
-    let (ok, _, err) = run_line(&db.url, &set_start("2026-10-01"));
+    )
+    .await;
+    let (ok, _, err) = run_line(&db.url, &set_start("2026-10-01")).await;
     assert!(
         !ok && err.contains("its invoice for 2026-11 is finalized"),
         "{err}"
@@ -399,7 +411,7 @@ async fn a_cancelled_agency_can_do_nothing_but_read_its_invoices() {
     // A call that started before the cancellation, reported afterwards, is still billed.
     let before = end_of_call_report("call-before", PHONE_1);
 
-    run_ok(&app.db.url, &format!("agents cancel {EMAIL_1}"));
+    run_ok(&app.db.url, &format!("agents cancel {EMAIL_1}")).await;
     // The routing cache holds an agent for 2 s: wait until the web sees the cancellation.
     let answer = eventually(10, "the cancellation is seen", || async {
         let resp = app

@@ -61,8 +61,8 @@ async fn price_with_cost(
 
 /// `usage --month 2026-11 --format json`, per (agent, metric): "count billed provider_cost cost
 /// margin cost_source" (the count as JSON writes it).
-fn usage_json(db: &TestDb) -> Vec<(String, String, String)> {
-    let out = agent_meter_on(db, &["usage", "--month", "2026-11", "--format", "json"]);
+async fn usage_json(db: &TestDb) -> Vec<(String, String, String)> {
+    let out = agent_meter_on(db, &["usage", "--month", "2026-11", "--format", "json"]).await;
     let rows: serde_json::Value = serde_json::from_slice(&out).expect("json");
     let mut rows: Vec<(String, String, String)> = rows
         .as_array()
@@ -123,13 +123,13 @@ async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which(
     ];
     before_21st.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
     // From the ledger alone (no summary yet), then from the summary.
-    assert_eq!(usage_json(&db), before_21st);
-    agent_meter_on(&db, &["summarize-usage"]);
-    assert_eq!(usage_json(&db), before_21st);
+    assert_eq!(usage_json(&db).await, before_21st);
+    agent_meter_on(&db, &["summarize-usage"]).await;
+    assert_eq!(usage_json(&db).await, before_21st);
     // A row after the summary's cut, on the 21st: 1 x 0.07, read from the ledger.
     metered(&db, (a, MINUTES), ("1", None), "2026-11-21T17:00:00Z", "m4").await;
     let after = with_figures(before_21st, (a, MINUTES), "4 3.60 0.90 1.32 2.28 mixed");
-    assert_eq!(usage_json(&db), after);
+    assert_eq!(usage_json(&db).await, after);
     // A unit cost set afterwards shows at once (it is read, not summarized).
     db.execute(
         "UPDATE pricing_config SET unit_cost_usd = 0.01
@@ -137,10 +137,10 @@ async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which(
     )
     .await;
     let after = with_figures(after, (b, SCANS), "1 0.08 0.00 0.01 0.07 unit_cost");
-    assert_eq!(usage_json(&db), after);
+    assert_eq!(usage_json(&db).await, after);
     // The summary again, then the migration undone and redone: its backfill is exact.
-    agent_meter_on(&db, &["summarize-usage"]);
-    assert_eq!(usage_json(&db), after);
+    agent_meter_on(&db, &["summarize-usage"]).await;
+    assert_eq!(usage_json(&db).await, after);
     agent_meter::store::db::MIGRATOR
         .undo(&db.pool, 20261203000025)
         .await
@@ -150,9 +150,9 @@ async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which(
         .count("SELECT count(*) FROM usage_daily WHERE events_without_provider_cost > 0")
         .await;
     assert!(summarized > 0, "the summary was kept and backfilled");
-    assert_eq!(usage_json(&db), after);
+    assert_eq!(usage_json(&db).await, after);
     // The table and CSV carry the same cost, margin and source.
-    let csv = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "csv"]);
+    let csv = agent_meter_on(&db, &["usage", "--month", "2026-11", "--format", "csv"]).await;
     let csv = String::from_utf8_lossy(&csv);
     assert!(
         csv.starts_with(
@@ -161,7 +161,7 @@ async fn margins_use_the_providers_cost_else_the_prices_unit_cost_and_say_which(
         "{csv}"
     );
     assert_has(&csv, ",vapi_call_minutes,4,18,3.60,1.32,2.28,mixed\n");
-    let table = agent_meter_on(&db, &["usage", "--month", "2026-11"]);
+    let table = agent_meter_on(&db, &["usage", "--month", "2026-11"]).await;
     let table = String::from_utf8_lossy(&table);
     let line = table
         .lines()

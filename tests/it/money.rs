@@ -116,11 +116,11 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
     let email = db.email_of(agent).await;
     metered_scan(&db, agent, "2026-11-10T18:00:00Z", "scan-a").await;
     metered_scan(&db, agent, "2026-11-20T18:00:00Z", "scan-b").await;
-    let prices = || async { crate::cli::run_ok(&db.url, "prices list --json") };
+    let prices = || async { crate::cli::run_ok(&db.url, "prices list --json").await };
     let before = prices().await;
     // Refused, saying what it would re-price; nothing changes.
     let set_price = "prices set solar_ocr_scan 0.10 --from 2026-11-15";
-    let (ok, _, err) = run_line(&db.url, set_price);
+    let (ok, _, err) = run_line(&db.url, set_price).await;
     assert!(
         !ok && err.contains("1 metered solar_ocr_scan row(s) since then would be re-priced")
             && err.contains("--reprice"),
@@ -128,7 +128,7 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
     );
     assert_eq!(prices().await, before, "the price was rolled back");
     // Asked: the November 20th scan is reversed and entered again at 0.10, in its own month.
-    let (ok, out, err) = run_line(&db.url, &format!("{set_price} --reprice"));
+    let (ok, out, err) = run_line(&db.url, &format!("{set_price} --reprice")).await;
     assert!(
         ok && out.contains("re-priced 1 metered row(s)"),
         "{out}{err}"
@@ -187,7 +187,7 @@ async fn a_price_from_a_past_day_re_prices_only_when_asked_and_never_a_final_inv
         .expect("finalize");
     let before = prices().await;
     let set_price = "prices set solar_ocr_scan 0.20 --from 2026-11-20 --reprice";
-    let (ok, _, err) = run_line(&db.url, set_price);
+    let (ok, _, err) = run_line(&db.url, set_price).await;
     assert!(
         !ok && err.contains("finalized invoices (2026-11) hold some of them"),
         "{err}"

@@ -10,8 +10,8 @@ async fn failed_scan(mocks: &Mocks) -> TestApp {
     spawn_with_failed_scan(mocks, OPS, 400, "bad image").await.0
 }
 
-fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    crate::cli::run_on_with(&app.db.url, args, &[("USER", "oncall-anna")])
+async fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    crate::cli::run_on_with(&app.db.url, args, &[("USER", "oncall-anna")]).await
 }
 
 #[tokio::test]
@@ -29,7 +29,8 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
             "client1@agent-meter.example",
             "--json",
         ],
-    );
+    )
+    .await;
     assert!(ok, "{err}");
     let rows: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
@@ -42,7 +43,7 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
     );
     let id = rows[0]["id"].as_str().expect("id").to_string();
 
-    let (ok, out, _) = cli(&app, &["jobs", "show", &id]);
+    let (ok, out, _) = cli(&app, &["jobs", "show", &id]).await;
     assert!(ok);
     let detail: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(detail["args"]["tool_call_id"], "tc-failing");
@@ -58,14 +59,15 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
             "solar_ocr_scan",
             "--dry-run",
         ],
-    );
+    )
+    .await;
     assert!(ok && out.contains("1 job(s) to re-run"), "{out}");
     assert_eq!(
         app.db.count("SELECT count(*) FROM ops_audit").await,
         0,
         "a dry run changes nothing"
     );
-    let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--yes"]);
+    let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--yes"]).await;
     assert!(ok && out.contains("re-queued 1"), "{out}{err}");
     app.db.count_reaches("SELECT count(*) FROM apalis.jobs WHERE status = 'Done' AND job_type = 'solar_ocr_scan'", 1, 15, "the re-run to finish").await;
     assert_eq!(app.db.count(USAGE_ROWS).await, 1);
@@ -78,7 +80,7 @@ async fn an_oncall_person_finds_a_failed_job_sees_why_and_reruns_it_from_the_cli
         ("cli:oncall-anna".into(), "retry".into(), vec![id.clone()])
     );
     // Re-running it again after it succeeded is refused: done jobs are not re-run.
-    let (_, out, _) = cli(&app, &["jobs", "retry", &id, "--yes"]);
+    let (_, out, _) = cli(&app, &["jobs", "retry", &id, "--yes"]).await;
     assert_has(&out, "re-queued 0");
 }
 
@@ -90,14 +92,14 @@ async fn jobs_retry_is_scriptable_and_audited_with_the_named_actor() {
     let mocks = Mocks::start().await;
     let app = failed_scan(&mocks).await;
     let id = pending_or_failed_id(&app).await;
-    let (ok, out, err) = cli(&app, &["jobs", "retry", "--failed"]);
+    let (ok, out, err) = cli(&app, &["jobs", "retry", "--failed"]).await;
     assert!(
         !ok,
         "a bulk re-run without --yes and without a terminal fails: {out}"
     );
     assert_has(&err, "--yes");
     assert_eq!(app.db.count("SELECT count(*) FROM ops_audit").await, 0);
-    let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--actor", "pager bot"]);
+    let (ok, out, err) = cli(&app, &["jobs", "retry", &id, "--actor", "pager bot"]).await;
     assert!(
         ok && out.contains("re-queued 1"),
         "named ids need no prompt: {out}{err}"
@@ -108,7 +110,7 @@ async fn jobs_retry_is_scriptable_and_audited_with_the_named_actor() {
 
 /// The id of the one failed scan.
 async fn pending_or_failed_id(app: &TestApp) -> String {
-    let (ok, out, err) = cli(app, &["jobs", "list", "--status", "failed", "--json"]);
+    let (ok, out, err) = cli(app, &["jobs", "list", "--status", "failed", "--json"]).await;
     assert!(ok, "{err}");
     let rows: Value = serde_json::from_str(&out).expect("json");
     rows[0]["id"].as_str().expect("a failed job").to_string()
@@ -270,7 +272,7 @@ async fn the_cli_cancels_only_pending_jobs_and_bulk_retries_with_yes() {
         .db
         .scalar("SELECT id FROM apalis.jobs WHERE status = 'Killed'")
         .await;
-    let (ok, out, _) = cli(&app, &["jobs", "cancel", &pending, &failed]);
+    let (ok, out, _) = cli(&app, &["jobs", "cancel", &pending, &failed]).await;
     assert!(
         ok && out.contains("cancelled 1 job(s); 1 not pending"),
         "{out}"
@@ -285,9 +287,10 @@ async fn the_cli_cancels_only_pending_jobs_and_bulk_retries_with_yes() {
             "client1@agent-meter.example",
             "--yes",
         ],
-    );
+    )
+    .await;
     assert!(ok && out.contains("re-queued 1"), "{out}{err}");
-    let (ok, out, _) = cli(&app, &["jobs", "list", "--status", "cancelled"]);
+    let (ok, out, _) = cli(&app, &["jobs", "list", "--status", "cancelled"]).await;
     assert!(
         ok && out.contains(&pending) && out.contains("cancelled by cli:oncall-anna"),
         "{out}"

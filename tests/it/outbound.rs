@@ -123,19 +123,19 @@ const VARS: [(&str, &str); 4] = [
 ];
 
 /// `agent-meter agents webhooks ...` on the app's database: (success, stdout, stderr).
-fn webhooks(app: &TestApp, args: &[&str], private: bool) -> (bool, String, String) {
+async fn webhooks(app: &TestApp, args: &[&str], private: bool) -> (bool, String, String) {
     let all: Vec<&str> = ["agents", "webhooks"].iter().chain(args).copied().collect();
     let env: &[(&str, &str)] = if private {
         &[("OUTBOUND_ALLOW_PRIVATE", "true")]
     } else {
         &[]
     };
-    crate::cli::run_on_with(&app.db.url, &all, env)
+    crate::cli::run_on_with(&app.db.url, &all, env).await
 }
 
 /// Registers `url` for the agent with `email`: (endpoint id, secret).
-fn add_endpoint_for(app: &TestApp, email: &str, url: &str) -> (String, String) {
-    let (ok, out, err) = webhooks(app, &["add", email, "--url", url], true);
+async fn add_endpoint_for(app: &TestApp, email: &str, url: &str) -> (String, String) {
+    let (ok, out, err) = webhooks(app, &["add", email, "--url", url], true).await;
     assert!(ok, "{err}");
     let field = |name: &str| {
         out.lines()
@@ -210,8 +210,8 @@ async fn each_agency_hears_only_of_its_own_calls_signed_so_the_official_library_
         app.db.agent_id(PHONE_2).await,
     );
     let (email_a, email_b) = (app.db.email_of(a).await, app.db.email_of(b).await);
-    let (_, secret_a) = add_endpoint_for(&app, &email_a, &format!("{base}/a"));
-    let (_, secret_b) = add_endpoint_for(&app, &email_b, &format!("{base}/b"));
+    let (_, secret_a) = add_endpoint_for(&app, &email_a, &format!("{base}/a")).await;
+    let (_, secret_b) = add_endpoint_for(&app, &email_b, &format!("{base}/b")).await;
 
     // Interleaved calls of the two agencies.
     for i in 0..4 {
@@ -285,7 +285,7 @@ async fn a_failing_endpoint_is_retried_then_failed_and_a_replay_resends_the_same
     let (receiver, base) = Receiver::start().await;
     receiver.answer("down", 500);
     let email = app.db.email_of(app.db.agent_id(PHONE_1).await).await;
-    let (endpoint, _) = add_endpoint_for(&app, &email, &format!("{base}/down"));
+    let (endpoint, _) = add_endpoint_for(&app, &email, &format!("{base}/down")).await;
     app.post(&end_of_call_report("call-fails", PHONE_1)).await;
     // The schedule (0, 1 s) runs out after two attempts.
     app.db
@@ -297,7 +297,7 @@ async fn a_failing_endpoint_is_retried_then_failed_and_a_replay_resends_the_same
             "call.ended and lead.created failed after two attempts",
         )
         .await;
-    let (ok, out, err) = webhooks(&app, &["deliveries", &email, "--json"], false);
+    let (ok, out, err) = webhooks(&app, &["deliveries", &email, "--json"], false).await;
     assert!(ok, "{err}");
     let listed: Vec<Value> = serde_json::from_str(&out).expect("json");
     let failed = listed
@@ -314,7 +314,7 @@ async fn a_failing_endpoint_is_retried_then_failed_and_a_replay_resends_the_same
     // Fixed: one replay by id, then every failed one since the start.
     receiver.answer("down", 204);
     let id = failed["id"].as_str().expect("id");
-    let (ok, _, err) = webhooks(&app, &["replay", id], false);
+    let (ok, _, err) = webhooks(&app, &["replay", id], false).await;
     assert!(ok, "{err}");
     app.db
         .count_reaches(
@@ -329,7 +329,8 @@ async fn a_failing_endpoint_is_retried_then_failed_and_a_replay_resends_the_same
         &app,
         &["replay", "--failed-since", &since, "--agent", &email],
         false,
-    );
+    )
+    .await;
     assert!(ok, "{err}");
     assert!(out.starts_with("1 delivery"), "{out}");
     app.db
@@ -360,7 +361,7 @@ async fn a_failing_endpoint_is_retried_then_failed_and_a_replay_resends_the_same
             "the endpoint disabled",
         )
         .await;
-    let (ok, out, _) = webhooks(&app, &["list", &email], false);
+    let (ok, out, _) = webhooks(&app, &["list", &email], false).await;
     assert!(ok && out.contains("disabled"), "{out}");
 }
 
@@ -378,8 +379,8 @@ async fn a_slow_endpoint_is_cut_off_on_the_healthy_lane_and_served_on_the_slow_o
         app.db.agent_id(PHONE_2).await,
     );
     let (email_a, email_b) = (app.db.email_of(a).await, app.db.email_of(b).await);
-    let (sleepy, secret) = add_endpoint_for(&app, &email_a, &format!("{base}/sleepy"));
-    add_endpoint_for(&app, &email_b, &format!("{base}/quick"));
+    let (sleepy, secret) = add_endpoint_for(&app, &email_a, &format!("{base}/sleepy")).await;
+    add_endpoint_for(&app, &email_b, &format!("{base}/quick")).await;
     app.post(&end_of_call_report("call-sleepy", PHONE_1)).await;
     app.post(&end_of_call_report("call-quick", PHONE_2)).await;
 
@@ -429,7 +430,7 @@ async fn an_event_over_256_kib_arrives_within_it_naming_the_fields_left_out() {
     let (receiver, base) = Receiver::start().await;
     let agent = app.db.agent_id(PHONE_1).await;
     let email = app.db.email_of(agent).await;
-    let (_, secret) = add_endpoint_for(&app, &email, &format!("{base}/big"));
+    let (_, secret) = add_endpoint_for(&app, &email, &format!("{base}/big")).await;
     let summary = "The caller asked about solar. ".repeat(10_000); // ~300 KB
     let mut tx = app.db.pool.begin().await.expect("tx");
     let made = agent_meter::store::outbound::emit(
@@ -461,8 +462,8 @@ async fn a_rotated_secret_signs_beside_the_old_one_and_bad_input_is_refused_clea
     let app = spawn().await;
     let (receiver, base) = Receiver::start().await;
     let email = app.db.email_of(app.db.agent_id(PHONE_1).await).await;
-    let (endpoint, old) = add_endpoint_for(&app, &email, &format!("{base}/r"));
-    let (ok, out, err) = webhooks(&app, &["rotate-secret", &endpoint], false);
+    let (endpoint, old) = add_endpoint_for(&app, &email, &format!("{base}/r")).await;
+    let (ok, out, err) = webhooks(&app, &["rotate-secret", &endpoint], false).await;
     assert!(ok, "{err}");
     let new = out
         .trim()
@@ -524,12 +525,12 @@ async fn a_rotated_secret_signs_beside_the_old_one_and_bad_input_is_refused_clea
         ),
     ];
     for (args, private, says) in cases {
-        let (ok, _, err) = webhooks(&app, args, private);
+        let (ok, _, err) = webhooks(&app, args, private).await;
         assert!(!ok && err.contains(says), "{args:?}: {err}");
     }
-    let (ok, out, _) = webhooks(&app, &["remove", &endpoint], false);
+    let (ok, out, _) = webhooks(&app, &["remove", &endpoint], false).await;
     assert!(ok, "{out}");
-    let (_, listed, _) = webhooks(&app, &["list", &email, "--json"], false);
+    let (_, listed, _) = webhooks(&app, &["list", &email, "--json"], false).await;
     assert_eq!(listed.trim(), "[]");
 }
 
@@ -616,7 +617,7 @@ async fn an_agency_adds_sees_and_removes_only_its_own_endpoints_in_the_portal() 
 
     // Another agency's endpoint is not the first agency's to remove.
     let other_email = app.db.email_of(app.db.agent_id(PHONE_2).await).await;
-    let (theirs, _) = add_endpoint_for(&app, &other_email, &format!("{base}/theirs"));
+    let (theirs, _) = add_endpoint_for(&app, &other_email, &format!("{base}/theirs")).await;
     let path = format!("/portal/integrations/{theirs}/remove");
     let (status, _) = portal_post(&app, &path, &cookie, true, &[]).await;
     assert_eq!(status, 404);

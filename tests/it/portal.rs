@@ -1,8 +1,6 @@
 //! The agency portal: one-time sign-in links, sessions, every page for two agencies (each sees
 //! only its own rows), Spanish labels; and the operator's money view on the ops page.
 
-use std::process::Command;
-
 use agent_meter::{billing, store::portal};
 use chrono_tz::America::Phoenix;
 use uuid::Uuid;
@@ -56,20 +54,21 @@ async fn invoice_total(db: &TestDb, agent: Uuid, month: billing::Month) -> rust_
 }
 
 /// `agents invite EMAIL` run as an operator would, with `env` besides the app's database and URL.
-fn run_invite(app: &TestApp, email: &str, env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_agent-meter"))
+async fn run_invite(app: &TestApp, email: &str, env: &[(&str, &str)]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_agent-meter"))
         .args(["agents", "invite", email])
         .env("DATABASE_URL", &app.db.url)
         .env("PUBLIC_BASE_URL", &app.base)
         .envs(env.iter().copied())
         .current_dir(std::env::temp_dir())
         .output()
+        .await
         .expect("run")
 }
 
 /// A sign-in link for the agent with `email`, made by the CLI as an operator would.
-fn invite(app: &TestApp, email: &str) -> String {
-    let out = run_invite(app, email, &[]);
+async fn invite(app: &TestApp, email: &str) -> String {
+    let out = run_invite(app, email, &[]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -118,7 +117,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     let month = roll_up_this_month(&app.db).await;
     let email: String = app.db.email_of(a).await;
 
-    let link = invite(&app, &email);
+    let link = invite(&app, &email).await;
     // Opening the link (or a chat app's preview fetching it) does not spend it.
     let (status, page) = get(&app, link.trim_start_matches(&app.base), None, "en").await;
     assert_eq!(status, 200);
@@ -158,7 +157,7 @@ async fn an_agency_signs_in_once_with_its_link_and_sees_only_its_own_rows() {
     }
     // And the other agency, signed in with its own link, sees its rows and never ours.
     let email_b: String = app.db.email_of(b).await;
-    let cookie_b = sign_in(&app, &invite(&app, &email_b))
+    let cookie_b = sign_in(&app, &invite(&app, &email_b).await)
         .await
         .expect("b signs in");
     for (path, _) in &expect {
@@ -499,7 +498,7 @@ async fn in_a_real_browser_an_agency_signs_in_with_its_link_and_sees_its_calls_a
     populate(&app.db, a, 1).await;
     let month = roll_up_this_month(&app.db).await;
     let email: String = app.db.email_of(a).await;
-    let link = invite(&app, &email);
+    let link = invite(&app, &email).await;
     let base = app.base.clone();
     let shot = std::env::var_os("PORTAL_SCREENSHOT");
     let seen = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, String)> {
@@ -543,7 +542,7 @@ async fn an_invite_is_posted_to_the_agencys_discord() {
     .fetch_one(&app.db.pool)
     .await
     .expect("webhook");
-    let out = run_invite(&app, &email, &[("DISCORD_ENABLED", "true")]);
+    let out = run_invite(&app, &email, &[("DISCORD_ENABLED", "true")]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -556,7 +555,7 @@ async fn an_invite_is_posted_to_the_agencys_discord() {
     assert_has(&body, &link);
     assert!(sign_in(&app, &link).await.is_ok(), "the posted link works");
     // An unknown agent is a clear error, not a link.
-    let out = run_invite(&app, "nobody@example.com", &[]);
+    let out = run_invite(&app, "nobody@example.com", &[]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no agent with email"));
 }
@@ -576,7 +575,7 @@ async fn calls_come_in_pages_of_a_hundred() {
     .await
     .expect("calls");
     let email: String = app.db.email_of(a).await;
-    let cookie = sign_in(&app, &invite(&app, &email))
+    let cookie = sign_in(&app, &invite(&app, &email).await)
         .await
         .expect("signed in");
     let (_, first) = get(&app, "/portal/calls", Some(&cookie), "en").await;
@@ -605,7 +604,7 @@ async fn calls_come_in_pages_of_a_hundred() {
 async fn ten_failed_sign_ins_from_one_client_then_429_even_with_a_good_link() {
     let app = TestApp::spawn_web_only().await;
     let a = app.db.agent_id(PHONE_1).await;
-    let link = invite(&app, &app.db.email_of(a).await);
+    let link = invite(&app, &app.db.email_of(a).await).await;
     for i in 0..10 {
         let bogus = format!("{}/portal/sign-in?token={}", app.base, "f".repeat(64));
         assert_eq!(sign_in(&app, &bogus).await, Err(401), "failure {}", i + 1);

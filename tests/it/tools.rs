@@ -160,7 +160,8 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
     let (ok, _, err) = run_on(
         &app.db.url,
         &["agents", "set", &email, "--tools", "crystal_ball"],
-    );
+    )
+    .await;
     assert!(
         !ok && err.contains("unknown tool \"crystal_ball\""),
         "{err}"
@@ -174,7 +175,8 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
             "--tools",
             "adwr-lookup, flood_zone_lookup",
         ],
-    );
+    )
+    .await;
     assert!(ok, "{out}{err}");
     let stored: Option<Vec<String>> = app
         .db
@@ -229,9 +231,9 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
     );
 
     // Back to every tool.
-    let (ok, _, err) = run_on(&app.db.url, &["agents", "set", &email, "--tools", "all"]);
+    let (ok, _, err) = run_on(&app.db.url, &["agents", "set", &email, "--tools", "all"]).await;
     assert!(ok, "{err}");
-    let (ok, out, err) = run_on(&app.db.url, &["tools", "list", "--json"]);
+    let (ok, out, err) = run_on(&app.db.url, &["tools", "list", "--json"]).await;
     assert!(ok, "{err}");
     let listed: Value = serde_json::from_str(&out).expect("json");
     let rows = listed.as_array().expect("rows");
@@ -270,10 +272,11 @@ async fn an_agent_gets_only_its_tools_and_others_are_refused_without_a_job() {
                 &email,
                 "--reprice",
             ],
-        );
+        )
+        .await;
         assert!(ok, "{err}");
     }
-    let (ok, out, _) = run_on(&app.db.url, &["tools", "list"]);
+    let (ok, out, _) = run_on(&app.db.url, &["tools", "list"]).await;
     let solar = out
         .lines()
         .find(|l| l.starts_with("solar_ocr_scan"))

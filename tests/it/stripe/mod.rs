@@ -269,7 +269,8 @@ async fn finalizing_sends_one_stripe_invoice_and_payment_events_come_back() {
     let out = agent_meter_on(
         &app.db,
         &["invoices", "show", "--month", "2026-11", "--format", "json"],
-    );
+    )
+    .await;
     let shown: Value = serde_json::from_slice(&out).expect("json");
     let mine = shown
         .as_array()
