@@ -1,6 +1,8 @@
 //! Call-flow benchmark, in one run: `cargo bench --bench calls -- [--seconds N] [--jobs N]
 //! [--concurrency N] [--pool N]`
 //!
+//! `--fetch-batch N` sets `WORKER_FETCH_BATCH` (default twice the concurrency).
+//!
 //! 1. open loop: signed `assistant-request`s for the five seeded agents at 200/s after a 1 s
 //!    warm-up (callers cycle through 1,000 numbers: leads are created, then found); latency
 //!    counts from each request's scheduled send, so a stall cannot hide;
@@ -12,6 +14,9 @@
 //! 4. as many no-op jobs through the same worker with the same settings;
 //! 5. as many no-op jobs through apalis-postgres in its default configuration
 //!    (`PostgresStorage::new` with only the queue named, a worker with no options).
+//!
+//! `--only noop [--rounds N]` runs step 4 alone, N times on fresh jobs (the queue's own cost, for
+//! profiling and for the side-by-side with graphile-worker, `benches/graphile`).
 //!
 //! Database: a scratch one on `BENCH_DATABASE_URL` (admin URL), created and dropped.
 
@@ -332,6 +337,10 @@ async fn main() {
         ("VAPI_WEBHOOK_SECRET", SECRET.to_string()),
         ("ADWR_WELLS_URL", arcgis_stub().await),
         ("WORKER_CONCURRENCY", concurrency.to_string()),
+        (
+            "WORKER_FETCH_BATCH",
+            common::arg::<u64>("--fetch-batch", concurrency * 2).to_string(),
+        ),
         ("DISCORD_ENABLED", "false".to_string()),
     ];
     let vars: HashMap<String, String> = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
@@ -341,6 +350,25 @@ async fn main() {
          (fetch batch {}), pool {pool_size}, 2 cores shared by server, worker, load and PostgreSQL",
         config.worker.fetch_batch
     );
+
+    if common::arg::<String>("--only", String::new()) == "noop" {
+        let deps = Deps::new(pool.clone(), config.clone());
+        for round in 0..common::arg::<usize>("--rounds", 1) {
+            let base = round * count;
+            let enqueued = enqueue_all(&pool, count, |n| {
+                (Noop { n: base + n }, format!("noop:{}", base + n))
+            })
+            .await;
+            let (noop, done, here, machine) = drain::<Noop>(&deps, count).await;
+            println!(
+                "no-op, apalis (ours):    {noop:>7.0} jobs/s   done {done}/{count}   cpu/job {here:.0} us here, \
+                 {machine:.0} us machine   enqueue {enqueued:.0}/s"
+            );
+            common::execute(&pool, "DELETE FROM apalis.jobs").await;
+        }
+        scratch.drop_database().await;
+        return;
+    }
 
     // 1. assistant-request latency, open loop.
     let (listener, base) = common::loopback().await;

@@ -20,14 +20,14 @@
 //! schema lives in [`crate::store::queue`].
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     marker::PhantomData,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll, Waker},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use apalis_codec::json::JsonCodec;
@@ -40,6 +40,8 @@ use apalis_core::{
     worker::context::WorkerContext,
 };
 use apalis_postgres::{Config as QueueConfig, Error, PgTask, queries};
+
+use crate::store::queue::RunResult;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -184,6 +186,52 @@ pub async fn drive_gate(gate: Arc<Gate>, signal: Arc<Notify>, fallback: Duration
     }
 }
 
+/// How many times `WORKER_FETCH_BATCH` a fetch may ask for while a backlog of quick jobs drains.
+pub const FETCH_GROWTH: usize = 16;
+/// A batch taken within this of the one before was run quickly: the next may be larger.
+const QUICK_BATCH: Duration = Duration::from_millis(250);
+
+/// The size of a queue's next fetch, sized to its backlog: `WORKER_FETCH_BATCH` while the queue
+/// keeps up, doubling (to [`FETCH_GROWTH`] times it) while each fetch comes back full and the
+/// one before it was done within [`QUICK_BATCH`], i.e. while quick jobs wait in numbers. Large
+/// batches cut the statements per job (the queue's own cost); slow jobs never get them, so no
+/// worker sits on a pile of slow jobs another could run.
+#[derive(Debug)]
+struct FetchSize {
+    base: usize,
+    /// The next fetch's size and when the last fetch returned.
+    state: Mutex<(usize, Option<Instant>)>,
+}
+
+impl FetchSize {
+    fn new(base: usize) -> Self {
+        Self {
+            base: base.max(1),
+            state: Mutex::new((base.max(1), None)),
+        }
+    }
+
+    fn next(&self) -> usize {
+        self.state.lock().map_or(self.base, |s| s.0)
+    }
+
+    /// A fetch of `asked` returned `got` jobs at `now`.
+    fn fetched(&self, asked: usize, got: usize, now: Instant) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let quick = state
+            .1
+            .is_some_and(|last| now.duration_since(last) < QUICK_BATCH);
+        state.0 = if got >= asked && quick {
+            (asked * 2).min(self.base * FETCH_GROWTH)
+        } else {
+            self.base
+        };
+        state.1 = (got > 0).then_some(now);
+    }
+}
+
 /// apalis-postgres's persistence steps (register, heartbeat, fetch, acks, hand-back), with the
 /// fetch behind a [`Gate`].
 #[derive(Debug, Clone)]
@@ -191,6 +239,7 @@ pub struct GatedPersistence {
     pool: PgPool,
     config: QueueConfig,
     gate: Arc<Gate>,
+    size: Arc<FetchSize>,
 }
 
 impl Persistence for GatedPersistence {
@@ -226,8 +275,13 @@ impl Persistence for GatedPersistence {
             return Ok(Vec::new());
         }
         // One statement (`apalis.get_jobs`), atomic on its own: no BEGIN/COMMIT round trips.
+        let mut config = self.config.clone();
+        config.batch_size = self.size.next();
         let mut conn = self.pool.acquire().await?;
-        let tasks = queries::fetch_next(&mut *conn, &self.config, worker).await?;
+        let tasks = queries::fetch_next(&mut *conn, &config, worker).await?;
+        drop(conn);
+        self.size
+            .fetched(config.batch_size, tasks.len(), Instant::now());
         if !tasks.is_empty() {
             // More may be waiting: the next fetch goes straight to the database.
             self.gate.keep_open();
@@ -240,40 +294,19 @@ impl Persistence for GatedPersistence {
         events: Vec<TaskEvent<Value>>,
         worker: &WorkerContext,
     ) -> Result<(), Error> {
-        let acks: Vec<&queries::ResultPayload> = events
+        // Only finished runs come here: a fetched job is already `Running` (migration 0035),
+        // so the layer sends no `Lock` events.
+        let results: Vec<&RunResult> = events
             .iter()
             .filter_map(|e| match e {
-                TaskEvent::Complete(payload) => Some(payload),
+                TaskEvent::Complete(result) => Some(result),
                 _ => None,
             })
             .collect();
-        let acked: HashSet<String> = acks.iter().map(|p| p.task_id().to_string()).collect();
-        let locks: Vec<String> = events
-            .iter()
-            .filter_map(|e| match e {
-                TaskEvent::Lock { task_id } => Some(task_id.to_string()),
-                _ => None,
-            })
-            .filter(|id| !acked.contains(id))
-            .collect();
-        // A single statement needs no transaction around it (two round trips saved per batch);
-        // acks and locks together commit together, as in apalis.
-        match (acks.is_empty(), locks.is_empty()) {
-            (true, true) => {}
-            (false, true) => {
-                let mut conn = self.pool.acquire().await?;
-                queries::handle_results(&mut *conn, &acks, worker.name()).await?;
-            }
-            (true, false) => {
-                let mut conn = self.pool.acquire().await?;
-                queries::lock_tasks(&mut *conn, &locks, worker.name()).await?;
-            }
-            (false, false) => {
-                let mut tx = self.pool.begin().await?;
-                queries::handle_results(&mut *tx, &acks, worker.name()).await?;
-                queries::lock_tasks(&mut *tx, &locks, worker.name()).await?;
-                tx.commit().await?;
-            }
+        if !results.is_empty() {
+            // One statement for the batch; no transaction around it.
+            let mut conn = self.pool.acquire().await?;
+            crate::store::queue::record_results(&mut conn, worker.name(), &results).await?;
         }
         Ok(())
     }
@@ -321,10 +354,12 @@ impl<J> GatedBackend<J> {
     /// look; see [`drive_gate`]).
     pub fn new(pool: &PgPool, config: QueueConfig) -> (Self, Arc<Gate>) {
         let gate = Gate::new();
+        let size = Arc::new(FetchSize::new(config.batch_size));
         let persisted = Persisted::new(GatedPersistence {
             pool: pool.clone(),
             config,
             gate: gate.clone(),
+            size,
         });
         let backend = Self {
             persisted,
@@ -381,7 +416,7 @@ impl<J> BackendConfig for GatedBackend<J> {
         self.persisted
             .layer(JsonCodec::<Value>::default(), batch)
             .persist_results(true)
-            .lock_tasks(true)
+            .lock_tasks(false)
     }
 }
 
@@ -391,5 +426,35 @@ impl<J> WireFormatBackend for GatedBackend<J> {
 
     fn codec(&self) -> &JsonCodec {
         &self.codec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetch_grows_while_quick_jobs_wait_in_numbers_and_falls_back_at_once() {
+        let size = FetchSize::new(64);
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        assert_eq!(size.next(), 64);
+        // The first full batch has nothing before it to say how quick jobs are.
+        size.fetched(64, 64, ms(0));
+        assert_eq!(size.next(), 64);
+        size.fetched(64, 64, ms(5));
+        assert_eq!(size.next(), 128);
+        for (i, want) in [256, 512, 1024, 1024, 1024].into_iter().enumerate() {
+            size.fetched(size.next(), size.next(), ms(10 + i as u64));
+            assert_eq!(size.next(), want);
+        }
+        // A batch that took long to run (slow jobs): back to the configured size.
+        size.fetched(1024, 1024, ms(10_000));
+        assert_eq!(size.next(), 64);
+        size.fetched(64, 64, ms(10_001));
+        assert_eq!(size.next(), 128);
+        // The backlog is gone: a short batch.
+        size.fetched(128, 7, ms(10_002));
+        assert_eq!(size.next(), 64);
     }
 }

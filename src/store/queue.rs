@@ -308,6 +308,57 @@ pub async fn push(
     apalis_postgres::queries::push_tasks(conn, queue, vec![task.build()]).await
 }
 
+/// One finished run, as apalis reports it to its backend.
+pub type RunResult = apalis_core::backend::TaskResult<serde_json::Value>;
+
+/// Records the finished runs of `worker`'s jobs in one statement: what apalis-postgres's
+/// `handle_result.sql` writes (status, attempts, `last_result` as `{"Ok": ..}` or `{"Err": ..}`,
+/// `done_at`), from arrays rather than a JSON document, and a finished job (`Done`, `Killed`)
+/// lets go of its worker here rather than in migration 0007's trigger. A job no longer in
+/// `worker`'s hands (rescued as an orphan, re-run by ops) is left alone. Rows are updated in id
+/// order, as apalis locks them. Returns the rows updated.
+pub async fn record_results(
+    conn: &mut PgConnection,
+    worker: &str,
+    results: &[&RunResult],
+) -> Result<u64, sqlx::Error> {
+    let mut rows: Vec<(String, i32, serde_json::Value, String)> = results
+        .iter()
+        .map(|r| {
+            let result = serde_json::to_value(&r.result).unwrap_or(serde_json::Value::Null);
+            let attempt = i32::try_from(r.attempt).unwrap_or(i32::MAX);
+            (r.task_id.to_string(), attempt, result, r.status.to_string())
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut attempts = Vec::with_capacity(rows.len());
+    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut statuses = Vec::with_capacity(rows.len());
+    for (id, attempt, result, status) in rows {
+        ids.push(id);
+        attempts.push(attempt);
+        outcomes.push(result);
+        statuses.push(status);
+    }
+    let updated = sqlx::query(
+        "UPDATE apalis.jobs j
+            SET status = r.status, attempts = r.attempt, last_result = r.result, done_at = now(),
+                lock_by = CASE WHEN r.status IN ('Done', 'Killed') THEN NULL ELSE j.lock_by END
+           FROM unnest($1::text[], $2::int4[], $3::jsonb[], $4::text[])
+                AS r(id, attempt, result, status)
+          WHERE j.id = r.id AND j.lock_by = $5",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&outcomes)
+    .bind(&statuses)
+    .bind(worker)
+    .execute(conn)
+    .await?;
+    Ok(updated.rows_affected())
+}
+
 /// Which of `queues` have a job that a fetch would take now (the fetch's own conditions, on
 /// apalis's partial fetch index): one statement for every queue of a process.
 pub async fn due_queues(pool: &PgPool, queues: &[String]) -> Result<Vec<String>, sqlx::Error> {
@@ -456,9 +507,11 @@ pub async fn schema_exists(pool: &PgPool) -> Result<bool, sqlx::Error> {
         .await
 }
 
-/// The migration that replaces apalis's `get_jobs` and adds our trigger on `apalis.jobs`.
-const QUEUE_MIGRATION: &str = include_str!("../../migrations/20261128000007_queue_scaling.up.sql");
-const QUEUE_MIGRATION_NAME: &str = "20261128000007_queue_scaling";
+/// The migration that last replaced apalis's `get_jobs` (0007 did first).
+const QUEUE_MIGRATION: &str = include_str!("../../migrations/20261204000035_queue_cost.up.sql");
+const QUEUE_MIGRATION_NAME: &str = "20261204000035_queue_cost";
+/// The migration that adds our trigger on `apalis.jobs`.
+const TRIGGER_MIGRATION_NAME: &str = "20261128000007_queue_scaling";
 
 /// The body of `apalis.get_jobs` that [`QUEUE_MIGRATION`] installs (between its `$$`).
 fn installed_get_jobs_body() -> Option<&'static str> {
@@ -484,7 +537,7 @@ pub enum QueueSchemaError {
     GetJobsDrift { differs: String },
     #[error(
         "trigger agent_meter_release_finished on apalis.jobs is missing: run `agent-meter migrate` \
-         (migration {QUEUE_MIGRATION_NAME})"
+         (migration {TRIGGER_MIGRATION_NAME})"
     )]
     MissingTrigger,
     #[error(transparent)]

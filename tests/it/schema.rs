@@ -287,10 +287,11 @@ async fn the_queue_fetch_keeps_apalis_order_and_finished_jobs_let_go_of_their_wo
     rest.sort();
     assert_eq!(rest, ["newer", "old"]);
     assert!(fetch(10).await.expect("fetch").is_empty());
-    let queued = db
-        .count("SELECT count(*) FROM apalis.jobs WHERE status = 'Queued' AND lock_by = 'w1'")
+    // Fetched is running (migration 0035): no second update per job to say it started.
+    let running = db
+        .count("SELECT count(*) FROM apalis.jobs WHERE status = 'Running' AND lock_by = 'w1'")
         .await;
-    assert_eq!(queued, 4);
+    assert_eq!(running, 4);
 
     db.execute(
         "UPDATE apalis.jobs SET status = 'Done', done_at = now() WHERE id IN ('old', 'retry')",
@@ -312,6 +313,91 @@ async fn the_queue_fetch_keeps_apalis_order_and_finished_jobs_let_go_of_their_wo
             ("urgent".to_string(), Some("w1".to_string())),
         ],
         "finished jobs release the worker; retryable and running ones keep it for orphan rescue"
+    );
+}
+
+#[tokio::test]
+async fn finished_runs_are_recorded_in_one_statement_and_only_for_the_worker_holding_them() {
+    use agent_meter::store::queue::{RunResult, record_results};
+    use apalis_core::task::{status::Status, task_id::TaskId};
+    let db = TestDb::seeded().await;
+    db.execute(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen)
+         VALUES ('w1', 'q', 'PostgresStorage', '', now()), ('w2', 'q', 'PostgresStorage', '', now())",
+    )
+    .await;
+    db.execute(
+        "INSERT INTO apalis.jobs (id, job_type, job, status, lock_by, lock_at, max_attempts) VALUES
+           ('ok',     'q', '\\x00', 'Running', 'w1', now(), 5),
+           ('again',  'q', '\\x00', 'Running', 'w1', now(), 5),
+           ('killed', 'q', '\\x00', 'Running', 'w1', now(), 5),
+           ('moved',  'q', '\\x00', 'Running', 'w2', now(), 5)",
+    )
+    .await;
+    let run = |id: &str, status: Status, result: Result<serde_json::Value, String>| RunResult {
+        task_id: TaskId::String(id.to_string()),
+        attempt: 1,
+        status,
+        result,
+    };
+    let results = [
+        run("ok", Status::Done, Ok(serde_json::Value::Null)),
+        run("again", Status::Failed, Err("HTTP 503".into())),
+        run("killed", Status::Killed, Err("no price".into())),
+        // Rescued and taken by another worker meanwhile: not ours to record.
+        run("moved", Status::Done, Ok(serde_json::Value::Null)),
+    ];
+    let refs: Vec<&RunResult> = results.iter().collect();
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let updated = record_results(&mut conn, "w1", &refs)
+        .await
+        .expect("record");
+    assert_eq!(updated, 3);
+    let rows: Vec<(String, String, i32, Option<String>, serde_json::Value, bool)> = sqlx::query_as(
+        "SELECT id, status, attempts, lock_by, coalesce(last_result, 'null'), done_at IS NOT NULL
+           FROM apalis.jobs WHERE job_type = 'q' ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("jobs");
+    let w1 = Some("w1".to_string());
+    let w2 = Some("w2".to_string());
+    assert_eq!(
+        rows,
+        [
+            (
+                "again".into(),
+                "Failed".into(),
+                1,
+                w1,
+                serde_json::json!({"Err": "HTTP 503"}),
+                true
+            ),
+            (
+                "killed".into(),
+                "Killed".into(),
+                1,
+                None,
+                serde_json::json!({"Err": "no price"}),
+                true
+            ),
+            (
+                "moved".into(),
+                "Running".into(),
+                0,
+                w2,
+                serde_json::Value::Null,
+                false
+            ),
+            (
+                "ok".into(),
+                "Done".into(),
+                1,
+                None,
+                serde_json::json!({"Ok": null}),
+                true
+            ),
+        ]
     );
 }
 
