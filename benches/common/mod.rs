@@ -41,13 +41,6 @@ impl Scratch {
         let pool = db::connect(&url, pool_size).await.expect("pool");
         agent_meter::app::migrate(&pool).await.expect("migrate");
         seed::run(&pool).await.expect("seed");
-        if let Ok(file) = std::env::var("BENCH_SQL_EXPERIMENT") {
-            let sql = std::fs::read_to_string(file).expect("experiment sql");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&pool)
-                .await
-                .expect("experiment");
-        }
         Scratch {
             admin,
             name,

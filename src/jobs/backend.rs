@@ -232,6 +232,76 @@ impl FetchSize {
     }
 }
 
+/// A worker's acks, written in the background so its next fetch and jobs overlap the last
+/// batch's ack (the two statements then use both of PostgreSQL's cores instead of taking turns).
+/// At most one ack is in flight: the next batch's waits for it, so acks keep their order and a
+/// slow database slows the worker rather than piling up acks. A failed ack fails the worker at
+/// its next step, as a failed ack in line would have (its jobs stay `Running` under the dead
+/// worker's name and are rescued as orphans). The worker's run waits for the last ack
+/// ([`Acks::settle`]) before its unstarted jobs are handed back.
+#[derive(Debug, Default)]
+pub struct Acks {
+    in_flight: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), sqlx::Error>>>>,
+    failed: Mutex<Option<String>>,
+}
+
+impl Acks {
+    /// Waits for the ack in flight, if any; its error, if it failed.
+    async fn wait(&self) -> Result<(), Error> {
+        let running = self.in_flight.lock().await.take();
+        let outcome = match running {
+            None => Ok(()),
+            Some(handle) => match handle.await {
+                Ok(result) => result,
+                Err(e) => Err(sqlx::Error::Protocol(format!("ack task: {e}"))),
+            },
+        };
+        if let Err(e) = &outcome
+            && let Ok(mut failed) = self.failed.lock()
+        {
+            *failed = Some(e.to_string());
+        }
+        outcome.map_err(Error::from)
+    }
+
+    /// An error when an ack has failed: the worker must stop.
+    fn check(&self) -> Result<(), Error> {
+        match self.failed.lock().ok().and_then(|f| f.clone()) {
+            Some(e) => Err(Error::from(sqlx::Error::Protocol(format!(
+                "an ack failed: {e}"
+            )))),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `results` once the ack before them is written.
+    async fn send(
+        &self,
+        pool: &PgPool,
+        worker: &str,
+        results: Vec<RunResult>,
+    ) -> Result<(), Error> {
+        self.wait().await?;
+        let (pool, worker) = (pool.clone(), worker.to_string());
+        let task = tokio::spawn(async move {
+            let refs: Vec<&RunResult> = results.iter().collect();
+            let mut conn = pool.acquire().await?;
+            crate::store::queue::record_results(&mut conn, &worker, &refs)
+                .await
+                .map(drop)
+        });
+        *self.in_flight.lock().await = Some(task);
+        Ok(())
+    }
+
+    /// Waits for the last ack; logs it if it failed (its jobs are then rescued as orphans).
+    pub async fn settle(&self) {
+        if let Err(e) = self.wait().await {
+            tracing::warn!(error = %e, "the last ack failed; its jobs will be rescued as orphans");
+        }
+    }
+}
+
 /// apalis-postgres's persistence steps (register, heartbeat, fetch, acks, hand-back), with the
 /// fetch behind a [`Gate`].
 #[derive(Debug, Clone)]
@@ -240,6 +310,7 @@ pub struct GatedPersistence {
     config: QueueConfig,
     gate: Arc<Gate>,
     size: Arc<FetchSize>,
+    acks: Arc<Acks>,
 }
 
 impl Persistence for GatedPersistence {
@@ -270,6 +341,7 @@ impl Persistence for GatedPersistence {
 
     async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<PgTask>, Error> {
         let gate = self.gate.clone();
+        self.acks.check()?;
         let may_fetch = std::future::poll_fn(|cx| Poll::Ready(gate.pass(cx))).await;
         if !may_fetch {
             return Ok(Vec::new());
@@ -296,19 +368,18 @@ impl Persistence for GatedPersistence {
     ) -> Result<(), Error> {
         // Only finished runs come here: a fetched job is already `Running` (migration 0035),
         // so the layer sends no `Lock` events.
-        let results: Vec<&RunResult> = events
-            .iter()
+        let results: Vec<RunResult> = events
+            .into_iter()
             .filter_map(|e| match e {
                 TaskEvent::Complete(result) => Some(result),
                 _ => None,
             })
             .collect();
-        if !results.is_empty() {
-            // One statement for the batch; no transaction around it.
-            let mut conn = self.pool.acquire().await?;
-            crate::store::queue::record_results(&mut conn, worker.name(), &results).await?;
+        if results.is_empty() {
+            return self.acks.check();
         }
-        Ok(())
+        // One statement for the batch, in the background (see [`Acks`]).
+        self.acks.send(&self.pool, worker.name(), results).await
     }
 
     async fn reenqueue_abandoned(
@@ -350,23 +421,25 @@ pub struct GatedBackend<J> {
 }
 
 impl<J> GatedBackend<J> {
-    /// A backend for `config.queue`, and the gate its fetches ask (open it to make the worker
-    /// look; see [`drive_gate`]).
-    pub fn new(pool: &PgPool, config: QueueConfig) -> (Self, Arc<Gate>) {
+    /// A backend for `config.queue`, the gate its fetches ask (open it to make the worker look;
+    /// see [`drive_gate`]) and its acks (settle them when the worker's run ends).
+    pub fn new(pool: &PgPool, config: QueueConfig) -> (Self, Arc<Gate>, Arc<Acks>) {
         let gate = Gate::new();
+        let acks = Arc::new(Acks::default());
         let size = Arc::new(FetchSize::new(config.batch_size));
         let persisted = Persisted::new(GatedPersistence {
             pool: pool.clone(),
             config,
             gate: gate.clone(),
             size,
+            acks: acks.clone(),
         });
         let backend = Self {
             persisted,
             codec: JsonCodec::default(),
             _job: PhantomData,
         };
-        (backend, gate)
+        (backend, gate, acks)
     }
 }
 

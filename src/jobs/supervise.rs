@@ -71,7 +71,7 @@ async fn run_worker<J: Job>(
         .batch_size(wc.fetch_batch.max(1))
         .heartbeat_interval(wc.heartbeat)
         .missed_heartbeats(wc.missed_heartbeats);
-    let (backend, gate) = backend::GatedBackend::<J>::new(&deps.pool, queue);
+    let (backend, gate, acks) = backend::GatedBackend::<J>::new(&deps.pool, queue);
     // Opens the gate on this queue's signal (its NOTIFY, or the process's poll for due work,
     // `QueueSignals::poll_due`), and on its own only rarely; ends with this run.
     deps.signals.poll_due(&deps.pool, wc.poll);
@@ -87,12 +87,15 @@ async fn run_worker<J: Job>(
         .concurrency(J::concurrency(&deps.config).max(1))
         .enable_tracing()
         .build(handle::<J>);
-    worker
+    let ran = worker
         .run_until(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
             Ok::<(), WorkerError>(())
         })
-        .await
+        .await;
+    // The last batch's ack is written before unstarted jobs are handed back.
+    acks.settle().await;
+    ran
 }
 
 /// Runs one job and turns its outcome into apalis's terms: a permanent failure aborts (the job is

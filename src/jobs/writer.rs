@@ -243,9 +243,16 @@ async fn write_batch(
         chrono::Utc::now(),
     )
     .await?;
-    // The agencies' endpoints hear of each new finding (once: the id is the finding's).
+    // The agencies' endpoints hear of each new finding (once: the id is the finding's). One
+    // look for the batch finds who listens; only their findings cost a statement each.
+    let mut agents: Vec<Uuid> = effects.iter().map(|e| e.agent_id).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    let listening = crate::store::outbound::listening(&mut tx, &agents, "finding.created").await?;
     for (effect, outcome) in effects.iter().zip(&outcomes) {
-        if let Ok(r) = outcome {
+        if let Ok(r) = outcome
+            && listening.contains(&effect.agent_id)
+        {
             let id = format!("msg_finding_created_{}", r.finding_id.simple());
             let data = serde_json::json!({
                 "finding_id": r.finding_id, "tool": effect.metric, "kind": effect.kind,

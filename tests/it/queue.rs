@@ -363,7 +363,7 @@ async fn a_worker_refuses_to_start_on_a_get_jobs_it_did_not_install() {
     let message = e.to_string();
     assert_has(
         &message,
-        "apalis.get_jobs is not the body migration 20261128000007_queue_scaling",
+        "apalis.get_jobs is not the body migration 20261204000035_queue_cost",
     );
 
     // The process says so and stops, rather than fetching with a body nobody reviewed.

@@ -216,3 +216,64 @@ async fn a_paid_answer_is_kept_and_never_paid_twice_when_its_effect_keeps_failin
     );
     assert_eq!(db.count(USAGE_ROWS).await, 0);
 }
+
+#[tokio::test]
+async fn new_findings_are_announced_only_to_agencies_whose_endpoints_want_them() {
+    let db = TestDb::seeded().await;
+    let config = Arc::new(test_config(&[]));
+    let (a, b) = db.two_agents().await;
+    let c = db.agent_id(PHONES[2]).await;
+    let mut conn = db.pool.acquire().await.expect("conn");
+    let mut leads = Vec::new();
+    for (agent, phone) in [
+        (a, "+16025550101"),
+        (b, "+16025550102"),
+        (c, "+16025550103"),
+    ] {
+        let (lead, _) = leads::upsert_by_phone(&mut conn, agent, phone)
+            .await
+            .expect("lead");
+        leads.push(lead);
+    }
+    let (lead_a, lead_b, lead_c) = (leads[0], leads[1], leads[2]);
+    use agent_meter::store::outbound::add_endpoint;
+    add_endpoint(
+        &mut conn,
+        a,
+        "https://hooks.example.com/a",
+        None,
+        "whsec_dGVzdA==",
+    )
+    .await
+    .expect("a listens to everything");
+    let calls_only = ["call.ended".to_string()];
+    add_endpoint(
+        &mut conn,
+        c,
+        "https://hooks.example.com/c",
+        Some(&calls_only),
+        "whsec_dGVzdA==",
+    )
+    .await
+    .expect("c listens to calls only");
+    drop(conn);
+
+    let effects = vec![
+        effect(a, lead_a, "tool_call:a1"),
+        effect(b, lead_b, "tool_call:b1"),
+        effect(c, lead_c, "tool_call:c1"),
+        effect(a, lead_a, "tool_call:a2"),
+    ];
+    let outcomes = writer::write_all(&db.pool, &config, &effects).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let announced: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT agent_id, type FROM webhook_messages ORDER BY agent_id")
+            .fetch_all(&db.pool)
+            .await
+            .expect("messages");
+    assert_eq!(
+        announced,
+        [(a, "finding.created".into()), (a, "finding.created".into())]
+    );
+    assert_eq!(db.count("SELECT count(*) FROM webhook_deliveries").await, 2);
+}
