@@ -165,7 +165,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Jobs claimed per fetch. Twice the concurrency keeps the next jobs at hand while the
     /// running ones finish (no-op throughput 13k -> 17.6k jobs/s in the calls benchmark); the
-    /// extra ones wait `Queued` under this worker, handed back on stop or by orphan rescue.
+    /// extra ones wait under this worker, handed back on stop or by orphan rescue. A fetch grows
+    /// to 16 times this while a backlog of quick jobs drains (`jobs::backend`).
     pub fetch_batch: usize,
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,

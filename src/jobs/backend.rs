@@ -14,9 +14,14 @@
 //! an empty batch without touching the database, so apalis parks the worker until the gate
 //! wakes it; heartbeats and acks go on as before.
 //!
+//! The queue's own cost per job (issue 27): a fetch is one statement that marks its jobs
+//! `Running` (migration 0035; no `Lock` update per job), sized to the backlog ([`FetchSize`]);
+//! a batch's ack is one statement ([`crate::store::queue::record_results`]) written in the
+//! background while the next fetch runs ([`Acks`]).
+//!
 //! Matches apalis-core / apalis-postgres **1.0.0** (`SqlxPersistence` in apalis-postgres's
-//! `persistence.rs`, whose steps are reproduced here one for one, calling apalis's own queries;
-//! a step that is one statement runs without BEGIN/COMMIT around it). Our SQL on the apalis
+//! `persistence.rs`, whose steps are reproduced here, calling apalis's own queries except the
+//! ack; a step that is one statement runs without BEGIN/COMMIT around it). Our SQL on the apalis
 //! schema lives in [`crate::store::queue`].
 
 use std::{

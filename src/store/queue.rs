@@ -421,7 +421,9 @@ pub async fn defer(pool: &PgPool, job_id: &str, delay: Duration) -> Result<(), s
 }
 
 /// Hands a stopped worker's unstarted jobs back to the queue: `Queued` ones always, `Running`
-/// ones too after a graceful stop (in-flight jobs have finished by then). Returns how many.
+/// ones too after a graceful stop (in-flight jobs have finished by then). Since migration 0035 a
+/// fetched job is `Running` at once, so after a crash its jobs wait for orphan rescue (`Queued`
+/// ones only come from a database still on migration 0007's fetch). Returns how many.
 pub async fn release_unstarted(
     pool: &PgPool,
     worker: &str,

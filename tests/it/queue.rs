@@ -382,12 +382,10 @@ async fn a_worker_refuses_to_start_on_a_get_jobs_it_did_not_install() {
     );
 
     // Back to our get_jobs, but without our trigger: named too.
-    let up = include_str!("../../migrations/20261128000007_queue_scaling.up.sql");
+    let up = include_str!("../../migrations/20261204000035_queue_cost.up.sql");
     let get_jobs = &up[up
         .find("CREATE OR REPLACE FUNCTION apalis.get_jobs")
-        .expect("fn")
-        ..up.find("CREATE FUNCTION apalis.agent_meter_release_finished")
-            .expect("end")];
+        .expect("fn")..];
     sqlx::raw_sql(sqlx::AssertSqlSafe(get_jobs))
         .execute(&db.pool)
         .await
