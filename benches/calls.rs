@@ -16,7 +16,8 @@
 //!    (`PostgresStorage::new` with only the queue named, a worker with no options).
 //!
 //! `--only noop [--rounds N]` runs step 4 alone, N times on fresh jobs (the queue's own cost, for
-//! profiling and for the side-by-side with graphile-worker, `benches/graphile`).
+//! profiling and for the side-by-side with graphile-worker, `benches/graphile`); `--only metered`
+//! runs step 2 alone the same way, for 1,000 leads made up front (as `benches/graphile` does).
 //!
 //! Database: a scratch one on `BENCH_DATABASE_URL` (admin URL), created and dropped.
 
@@ -198,6 +199,52 @@ async fn drain<J: Job>(deps: &Deps, count: usize) -> (f64, i64, f64, f64) {
     (done as f64 / elapsed, done, here, machine)
 }
 
+/// `count` metered `water_lookup` jobs (tool call ids `{prefix}_{i}`, job `i` for lead
+/// `i % leads`) through the real worker; prints jobs/s, CPU and the one-usage-row-per-job check.
+async fn metered(deps: &Deps, leads: &[(Uuid, Uuid)], count: usize, prefix: &str) -> f64 {
+    let pool = &deps.pool;
+    let enqueued = enqueue_all(pool, count, |i| {
+        let (agent_id, lead_id) = leads[i % leads.len()];
+        let job = WaterLookup {
+            call: agent_meter::tools::CallContext {
+                agent_id,
+                lead_id: Some(lead_id),
+                tool_call_id: format!("{prefix}_{i}"),
+                vapi_call_id: None,
+                requested_at: None,
+            },
+            place: agent_meter::tools::Place {
+                latitude: 35.1983,
+                longitude: -111.6513,
+                address: Some(format!("{} N Humphreys St, Flagstaff, AZ", i % leads.len())),
+            },
+            radius_m: 1609,
+        };
+        let key = job.call.key();
+        (job, key)
+    })
+    .await;
+    let (metered, done, here, machine) = drain::<WaterLookup>(deps, count).await;
+    let (failed, usage, keys): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM apalis.jobs WHERE job_type = 'water_lookup' AND status IN ('Failed', 'Killed')),
+                count(*), count(DISTINCT idempotency_key) FROM agent_usage_metrics
+          WHERE metric_type = 'water_lookup' AND idempotency_key LIKE $1",
+    )
+    .bind(format!("%{prefix}\\_%"))
+    .fetch_one(pool)
+    .await
+    .expect("usage rows");
+    let once =
+        ["MISMATCH", "one per tool call"][usize::from(usage == count as i64 && keys == usage)];
+    let lead_count = leads.len();
+    println!(
+        "metered, apalis (ours):  {metered:>7.0} jobs/s   done {done}/{count}   failed {failed}   usage rows {usage} \
+         ({once}; {lead_count} leads)   cpu/job {here:.0} us here, {machine:.0} us machine   enqueue {enqueued:.0}/s   \
+         (target >= 3000 jobs/s)"
+    );
+    metered
+}
+
 /// The plain loop: `workers` tasks claim one row at a time with `FOR UPDATE SKIP LOCKED`, run the
 /// job while holding the row, mark it done and commit, until the table has nothing left.
 /// Returns jobs/s, jobs done, CPU us per job (here, machine).
@@ -351,7 +398,30 @@ async fn main() {
         config.worker.fetch_batch
     );
 
-    if common::arg::<String>("--only", String::new()) == "noop" {
+    let only = common::arg::<String>("--only", String::new());
+    if only == "metered" {
+        // 1,000 leads over the five seeded agents, as the open loop leaves them (and as
+        // benches/graphile makes them).
+        let leads: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "INSERT INTO leads (agent_id, phone)
+             SELECT a.id, '+1928555' || lpad(g::text, 4, '0')
+               FROM generate_series(0, 999) g
+               JOIN (SELECT id, row_number() OVER (ORDER BY email) - 1 AS k FROM agents) a
+                 ON a.k = g % 5
+             RETURNING agent_id, id",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("leads");
+        let deps = Deps::new(pool.clone(), config.clone());
+        for round in 0..common::arg::<usize>("--rounds", 1) {
+            metered(&deps, &leads, count, &format!("call_bench_r{round}")).await;
+            common::execute(&pool, "DELETE FROM apalis.jobs").await;
+        }
+        scratch.drop_database().await;
+        return;
+    }
+    if only == "noop" {
         let deps = Deps::new(pool.clone(), config.clone());
         for round in 0..common::arg::<usize>("--rounds", 1) {
             let base = round * count;
@@ -394,46 +464,8 @@ async fn main() {
         .await
         .expect("leads");
     assert!(!leads.is_empty(), "the open loop created no leads");
-    let enqueued = enqueue_all(&pool, count, |i| {
-        let (agent_id, lead_id) = leads[i % leads.len()];
-        let address = Some(format!("{} N Humphreys St, Flagstaff, AZ", i % leads.len()));
-        let tool_call_id = format!("call_bench_{i}");
-        let job = WaterLookup {
-            call: agent_meter::tools::CallContext {
-                agent_id,
-                lead_id: Some(lead_id),
-                tool_call_id,
-                vapi_call_id: None,
-                requested_at: None,
-            },
-            place: agent_meter::tools::Place {
-                latitude: 35.1983,
-                longitude: -111.6513,
-                address,
-            },
-            radius_m: 1609,
-        };
-        let key = job.call.key();
-        (job, key)
-    })
-    .await;
     let deps = Deps::new(pool.clone(), config.clone());
-    let (metered, done, here, machine) = drain::<WaterLookup>(&deps, count).await;
-    let (failed, usage, keys): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM apalis.jobs WHERE job_type = 'water_lookup' AND status IN ('Failed', 'Killed')),
-                count(*), count(DISTINCT idempotency_key) FROM agent_usage_metrics WHERE metric_type = 'water_lookup'",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("usage rows");
-    let once =
-        ["MISMATCH", "one per tool call"][usize::from(usage == count as i64 && keys == usage)];
-    let lead_count = leads.len();
-    println!(
-        "metered, apalis (ours):  {metered:>7.0} jobs/s   done {done}/{count}   failed {failed}   usage rows {usage} \
-         ({once}; {lead_count} leads)   cpu/job {here:.0} us here, {machine:.0} us machine   enqueue {enqueued:.0}/s   \
-         (target >= 3000 jobs/s)"
-    );
+    let metered = metered(&deps, &leads, count, "call_bench").await;
 
     // 3. the same work, same stand-in, same rows, through the plain SKIP LOCKED loop.
     let plain_jobs: Vec<WaterLookup> = (0..count)

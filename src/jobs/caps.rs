@@ -52,7 +52,9 @@ pub async fn notice(
     noticed
 }
 
-async fn announce(
+/// [`notice`] for a transaction that already runs as the service (the effects writer): no look
+/// at the role, no switching.
+pub async fn announce(
     tx: &mut PgConnection,
     tz: chrono_tz::Tz,
     agents: &[Uuid],

@@ -4,10 +4,17 @@
 //!
 //! A tool job does its provider call, then hands a [`ToolEffect`] to the process's writer and
 //! waits for the commit before it returns (so apalis acks only what is durable). The writer takes
-//! whatever effects are waiting (up to [`MAX_BATCH`]), writes them in one transaction as the
-//! tenant role (`app.agent_id` set per agent) and answers each job. One commit per batch instead
-//! of two per job is what lets metered jobs keep up with the queue itself (see the calls
-//! benchmark in README).
+//! whatever effects are waiting (up to [`MAX_BATCH`]), writes them, whichever agencies they are
+//! for, with one statement in one transaction and answers each job. One commit per batch instead
+//! of two per job, and one statement per batch instead of one per agency, is what lets metered
+//! jobs keep up with the queue itself (see the calls benchmark in README).
+//!
+//! Tenancy: the writer is the service writing what its own jobs found, not a tenant, so it runs
+//! as the service role; each row carries its effect's agent and every join in the statement
+//! matches on it, and the composite foreign keys refuse an effect that names another agency's
+//! lead or property (a test holds this). It wrote as the tenant role once, one statement per
+//! agency: each statement cost ~0.7 ms of executor set-up however few rows it wrote, which with
+//! five agencies in a batch was a third of the writer's time.
 //!
 //! Failure isolation: an effect that cannot be priced still saves its finding (a paid answer is
 //! never lost) and fails alone, permanently; a database error in a batch rolls it back and each
@@ -82,11 +89,12 @@ pub struct Writer {
 }
 
 /// After a commit: the findings a live call is still owed (its tool-calls answer went out
-/// without them) are claimed and said through the call's control URL, in the background, so a
-/// slow or dead call never holds up metering.
-async fn say_late_findings(pool: &PgPool, effects: &[&ToolEffect]) {
+/// without them) are claimed and said through the call's control URL. The writer does not wait
+/// for it (`(key, agent, message)` per committed effect), so neither the claim nor a slow or dead
+/// call holds up metering; it must come after the commit (see `http::tool_calls::late`).
+async fn say_late_findings(pool: PgPool, committed: Vec<(String, Uuid, String)>) {
     // One primary-key statement per batch; the table only holds calls that are waiting.
-    let keys: Vec<String> = effects.iter().map(|e| e.key.clone()).collect();
+    let keys: Vec<String> = committed.iter().map(|(key, ..)| key.clone()).collect();
     if keys.is_empty() {
         return;
     }
@@ -102,12 +110,11 @@ async fn say_late_findings(pool: &PgPool, effects: &[&ToolEffect]) {
         }
     };
     for (key, control_url) in claimed {
-        let Some(effect) = effects.iter().find(|e| e.key == key) else {
+        let Some((_, agent, content)) = committed.iter().find(|(k, ..)| *k == key) else {
             continue;
         };
-        let content = effect.late_message.clone();
+        let (agent, content) = (*agent, content.clone());
         let http = late_http().clone();
-        let agent = effect.agent_id;
         tokio::spawn(async move {
             match crate::providers::vapi::add_message(&http, &control_url, &content).await {
                 Ok(()) => tracing::info!(agent.id = %agent, %key, "late finding said in the call"),
@@ -207,51 +214,41 @@ async fn write_batch(
     // The statement's shape does not depend on its arrays: plan it once per connection, not on
     // every call (planning was a third of its cost).
     let mut tx = pool
-        .begin_with(
-            "BEGIN; SET LOCAL ROLE agent_meter_tenant; SET LOCAL plan_cache_mode = force_generic_plan",
-        )
+        .begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
         .await?;
     let mut outcomes: Vec<Result<Recorded, JobError>> = Vec::with_capacity(effects.len());
     outcomes.resize_with(effects.len(), || {
         Err(JobError::Transient("unwritten".into()))
     });
-    for (agent_id, rounds) in statements(effects) {
-        sqlx::query("SELECT set_config('app.agent_id', $1::text, true)")
-            .bind(agent_id)
-            .execute(&mut *tx)
-            .await?;
-        for round in rounds {
-            for (i, outcome) in write_set(&mut tx, config, agent_id, effects, &round).await? {
-                outcomes[i] = outcome;
-            }
+    let mut agencies = vec![Agency::default(); effects.len()];
+    for round in rounds(effects) {
+        for (i, outcome, agency) in write_set(&mut tx, config, effects, &round).await? {
+            outcomes[i] = outcome;
+            agencies[i] = agency;
         }
     }
-    sqlx::query("RESET ROLE").execute(&mut *tx).await?;
     // Capped agencies hear when this batch's usage crosses 50, 80 or 100% of their cap.
-    let mut metered: Vec<Uuid> = effects
+    let mut capped: Vec<Uuid> = effects
         .iter()
         .zip(&outcomes)
-        .filter(|(_, o)| o.as_ref().is_ok_and(|r| r.written))
-        .map(|(e, _)| e.agent_id)
+        .zip(&agencies)
+        .filter(|((_, o), g)| g.capped && o.as_ref().is_ok_and(|r| r.written))
+        .map(|((e, _), _)| e.agent_id)
         .collect();
-    metered.sort_unstable();
-    metered.dedup();
-    super::caps::notice(
+    capped.sort_unstable();
+    capped.dedup();
+    super::caps::announce(
         &mut tx,
         config.billing_timezone,
-        &metered,
+        &capped,
         chrono::Utc::now(),
     )
     .await?;
-    // The agencies' endpoints hear of each new finding (once: the id is the finding's). One
-    // look for the batch finds who listens; only their findings cost a statement each.
-    let mut agents: Vec<Uuid> = effects.iter().map(|e| e.agent_id).collect();
-    agents.sort_unstable();
-    agents.dedup();
-    let listening = crate::store::outbound::listening(&mut tx, &agents, "finding.created").await?;
-    for (effect, outcome) in effects.iter().zip(&outcomes) {
+    // The agencies' endpoints hear of each new finding (once: the id is the finding's); only
+    // agencies with an endpoint cost a statement.
+    for ((effect, outcome), agency) in effects.iter().zip(&outcomes).zip(&agencies) {
         if let Ok(r) = outcome
-            && listening.contains(&effect.agent_id)
+            && agency.hooked
         {
             let id = format!("msg_finding_created_{}", r.finding_id.simple());
             let data = serde_json::json!({
@@ -290,13 +287,13 @@ async fn write_batch(
             .await?;
     }
     tx.commit().await?;
-    let committed: Vec<&ToolEffect> = effects
+    let committed = effects
         .iter()
         .zip(&outcomes)
         .filter(|(_, o)| o.is_ok())
-        .map(|(e, _)| e)
+        .map(|(e, _)| (e.key.clone(), e.agent_id, e.late_message.clone()))
         .collect();
-    say_late_findings(pool, &committed).await;
+    tokio::spawn(say_late_findings(pool.clone(), committed));
     for (effect, outcome) in effects.iter().zip(&outcomes) {
         if let Ok(r) = outcome {
             crate::telemetry::usage_recorded(effect.metric, u64::from(r.written));
@@ -307,85 +304,95 @@ async fn write_batch(
     Ok(outcomes)
 }
 
-/// The statements a batch needs: per agent (RLS sees one agent at a time), rounds of effect
-/// indexes in which no key repeats (a later round sees what an earlier one wrote). Almost
-/// always one round per agent.
-fn statements(effects: &[ToolEffect]) -> Vec<(Uuid, Vec<Vec<usize>>)> {
-    let mut agents: Vec<(Uuid, Vec<Vec<usize>>)> = Vec::new();
+/// The statements a batch needs: rounds of effect indexes in which no (agent, kind, key)
+/// repeats (a later round sees what an earlier one wrote). Almost always one round.
+fn rounds(effects: &[ToolEffect]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
     for (i, e) in effects.iter().enumerate() {
-        let slot = match agents.iter().position(|(a, _)| *a == e.agent_id) {
-            Some(slot) => slot,
-            None => {
-                agents.push((e.agent_id, Vec::new()));
-                agents.len() - 1
-            }
+        let same = |j: &usize| {
+            let o = &effects[*j];
+            o.agent_id == e.agent_id && o.kind == e.kind && o.key == e.key
         };
-        let rounds = &mut agents[slot].1;
-        let same = |j: &usize| effects[*j].kind == e.kind && effects[*j].key == e.key;
         match rounds.iter_mut().find(|round| !round.iter().any(same)) {
             Some(round) => round.push(i),
             None => rounds.push(vec![i]),
         }
     }
-    agents
+    rounds
 }
 
-/// One agent's effects, one statement: the properties (created or updated), the findings (kept
-/// where already saved), the tags, and the usage rows at the price in force on each finding's
-/// day. Keys are distinct within one call.
+/// Effects of any agencies, one statement: the properties (created or updated), the findings
+/// (kept where already saved), the tags, and the usage rows at the price in force on each
+/// finding's day. (agent, kind, key) is distinct within one call. Every row is written under its
+/// effect's agent and every join matches on it; the composite foreign keys ((agent_id, lead_id)
+/// to leads, (agent_id, property_id) to properties) refuse an effect naming another agency's
+/// lead.
 const WRITE_EFFECTS: &str = "
 WITH input AS (
-    SELECT * FROM unnest($2::int[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
-                         $8::jsonb[], $9::jsonb[], $10::text[], $11::numeric[], $12::numeric[],
-                         $13::jsonb[], $15::text[])
-        AS i(n, lead_id, address, kind, key, result, facts, tags, metric, quantity,
+    SELECT * FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                         $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[], $11::numeric[],
+                         $12::numeric[], $13::jsonb[], $15::text[])
+        AS i(n, agent_id, lead_id, address, kind, key, result, facts, tags, metric, quantity,
              provider_cost_usd, metadata, vapi_call_id)
 ), prop AS (
-    -- Every effect's facts on the same property, merged in order (later keys win).
+    -- Every effect's facts on the same property, merged in order (later keys win). Rows are
+    -- locked in key order, so two transactions writing the same properties cannot deadlock.
     INSERT INTO properties AS p (agent_id, lead_id, address, facts)
-    SELECT $1, i.lead_id, i.address,
+    SELECT i.agent_id, i.lead_id, i.address,
            COALESCE((SELECT jsonb_object_agg(f.key, f.value ORDER BY j.n)
                        FROM input j, jsonb_each(j.facts) AS f(key, value)
-                      WHERE j.lead_id IS NOT DISTINCT FROM i.lead_id AND j.address = i.address),
+                      WHERE j.agent_id = i.agent_id AND j.lead_id IS NOT DISTINCT FROM i.lead_id
+                        AND j.address = i.address),
                     '{}'::jsonb)
-      FROM (SELECT DISTINCT lead_id, address FROM input WHERE address IS NOT NULL) i
+      FROM (SELECT DISTINCT agent_id, lead_id, address FROM input WHERE address IS NOT NULL) i
+     ORDER BY i.agent_id, i.lead_id, i.address
     ON CONFLICT (agent_id, lead_id, address) DO UPDATE
        SET facts = p.facts || EXCLUDED.facts
-    RETURNING id, lead_id, address
+    RETURNING id, agent_id, lead_id, address
 ), saved AS (
     INSERT INTO risk_assessments (agent_id, lead_id, property_id, kind, idempotency_key, result,
                                   vapi_call_id)
-    SELECT $1, i.lead_id, prop.id, i.kind, i.key, i.result, i.vapi_call_id
+    SELECT i.agent_id, i.lead_id, prop.id, i.kind, i.key, i.result, i.vapi_call_id
       FROM input i
-      LEFT JOIN prop ON prop.lead_id IS NOT DISTINCT FROM i.lead_id AND prop.address = i.address
+      LEFT JOIN prop ON prop.agent_id = i.agent_id
+                    AND prop.lead_id IS NOT DISTINCT FROM i.lead_id AND prop.address = i.address
     ON CONFLICT (agent_id, kind, idempotency_key) DO NOTHING
-    RETURNING id, kind, idempotency_key, created_at
+    RETURNING id, agent_id, kind, idempotency_key, created_at
 ), finding AS (
     SELECT i.n, f.id, f.created_at, (f.created_at AT TIME ZONE $14)::date AS day
       FROM input i
       JOIN LATERAL (
-          SELECT id, created_at FROM saved WHERE saved.kind = i.kind AND saved.idempotency_key = i.key
+          SELECT id, created_at FROM saved
+           WHERE saved.agent_id = i.agent_id AND saved.kind = i.kind
+             AND saved.idempotency_key = i.key
           UNION ALL
           SELECT id, created_at FROM risk_assessments r
-           WHERE r.agent_id = $1 AND r.kind = i.kind AND r.idempotency_key = i.key
+           WHERE r.agent_id = i.agent_id AND r.kind = i.kind AND r.idempotency_key = i.key
           LIMIT 1
       ) f ON true
 ), tagged AS (
     INSERT INTO tags (agent_id, lead_id, tag)
-    SELECT DISTINCT $1::uuid, i.lead_id, t.tag
+    SELECT DISTINCT i.agent_id, i.lead_id, t.tag
       FROM input i, jsonb_array_elements_text(i.tags) AS t(tag)
      WHERE i.lead_id IS NOT NULL
+     ORDER BY i.agent_id, i.lead_id, t.tag
     ON CONFLICT (agent_id, lead_id, tag) DO NOTHING
+), price AS (
+    -- One look per agency, metric and day (a batch holds a handful), not one per effect.
+    SELECT k.agent_id, k.metric, k.day, price.id, price.unit_price_usd
+      FROM (SELECT DISTINCT i.agent_id, i.metric, f.day FROM finding f JOIN input i USING (n)) k
+      LEFT JOIN LATERAL price_in_force(k.agent_id, k.metric, k.day) price ON true
 ), priced AS (
     SELECT f.n, f.id AS finding_id, f.created_at, f.day, price.id AS price_id, price.unit_price_usd
       FROM finding f
       JOIN input i USING (n)
-      LEFT JOIN LATERAL price_in_force($1, i.metric, f.day) price ON true
+      LEFT JOIN price ON price.agent_id = i.agent_id AND price.metric = i.metric
+                     AND price.day = f.day
 ), usage AS (
     INSERT INTO agent_usage_metrics (agent_id, metric_type, quantity, unit_price_usd, cost_usd,
                                      provider_cost_usd, occurred_at, idempotency_key, metadata,
                                      corrects)
-    SELECT $1, i.metric, i.quantity, p.unit_price_usd, i.quantity * p.unit_price_usd,
+    SELECT i.agent_id, i.metric, i.quantity, p.unit_price_usd, i.quantity * p.unit_price_usd,
            i.provider_cost_usd, p.created_at, i.key,
            i.metadata || jsonb_build_object('risk_assessment_id', p.finding_id,
                                             'pricing_config_id', p.price_id),
@@ -394,12 +401,25 @@ WITH input AS (
       JOIN input i USING (n)
      WHERE p.price_id IS NOT NULL
     ON CONFLICT (agent_id, metric_type, idempotency_key) DO NOTHING
-    RETURNING metric_type, idempotency_key
+    RETURNING agent_id, metric_type, idempotency_key
+), agency AS (
+    -- What the rest of the transaction needs to know, so it asks only when it must: whether
+    -- the agency has a spend cap, and whether it has any endpoint (emit picks those that want
+    -- the event).
+    SELECT a.id, a.usage_cap_usd IS NOT NULL AS capped,
+           EXISTS (SELECT 1 FROM webhook_endpoints w
+                    WHERE w.agent_id = a.id AND w.removed_at IS NULL) AS hooked
+      FROM agents a
+     WHERE a.id IN (SELECT agent_id FROM input)
 )
 SELECT i.n, p.finding_id, p.day, p.price_id IS NOT NULL,
-       EXISTS (SELECT 1 FROM usage u WHERE u.metric_type = i.metric AND u.idempotency_key = i.key)
+       EXISTS (SELECT 1 FROM usage u
+                WHERE u.agent_id = i.agent_id AND u.metric_type = i.metric
+                  AND u.idempotency_key = i.key),
+       COALESCE(g.capped, false), COALESCE(g.hooked, false)
   FROM input i
-  LEFT JOIN priced p USING (n)";
+  LEFT JOIN priced p USING (n)
+  LEFT JOIN agency g ON g.id = i.agent_id";
 
 type Row = (
     i32,
@@ -407,16 +427,27 @@ type Row = (
     Option<chrono::NaiveDate>,
     Option<bool>,
     bool,
+    bool,
+    bool,
 );
 
-/// Writes `effects[i]` for each `i` in `round` (one agent, distinct keys); the outcome of each.
+/// What the statement said of an effect's agency.
+#[derive(Debug, Clone, Copy, Default)]
+struct Agency {
+    /// It has a spend cap (its crossings are looked for).
+    capped: bool,
+    /// It has an endpoint (new findings are offered to `emit`).
+    hooked: bool,
+}
+
+/// Writes `effects[i]` for each `i` in `round` (distinct keys); the outcome of each, and what
+/// the statement saw of its agency.
 async fn write_set(
     conn: &mut PgConnection,
     config: &Config,
-    agent_id: Uuid,
     effects: &[ToolEffect],
     round: &[usize],
-) -> Result<Vec<(usize, Result<Recorded, JobError>)>, sqlx::Error> {
+) -> Result<Vec<(usize, Result<Recorded, JobError>, Agency)>, sqlx::Error> {
     let chosen: Vec<&ToolEffect> = round.iter().map(|&i| &effects[i]).collect();
     let column = |f: fn(&ToolEffect) -> Option<&str>| -> Vec<Option<&str>> {
         chosen.iter().map(|e| f(e)).collect()
@@ -429,8 +460,8 @@ async fn write_set(
             .filter(|a| !a.is_empty())
     });
     let rows: Vec<Row> = sqlx::query_as(WRITE_EFFECTS)
-        .bind(agent_id)
         .bind(&n)
+        .bind(chosen.iter().map(|e| e.agent_id).collect::<Vec<_>>())
         .bind(chosen.iter().map(|e| e.lead_id).collect::<Vec<_>>())
         .bind(address)
         .bind(column(|e| Some(e.kind)))
@@ -457,13 +488,14 @@ async fn write_set(
         .fetch_all(&mut *conn)
         .await?;
     let mut outcomes = Vec::with_capacity(rows.len());
-    for (n, finding, day, priced, written) in rows {
+    for (n, finding, day, priced, written, capped, hooked) in rows {
         let Some(&i) = usize::try_from(n).ok().and_then(|n| round.get(n)) else {
             continue;
         };
         outcomes.push((
             i,
             outcome(config, &effects[i], finding, day, priced, written),
+            Agency { capped, hooked },
         ));
     }
     Ok(outcomes)

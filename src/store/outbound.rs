@@ -57,24 +57,6 @@ pub struct Endpoint {
     pub created_at: DateTime<Utc>,
 }
 
-/// Which of `agents` have a live endpoint that wants events of `kind`: one statement, so a batch
-/// of changes emits only for agencies that listen (most have no endpoint at all).
-pub async fn listening(
-    conn: &mut PgConnection,
-    agents: &[Uuid],
-    kind: &str,
-) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT agent_id FROM webhook_endpoints
-          WHERE agent_id = ANY ($1) AND removed_at IS NULL AND disabled_at IS NULL
-            AND (events IS NULL OR $2 = ANY (events))",
-    )
-    .bind(agents)
-    .bind(kind)
-    .fetch_all(conn)
-    .await
-}
-
 /// Records event `kind` for `agent_id` under the business id `id` (the `webhook-id`: the same
 /// change always makes the same id, so it is recorded once) when any live endpoint of the agency
 /// wants it, and queues each delivery's first attempt. How many deliveries it made.
