@@ -80,6 +80,7 @@ async fn run_worker<J: Job>(
         gate,
         deps.signals.of(J::QUEUE),
         wc.poll * OWN_POLL_EVERY,
+        wc.heartbeat,
     ));
     let worker = WorkerBuilder::new(name)
         .backend(backend)
