@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod caps;
 pub mod effects;
+pub mod gate;
 pub mod invoice_rollup;
 pub mod listen;
 pub mod meter_call;
