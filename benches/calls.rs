@@ -199,27 +199,33 @@ async fn drain<J: Job>(deps: &Deps, count: usize) -> (f64, i64, f64, f64) {
     (done as f64 / elapsed, done, here, machine)
 }
 
+/// Metered job `i`: tool call `{prefix}_{i}`, for lead `i % leads` and a property address of its
+/// own per lead (so properties are upserted over and over, as in production).
+fn lookup(leads: &[(Uuid, Uuid)], prefix: &str, i: usize) -> WaterLookup {
+    let (agent_id, lead_id) = leads[i % leads.len()];
+    WaterLookup {
+        call: agent_meter::tools::CallContext {
+            agent_id,
+            lead_id: Some(lead_id),
+            tool_call_id: format!("{prefix}_{i}"),
+            vapi_call_id: None,
+            requested_at: None,
+        },
+        place: agent_meter::tools::Place {
+            latitude: 35.1983,
+            longitude: -111.6513,
+            address: Some(format!("{} N Humphreys St, Flagstaff, AZ", i % leads.len())),
+        },
+        radius_m: 1609,
+    }
+}
+
 /// `count` metered `water_lookup` jobs (tool call ids `{prefix}_{i}`, job `i` for lead
 /// `i % leads`) through the real worker; prints jobs/s, CPU and the one-usage-row-per-job check.
 async fn metered(deps: &Deps, leads: &[(Uuid, Uuid)], count: usize, prefix: &str) -> f64 {
     let pool = &deps.pool;
     let enqueued = enqueue_all(pool, count, |i| {
-        let (agent_id, lead_id) = leads[i % leads.len()];
-        let job = WaterLookup {
-            call: agent_meter::tools::CallContext {
-                agent_id,
-                lead_id: Some(lead_id),
-                tool_call_id: format!("{prefix}_{i}"),
-                vapi_call_id: None,
-                requested_at: None,
-            },
-            place: agent_meter::tools::Place {
-                latitude: 35.1983,
-                longitude: -111.6513,
-                address: Some(format!("{} N Humphreys St, Flagstaff, AZ", i % leads.len())),
-            },
-            radius_m: 1609,
-        };
+        let job = lookup(leads, prefix, i);
         let key = job.call.key();
         (job, key)
     })
@@ -469,24 +475,7 @@ async fn main() {
 
     // 3. the same work, same stand-in, same rows, through the plain SKIP LOCKED loop.
     let plain_jobs: Vec<WaterLookup> = (0..count)
-        .map(|i| {
-            let (agent_id, lead_id) = leads[i % leads.len()];
-            WaterLookup {
-                call: agent_meter::tools::CallContext {
-                    agent_id,
-                    lead_id: Some(lead_id),
-                    tool_call_id: format!("call_plain_{i}"),
-                    vapi_call_id: None,
-                    requested_at: None,
-                },
-                place: agent_meter::tools::Place {
-                    latitude: 35.1983,
-                    longitude: -111.6513,
-                    address: Some(format!("{} N Humphreys St, Flagstaff, AZ", i % leads.len())),
-                },
-                radius_m: 1609,
-            }
-        })
+        .map(|i| lookup(&leads, "call_plain", i))
         .collect();
     let (plain, done, here, machine) = plain_loop(&deps, plain_jobs, concurrency as usize).await;
     let (usage, keys): (i64, i64) = sqlx::query_as(
