@@ -46,7 +46,7 @@ use apalis_core::{
 };
 use apalis_postgres::{Config as QueueConfig, Error, PgTask, queries};
 
-pub use super::gate::{Gate, NudgeLayer, drive_gate};
+pub use super::gate::{Gate, drive_gate};
 use crate::store::queue::RunResult;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -304,7 +304,13 @@ impl Persistence for GatedPersistence {
         drop(conn);
         self.size
             .fetched(config.batch_size, tasks.len(), Instant::now());
-        if !tasks.is_empty() {
+        if tasks.is_empty() {
+            // apalis parks the worker on an empty batch without reading its lifecycle channel
+            // or its heartbeat timer, and a wake-up that came while this fetch was in flight (a
+            // job finishing, a heartbeat falling due) was spent on it: one more look, without
+            // fetching ([`Gate::nudge`]), so that job's ack is not left until the next wake-up.
+            self.gate.nudge();
+        } else {
             // More may be waiting: the next fetch goes straight to the database.
             self.gate.keep_open();
         }
@@ -366,7 +372,6 @@ impl Persistence for GatedPersistence {
 /// over [`GatedPersistence`].
 pub struct GatedBackend<J> {
     persisted: Persisted<GatedPersistence>,
-    gate: Arc<Gate>,
     codec: JsonCodec,
     _job: PhantomData<J>,
 }
@@ -387,7 +392,6 @@ impl<J> GatedBackend<J> {
         });
         let backend = Self {
             persisted,
-            gate: gate.clone(),
             codec: JsonCodec::default(),
             _job: PhantomData,
         };
@@ -430,7 +434,7 @@ impl<J> BackendConfig for GatedBackend<J> {
     type Kind = Durable;
     type Id = ulid::Ulid;
     type Config = QueueConfig;
-    type Layer = tower_layer::Stack<TaskPersistLayer<JsonCodec<Value>, Value>, NudgeLayer>;
+    type Layer = TaskPersistLayer<JsonCodec<Value>, Value>;
 
     fn config(&self) -> &QueueConfig {
         &self.persisted.config
@@ -438,13 +442,10 @@ impl<J> BackendConfig for GatedBackend<J> {
 
     fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
         let batch = self.persisted.config.batch_size;
-        let persist = self
-            .persisted
+        self.persisted
             .layer(JsonCodec::<Value>::default(), batch)
             .persist_results(true)
-            .lock_tasks(false);
-        let nudge = NudgeLayer::new(self.gate.clone());
-        tower_layer::Stack::new(persist, nudge)
+            .lock_tasks(false)
     }
 }
 

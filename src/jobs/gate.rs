@@ -1,13 +1,20 @@
 //! The gate in front of a worker's fetch ([`Gate`]): the fetch reaches PostgreSQL only when
 //! there may be work (see [`super::backend`]), and the wake-ups a parked worker needs otherwise
 //! (a finished job's ack, a due heartbeat) come without opening it ([`Gate::nudge`]).
+//!
+//! apalis-core 1.0's `Persisted` reads its lifecycle channel (finished jobs' results) and its
+//! heartbeat timer only in its ready state, when the worker task is polled. A job's future runs
+//! inside the worker task, so its end wakes the worker; but a wake-up that comes while a fetch is
+//! in flight is spent on that fetch, and an empty fetch parks the worker without looking at the
+//! channel or the timer. So an empty fetch from the database nudges the worker once more
+//! (`GatedPersistence::fetch_next`), and the gate's driver nudges it every heartbeat interval.
 
 use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll, Waker},
+    task::{Context, Waker},
     time::Duration,
 };
 
@@ -57,72 +64,14 @@ impl Gate {
 
     /// Wakes the worker without opening the gate: it then writes what its finished jobs left
     /// in apalis's lifecycle channel and sends a heartbeat that is due, and parks again (no
-    /// fetch). apalis reads that channel and its heartbeat timer only when something wakes the
-    /// worker, and a heartbeat timer that fires during a fetch is not looked at again: a parked
-    /// worker could hold a finished job's ack, and skip its heartbeats, until the gate next
-    /// opened (30 s at most; seen as a retry that waited that long).
+    /// fetch). Without it a job that ended during the worker's fetch kept its ack, and a
+    /// heartbeat timer that fired then was not looked at, until the next wake-up (seen as a
+    /// retry that waited up to 30 s; module docs).
     pub fn nudge(&self) {
         let waker = self.waker.lock().ok().and_then(|w| w.clone());
         if let Some(w) = waker {
             w.wake();
         }
-    }
-}
-
-/// A finished job wakes its worker ([`Gate::nudge`]) once its result is in apalis's lifecycle
-/// channel, so its ack is written now rather than at the worker's next wake-up.
-#[derive(Debug, Clone)]
-pub struct NudgeLayer {
-    gate: Arc<Gate>,
-}
-
-impl NudgeLayer {
-    pub fn new(gate: Arc<Gate>) -> Self {
-        Self { gate }
-    }
-}
-
-impl<S> tower_layer::Layer<S> for NudgeLayer {
-    type Service = Nudge<S>;
-
-    fn layer(&self, inner: S) -> Nudge<S> {
-        Nudge {
-            inner,
-            gate: self.gate.clone(),
-        }
-    }
-}
-
-/// See [`NudgeLayer`].
-#[derive(Debug, Clone)]
-pub struct Nudge<S> {
-    inner: S,
-    gate: Arc<Gate>,
-}
-
-impl<S, R> tower_service::Service<R> for Nudge<S>
-where
-    S: tower_service::Service<R>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        let run = self.inner.call(request);
-        let gate = self.gate.clone();
-        Box::pin(async move {
-            // The inner service (apalis's persist layer) has queued the result when it returns.
-            let outcome = run.await;
-            gate.nudge();
-            outcome
-        })
     }
 }
 

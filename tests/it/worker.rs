@@ -267,6 +267,60 @@ async fn a_transient_failure_is_retried_after_a_real_persisted_backoff() {
     w.await.expect("worker task");
 }
 
+/// A job is acked at once whether it ends while its worker is parked (nothing more to fetch, the
+/// gate shut) or while the worker is fetching again. apalis reads finished jobs' results only
+/// when the worker is woken in its ready state; a job's end wakes it, but a wake-up during a fetch
+/// is spent on the fetch, and an empty fetch parks the worker: so an empty fetch looks once more
+/// (`jobs::gate` module docs). Without that, an instant job's ack waited for the next heartbeat
+/// (60 s here) in three runs of four (eight jobs in turn, each enqueued once the one before is
+/// acked; the odd ones end after the worker parked).
+#[tokio::test]
+async fn a_job_is_acked_at_once_whether_its_worker_is_parked_or_fetching() {
+    let db = TestDb::seeded().await;
+    db.execute(
+        "CREATE TABLE test_runs (key text NOT NULL,
+                                 at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    )
+    .await;
+    let config = test_config(&[("WORKER_HEARTBEAT_SECS", "60")]);
+    let deps = Deps::new(db.pool.clone(), Arc::new(config));
+    let (stop, shutdown) = watch::channel(false);
+    let w = tokio::spawn(worker::supervise::<Slow>(deps.clone(), shutdown));
+    for n in 0..8i64 {
+        jobs::enqueue_now(
+            &db.pool,
+            &Slow {
+                key: format!("parked-{n}"),
+                // Ends during the fetch that follows its own, or after the worker parked.
+                millis: if n % 2 == 0 { 0 } else { 300 },
+            },
+            None,
+        )
+        .await
+        .expect("enqueue");
+        eventually(20, "the ack", || async {
+            let done: i64 = db
+                .scalar("SELECT count(*) FROM apalis.jobs WHERE job_type = 'test_slow' AND status = 'Done'")
+                .await;
+            (done == n + 1).then_some(())
+        })
+        .await;
+    }
+    // Each job's own record is written as it ends; the ack's done_at is its transaction's start.
+    let (runs, lag): (i64, f64) = db
+        .row(
+            "SELECT count(*), max(EXTRACT(EPOCH FROM j.done_at - r.at))::float8
+               FROM apalis.jobs j
+               JOIN test_runs r ON r.key = convert_from(j.job, 'UTF8')::jsonb ->> 'key'
+              WHERE j.job_type = 'test_slow'",
+        )
+        .await;
+    assert_eq!(runs, 8, "one run per job");
+    assert!(lag < 5.0, "a job was acked {lag} s after it ended");
+    stop.send(true).expect("stop");
+    w.await.expect("worker task");
+}
+
 #[tokio::test]
 async fn each_worker_start_takes_a_new_name() {
     let (db, deps) = test_deps().await;
