@@ -165,6 +165,11 @@ impl FetchSize {
         self.state.lock().map_or(self.base, |s| s.0)
     }
 
+    /// Whether the last fetches came back full of quick jobs (the next is larger than the base).
+    fn growing(&self) -> bool {
+        self.next() > self.base
+    }
+
     /// A fetch of `asked` returned `got` jobs at `now`.
     fn fetched(&self, asked: usize, got: usize, now: Instant) {
         let Ok(mut state) = self.state.lock() else {
@@ -261,6 +266,63 @@ pub struct GatedPersistence {
     gate: Arc<Gate>,
     size: Arc<FetchSize>,
     acks: Arc<Acks>,
+    ahead: Arc<Ahead>,
+}
+
+/// One fetch of up to `count` of `config.queue`'s jobs for `worker`: one statement
+/// (`apalis.get_jobs`), atomic on its own, so no BEGIN/COMMIT round trips.
+async fn fetch(
+    pool: &PgPool,
+    config: &QueueConfig,
+    count: usize,
+    worker: &WorkerContext,
+) -> Result<Vec<PgTask>, Error> {
+    let mut config = config.clone();
+    config.batch_size = count;
+    let mut conn = pool.acquire().await?;
+    queries::fetch_next(&mut *conn, &config, worker).await
+}
+
+/// The fetch a worker starts while a batch of quick jobs runs, when that batch came back full
+/// (a backlog): its jobs are then at hand when the batch is done, instead of the worker waiting
+/// for the database between batches. At most one is in flight. Its jobs are the worker's
+/// (`Running` under its name) from the moment the statement commits: the worker's run waits for
+/// it ([`Ahead::settle`]) before its unstarted jobs are handed back, and after a crash they are
+/// rescued as orphans like any fetched job.
+#[derive(Debug, Default)]
+pub struct Ahead {
+    in_flight: FetchInFlight,
+}
+
+type FetchInFlight =
+    tokio::sync::Mutex<Option<(usize, tokio::task::JoinHandle<Result<Vec<PgTask>, Error>>)>>;
+
+impl Ahead {
+    async fn start<F>(&self, asked: usize, fetch: F)
+    where
+        F: std::future::Future<Output = Result<Vec<PgTask>, Error>> + Send + 'static,
+    {
+        *self.in_flight.lock().await = Some((asked, tokio::spawn(fetch)));
+    }
+
+    /// The fetch started ahead, once done: how many it asked for and what it got.
+    async fn take(&self) -> Option<(usize, Result<Vec<PgTask>, Error>)> {
+        let (asked, handle) = self.in_flight.lock().await.take()?;
+        let fetched = handle.await.unwrap_or_else(|e| {
+            Err(Error::from(sqlx::Error::Protocol(format!(
+                "fetch task: {e}"
+            ))))
+        });
+        Some((asked, fetched))
+    }
+
+    /// Waits for a fetch in flight; its jobs, never started, are then handed back with the
+    /// worker's other unstarted jobs.
+    pub async fn settle(&self) {
+        if let Some((_, Err(e))) = self.take().await {
+            tracing::warn!(error = %e, "a fetch ahead failed");
+        }
+    }
 }
 
 impl Persistence for GatedPersistence {
@@ -290,26 +352,37 @@ impl Persistence for GatedPersistence {
     }
 
     async fn fetch_next(&mut self, worker: &WorkerContext) -> Result<Vec<PgTask>, Error> {
-        let gate = self.gate.clone();
         self.acks.check()?;
-        let may_fetch = std::future::poll_fn(|cx| Poll::Ready(gate.pass(cx))).await;
-        if !may_fetch {
-            return Ok(Vec::new());
-        }
-        // One statement (`apalis.get_jobs`), atomic on its own: no BEGIN/COMMIT round trips.
-        let mut config = self.config.clone();
-        config.batch_size = self.size.next();
-        let mut conn = self.pool.acquire().await?;
-        let tasks = queries::fetch_next(&mut *conn, &config, worker).await?;
-        drop(conn);
-        self.size
-            .fetched(config.batch_size, tasks.len(), Instant::now());
+        // A fetch started while the last batch ran comes first (it went through the gate then).
+        let (asked, tasks) = match self.ahead.take().await {
+            Some((asked, fetched)) => (asked, fetched?),
+            None => {
+                let gate = self.gate.clone();
+                let may_fetch = std::future::poll_fn(|cx| Poll::Ready(gate.pass(cx))).await;
+                if !may_fetch {
+                    return Ok(Vec::new());
+                }
+                let asked = self.size.next();
+                (asked, fetch(&self.pool, &self.config, asked, worker).await?)
+            }
+        };
+        self.size.fetched(asked, tasks.len(), Instant::now());
         if tasks.is_empty() {
             // apalis parks the worker on an empty batch without reading its lifecycle channel
             // or its heartbeat timer, and a wake-up that came while this fetch was in flight (a
             // job finishing, a heartbeat falling due) was spent on it: one more look, without
             // fetching ([`Gate::nudge`]), so that job's ack is not left until the next wake-up.
             self.gate.nudge();
+        } else if self.size.growing() {
+            // A backlog of quick jobs: the next batch is fetched while this one runs.
+            let next = self.size.next();
+            let (pool, config, worker) = (self.pool.clone(), self.config.clone(), worker.clone());
+            self.ahead
+                .start(
+                    next,
+                    async move { fetch(&pool, &config, next, &worker).await },
+                )
+                .await;
         } else {
             // More may be waiting: the next fetch goes straight to the database.
             self.gate.keep_open();
@@ -379,9 +452,10 @@ pub struct GatedBackend<J> {
 impl<J> GatedBackend<J> {
     /// A backend for `config.queue`, the gate its fetches ask (open it to make the worker look;
     /// see [`drive_gate`]) and its acks (settle them when the worker's run ends).
-    pub fn new(pool: &PgPool, config: QueueConfig) -> (Self, Arc<Gate>, Arc<Acks>) {
+    pub fn new(pool: &PgPool, config: QueueConfig) -> (Self, Arc<Gate>, Arc<Acks>, Arc<Ahead>) {
         let gate = Gate::new();
         let acks = Arc::new(Acks::default());
+        let ahead = Arc::new(Ahead::default());
         let size = Arc::new(FetchSize::new(config.batch_size));
         let persisted = Persisted::new(GatedPersistence {
             pool: pool.clone(),
@@ -389,13 +463,14 @@ impl<J> GatedBackend<J> {
             gate: gate.clone(),
             size,
             acks: acks.clone(),
+            ahead: ahead.clone(),
         });
         let backend = Self {
             persisted,
             codec: JsonCodec::default(),
             _job: PhantomData,
         };
-        (backend, gate, acks)
+        (backend, gate, acks, ahead)
     }
 }
 
@@ -441,7 +516,12 @@ impl<J> BackendConfig for GatedBackend<J> {
     }
 
     fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
-        let batch = self.persisted.config.batch_size;
+        // apalis sizes the channel that carries finished jobs' results to the acks at four
+        // batches, and reads it only between batches: a job whose result finds it full waits,
+        // holding its place, so a batch larger than the channel (a fetch grown to
+        // `FETCH_GROWTH` times the base) stopped the worker for good once its places were all
+        // taken by waiting jobs. Sized to the largest batch, a batch's results always fit.
+        let batch = self.persisted.config.batch_size * FETCH_GROWTH;
         self.persisted
             .layer(JsonCodec::<Value>::default(), batch)
             .persist_results(true)

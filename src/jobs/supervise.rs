@@ -71,7 +71,7 @@ async fn run_worker<J: Job>(
         .batch_size(wc.fetch_batch.max(1))
         .heartbeat_interval(wc.heartbeat)
         .missed_heartbeats(wc.missed_heartbeats);
-    let (backend, gate, acks) = backend::GatedBackend::<J>::new(&deps.pool, queue);
+    let (backend, gate, acks, ahead) = backend::GatedBackend::<J>::new(&deps.pool, queue);
     // Opens the gate on this queue's signal (its NOTIFY, or the process's poll for due work,
     // `QueueSignals::poll_due`), and on its own only rarely; ends with this run.
     deps.signals.poll_due(&deps.pool, wc.poll);
@@ -94,8 +94,10 @@ async fn run_worker<J: Job>(
             Ok::<(), WorkerError>(())
         })
         .await;
-    // The last batch's ack is written before unstarted jobs are handed back.
+    // The last batch's ack is written, and a fetch ahead has its jobs, before unstarted jobs
+    // are handed back.
     acks.settle().await;
+    ahead.settle().await;
     ran
 }
 

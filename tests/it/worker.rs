@@ -321,6 +321,58 @@ async fn a_job_is_acked_at_once_whether_its_worker_is_parked_or_fetching() {
     w.await.expect("worker task");
 }
 
+/// A worker stopped while it drains a backlog of quick jobs (fetches grown, the next batch
+/// fetched while one runs) leaves nothing `Running`: what it fetched and never started is handed
+/// back, and a second worker runs the rest, every job exactly once.
+#[tokio::test]
+async fn a_worker_stopped_mid_backlog_hands_back_what_it_fetched_ahead() {
+    let (db, deps) = test_deps().await;
+    let total = 5_000i64;
+    let mut tx = db.pool.begin().await.expect("begin");
+    for n in 0..total {
+        let job = Slow {
+            key: format!("backlog-{n}"),
+            millis: 0,
+        };
+        jobs::enqueue(&mut *tx, &job, None).await.expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    let (stop, shutdown) = watch::channel(false);
+    let w = tokio::spawn(worker::supervise::<Slow>(deps.clone(), shutdown));
+    eventually(60, "a tenth of the backlog run", || async {
+        let runs: i64 = db.scalar("SELECT count(*) FROM test_runs").await;
+        (runs >= total / 10).then_some(())
+    })
+    .await;
+    stop.send(true).expect("stop");
+    w.await.expect("worker task");
+    let (running, done, runs): (i64, i64, i64) = db
+        .row(
+            "SELECT (SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')),
+                    (SELECT count(*) FROM apalis.jobs WHERE status = 'Done'),
+                    (SELECT count(*) FROM test_runs)",
+        )
+        .await;
+    assert_eq!(running, 0, "jobs left in the stopped worker's hands");
+    assert_eq!(done, runs, "every run acked, nothing acked unrun");
+    println!("stopped with {done} of {total} done");
+    let (stop, shutdown) = watch::channel(false);
+    let w = tokio::spawn(worker::supervise::<Slow>(deps.clone(), shutdown));
+    eventually(60, "the rest of the backlog", || async {
+        let done: i64 = db
+            .scalar("SELECT count(*) FROM apalis.jobs WHERE status = 'Done'")
+            .await;
+        (done == total).then_some(())
+    })
+    .await;
+    stop.send(true).expect("stop");
+    w.await.expect("worker task");
+    let (runs, keys): (i64, i64) = db
+        .row("SELECT count(*), count(DISTINCT key) FROM test_runs")
+        .await;
+    assert_eq!((runs, keys), (total, total), "every job run exactly once");
+}
+
 #[tokio::test]
 async fn each_worker_start_takes_a_new_name() {
     let (db, deps) = test_deps().await;
