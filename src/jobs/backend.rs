@@ -517,10 +517,10 @@ impl<J> BackendConfig for GatedBackend<J> {
 
     fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
         // apalis sizes the channel that carries finished jobs' results to the acks at four
-        // batches, and reads it only between batches: a job whose result finds it full waits,
-        // holding its place, so a batch larger than the channel (a fetch grown to
-        // `FETCH_GROWTH` times the base) stopped the worker for good once its places were all
-        // taken by waiting jobs. Sized to the largest batch, a batch's results always fit.
+        // batches, and reads it only between batches (on a stop, only once no job runs): a job
+        // whose result finds it full waits, holding its place. With batches larger than the
+        // channel (a fetch grown to `FETCH_GROWTH` times the base), a worker stopped during a
+        // backlog never finished stopping. Sized to the largest batch, a batch's results fit.
         let batch = self.persisted.config.batch_size * FETCH_GROWTH;
         self.persisted
             .layer(JsonCodec::<Value>::default(), batch)
