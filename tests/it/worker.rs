@@ -334,7 +334,7 @@ async fn a_worker_stopped_mid_backlog_hands_back_what_it_fetched_ahead() {
             key: format!("backlog-{n}"),
             millis: 0,
         };
-        jobs::enqueue(&mut *tx, &job, None).await.expect("enqueue");
+        jobs::enqueue(&mut tx, &job, None).await.expect("enqueue");
     }
     tx.commit().await.expect("commit");
     let (stop, shutdown) = watch::channel(false);
