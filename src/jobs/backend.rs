@@ -518,7 +518,7 @@ impl<J> BackendConfig for GatedBackend<J> {
     fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
         // apalis sizes the channel that carries finished jobs' results to the acks at four
         // batches, and reads it only between batches (on a stop, only once no job runs): a job
-        // whose result finds it full waits, holding its place. With batches larger than the
+        // whose result finds it full waits to send it, still running. With batches larger than the
         // channel (a fetch grown to `FETCH_GROWTH` times the base), a worker stopped during a
         // backlog never finished stopping. Sized to the largest batch, a batch's results fit.
         let batch = self.persisted.config.batch_size * FETCH_GROWTH;
