@@ -451,7 +451,8 @@ pub struct GatedBackend<J> {
 
 impl<J> GatedBackend<J> {
     /// A backend for `config.queue`, the gate its fetches ask (open it to make the worker look;
-    /// see [`drive_gate`]) and its acks (settle them when the worker's run ends).
+    /// see [`drive_gate`]), its acks and its fetch ahead (settle both when the worker's run
+    /// ends, before handing back unstarted jobs).
     pub fn new(pool: &PgPool, config: QueueConfig) -> (Self, Arc<Gate>, Arc<Acks>, Arc<Ahead>) {
         let gate = Gate::new();
         let acks = Arc::new(Acks::default());

@@ -205,13 +205,18 @@ impl Job for Slow {
 }
 
 async fn test_deps() -> (TestDb, Deps) {
+    test_deps_with(&[]).await
+}
+
+/// [`test_deps`] with settings of its own (`extra`, as for [`test_config`]).
+async fn test_deps_with(extra: &[(&str, &str)]) -> (TestDb, Deps) {
     let db = TestDb::seeded().await;
     db.execute(
         "CREATE TABLE test_runs (key text NOT NULL,
                                  at timestamptz NOT NULL DEFAULT clock_timestamp())",
     )
     .await;
-    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(&[])));
+    let deps = Deps::new(db.pool.clone(), Arc::new(test_config(extra)));
     (db, deps)
 }
 
@@ -276,14 +281,7 @@ async fn a_transient_failure_is_retried_after_a_real_persisted_backoff() {
 /// acked; the odd ones end after the worker parked).
 #[tokio::test]
 async fn a_job_is_acked_at_once_whether_its_worker_is_parked_or_fetching() {
-    let db = TestDb::seeded().await;
-    db.execute(
-        "CREATE TABLE test_runs (key text NOT NULL,
-                                 at timestamptz NOT NULL DEFAULT clock_timestamp())",
-    )
-    .await;
-    let config = test_config(&[("WORKER_HEARTBEAT_SECS", "60")]);
-    let deps = Deps::new(db.pool.clone(), Arc::new(config));
+    let (db, deps) = test_deps_with(&[("WORKER_HEARTBEAT_SECS", "60")]).await;
     let (stop, shutdown) = watch::channel(false);
     let w = tokio::spawn(worker::supervise::<Slow>(deps.clone(), shutdown));
     for n in 0..8i64 {
